@@ -1,0 +1,1 @@
+//! evapi-client: skeleton; filled by its issue.

@@ -1,0 +1,44 @@
+//! Wire protocol of Kamailio's evapi event socket: framing codecs and message types.
+//!
+//! # Layout
+//!
+//! - [`netstring`], [`bare`], [`line`]: one module per framing, each an incremental
+//!   (sans-I/O) decoder working on a [`bytes::BytesMut`] and an `encode` function.
+//! - [`framing`]: the [`Framing`] choice and [`FrameCodec`], which implements
+//!   tokio-util's `Decoder`/`Encoder` for whichever framing was chosen.
+//! - [`error`]: [`DecodeError`] (with the byte offset in the stream) and [`EncodeError`].
+//! - [`message`]: JSON conventions (events, suspend / continue for async relay).
+//!
+//! Deliberately absent: sockets, clocks, a runtime, and any policy on what to do with
+//! a bad frame. Those belong to the server and the client.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use evapi_proto::{FrameCodec, Framing};
+//!
+//! let mut codec = FrameCodec::new(Framing::Netstring, 1024);
+//! let mut wire = BytesMut::new();
+//! codec.encode_frame(b"hello", &mut wire).unwrap();
+//! assert_eq!(&wire[..], b"5:hello,");
+//!
+//! let mut incoming = BytesMut::from(&b"3:abc,\n2:"[..]);
+//! assert_eq!(codec.decode_frame(&mut incoming).unwrap().unwrap(), "abc");
+//! assert_eq!(codec.decode_frame(&mut incoming).unwrap(), None); // waits for more
+//! ```
+
+pub mod bare;
+pub mod error;
+pub mod framing;
+pub mod line;
+pub mod message;
+pub mod netstring;
+
+pub use error::{CodecError, DecodeError, DecodeErrorKind, EncodeError};
+pub use framing::{encode, FrameCodec, Framing, UnknownFraming};
+pub use message::{
+    locate_id, parse_id, Continue, Event, IdError, IdFields, Suspend, TransactionId,
+};
+
+/// Default frame limit: 1 MiB. A payload longer than this is refused both ways; without
+/// a limit, one bad length prefix would make us buffer whatever the peer claims.
+pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;

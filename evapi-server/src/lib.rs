@@ -1,0 +1,1 @@
+//! evapi-server: skeleton; filled by its issue.

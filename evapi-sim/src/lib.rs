@@ -1,0 +1,1 @@
+//! evapi-sim: skeleton; filled by its issue.

@@ -1,0 +1,1 @@
+//! End-to-end suite across the binaries; filled as the binaries land.
