@@ -1,1 +1,54 @@
-//! evapi-server: skeleton; filled by its issue.
+//! An event socket compatible with Kamailio's evapi module, as a tokio library.
+//!
+//! Applications connect over TCP; the server relays events to them (all, by tag, or
+//! to one) and hands what they send to the embedder's [event routes](EventRoutes).
+//! The `evapi-server` binary runs it standalone, driven by JSON lines.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`Config`], one field per evapi modparam plus our limits.
+//! - [`routes`]: the [`EventRoutes`] trait (connection-new, message-received,
+//!   connection-closed) and the [`ClientEnv`] they are handed.
+//! - [`handle`]: [`Handle`]: relay, multicast, unicast, close, set_tag, clients, stats.
+//! - [`server`]: [`Server`]: accept loop, admission, graceful shutdown.
+//! - [`control`]: the JSON-lines control and notification interface of the binary.
+//! - `registry`, `connection`, `writer`, `workers` (private): the client table, the
+//!   per-connection reader, the batched vectored writer, the worker pool.
+//!
+//! Deliberately absent: anything about SIP or transactions. Async relay (suspend a
+//! transaction, then relay) lives with the transactions, in `evapi-sim`.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use evapi_server::{ClientEnv, Config, EventRoutes, Handle, Server};
+//!
+//! struct Echo;
+//!
+//! impl EventRoutes for Echo {
+//!     async fn message_received(&self, server: &Handle, client: &ClientEnv, msg: Bytes) {
+//!         let _ = server.relay(format!("echo:{}:", client.conidx).as_bytes());
+//!         let _ = server.relay(&msg);
+//!     }
+//! }
+//!
+//! # async fn example() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8448").await?;
+//! Server::new(Config::default(), Echo).run(listener, std::future::pending()).await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod config;
+mod connection;
+pub mod control;
+pub mod handle;
+mod registry;
+pub mod routes;
+pub mod server;
+mod workers;
+mod writer;
+
+pub use config::{Config, SlowClientPolicy};
+pub use handle::{ClientInfo, ControlError, Delivery, Handle, RelayError, Stats, Target};
+pub use routes::{Admit, ClientEnv, CloseReason, EventRoutes, NoRoutes};
+pub use server::Server;

@@ -1,0 +1,300 @@
+//! Flags, and the plumbing around the library: stdin and `--control` connections in,
+//! replies and notifications out on stdout, signals to graceful shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{ArgAction, Parser, ValueEnum};
+use evapi_proto::Framing;
+use evapi_server::config::{
+    DEFAULT_BIND, DEFAULT_CLIENT_QUEUE, DEFAULT_MAX_CLIENTS, DEFAULT_WORKERS,
+};
+use evapi_server::control::{self, JsonLines};
+use evapi_server::{Config, Handle, Server, SlowClientPolicy};
+use ipnet::IpNet;
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Lines waiting for stdout; past this, routes and control replies wait for the writer.
+const STDOUT_QUEUE: usize = 4096;
+
+/// A Kamailio-evapi-compatible event socket, driven by JSON lines.
+///
+/// Applications connect over TCP. Control commands arrive as JSON lines on stdin (and on
+/// --control connections); each gets one JSON reply line on stdout. Every event route
+/// (connection-new, message-received, connection-closed) is written to stdout as a JSON
+/// line. Logs go to stderr.
+#[derive(Debug, Parser)]
+#[command(
+    name = "evapi-server",
+    version,
+    after_help = "\
+Examples:
+  evapi-server                                   # 127.0.0.1:8448, netstring, as Kamailio
+  evapi-server --bind 127.0.0.1:9000 --framing line --max-clients 64
+  echo '{\"relay\":{\"event\":\"hello\"}}' | evapi-server   # relay one event, keep serving
+  evapi-server --control 127.0.0.1:9001          # also take commands over TCP
+
+Commands (JSON lines):
+  {\"relay\": P}   {\"multicast\": P, \"tag\": T}   {\"unicast\": P, \"tag\": T}
+  {\"close\": N}   {\"close\": {\"connid\": C}}     {\"set_tag\": T, \"conidx\": N}
+  {\"clients\": true}   {\"stats\": true}
+  P: a JSON string is sent as its text, other JSON as compact JSON;
+     add \"encoding\":\"base64\" to send raw bytes. An \"id\" is echoed in the reply."
+)]
+pub struct Args {
+    /// Address to listen on (Kamailio's bind_addr).
+    #[arg(long, env = "EVAPI_BIND", default_value = DEFAULT_BIND)]
+    pub bind: SocketAddr,
+
+    /// Framing: netstring (Kamailio netstring_format=1), bare (=0) or line (NDJSON).
+    #[arg(long, env = "EVAPI_FRAMING", default_value = "netstring")]
+    pub framing: Framing,
+
+    /// Tasks running message-received; 0 runs it on each connection's own task.
+    #[arg(long, env = "EVAPI_WORKERS", default_value_t = DEFAULT_WORKERS)]
+    pub workers: usize,
+
+    /// Clients served at once; one more is accepted and closed at once.
+    #[arg(long, env = "EVAPI_MAX_CLIENTS", default_value_t = DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
+
+    /// Longest frame in bytes, both ways.
+    #[arg(long, env = "EVAPI_MAX_FRAME", default_value_t = evapi_proto::DEFAULT_MAX_FRAME)]
+    pub max_frame: usize,
+
+    /// Frames queued per client before the slow-client policy applies.
+    #[arg(long, env = "EVAPI_CLIENT_QUEUE", default_value_t = DEFAULT_CLIENT_QUEUE)]
+    pub client_queue: usize,
+
+    /// A write to a client that makes no progress this long disconnects it (e.g. 5s, 500ms).
+    #[arg(long, env = "EVAPI_SEND_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub send_timeout: Duration,
+
+    /// Messages waiting for the workers before new ones are dropped (Kamailio's
+    /// context_mlimit); 0 = never drop, pause reading instead.
+    #[arg(long, env = "EVAPI_QUEUE_LIMIT", default_value_t = 0)]
+    pub queue_limit: usize,
+
+    /// Only these clients may connect: CIDRs or addresses, repeat or comma-separate.
+    #[arg(long, env = "EVAPI_ALLOW", value_delimiter = ',', value_parser = parse_net)]
+    pub allow: Vec<IpNet>,
+
+    /// What to do with a client whose queue is full.
+    #[arg(long, env = "EVAPI_SLOW_CLIENT", value_enum, default_value_t = SlowClient::Disconnect)]
+    pub slow_client: SlowClient,
+
+    /// Also accept control connections (JSON lines over TCP) on this address.
+    #[arg(long, env = "EVAPI_CONTROL")]
+    pub control: Option<SocketAddr>,
+
+    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Less logging (-q warnings only, -qq errors only).
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+/// `--slow-client` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SlowClient {
+    /// Disconnect the client.
+    Disconnect,
+    /// Keep it; drop the frames that do not fit and count them.
+    Drop,
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or CIDR (e.g. 127.0.0.1, 10.0.0.0/8)"))
+}
+
+impl Args {
+    fn config(&self) -> Config {
+        Config {
+            bind: self.bind,
+            framing: self.framing,
+            workers: self.workers,
+            max_clients: self.max_clients,
+            max_frame: self.max_frame,
+            client_queue: self.client_queue.max(1),
+            send_timeout: self.send_timeout,
+            queue_limit: self.queue_limit,
+            allow: self.allow.clone(),
+            slow_client: match self.slow_client {
+                SlowClient::Disconnect => SlowClientPolicy::Disconnect,
+                SlowClient::Drop => SlowClientPolicy::Drop,
+            },
+            ..Config::default()
+        }
+    }
+}
+
+/// Logs to stderr: our stdout carries JSON lines.
+pub fn init_logging(verbose: u8, quiet: u8) {
+    let level = match (verbose, quiet) {
+        (0, 0) => "info",
+        (1, _) => "debug",
+        (v, _) if v >= 2 => "trace",
+        (_, 1) => "warn",
+        _ => "error",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Run the server until SIGINT or SIGTERM.
+///
+/// # Errors
+///
+/// When the runtime cannot start or an address cannot be bound.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let result = runtime.block_on(serve(args));
+    // A blocking read of stdin may still be pending; do not wait for it.
+    runtime.shutdown_background();
+    result
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let config = args.config();
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("cannot bind {}", config.bind))?;
+    let control = match args.control {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind control address {addr}"))?,
+        ),
+        None => None,
+    };
+
+    let (out_tx, out_rx) = mpsc::channel::<String>(STDOUT_QUEUE);
+    let stdout_task = tokio::spawn(write_lines(tokio::io::stdout(), out_rx));
+    // First line: where we listen, so scripts can bind port 0 and read the port back.
+    let mut hello = serde_json::json!({ "listening": listener.local_addr()?.to_string() });
+    if let Some(control) = &control {
+        hello["control"] = control.local_addr()?.to_string().into();
+    }
+    let _ = out_tx.send(hello.to_string()).await;
+
+    let server = Server::new(config, JsonLines::new(out_tx.clone()));
+    let handle = server.handle();
+    let stdin_task = tokio::spawn(control_stdin(handle.clone(), out_tx));
+    let control_task = control.map(|l| tokio::spawn(control_listener(l, handle.clone())));
+
+    server.run(listener, shutdown_signal()).await;
+
+    stdin_task.abort();
+    if let Some(task) = control_task {
+        task.abort();
+    }
+    let _ = stdin_task.await;
+    // Every sender is gone now; the writer drains what is left and ends.
+    let _ = stdout_task.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    info!("signal received");
+}
+
+/// Write lines to `out`, flushing whenever the queue runs dry.
+async fn write_lines(out: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<String>) {
+    let mut out = tokio::io::BufWriter::new(out);
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        for line in batch.drain(..) {
+            if out.write_all(line.as_bytes()).await.is_err() || out.write_all(b"\n").await.is_err()
+            {
+                // stdout is gone (broken pipe): nothing more can be reported.
+                return;
+            }
+        }
+        if out.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn control_stdin(handle: Handle, out: mpsc::Sender<String>) {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) if line.trim().is_empty() => {}
+            Ok(Some(line)) => {
+                if out.send(control::execute(&handle, &line)).await.is_err() {
+                    return;
+                }
+            }
+            // stdin closed: keep serving; commands can still come over --control.
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "cannot read stdin; control on stdin stops");
+                return;
+            }
+        }
+    }
+}
+
+async fn control_listener(listener: TcpListener, handle: Handle) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "control listening");
+    }
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            info!(%peer, "controller connected");
+            let (rd, mut wr) = stream.into_split();
+            let mut lines = BufReader::new(rd).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let mut reply = control::execute(&handle, &line);
+                reply.push('\n');
+                if wr.write_all(reply.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            info!(%peer, "controller disconnected");
+        });
+    }
+}

@@ -1,0 +1,106 @@
+//! Server settings, one field per Kamailio evapi modparam plus our additions.
+//!
+//! | Kamailio modparam   | field                                   | default          |
+//! |---------------------|-----------------------------------------|------------------|
+//! | `bind_addr`         | [`Config::bind`]                        | `127.0.0.1:8448` |
+//! | `netstring_format`  | [`Config::framing`]                     | netstring        |
+//! | `workers`           | [`Config::workers`]                     | 1                |
+//! | `max_clients`       | [`Config::max_clients`]                 | 8                |
+//! | `send_data_timeout` | [`Config::send_timeout`]                | 5 s              |
+//! | `context_mlimit`    | [`Config::queue_limit`]                 | 0 (no drops)     |
+//! | (ours)              | [`Config::max_frame`], [`Config::allow`], [`Config::client_queue`], [`Config::slow_client`] | |
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use evapi_proto::{Framing, DEFAULT_MAX_FRAME};
+use ipnet::IpNet;
+
+/// Default listen address, Kamailio's evapi default port on loopback.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8448";
+/// Default for [`Config::max_clients`], as Kamailio.
+pub const DEFAULT_MAX_CLIENTS: usize = 8;
+/// Default for [`Config::workers`].
+pub const DEFAULT_WORKERS: usize = 1;
+/// Default for [`Config::client_queue`]: frames waiting to be written to one client.
+pub const DEFAULT_CLIENT_QUEUE: usize = 4096;
+/// Default for [`Config::send_timeout`].
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages a worker's queue holds when [`Config::queue_limit`] is 0; past this, the
+/// connection's reader waits (TCP flow control pushes back on the client), nothing is lost.
+pub const DEFAULT_WORKER_QUEUE: usize = 1024;
+/// Longest tag, in bytes, as Kamailio's evapi.
+pub const MAX_TAG_LEN: usize = 64;
+
+/// What to do with a client whose send queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowClientPolicy {
+    /// Disconnect it (after flushing what is queued, within the send timeout).
+    #[default]
+    Disconnect,
+    /// Keep it connected; frames that do not fit are dropped and counted.
+    Drop,
+}
+
+/// Everything a server needs to know; [`Config::default`] matches Kamailio's defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen. The library takes an already bound listener; this is for binaries.
+    pub bind: SocketAddr,
+    /// Framing on every connection.
+    pub framing: Framing,
+    /// Tasks that run `message-received`. 0 runs it on the connection's own task, so a
+    /// slow handler stalls that connection's reading (and only that one).
+    pub workers: usize,
+    /// Connections served at once; one more is accepted and closed at once, with a log line.
+    pub max_clients: usize,
+    /// Longest frame in bytes, both ways. Without it a length prefix could make us
+    /// buffer whatever a peer claims.
+    pub max_frame: usize,
+    /// Frames queued for one client before the slow-client policy applies.
+    pub client_queue: usize,
+    /// A write to a client that makes no progress for this long disconnects it.
+    pub send_timeout: Duration,
+    /// Kamailio's `context_mlimit`: messages waiting for the workers before new ones are
+    /// dropped and counted. 0 = never drop: reading pauses instead (bounded by
+    /// [`DEFAULT_WORKER_QUEUE`] per worker).
+    pub queue_limit: usize,
+    /// Clients allowed to connect; empty = everyone.
+    pub allow: Vec<IpNet>,
+    /// What to do when a client's queue is full.
+    pub slow_client: SlowClientPolicy,
+    /// How long graceful shutdown waits for connections to flush before giving up.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: DEFAULT_BIND
+                .parse()
+                .expect("DEFAULT_BIND is a valid socket address"),
+            framing: Framing::Netstring,
+            workers: DEFAULT_WORKERS,
+            max_clients: DEFAULT_MAX_CLIENTS,
+            max_frame: DEFAULT_MAX_FRAME,
+            client_queue: DEFAULT_CLIENT_QUEUE,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            queue_limit: 0,
+            allow: Vec::new(),
+            slow_client: SlowClientPolicy::Disconnect,
+            shutdown_timeout: DEFAULT_SEND_TIMEOUT,
+        }
+    }
+}
+
+impl Config {
+    /// Whether a client at `ip` may connect.
+    #[must_use]
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
+    }
+}

@@ -1,0 +1,182 @@
+//! One client connection: admission, connection-new, the read loop, and the end.
+//!
+//! Admission is explicit and happens before any route: the allow-list, then a
+//! `max_clients` permit that lives as long as the connection. The read loop decodes
+//! frames as they arrive and hands each to message-received; a frame that breaks the
+//! framing closes only this connection, after the frames before it were delivered.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use evapi_proto::FrameCodec;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::handle::{check_tag, Shared};
+use crate::registry::Conn;
+use crate::routes::{Admit, CloseReason, EventRoutes};
+use crate::workers::Workers;
+use crate::{writer, Handle};
+
+/// Bytes reserved for each socket read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What every connection task shares.
+pub(crate) struct Ctx<R> {
+    pub handle: Handle,
+    pub routes: Arc<R>,
+    pub workers: Workers,
+    pub permits: Arc<Semaphore>,
+}
+
+/// Frees the slot even if a route panics, so a conidx is never leaked.
+struct Registered {
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.shared.registry.remove(&self.conn);
+    }
+}
+
+pub(crate) async fn serve<R: EventRoutes>(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx<R>>) {
+    let shared = Arc::clone(&ctx.handle.shared);
+    let config = &shared.config;
+    if !config.allows(peer.ip()) {
+        shared
+            .counters
+            .refused_allow
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(%peer, "connection refused: address not in the allow-list");
+        return;
+    }
+    let Ok(permit) = Arc::clone(&ctx.permits).try_acquire_owned() else {
+        shared
+            .counters
+            .refused_max_clients
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(%peer, max_clients = config.max_clients, "connection refused: max clients reached");
+        return;
+    };
+    // Events are small and latency matters more than packet count.
+    let _ = stream.set_nodelay(true);
+    let (tx, rx) = mpsc::channel(config.client_queue);
+    let closing = shared.shutdown.child_token();
+    let conn = shared
+        .registry
+        .insert(|conidx, connid| Conn::new(conidx, connid, peer, tx, closing));
+    shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("conn", conidx = conn.conidx, connid = conn.connid, %peer);
+    let registered = Registered {
+        shared: Arc::clone(&shared),
+        conn: Arc::clone(&conn),
+    };
+    async move {
+        info!("client connected");
+        let (rd, wr) = stream.into_split();
+        let writer = tokio::spawn(
+            writer::run(wr, rx, Arc::clone(&conn), Arc::clone(&shared)).in_current_span(),
+        );
+        let reason = match ctx.routes.connection_new(&ctx.handle, &conn.env()).await {
+            Admit::Accept => read_loop(rd, &conn, &ctx).await,
+            Admit::AcceptWithTag(tag) => {
+                match check_tag(&tag) {
+                    Ok(()) => conn.set_tag(Some(tag.into())),
+                    Err(e) => warn!(error = %e, "connection-new: tag not set"),
+                }
+                read_loop(rd, &conn, &ctx).await
+            }
+            Admit::Reject => {
+                shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                CloseReason::Rejected
+            }
+        };
+        conn.close(reason);
+        let client = conn.env();
+        drop(registered);
+        let _ = writer.await;
+        drop(permit);
+        let reason = conn.reason_or(reason);
+        info!(%reason, "client disconnected");
+        if !ctx.workers.closed(client.clone(), reason).await {
+            ctx.routes
+                .connection_closed(&ctx.handle, &client, reason)
+                .await;
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn read_loop<R: EventRoutes>(
+    mut rd: OwnedReadHalf,
+    conn: &Conn,
+    ctx: &Ctx<R>,
+) -> CloseReason {
+    let shared = &ctx.handle.shared;
+    let mut codec = FrameCodec::new(shared.config.framing, shared.config.max_frame);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            biased;
+            () = conn.closing.cancelled() => return conn.reason_or(CloseReason::Shutdown),
+            read = rd.read_buf(&mut buf) => read,
+        };
+        let eof = match read {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => {
+                debug!(error = %e, "read failed");
+                return CloseReason::Reset;
+            }
+        };
+        loop {
+            let decoded = if eof {
+                codec.decode_frame_eof(&mut buf)
+            } else {
+                codec.decode_frame(&mut buf)
+            };
+            match decoded {
+                Ok(Some(msg)) => {
+                    conn.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+                    conn.counters
+                        .bytes_in
+                        .fetch_add(msg.len() as u64, Ordering::Relaxed);
+                    shared.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .counters
+                        .bytes_in
+                        .fetch_add(msg.len() as u64, Ordering::Relaxed);
+                    if let Some((client, msg)) =
+                        ctx.workers.message(&ctx.handle, conn.env(), msg).await
+                    {
+                        ctx.routes.message_received(&ctx.handle, &client, msg).await;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if e.is_truncated() => {
+                    warn!(error = %e, "client closed the connection inside a frame");
+                    return CloseReason::Peer;
+                }
+                Err(e) => {
+                    shared.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "bad frame from client, closing the connection");
+                    return CloseReason::BadFrame;
+                }
+            }
+        }
+        if eof {
+            return CloseReason::Peer;
+        }
+    }
+}

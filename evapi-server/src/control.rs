@@ -1,0 +1,249 @@
+//! The JSON-lines interface of the standalone server: control commands in, one reply
+//! line per command, and one notification line per event route.
+//!
+//! Commands (one JSON object per line; an `"id"` is echoed in the reply):
+//!
+//! | command | reply |
+//! |---|---|
+//! | `{"relay": P}` | `{"ok":true,"delivered":N}` |
+//! | `{"multicast": P, "tag": T}` | same |
+//! | `{"unicast": P, "tag": T}` | same |
+//! | `{"close": N}` or `{"close": {"connid": C}}` | `{"ok":true}` |
+//! | `{"set_tag": T, "conidx": N}` (or `"connid": C`) | `{"ok":true}` |
+//! | `{"clients": true}` | `{"ok":true,"clients":[...]}` |
+//! | `{"stats": true}` | `{"ok":true,"stats":{...}}` |
+//!
+//! A payload P given as a JSON string is sent as its text; any other JSON value as its
+//! compact serialization; with `"encoding":"base64"` beside it, a string P is decoded
+//! and sent as raw bytes. Errors come back as `{"ok":false,"error":"..."}` and the
+//! server goes on.
+//!
+//! Notifications: `{"route":"evapi:connection-new","conidx":0,"connid":0,"srcaddr":...,
+//! "srcport":...}`, likewise `evapi:connection-closed` (with `"reason"`) and
+//! `evapi:message-received` (with `"msg"` for UTF-8 payloads, else `"msg_b64"`).
+
+use std::net::IpAddr;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use crate::handle::{Delivery, RelayError, Target};
+use crate::routes::{ClientEnv, CloseReason, EventRoutes};
+use crate::Handle;
+
+/// The command names, for error messages.
+const COMMANDS: &str = "relay, multicast, unicast, close, set_tag, clients, stats";
+
+/// Run one control line against the server and return the reply line (no newline).
+#[must_use]
+pub fn execute(handle: &Handle, line: &str) -> String {
+    let (id, result) = match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(cmd)) => (cmd.get("id").cloned(), run(handle, &cmd)),
+        Ok(other) => (
+            None,
+            Err(format!("expected a JSON object, got {}", kind(&other))),
+        ),
+        Err(e) => (None, Err(format!("invalid JSON: {e}"))),
+    };
+    let mut reply = Map::new();
+    if let Some(id) = id {
+        reply.insert("id".to_owned(), id);
+    }
+    match result {
+        Ok(Value::Object(fields)) => {
+            reply.insert("ok".to_owned(), Value::Bool(true));
+            reply.extend(fields);
+        }
+        Ok(_) => {
+            reply.insert("ok".to_owned(), Value::Bool(true));
+        }
+        Err(error) => {
+            reply.insert("ok".to_owned(), Value::Bool(false));
+            reply.insert("error".to_owned(), Value::String(error));
+        }
+    }
+    Value::Object(reply).to_string()
+}
+
+fn run(handle: &Handle, cmd: &Map<String, Value>) -> Result<Value, String> {
+    if cmd.contains_key("relay") {
+        let payload = payload(cmd, "relay")?;
+        delivered(handle.relay(&payload))
+    } else if cmd.contains_key("multicast") {
+        let payload = payload(cmd, "multicast")?;
+        delivered(handle.multicast(&payload, tag(cmd, "tag")?))
+    } else if cmd.contains_key("unicast") {
+        let payload = payload(cmd, "unicast")?;
+        delivered(handle.unicast(&payload, tag(cmd, "tag")?))
+    } else if let Some(target) = cmd.get("close") {
+        let target = match target {
+            Value::Object(t) => target_of(t)?,
+            n => Target::Conidx(index(n, "close")?),
+        };
+        handle.close(target).map_err(|e| e.to_string())?;
+        Ok(Value::Null)
+    } else if cmd.contains_key("set_tag") {
+        let tag = tag(cmd, "set_tag")?;
+        handle
+            .set_tag(target_of(cmd)?, tag)
+            .map_err(|e| e.to_string())?;
+        Ok(Value::Null)
+    } else if cmd.contains_key("clients") {
+        Ok(json!({ "clients": handle.clients() }))
+    } else if cmd.contains_key("stats") {
+        Ok(json!({ "stats": handle.stats() }))
+    } else {
+        Err(format!("unknown command: expected one of {COMMANDS}"))
+    }
+}
+
+fn delivered(result: Result<Delivery, RelayError>) -> Result<Value, String> {
+    let d = result.map_err(|e| e.to_string())?;
+    let mut reply = json!({ "delivered": d.queued });
+    if d.dropped > 0 {
+        reply["dropped"] = Value::from(d.dropped);
+    }
+    Ok(reply)
+}
+
+fn payload(cmd: &Map<String, Value>, key: &str) -> Result<Vec<u8>, String> {
+    let value = &cmd[key];
+    match (cmd.get("encoding").and_then(Value::as_str), value) {
+        (None, Value::String(s)) => Ok(s.clone().into_bytes()),
+        (None, other) => Ok(other.to_string().into_bytes()),
+        (Some("base64"), Value::String(s)) => base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|e| format!("{key}: invalid base64: {e}")),
+        (Some("base64"), other) => Err(format!(
+            "{key}: base64 payload must be a string, got {}",
+            kind(other)
+        )),
+        (Some(enc), _) => Err(format!("unknown encoding {enc:?}: expected \"base64\"")),
+    }
+}
+
+fn tag<'a>(cmd: &'a Map<String, Value>, key: &str) -> Result<&'a str, String> {
+    match cmd.get(key) {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(format!("{key}: expected a string, got {}", kind(other))),
+        None => Err(format!("missing \"{key}\"")),
+    }
+}
+
+fn target_of(fields: &Map<String, Value>) -> Result<Target, String> {
+    if let Some(n) = fields.get("connid") {
+        let id = n
+            .as_u64()
+            .ok_or_else(|| format!("connid: expected a non-negative integer, got {n}"))?;
+        Ok(Target::Connid(id))
+    } else if let Some(n) = fields.get("conidx") {
+        Ok(Target::Conidx(index(n, "conidx")?))
+    } else {
+        Err("missing \"conidx\" or \"connid\"".to_owned())
+    }
+}
+
+fn index(value: &Value, key: &str) -> Result<usize, String> {
+    value
+        .as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| format!("{key}: expected a non-negative integer, got {value}"))
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// One notification line's fields.
+#[derive(Serialize)]
+struct Notification<'a> {
+    route: &'static str,
+    conidx: usize,
+    connid: u64,
+    srcaddr: IpAddr,
+    srcport: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msg: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msg_b64: Option<String>,
+}
+
+impl<'a> Notification<'a> {
+    fn new(route: &'static str, client: &'a ClientEnv) -> Self {
+        Self {
+            route,
+            conidx: client.conidx,
+            connid: client.connid,
+            srcaddr: client.srcaddr,
+            srcport: client.srcport,
+            tag: client.tag.as_deref(),
+            reason: None,
+            msg: None,
+            msg_b64: None,
+        }
+    }
+
+    fn line(&self) -> String {
+        serde_json::to_string(self).expect("notification fields always serialize")
+    }
+}
+
+/// Event routes that turn every route into a notification line on a bounded channel
+/// (the binary writes them to stdout). A full channel makes the route wait, which
+/// pushes back on the clients rather than losing notifications.
+#[derive(Debug, Clone)]
+pub struct JsonLines {
+    tx: mpsc::Sender<String>,
+}
+
+impl JsonLines {
+    /// Routes that send their lines to `tx`.
+    #[must_use]
+    pub fn new(tx: mpsc::Sender<String>) -> Self {
+        Self { tx }
+    }
+}
+
+impl EventRoutes for JsonLines {
+    async fn connection_new(&self, _: &Handle, client: &ClientEnv) -> crate::Admit {
+        let _ = self
+            .tx
+            .send(Notification::new("evapi:connection-new", client).line())
+            .await;
+        crate::Admit::Accept
+    }
+
+    async fn message_received(&self, _: &Handle, client: &ClientEnv, msg: Bytes) {
+        let mut n = Notification::new("evapi:message-received", client);
+        match std::str::from_utf8(&msg) {
+            Ok(text) => {
+                n.msg = Some(text);
+                let _ = self.tx.send(n.line()).await;
+            }
+            Err(_) => {
+                n.msg_b64 = Some(base64::engine::general_purpose::STANDARD.encode(&msg));
+                let _ = self.tx.send(n.line()).await;
+            }
+        }
+    }
+
+    async fn connection_closed(&self, _: &Handle, client: &ClientEnv, reason: CloseReason) {
+        let mut n = Notification::new("evapi:connection-closed", client);
+        n.reason = Some(reason.name());
+        let _ = self.tx.send(n.line()).await;
+    }
+}

@@ -1,0 +1,412 @@
+//! [`Handle`]: what an embedder (or the control interface) uses to act on a running
+//! server: Kamailio's `evapi_relay`, `evapi_multicast`, `evapi_unicast`, `evapi_close`,
+//! `evapi_set_tag`, plus a snapshot of the clients and counters.
+//!
+//! A relay encodes the frame once and hands each client's writer a reference-counted
+//! copy through that client's bounded queue, without waiting: a full queue applies
+//! the slow-client policy to that client only.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::{Bytes, BytesMut};
+use evapi_proto::EncodeError;
+use serde::Serialize;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::{Config, SlowClientPolicy, MAX_TAG_LEN};
+use crate::registry::{Conn, Registry};
+use crate::routes::CloseReason;
+
+/// State shared by the handle, the accept loop and the connections.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    pub registry: Registry,
+    pub counters: Counters,
+    /// Cancelled on shutdown; every connection's token is a child of it.
+    pub shutdown: CancellationToken,
+}
+
+/// Server-wide counters (atomics), snapshotted into [`Stats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub accepted: AtomicU64,
+    pub refused_max_clients: AtomicU64,
+    pub refused_allow: AtomicU64,
+    pub rejected: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub relays: AtomicU64,
+    pub dropped: AtomicU64,
+    pub slow_clients: AtomicU64,
+    pub send_timeouts: AtomicU64,
+    pub bad_frames: AtomicU64,
+    pub worker_dropped: AtomicU64,
+}
+
+/// A connection, named by its slot (`conidx`, reused) or its lifetime-unique `connid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Kamailio's `$evapi(conidx)`.
+    Conidx(usize),
+    /// Our never-reused id.
+    Connid(u64),
+}
+
+/// How many clients a relay reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[must_use]
+pub struct Delivery {
+    /// Clients the frame was queued for.
+    pub queued: usize,
+    /// Matching clients whose queue was full (disconnected or dropped per policy).
+    pub dropped: usize,
+}
+
+/// Why a relay sent nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// Empty payloads are refused, as Kamailio does: clients may not expect `0:,`.
+    #[error("empty payload: nothing sent")]
+    Empty,
+    /// No client is connected (Kamailio logs "no client connected").
+    #[error("no client connected")]
+    NoClient,
+    /// No connected client has this tag.
+    #[error("no client with tag {0:?}")]
+    NoTag(String),
+    /// The framing cannot carry the payload.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+/// Why a close or set_tag did nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// No client in that slot.
+    #[error("no client at conidx {0}")]
+    NoConidx(usize),
+    /// That connection is gone (a connid is never reused, so it never hits another client).
+    #[error("no client with connid {0}")]
+    NoConnid(u64),
+    /// Tags are at most [`MAX_TAG_LEN`] bytes, as in Kamailio.
+    #[error("tag of {len} bytes is longer than the {max}-byte limit")]
+    TagTooLong {
+        /// The tag's length in bytes.
+        len: usize,
+        /// [`MAX_TAG_LEN`].
+        max: usize,
+    },
+}
+
+/// One connected client, as of the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientInfo {
+    /// `$evapi(conidx)`.
+    pub conidx: usize,
+    /// Lifetime-unique id.
+    pub connid: u64,
+    /// `$evapi(srcaddr)`.
+    pub srcaddr: IpAddr,
+    /// `$evapi(srcport)`.
+    pub srcport: u16,
+    /// The tag, if set.
+    pub tag: Option<String>,
+    /// When it connected, in seconds since the Unix epoch.
+    pub connected_since: u64,
+    /// Frames received from it.
+    pub frames_in: u64,
+    /// Payload bytes received from it.
+    pub bytes_in: u64,
+    /// Frames written to it.
+    pub frames_out: u64,
+    /// Bytes written to it, framing included.
+    pub bytes_out: u64,
+    /// Frames not queued for it because its queue was full.
+    pub dropped: u64,
+    /// Frames waiting in its queue.
+    pub queue_depth: usize,
+}
+
+/// Server-wide counters since start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Clients connected now.
+    pub connected: usize,
+    /// Connections that reached connection-new.
+    pub accepted: u64,
+    /// Connections closed at once because `max_clients` were connected.
+    pub refused_max_clients: u64,
+    /// Connections closed at once because the allow-list does not include them.
+    pub refused_allow: u64,
+    /// Connections that connection-new rejected.
+    pub rejected: u64,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Frames written to clients.
+    pub frames_out: u64,
+    /// Bytes written to clients, framing included.
+    pub bytes_out: u64,
+    /// Relay, multicast and unicast calls that queued a frame.
+    pub relays: u64,
+    /// Frames not queued because a client's queue was full.
+    pub dropped: u64,
+    /// Clients disconnected because their queue was full.
+    pub slow_clients: u64,
+    /// Clients disconnected because a write made no progress for the send timeout.
+    pub send_timeouts: u64,
+    /// Connections closed for bytes that break the framing.
+    pub bad_frames: u64,
+    /// Messages dropped because the worker queue was over `queue_limit`.
+    pub worker_dropped: u64,
+}
+
+/// A cloneable handle on a running (or about to run) server.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Handle {
+    pub(crate) fn new(config: Config) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                registry: Registry::default(),
+                counters: Counters::default(),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The server's settings.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// `evapi_relay`: send `payload` to every connected client.
+    ///
+    /// # Errors
+    ///
+    /// [`RelayError::Empty`], [`RelayError::NoClient`], or an encode error; nothing
+    /// is sent then.
+    pub fn relay(&self, payload: &[u8]) -> Result<Delivery, RelayError> {
+        let frame = self.frame(payload)?;
+        let mut delivery = Delivery::default();
+        self.shared
+            .registry
+            .for_each(|conn| self.offer(conn, &frame, &mut delivery));
+        if delivery == Delivery::default() {
+            debug!("relay: no client connected");
+            return Err(RelayError::NoClient);
+        }
+        Ok(self.count(delivery))
+    }
+
+    /// `evapi_multicast`: send `payload` to every client tagged `tag`.
+    ///
+    /// # Errors
+    ///
+    /// [`RelayError::Empty`], [`RelayError::NoTag`], or an encode error.
+    pub fn multicast(&self, payload: &[u8], tag: &str) -> Result<Delivery, RelayError> {
+        let frame = self.frame(payload)?;
+        let mut delivery = Delivery::default();
+        self.shared.registry.for_each(|conn| {
+            if conn.has_tag(tag) {
+                self.offer(conn, &frame, &mut delivery);
+            }
+        });
+        if delivery == Delivery::default() {
+            return Err(RelayError::NoTag(tag.to_owned()));
+        }
+        Ok(self.count(delivery))
+    }
+
+    /// `evapi_unicast`: send `payload` to the first client (lowest conidx) tagged `tag`.
+    ///
+    /// # Errors
+    ///
+    /// [`RelayError::Empty`], [`RelayError::NoTag`], or an encode error.
+    pub fn unicast(&self, payload: &[u8], tag: &str) -> Result<Delivery, RelayError> {
+        let frame = self.frame(payload)?;
+        let conn = self
+            .shared
+            .registry
+            .find(|c| c.has_tag(tag))
+            .ok_or_else(|| RelayError::NoTag(tag.to_owned()))?;
+        let mut delivery = Delivery::default();
+        self.offer(&conn, &frame, &mut delivery);
+        Ok(self.count(delivery))
+    }
+
+    /// `evapi_close`: close a client, after flushing what is queued to it (within the
+    /// send timeout). connection-closed runs with reason `server`.
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::NoConidx`] / [`ControlError::NoConnid`] when there is no such client.
+    pub fn close(&self, target: Target) -> Result<(), ControlError> {
+        let conn = self.lookup(target)?;
+        conn.close(CloseReason::Server);
+        Ok(())
+    }
+
+    /// `evapi_set_tag`: tag a client (an empty tag clears it).
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::TagTooLong`] over [`MAX_TAG_LEN`] bytes, or no such client.
+    pub fn set_tag(&self, target: Target, tag: &str) -> Result<(), ControlError> {
+        check_tag(tag)?;
+        let conn = self.lookup(target)?;
+        conn.set_tag((!tag.is_empty()).then(|| Arc::from(tag)));
+        Ok(())
+    }
+
+    /// The connected clients, in conidx order.
+    #[must_use]
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        let mut out = Vec::new();
+        self.shared.registry.for_each(|c| {
+            let n = &c.counters;
+            out.push(ClientInfo {
+                conidx: c.conidx,
+                connid: c.connid,
+                srcaddr: c.peer.ip(),
+                srcport: c.peer.port(),
+                tag: c.tag().map(|t| t.to_string()),
+                connected_since: c
+                    .since
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                frames_in: n.frames_in.load(Ordering::Relaxed),
+                bytes_in: n.bytes_in.load(Ordering::Relaxed),
+                frames_out: n.frames_out.load(Ordering::Relaxed),
+                bytes_out: n.bytes_out.load(Ordering::Relaxed),
+                dropped: n.dropped.load(Ordering::Relaxed),
+                queue_depth: c.queue_depth(),
+            });
+        });
+        out
+    }
+
+    /// Clients connected now.
+    #[must_use]
+    pub fn connected(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// The server-wide counters.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            connected: self.connected(),
+            accepted: get(&c.accepted),
+            refused_max_clients: get(&c.refused_max_clients),
+            refused_allow: get(&c.refused_allow),
+            rejected: get(&c.rejected),
+            frames_in: get(&c.frames_in),
+            bytes_in: get(&c.bytes_in),
+            frames_out: get(&c.frames_out),
+            bytes_out: get(&c.bytes_out),
+            relays: get(&c.relays),
+            dropped: get(&c.dropped),
+            slow_clients: get(&c.slow_clients),
+            send_timeouts: get(&c.send_timeouts),
+            bad_frames: get(&c.bad_frames),
+            worker_dropped: get(&c.worker_dropped),
+        }
+    }
+
+    /// Start a graceful shutdown: stop accepting, flush and close every connection.
+    /// [`Server::run`](crate::Server::run) returns when that is done.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+
+    fn frame(&self, payload: &[u8]) -> Result<Bytes, RelayError> {
+        if payload.is_empty() {
+            return Err(RelayError::Empty);
+        }
+        let config = &self.shared.config;
+        let mut buf = BytesMut::with_capacity(payload.len() + 16);
+        evapi_proto::encode(config.framing, payload, config.max_frame, &mut buf)?;
+        Ok(buf.freeze())
+    }
+
+    fn offer(&self, conn: &Conn, frame: &Bytes, delivery: &mut Delivery) {
+        match conn.tx.try_send(frame.clone()) {
+            Ok(()) => delivery.queued += 1,
+            Err(TrySendError::Full(_)) => {
+                delivery.dropped += 1;
+                conn.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                if self.shared.config.slow_client == SlowClientPolicy::Disconnect
+                    && !conn.closing.is_cancelled()
+                {
+                    warn!(
+                        conidx = conn.conidx,
+                        connid = conn.connid,
+                        peer = %conn.peer,
+                        queue = conn.tx.max_capacity(),
+                        "client does not read fast enough: send queue full, disconnecting"
+                    );
+                    self.shared
+                        .counters
+                        .slow_clients
+                        .fetch_add(1, Ordering::Relaxed);
+                    conn.close(CloseReason::SlowClient);
+                }
+            }
+            // The connection is ending; it no longer counts as a recipient.
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn count(&self, delivery: Delivery) -> Delivery {
+        if delivery.queued > 0 {
+            self.shared.counters.relays.fetch_add(1, Ordering::Relaxed);
+        }
+        delivery
+    }
+
+    fn lookup(&self, target: Target) -> Result<Arc<Conn>, ControlError> {
+        match target {
+            Target::Conidx(i) => self
+                .shared
+                .registry
+                .by_conidx(i)
+                .ok_or(ControlError::NoConidx(i)),
+            Target::Connid(id) => self
+                .shared
+                .registry
+                .find(|c| c.connid == id)
+                .ok_or(ControlError::NoConnid(id)),
+        }
+    }
+}
+
+/// Refuse tags over [`MAX_TAG_LEN`] bytes.
+pub(crate) fn check_tag(tag: &str) -> Result<(), ControlError> {
+    if tag.len() > MAX_TAG_LEN {
+        return Err(ControlError::TagTooLong {
+            len: tag.len(),
+            max: MAX_TAG_LEN,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The table of connected clients, indexed by `conidx` slot.
+//!
+//! Slots are handed out lowest-free-first and reused after a disconnect, as Kamailio's
+//! evapi does, so `$evapi(conidx)` stays a small number. Each connection also gets a
+//! `connid` that is never reused. The table sits behind a std `RwLock` that is never
+//! held across an `.await`: relays take the read lock, iterate and `try_send` into each
+//! client's bounded queue, which never waits.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::routes::{ClientEnv, CloseReason};
+
+/// Per-connection traffic counters, updated by its reader and writer.
+#[derive(Debug, Default)]
+pub(crate) struct ConnCounters {
+    pub frames_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// One connected client, shared by its tasks and the registry.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub conidx: usize,
+    pub connid: u64,
+    pub peer: SocketAddr,
+    pub since: SystemTime,
+    tag: Mutex<Option<Arc<str>>>,
+    /// Frames waiting for this client's writer.
+    pub tx: mpsc::Sender<Bytes>,
+    pub counters: ConnCounters,
+    /// Cancelled when the connection must end; the first reason set wins.
+    pub closing: CancellationToken,
+    reason: OnceLock<CloseReason>,
+}
+
+impl Conn {
+    pub fn new(
+        conidx: usize,
+        connid: u64,
+        peer: SocketAddr,
+        tx: mpsc::Sender<Bytes>,
+        closing: CancellationToken,
+    ) -> Self {
+        Self {
+            conidx,
+            connid,
+            peer,
+            since: SystemTime::now(),
+            tag: Mutex::new(None),
+            tx,
+            counters: ConnCounters::default(),
+            closing,
+            reason: OnceLock::new(),
+        }
+    }
+
+    pub fn tag(&self) -> Option<Arc<str>> {
+        self.tag
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_tag(&self, tag: Option<Arc<str>>) {
+        *self.tag.lock().unwrap_or_else(PoisonError::into_inner) = tag;
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tag
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_deref()
+            == Some(tag)
+    }
+
+    /// Ask the connection to end for `reason` (ignored if it is already ending).
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.closing.cancel();
+    }
+
+    /// Why it ended: the reason given to [`close`](Self::close), or `fallback` (the
+    /// server-wide token was cancelled, i.e. shutdown, or the reader saw EOF).
+    pub fn reason_or(&self, fallback: CloseReason) -> CloseReason {
+        *self.reason.get_or_init(|| fallback)
+    }
+
+    pub fn env(&self) -> ClientEnv {
+        ClientEnv {
+            conidx: self.conidx,
+            connid: self.connid,
+            srcaddr: self.peer.ip(),
+            srcport: self.peer.port(),
+            tag: self.tag(),
+        }
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// The slot table.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    slots: RwLock<Vec<Option<Arc<Conn>>>>,
+    next_connid: AtomicU64,
+}
+
+impl Registry {
+    /// Put a new connection in the lowest free slot; `make` receives its conidx and connid.
+    pub fn insert(&self, make: impl FnOnce(usize, u64) -> Conn) -> Arc<Conn> {
+        let connid = self.next_connid.fetch_add(1, Ordering::Relaxed);
+        let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
+        let conidx = slots
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(slots.len());
+        let conn = Arc::new(make(conidx, connid));
+        if conidx == slots.len() {
+            slots.push(Some(Arc::clone(&conn)));
+        } else {
+            slots[conidx] = Some(Arc::clone(&conn));
+        }
+        conn
+    }
+
+    /// Free the connection's slot (only if it still holds that connection).
+    pub fn remove(&self, conn: &Conn) {
+        let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = slots.get_mut(conn.conidx) {
+            if slot.as_ref().is_some_and(|c| c.connid == conn.connid) {
+                *slot = None;
+            }
+        }
+        while slots.last().is_some_and(Option::is_none) {
+            slots.pop();
+        }
+    }
+
+    /// Run `f` over every connected client, in conidx order, under the read lock.
+    /// `f` must not block: it runs with the table locked.
+    pub fn for_each(&self, f: impl FnMut(&Arc<Conn>)) {
+        let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
+        slots.iter().flatten().for_each(f);
+    }
+
+    /// The first client (lowest conidx) for which `pred` holds.
+    pub fn find(&self, mut pred: impl FnMut(&Conn) -> bool) -> Option<Arc<Conn>> {
+        let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
+        slots.iter().flatten().find(|c| pred(c)).cloned()
+    }
+
+    pub fn by_conidx(&self, conidx: usize) -> Option<Arc<Conn>> {
+        let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
+        slots.get(conidx).cloned().flatten()
+    }
+
+    pub fn len(&self) -> usize {
+        let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
+        slots.iter().flatten().count()
+    }
+}

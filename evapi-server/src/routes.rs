@@ -1,0 +1,143 @@
+//! Event routes: what the embedder runs when a client connects, sends, or goes away.
+//!
+//! Kamailio runs `event_route[evapi:connection-new]`, `[evapi:connection-closed]` and
+//! `[evapi:message-received]` with `$evapi(srcaddr)`, `$evapi(srcport)`,
+//! `$evapi(conidx)` and `$evapi(msg)` set. Here each is a method of [`EventRoutes`]
+//! with a default that does nothing, handed a [`ClientEnv`] (those values plus our
+//! `connid` and the client's tag) and a [`Handle`](crate::Handle) to act with.
+
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::Handle;
+
+/// Who a route is about: Kamailio's `$evapi(...)` environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientEnv {
+    /// `$evapi(conidx)`: the client's slot, reused after it disconnects (lowest free first).
+    pub conidx: usize,
+    /// Unique for the server's lifetime, never reused; safer than `conidx` for control.
+    pub connid: u64,
+    /// `$evapi(srcaddr)`.
+    pub srcaddr: IpAddr,
+    /// `$evapi(srcport)`.
+    pub srcport: u16,
+    /// The client's tag, if one was set.
+    pub tag: Option<Arc<str>>,
+}
+
+/// What `connection-new` decided.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Admit {
+    /// Serve the client.
+    #[default]
+    Accept,
+    /// Serve the client under this tag (as `evapi_set_tag` in the route).
+    AcceptWithTag(String),
+    /// Close the client (as `evapi_close` in the route). connection-closed still runs,
+    /// with [`CloseReason::Rejected`].
+    Reject,
+}
+
+/// Why a connection ended, reported to `connection-closed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client closed its side (EOF).
+    Peer,
+    /// The socket failed (reset, broken pipe, ...).
+    Reset,
+    /// The client sent bytes that break the framing.
+    BadFrame,
+    /// The client's send queue filled up (it does not read fast enough).
+    SlowClient,
+    /// A write to the client made no progress for the send timeout.
+    SendTimeout,
+    /// A `close` from the handle or the control interface.
+    Server,
+    /// `connection-new` rejected it.
+    Rejected,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// The lower-case name used in notifications and logs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseReason::Peer => "peer",
+            CloseReason::Reset => "reset",
+            CloseReason::BadFrame => "bad-frame",
+            CloseReason::SlowClient => "slow-client",
+            CloseReason::SendTimeout => "send-timeout",
+            CloseReason::Server => "server",
+            CloseReason::Rejected => "rejected",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// Whether the server side decided to close (queued frames are flushed first).
+    #[must_use]
+    pub fn is_server_side(self) -> bool {
+        !matches!(self, CloseReason::Peer | CloseReason::Reset)
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The embedder's event routes. Every method has a do-nothing default.
+///
+/// Routes run on tokio tasks: `connection-new` and `connection-closed` on the
+/// connection's task, `message-received` on a worker task (or the connection's task
+/// with `workers = 0`). For one connection, the routes run in order: new, then each
+/// message in arrival order, then closed.
+pub trait EventRoutes: Send + Sync + 'static {
+    /// `evapi:connection-new`: a client connected (after the allow-list and
+    /// max-clients checks). Reading starts when this returns.
+    fn connection_new(
+        &self,
+        server: &Handle,
+        client: &ClientEnv,
+    ) -> impl Future<Output = Admit> + Send {
+        let _ = (server, client);
+        async { Admit::Accept }
+    }
+
+    /// `evapi:message-received`: one complete message from a client.
+    fn message_received(
+        &self,
+        server: &Handle,
+        client: &ClientEnv,
+        msg: Bytes,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (server, client, msg);
+        async {}
+    }
+
+    /// `evapi:connection-closed`: the connection is gone (its socket is closed and
+    /// relays no longer reach it).
+    fn connection_closed(
+        &self,
+        server: &Handle,
+        client: &ClientEnv,
+        reason: CloseReason,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (server, client, reason);
+        async {}
+    }
+}
+
+/// Routes that do nothing: a server that only relays.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoRoutes;
+
+impl EventRoutes for NoRoutes {}

@@ -1,0 +1,97 @@
+//! [`Server`]: the accept loop and graceful shutdown.
+//!
+//! It takes an already bound listener (the binary binds; tests bind port 0) and a
+//! shutdown future. Shutdown stops accepting, tells every connection to close (each
+//! flushes its queue within the send timeout), waits for the connection and worker
+//! tasks under [`Config::shutdown_timeout`](crate::Config::shutdown_timeout), and returns.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::connection::{self, Ctx};
+use crate::routes::EventRoutes;
+use crate::workers::Workers;
+use crate::{Config, Handle};
+
+/// Pause after a failed accept (for example out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// An evapi event socket with the embedder's routes.
+#[derive(Debug)]
+pub struct Server<R> {
+    handle: Handle,
+    routes: Arc<R>,
+}
+
+impl<R: EventRoutes> Server<R> {
+    /// A server with these settings and routes; nothing runs until [`run`](Self::run).
+    #[must_use]
+    pub fn new(config: Config, routes: R) -> Self {
+        Self {
+            handle: Handle::new(config),
+            routes: Arc::new(routes),
+        }
+    }
+
+    /// A handle to relay, tag, close and inspect; usable before and after `run` starts.
+    #[must_use]
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Serve `listener` until `shutdown` resolves or [`Handle::shutdown`] is called,
+    /// then close every connection gracefully and return.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let shared = Arc::clone(&self.handle.shared);
+        let config = &shared.config;
+        let tracker = TaskTracker::new();
+        let ctx = Arc::new(Ctx {
+            handle: self.handle.clone(),
+            workers: Workers::spawn(&self.handle, &self.routes, &tracker),
+            routes: self.routes,
+            permits: Arc::new(Semaphore::new(config.max_clients)),
+        });
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, framing = %config.framing, workers = config.workers,
+                  max_clients = config.max_clients, "listening");
+        }
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = shared.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        tracker.spawn(connection::serve(stream, peer, Arc::clone(&ctx)));
+                    }
+                    Err(e) => {
+                        error!(error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        info!(connected = shared.registry.len(), "shutting down");
+        shared.shutdown.cancel();
+        // The workers end once the last connection drops its copy of their queues.
+        drop(ctx);
+        tracker.close();
+        if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                tasks = tracker.len(),
+                "shutdown deadline passed with tasks still running"
+            );
+        }
+        info!("stopped");
+    }
+}

@@ -1,0 +1,141 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use evapi_proto::{FrameCodec, Framing};
+use evapi_server::{Admit, ClientEnv, CloseReason, Config, EventRoutes, Handle, Server};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// An event route call, as the recorder saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ev {
+    New(ClientEnv),
+    Msg(ClientEnv, Bytes),
+    Closed(ClientEnv, CloseReason),
+}
+
+/// Routes that record every call; connection-new admits with `admit`.
+pub struct Recorder {
+    tx: mpsc::Sender<Ev>,
+    admit: fn(&ClientEnv) -> Admit,
+}
+
+impl EventRoutes for Recorder {
+    async fn connection_new(&self, _: &Handle, client: &ClientEnv) -> Admit {
+        self.tx.send(Ev::New(client.clone())).await.unwrap();
+        (self.admit)(client)
+    }
+    async fn message_received(&self, _: &Handle, client: &ClientEnv, msg: Bytes) {
+        self.tx.send(Ev::Msg(client.clone(), msg)).await.unwrap();
+    }
+    async fn connection_closed(&self, _: &Handle, client: &ClientEnv, reason: CloseReason) {
+        self.tx
+            .send(Ev::Closed(client.clone(), reason))
+            .await
+            .unwrap();
+    }
+}
+
+pub type Client = Framed<TcpStream, FrameCodec>;
+
+pub struct TestServer {
+    pub handle: Handle,
+    pub addr: SocketAddr,
+    pub events: mpsc::Receiver<Ev>,
+    pub task: JoinHandle<()>,
+    framing: Framing,
+}
+
+pub async fn start(config: Config) -> TestServer {
+    start_with(config, |_| Admit::Accept).await
+}
+
+pub async fn start_with(config: Config, admit: fn(&ClientEnv) -> Admit) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, events) = mpsc::channel(200_000);
+    let framing = config.framing;
+    let server = Server::new(config, Recorder { tx, admit });
+    let handle = server.handle();
+    let task = tokio::spawn(server.run(listener, std::future::pending()));
+    TestServer {
+        handle,
+        addr,
+        events,
+        task,
+        framing,
+    }
+}
+
+impl TestServer {
+    /// The next route call.
+    pub async fn next(&mut self) -> Ev {
+        tokio::time::timeout(PATIENCE, self.events.recv())
+            .await
+            .expect("a route call within PATIENCE")
+            .expect("server alive")
+    }
+
+    /// Connect a framed client and wait until connection-new ran for it.
+    pub async fn connect(&mut self) -> (Client, ClientEnv) {
+        let stream = TcpStream::connect(self.addr).await.unwrap();
+        let env = match self.next().await {
+            Ev::New(env) => env,
+            other => panic!("expected connection-new, got {other:?}"),
+        };
+        (
+            Framed::new(stream, FrameCodec::new(self.framing, 1 << 20)),
+            env,
+        )
+    }
+
+    pub async fn expect_msg(&mut self) -> (ClientEnv, Bytes) {
+        match self.next().await {
+            Ev::Msg(env, msg) => (env, msg),
+            other => panic!("expected message-received, got {other:?}"),
+        }
+    }
+
+    pub async fn expect_closed(&mut self) -> (ClientEnv, CloseReason) {
+        match self.next().await {
+            Ev::Closed(env, reason) => (env, reason),
+            other => panic!("expected connection-closed, got {other:?}"),
+        }
+    }
+}
+
+/// Next frame on a client, within PATIENCE.
+pub async fn recv(client: &mut Client) -> Bytes {
+    tokio::time::timeout(PATIENCE, client.next())
+        .await
+        .expect("a frame within PATIENCE")
+        .expect("connection open")
+        .expect("valid frame")
+}
+
+/// Wait for the server to close the client's connection (EOF or reset).
+pub async fn expect_eof(client: &mut Client) {
+    match tokio::time::timeout(PATIENCE, client.next()).await {
+        Ok(None | Some(Err(_))) => {}
+        Ok(Some(Ok(frame))) => panic!("expected EOF, got frame {frame:?}"),
+        Err(_) => panic!("connection still open after PATIENCE"),
+    }
+}
+
+pub async fn send(client: &mut Client, payload: &'static [u8]) {
+    client.send(payload).await.unwrap();
+}
+
+pub fn config(framing: Framing) -> Config {
+    Config {
+        framing,
+        ..Config::default()
+    }
+}

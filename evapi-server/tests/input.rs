@@ -1,0 +1,131 @@
+use evapi_proto::Framing;
+use evapi_server::Config;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::common::*;
+
+async fn raw_client(server: &mut TestServer) -> TcpStream {
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    server.next().await;
+    stream
+}
+
+#[tokio::test]
+async fn several_frames_in_one_packet_all_arrive_in_order() {
+    let mut server = start(config(Framing::Netstring)).await;
+    let mut raw = raw_client(&mut server).await;
+    raw.write_all(b"3:one,3:two,\r\n5:three,0:,").await.unwrap();
+    for want in ["one", "two", "three", ""] {
+        assert_eq!(server.expect_msg().await.1, want);
+    }
+}
+
+#[tokio::test]
+async fn a_frame_trickled_one_byte_at_a_time_arrives_whole() {
+    let mut server = start(config(Framing::Netstring)).await;
+    let mut raw = raw_client(&mut server).await;
+    raw.set_nodelay(true).unwrap();
+    for &b in b"12:hello, world," {
+        raw.write_all(&[b]).await.unwrap();
+        raw.flush().await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    let (env, msg) = server.expect_msg().await;
+    assert_eq!(msg, "hello, world");
+    assert_eq!(env.srcaddr.to_string(), "127.0.0.1");
+    assert_eq!(env.srcport, raw.local_addr().unwrap().port());
+}
+
+#[tokio::test]
+async fn malformed_input_closes_only_that_client_after_its_good_frames() {
+    let mut server = start(config(Framing::Netstring)).await;
+    let mut bad = raw_client(&mut server).await;
+    let (mut good, _) = server.connect().await;
+    bad.write_all(b"2:ok,5:fine!,xx:garbage").await.unwrap();
+    let (env, m1) = server.expect_msg().await;
+    let (_, m2) = server.expect_msg().await;
+    assert_eq!((m1.as_ref(), m2.as_ref()), (&b"ok"[..], &b"fine!"[..]));
+    let (closed, reason) = server.expect_closed().await;
+    assert_eq!((closed.connid, reason.name()), (env.connid, "bad-frame"));
+    assert_eq!(server.handle.stats().bad_frames, 1);
+
+    send(&mut good, b"still fine").await;
+    assert_eq!(server.expect_msg().await.1, "still fine");
+    let _ = server.handle.relay(b"to good").unwrap();
+    assert_eq!(recv(&mut good).await, "to good");
+}
+
+#[tokio::test]
+async fn a_huge_declared_length_is_refused_at_once() {
+    let config = Config {
+        max_frame: 1000,
+        ..Config::default()
+    };
+    let mut server = start(config).await;
+    let mut raw = raw_client(&mut server).await;
+    // No payload follows: the server must not wait for 9,999,999,999 bytes.
+    raw.write_all(b"9999999999:").await.unwrap();
+    let (_, reason) = server.expect_closed().await;
+    assert_eq!(reason.name(), "bad-frame");
+}
+
+#[tokio::test]
+async fn line_and_bare_framings_deliver_messages() {
+    let mut server = start(config(Framing::Line)).await;
+    let mut raw = raw_client(&mut server).await;
+    raw.write_all(b"{\"a\":1}\r\n{\"b\":2}\n").await.unwrap();
+    assert_eq!(server.expect_msg().await.1, "{\"a\":1}");
+    assert_eq!(server.expect_msg().await.1, "{\"b\":2}");
+
+    let mut server = start(config(Framing::Bare)).await;
+    let mut raw = raw_client(&mut server).await;
+    raw.write_all(b"{\"bare\":true}").await.unwrap();
+    assert_eq!(server.expect_msg().await.1, "{\"bare\":true}");
+}
+
+#[tokio::test]
+async fn messages_keep_their_order_with_several_workers_or_none() {
+    for workers in [0, 1, 4] {
+        let config = Config {
+            workers,
+            ..Config::default()
+        };
+        let mut server = start(config).await;
+        let mut a = raw_client(&mut server).await;
+        let mut b = raw_client(&mut server).await;
+        let mut wire_a = Vec::new();
+        let mut wire_b = Vec::new();
+        for i in 0..500 {
+            let pa = format!("a{i}");
+            let pb = format!("b{i}");
+            wire_a.extend_from_slice(format!("{}:{pa},", pa.len()).as_bytes());
+            wire_b.extend_from_slice(format!("{}:{pb},", pb.len()).as_bytes());
+        }
+        a.write_all(&wire_a).await.unwrap();
+        b.write_all(&wire_b).await.unwrap();
+        drop((a, b));
+        let (mut next_a, mut next_b, mut closed) = (0, 0, 0);
+        while closed < 2 {
+            match server.next().await {
+                Ev::Msg(_, m) if m.starts_with(b"a") => {
+                    assert_eq!(m, format!("a{next_a}"), "workers={workers}");
+                    next_a += 1;
+                }
+                Ev::Msg(_, m) => {
+                    assert_eq!(m, format!("b{next_b}"), "workers={workers}");
+                    next_b += 1;
+                }
+                Ev::Closed(..) => {
+                    closed += 1;
+                }
+                Ev::New(_) => panic!("unexpected connection"),
+            }
+        }
+        assert_eq!(
+            (next_a, next_b),
+            (500, 500),
+            "closed ran after the last message"
+        );
+    }
+}

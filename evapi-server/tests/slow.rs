@@ -1,0 +1,121 @@
+use std::time::Duration;
+
+use evapi_server::{Config, SlowClientPolicy};
+use futures_util::StreamExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
+
+use crate::common::*;
+
+const EVENTS: usize = 100_000;
+
+/// A client socket with a tiny receive buffer that never reads.
+async fn stalled_client(server: &mut TestServer) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    server.next().await;
+    stream
+}
+
+/// Read frames, check they are 0, 1, 2, ... and publish how many arrived.
+fn spawn_reader(mut client: Client) -> watch::Receiver<usize> {
+    let (tx, rx) = watch::channel(0);
+    tokio::spawn(async move {
+        let mut n = 0usize;
+        while let Some(Ok(frame)) = client.next().await {
+            assert_eq!(
+                frame,
+                format!("{{\"seq\":{n}}}").as_bytes(),
+                "in order, none lost"
+            );
+            n += 1;
+            if n % 100 == 0 || n == EVENTS {
+                tx.send_replace(n);
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off_and_the_others_get_everything() {
+    let config = Config {
+        client_queue: 1024,
+        ..Config::default()
+    };
+    let mut server = start(config).await;
+    let _stalled = stalled_client(&mut server).await;
+    let (a, _) = server.connect().await;
+    let (b, _) = server.connect().await;
+    let mut readers = [spawn_reader(a), spawn_reader(b)];
+
+    for seq in 0..EVENTS {
+        let payload = format!("{{\"seq\":{seq}}}");
+        let _ = server.handle.relay(payload.as_bytes()).unwrap();
+        // Pace the producer by the readers (not by the stalled client): stay within
+        // half a queue of the slower reader.
+        if seq % 256 == 255 {
+            for r in &mut readers {
+                tokio::time::timeout(PATIENCE, r.wait_for(|n| n + 512 >= seq))
+                    .await
+                    .expect("readers keep up")
+                    .unwrap();
+            }
+        }
+    }
+    for r in &mut readers {
+        tokio::time::timeout(PATIENCE, r.wait_for(|n| *n == EVENTS))
+            .await
+            .expect("every event reached every reading client")
+            .unwrap();
+    }
+    let (_, reason) = server.expect_closed().await;
+    assert_eq!(reason.name(), "slow-client");
+    let stats = server.handle.stats();
+    assert_eq!(stats.slow_clients, 1);
+    assert_eq!(stats.connected, 2);
+}
+
+#[tokio::test]
+async fn with_the_drop_policy_a_slow_client_stays_and_its_overflow_is_counted() {
+    let config = Config {
+        client_queue: 16,
+        slow_client: SlowClientPolicy::Drop,
+        ..Config::default()
+    };
+    let mut server = start(config).await;
+    let _stalled = stalled_client(&mut server).await;
+    let mut dropped = 0;
+    for _ in 0..20_000 {
+        dropped += server.handle.relay(&[b'x'; 512]).unwrap().dropped;
+    }
+    assert!(dropped > 0);
+    let stats = server.handle.stats();
+    assert_eq!(stats.dropped, dropped as u64);
+    assert_eq!(stats.connected, 1, "still connected");
+    assert_eq!(server.handle.clients()[0].dropped, dropped as u64);
+}
+
+#[tokio::test]
+async fn a_write_without_progress_for_the_send_timeout_disconnects() {
+    let config = Config {
+        client_queue: 1_000_000,
+        send_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let mut server = start(config).await;
+    let _stalled = stalled_client(&mut server).await;
+    // Enough to fill the socket buffers on both sides; the queue never fills.
+    for _ in 0..20_000 {
+        let _ = server.handle.relay(&[b'y'; 1024]).unwrap();
+    }
+    let (_, reason) = server.expect_closed().await;
+    assert_eq!(reason.name(), "send-timeout");
+    assert_eq!(server.handle.stats().send_timeouts, 1);
+    // The server goes on.
+    let (mut c, _) = server.connect().await;
+    let _ = server.handle.relay(b"next").unwrap();
+    let frame = recv(&mut c).await;
+    assert_eq!(frame, "next");
+}
