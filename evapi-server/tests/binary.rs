@@ -1,1 +1,243 @@
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
 
+use serde_json::Value;
+
+use crate::common::PATIENCE;
+
+/// The server binary, killed on drop whatever happens to the test.
+struct Running {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin!("evapi-server"))
+            .args(args)
+            .arg("-q")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn line(&self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(PATIENCE)
+            .expect("a stdout line within PATIENCE");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"))
+    }
+
+    fn command(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Replace what changes from run to run (ports, clock) so the transcript can be snapshotted.
+fn redact(mut v: Value) -> Value {
+    match &mut v {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match key.as_str() {
+                    "srcport" => *value = "[port]".into(),
+                    "connected_since" => *value = "[time]".into(),
+                    "listening" | "control" => *value = "127.0.0.1:[port]".into(),
+                    _ => *value = redact(value.take()),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                *item = redact(item.take());
+            }
+        }
+        _ => {}
+    }
+    v
+}
+
+fn read_frame(client: &mut TcpStream, len: usize) -> Vec<u8> {
+    let mut buf = vec![0; len];
+    client.read_exact(&mut buf).unwrap();
+    buf
+}
+
+#[test]
+fn control_commands_and_notifications_transcript() {
+    let mut server = Running::start(&["--bind", "127.0.0.1:0"]);
+    let mut transcript = Vec::new();
+    let mut step = |title: &str, lines: Vec<Value>| {
+        transcript.push(format!("# {title}"));
+        transcript.extend(lines.into_iter().map(|l| redact(l).to_string()));
+    };
+
+    let hello = server.line();
+    let addr = hello["listening"].as_str().unwrap().to_owned();
+    step("start", vec![hello]);
+
+    let mut client = TcpStream::connect(&addr).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    step("client connects", vec![server.line()]);
+
+    client.write_all(b"5:hello,2:\xff\x00,").unwrap();
+    step("client sends text and binary", vec![server.line(), server.line()]);
+
+    server.command(r#"{"relay":"text","id":"r1"}"#);
+    step("relay a string", vec![server.line()]);
+    assert_eq!(read_frame(&mut client, 7), b"4:text,");
+
+    server.command(r#"{"relay":{"event":"x","data":[1,2]}}"#);
+    step("relay JSON", vec![server.line()]);
+    let json = br#"26:{"event":"x","data":[1,2]},"#;
+    assert_eq!(read_frame(&mut client, json.len()), json);
+
+    server.command(r#"{"relay":"AP8=","encoding":"base64"}"#);
+    step("relay bytes", vec![server.line()]);
+    assert_eq!(read_frame(&mut client, 5), b"2:\x00\xff,");
+
+    server.command(r#"{"set_tag":"app","conidx":0}"#);
+    server.command(r#"{"multicast":"m","tag":"app"}"#);
+    server.command(r#"{"unicast":"u","tag":"nobody"}"#);
+    step("tags", vec![server.line(), server.line(), server.line()]);
+    assert_eq!(read_frame(&mut client, 4), b"1:m,");
+
+    server.command(r#"{"clients":true}"#);
+    step("clients", vec![server.line()]);
+
+    server.command("not json");
+    server.command("[1,2]");
+    server.command(r#"{"frobnicate":1}"#);
+    server.command(r#"{"relay":""}"#);
+    server.command(r#"{"set_tag":"x"}"#);
+    step(
+        "bad commands",
+        (0..5).map(|_| server.line()).collect(),
+    );
+
+    server.command(r#"{"close":0}"#);
+    // The reply and connection-closed race; order them for the snapshot.
+    let mut lines = vec![server.line(), server.line()];
+    lines.sort_by_key(|l| l.get("route").is_some());
+    step("close", lines);
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "closed after the queued frames");
+
+    server.command(r#"{"close":{"connid":0},"id":7}"#);
+    step("close a connid that is gone", vec![server.line()]);
+
+    server.command(r#"{"stats":true}"#);
+    step("stats", vec![server.line()]);
+
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+    insta::assert_snapshot!(transcript.join("\n"));
+}
+
+#[test]
+fn control_over_tcp_and_relay_to_several_clients() {
+    let server = Running::start(&["--bind", "127.0.0.1:0", "--control", "127.0.0.1:0", "--framing", "line"]);
+    let hello = server.line();
+    let addr = hello["listening"].as_str().unwrap();
+    let control = hello["control"].as_str().unwrap();
+    let mut a = TcpStream::connect(addr).unwrap();
+    server.line();
+    let mut b = TcpStream::connect(addr).unwrap();
+    server.line();
+    let mut ctl = TcpStream::connect(control).unwrap();
+    ctl.write_all(b"{\"relay\":{\"n\":1}}\n").unwrap();
+    let mut reply = String::new();
+    BufReader::new(ctl.try_clone().unwrap())
+        .read_line(&mut reply)
+        .unwrap();
+    assert_eq!(reply, "{\"ok\":true,\"delivered\":2}\n");
+    for c in [&mut a, &mut b] {
+        assert_eq!(read_frame(c, 8), b"{\"n\":1}\n");
+    }
+}
+
+#[test]
+fn a_busy_address_is_one_line_and_exit_code_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(assert_cmd::cargo::cargo_bin!("evapi-server"))
+        .args(["--bind", &addr])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("evapi-server: cannot bind {addr}: ")),
+        "{stderr}"
+    );
+    assert!(stderr.to_lowercase().contains("in use"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_are_usage_errors_and_help_has_examples() {
+    let output = assert_cmd::cargo::cargo_bin_cmd!("evapi-server")
+        .args(["--framing", "xml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown framing \"xml\""));
+
+    let output = assert_cmd::cargo::cargo_bin_cmd!("evapi-server")
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(help.contains("Examples:") && help.contains("--max-clients"));
+}
+
+#[test]
+fn settings_come_from_the_environment_too() {
+    let output = assert_cmd::cargo::cargo_bin_cmd!("evapi-server")
+        .env("EVAPI_ALLOW", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not-an-address"));
+}
