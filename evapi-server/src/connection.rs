@@ -14,7 +14,7 @@ use evapi_proto::FrameCodec;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::handle::{check_tag, Shared};
@@ -67,11 +67,11 @@ pub(crate) async fn serve<R: EventRoutes>(stream: TcpStream, peer: SocketAddr, c
     };
     // Events are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
-    let (tx, rx) = mpsc::channel(config.client_queue);
     let closing = shared.shutdown.child_token();
+    let queue = config.client_queue;
     let conn = shared
         .registry
-        .insert(|conidx, connid| Conn::new(conidx, connid, peer, tx, closing));
+        .insert(|conidx, connid| Conn::new(conidx, connid, peer, queue, closing));
     shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("conn", conidx = conn.conidx, connid = conn.connid, %peer);
     let registered = Registered {
@@ -81,9 +81,8 @@ pub(crate) async fn serve<R: EventRoutes>(stream: TcpStream, peer: SocketAddr, c
     async move {
         info!("client connected");
         let (rd, wr) = stream.into_split();
-        let writer = tokio::spawn(
-            writer::run(wr, rx, Arc::clone(&conn), Arc::clone(&shared)).in_current_span(),
-        );
+        let writer =
+            tokio::spawn(writer::run(wr, Arc::clone(&conn), Arc::clone(&shared)).in_current_span());
         let reason = match ctx.routes.connection_new(&ctx.handle, &conn.env()).await {
             Admit::Accept => read_loop(rd, &conn, &ctx).await,
             Admit::AcceptWithTag(tag) => {

@@ -2,23 +2,26 @@
 //! server: Kamailio's `evapi_relay`, `evapi_multicast`, `evapi_unicast`, `evapi_close`,
 //! `evapi_set_tag`, plus a snapshot of the clients and counters.
 //!
-//! A relay encodes the frame once and hands each client's writer a reference-counted
-//! copy through that client's bounded queue, without waiting: a full queue applies
-//! the slow-client policy to that client only.
+//! A relay encodes the frame once and appends it to each matching client's bounded
+//! queue ([`Outbox`](crate::outbox)), without waiting: a full queue applies the
+//! slow-client policy to that client only. Small frames are encoded into a per-thread
+//! scratch buffer, so relaying allocates nothing per event.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use std::cell::RefCell;
+
 use bytes::{Bytes, BytesMut};
 use evapi_proto::EncodeError;
 use serde::Serialize;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::{Config, SlowClientPolicy, MAX_TAG_LEN};
+use crate::outbox::{Push, COALESCE_MAX};
 use crate::registry::{Conn, Registry};
 use crate::routes::CloseReason;
 
@@ -203,11 +206,13 @@ impl Handle {
     /// [`RelayError::Empty`], [`RelayError::NoClient`], or an encode error; nothing
     /// is sent then.
     pub fn relay(&self, payload: &[u8]) -> Result<Delivery, RelayError> {
-        let frame = self.frame(payload)?;
-        let mut delivery = Delivery::default();
-        self.shared
-            .registry
-            .for_each(|conn| self.offer(conn, &frame, &mut delivery));
+        let delivery = self.with_frame(payload, |frame, shared| {
+            let mut delivery = Delivery::default();
+            self.shared
+                .registry
+                .for_each(|conn| self.offer(conn, frame, shared, &mut delivery));
+            delivery
+        })?;
         if delivery == Delivery::default() {
             debug!("relay: no client connected");
             return Err(RelayError::NoClient);
@@ -221,13 +226,15 @@ impl Handle {
     ///
     /// [`RelayError::Empty`], [`RelayError::NoTag`], or an encode error.
     pub fn multicast(&self, payload: &[u8], tag: &str) -> Result<Delivery, RelayError> {
-        let frame = self.frame(payload)?;
-        let mut delivery = Delivery::default();
-        self.shared.registry.for_each(|conn| {
-            if conn.has_tag(tag) {
-                self.offer(conn, &frame, &mut delivery);
-            }
-        });
+        let delivery = self.with_frame(payload, |frame, shared| {
+            let mut delivery = Delivery::default();
+            self.shared.registry.for_each(|conn| {
+                if conn.has_tag(tag) {
+                    self.offer(conn, frame, shared, &mut delivery);
+                }
+            });
+            delivery
+        })?;
         if delivery == Delivery::default() {
             return Err(RelayError::NoTag(tag.to_owned()));
         }
@@ -240,14 +247,13 @@ impl Handle {
     ///
     /// [`RelayError::Empty`], [`RelayError::NoTag`], or an encode error.
     pub fn unicast(&self, payload: &[u8], tag: &str) -> Result<Delivery, RelayError> {
-        let frame = self.frame(payload)?;
-        let conn = self
-            .shared
-            .registry
-            .find(|c| c.has_tag(tag))
-            .ok_or_else(|| RelayError::NoTag(tag.to_owned()))?;
-        let mut delivery = Delivery::default();
-        self.offer(&conn, &frame, &mut delivery);
+        let delivery = self.with_frame(payload, |frame, shared| {
+            let conn = self.shared.registry.find(|c| c.has_tag(tag))?;
+            let mut delivery = Delivery::default();
+            self.offer(&conn, frame, shared, &mut delivery);
+            Some(delivery)
+        })?;
+        let delivery = delivery.ok_or_else(|| RelayError::NoTag(tag.to_owned()))?;
         Ok(self.count(delivery))
     }
 
@@ -338,20 +344,40 @@ impl Handle {
         self.shared.shutdown.cancel();
     }
 
-    fn frame(&self, payload: &[u8]) -> Result<Bytes, RelayError> {
+    /// Encode `payload` once and run `f` with the frame: small frames from a per-thread
+    /// scratch buffer (no allocation), large ones as `Bytes` that queues can share.
+    fn with_frame<T>(
+        &self,
+        payload: &[u8],
+        f: impl FnOnce(&[u8], Option<&Bytes>) -> T,
+    ) -> Result<T, RelayError> {
+        thread_local! {
+            static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(COALESCE_MAX + 32));
+        }
         if payload.is_empty() {
             return Err(RelayError::Empty);
         }
         let config = &self.shared.config;
-        let mut buf = BytesMut::with_capacity(payload.len() + 16);
-        evapi_proto::encode(config.framing, payload, config.max_frame, &mut buf)?;
-        Ok(buf.freeze())
+        if payload.len() + 16 <= COALESCE_MAX {
+            // `f` only queues bytes; it never relays again, so the borrow cannot nest.
+            SCRATCH.with(|scratch| {
+                let mut buf = scratch.borrow_mut();
+                buf.clear();
+                evapi_proto::encode(config.framing, payload, config.max_frame, &mut buf)?;
+                Ok(f(&buf, None))
+            })
+        } else {
+            let mut buf = BytesMut::with_capacity(payload.len() + 16);
+            evapi_proto::encode(config.framing, payload, config.max_frame, &mut buf)?;
+            let frame = buf.freeze();
+            Ok(f(&frame, Some(&frame)))
+        }
     }
 
-    fn offer(&self, conn: &Conn, frame: &Bytes, delivery: &mut Delivery) {
-        match conn.tx.try_send(frame.clone()) {
-            Ok(()) => delivery.queued += 1,
-            Err(TrySendError::Full(_)) => {
+    fn offer(&self, conn: &Conn, frame: &[u8], shared: Option<&Bytes>, delivery: &mut Delivery) {
+        match conn.outbox.push(frame, shared) {
+            Push::Queued => delivery.queued += 1,
+            Push::Full => {
                 delivery.dropped += 1;
                 conn.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -362,7 +388,7 @@ impl Handle {
                         conidx = conn.conidx,
                         connid = conn.connid,
                         peer = %conn.peer,
-                        queue = conn.tx.max_capacity(),
+                        queue = conn.outbox.limit(),
                         "client does not read fast enough: send queue full, disconnecting"
                     );
                     self.shared
@@ -373,7 +399,7 @@ impl Handle {
                 }
             }
             // The connection is ending; it no longer counts as a recipient.
-            Err(TrySendError::Closed(_)) => {}
+            Push::Closed => {}
         }
     }
 

@@ -12,8 +12,9 @@
 //! - [`handle`]: [`Handle`]: relay, multicast, unicast, close, set_tag, clients, stats.
 //! - [`server`]: [`Server`]: accept loop, admission, graceful shutdown.
 //! - [`control`]: the JSON-lines control and notification interface of the binary.
-//! - `registry`, `connection`, `writer`, `workers` (private): the client table, the
-//!   per-connection reader, the batched vectored writer, the worker pool.
+//! - `registry`, `connection`, `outbox`, `writer`, `workers` (private): the client
+//!   table, the per-connection reader, the per-client send queue, the batched vectored
+//!   writer, the worker pool.
 //!
 //! Deliberately absent: anything about SIP or transactions. Async relay (suspend a
 //! transaction, then relay) lives with the transactions, in `evapi-sim`.
@@ -42,6 +43,7 @@ pub mod config;
 mod connection;
 pub mod control;
 pub mod handle;
+mod outbox;
 mod registry;
 pub mod routes;
 pub mod server;

@@ -3,18 +3,17 @@
 //! Slots are handed out lowest-free-first and reused after a disconnect, as Kamailio's
 //! evapi does, so `$evapi(conidx)` stays a small number. Each connection also gets a
 //! `connid` that is never reused. The table sits behind a std `RwLock` that is never
-//! held across an `.await`: relays take the read lock, iterate and `try_send` into each
-//! client's bounded queue, which never waits.
+//! held across an `.await`: relays take the read lock, iterate and push into each
+//! client's bounded [`Outbox`], which never waits.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbox::Outbox;
 use crate::routes::{ClientEnv, CloseReason};
 
 /// Per-connection traffic counters, updated by its reader and writer.
@@ -36,7 +35,7 @@ pub(crate) struct Conn {
     pub since: SystemTime,
     tag: Mutex<Option<Arc<str>>>,
     /// Frames waiting for this client's writer.
-    pub tx: mpsc::Sender<Bytes>,
+    pub outbox: Outbox,
     pub counters: ConnCounters,
     /// Cancelled when the connection must end; the first reason set wins.
     pub closing: CancellationToken,
@@ -48,7 +47,7 @@ impl Conn {
         conidx: usize,
         connid: u64,
         peer: SocketAddr,
-        tx: mpsc::Sender<Bytes>,
+        queue_limit: usize,
         closing: CancellationToken,
     ) -> Self {
         Self {
@@ -57,7 +56,7 @@ impl Conn {
             peer,
             since: SystemTime::now(),
             tag: Mutex::new(None),
-            tx,
+            outbox: Outbox::new(queue_limit),
             counters: ConnCounters::default(),
             closing,
             reason: OnceLock::new(),
@@ -106,7 +105,7 @@ impl Conn {
     }
 
     pub fn queue_depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.outbox.depth()
     }
 }
 

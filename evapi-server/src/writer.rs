@@ -1,6 +1,6 @@
-//! One writer task per connection: drains the client's bounded queue in batches and
-//! writes each batch with vectored writes, so a frame is never torn and many small
-//! frames cost one system call.
+//! One writer task per connection: takes everything queued in the client's
+//! [`Outbox`](crate::outbox::Outbox) at once and writes it with vectored writes, so a
+//! frame is never torn and a burst of frames costs one system call.
 //!
 //! A write that makes no progress for the send timeout ends the connection
 //! (`send-timeout`). When the connection is asked to close, what is still queued is
@@ -14,7 +14,6 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn};
 
@@ -22,59 +21,52 @@ use crate::handle::Shared;
 use crate::registry::Conn;
 use crate::routes::CloseReason;
 
-/// Frames taken from the queue per batch.
-pub const MAX_BATCH: usize = 256;
 /// Buffers per `writev` call (Linux allows 1024; more buys nothing at these sizes).
 const MAX_IOV: usize = 64;
 
-pub(crate) async fn run(
-    mut wr: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Bytes>,
-    conn: Arc<Conn>,
-    shared: Arc<Shared>,
-) {
+pub(crate) async fn run(mut wr: OwnedWriteHalf, conn: Arc<Conn>, shared: Arc<Shared>) {
     let send_timeout = shared.config.send_timeout;
-    let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Bytes> = Vec::new();
     loop {
-        let n = tokio::select! {
-            biased;
-            n = rx.recv_many(&mut batch, MAX_BATCH) => n,
-            () = conn.closing.cancelled() => break,
-        };
-        if n == 0 {
-            break;
+        let frames = conn.outbox.take(&mut batch);
+        if frames == 0 {
+            tokio::select! {
+                biased;
+                () = conn.outbox.ready() => continue,
+                () = conn.closing.cancelled() => break,
+            }
         }
         let deadline = Instant::now() + send_timeout;
-        if let Err(reason) =
-            write_batch(&mut wr, &mut batch, send_timeout, deadline, &conn, &shared).await
-        {
+        let written = write_batch(&mut wr, &mut batch, send_timeout, deadline).await;
+        if let Err(reason) = written.result {
             fail(&conn, &shared, reason, send_timeout);
             return;
         }
+        account(&conn, &shared, frames, written.bytes);
     }
 
-    // Closing: no new frames; flush what is queued within one send timeout in all.
-    rx.close();
+    // Closing: no new frames; flush what is queued within one send timeout.
+    conn.outbox.close();
     let deadline = Instant::now() + send_timeout;
-    loop {
-        batch.clear();
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(frame) => batch.push(frame),
-                Err(_) => break,
-            }
-        }
-        if batch.is_empty() {
-            break;
-        }
-        if let Err(reason) =
-            write_batch(&mut wr, &mut batch, send_timeout, deadline, &conn, &shared).await
-        {
-            debug!(%reason, left = rx.len(), "flush before close abandoned");
+    let frames = conn.outbox.take(&mut batch);
+    if frames > 0 {
+        let written = write_batch(&mut wr, &mut batch, send_timeout, deadline).await;
+        if let Err(reason) = written.result {
+            debug!(%reason, "flush before close abandoned");
             return;
         }
+        account(&conn, &shared, frames, written.bytes);
     }
     let _ = timeout_at(deadline, wr.shutdown()).await;
+}
+
+fn account(conn: &Conn, shared: &Shared, frames: usize, bytes: usize) {
+    let c = &conn.counters;
+    c.frames_out.fetch_add(frames as u64, Ordering::Relaxed);
+    c.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    let s = &shared.counters;
+    s.frames_out.fetch_add(frames as u64, Ordering::Relaxed);
+    s.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
 }
 
 fn fail(conn: &Conn, shared: &Shared, reason: CloseReason, send_timeout: Duration) {
@@ -94,36 +86,43 @@ fn fail(conn: &Conn, shared: &Shared, reason: CloseReason, send_timeout: Duratio
     conn.close(reason);
 }
 
-/// Write every frame of `batch` (which is left empty). Each `writev` may wait at most
+struct Written {
+    /// Bytes written, complete only when `result` is `Ok`.
+    bytes: usize,
+    result: Result<(), CloseReason>,
+}
+
+/// Write every segment of `batch` (which is left empty). Each `writev` may wait at most
 /// `per_write`, and nothing past `deadline`.
 async fn write_batch(
     wr: &mut OwnedWriteHalf,
     batch: &mut Vec<Bytes>,
     per_write: Duration,
     deadline: Instant,
-    conn: &Conn,
-    shared: &Shared,
-) -> Result<(), CloseReason> {
-    let frames = batch.len() as u64;
-    let bytes: usize = batch.iter().map(Bytes::len).sum();
+) -> Written {
+    let mut bytes = 0;
     let mut start = 0;
-    while start < batch.len() {
+    let result = loop {
+        if start == batch.len() {
+            break Ok(());
+        }
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut count = 0;
-        for (slot, frame) in slices.iter_mut().zip(&batch[start..]) {
-            *slot = IoSlice::new(frame);
+        for (slot, segment) in slices.iter_mut().zip(&batch[start..]) {
+            *slot = IoSlice::new(segment);
             count += 1;
         }
         let limit = deadline.min(Instant::now() + per_write);
         let written = match timeout_at(limit, wr.write_vectored(&slices[..count])).await {
-            Err(_) => return Err(CloseReason::SendTimeout),
+            Err(_) => break Err(CloseReason::SendTimeout),
             Ok(Err(e)) => {
                 debug!(error = %e, "write failed");
-                return Err(CloseReason::Reset);
+                break Err(CloseReason::Reset);
             }
-            Ok(Ok(0)) => return Err(CloseReason::Reset),
+            Ok(Ok(0)) => break Err(CloseReason::Reset),
             Ok(Ok(n)) => n,
         };
+        bytes += written;
         let mut left = written;
         while left > 0 {
             let head = &mut batch[start];
@@ -135,18 +134,7 @@ async fn write_batch(
                 left = 0;
             }
         }
-    }
+    };
     batch.clear();
-    let c = &conn.counters;
-    c.frames_out.fetch_add(frames, Ordering::Relaxed);
-    c.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
-    shared
-        .counters
-        .frames_out
-        .fetch_add(frames, Ordering::Relaxed);
-    shared
-        .counters
-        .bytes_out
-        .fetch_add(bytes as u64, Ordering::Relaxed);
-    Ok(())
+    Written { bytes, result }
 }

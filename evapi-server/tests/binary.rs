@@ -120,7 +120,10 @@ fn control_commands_and_notifications_transcript() {
     step("client connects", vec![server.line()]);
 
     client.write_all(b"5:hello,2:\xff\x00,").unwrap();
-    step("client sends text and binary", vec![server.line(), server.line()]);
+    step(
+        "client sends text and binary",
+        vec![server.line(), server.line()],
+    );
 
     server.command(r#"{"relay":"text","id":"r1"}"#);
     step("relay a string", vec![server.line()]);
@@ -149,10 +152,7 @@ fn control_commands_and_notifications_transcript() {
     server.command(r#"{"frobnicate":1}"#);
     server.command(r#"{"relay":""}"#);
     server.command(r#"{"set_tag":"x"}"#);
-    step(
-        "bad commands",
-        (0..5).map(|_| server.line()).collect(),
-    );
+    step("bad commands", (0..5).map(|_| server.line()).collect());
 
     server.command(r#"{"close":0}"#);
     // The reply and connection-closed race; order them for the snapshot.
@@ -176,7 +176,14 @@ fn control_commands_and_notifications_transcript() {
 
 #[test]
 fn control_over_tcp_and_relay_to_several_clients() {
-    let server = Running::start(&["--bind", "127.0.0.1:0", "--control", "127.0.0.1:0", "--framing", "line"]);
+    let server = Running::start(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--control",
+        "127.0.0.1:0",
+        "--framing",
+        "line",
+    ]);
     let hello = server.line();
     let addr = hello["listening"].as_str().unwrap();
     let control = hello["control"].as_str().unwrap();

@@ -9,6 +9,11 @@ use crate::common::*;
 
 const EVENTS: usize = 100_000;
 
+/// Event `seq`, about 200 bytes: 20 MB in all, far more than socket buffers absorb.
+fn event(seq: usize) -> String {
+    format!("{{\"seq\":{seq},\"pad\":\"{}\"}}", "p".repeat(180))
+}
+
 /// A client socket with a tiny receive buffer that never reads.
 async fn stalled_client(server: &mut TestServer) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
@@ -24,11 +29,7 @@ fn spawn_reader(mut client: Client) -> watch::Receiver<usize> {
     tokio::spawn(async move {
         let mut n = 0usize;
         while let Some(Ok(frame)) = client.next().await {
-            assert_eq!(
-                frame,
-                format!("{{\"seq\":{n}}}").as_bytes(),
-                "in order, none lost"
-            );
+            assert_eq!(frame, event(n).as_bytes(), "in order, none lost");
             n += 1;
             if n % 100 == 0 || n == EVENTS {
                 tx.send_replace(n);
@@ -42,6 +43,8 @@ fn spawn_reader(mut client: Client) -> watch::Receiver<usize> {
 async fn a_client_that_never_reads_is_cut_off_and_the_others_get_everything() {
     let config = Config {
         client_queue: 1024,
+        // The cut-off client gets its queue flushed within this before the close.
+        send_timeout: Duration::from_millis(500),
         ..Config::default()
     };
     let mut server = start(config).await;
@@ -51,7 +54,7 @@ async fn a_client_that_never_reads_is_cut_off_and_the_others_get_everything() {
     let mut readers = [spawn_reader(a), spawn_reader(b)];
 
     for seq in 0..EVENTS {
-        let payload = format!("{{\"seq\":{seq}}}");
+        let payload = event(seq);
         let _ = server.handle.relay(payload.as_bytes()).unwrap();
         // Pace the producer by the readers (not by the stalled client): stay within
         // half a queue of the slower reader.
