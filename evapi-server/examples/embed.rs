@@ -19,7 +19,10 @@ struct Echo;
 
 impl EventRoutes for Echo {
     async fn connection_new(&self, _server: &Handle, client: &ClientEnv) -> Admit {
-        println!("connected: conidx {} from {}:{}", client.conidx, client.srcaddr, client.srcport);
+        println!(
+            "connected: conidx {} from {}:{}",
+            client.conidx, client.srcaddr, client.srcport
+        );
         Admit::AcceptWithTag("app".into())
     }
 
@@ -38,7 +41,9 @@ impl EventRoutes for Echo {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8448".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8448".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
 
@@ -49,7 +54,10 @@ async fn main() -> std::io::Result<()> {
         for n in 0u64.. {
             tick.tick().await;
             // No client with the tag yet is not an error worth reporting here.
-            let _ = handle.multicast(format!(r#"{{"event":"heartbeat","data":{n}}}"#).as_bytes(), "app");
+            let _ = handle.multicast(
+                format!(r#"{{"event":"heartbeat","data":{n}}}"#).as_bytes(),
+                "app",
+            );
         }
     });
     let ctrl_c = async {
