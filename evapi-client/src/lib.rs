@@ -1,1 +1,21 @@
-//! evapi-client: skeleton; filled by its issue.
+//! Client side of a Kamailio-evapi-compatible event socket.
+//!
+//! # Layout
+//!
+//! - [`client`]: [`Client`]: connect (timeout, retry with backoff), send, receive, split.
+//! - [`suspend`]: recognise async-relay suspend events under the field names found in
+//!   the wild, and build the answers that resume them ([`SuspendMatcher`], [`ReplyTemplate`]).
+//! - [`respond`]: the fast auto-responder loop.
+//! - [`script`]: the send/expect script language for CI, parser and runner.
+//! - [`repl`]: the REPL's command parser (the readline loop is in the binary).
+//!
+//! The `evapi-client` binary puts these behind `repl`, `send`, `listen`, `respond`, `run`.
+
+pub mod client;
+pub mod repl;
+pub mod respond;
+pub mod script;
+pub mod suspend;
+
+pub use client::{Backoff, Client, ClientConfig, ClientError, Reader, Writer};
+pub use suspend::{ReplyTemplate, SuspendMatcher, Suspended};

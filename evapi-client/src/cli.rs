@@ -1,0 +1,456 @@
+//! Flags and the non-interactive subcommands: send, listen, respond, run.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use clap::{ArgAction, Parser, Subcommand};
+use evapi_client::client::DEFAULT_ADDR;
+use evapi_client::respond::{self, Counts, Responder, Stop};
+use evapi_client::script::{self, RunError};
+use evapi_client::{Client, ClientConfig, ReplyTemplate, SuspendMatcher};
+use evapi_proto::{Framing, IdFields, DEFAULT_MAX_FRAME};
+use tokio::io::AsyncBufReadExt;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code: an expectation failed (a script step, a listen timeout).
+pub const EXIT_FAILED: u8 = 1;
+
+/// Talk to an evapi event socket (evapi-server's or Kamailio's evapi module).
+#[derive(Debug, Parser)]
+#[command(
+    name = "evapi-client",
+    version,
+    after_help = "\
+Examples:
+  evapi-client repl                                  # interactive, events shown as they come
+  evapi-client send '{\"event\":\"ping\"}' --expect-reply
+  evapi-client listen --json --count 10 --timeout 30s
+  evapi-client respond --code 486                    # answer every suspend with 486 Busy Here
+  evapi-client run checks.evapi                      # send/expect script for CI
+
+Exit codes: 0 success, 1 an expectation failed, 2 usage or I/O error."
+)]
+pub struct Args {
+    /// Address of the evapi socket.
+    #[arg(long, env = "EVAPI_ADDR", default_value = DEFAULT_ADDR, global = true)]
+    pub addr: String,
+
+    /// Framing: netstring (Kamailio netstring_format=1), bare (=0) or line (NDJSON).
+    #[arg(long, env = "EVAPI_FRAMING", default_value = "netstring", global = true)]
+    pub framing: Framing,
+
+    /// Longest frame accepted or sent, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME, global = true)]
+    pub max_frame: usize,
+
+    /// Give up connecting after this long.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub connect_timeout: Duration,
+
+    /// More logging on stderr (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Less logging (-q errors only).
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where a suspend event keeps its ids, when not `tindex`/`tlabel` or `data.index`/`data.label`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdArgs {
+    /// Dotted path of the transaction index in suspend events (e.g. tr_index, data.index).
+    #[arg(long, requires = "label_field")]
+    pub index_field: Option<String>,
+    /// Dotted path of the transaction label in suspend events.
+    #[arg(long, requires = "index_field")]
+    pub label_field: Option<String>,
+}
+
+impl IdArgs {
+    fn matcher(&self) -> SuspendMatcher {
+        match (&self.index_field, &self.label_field) {
+            (Some(i), Some(l)) => SuspendMatcher::with_fields(IdFields::new(i, l)),
+            _ => SuspendMatcher::default(),
+        }
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Interactive prompt: incoming messages shown above it, commands to send and answer.
+    Repl {
+        /// No colours (NO_COLOR is respected too).
+        #[arg(long)]
+        no_color: bool,
+        #[command(flatten)]
+        ids: IdArgs,
+    },
+    /// Send payloads and exit.
+    Send {
+        /// Payloads to send, each one message; `-` reads one payload per stdin line.
+        #[arg(required = true)]
+        payloads: Vec<String>,
+        /// Then wait for N messages (1 if no number) and print them.
+        #[arg(long, num_args = 0..=1, default_missing_value = "1", value_name = "N")]
+        expect_reply: Option<usize>,
+        /// How long --expect-reply waits in all.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Print messages as they come.
+    Listen {
+        /// One JSON line per message: {"ts":..., "msg":...} (or "msg_b64" for binary).
+        #[arg(long)]
+        json: bool,
+        /// Exit 0 after this many (matching) messages.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this long; exit 1 if --count was not reached.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        /// Only messages containing this text are printed and counted.
+        #[arg(long = "match", value_name = "TEXT")]
+        matching: Option<String>,
+    },
+    /// Answer every suspend event (async relay) automatically; the load-test partner.
+    Respond {
+        /// SIP code to answer with.
+        #[arg(long, default_value_t = 200)]
+        code: u16,
+        /// Reason phrase (default: the code's usual phrase).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Answer template: JSON where "$tindex", "$tlabel", "$code", "$reason" and
+        /// "$some.path" (into the event) are replaced, and "${...}" inside strings.
+        #[arg(long, value_name = "TEMPLATE")]
+        reply: Option<String>,
+        /// Wait this long before each answer.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        delay: Duration,
+        /// Connections to open (each answers what it receives).
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
+        /// Exit after this many answers in all.
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        ids: IdArgs,
+    },
+    /// Run a send/expect script (see docs/client.md); `-` reads it from stdin.
+    Run {
+        /// The script file.
+        script: PathBuf,
+        /// Default wait for each expect step.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+        timeout: Duration,
+    },
+}
+
+/// Logs to stderr: stdout carries the data.
+pub fn init_logging(verbose: u8, quiet: u8) {
+    let level = match (verbose, quiet) {
+        (0, 0) => "warn",
+        (1, _) => "debug",
+        (v, _) if v >= 2 => "trace",
+        _ => "error",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Whether the error is stdout going away (`| head`): exit quietly then.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Run the subcommand.
+///
+/// # Errors
+///
+/// Connection and I/O errors (exit code 2).
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = ClientConfig {
+        framing: args.framing,
+        max_frame: args.max_frame,
+        connect_timeout: args.connect_timeout,
+    };
+    if let Command::Repl { no_color, ids } = &args.command {
+        return crate::terminal::run(&args.addr, &config, *no_color, ids.matcher());
+    }
+    let multi = matches!(&args.command, Command::Respond { connections, .. } if *connections > 1);
+    let runtime = if multi {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    }
+    .context("cannot start the runtime")?;
+    let result = runtime.block_on(async {
+        match args.command {
+            Command::Send {
+                payloads,
+                expect_reply,
+                timeout,
+            } => send(&args.addr, &config, payloads, expect_reply, timeout).await,
+            Command::Listen {
+                json,
+                count,
+                timeout,
+                matching,
+            } => listen(&args.addr, &config, json, count, timeout, matching).await,
+            Command::Respond {
+                code,
+                reason,
+                reply,
+                delay,
+                connections,
+                count,
+                ids,
+            } => {
+                let mut responder = Responder::new(code);
+                responder.matcher = ids.matcher();
+                if let Some(reason) = reason {
+                    responder.reason = reason;
+                }
+                if let Some(reply) = reply {
+                    responder.template = Some(ReplyTemplate::parse(&reply)?);
+                }
+                responder.delay = delay;
+                run_respond(&args.addr, &config, responder, connections.max(1), count).await
+            }
+            Command::Run { script, timeout } => run_script(&args.addr, &config, &script, timeout).await,
+            Command::Repl { .. } => unreachable!("handled before the runtime starts"),
+        }
+    });
+    // A blocking stdin read (send -) may still be pending; do not wait for it.
+    runtime.shutdown_background();
+    result
+}
+
+async fn send(
+    addr: &str,
+    config: &ClientConfig,
+    payloads: Vec<String>,
+    expect_reply: Option<usize>,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    let mut client = Client::connect(addr, config).await?;
+    for payload in payloads {
+        if payload == "-" {
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            while let Some(line) = lines.next_line().await.context("cannot read stdin")? {
+                client.send(line.as_bytes()).await?;
+            }
+        } else {
+            client.send(payload.as_bytes()).await?;
+        }
+    }
+    let Some(n) = expect_reply else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut out = std::io::stdout().lock();
+    for got in 0..n {
+        match tokio::time::timeout_at(deadline, client.recv()).await {
+            Ok(Ok(Some(msg))) => {
+                out.write_all(&msg)?;
+                out.write_all(b"\n")?;
+                out.flush()?;
+            }
+            Ok(Ok(None)) => anyhow::bail!("connection to {addr} closed after {got} of {n} replies"),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                eprintln!(
+                    "evapi-client: {got} of {n} replies within {}",
+                    humantime::format_duration(timeout)
+                );
+                return Ok(ExitCode::from(EXIT_FAILED));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn listen(
+    addr: &str,
+    config: &ClientConfig,
+    json: bool,
+    count: Option<usize>,
+    timeout: Option<Duration>,
+    matching: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let mut client = Client::connect(addr, config).await?;
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut seen = 0usize;
+    let mut out = std::io::stdout().lock();
+    loop {
+        if count.is_some_and(|n| seen >= n) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let next = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, client.recv()).await {
+                Ok(r) => r,
+                Err(_) if count.is_some() => {
+                    eprintln!(
+                        "evapi-client: {seen} of {} messages before the timeout",
+                        count.unwrap_or(0)
+                    );
+                    return Ok(ExitCode::from(EXIT_FAILED));
+                }
+                Err(_) => return Ok(ExitCode::SUCCESS),
+            },
+            None => client.recv().await,
+        };
+        let Some(msg) = next? else {
+            anyhow::bail!("connection to {addr} closed by the server");
+        };
+        if let Some(text) = &matching {
+            if !msg.windows(text.len().max(1)).any(|w| w == text.as_bytes()) {
+                continue;
+            }
+        }
+        seen += 1;
+        if json {
+            let ts = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let line = match std::str::from_utf8(&msg) {
+                Ok(text) => serde_json::json!({ "ts": ts, "msg": text }),
+                Err(_) => serde_json::json!({
+                    "ts": ts,
+                    "msg_b64": base64::engine::general_purpose::STANDARD.encode(&msg),
+                }),
+            };
+            writeln!(out, "{line}")?;
+        } else {
+            out.write_all(&msg)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+    }
+}
+
+async fn run_respond(
+    addr: &str,
+    config: &ClientConfig,
+    responder: Responder,
+    connections: usize,
+    count: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let responder = Arc::new(responder);
+    let counts = Arc::new(Counts::default());
+    let remaining = count.map(|n| Arc::new(AtomicU64::new(n)));
+    let stop = CancellationToken::new();
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(Client::connect(addr, config).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in clients {
+        let (responder, counts, remaining, stop) = (
+            Arc::clone(&responder),
+            Arc::clone(&counts),
+            remaining.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            respond::run(client, &responder, &counts, remaining.as_deref(), &stop).await
+        });
+    }
+    let mut failure = None;
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(Stop::Done))) => {}
+                Some(Ok(Ok(Stop::Closed))) => {
+                    if !stop.is_cancelled() {
+                        failure.get_or_insert_with(|| anyhow::anyhow!("connection to {addr} closed by the server"));
+                    }
+                }
+                Some(Ok(Err(e))) => {
+                    failure.get_or_insert(e.into());
+                }
+                Some(Err(e)) => {
+                    failure.get_or_insert(anyhow::anyhow!("responder task failed: {e}"));
+                }
+            },
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                stop.cancel();
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let answered = counts.answered.load(Ordering::Relaxed);
+    println!(
+        "answered {answered}, ignored {}, invalid {} on {connections} connection(s) in {secs:.2}s ({:.0}/s)",
+        counts.ignored.load(Ordering::Relaxed),
+        counts.invalid.load(Ordering::Relaxed),
+        answered as f64 / secs.max(1e-9),
+    );
+    // Reaching --count, or Ctrl-C, is success even if the server then closed.
+    let reached = count.is_some_and(|n| answered >= n);
+    match failure {
+        Some(e) if !reached && !interrupted => Err(e),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn run_script(
+    addr: &str,
+    config: &ClientConfig,
+    path: &std::path::Path,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the script from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    let steps = script::parse(&text).with_context(|| format!("{}", path.display()))?;
+    match script::run(&steps, addr, config, timeout).await {
+        Ok(summary) => {
+            println!(
+                "ok: {} steps, {} sent, {} received",
+                summary.steps, summary.sent, summary.received
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(RunError::Failed(failure)) => {
+            eprintln!("{}: {failure}", path.display());
+            Ok(ExitCode::from(EXIT_FAILED))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Args::command().debug_assert();
+    }
+}

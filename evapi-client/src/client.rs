@@ -1,0 +1,314 @@
+//! [`Client`]: one connection to an evapi socket, framed, with connect timeout and
+//! optional reconnect with backoff. [`Client::split`] gives independent reader and
+//! writer halves for programs that receive and send at the same time.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use evapi_proto::{CodecError, DecodeError, EncodeError, FrameCodec, Framing, DEFAULT_MAX_FRAME};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, FramedRead, FramedWrite};
+use tracing::{debug, info};
+
+/// Default for [`ClientConfig::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default evapi address, Kamailio's default port on loopback.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8448";
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Framing; must match the server's.
+    pub framing: Framing,
+    /// Longest frame accepted or sent, in bytes.
+    pub max_frame: usize,
+    /// Give up a connection attempt after this long.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            framing: Framing::Netstring,
+            max_frame: DEFAULT_MAX_FRAME,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// Reconnect policy: wait `initial`, doubling up to `max`, for at most `attempts` tries
+/// (`None`: forever).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// First wait.
+    pub initial: Duration,
+    /// Longest wait.
+    pub max: Duration,
+    /// Tries in all, the first included; `None` tries forever.
+    pub attempts: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            attempts: Some(10),
+        }
+    }
+}
+
+/// What can go wrong talking to an evapi socket.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The connection attempt failed.
+    #[error("cannot connect to {addr}")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// No answer to the connection attempt in time.
+    #[error("cannot connect to {addr}: no answer within {timeout:?}")]
+    ConnectTimeout {
+        /// The address tried.
+        addr: String,
+        /// The connect timeout.
+        timeout: Duration,
+    },
+    /// The connection failed after it was established.
+    #[error("connection to {addr} lost")]
+    Lost {
+        /// The peer.
+        addr: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The server sent bytes that break the framing.
+    #[error("bad frame from {addr}")]
+    Decode {
+        /// The peer.
+        addr: String,
+        /// What was wrong, with its byte offset.
+        #[source]
+        source: DecodeError,
+    },
+    /// The payload cannot be sent in this framing.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+impl ClientError {
+    /// Whether the connection is gone (as opposed to a payload that could not be sent).
+    #[must_use]
+    pub fn is_disconnect(&self) -> bool {
+        !matches!(self, ClientError::Encode(_))
+    }
+
+    fn from_codec(addr: &str, err: CodecError) -> Self {
+        match err {
+            CodecError::Decode(source) => ClientError::Decode {
+                addr: addr.to_owned(),
+                source,
+            },
+            CodecError::Encode(e) => ClientError::Encode(e),
+            CodecError::Io(source) => ClientError::Lost {
+                addr: addr.to_owned(),
+                source,
+            },
+            // CodecError is non_exhaustive; anything new is a lost connection to us.
+            other => ClientError::Lost {
+                addr: addr.to_owned(),
+                source: io::Error::other(other.to_string()),
+            },
+        }
+    }
+}
+
+/// A connection to an evapi socket.
+#[derive(Debug)]
+pub struct Client {
+    addr: String,
+    framed: Framed<TcpStream, FrameCodec>,
+}
+
+impl Client {
+    /// Connect to `addr` (host:port).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Connect`] or [`ClientError::ConnectTimeout`].
+    pub async fn connect(addr: &str, config: &ClientConfig) -> Result<Self, ClientError> {
+        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::ConnectTimeout {
+                addr: addr.to_owned(),
+                timeout: config.connect_timeout,
+            })?
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        // Events and answers are small; latency matters more than packet count.
+        let _ = stream.set_nodelay(true);
+        debug!(addr, "connected");
+        Ok(Self {
+            addr: addr.to_owned(),
+            framed: Framed::new(stream, FrameCodec::new(config.framing, config.max_frame)),
+        })
+    }
+
+    /// Connect, retrying with `backoff` while the attempt fails.
+    ///
+    /// # Errors
+    ///
+    /// The last attempt's error once the attempts are used up.
+    pub async fn connect_with_retry(
+        addr: &str,
+        config: &ClientConfig,
+        backoff: &Backoff,
+    ) -> Result<Self, ClientError> {
+        let mut wait = backoff.initial;
+        let mut attempt = 1u32;
+        loop {
+            match Self::connect(addr, config).await {
+                Ok(client) => return Ok(client),
+                Err(e) if backoff.attempts.is_some_and(|n| attempt >= n) => return Err(e),
+                Err(e) => {
+                    info!(addr, attempt, error = %e, retry_in = ?wait, "connect failed, retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(backoff.max);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// The address this client connected to.
+    #[must_use]
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Send one payload and flush.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Encode`] when the framing cannot carry it (nothing sent), or a
+    /// lost connection.
+    pub async fn send(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        let addr = &self.addr;
+        self.framed
+            .send(payload)
+            .await
+            .map_err(|e| ClientError::from_codec(addr, e))
+    }
+
+    /// The next message; `None` when the server closed the connection cleanly.
+    ///
+    /// # Errors
+    ///
+    /// A bad frame or a lost connection.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, ClientError> {
+        let addr = &self.addr;
+        match self.framed.next().await {
+            Some(Ok(msg)) => Ok(Some(msg)),
+            Some(Err(e)) => Err(ClientError::from_codec(addr, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Split into halves that can be used from different tasks.
+    #[must_use]
+    pub fn split(self) -> (Reader, Writer) {
+        let codec = self.framed.codec().clone();
+        let parts = self.framed.into_parts();
+        let (rd, wr) = parts.io.into_split();
+        let mut reader = FramedRead::new(rd, codec.clone());
+        // Keep anything already read but not yet decoded.
+        *reader.read_buffer_mut() = parts.read_buf;
+        (
+            Reader {
+                addr: self.addr.clone(),
+                inner: reader,
+            },
+            Writer {
+                addr: self.addr,
+                inner: FramedWrite::new(wr, codec),
+            },
+        )
+    }
+}
+
+/// The receiving half of a [`Client`].
+#[derive(Debug)]
+pub struct Reader {
+    addr: String,
+    inner: FramedRead<OwnedReadHalf, FrameCodec>,
+}
+
+impl Reader {
+    /// The next message; `None` when the server closed the connection cleanly.
+    ///
+    /// # Errors
+    ///
+    /// A bad frame or a lost connection.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, ClientError> {
+        match self.inner.next().await {
+            Some(Ok(msg)) => Ok(Some(msg)),
+            Some(Err(e)) => Err(ClientError::from_codec(&self.addr, e)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The sending half of a [`Client`].
+#[derive(Debug)]
+pub struct Writer {
+    addr: String,
+    inner: FramedWrite<OwnedWriteHalf, FrameCodec>,
+}
+
+impl Writer {
+    /// Send one payload and flush.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Encode`] (nothing sent) or a lost connection.
+    pub async fn send(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        self.inner
+            .send(payload)
+            .await
+            .map_err(|e| ClientError::from_codec(&self.addr, e))
+    }
+
+    /// Queue one payload without flushing (see [`flush`](Self::flush)).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn feed(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        self.inner
+            .feed(payload)
+            .await
+            .map_err(|e| ClientError::from_codec(&self.addr, e))
+    }
+
+    /// Write out everything fed so far.
+    ///
+    /// # Errors
+    ///
+    /// A lost connection.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        SinkExt::<&[u8]>::flush(&mut self.inner)
+            .await
+            .map_err(|e| ClientError::from_codec(&self.addr, e))
+    }
+}

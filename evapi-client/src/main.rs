@@ -1,0 +1,24 @@
+//! `evapi-client`: talk to an evapi socket (ours or Kamailio's) from a terminal or a script.
+//!
+//! Parses arguments, installs logging (stderr), runs the subcommand and maps the result
+//! to the documented exit code: 0 success, 1 expectation failed, 2 usage or I/O error.
+
+mod cli;
+mod terminal;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    cli::init_logging(args.verbose, args.quiet);
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(err) if cli::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("evapi-client: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The auto-responder: answers every suspend event on a connection, fast.
+//!
+//! Answers are written in batches: after each message the loop takes whatever else is
+//! already readable before flushing, so a burst of events costs a few system calls, not
+//! one per answer. With a delay, answers wait in a FIFO queue (every answer has the same
+//! delay, so they fall due in arrival order).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::client::{Client, ClientError};
+use crate::suspend::{ReplyTemplate, SuspendMatcher};
+
+/// How to answer.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    /// Recognises suspend events.
+    pub matcher: SuspendMatcher,
+    /// SIP code to answer with.
+    pub code: u16,
+    /// Reason phrase.
+    pub reason: String,
+    /// Shape of the answer; `None`: `{"tindex":..,"tlabel":..,"code":..,"reason":..}`.
+    pub template: Option<ReplyTemplate>,
+    /// Wait this long before answering.
+    pub delay: Duration,
+}
+
+impl Responder {
+    /// Answer with `code` and its usual reason phrase.
+    #[must_use]
+    pub fn new(code: u16) -> Self {
+        Self {
+            matcher: SuspendMatcher::default(),
+            code,
+            reason: reason_phrase(code).to_owned(),
+            template: None,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// The answer to `msg`, or `None` when it is not a suspend event (counted in `counts`).
+    pub fn answer(&self, msg: &[u8], counts: &Counts) -> Option<Vec<u8>> {
+        match self.matcher.parse(msg) {
+            Ok(Some(s)) => Some(match &self.template {
+                Some(t) => t.render(&s, self.code, &self.reason),
+                None => s.answer(self.code, &self.reason),
+            }),
+            Ok(None) => {
+                counts.ignored.fetch_add(1, Ordering::Relaxed);
+                debug!(msg = %String::from_utf8_lossy(msg), "not a suspend event, ignored");
+                None
+            }
+            Err(e) => {
+                counts.invalid.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "suspend event with invalid ids, not answered");
+                None
+            }
+        }
+    }
+}
+
+/// Counters shared by every responder connection.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Answers sent.
+    pub answered: AtomicU64,
+    /// Messages that were not suspend events.
+    pub ignored: AtomicU64,
+    /// Suspend events whose ids were not valid.
+    pub invalid: AtomicU64,
+}
+
+/// Why a responder connection stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The answer limit was reached or `stop` was cancelled.
+    Done,
+    /// The server closed the connection.
+    Closed,
+}
+
+/// Answer suspend events on `client` until the server closes, `stop` is cancelled, or
+/// `remaining` (when given) reaches zero; cancels `stop` itself in that last case.
+///
+/// # Errors
+///
+/// A lost connection or a bad frame from the server.
+pub async fn run(
+    client: Client,
+    responder: &Responder,
+    counts: &Counts,
+    remaining: Option<&AtomicU64>,
+    stop: &CancellationToken,
+) -> Result<Stop, ClientError> {
+    let (mut reader, mut writer) = client.split();
+    let mut pending: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    loop {
+        let due = pending.front().map(|(at, _)| *at);
+        let msg = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ok(Stop::Done),
+            () = sleep_until(due) => {
+                let now = Instant::now();
+                while pending.front().is_some_and(|(at, _)| *at <= now) {
+                    if let Some((_, answer)) = pending.pop_front() {
+                        if send_counted(&mut writer, &answer, counts, remaining, stop).await? {
+                            writer.flush().await?;
+                            return Ok(Stop::Done);
+                        }
+                    }
+                }
+                writer.flush().await?;
+                continue;
+            }
+            msg = reader.recv() => msg?,
+        };
+        let Some(mut msg) = msg else {
+            return Ok(Stop::Closed);
+        };
+        // Answer everything already readable, then flush once.
+        loop {
+            if let Some(answer) = responder.answer(&msg, counts) {
+                if responder.delay.is_zero() {
+                    if send_counted(&mut writer, &answer, counts, remaining, stop).await? {
+                        writer.flush().await?;
+                        return Ok(Stop::Done);
+                    }
+                } else {
+                    pending.push_back((Instant::now() + responder.delay, answer));
+                }
+            }
+            match reader.recv().now_or_never() {
+                Some(Ok(Some(next))) => msg = next,
+                Some(Ok(None)) => {
+                    writer.flush().await?;
+                    return Ok(Stop::Closed);
+                }
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        writer.flush().await?;
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Feed one answer; true when the limit is now reached (and `stop` cancelled).
+async fn send_counted(
+    writer: &mut crate::client::Writer,
+    answer: &[u8],
+    counts: &Counts,
+    remaining: Option<&AtomicU64>,
+    stop: &CancellationToken,
+) -> Result<bool, ClientError> {
+    if let Some(left) = remaining {
+        // Claim one answer of the budget; none left means another connection used it.
+        if left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_err()
+        {
+            stop.cancel();
+            return Ok(true);
+        }
+    }
+    writer.feed(answer).await?;
+    counts.answered.fetch_add(1, Ordering::Relaxed);
+    if remaining.is_some_and(|left| left.load(Ordering::Acquire) == 0) {
+        stop.cancel();
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// The usual reason phrase of a SIP status code (RFC 3261 section 21), or a generic one.
+#[must_use]
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        183 => "Session Progress",
+        200 => "OK",
+        202 => "Accepted",
+        301 => "Moved Permanently",
+        302 => "Moved Temporarily",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        503 => "Service Unavailable",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        c if c < 200 => "Provisional",
+        c if c < 300 => "Success",
+        c if c < 400 => "Redirection",
+        c if c < 500 => "Client Error",
+        c if c < 600 => "Server Error",
+        _ => "Global Failure",
+    }
+}
