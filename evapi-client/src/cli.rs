@@ -42,7 +42,12 @@ pub struct Args {
     pub addr: String,
 
     /// Framing: netstring (Kamailio netstring_format=1), bare (=0) or line (NDJSON).
-    #[arg(long, env = "EVAPI_FRAMING", default_value = "netstring", global = true)]
+    #[arg(
+        long,
+        env = "EVAPI_FRAMING",
+        default_value = "netstring",
+        global = true
+    )]
     pub framing: Framing,
 
     /// Longest frame accepted or sent, in bytes.
@@ -198,9 +203,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let multi = matches!(&args.command, Command::Respond { connections, .. } if *connections > 1);
     let runtime = if multi {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     }
     .context("cannot start the runtime")?;
     let result = runtime.block_on(async {
@@ -236,7 +245,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 responder.delay = delay;
                 run_respond(&args.addr, &config, responder, connections.max(1), count).await
             }
-            Command::Run { script, timeout } => run_script(&args.addr, &config, &script, timeout).await,
+            Command::Run { script, timeout } => {
+                run_script(&args.addr, &config, &script, timeout).await
+            }
             Command::Repl { .. } => unreachable!("handled before the runtime starts"),
         }
     });

@@ -112,7 +112,9 @@ pub fn parse(line: &str) -> Result<Command, UsageError> {
 
 fn parse_continue(rest: &str) -> Result<Command, UsageError> {
     const USAGE: &str = "usage: continue TINDEX TLABEL [CODE [REASON]]";
-    let mut args = rest.splitn(4, char::is_whitespace).filter(|a| !a.is_empty());
+    let mut args = rest
+        .splitn(4, char::is_whitespace)
+        .filter(|a| !a.is_empty());
     let mut num = |what: &str| -> Result<Option<u64>, UsageError> {
         args.next()
             .map(|a| {
@@ -161,7 +163,10 @@ mod tests {
             parse("send  hello world ").unwrap(),
             Command::Send("hello world ".into())
         );
-        assert_eq!(parse("json {\"a\": 1}").unwrap(), Command::Json(json!({"a":1})));
+        assert_eq!(
+            parse("json {\"a\": 1}").unwrap(),
+            Command::Json(json!({"a":1}))
+        );
         assert_eq!(
             parse("continue 12 34").unwrap(),
             Command::Continue {
@@ -218,7 +223,10 @@ mod tests {
         assert_eq!(e("send"), "usage: send TEXT");
         assert_eq!(e("json"), "usage: json JSON");
         assert!(e("json {nope").starts_with("not valid JSON"));
-        assert_eq!(e("continue 1"), "usage: continue TINDEX TLABEL [CODE [REASON]]");
+        assert_eq!(
+            e("continue 1"),
+            "usage: continue TINDEX TLABEL [CODE [REASON]]"
+        );
         assert_eq!(e("continue x 1"), "TINDEX must be a number, got \"x\"");
         assert_eq!(
             e("continue 1 2 99"),

@@ -27,7 +27,8 @@ use crate::client::{Client, ClientConfig, ClientError};
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Step keywords, for error messages.
-const KEYWORDS: &str = "send, expect, expect-contains, expect-json, expect-none, sleep, close, timeout";
+const KEYWORDS: &str =
+    "send, expect, expect-contains, expect-json, expect-none, sleep, close, timeout";
 
 /// One parsed line.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,7 +99,9 @@ pub fn parse(text: &str) -> Result<Vec<Step>, SyntaxError> {
         };
         let duration = || {
             humantime::parse_duration(rest).map_err(|e| {
-                err(format!("{word} needs a duration such as 500ms or 2s, got {rest:?} ({e})"))
+                err(format!(
+                    "{word} needs a duration such as 500ms or 2s, got {rest:?} ({e})"
+                ))
             })
         };
         let kind = match word {
@@ -223,9 +226,19 @@ pub async fn run(
                 match next(c, *d).await {
                     Next::Timeout => {}
                     Next::Msg(m) => {
-                        return Err(fail(format!("no message for {}", humantime::format_duration(*d)), show(&m), None))
+                        return Err(fail(
+                            format!("no message for {}", humantime::format_duration(*d)),
+                            show(&m),
+                            None,
+                        ))
                     }
-                    Next::Closed(why) => return Err(fail(format!("no message for {}", humantime::format_duration(*d)), why, None)),
+                    Next::Closed(why) => {
+                        return Err(fail(
+                            format!("no message for {}", humantime::format_duration(*d)),
+                            why,
+                            None,
+                        ))
+                    }
                 }
             }
             kind => {
@@ -249,13 +262,15 @@ pub async fn run(
                 };
                 let ok = match kind {
                     StepKind::Expect(t) => msg == t.as_bytes(),
-                    StepKind::ExpectContains(t) => {
-                        memchr_contains(&msg, t.as_bytes())
-                    }
+                    StepKind::ExpectContains(t) => memchr_contains(&msg, t.as_bytes()),
                     StepKind::ExpectJson(want) => match serde_json::from_slice::<Value>(&msg) {
                         Ok(got) if json_contains(&got, want) => true,
-                        Ok(got) => return Err(fail(expected, show(&msg), Some(json_diff(want, &got)))),
-                        Err(_) => false,
+                        Ok(got) => {
+                            return Err(fail(expected, show(&msg), Some(json_diff(want, &got))))
+                        }
+                        Err(_) => {
+                            return Err(fail(expected, format!("{} (not JSON)", show(&msg)), None))
+                        }
                     },
                     _ => unreachable!("the other kinds are handled above"),
                 };
@@ -384,7 +399,10 @@ mod tests {
         assert!(json_contains(&got, &json!({"code":200})));
         assert!(json_contains(&got, &json!({"data":{"b":[1,{"c":2}]}})));
         assert!(!json_contains(&got, &json!({"code":486})));
-        assert!(!json_contains(&got, &json!({"data":{"b":[1]}})), "arrays match in length");
+        assert!(
+            !json_contains(&got, &json!({"data":{"b":[1]}})),
+            "arrays match in length"
+        );
         assert!(!json_contains(&got, &json!({"missing":null})));
     }
 }

@@ -78,7 +78,10 @@ impl Suspended<'_> {
     /// `{"tindex":N,"tlabel":N,"code":C,"reason":R}` under the event's field names.
     #[must_use]
     pub fn answer(&self, code: u16, reason: &str) -> Vec<u8> {
-        self.fields.answer(self.id, code, reason).to_string().into_bytes()
+        self.fields
+            .answer(self.id, code, reason)
+            .to_string()
+            .into_bytes()
     }
 }
 
@@ -215,7 +218,10 @@ mod tests {
             br#"{"data":{"index":5,"label":6},"code":200,"reason":"OK"}"#
         );
         let cgr = SuspendMatcher::with_fields(IdFields::new("tr_index", "tr_label"));
-        let s = cgr.parse(br#"{"tr_index":1,"tr_label":2}"#).unwrap().unwrap();
+        let s = cgr
+            .parse(br#"{"tr_index":1,"tr_label":2}"#)
+            .unwrap()
+            .unwrap();
         assert_eq!(s.fields.index, "tr_index");
         let forced = SuspendMatcher::default().answer_as(IdFields::new("tindex", "tlabel"));
         let s = forced

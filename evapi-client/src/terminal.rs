@@ -120,7 +120,10 @@ pub fn run(
     };
     let net = runtime.spawn(session.run(client, lines_rx));
 
-    println!("connected to {addr} ({}); type help for commands", config.framing);
+    println!(
+        "connected to {addr} ({}); type help for commands",
+        config.framing
+    );
     loop {
         match editor.readline("evapi> ") {
             Ok(line) => {
@@ -177,7 +180,11 @@ impl Session {
     fn render(&self, msg: &[u8]) -> String {
         match serde_json::from_slice::<serde_json::Value>(msg) {
             Ok(v) => {
-                let mode = if self.color { ColorMode::On } else { ColorMode::Off };
+                let mode = if self.color {
+                    ColorMode::On
+                } else {
+                    ColorMode::Off
+                };
                 colored_json::to_colored_json(&v, mode)
                     .or_else(|_| serde_json::to_string_pretty(&v))
                     .unwrap_or_else(|_| v.to_string())

@@ -1,1 +1,16 @@
+//! Tests of the evapi-client binary against an evapi-server started in-process on an
+//! ephemeral port, one module per subcommand.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+// The in-process server and helpers to run the binary.
+mod common;
+// send: payloads, stdin, --expect-reply, exit codes.
+mod send;
+// listen: raw and --json output, --count, --match, --timeout.
+mod listen;
+// respond: answers to suspend events, templates, custom id fields, --count.
+mod respond;
+// run: every script step kind, passing and failing, syntax errors.
+mod run;
+// repl: a real pseudo-terminal.
+mod repl;

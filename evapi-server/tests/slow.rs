@@ -31,7 +31,7 @@ fn spawn_reader(mut client: Client) -> watch::Receiver<usize> {
         while let Some(Ok(frame)) = client.next().await {
             assert_eq!(frame, event(n).as_bytes(), "in order, none lost");
             n += 1;
-            if n % 100 == 0 || n == EVENTS {
+            if n.is_multiple_of(100) || n == EVENTS {
                 tx.send_replace(n);
             }
         }

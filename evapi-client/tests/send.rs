@@ -1,0 +1,77 @@
+use std::io::Write;
+use std::process::Stdio;
+
+use evapi_proto::Framing;
+
+use crate::common::*;
+
+#[test]
+fn payloads_reach_the_server_in_order() {
+    let srv = start(Framing::Netstring);
+    let (out, err, code) = output(srv.client(&["send", "hello", r#"{"event":"x"}"#]));
+    assert_eq!((out.as_str(), err.as_str(), code), ("", "", 0));
+    assert_eq!(srv.msg(), "hello");
+    assert_eq!(srv.msg(), r#"{"event":"x"}"#);
+}
+
+#[test]
+fn a_dash_sends_one_payload_per_stdin_line() {
+    let srv = start(Framing::Line);
+    let mut cmd = srv.client(&["--framing", "line", "send", "-"]);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"a\":1}\n{\"b\":2}\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(srv.msg(), "{\"a\":1}");
+    assert_eq!(srv.msg(), "{\"b\":2}");
+}
+
+#[test]
+fn expect_reply_prints_the_replies_or_exits_1_on_timeout() {
+    let srv = start(Framing::Netstring);
+    let (out, _, code) = output(srv.client(&[
+        "send",
+        "echo pong",
+        "echo pong again",
+        "--expect-reply",
+        "2",
+    ]));
+    assert_eq!((out.as_str(), code), ("pong\npong again\n", 0));
+
+    let (out, err, code) =
+        output(srv.client(&["send", "no echo", "--expect-reply", "--timeout", "300ms"]));
+    assert_eq!((out.as_str(), code), ("", 1));
+    assert_eq!(err, "evapi-client: 0 of 1 replies within 300ms\n");
+}
+
+#[test]
+fn connection_refused_is_one_line_naming_the_address_and_exit_2() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"));
+    cmd.args(["--addr", &addr, "send", "x"]);
+    let (_, err, code) = output(cmd);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("evapi-client: cannot connect to {addr}: ")),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let srv = start(Framing::Netstring);
+    let (_, err, code) = output(srv.client(&["send"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("PAYLOADS"), "{err}");
+    let (_, err, code) = output(srv.client(&["--framing", "xml", "send", "x"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown framing \"xml\""), "{err}");
+}
