@@ -267,12 +267,11 @@ impl Session {
                     index: tindex,
                     label: tlabel,
                 };
-                Some(
-                    IdFields::new("tindex", "tlabel")
-                        .answer(id, code, &reason)
-                        .to_string()
-                        .into_bytes(),
-                )
+                let answer = IdFields::new("tindex", "tlabel")
+                    .answer(id, code, &reason)
+                    .to_string();
+                self.say(format!(">> {answer}"));
+                Some(answer.into_bytes())
             }
             Command::Auto { code, reason } => {
                 let reason = reason.unwrap_or_else(|| reason_phrase(code).to_owned());
