@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use evapi_client::respond::{self, Counts, Responder};
 use evapi_client::{Client, ClientConfig};
 use evapi_server::{ClientEnv, Config, EventRoutes, Handle, Server};
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +59,9 @@ async fn measure(mode: Mode, events: u64) -> f64 {
     );
     let handle = server.handle();
     let server_task = tokio::spawn(server.run(listener, std::future::pending()));
-    let client = Client::connect(&addr, &ClientConfig::default()).await.unwrap();
+    let client = Client::connect(&addr, &ClientConfig::default())
+        .await
+        .unwrap();
     while handle.connected() < 1 {
         tokio::task::yield_now().await;
     }
@@ -124,7 +126,13 @@ async fn measure(mode: Mode, events: u64) -> f64 {
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let quick = std::env::args().any(|a| a == "--quick");
-    let events = if !bench { 2_000 } else if quick { 100_000 } else { 1_000_000 };
+    let events = if !bench {
+        2_000
+    } else if quick {
+        100_000
+    } else {
+        1_000_000
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -301,6 +301,22 @@ impl Writer {
             .map_err(|e| ClientError::from_codec(&self.addr, e))
     }
 
+    /// Flush, then close the sending direction (TCP FIN): the server reads everything
+    /// sent so far, then sees the end of the stream.
+    ///
+    /// # Errors
+    ///
+    /// A lost connection.
+    pub async fn close(&mut self) -> Result<(), ClientError> {
+        self.flush().await?;
+        tokio::io::AsyncWriteExt::shutdown(self.inner.get_mut())
+            .await
+            .map_err(|source| ClientError::Lost {
+                addr: self.addr.clone(),
+                source,
+            })
+    }
+
     /// Write out everything fed so far.
     ///
     /// # Errors

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, Reader, Writer};
 use crate::suspend::{ReplyTemplate, SuspendMatcher};
 
 /// How to answer.
@@ -77,6 +77,9 @@ pub struct Counts {
     pub invalid: AtomicU64,
 }
 
+/// How long a stopping responder waits for the server to close after its last answer.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Why a responder connection stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -100,6 +103,26 @@ pub async fn run(
     stop: &CancellationToken,
 ) -> Result<Stop, ClientError> {
     let (mut reader, mut writer) = client.split();
+    let stopped = answer_loop(&mut reader, &mut writer, responder, counts, remaining, stop).await?;
+    if stopped == Stop::Done {
+        // Close gracefully: the answers sent must reach the server even though more
+        // events may be on their way (closing with unread data would reset the
+        // connection, and the server would lose what it had not read yet).
+        writer.close().await?;
+        let drain = async { while let Ok(Some(_)) = reader.recv().await {} };
+        let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+    }
+    Ok(stopped)
+}
+
+async fn answer_loop(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    responder: &Responder,
+    counts: &Counts,
+    remaining: Option<&AtomicU64>,
+    stop: &CancellationToken,
+) -> Result<Stop, ClientError> {
     let mut pending: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
     loop {
         let due = pending.front().map(|(at, _)| *at);
@@ -110,7 +133,7 @@ pub async fn run(
                 let now = Instant::now();
                 while pending.front().is_some_and(|(at, _)| *at <= now) {
                     if let Some((_, answer)) = pending.pop_front() {
-                        if send_counted(&mut writer, &answer, counts, remaining, stop).await? {
+                        if send_counted(writer, &answer, counts, remaining, stop).await? {
                             writer.flush().await?;
                             return Ok(Stop::Done);
                         }
@@ -128,7 +151,7 @@ pub async fn run(
         loop {
             if let Some(answer) = responder.answer(&msg, counts) {
                 if responder.delay.is_zero() {
-                    if send_counted(&mut writer, &answer, counts, remaining, stop).await? {
+                    if send_counted(writer, &answer, counts, remaining, stop).await? {
                         writer.flush().await?;
                         return Ok(Stop::Done);
                     }
@@ -159,7 +182,7 @@ async fn sleep_until(due: Option<Instant>) {
 
 /// Feed one answer; true when the limit is now reached (and `stop` cancelled).
 async fn send_counted(
-    writer: &mut crate::client::Writer,
+    writer: &mut Writer,
     answer: &[u8],
     counts: &Counts,
     remaining: Option<&AtomicU64>,

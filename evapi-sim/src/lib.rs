@@ -1,1 +1,24 @@
-//! evapi-sim: skeleton; filled by its issue.
+//! A SIP transaction simulator for Kamailio-style evapi async relay.
+//!
+//! It stands in for Kamailio when you test an evapi app: requests are suspended, an
+//! event goes out on the embedded evapi socket, the app answers, the transaction resumes
+//! with the app's decision, and the run checks what every transaction ended with.
+//!
+//! # Layout
+//!
+//! - [`tm`]: the transaction table (sans-I/O): ids, suspend, continue, timers.
+//! - [`template`]: event templates with Kamailio pseudo-variables.
+//! - [`request`]: the request fields routing reads.
+//! - [`scenario`]: scenario files.
+//! - [`answer`]: reading an app's answer.
+//! - [`engine`]: a scenario run; [`responders`]: built-in apps; [`report`]: the result.
+
+pub mod answer;
+pub mod engine;
+pub mod progress;
+pub mod report;
+pub mod request;
+pub mod responders;
+pub mod scenario;
+pub mod template;
+pub mod tm;

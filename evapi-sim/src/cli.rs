@@ -1,0 +1,166 @@
+//! Flags and subcommands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{ArgAction, Parser, Subcommand};
+use evapi_sim::engine::{self, RunOptions};
+use evapi_sim::scenario::{Loaded, Scenario};
+
+/// Exit code: an expectation failed.
+const EXIT_FAILED: u8 = 1;
+/// Exit code: the scenario file is unusable.
+const EXIT_BAD_SCENARIO: u8 = 2;
+
+/// SIP transaction simulator for Kamailio-style evapi async relay.
+///
+/// Requests are suspended, an event goes out on the embedded evapi socket, the app
+/// answers, the transaction resumes with the app's decision, and the run checks what
+/// every transaction ended with.
+#[derive(Debug, Parser)]
+#[command(
+    name = "evapi-sim",
+    version,
+    after_help = "\
+Examples:
+  evapi-sim demo                                   # 10,000 INVITEs, built-in responder, summary
+  evapi-sim run evapi-sim/scenarios/happy-path.json --report out.json
+  evapi-sim run my-app.json --bind 127.0.0.1:8448  # a scenario with \"external\": 1 waits for your app
+
+Exit codes: 0 every expectation held, 1 some failed, 2 bad scenario file or I/O error."
+)]
+pub struct Args {
+    /// More logging on stderr (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Less logging (-q errors only).
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// 10,000 INVITEs through async_relay against a built-in responder, on 127.0.0.1:8448
+    /// (an ephemeral port if that is taken).
+    Demo {
+        /// Write the JSON report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Run a scenario file.
+    Run {
+        /// The scenario (JSON; see docs/simulator.md).
+        scenario: PathBuf,
+        /// Listen here instead of the scenario's server.bind.
+        #[arg(long)]
+        bind: Option<String>,
+        /// Write the JSON report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+}
+
+/// Logs to stderr.
+pub fn init_logging(verbose: u8, quiet: u8) {
+    let level = match (verbose, quiet) {
+        (0, 0) => "warn",
+        (1, _) => "info",
+        (2, _) => "debug",
+        (v, _) if v > 2 => "trace",
+        _ => "error",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Run the subcommand.
+///
+/// # Errors
+///
+/// I/O errors (exit 2).
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    match args.command {
+        Command::Demo { report } => {
+            let options = RunOptions {
+                bind: None,
+                fallback_to_ephemeral: true,
+                progress: true,
+            };
+            runtime.block_on(scenario(&Scenario::demo(), &options, report.as_deref()))
+        }
+        Command::Run {
+            scenario: path,
+            bind,
+            report,
+            no_progress,
+        } => {
+            let loaded = match Scenario::load(&path) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("evapi-sim: {e}");
+                    return Ok(ExitCode::from(EXIT_BAD_SCENARIO));
+                }
+            };
+            let options = RunOptions {
+                bind,
+                fallback_to_ephemeral: false,
+                progress: !no_progress,
+            };
+            runtime.block_on(scenario(&loaded, &options, report.as_deref()))
+        }
+    }
+}
+
+async fn scenario(
+    loaded: &Loaded,
+    options: &RunOptions,
+    report_path: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let report = engine::run(loaded, options).await?;
+    println!("{}", report.summary());
+    if let Some(path) = report_path {
+        let json = serde_json::to_string_pretty(&report).context("report")?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
+    if report.passed {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let failed: Vec<String> = report
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: expected {}, got {}", c.what, c.expected, c.actual))
+            .collect();
+        eprintln!("evapi-sim: expectations failed: {}", failed.join("; "));
+        Ok(ExitCode::from(EXIT_FAILED))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Args::command().debug_assert();
+    }
+}

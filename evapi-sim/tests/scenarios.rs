@@ -1,0 +1,90 @@
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The summary with what varies from run to run replaced.
+pub fn redact_summary(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if let Some((head, _)) = l.split_once(" requests in ") {
+                format!("{head} requests in [duration]")
+            } else if l.trim_start().starts_with("latency ") {
+                "  latency (suspend to final reply): [timings]".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn redact_report(mut v: serde_json::Value) -> serde_json::Value {
+    v["duration_ms"] = "[duration]".into();
+    v["latency"] = "[timings]".into();
+    v
+}
+
+fn shipped() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_shipped_scenario_meets_its_expectations() {
+    let files = shipped();
+    assert!(files.len() >= 6, "scenarios shipped: {files:?}");
+    for path in files {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let scenario: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        if scenario["external"].as_u64().unwrap_or(0) > 0 {
+            // Needs an outside app: run by the cross-binary suite with evapi-client.
+            continue;
+        }
+        let report =
+            std::env::temp_dir().join(format!("evapi-sim-{name}-{}.json", std::process::id()));
+        let out = Command::new(assert_cmd::cargo::cargo_bin!("evapi-sim"))
+            .args(["run", "--no-progress", "--bind", "127.0.0.1:0", "--report"])
+            .arg(&report)
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        insta::assert_snapshot!(format!("{name}-summary"), redact_summary(&stdout));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        insta::assert_json_snapshot!(format!("{name}-report"), redact_report(json));
+        let _ = std::fs::remove_file(report);
+    }
+}
+
+#[test]
+fn the_demo_runs_10000_invites_on_embedded_defaults() {
+    let out = Command::new(assert_cmd::cargo::cargo_bin!("evapi-sim"))
+        .arg("demo")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("  final 200               10000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("latency (suspend to final reply): p50 "),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("evapi socket on 127.0.0.1:"), "{stderr}");
+}

@@ -1,0 +1,7 @@
+//! Tests of the evapi-sim binary, one module per concern.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+// Every shipped scenario runs and meets its expectations; summaries and reports snapshotted.
+mod scenarios;
+// Bad scenario files (exit 2) and failed expectations (exit 1).
+mod errors;
