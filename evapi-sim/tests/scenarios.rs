@@ -61,9 +61,26 @@ fn every_shipped_scenario_meets_its_expectations() {
             "{name}: {stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        insta::assert_snapshot!(format!("{name}-summary"), redact_summary(&stdout));
-        let json: serde_json::Value =
+        let mut summary = redact_summary(&stdout);
+        let mut json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        if name == "app-disconnects" {
+            // Events relayed after the app left reach nobody; how many depends on when
+            // the app's goodbye overtakes the traffic. The outcomes do not vary.
+            summary = summary
+                .lines()
+                .map(|l| {
+                    if l.contains("undelivered events") {
+                        "  undelivered events      [varies]"
+                    } else {
+                        l
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            json["undelivered"] = "[varies]".into();
+        }
+        insta::assert_snapshot!(format!("{name}-summary"), summary);
         insta::assert_json_snapshot!(format!("{name}-report"), redact_report(json));
         let _ = std::fs::remove_file(report);
     }
