@@ -1,1 +1,94 @@
-//! End-to-end suite across the binaries; filled as the binaries land.
+//! Helpers for the end-to-end suite: find (or build) the workspace's binaries, and run
+//! them as children that are killed when dropped.
+//!
+//! Cargo only hands a package's own binaries to its tests, so this crate locates them
+//! in the target directory next to the test executable, building them first if needed.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::Once;
+
+static BUILD: Once = Once::new();
+
+/// Path of a workspace binary (`evapi-server`, `evapi-client`, `evapi-sim`), built once
+/// per test run if it is not there yet.
+///
+/// # Panics
+///
+/// When the test executable's location is unexpected or the build fails: the suite
+/// cannot run without the binaries.
+#[must_use]
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executables live in target/<profile>/deps");
+    let path = dir.join(name);
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--bins", "-p", "evapi-server", "-p", "evapi-client", "-p", "evapi-sim"]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building the binaries failed");
+    });
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// A child process, killed and reaped on drop.
+#[derive(Debug)]
+pub struct Running {
+    /// The process.
+    pub child: Child,
+}
+
+impl Running {
+    /// Start `cmd` with stdout and stderr piped.
+    ///
+    /// # Panics
+    ///
+    /// When the program cannot be started.
+    #[must_use]
+    pub fn spawn(mut cmd: Command) -> Self {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the program starts");
+        Self { child }
+    }
+
+    /// Read stderr lines until one contains `needle`; returns that line and a reader
+    /// for the rest.
+    ///
+    /// # Panics
+    ///
+    /// When stderr ends first.
+    pub fn stderr_line(&mut self, needle: &str) -> (String, BufReader<ChildStderr>) {
+        let stderr = self.child.stderr.take().expect("stderr is piped");
+        let mut reader = BufReader::new(stderr);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader.read_line(&mut line).expect("stderr readable");
+            assert!(n > 0, "stderr ended before a line containing {needle:?}");
+            if line.contains(needle) {
+                return (line.trim_end().to_owned(), reader);
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests across the binaries, one module per pairing.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+// evapi-sim with evapi-client respond as the app under test.
+mod sim_with_client;
