@@ -27,6 +27,7 @@ Examples:
   evapi-sim demo                                   # 10,000 INVITEs, built-in responder, summary
   evapi-sim run evapi-sim/scenarios/happy-path.json --report out.json
   evapi-sim run my-app.json --bind 127.0.0.1:8448  # a scenario with \"external\": 1 waits for your app
+  evapi-sim sip --listen 127.0.0.1:5060            # SIP over UDP for sipp; answer with evapi-client respond
 
 Exit codes: 0 every expectation held, 1 some failed, 2 bad scenario file or I/O error."
 )]
@@ -67,6 +68,28 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Real SIP over UDP (for sipp): INVITEs are suspended and resumed by the apps on the
+    /// evapi socket. Counters are printed on SIGINT/SIGTERM.
+    Sip {
+        /// UDP address for SIP.
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        listen: String,
+        /// TCP address of the evapi socket.
+        #[arg(long, default_value = "127.0.0.1:8448")]
+        bind: String,
+        /// Final code when fr_inv_timer fires.
+        #[arg(long, default_value_t = evapi_sim::tm::DEFAULT_TIMEOUT_CODE)]
+        code_on_timeout: u16,
+        /// Final response timeout of an INVITE (Kamailio's fr_inv_timer).
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        fr_inv_timer: std::time::Duration,
+        /// Event template (Kamailio pseudo-variables).
+        #[arg(long, default_value = evapi_sim::scenario::DEFAULT_EVENT)]
+        event: String,
+        /// Send each event to the first app with this tag instead of to all apps.
+        #[arg(long, value_name = "TAG")]
+        unicast: Option<String>,
+    },
 }
 
 /// Logs to stderr.
@@ -106,6 +129,49 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             runtime.block_on(scenario(&Scenario::demo(), &options, report.as_deref()))
         }
+        Command::Sip {
+            listen,
+            bind,
+            code_on_timeout,
+            fr_inv_timer,
+            event,
+            unicast,
+        } => {
+            let event = match evapi_sim::template::Template::parse(&event) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("evapi-sim: --event: {e}");
+                    return Ok(ExitCode::from(EXIT_BAD_SCENARIO));
+                }
+            };
+            let options = evapi_sim::uas::UasOptions {
+                code_on_timeout,
+                event,
+                unicast_tag: unicast,
+                tm: evapi_sim::tm::TmConfig {
+                    fr_inv_timer,
+                    timeout_code: code_on_timeout,
+                    ..evapi_sim::tm::TmConfig::default()
+                },
+                answers: evapi_sim::scenario::Answers::default(),
+            };
+            let counters = runtime.block_on(async {
+                let socket = tokio::net::UdpSocket::bind(&listen)
+                    .await
+                    .with_context(|| format!("cannot bind SIP address {listen}"))?;
+                let listener = tokio::net::TcpListener::bind(&bind)
+                    .await
+                    .with_context(|| format!("cannot bind evapi address {bind}"))?;
+                eprintln!(
+                    "SIP on udp:{} , evapi socket on {}",
+                    socket.local_addr()?,
+                    listener.local_addr()?
+                );
+                anyhow::Ok(evapi_sim::uas::run(socket, listener, options, shutdown_signal()).await)
+            })?;
+            print!("{}", counters.summary());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             scenario: path,
             bind,
@@ -127,6 +193,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             runtime.block_on(scenario(&loaded, &options, report.as_deref()))
         }
     }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn scenario(

@@ -10,18 +10,17 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use evapi_client::ClientConfig;
-use evapi_server::{ClientEnv, Config, EventRoutes, Handle, RelayError, Server, Target};
+use evapi_server::{ClientEnv, Config, Handle, RelayError, Server};
 use hdrhistogram::Histogram;
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::answer;
+use crate::apps::{self, Inbound, SimRoutes};
 use crate::report::{Latency, Report};
 use crate::request::Request;
 use crate::responders;
@@ -29,34 +28,8 @@ use crate::scenario::{Action, Loaded};
 use crate::template::Vars;
 use crate::tm::{Expired, Table};
 
-/// Messages from apps waiting for the engine.
-const INBOUND_QUEUE: usize = 8192;
 /// Source address the generated requests claim (`$si`, `$sp`).
 const GENERATED_SOURCE: &str = "127.0.0.1:5060";
-
-/// What the server routes hand to the engine.
-#[derive(Debug)]
-enum Inbound {
-    Connected,
-    Message(ClientEnv, Bytes),
-}
-
-/// The simulator's routing script on the evapi side.
-struct SimRoutes {
-    tx: mpsc::Sender<Inbound>,
-}
-
-impl EventRoutes for SimRoutes {
-    async fn connection_new(&self, _: &Handle, client: &ClientEnv) -> evapi_server::Admit {
-        info!(conidx = client.conidx, srcaddr = %client.srcaddr, srcport = client.srcport, "app connected");
-        let _ = self.tx.send(Inbound::Connected).await;
-        evapi_server::Admit::Accept
-    }
-
-    async fn message_received(&self, _: &Handle, client: &ClientEnv, msg: Bytes) {
-        let _ = self.tx.send(Inbound::Message(client.clone(), msg)).await;
-    }
-}
 
 /// Options from the command line.
 #[derive(Debug, Clone, Default)]
@@ -121,14 +94,14 @@ pub async fn run(loaded: &Loaded, options: &RunOptions) -> Result<Report, RunErr
     })?;
     eprintln!("evapi socket on {addr} ({})", sc.server.framing);
 
-    let (tx, mut inbound) = mpsc::channel(INBOUND_QUEUE);
+    let (tx, mut inbound) = mpsc::channel(apps::INBOUND_QUEUE);
     let config = Config {
         framing: sc.server.framing,
         max_clients: sc.server.max_clients,
         workers: sc.server.workers,
         ..Config::default()
     };
-    let server = Server::new(config, SimRoutes { tx });
+    let server = Server::new(config, SimRoutes::new(tx));
     let handle = server.handle();
     let server_task = tokio::spawn(server.run(listener, std::future::pending()));
 
@@ -226,27 +199,8 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// A `{"tag": T}` message without ids registers the sender's tag.
-    fn register(&mut self, client: &ClientEnv, msg: &[u8]) -> bool {
-        let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(msg) else {
-            return false;
-        };
-        let Some(tag) = obj.get("tag").and_then(Value::as_str) else {
-            return false;
-        };
-        if obj.contains_key(&self.fields.index) {
-            return false;
-        }
-        match self.handle.set_tag(Target::Connid(client.connid), tag) {
-            Ok(()) => {
-                info!(conidx = client.conidx, tag, "app registered its tag");
-                true
-            }
-            Err(e) => {
-                warn!(conidx = client.conidx, error = %e, "tag not set");
-                false
-            }
-        }
+    fn register(&self, client: &ClientEnv, msg: &[u8]) -> bool {
+        apps::register(&self.handle, &self.fields, client, msg)
     }
 
     async fn drive(&mut self, inbound: &mut mpsc::Receiver<Inbound>, progress: bool) -> Report {

@@ -12,13 +12,18 @@
 //! - [`scenario`]: scenario files.
 //! - [`answer`]: reading an app's answer.
 //! - [`engine`]: a scenario run; [`responders`]: built-in apps; [`report`]: the result.
+//! - [`sip`], [`uas`]: SIP over UDP (`evapi-sim sip`), so sipp can drive the same model.
+//! - [`apps`]: the evapi-side routes and the tag registration convention.
 
 pub mod answer;
+pub mod apps;
 pub mod engine;
 pub mod progress;
 pub mod report;
 pub mod request;
 pub mod responders;
 pub mod scenario;
+pub mod sip;
 pub mod template;
 pub mod tm;
+pub mod uas;

@@ -5,3 +5,5 @@
 mod scenarios;
 // Bad scenario files (exit 2) and failed expectations (exit 1).
 mod errors;
+// SIP over UDP: real datagrams against the UAS, an evapi app answering.
+mod sip;

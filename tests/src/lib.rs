@@ -30,7 +30,16 @@ pub fn binary(name: &str) -> PathBuf {
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--bins", "-p", "evapi-server", "-p", "evapi-client", "-p", "evapi-sim"]);
+        cmd.args([
+            "build",
+            "--bins",
+            "-p",
+            "evapi-server",
+            "-p",
+            "evapi-client",
+            "-p",
+            "evapi-sim",
+        ]);
         if dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }

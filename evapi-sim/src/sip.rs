@@ -1,0 +1,353 @@
+//! A small, strict SIP message parser and response builder (RFC 3261), enough for a
+//! UAS that answers INVITE, ACK, CANCEL, OPTIONS, MESSAGE and BYE over UDP.
+//!
+//! Why not a crate: the maintained SIP crates are full stacks with their own transport
+//! and transaction layers; we need only to read a request's start line and a handful of
+//! headers and to write responses that copy them, and to control exactly what counts
+//! as malformed. Compact header forms (`v f t i l m c`) are understood; header folding
+//! (obsolete) is accepted.
+
+use std::fmt::Write;
+
+/// A parsed SIP request (responses are not accepted: the simulator is a UAS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipRequest {
+    /// Method, e.g. `INVITE`.
+    pub method: String,
+    /// Request-URI.
+    pub uri: String,
+    /// Headers in order, names in canonical long form.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// Why a datagram is not a usable request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SipError {
+    /// Not UTF-8 text before the body.
+    #[error("headers are not UTF-8")]
+    NotText,
+    /// No empty line ending the headers.
+    #[error("no empty line after the headers")]
+    NoHeaderEnd,
+    /// The first line is not `METHOD URI SIP/2.0`.
+    #[error("bad request line {0:?}")]
+    BadRequestLine(String),
+    /// It is a response, not a request.
+    #[error("a response, not a request")]
+    Response,
+    /// A header line without `:`.
+    #[error("bad header line {0:?}")]
+    BadHeader(String),
+    /// A mandatory header is missing.
+    #[error("missing {0} header")]
+    Missing(&'static str),
+    /// CSeq is not `NUMBER METHOD` matching the request line.
+    #[error("bad CSeq {0:?}")]
+    BadCSeq(String),
+    /// Content-Length is not a number or exceeds the datagram.
+    #[error("bad Content-Length {0:?}")]
+    BadContentLength(String),
+}
+
+impl SipError {
+    /// Whether the request could still be answered with a 400 (its Via, From, To,
+    /// Call-ID and CSeq were readable).
+    #[must_use]
+    pub fn answerable(&self) -> bool {
+        matches!(self, SipError::BadContentLength(_) | SipError::BadCSeq(_))
+    }
+}
+
+fn canonical(name: &str) -> String {
+    let long = match name.to_ascii_lowercase().as_str() {
+        "v" | "via" => "Via",
+        "f" | "from" => "From",
+        "t" | "to" => "To",
+        "i" | "call-id" => "Call-ID",
+        "l" | "content-length" => "Content-Length",
+        "m" | "contact" => "Contact",
+        "c" | "content-type" => "Content-Type",
+        "cseq" => "CSeq",
+        "max-forwards" => "Max-Forwards",
+        _ => return name.to_owned(),
+    };
+    long.to_owned()
+}
+
+/// Parse one datagram as a request.
+///
+/// # Errors
+///
+/// A [`SipError`] naming what is wrong.
+pub fn parse(datagram: &[u8]) -> Result<SipRequest, SipError> {
+    let (req, rest) = parse_head(datagram)?;
+    let body_len = match req.header("Content-Length") {
+        None => rest.len(),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= rest.len())
+            .ok_or_else(|| SipError::BadContentLength(v.to_owned()))?,
+    };
+    let cseq = req.header("CSeq").unwrap_or_default();
+    match cseq.split_once(char::is_whitespace) {
+        Some((n, m)) if n.parse::<u32>().is_ok() && m.trim() == req.method => {}
+        _ => return Err(SipError::BadCSeq(cseq.to_owned())),
+    }
+    Ok(SipRequest {
+        body: rest[..body_len].to_vec(),
+        ..req
+    })
+}
+
+/// The start line and headers of a request whose body or CSeq is bad, so it can be
+/// answered with 400 (see [`SipError::answerable`]).
+#[must_use]
+pub fn parse_for_reply(datagram: &[u8]) -> Option<SipRequest> {
+    parse_head(datagram).ok().map(|(req, _)| req)
+}
+
+/// Start line and headers, checked for the mandatory ones; returns the bytes after them.
+fn parse_head(datagram: &[u8]) -> Result<(SipRequest, &[u8]), SipError> {
+    let end = find(datagram, b"\r\n\r\n")
+        .map(|i| (i, i + 4))
+        .or_else(|| find(datagram, b"\n\n").map(|i| (i, i + 2)))
+        .ok_or(SipError::NoHeaderEnd)?;
+    let head = std::str::from_utf8(&datagram[..end.0]).map_err(|_| SipError::NotText)?;
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let first = lines.next().unwrap_or_default();
+    if first.starts_with("SIP/2.0 ") {
+        return Err(SipError::Response);
+    }
+    let mut parts = first.split(' ');
+    let (Some(method), Some(uri), Some("SIP/2.0"), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(SipError::BadRequestLine(first.to_owned()));
+    };
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) || uri.is_empty() {
+        return Err(SipError::BadRequestLine(first.to_owned()));
+    }
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            // Folded continuation of the previous header.
+            let Some((_, value)) = headers.last_mut() else {
+                return Err(SipError::BadHeader(line.to_owned()));
+            };
+            value.push(' ');
+            value.push_str(line.trim());
+            continue;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| SipError::BadHeader(line.to_owned()))?;
+        let name = name.trim();
+        if name.is_empty() || name.contains(' ') {
+            return Err(SipError::BadHeader(line.to_owned()));
+        }
+        headers.push((canonical(name), value.trim().to_owned()));
+    }
+    let req = SipRequest {
+        method: method.to_owned(),
+        uri: uri.to_owned(),
+        headers,
+        body: Vec::new(),
+    };
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        if req.header(name).is_none() {
+            return Err(SipError::Missing(name));
+        }
+    }
+    Ok((req, &datagram[end.1..]))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+impl SipRequest {
+    /// The first header with this (canonical) name.
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a header, in order (Via can repeat, or be comma-separated).
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `branch` parameter of the top Via.
+    #[must_use]
+    pub fn branch(&self) -> Option<&str> {
+        let top = self.header("Via")?.split(',').next()?;
+        param(top, "branch")
+    }
+
+    /// The sent-by (host:port) of the top Via.
+    #[must_use]
+    pub fn sent_by(&self) -> Option<&str> {
+        let top = self.header("Via")?.split(',').next()?;
+        top.split_whitespace().nth(1)?.split(';').next()
+    }
+
+    /// The CSeq number.
+    #[must_use]
+    pub fn cseq_number(&self) -> u32 {
+        self.header("CSeq")
+            .and_then(|c| c.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The URI inside a From or To value (`"Alice" <sip:a@x>;tag=1` -> `sip:a@x`).
+    #[must_use]
+    pub fn uri_of(&self, header: &str) -> String {
+        let value = self.header(header).unwrap_or_default();
+        match (value.find('<'), value.find('>')) {
+            (Some(a), Some(b)) if a < b => value[a + 1..b].to_owned(),
+            _ => value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        }
+    }
+
+    /// The To tag, if any.
+    #[must_use]
+    pub fn to_tag(&self) -> Option<&str> {
+        let to = self.header("To")?;
+        let params = to.rsplit_once('>').map_or(to, |(_, p)| p);
+        param(params, "tag")
+    }
+}
+
+fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
+    value.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A response to `req`: Via, From, To (with `to_tag` added when it has none and the
+/// code is above 100), Call-ID and CSeq copied (RFC 3261 section 8.2.6.2).
+#[must_use]
+pub fn response(req: &SipRequest, code: u16, reason: &str, to_tag: Option<&str>) -> Vec<u8> {
+    let mut out = String::with_capacity(512);
+    let _ = write!(out, "SIP/2.0 {code} {reason}\r\n");
+    for via in req.all("Via") {
+        let _ = write!(out, "Via: {via}\r\n");
+    }
+    let _ = write!(out, "From: {}\r\n", req.header("From").unwrap_or_default());
+    let to = req.header("To").unwrap_or_default();
+    match to_tag {
+        Some(tag) if code > 100 && req.to_tag().is_none() => {
+            let _ = write!(out, "To: {to};tag={tag}\r\n");
+        }
+        _ => {
+            let _ = write!(out, "To: {to}\r\n");
+        }
+    }
+    let _ = write!(
+        out,
+        "Call-ID: {}\r\n",
+        req.header("Call-ID").unwrap_or_default()
+    );
+    let _ = write!(out, "CSeq: {}\r\n", req.header("CSeq").unwrap_or_default());
+    out.push_str("Server: evapi-sim\r\nContent-Length: 0\r\n\r\n");
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:bob@example.com SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0\r\n\
+        v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-proxy\r\n\
+        From: \"Alice\" <sip:alice@example.org>;tag=a1\r\n\
+        To: <sip:bob@example.com>\r\n\
+        i: call-1@127.0.0.1\r\n\
+        CSeq: 1 INVITE\r\n\
+        Max-Forwards: 70\r\n\
+        Subject: folded\r\n  across lines\r\n\
+        l: 4\r\n\r\nv=0\r";
+
+    #[test]
+    fn parses_a_request_with_compact_and_folded_headers() {
+        let r = parse(INVITE.as_bytes()).unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.uri.as_str()),
+            ("INVITE", "sip:bob@example.com")
+        );
+        assert_eq!(r.header("Call-ID"), Some("call-1@127.0.0.1"));
+        assert_eq!(r.all("Via").count(), 2);
+        assert_eq!(r.branch(), Some("z9hG4bK-1-0"));
+        assert_eq!(r.sent_by(), Some("127.0.0.1:5061"));
+        assert_eq!(r.cseq_number(), 1);
+        assert_eq!(r.uri_of("From"), "sip:alice@example.org");
+        assert_eq!(r.uri_of("To"), "sip:bob@example.com");
+        assert_eq!(r.to_tag(), None);
+        assert_eq!(r.header("Subject"), Some("folded across lines"));
+        assert_eq!(r.body, b"v=0\r");
+    }
+
+    #[test]
+    fn responses_copy_the_headers_and_add_a_to_tag() {
+        let r = parse(INVITE.as_bytes()).unwrap();
+        let trying = String::from_utf8(response(&r, 100, "Trying", Some("x"))).unwrap();
+        assert!(
+            trying.contains("\r\nTo: <sip:bob@example.com>\r\n"),
+            "no tag on 100"
+        );
+        let busy = String::from_utf8(response(&r, 486, "Busy Here", Some("s1"))).unwrap();
+        assert_eq!(
+            busy,
+            "SIP/2.0 486 Busy Here\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-proxy\r\n\
+             From: \"Alice\" <sip:alice@example.org>;tag=a1\r\n\
+             To: <sip:bob@example.com>;tag=s1\r\n\
+             Call-ID: call-1@127.0.0.1\r\n\
+             CSeq: 1 INVITE\r\n\
+             Server: evapi-sim\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn malformed_requests_say_what_is_wrong() {
+        let bad = |text: &str| parse(text.as_bytes()).unwrap_err();
+        assert_eq!(bad("garbage"), SipError::NoHeaderEnd);
+        assert_eq!(bad("SIP/2.0 200 OK\r\n\r\n"), SipError::Response);
+        assert!(matches!(
+            bad("INVITE sip:x SIP/3.0\r\n\r\n"),
+            SipError::BadRequestLine(_)
+        ));
+        assert!(matches!(
+            bad("INVITE sip:x SIP/2.0\r\nnocolon\r\n\r\n"),
+            SipError::BadHeader(_)
+        ));
+        assert_eq!(
+            bad("OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n"),
+            SipError::Missing("From")
+        );
+        let no_match = INVITE.replace("CSeq: 1 INVITE", "CSeq: 1 BYE");
+        assert!(matches!(bad(&no_match), SipError::BadCSeq(_)));
+        assert!(bad(&no_match).answerable());
+        let long = INVITE.replace("l: 4", "l: 400");
+        assert_eq!(bad(&long), SipError::BadContentLength("400".into()));
+    }
+}

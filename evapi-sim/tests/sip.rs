@@ -1,0 +1,294 @@
+use std::time::Duration;
+
+use evapi_client::{Client, ClientConfig};
+use evapi_sim::scenario::{Answers, DEFAULT_EVENT};
+use evapi_sim::template::Template;
+use evapi_sim::tm::TmConfig;
+use evapi_sim::uas::{self, UasCounters, UasOptions};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Uas {
+    sip: std::net::SocketAddr,
+    phone: UdpSocket,
+    app: Client,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<UasCounters>,
+}
+
+async fn start(fr_inv_timer: Duration) -> Uas {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sip = socket.local_addr().unwrap();
+    let evapi = listener.local_addr().unwrap().to_string();
+    let options = UasOptions {
+        code_on_timeout: 408,
+        event: Template::parse(DEFAULT_EVENT).unwrap(),
+        unicast_tag: None,
+        tm: TmConfig {
+            fr_inv_timer,
+            ..TmConfig::default()
+        },
+        answers: Answers::default(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(uas::run(socket, listener, options, async {
+        let _ = stopped.await;
+    }));
+    let app = Client::connect(&evapi, &ClientConfig::default())
+        .await
+        .unwrap();
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    Uas {
+        sip,
+        phone,
+        app,
+        stop,
+        task,
+    }
+}
+
+fn request(
+    method: &str,
+    branch: &str,
+    call_id: &str,
+    cseq_method: &str,
+    phone: &UdpSocket,
+) -> String {
+    let me = phone.local_addr().unwrap();
+    format!(
+        "{method} sip:bob@example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch={branch}\r\n\
+         From: <sip:alice@example.org>;tag=a-{call_id}\r\n\
+         To: <sip:bob@example.com>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 {cseq_method}\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+impl Uas {
+    async fn send(&self, text: &str) {
+        self.phone.send_to(text.as_bytes(), self.sip).await.unwrap();
+    }
+
+    async fn recv(&self) -> String {
+        let mut buf = vec![0u8; 65535];
+        let (n, _) = tokio::time::timeout(WAIT, self.phone.recv_from(&mut buf))
+            .await
+            .expect("a SIP response in time")
+            .unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+
+    async fn nothing_for(&self, d: Duration) {
+        let mut buf = vec![0u8; 65535];
+        if let Ok(got) = tokio::time::timeout(d, self.phone.recv_from(&mut buf)).await {
+            let (n, _) = got.unwrap();
+            panic!(
+                "unexpected datagram: {}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+    }
+
+    async fn event(&mut self) -> serde_json::Value {
+        let msg = tokio::time::timeout(WAIT, self.app.recv())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .unwrap();
+        serde_json::from_slice(&msg).unwrap()
+    }
+
+    async fn answer(&mut self, event: &serde_json::Value, code: u16) {
+        let answer = serde_json::json!({
+            "tindex": event["tindex"], "tlabel": event["tlabel"], "code": code,
+        });
+        self.app.send(answer.to_string().as_bytes()).await.unwrap();
+    }
+
+    async fn finish(self) -> UasCounters {
+        let _ = self.stop.send(());
+        self.task.await.unwrap()
+    }
+}
+
+fn status(resp: &str) -> &str {
+    resp.lines().next().unwrap()
+}
+
+#[tokio::test]
+async fn invite_answered_by_the_app_with_retransmissions_and_ack() {
+    let mut uas = start(Duration::from_secs(30)).await;
+    let invite = request("INVITE", "z9hG4bK-1", "call-1", "INVITE", &uas.phone);
+    uas.send(&invite).await;
+    let trying = uas.recv().await;
+    assert_eq!(status(&trying), "SIP/2.0 100 Trying");
+    assert!(
+        trying.contains("\r\nTo: <sip:bob@example.com>\r\n"),
+        "no To tag on 100"
+    );
+    let event = uas.event().await;
+    assert_eq!(event["ru"], "sip:bob@example.com");
+    assert_eq!(event["ci"], "call-1");
+
+    // A retransmitted INVITE gets the last response again, and no second event.
+    uas.send(&invite).await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 100 Trying");
+
+    uas.answer(&event, 486).await;
+    let busy = uas.recv().await;
+    assert_eq!(status(&busy), "SIP/2.0 486 Busy Here");
+    assert!(
+        busy.contains("\r\nTo: <sip:bob@example.com>;tag="),
+        "{busy}"
+    );
+    assert!(busy.contains("\r\nCall-ID: call-1\r\n") && busy.contains("\r\nCSeq: 1 INVITE\r\n"));
+    assert!(busy.contains(&format!(
+        "Via: SIP/2.0/UDP {};branch=z9hG4bK-1",
+        uas.phone.local_addr().unwrap()
+    )));
+
+    uas.send(&invite).await;
+    assert_eq!(
+        status(&uas.recv().await),
+        "SIP/2.0 486 Busy Here",
+        "retransmission"
+    );
+    // Without an ACK the final response is retransmitted (Timer G, T1 = 500 ms).
+    assert_eq!(
+        status(&uas.recv().await),
+        "SIP/2.0 486 Busy Here",
+        "timer G"
+    );
+    uas.send(&request("ACK", "z9hG4bK-1", "call-1", "ACK", &uas.phone))
+        .await;
+    uas.nothing_for(Duration::from_millis(1200)).await;
+
+    // A second answer for the same transaction is refused: no second final response.
+    uas.answer(&event, 200).await;
+    uas.nothing_for(Duration::from_millis(300)).await;
+    let counters = uas.finish().await;
+    assert_eq!(counters.finals.get(&486), Some(&1));
+    assert_eq!(counters.retransmissions, 2);
+    assert_eq!(counters.final_retransmits, 1);
+    assert_eq!(counters.refused, 1);
+}
+
+#[tokio::test]
+async fn cancel_gets_200_and_the_invite_487_then_the_late_answer_is_refused() {
+    let mut uas = start(Duration::from_secs(30)).await;
+    uas.send(&request(
+        "INVITE",
+        "z9hG4bK-2",
+        "call-2",
+        "INVITE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 100 Trying");
+    let event = uas.event().await;
+    uas.send(&request(
+        "CANCEL",
+        "z9hG4bK-2",
+        "call-2",
+        "CANCEL",
+        &uas.phone,
+    ))
+    .await;
+    let mut got = [uas.recv().await, uas.recv().await];
+    got.sort();
+    assert_eq!(status(&got[0]), "SIP/2.0 200 OK");
+    assert!(got[0].contains("CSeq: 1 CANCEL"));
+    assert_eq!(status(&got[1]), "SIP/2.0 487 Request Terminated");
+    assert!(got[1].contains("CSeq: 1 INVITE"));
+    uas.send(&request("ACK", "z9hG4bK-2", "call-2", "ACK", &uas.phone))
+        .await;
+    // The app's answer comes too late: refused, nothing more is sent.
+    uas.answer(&event, 200).await;
+    uas.nothing_for(Duration::from_millis(300)).await;
+    // A CANCEL for nothing: 481.
+    uas.send(&request(
+        "CANCEL",
+        "z9hG4bK-none",
+        "call-x",
+        "CANCEL",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(
+        status(&uas.recv().await),
+        "SIP/2.0 481 Call/Transaction Does Not Exist"
+    );
+    let counters = uas.finish().await;
+    assert_eq!(counters.finals.get(&487), Some(&1));
+    assert_eq!(counters.refused, 1);
+}
+
+#[tokio::test]
+async fn unanswered_invites_time_out_and_other_methods_are_answered() {
+    let mut uas = start(Duration::from_millis(300)).await;
+    uas.send(&request(
+        "INVITE",
+        "z9hG4bK-3",
+        "call-3",
+        "INVITE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 100 Trying");
+    let _ = uas.event().await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 408 Request Timeout");
+    uas.send(&request("ACK", "z9hG4bK-3", "call-3", "ACK", &uas.phone))
+        .await;
+
+    uas.send(&request(
+        "OPTIONS",
+        "z9hG4bK-4",
+        "call-4",
+        "OPTIONS",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 200 OK");
+    uas.send(&request(
+        "MESSAGE",
+        "z9hG4bK-5",
+        "call-5",
+        "MESSAGE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 200 OK");
+    assert_eq!(uas.event().await["rm"], "MESSAGE");
+    uas.send(&request(
+        "SUBSCRIBE",
+        "z9hG4bK-6",
+        "call-6",
+        "SUBSCRIBE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 501 Not Implemented");
+
+    // Garbage is dropped; a request with a readable head but a bad CSeq gets 400.
+    uas.send("this is not SIP").await;
+    uas.send(&request(
+        "OPTIONS",
+        "z9hG4bK-7",
+        "call-7",
+        "BYE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 400 Bad Request");
+    let counters = uas.finish().await;
+    assert_eq!(counters.timeouts, 1);
+    assert_eq!(counters.finals.get(&408), Some(&1));
+    assert_eq!(counters.malformed, 2);
+}
