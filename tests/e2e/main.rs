@@ -3,3 +3,5 @@
 
 // evapi-sim with evapi-client respond as the app under test.
 mod sim_with_client;
+// sipp drives evapi-sim sip over UDP; evapi-client respond answers on the evapi socket.
+mod sipp;

@@ -1,0 +1,101 @@
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+
+use evapi_tests::{binary, Running};
+
+/// sipp, if installed; CI sets EVAPI_REQUIRE_SIPP=1 so a missing sipp fails there.
+fn sipp() -> Option<&'static str> {
+    let found = Command::new("sipp").arg("-v").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("EVAPI_REQUIRE_SIPP").is_none(),
+            "sipp is required (EVAPI_REQUIRE_SIPP is set) but not installed: apt-get install sip-tester"
+        );
+        eprintln!("sipp not installed: skipping (apt-get install sip-tester)");
+        return None;
+    }
+    Some("sipp")
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn sipp_calls_are_all_resumed_by_the_client_responder() {
+    let Some(sipp) = sipp() else { return };
+    let mut cmd = Command::new(binary("evapi-sim"));
+    cmd.args([
+        "sip",
+        "--listen",
+        "127.0.0.1:0",
+        "--bind",
+        "127.0.0.1:0",
+        "-q",
+    ]);
+    let mut sim = Running::spawn(cmd);
+    let (line, _rest) = sim.stderr_line("SIP on udp:");
+    // "SIP on udp:127.0.0.1:PORT , evapi socket on 127.0.0.1:PORT"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let sip_addr = words[2].trim_start_matches("udp:").to_owned();
+    let evapi_addr = words[words.len() - 1].to_owned();
+
+    let mut respond = Command::new(binary("evapi-client"));
+    respond.args(["--addr", &evapi_addr, "respond", "--code", "486"]);
+    let _app = Running::spawn(respond);
+
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/sipp/uac-486.xml");
+    let out = Command::new(sipp)
+        .arg(&sip_addr)
+        .arg("-sf")
+        .arg(&scenario)
+        .args([
+            "-m",
+            "500",
+            "-r",
+            "250",
+            "-l",
+            "100",
+            "-i",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(free_udp_port().to_string())
+        .args(["-nostdin", "-timeout", "30s", "-timeout_error", "-nd"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "sipp reported failed calls:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // SIGTERM: the simulator prints its counters and exits.
+    Command::new("kill")
+        .args(["-TERM", &sim.child.id().to_string()])
+        .status()
+        .unwrap();
+    sim.child.wait().unwrap();
+    let mut counters = String::new();
+    sim.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut counters)
+        .unwrap();
+    assert!(
+        counters.contains("  final 486                     500"),
+        "{counters}"
+    );
+    assert!(
+        counters.contains("  timeouts                        0"),
+        "{counters}"
+    );
+}
