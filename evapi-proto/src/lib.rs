@@ -18,12 +18,13 @@
 //!
 //! let mut codec = FrameCodec::new(Framing::Netstring, 1024);
 //! let mut wire = BytesMut::new();
-//! codec.encode_frame(b"hello", &mut wire).unwrap();
+//! codec.encode_frame(b"hello", &mut wire)?;
 //! assert_eq!(&wire[..], b"5:hello,");
 //!
 //! let mut incoming = BytesMut::from(&b"3:abc,\n2:"[..]);
-//! assert_eq!(codec.decode_frame(&mut incoming).unwrap().unwrap(), "abc");
-//! assert_eq!(codec.decode_frame(&mut incoming).unwrap(), None); // waits for more
+//! assert_eq!(codec.decode_frame(&mut incoming)?.as_deref(), Some(&b"abc"[..]));
+//! assert_eq!(codec.decode_frame(&mut incoming)?, None); // waits for more
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 pub mod bare;

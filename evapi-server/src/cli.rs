@@ -198,7 +198,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let stdin_task = tokio::spawn(control_stdin(handle.clone(), out_tx));
     let control_task = control.map(|l| tokio::spawn(control_listener(l, handle.clone())));
 
-    server.run(listener, shutdown_signal()).await;
+    server
+        .run(listener, async {
+            evapi_server::signal::terminated().await;
+            info!("signal received");
+        })
+        .await;
 
     stdin_task.abort();
     if let Some(task) = control_task {
@@ -208,29 +213,6 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // Every sender is gone now; the writer drains what is left and ends.
     let _ = stdout_task.await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    info!("signal received");
 }
 
 /// Write lines to `out`, flushing whenever the queue runs dry.

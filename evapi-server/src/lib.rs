@@ -12,6 +12,7 @@
 //! - [`handle`]: [`Handle`]: relay, multicast, unicast, close, set_tag, clients, stats.
 //! - [`server`]: [`Server`]: accept loop, admission, graceful shutdown.
 //! - [`control`]: the JSON-lines control and notification interface of the binary.
+//! - [`signal`]: waiting for SIGINT/SIGTERM, for binaries.
 //! - `registry`, `connection`, `outbox`, `writer`, `workers` (private): the client
 //!   table, the per-connection reader, the per-client send queue, the batched vectored
 //!   writer, the worker pool.
@@ -47,6 +48,7 @@ mod outbox;
 mod registry;
 pub mod routes;
 pub mod server;
+pub mod signal;
 mod workers;
 mod writer;
 

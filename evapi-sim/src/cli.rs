@@ -167,7 +167,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     socket.local_addr()?,
                     listener.local_addr()?
                 );
-                anyhow::Ok(evapi_sim::uas::run(socket, listener, options, shutdown_signal()).await)
+                anyhow::Ok(
+                    evapi_sim::uas::run(
+                        socket,
+                        listener,
+                        options,
+                        evapi_server::signal::terminated(),
+                    )
+                    .await,
+                )
             })?;
             print!("{}", counters.summary());
             Ok(ExitCode::SUCCESS)
@@ -193,21 +201,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             runtime.block_on(scenario(&loaded, &options, report.as_deref()))
         }
     }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn scenario(
