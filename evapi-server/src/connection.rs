@@ -14,7 +14,7 @@ use evapi_proto::FrameCodec;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::handle::{check_tag, Shared};
@@ -46,8 +46,19 @@ impl Drop for Registered {
     }
 }
 
-pub(crate) async fn serve<R: EventRoutes>(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx<R>>) {
-    let shared = Arc::clone(&ctx.handle.shared);
+/// A connection that passed admission and holds its slot.
+pub(crate) struct Admitted {
+    stream: TcpStream,
+    conn: Arc<Conn>,
+    permit: OwnedSemaphorePermit,
+    registered: Registered,
+}
+
+/// Admission, run by the accept loop itself so slots are handed out in accept order
+/// (Kamailio's `conidx` follows connection order): the allow-list, then a
+/// `max_clients` permit, then the lowest free slot. `None`: refused and closed.
+pub(crate) fn admit<R>(stream: TcpStream, peer: SocketAddr, ctx: &Ctx<R>) -> Option<Admitted> {
+    let shared = &ctx.handle.shared;
     let config = &shared.config;
     if !config.allows(peer.ip()) {
         shared
@@ -55,7 +66,7 @@ pub(crate) async fn serve<R: EventRoutes>(stream: TcpStream, peer: SocketAddr, c
             .refused_allow
             .fetch_add(1, Ordering::Relaxed);
         warn!(%peer, "connection refused: address not in the allow-list");
-        return;
+        return None;
     }
     let Ok(permit) = Arc::clone(&ctx.permits).try_acquire_owned() else {
         shared
@@ -63,7 +74,7 @@ pub(crate) async fn serve<R: EventRoutes>(stream: TcpStream, peer: SocketAddr, c
             .refused_max_clients
             .fetch_add(1, Ordering::Relaxed);
         warn!(%peer, max_clients = config.max_clients, "connection refused: max clients reached");
-        return;
+        return None;
     };
     // Events are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
@@ -73,11 +84,28 @@ pub(crate) async fn serve<R: EventRoutes>(stream: TcpStream, peer: SocketAddr, c
         .registry
         .insert(|conidx, connid| Conn::new(conidx, connid, peer, queue, closing));
     shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("conn", conidx = conn.conidx, connid = conn.connid, %peer);
     let registered = Registered {
-        shared: Arc::clone(&shared),
+        shared: Arc::clone(shared),
         conn: Arc::clone(&conn),
     };
+    Some(Admitted {
+        stream,
+        conn,
+        permit,
+        registered,
+    })
+}
+
+pub(crate) async fn serve<R: EventRoutes>(admitted: Admitted, ctx: Arc<Ctx<R>>) {
+    let Admitted {
+        stream,
+        conn,
+        permit,
+        registered,
+    } = admitted;
+    let shared = Arc::clone(&ctx.handle.shared);
+    let peer = conn.peer;
+    let span = tracing::info_span!("conn", conidx = conn.conidx, connid = conn.connid, %peer);
     async move {
         info!("client connected");
         let (rd, wr) = stream.into_split();

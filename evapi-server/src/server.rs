@@ -68,7 +68,9 @@ impl<R: EventRoutes> Server<R> {
                 () = shared.shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        tracker.spawn(connection::serve(stream, peer, Arc::clone(&ctx)));
+                        if let Some(admitted) = connection::admit(stream, peer, &ctx) {
+                            tracker.spawn(connection::serve(admitted, Arc::clone(&ctx)));
+                        }
                     }
                     Err(e) => {
                         error!(error = %e, "accept failed");

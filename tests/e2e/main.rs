@@ -5,3 +5,5 @@
 mod sim_with_client;
 // sipp drives evapi-sim sip over UDP; evapi-client respond answers on the evapi socket.
 mod sipp;
+// The same byte streams against Kamailio 5.6 and evapi-server.
+mod kamailio_wire;
