@@ -7,3 +7,5 @@ mod sim_with_client;
 mod sipp;
 // The same byte streams against Kamailio 5.6 and evapi-server.
 mod kamailio_wire;
+// evapi-client (listen, send, run, respond) against Kamailio 5.6.
+mod kamailio_client;

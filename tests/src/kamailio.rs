@@ -186,6 +186,12 @@ impl Kamailio {
         self.wait_log_count(needle, 1, timeout)
     }
 
+    /// Wait until `n` test clients have connected (the readiness probe not counted).
+    #[must_use]
+    pub fn wait_clients(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_log_count("evapi connection-new", n + 1, timeout)
+    }
+
     /// The process group id (for CPU accounting).
     #[must_use]
     pub fn pid(&self) -> u32 {

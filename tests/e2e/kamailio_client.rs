@@ -1,0 +1,147 @@
+//! evapi-client against Kamailio 5.6's evapi module.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use evapi_tests::kamailio::{self, Kamailio, Options};
+use evapi_tests::wire::Raw;
+use evapi_tests::{binary, Running};
+
+fn client(kam: &Kamailio, args: &[&str]) -> Command {
+    let mut cmd = Command::new(binary("evapi-client"));
+    cmd.arg("--addr").arg(kam.evapi.to_string()).args(args);
+    cmd
+}
+
+#[test]
+fn listen_receives_kamailio_relays_byte_exact_and_send_reaches_message_received() {
+    if !kamailio::available() {
+        return;
+    }
+    let kam = Kamailio::start(&Options::default());
+    let mut listen = Running::spawn(client(&kam, &["listen", "--count", "2"]));
+    assert!(kam.wait_clients(1, Duration::from_secs(5)));
+
+    // A raw client sees the frame bytes exactly as Kamailio writes them.
+    let mut raw = Raw::connect(kam.evapi);
+    raw.send_parts(&[b"12:hello, world,"]);
+    assert_eq!(raw.until(b"hello, world,"), b"19:echo:1:hello, world,");
+
+    // evapi-client send goes through message-received; the echo comes back to it.
+    let out = client(&kam, &["send", "from the client", "--expect-reply"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "echo:2:from the client\n"
+    );
+
+    let status = listen.child.wait().unwrap();
+    let mut printed = String::new();
+    listen
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut printed)
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(printed, "echo:1:hello, world\necho:2:from the client\n");
+}
+
+#[test]
+fn a_run_script_passes_against_kamailio() {
+    if !kamailio::available() {
+        return;
+    }
+    let kam = Kamailio::start(&Options::default());
+    let script = std::env::temp_dir().join(format!("kamailio-{}.evapi", std::process::id()));
+    std::fs::write(
+        &script,
+        "timeout 3s\n\
+         send ping\n\
+         expect echo:0:ping\n\
+         send {\"event\":\"x\",\"n\":1}\n\
+         expect-contains \"n\":1\n\
+         send tag:billing\n\
+         expect tagged:0:billing\n\
+         send mcast:billing:to the billing apps\n\
+         expect to the billing apps\n\
+         expect-none 300ms\n",
+    )
+    .unwrap();
+    let out = client(&kam, &["run"]).arg(&script).output().unwrap();
+    let _ = std::fs::remove_file(&script);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: 10 steps, 4 sent, 4 received\n"
+    );
+}
+
+#[test]
+fn respond_resumes_every_invite_kamailio_suspends_for_a_sipp_burst() {
+    if !kamailio::available() {
+        return;
+    }
+    let Ok(sipp) = Command::new("sipp").arg("-v").output() else {
+        assert!(
+            std::env::var_os("EVAPI_REQUIRE_SIPP").is_none(),
+            "sipp required but not installed"
+        );
+        eprintln!("sipp not installed: skipping");
+        return;
+    };
+    drop(sipp);
+    let kam = Kamailio::start(&Options::default());
+    let _app = Running::spawn(client(&kam, &["respond", "--code", "486"]));
+    assert!(kam.wait_clients(1, Duration::from_secs(5)));
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/sipp/uac-486.xml");
+    let local = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new("sipp")
+        .arg(kam.sip.to_string())
+        .arg("-sf")
+        .arg(&scenario)
+        .args([
+            "-m",
+            "500",
+            "-r",
+            "250",
+            "-l",
+            "100",
+            "-i",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(local.to_string())
+        .args(["-nostdin", "-timeout", "30s", "-timeout_error", "-nd"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "sipp: failed calls\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Every call ended with the responder's 486 (sipp's scenario requires it), and
+    // Kamailio saw no t_continue failures.
+    let log = kam.log();
+    assert!(!log.contains("t_continue"), "t_continue trouble:\n{log}");
+}
