@@ -116,10 +116,18 @@ pub fn init_logging(verbose: u8, quiet: u8) {
 ///
 /// I/O errors (exit 2).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    // The SIP front is one loop that owns its tables; on one thread it needs no
+    // cross-thread wake-ups, which is most of what it would spend on two.
+    let runtime = if matches!(args.command, Command::Sip { .. }) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the runtime")?;
     match args.command {
         Command::Demo { report } => {
             let options = RunOptions {

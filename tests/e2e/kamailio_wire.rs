@@ -11,12 +11,13 @@ use evapi_tests::echo::Ours;
 use evapi_tests::kamailio::{self, Kamailio, Options};
 use evapi_tests::wire::{without_conidx, Raw};
 
-/// Send `parts` on a fresh connection and return what came back, conidx hidden.
-fn exchange(addr: std::net::SocketAddr, parts: &[&[u8]]) -> Vec<u8> {
+/// Send `parts` on a fresh connection and return what came back, conidx hidden;
+/// `expect_len` is the length of the answer expected from this peer (0: none).
+fn exchange(addr: std::net::SocketAddr, parts: &[&[u8]], expect_len: usize) -> Vec<u8> {
     let mut raw = Raw::connect(addr);
     std::thread::sleep(evapi_tests::wire::GAP);
     raw.send_parts(parts);
-    without_conidx(&raw.drain())
+    without_conidx(&raw.collect(expect_len))
 }
 
 struct Case {
@@ -103,16 +104,21 @@ fn the_same_streams_give_the_same_results_except_where_kamailio_loses_data() {
     let kam = Kamailio::start(&Options::default());
     let ours = Ours::start(Config::default());
     let mut report = String::new();
+    let len = |b: &[u8]| if b == b"<EOF>" { 1 } else { b.len() };
     for case in cases() {
-        let got_ours = exchange(ours.addr, &case.parts);
-        let got_kam = exchange(kam.evapi, &case.parts);
+        let got_ours = exchange(ours.addr, &case.parts, len(case.correct));
         assert_eq!(shown(&got_ours), shown(case.correct), "ours, {}", case.name);
         let (want_kam, why) = case.kamailio.unwrap_or((case.correct, "same"));
-        assert_eq!(
+        let got_kam = exchange(kam.evapi, &case.parts, len(want_kam));
+        // A split write may reach Kamailio in one read when the machine is busy; it
+        // then delivers correctly. Either outcome is accepted for split cases.
+        let coalesced = case.parts.len() > 1 && got_kam == case.correct;
+        assert!(
+            got_kam == want_kam || coalesced,
+            "kamailio, {}: got {}, expected {} ({why})",
+            case.name,
             shown(&got_kam),
-            shown(want_kam),
-            "kamailio, {} (expected: {why})",
-            case.name
+            shown(want_kam)
         );
         report.push_str(&format!(
             "{:<40} ours {:<28} kamailio {}\n",

@@ -5,9 +5,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// How long a peer may stay silent before we conclude it has nothing more to send.
-pub const QUIET: Duration = Duration::from_millis(300);
+pub const QUIET: Duration = Duration::from_millis(400);
+/// After the expected bytes arrived, how long to watch for anything extra.
+pub const EXTRA: Duration = Duration::from_millis(150);
+/// How long expected bytes may take to arrive.
+pub const PATIENCE: Duration = Duration::from_secs(5);
 /// Pause between the parts of a split write, so the peer reads them separately.
-pub const GAP: Duration = Duration::from_millis(60);
+pub const GAP: Duration = Duration::from_millis(100);
 
 /// A raw client connection.
 #[derive(Debug)]
@@ -70,6 +74,48 @@ impl Raw {
                 Err(e) => panic!("read failed: {e}"),
             }
         }
+    }
+
+    /// Read until at least `len` bytes (or EOF) came, waiting up to [`PATIENCE`], then
+    /// [`EXTRA`] more for anything beyond; `len` 0 waits [`QUIET`] for nothing to come.
+    /// `<EOF>` is appended if the peer closed.
+    ///
+    /// # Panics
+    ///
+    /// On socket errors other than a timeout or reset.
+    pub fn collect(&mut self, len: usize) -> Vec<u8> {
+        if len == 0 {
+            return self.drain();
+        }
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        while out.len() < len {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return out;
+            }
+            self.0.set_read_timeout(Some(left)).expect("timeout");
+            match self.0.read(&mut buf) {
+                Ok(0) => {
+                    out.extend_from_slice(b"<EOF>");
+                    return out;
+                }
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    out.extend_from_slice(b"<EOF>");
+                    return out;
+                }
+                Err(_) => return out,
+            }
+        }
+        self.0.set_read_timeout(Some(EXTRA)).expect("timeout");
+        match self.0.read(&mut buf) {
+            Ok(0) => out.extend_from_slice(b"<EOF>"),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        out
     }
 
     /// Read until `needle` has been received (or [`QUIET`] passes); all bytes read.
