@@ -129,3 +129,71 @@ async fn messages_keep_their_order_with_several_workers_or_none() {
         );
     }
 }
+
+/// Routes whose message-received for the first connection waits until released.
+struct Blocking {
+    release: std::sync::Arc<tokio::sync::Notify>,
+    seen: tokio::sync::mpsc::Sender<bytes::Bytes>,
+}
+
+impl evapi_server::EventRoutes for Blocking {
+    async fn message_received(
+        &self,
+        _: &evapi_server::Handle,
+        client: &evapi_server::ClientEnv,
+        msg: bytes::Bytes,
+    ) {
+        if client.connid == 0 {
+            self.release.notified().await;
+        }
+        let _ = self.seen.send(msg).await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_handler_stalls_neither_reading_nor_other_connections() {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (seen_tx, mut seen) = tokio::sync::mpsc::channel(16);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = evapi_server::Server::new(
+        Config {
+            workers: 2,
+            ..Config::default()
+        },
+        Blocking {
+            release: std::sync::Arc::clone(&release),
+            seen: seen_tx,
+        },
+    );
+    let handle = server.handle();
+    tokio::spawn(server.run(listener, std::future::pending()));
+    // connid 0 and 1 land on different workers (connid % workers).
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    while handle.connected() < 1 {
+        tokio::task::yield_now().await;
+    }
+    let mut fast = TcpStream::connect(addr).await.unwrap();
+    while handle.connected() < 2 {
+        tokio::task::yield_now().await;
+    }
+    slow.write_all(b"4:slow,5:later,").await.unwrap();
+    fast.write_all(b"4:fast,").await.unwrap();
+    let first = tokio::time::timeout(PATIENCE, seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, "fast", "the other connection is not held up");
+    // The slow connection's frames are read meanwhile (counted), just not handled yet.
+    tokio::time::timeout(PATIENCE, async {
+        while handle.stats().frames_in < 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("reading goes on while the handler waits");
+    release.notify_one();
+    assert_eq!(seen.recv().await.unwrap(), "slow");
+    release.notify_one();
+    assert_eq!(seen.recv().await.unwrap(), "later", "arrival order kept");
+}
