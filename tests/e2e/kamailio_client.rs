@@ -1,13 +1,12 @@
 //! evapi-client against Kamailio 5.6's evapi module.
 
 use std::io::Read;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use evapi_tests::kamailio::{self, Kamailio, Options};
 use evapi_tests::wire::Raw;
-use evapi_tests::{binary, Running};
+use evapi_tests::{binary, sipp, Running};
 
 fn client(kam: &Kamailio, args: &[&str]) -> Command {
     let mut cmd = Command::new(binary("evapi-client"));
@@ -97,43 +96,13 @@ fn respond_resumes_every_invite_kamailio_suspends_for_a_sipp_burst() {
     if !kamailio::available() {
         return;
     }
-    let Ok(sipp) = Command::new("sipp").arg("-v").output() else {
-        assert!(
-            std::env::var_os("EVAPI_REQUIRE_SIPP").is_none(),
-            "sipp required but not installed"
-        );
-        eprintln!("sipp not installed: skipping");
+    if !sipp::available() {
         return;
-    };
-    drop(sipp);
+    }
     let kam = Kamailio::start(&Options::default());
     let _app = Running::spawn(client(&kam, &["respond", "--code", "486"]));
     assert!(kam.wait_clients(1, Duration::from_secs(5)));
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/sipp/uac-486.xml");
-    let local = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let out = Command::new("sipp")
-        .arg(kam.sip.to_string())
-        .arg("-sf")
-        .arg(&scenario)
-        .args([
-            "-m",
-            "500",
-            "-r",
-            "250",
-            "-l",
-            "100",
-            "-i",
-            "127.0.0.1",
-            "-p",
-        ])
-        .arg(local.to_string())
-        .args(["-nostdin", "-timeout", "30s", "-timeout_error", "-nd"])
-        .output()
-        .unwrap();
+    let out = sipp::burst_486(&kam.sip.to_string(), 500, 250);
     assert_eq!(
         out.status.code(),
         Some(0),

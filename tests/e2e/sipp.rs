@@ -1,34 +1,13 @@
 use std::io::Read;
-use std::path::Path;
 use std::process::Command;
 
-use evapi_tests::{binary, Running};
-
-/// sipp, if installed; CI sets EVAPI_REQUIRE_SIPP=1 so a missing sipp fails there.
-fn sipp() -> Option<&'static str> {
-    let found = Command::new("sipp").arg("-v").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("EVAPI_REQUIRE_SIPP").is_none(),
-            "sipp is required (EVAPI_REQUIRE_SIPP is set) but not installed: apt-get install sip-tester"
-        );
-        eprintln!("sipp not installed: skipping (apt-get install sip-tester)");
-        return None;
-    }
-    Some("sipp")
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use evapi_tests::{binary, sipp, Running};
 
 #[test]
 fn sipp_calls_are_all_resumed_by_the_client_responder() {
-    let Some(sipp) = sipp() else { return };
+    if !sipp::available() {
+        return;
+    }
     let mut cmd = Command::new(binary("evapi-sim"));
     cmd.args([
         "sip",
@@ -49,26 +28,7 @@ fn sipp_calls_are_all_resumed_by_the_client_responder() {
     respond.args(["--addr", &evapi_addr, "respond", "--code", "486"]);
     let _app = Running::spawn(respond);
 
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/sipp/uac-486.xml");
-    let out = Command::new(sipp)
-        .arg(&sip_addr)
-        .arg("-sf")
-        .arg(&scenario)
-        .args([
-            "-m",
-            "500",
-            "-r",
-            "250",
-            "-l",
-            "100",
-            "-i",
-            "127.0.0.1",
-            "-p",
-        ])
-        .arg(free_udp_port().to_string())
-        .args(["-nostdin", "-timeout", "30s", "-timeout_error", "-nd"])
-        .output()
-        .unwrap();
+    let out = sipp::burst_486(&sip_addr, 500, 250);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),

@@ -1,0 +1,54 @@
+//! sipp as a SIP load generator for the suites: availability (required in CI) and one
+//! burst of calls with the INVITE -> 486 -> ACK scenario in `bench/sipp/uac-486.xml`.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// Whether sipp is installed; when it is not, tests skip with a notice, unless
+/// `EVAPI_REQUIRE_SIPP` is set (CI sets it), where they fail.
+///
+/// # Panics
+///
+/// When sipp is required and missing.
+#[must_use]
+pub fn available() -> bool {
+    let found = Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("EVAPI_REQUIRE_SIPP").is_none(),
+            "sipp is required (EVAPI_REQUIRE_SIPP is set) but not installed: apt-get install sip-tester"
+        );
+        eprintln!("sipp not installed: skipping (apt-get install sip-tester)");
+    }
+    found
+}
+
+/// Send `calls` INVITEs at `rate` per second to `target` (host:port), each expecting a
+/// 486 and acknowledging it. sipp exits 0 only when every call succeeded.
+///
+/// # Panics
+///
+/// When sipp cannot be started.
+#[must_use]
+pub fn burst_486(target: &str, calls: u32, rate: u32) -> Output {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/sipp/uac-486.xml");
+    let local = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port");
+    Command::new("sipp")
+        .arg(target)
+        .arg("-sf")
+        .arg(&scenario)
+        .args(["-m", &calls.to_string(), "-r", &rate.to_string()])
+        .args(["-l", &(rate * 2).to_string(), "-i", "127.0.0.1", "-p"])
+        .arg(local.to_string())
+        .args(["-nostdin", "-timeout", "30s", "-timeout_error", "-nd"])
+        .output()
+        .expect("sipp starts")
+}
