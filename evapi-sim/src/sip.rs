@@ -166,7 +166,7 @@ fn parse_head(datagram: &[u8]) -> Result<(SipRequest, &[u8]), SipError> {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 impl SipRequest {

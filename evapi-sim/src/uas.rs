@@ -122,6 +122,8 @@ struct Uas {
     tags: u64,
     counters: UasCounters,
     event: String,
+    /// Where answers carry the ids (from `options.answers`, built once).
+    fields: evapi_proto::IdFields,
 }
 
 /// Serve SIP on `socket` and the evapi socket on `listener` until `shutdown` resolves;
@@ -142,6 +144,7 @@ pub async fn run(
     );
     let handle = server.handle();
     let server_task = tokio::spawn(server.run(listener, std::future::pending()));
+    let fields = options.answers.id_fields();
     let mut uas = Uas {
         socket: Arc::new(socket),
         handle: handle.clone(),
@@ -154,6 +157,7 @@ pub async fn run(
         tags: 0,
         counters: UasCounters::default(),
         event: String::new(),
+        fields,
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut expired: Vec<Expired<()>> = Vec::new();
@@ -376,11 +380,10 @@ impl Uas {
     }
 
     async fn answer(&mut self, client: &evapi_server::ClientEnv, msg: &[u8]) {
-        let fields = self.options.answers.id_fields();
-        if apps::register(&self.handle, &fields, client, msg) {
+        if apps::register(&self.handle, &self.fields, client, msg) {
             return;
         }
-        match answer::read(msg, &fields, &self.options.answers.actions) {
+        match answer::read(msg, &self.fields, &self.options.answers.actions) {
             Ok(d) => match self.table.resume(d.id, d.code, std::time::Instant::now()) {
                 Ok(_) => {
                     let reason = d.reason.unwrap_or_else(|| reason_phrase(d.code).to_owned());
