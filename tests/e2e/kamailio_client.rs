@@ -114,3 +114,45 @@ fn respond_resumes_every_invite_kamailio_suspends_for_a_sipp_burst() {
     let log = kam.log();
     assert!(!log.contains("t_continue"), "t_continue trouble:\n{log}");
 }
+
+#[test]
+fn the_kamailio_snippet_in_the_client_guide_is_a_valid_config() {
+    if !kamailio::available() {
+        return;
+    }
+    let guide = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/client.md"),
+    )
+    .unwrap();
+    let start = guide
+        .find("```text\nloadmodule \"tm.so\"")
+        .expect("the snippet is in docs/client.md")
+        + "```text\n".len();
+    let end = start + guide[start..].find("```").unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = std::env::temp_dir().join(format!("client-guide-{}.cfg", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "#!KAMAILIO\nlisten=udp:127.0.0.1:{port}\n{}",
+            &guide[start..end]
+        ),
+    )
+    .unwrap();
+    let out = Command::new("kamailio")
+        .arg("-c")
+        .arg("-f")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&cfg);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && log.contains("config file ok"),
+        "{log}"
+    );
+}
