@@ -76,3 +76,35 @@ fn a_session_in_a_real_terminal() {
     );
     assert!(!history.contains("dropped"), "{history}");
 }
+
+#[test]
+fn the_repl_reconnects_when_the_server_drops_it() {
+    let srv = start(Framing::Netstring);
+    let home = std::env::temp_dir().join(format!("evapi-client-repl2-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"));
+    cmd.args(["--addr", &srv.addr, "repl", "--no-color"])
+        .env("XDG_DATA_HOME", &home)
+        .env("HOME", &home)
+        .env("TERM", "xterm");
+    let mut p = spawn_command(cmd, Some(PATIENCE.as_millis() as u64)).unwrap();
+    p.exp_string("evapi> ").unwrap();
+    let first = srv.connected();
+    srv.handle
+        .close(evapi_server::Target::Connid(first.connid))
+        .unwrap();
+    p.exp_string("lost: closed by the server; reconnecting")
+        .unwrap();
+    p.exp_string("reconnected to").unwrap();
+    let second = loop {
+        match srv.next() {
+            Ev::New(c) => break c,
+            Ev::Closed(_) | Ev::Msg(_) => {}
+        }
+    };
+    assert_ne!(second.connid, first.connid);
+    p.send_line("send after the drop").unwrap();
+    assert_eq!(srv.msg(), "after the drop");
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+}
