@@ -22,8 +22,8 @@ RATES=${RATES:-"1000 2000 4000 6000 8000 10000 12000 14000"}
 FIXED_RATES=${FIXED_RATES:-"2000 8000"}
 FANOUT_RATE=${FANOUT_RATE:-4000}
 CODE=486
-# Which parts to run (all by default): rate fixed fanout stall
-SECTIONS=${SECTIONS:-"rate fixed fanout stall"}
+# Which parts to run (all by default): rate fixed latency fanout stall
+SECTIONS=${SECTIONS:-"rate fixed latency fanout stall"}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 work=$(mktemp -d /tmp/evapi-vs-kamailio.XXXXXX)
@@ -155,6 +155,31 @@ want fixed && for rate in $FIXED_RATES; do
     stop_responder; stop_server
     name=$([ "$server" = sim ] && echo "evapi-sim sip" || echo "Kamailio")
     echo "| $rate calls/s, $calls calls | $name | $FAILED | $P50 | $P99 | $(python3 -c "print(f'{($s1-$s0)/$TCK/$calls*1000:.3f}')") | $(python3 -c "print(f'{($r1-$r0)/$TCK/$calls*1000:.3f}')") |"
+  done
+done
+echo
+
+# 2b. The same fixed rates measured with evapi-sim load: microsecond response times
+# (sipp rounds to milliseconds), the same INVITE -> 486 -> ACK exchange.
+want latency && echo "| at a fixed rate, evapi-sim load (us) | server | failed | retransmitted INVITEs | p50 us | p90 us | p99 us | max us | server CPU s / 1000 calls |"
+want latency && echo "|---|---|---|---|---|---|---|---|---|"
+want latency && for rate in $FIXED_RATES; do
+  for server in kamailio sim; do
+    start_server "$server"; start_responder
+    calls=$((rate * STEP_SECONDS))
+    spids=$(group_pids "$SERVER_PID")
+    s0=$(ticks $spids)
+    report=$("$SIM" load "127.0.0.1:$SIP_PORT" --rate "$rate" --calls "$calls" --expect-code "$CODE" 2>/dev/null || true)
+    s1=$(ticks $spids)
+    stop_responder; stop_server
+    name=$([ "$server" = sim ] && echo "evapi-sim sip" || echo "Kamailio")
+    python3 - "$report" "$rate" "$calls" "$name" "$((s1 - s0))" "$TCK" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1]); rate, calls, name, ticks, tck = sys.argv[2:7]
+l = r["latency"]
+cpu = int(ticks) / int(tck) / int(calls) * 1000
+print(f"| {rate} calls/s, {calls} calls | {name} | {r['failed']} | {r['retransmissions']} | {l['p50_us']} | {l['p90_us']} | {l['p99_us']} | {l['max_us']} | {cpu:.3f} |")
+PY
   done
 done
 echo

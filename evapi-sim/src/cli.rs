@@ -68,6 +68,24 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// SIP load with microsecond latency: INVITEs at a fixed rate, each expecting a final
+    /// code, ACKed; prints a JSON report (p50/p90/p99/max in microseconds).
+    Load {
+        /// The SIP server (UDP).
+        target: std::net::SocketAddr,
+        /// Calls per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Calls in all.
+        #[arg(long, default_value_t = 10_000)]
+        calls: u64,
+        /// The final code a successful call gets.
+        #[arg(long, default_value_t = 486)]
+        expect_code: u16,
+        /// A call without a final response after this long fails.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Real SIP over UDP (for sipp): INVITEs are suspended and resumed by the apps on the
     /// evapi socket. Counters are printed on SIGINT/SIGTERM.
     Sip {
@@ -118,7 +136,7 @@ pub fn init_logging(verbose: u8, quiet: u8) {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The SIP front is one loop that owns its tables; on one thread it needs no
     // cross-thread wake-ups, which is most of what it would spend on two.
-    let runtime = if matches!(args.command, Command::Sip { .. }) {
+    let runtime = if matches!(args.command, Command::Sip { .. } | Command::Load { .. }) {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -136,6 +154,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 progress: true,
             };
             runtime.block_on(scenario(&Scenario::demo(), &options, report.as_deref()))
+        }
+        Command::Load {
+            target,
+            rate,
+            calls,
+            expect_code,
+            timeout,
+        } => {
+            let options = evapi_sim::load::LoadOptions {
+                target,
+                rate: rate.max(1),
+                calls: calls.max(1),
+                expect_code,
+                timeout,
+            };
+            let report = runtime
+                .block_on(evapi_sim::load::run(&options))
+                .context("load generator")?;
+            println!("{}", serde_json::to_string(&report).context("report")?);
+            Ok(if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            })
         }
         Command::Sip {
             listen,

@@ -14,10 +14,12 @@
 //! - [`engine`]: a scenario run; [`responders`]: built-in apps; [`report`]: the result.
 //! - [`sip`], [`uas`]: SIP over UDP (`evapi-sim sip`), so sipp can drive the same model.
 //! - [`apps`]: the evapi-side routes and the tag registration convention.
+//! - [`load`]: a SIP UAC load generator with microsecond latency (`evapi-sim load`).
 
 pub mod answer;
 pub mod apps;
 pub mod engine;
+pub mod load;
 pub mod progress;
 pub mod report;
 pub mod request;

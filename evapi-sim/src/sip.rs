@@ -351,3 +351,44 @@ mod tests {
         assert_eq!(bad(&long), SipError::BadContentLength("400".into()));
     }
 }
+
+/// The parts of a SIP response a load generator needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipResponse {
+    /// Status code.
+    pub code: u16,
+    /// Call-ID.
+    pub call_id: String,
+    /// The To header as sent (with the tag the UAS added).
+    pub to: String,
+    /// CSeq method.
+    pub cseq_method: String,
+}
+
+/// Parse a response datagram; `None` when it is not one.
+#[must_use]
+pub fn parse_response(datagram: &[u8]) -> Option<SipResponse> {
+    let end = find(datagram, b"\r\n\r\n").unwrap_or(datagram.len());
+    let head = std::str::from_utf8(&datagram[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.strip_prefix("SIP/2.0 ")?;
+    let code = status.split(' ').next()?.parse().ok()?;
+    let (mut call_id, mut to, mut cseq_method) = (None, None, None);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        match canonical(name.trim()).as_str() {
+            "Call-ID" => call_id = Some(value.trim().to_owned()),
+            "To" => to = Some(value.trim().to_owned()),
+            "CSeq" => cseq_method = value.split_whitespace().nth(1).map(str::to_owned),
+            _ => {}
+        }
+    }
+    Some(SipResponse {
+        code,
+        call_id: call_id?,
+        to: to?,
+        cseq_method: cseq_method?,
+    })
+}

@@ -292,3 +292,46 @@ async fn unanswered_invites_time_out_and_other_methods_are_answered() {
     assert_eq!(counters.finals.get(&408), Some(&1));
     assert_eq!(counters.malformed, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_completes_every_call_against_the_uas() {
+    let uas = start(Duration::from_secs(30)).await;
+    let sip = uas.sip;
+    // The app answers every suspend with 486, on its own task.
+    let app = uas.app;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stop2 = stop.clone();
+    let responder = tokio::spawn(async move {
+        let counts = evapi_client::respond::Counts::default();
+        let _ = evapi_client::respond::run(
+            app,
+            &evapi_client::respond::Responder::new(486),
+            &counts,
+            None,
+            &stop2,
+        )
+        .await;
+    });
+    let report = evapi_sim::load::run(&evapi_sim::load::LoadOptions {
+        target: sip,
+        rate: 1000,
+        calls: 300,
+        expect_code: 486,
+        timeout: Duration::from_secs(10),
+    })
+    .await
+    .unwrap();
+    assert_eq!((report.ok, report.failed), (300, 0), "{report:?}");
+    assert!(report.latency.p50_us > 0 && report.latency.p50_us <= report.latency.max_us);
+    stop.cancel();
+    let _ = responder.await;
+    let _ = uas.stop.send(());
+    let counters = uas.task.await.unwrap();
+    assert_eq!(counters.finals.get(&486), Some(&300));
+    assert_eq!(
+        counters.requests.get("ACK"),
+        Some(&300),
+        "every final acknowledged"
+    );
+    assert_eq!(counters.unacked, 0);
+}
