@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! - [`netstring`], [`bare`], [`line`]: one module per framing, each an incremental
+//! - [`netstring`], [`bare`], [`line`](mod@line): one module per framing, each an incremental
 //!   (sans-I/O) decoder working on a [`bytes::BytesMut`] and an `encode` function.
 //! - [`framing`]: the [`Framing`] choice and [`FrameCodec`], which implements
 //!   tokio-util's `Decoder`/`Encoder` for whichever framing was chosen.

@@ -3,7 +3,7 @@
 //! `evapi_set_tag`, plus a snapshot of the clients and counters.
 //!
 //! A relay encodes the frame once and appends it to each matching client's bounded
-//! queue ([`Outbox`](crate::outbox)), without waiting: a full queue applies the
+//! queue (its outbox), without waiting: a full queue applies the
 //! slow-client policy to that client only. Small frames are encoded into a per-thread
 //! scratch buffer, so relaying allocates nothing per event.
 

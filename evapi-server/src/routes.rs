@@ -4,7 +4,7 @@
 //! `[evapi:message-received]` with `$evapi(srcaddr)`, `$evapi(srcport)`,
 //! `$evapi(conidx)` and `$evapi(msg)` set. Here each is a method of [`EventRoutes`]
 //! with a default that does nothing, handed a [`ClientEnv`] (those values plus our
-//! `connid` and the client's tag) and a [`Handle`](crate::Handle) to act with.
+//! `connid` and the client's tag) and a [`Handle`] to act with.
 
 use std::fmt;
 use std::future::Future;

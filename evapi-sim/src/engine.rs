@@ -1,7 +1,7 @@
 //! A scenario run: the embedded event socket, the built-in responders, the traffic, and
 //! the transaction table, driven to the end and reported.
 //!
-//! One task owns the [`Table`](crate::tm::Table) and everything that changes it: new
+//! One task owns the [`crate::tm::Table`] and everything that changes it: new
 //! requests (by rate or concurrency), answers from the apps (through the server's
 //! message-received route and a bounded channel), and the table's timers (slept on with
 //! tokio, deadlines from [`Table::poll_timeout`](crate::tm::Table::poll_timeout)).

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Runs shorter than this show no bar.
 const SHOW_AFTER: Duration = Duration::from_secs(1);
 
-/// The bar, hidden until [`SHOW_AFTER`] has passed.
+/// The bar, hidden for the first second of a run.
 pub struct Bar {
     bar: ProgressBar,
     started: Instant,
