@@ -107,6 +107,10 @@ pub enum Command {
         /// Send each event to the first app with this tag instead of to all apps.
         #[arg(long, value_name = "TAG")]
         unicast: Option<String>,
+        /// Reason phrase when the app's answer has none, built on the way back, e.g.
+        /// 'decided by app $evapi(conidx) for $rU' (default: the code's usual phrase).
+        #[arg(long, value_name = "TEMPLATE")]
+        reason: Option<String>,
     },
 }
 
@@ -186,6 +190,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             fr_inv_timer,
             event,
             unicast,
+            reason,
         } => {
             let event = match evapi_sim::template::Template::parse(&event) {
                 Ok(t) => t,
@@ -194,10 +199,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(EXIT_BAD_SCENARIO));
                 }
             };
+            let reason = match reason.as_deref().map(evapi_sim::template::Template::parse) {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) => {
+                    eprintln!("evapi-sim: --reason: {e}");
+                    return Ok(ExitCode::from(EXIT_BAD_SCENARIO));
+                }
+            };
             let options = evapi_sim::uas::UasOptions {
                 code_on_timeout,
                 event,
                 unicast_tag: unicast,
+                reason,
                 tm: evapi_sim::tm::TmConfig {
                     fr_inv_timer,
                     timeout_code: code_on_timeout,

@@ -52,6 +52,9 @@ pub struct UasOptions {
     pub event: Template,
     /// Relay to the first app with this tag instead of to all.
     pub unicast_tag: Option<String>,
+    /// Reason phrase of the final response when the app's answer has none; may use
+    /// `$evapi(...)` of the answer and the request's pseudo-variables.
+    pub reason: Option<Template>,
     /// fr timers.
     pub tm: TmConfig,
     /// How answers are read.
@@ -273,15 +276,7 @@ impl Uas {
     }
 
     fn render(&mut self, req: &SipRequest, peer: SocketAddr, tid: Option<TransactionId>) {
-        let request = Request {
-            method: req.method.clone(),
-            ruri: req.uri.clone(),
-            from_uri: req.uri_of("From"),
-            to_uri: req.uri_of("To"),
-            call_id: req.header("Call-ID").unwrap_or_default().to_owned(),
-            cseq: req.cseq_number(),
-            source: peer,
-        };
+        let request = request_of(req, peer);
         self.event.clear();
         self.options.event.render(
             &Vars {
@@ -389,7 +384,10 @@ impl Uas {
         match answer::read(msg, &self.fields, &self.options.answers.actions) {
             Ok(d) => match self.table.resume(d.id, d.code, std::time::Instant::now()) {
                 Ok(_) => {
-                    let reason = d.reason.unwrap_or_else(|| reason_phrase(d.code).to_owned());
+                    let reason = match d.reason {
+                        Some(reason) => reason,
+                        None => self.reason_for(d.id, d.code, client, msg),
+                    };
                     self.final_response(d.id, d.code, &reason).await;
                 }
                 Err(refusal) => {
@@ -402,6 +400,39 @@ impl Uas {
                 debug!(reason = %why, "not a valid answer");
             }
         }
+    }
+
+    /// The reason phrase when the app gave none: the `reason` template, on the way back
+    /// with `$evapi(...)` of the answer (as a `t_reply` in message-received would build
+    /// it), or the code's usual phrase.
+    fn reason_for(
+        &self,
+        tid: TransactionId,
+        code: u16,
+        client: &evapi_server::ClientEnv,
+        msg: &[u8],
+    ) -> String {
+        let (Some(template), Some(tx)) = (
+            &self.options.reason,
+            self.by_tid.get(&tid).and_then(|k| self.txs.get(k)),
+        ) else {
+            return reason_phrase(code).to_owned();
+        };
+        let request = request_of(&tx.req, tx.peer);
+        let srcaddr = client.srcaddr.to_string();
+        let msg = String::from_utf8_lossy(msg);
+        let reason = template.render_string(&Vars {
+            request: &request,
+            tid: Some(tid),
+            evapi: Some(crate::template::EvapiEnv {
+                srcaddr: &srcaddr,
+                srcport: client.srcport,
+                conidx: client.conidx,
+                msg: &msg,
+            }),
+        });
+        // A reason phrase is one line of text (RFC 3261 25.1).
+        reason.replace(['\r', '\n'], " ")
     }
 
     async fn final_response(&mut self, tid: TransactionId, code: u16, reason: &str) {
@@ -463,6 +494,19 @@ impl Uas {
             );
             self.by_dialog.remove(&dialog);
         }
+    }
+}
+
+/// What templates read of a SIP request.
+fn request_of(req: &SipRequest, peer: SocketAddr) -> Request {
+    Request {
+        method: req.method.clone(),
+        ruri: req.uri.clone(),
+        from_uri: req.uri_of("From"),
+        to_uri: req.uri_of("To"),
+        call_id: req.header("Call-ID").unwrap_or_default().to_owned(),
+        cseq: req.cseq_number(),
+        source: peer,
     }
 }
 

@@ -20,6 +20,10 @@ struct Uas {
 }
 
 async fn start(fr_inv_timer: Duration) -> Uas {
+    start_with(fr_inv_timer, None).await
+}
+
+async fn start_with(fr_inv_timer: Duration, reason: Option<&str>) -> Uas {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sip = socket.local_addr().unwrap();
@@ -28,6 +32,7 @@ async fn start(fr_inv_timer: Duration) -> Uas {
         code_on_timeout: 408,
         event: Template::parse(DEFAULT_EVENT).unwrap(),
         unicast_tag: None,
+        reason: reason.map(|r| Template::parse(r).unwrap()),
         tm: TmConfig {
             fr_inv_timer,
             ..TmConfig::default()
@@ -334,4 +339,30 @@ async fn the_load_generator_completes_every_call_against_the_uas() {
         "every final acknowledged"
     );
     assert_eq!(counters.unacked, 0);
+}
+
+#[tokio::test]
+async fn the_reason_template_reads_evapi_variables_on_the_way_back() {
+    let mut uas = start_with(
+        Duration::from_secs(30),
+        Some("app $evapi(conidx) at $evapi(srcaddr) for $rU ($T(id_index))"),
+    )
+    .await;
+    uas.send(&request(
+        "INVITE",
+        "z9hG4bK-r",
+        "call-r",
+        "INVITE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 100 Trying");
+    let event = uas.event().await;
+    uas.answer(&event, 480).await;
+    let tindex = event["tindex"].as_str().unwrap().to_owned();
+    assert_eq!(
+        status(&uas.recv().await),
+        format!("SIP/2.0 480 app 0 at 127.0.0.1 for bob ({tindex})")
+    );
+    let _ = uas.finish().await;
 }
