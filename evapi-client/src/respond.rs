@@ -9,6 +9,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::io::Write as _;
+
+use evapi_proto::TopLevelIds;
 use futures_util::FutureExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +50,24 @@ impl Responder {
 
     /// The answer to `msg`, or `None` when it is not a suspend event (counted in `counts`).
     pub fn answer(&self, msg: &[u8], counts: &Counts) -> Option<Vec<u8>> {
+        // Fast path: ids at the top level, answered under the same names. Anything else,
+        // including invalid ids (for the error message), takes the full parse below.
+        if self.template.is_none() && self.matcher.top_level_first() {
+            if let Some(id) = serde_json::from_slice::<TopLevelIds>(msg)
+                .ok()
+                .and_then(TopLevelIds::id)
+            {
+                let mut out = Vec::with_capacity(64 + self.reason.len());
+                let _ = write!(
+                    out,
+                    r#"{{"tindex":{},"tlabel":{},"code":{},"reason":"#,
+                    id.index, id.label, self.code
+                );
+                let _ = serde_json::to_writer(&mut out, &self.reason);
+                out.push(b'}');
+                return Some(out);
+            }
+        }
         match self.matcher.parse(msg) {
             Ok(Some(s)) => Some(match &self.template {
                 Some(t) => t.render(&s, self.code, &self.reason),

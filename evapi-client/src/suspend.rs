@@ -56,6 +56,14 @@ impl SuspendMatcher {
         self
     }
 
+    /// Whether the first place looked at is top-level `tindex`/`tlabel` and answers use
+    /// those names too, so [`evapi_proto::TopLevelIds`] can stand in for a full parse.
+    #[must_use]
+    pub fn top_level_first(&self) -> bool {
+        let top = |f: &IdFields| f.index == "tindex" && f.label == "tlabel";
+        self.candidates.first().is_some_and(top) && self.answer_as.as_ref().is_none_or(top)
+    }
+
     /// The suspend in `msg`, if it is one: `Ok(None)` for a message that is not JSON or
     /// has no id fields.
     ///

@@ -37,7 +37,7 @@ pub mod netstring;
 pub use error::{CodecError, DecodeError, DecodeErrorKind, EncodeError};
 pub use framing::{encode, FrameCodec, Framing, UnknownFraming};
 pub use message::{
-    locate_id, parse_id, Continue, Event, IdError, IdFields, Suspend, TransactionId,
+    locate_id, parse_id, Continue, Event, IdError, IdFields, Suspend, TopLevelIds, TransactionId,
 };
 
 /// Default frame limit: 1 MiB. A payload longer than this is refused both ways; without

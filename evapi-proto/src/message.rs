@@ -115,6 +115,34 @@ impl Continue {
     }
 }
 
+/// Only the top-level `tindex` / `tlabel` of an event; every other field is skipped
+/// without being built. The fast path for the most common suspend shape: a responder
+/// that answers many events per second reads just these two fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub struct TopLevelIds {
+    /// `tindex`, when present (a number or numeric string).
+    #[serde(default, deserialize_with = "de_opt_id")]
+    pub tindex: Option<u32>,
+    /// `tlabel`, when present.
+    #[serde(default, deserialize_with = "de_opt_id")]
+    pub tlabel: Option<u32>,
+}
+
+impl TopLevelIds {
+    /// Both ids, when both are there.
+    #[must_use]
+    pub fn id(self) -> Option<TransactionId> {
+        Some(TransactionId {
+            index: self.tindex?,
+            label: self.tlabel?,
+        })
+    }
+}
+
+fn de_opt_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    de_id(deserializer).map(Some)
+}
+
 /// A transaction id field that is present but not a valid id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: expected a number or numeric string from 0 to {max}, found {found}", max = u32::MAX)]
@@ -360,6 +388,18 @@ mod tests {
             err.to_string(),
             r#"data.index: expected a number or numeric string from 0 to 4294967295, found "abc""#
         );
+    }
+
+    #[test]
+    fn top_level_ids_read_only_the_two_fields() {
+        let ids: TopLevelIds = serde_json::from_str(
+            r#"{"event":"suspend","data":{"x":[1,2]},"tindex":"5","tlabel":6}"#,
+        )
+        .expect("valid");
+        assert_eq!(ids.id(), Some(TransactionId { index: 5, label: 6 }));
+        let none: TopLevelIds = serde_json::from_str(r#"{"data":{"index":1}}"#).expect("valid");
+        assert_eq!(none.id(), None);
+        assert!(serde_json::from_str::<TopLevelIds>(r#"{"tindex":"x","tlabel":1}"#).is_err());
     }
 
     #[test]
