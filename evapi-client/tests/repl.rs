@@ -5,10 +5,9 @@ use rexpect::session::spawn_command;
 
 use crate::common::*;
 
-#[test]
-fn a_session_in_a_real_terminal() {
-    let srv = start(Framing::Netstring);
-    let home = std::env::temp_dir().join(format!("evapi-client-repl-{}", std::process::id()));
+/// The REPL in a pseudo-terminal, with its history in a fresh directory (returned).
+fn spawn_repl(srv: &Srv, name: &str) -> (rexpect::session::PtySession, std::path::PathBuf) {
+    let home = std::env::temp_dir().join(format!("evapi-client-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&home).unwrap();
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"));
@@ -16,7 +15,14 @@ fn a_session_in_a_real_terminal() {
         .env("XDG_DATA_HOME", &home)
         .env("HOME", &home)
         .env("TERM", "xterm");
-    let mut p = spawn_command(cmd, Some(PATIENCE.as_millis() as u64)).unwrap();
+    let session = spawn_command(cmd, Some(PATIENCE.as_millis() as u64)).unwrap();
+    (session, home)
+}
+
+#[test]
+fn a_session_in_a_real_terminal() {
+    let srv = start(Framing::Netstring);
+    let (mut p, home) = spawn_repl(&srv, "session");
     p.exp_string("evapi> ").unwrap();
     srv.connected();
 
@@ -80,14 +86,7 @@ fn a_session_in_a_real_terminal() {
 #[test]
 fn the_repl_reconnects_when_the_server_drops_it() {
     let srv = start(Framing::Netstring);
-    let home = std::env::temp_dir().join(format!("evapi-client-repl2-{}", std::process::id()));
-    std::fs::create_dir_all(&home).unwrap();
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"));
-    cmd.args(["--addr", &srv.addr, "repl", "--no-color"])
-        .env("XDG_DATA_HOME", &home)
-        .env("HOME", &home)
-        .env("TERM", "xterm");
-    let mut p = spawn_command(cmd, Some(PATIENCE.as_millis() as u64)).unwrap();
+    let (mut p, _home) = spawn_repl(&srv, "reconnect");
     p.exp_string("evapi> ").unwrap();
     let first = srv.connected();
     srv.handle

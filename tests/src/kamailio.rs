@@ -52,23 +52,11 @@ pub struct Kamailio {
 /// When Kamailio is required and missing.
 #[must_use]
 pub fn available() -> bool {
-    let found = Command::new("kamailio")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("EVAPI_REQUIRE_KAMAILIO").is_none(),
-            "kamailio is required (EVAPI_REQUIRE_KAMAILIO is set) but not installed: \
-             apt-get install kamailio kamailio-extra-modules"
-        );
-        eprintln!(
-            "kamailio not installed: skipping (apt-get install kamailio kamailio-extra-modules)"
-        );
-    }
-    found
+    crate::tool_available(
+        "kamailio",
+        "EVAPI_REQUIRE_KAMAILIO",
+        "kamailio kamailio-extra-modules",
+    )
 }
 
 fn free_port(udp: bool) -> u16 {

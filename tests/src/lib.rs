@@ -18,6 +18,30 @@ use std::sync::Once;
 
 static BUILD: Once = Once::new();
 
+/// Whether an outside program the suite talks to is installed. When it is not, its
+/// tests skip with a notice, unless `require_var` is set (CI sets it), where they fail.
+///
+/// # Panics
+///
+/// When the program is required and missing.
+#[must_use]
+pub fn tool_available(program: &str, require_var: &str, packages: &str) -> bool {
+    let found = Command::new(program)
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os(require_var).is_none(),
+            "{program} is required ({require_var} is set) but not installed: apt-get install {packages}"
+        );
+        eprintln!("{program} not installed: skipping (apt-get install {packages})");
+    }
+    found
+}
+
 /// Path of a workspace binary (`evapi-server`, `evapi-client`, `evapi-sim`), built once
 /// per test run if it is not there yet.
 ///

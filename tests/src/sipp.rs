@@ -2,7 +2,7 @@
 //! burst of calls with the INVITE -> 486 -> ACK scenario in `bench/sipp/uac-486.xml`.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 /// Whether sipp is installed; when it is not, tests skip with a notice, unless
 /// `EVAPI_REQUIRE_SIPP` is set (CI sets it), where they fail.
@@ -12,20 +12,7 @@ use std::process::{Command, Output, Stdio};
 /// When sipp is required and missing.
 #[must_use]
 pub fn available() -> bool {
-    let found = Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("EVAPI_REQUIRE_SIPP").is_none(),
-            "sipp is required (EVAPI_REQUIRE_SIPP is set) but not installed: apt-get install sip-tester"
-        );
-        eprintln!("sipp not installed: skipping (apt-get install sip-tester)");
-    }
-    found
+    crate::tool_available("sipp", "EVAPI_REQUIRE_SIPP", "sip-tester")
 }
 
 /// Send `calls` INVITEs at `rate` per second to `target` (host:port), each expecting a
