@@ -72,6 +72,9 @@ pub struct DecodeError {
     pub kind: DecodeErrorKind,
     /// Offset of the offending byte from the start of the stream (0-based).
     pub offset: u64,
+    /// The decoder skips the bad frame and can go on: only for a frame over the limit,
+    /// when the decoder was built to skip those. Otherwise every later call fails too.
+    pub recoverable: bool,
 }
 
 impl fmt::Display for DecodeError {
@@ -112,6 +115,12 @@ impl DecodeError {
     #[must_use]
     pub fn is_truncated(&self) -> bool {
         matches!(self.kind, DecodeErrorKind::Truncated { .. })
+    }
+
+    /// Whether decoding can go on after this error (the bad frame is being skipped).
+    #[must_use]
+    pub fn is_recoverable(&self) -> bool {
+        self.recoverable
     }
 
     /// Whether the error is a frame over the size limit.

@@ -105,6 +105,19 @@ impl FrameCodec {
         }
     }
 
+    /// Skip frames over the limit instead of failing the stream (netstring and line;
+    /// bare has no frames to skip). Each skipped frame is still reported once, as a
+    /// [`DecodeError`] with `recoverable` set.
+    #[must_use]
+    pub fn skip_oversize(mut self, skip: bool) -> Self {
+        self.inner = match self.inner {
+            Inner::Netstring(d) => Inner::Netstring(d.skip_oversize(skip)),
+            Inner::Line(d) => Inner::Line(d.skip_oversize(skip)),
+            bare => bare,
+        };
+        self
+    }
+
     /// The framing this codec speaks.
     #[must_use]
     pub fn framing(&self) -> Framing {

@@ -22,6 +22,10 @@ pub struct LineDecoder {
     scanned: usize,
     consumed: u64,
     error: Option<DecodeError>,
+    /// Skip lines over the limit (reporting each) instead of failing the stream.
+    skip_oversize: bool,
+    /// Inside a line being skipped: drop bytes up to and including the next LF.
+    discarding: bool,
 }
 
 impl Default for LineDecoder {
@@ -39,7 +43,17 @@ impl LineDecoder {
             scanned: 0,
             consumed: 0,
             error: None,
+            skip_oversize: false,
+            discarding: false,
         }
+    }
+
+    /// Skip a line over the limit instead of failing: the decoder reports it once (a
+    /// [`DecodeError`] with `recoverable` set), drops it up to its LF, and goes on.
+    #[must_use]
+    pub fn skip_oversize(mut self, skip: bool) -> Self {
+        self.skip_oversize = skip;
+        self
     }
 
     fn too_large(&mut self, len: usize) -> DecodeError {
@@ -50,9 +64,33 @@ impl LineDecoder {
                 max: self.max_frame,
             },
             offset: self.consumed + self.max_frame as u64,
+            recoverable: self.skip_oversize,
         };
-        self.error = Some(err.clone());
+        if self.skip_oversize {
+            self.discarding = true;
+        } else {
+            self.error = Some(err.clone());
+        }
         err
+    }
+
+    /// Drop the line being skipped; true once its LF was consumed.
+    fn discard(&mut self, buf: &mut BytesMut) -> bool {
+        match memchr::memchr(b'\n', buf) {
+            Some(lf) => {
+                buf.advance(lf + 1);
+                self.consumed += lf as u64 + 1;
+                self.discarding = false;
+                self.scanned = 0;
+                true
+            }
+            None => {
+                self.consumed += buf.len() as u64;
+                buf.clear();
+                self.scanned = 0;
+                false
+            }
+        }
     }
 
     /// Take the next complete line out of `buf`, without its CR LF.
@@ -64,6 +102,9 @@ impl LineDecoder {
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, DecodeError> {
         if let Some(err) = &self.error {
             return Err(err.clone());
+        }
+        if self.discarding && !self.discard(buf) {
+            return Ok(None);
         }
         // Never look further than the longest legal line plus its CR LF.
         let horizon = buf.len().min(self.max_frame.saturating_add(2));
@@ -195,6 +236,33 @@ mod tests {
         let mut d = LineDecoder::new(4);
         let mut buf = BytesMut::from(&b"abcde\n"[..]);
         assert!(d.decode(&mut buf).expect_err("5 > 4").is_too_large());
+    }
+
+    #[test]
+    fn with_skip_oversize_a_long_line_is_reported_dropped_and_passed() {
+        let mut stream = b"abc\n".to_vec();
+        stream.extend_from_slice(&[b'x'; 40]);
+        stream.extend_from_slice(b"\nok\n");
+        for step in [stream.len(), 1, 7] {
+            let mut d = LineDecoder::new(10).skip_oversize(true);
+            let mut buf = BytesMut::new();
+            let (mut lines, mut errors) = (Vec::new(), 0);
+            for chunk in stream.chunks(step) {
+                buf.extend_from_slice(chunk);
+                loop {
+                    match d.decode(&mut buf) {
+                        Ok(Some(l)) => lines.push(l),
+                        Ok(None) => break,
+                        Err(e) => {
+                            assert!(e.is_recoverable());
+                            errors += 1;
+                        }
+                    }
+                }
+            }
+            assert_eq!(lines, ["abc", "ok"], "step {step}");
+            assert_eq!(errors, 1, "step {step}");
+        }
     }
 
     #[test]

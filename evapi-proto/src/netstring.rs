@@ -33,6 +33,10 @@ enum State {
     Length { len: u64, digits: usize },
     /// The length and `:` are consumed; waiting for `len` payload bytes and the `,`.
     Payload { len: usize },
+    /// Skipping a frame over the limit: the rest of its length digits.
+    SkipLength { len: u64, digits: usize },
+    /// Skipping a frame over the limit: `left` payload bytes to drop, then its `,`.
+    Discard { left: u64, len: u64 },
     /// A decode error was returned; the stream cannot be resynchronised.
     Failed,
 }
@@ -52,6 +56,8 @@ pub struct NetstringDecoder {
     /// Stream offset at which the current (unfinished) frame began.
     frame_start: u64,
     error: Option<DecodeError>,
+    /// Skip frames over the limit (reporting each) instead of failing the stream.
+    skip_oversize: bool,
 }
 
 impl Default for NetstringDecoder {
@@ -70,7 +76,17 @@ impl NetstringDecoder {
             consumed: 0,
             frame_start: 0,
             error: None,
+            skip_oversize: false,
         }
+    }
+
+    /// Skip a frame whose declared length is over the limit instead of failing: the
+    /// decoder reports it once (a [`DecodeError`] with `recoverable` set), drops its
+    /// payload as it arrives without buffering it, and goes on with the next frame.
+    #[must_use]
+    pub fn skip_oversize(mut self, skip: bool) -> Self {
+        self.skip_oversize = skip;
+        self
     }
 
     /// The payload limit in bytes.
@@ -86,7 +102,11 @@ impl NetstringDecoder {
     }
 
     fn fail(&mut self, kind: DecodeErrorKind, offset: u64) -> DecodeError {
-        let err = DecodeError { kind, offset };
+        let err = DecodeError {
+            kind,
+            offset,
+            recoverable: false,
+        };
         self.state = State::Failed;
         self.error = Some(err.clone());
         err
@@ -177,6 +197,13 @@ impl NetstringDecoder {
                             self.state = State::Length { len, digits };
                             return Ok(None);
                         }
+                        Some(Err(mut err)) if self.skip_oversize && err.is_too_large() => {
+                            // Keep the digit that went over; read the rest of the length.
+                            self.advance(buf, i + 1);
+                            self.state = State::SkipLength { len, digits };
+                            err.recoverable = true;
+                            return Err(err);
+                        }
                         Some(Err(err)) => return Err(self.fail(err.kind, err.offset)),
                         Some(Ok(colon)) => {
                             self.advance(buf, colon + 1);
@@ -185,6 +212,68 @@ impl NetstringDecoder {
                             self.state = State::Payload { len };
                         }
                     }
+                }
+                State::SkipLength {
+                    mut len,
+                    mut digits,
+                } => {
+                    let mut i = 0;
+                    while let Some(&b) = buf.get(i) {
+                        let at = self.consumed + i as u64;
+                        if b == b':' {
+                            self.advance(buf, i + 1);
+                            self.state = State::Discard { left: len, len };
+                            break;
+                        }
+                        if !b.is_ascii_digit() {
+                            return Err(self.fail(
+                                DecodeErrorKind::ExpectedDigitOrColon {
+                                    len_so_far: len,
+                                    found: ShownByte(b),
+                                },
+                                at,
+                            ));
+                        }
+                        if digits == MAX_LENGTH_DIGITS {
+                            return Err(self.fail(
+                                DecodeErrorKind::TooManyDigits {
+                                    max_digits: MAX_LENGTH_DIGITS,
+                                },
+                                at,
+                            ));
+                        }
+                        digits += 1;
+                        len = len * 10 + u64::from(b - b'0');
+                        i += 1;
+                    }
+                    if let State::SkipLength { .. } = self.state {
+                        self.advance(buf, i);
+                        self.state = State::SkipLength { len, digits };
+                        return Ok(None);
+                    }
+                }
+                State::Discard { left, len } => {
+                    let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    self.advance(buf, n);
+                    let left = left - n as u64;
+                    self.state = State::Discard { left, len };
+                    if left > 0 {
+                        return Ok(None);
+                    }
+                    let Some(&end) = buf.first() else {
+                        return Ok(None);
+                    };
+                    if end != b',' {
+                        return Err(self.fail(
+                            DecodeErrorKind::MissingComma {
+                                len: usize::try_from(len).unwrap_or(usize::MAX),
+                                found: ShownByte(end),
+                            },
+                            self.consumed,
+                        ));
+                    }
+                    self.advance(buf, 1);
+                    self.state = State::Idle;
                 }
                 State::Payload { len } => {
                     if buf.len() <= len {
@@ -240,7 +329,11 @@ impl NetstringDecoder {
 
 impl DecodeErrorKind {
     fn at(self, offset: u64) -> DecodeError {
-        DecodeError { kind: self, offset }
+        DecodeError {
+            kind: self,
+            offset,
+            recoverable: false,
+        }
     }
 }
 
@@ -476,6 +569,40 @@ mod tests {
             }
         );
         assert_eq!(err.offset, 10);
+    }
+
+    #[test]
+    fn with_skip_oversize_a_frame_over_the_limit_is_reported_dropped_and_passed() {
+        let mut stream = b"3:abc,20:".to_vec();
+        stream.extend_from_slice(&[b'x'; 20]);
+        stream.extend_from_slice(b",2:ok,");
+        for step in [stream.len(), 1, 3] {
+            let mut d = NetstringDecoder::new(10).skip_oversize(true);
+            let mut buf = BytesMut::new();
+            let (mut frames, mut errors) = (Vec::new(), Vec::new());
+            for chunk in stream.chunks(step) {
+                buf.extend_from_slice(chunk);
+                loop {
+                    match d.decode(&mut buf) {
+                        Ok(Some(f)) => frames.push(f),
+                        Ok(None) => break,
+                        Err(e) => errors.push(e),
+                    }
+                }
+                assert!(buf.capacity() < 64, "the skipped payload is never buffered");
+            }
+            assert_eq!(frames, ["abc", "ok"], "step {step}");
+            assert_eq!(errors.len(), 1, "step {step}");
+            assert!(errors[0].is_recoverable() && errors[0].is_too_large());
+            assert_eq!(errors[0].offset, 7, "the digit that went over");
+        }
+        // A skipped frame still needs its comma: without it the stream is lost.
+        let mut d = NetstringDecoder::new(2).skip_oversize(true);
+        let mut buf = BytesMut::from(&b"5:helloX2:ok,"[..]);
+        assert!(d.decode(&mut buf).expect_err("too large").is_recoverable());
+        let fatal = d.decode(&mut buf).expect_err("missing comma");
+        assert!(!fatal.is_recoverable());
+        assert_eq!(d.decode(&mut buf).expect_err("sticky"), fatal);
     }
 
     #[test]

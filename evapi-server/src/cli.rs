@@ -11,7 +11,7 @@ use evapi_server::config::{
     DEFAULT_BIND, DEFAULT_CLIENT_QUEUE, DEFAULT_MAX_CLIENTS, DEFAULT_WORKERS,
 };
 use evapi_server::control::{self, JsonLines};
-use evapi_server::{Config, Handle, Server, SlowClientPolicy};
+use evapi_server::{Config, Handle, OversizePolicy, Server, SlowClientPolicy};
 use ipnet::IpNet;
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -87,6 +87,11 @@ pub struct Args {
     #[arg(long, env = "EVAPI_SLOW_CLIENT", value_enum, default_value_t = SlowClient::Disconnect)]
     pub slow_client: SlowClient,
 
+    /// What to do with a client frame over --max-frame: close the client, or skip the
+    /// frame (without buffering it) and keep reading.
+    #[arg(long, env = "EVAPI_OVERSIZE", value_enum, default_value_t = Oversize::Close)]
+    pub oversize: Oversize,
+
     /// Also accept control connections (JSON lines over TCP) on this address.
     #[arg(long, env = "EVAPI_CONTROL")]
     pub control: Option<SocketAddr>,
@@ -98,6 +103,15 @@ pub struct Args {
     /// Less logging (-q warnings only, -qq errors only).
     #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
     pub quiet: u8,
+}
+
+/// `--oversize` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Oversize {
+    /// Close the client.
+    Close,
+    /// Skip the frame, keep the client.
+    Skip,
 }
 
 /// `--slow-client` values.
@@ -130,6 +144,10 @@ impl Args {
             slow_client: match self.slow_client {
                 SlowClient::Disconnect => SlowClientPolicy::Disconnect,
                 SlowClient::Drop => SlowClientPolicy::Drop,
+            },
+            oversize: match self.oversize {
+                Oversize::Close => OversizePolicy::Close,
+                Oversize::Skip => OversizePolicy::Skip,
             },
             ..Config::default()
         }

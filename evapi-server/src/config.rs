@@ -42,6 +42,17 @@ pub enum SlowClientPolicy {
     Drop,
 }
 
+/// What to do with a client frame over `max_frame`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OversizePolicy {
+    /// Close the client (after delivering the frames before it).
+    #[default]
+    Close,
+    /// Drop that frame without buffering it, log and count it, and keep reading
+    /// (netstring and line framing). Bytes that are not a frame at all still close.
+    Skip,
+}
+
 /// Everything a server needs to know; [`Config::default`] matches Kamailio's defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -69,6 +80,8 @@ pub struct Config {
     pub allow: Vec<IpNet>,
     /// What to do when a client's queue is full.
     pub slow_client: SlowClientPolicy,
+    /// What to do with a client frame over `max_frame`.
+    pub oversize: OversizePolicy,
     /// How long graceful shutdown waits for connections to flush before giving up.
     pub shutdown_timeout: Duration,
 }
@@ -88,6 +101,7 @@ impl Default for Config {
             queue_limit: 0,
             allow: Vec::new(),
             slow_client: SlowClientPolicy::Disconnect,
+            oversize: OversizePolicy::Close,
             shutdown_timeout: DEFAULT_SEND_TIMEOUT,
         }
     }

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::config::OversizePolicy;
 use crate::handle::{check_tag, Shared};
 use crate::registry::Conn;
 use crate::routes::{Admit, CloseReason, EventRoutes};
@@ -148,7 +149,8 @@ async fn read_loop<R: EventRoutes>(
     ctx: &Ctx<R>,
 ) -> CloseReason {
     let shared = &ctx.handle.shared;
-    let mut codec = FrameCodec::new(shared.config.framing, shared.config.max_frame);
+    let mut codec = FrameCodec::new(shared.config.framing, shared.config.max_frame)
+        .skip_oversize(shared.config.oversize == OversizePolicy::Skip);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
@@ -191,6 +193,10 @@ async fn read_loop<R: EventRoutes>(
                     }
                 }
                 Ok(None) => break,
+                Err(e) if e.is_recoverable() => {
+                    shared.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "frame over the limit from client, skipped");
+                }
                 Err(e) if e.is_truncated() => {
                     warn!(error = %e, "client closed the connection inside a frame");
                     return CloseReason::Peer;

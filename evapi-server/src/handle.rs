@@ -169,7 +169,8 @@ pub struct Stats {
     pub slow_clients: u64,
     /// Clients disconnected because a write made no progress for the send timeout.
     pub send_timeouts: u64,
-    /// Connections closed for bytes that break the framing.
+    /// Bad frames from clients: connections closed for bytes that break the framing,
+    /// plus frames over the limit skipped under `OversizePolicy::Skip`.
     pub bad_frames: u64,
     /// Messages dropped because the worker queue was over `queue_limit`.
     pub worker_dropped: u64,

@@ -52,7 +52,7 @@ pub mod signal;
 mod workers;
 mod writer;
 
-pub use config::{Config, SlowClientPolicy};
+pub use config::{Config, OversizePolicy, SlowClientPolicy};
 pub use handle::{ClientInfo, ControlError, Delivery, Handle, RelayError, Stats, Target};
 pub use routes::{Admit, ClientEnv, CloseReason, EventRoutes, NoRoutes};
 pub use server::Server;

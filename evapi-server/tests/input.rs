@@ -71,6 +71,30 @@ async fn a_huge_declared_length_is_refused_at_once() {
 }
 
 #[tokio::test]
+async fn with_the_skip_policy_an_oversized_frame_is_dropped_and_the_client_stays() {
+    for framing in [Framing::Netstring, Framing::Line] {
+        let config = Config {
+            framing,
+            max_frame: 16,
+            oversize: evapi_server::OversizePolicy::Skip,
+            ..Config::default()
+        };
+        let mut server = start(config).await;
+        let mut raw = raw_client(&mut server).await;
+        let big = "x".repeat(100);
+        let wire = match framing {
+            Framing::Line => format!("before\n{big}\nafter\n"),
+            _ => format!("6:before,100:{big},5:after,"),
+        };
+        raw.write_all(wire.as_bytes()).await.unwrap();
+        assert_eq!(server.expect_msg().await.1, "before", "{framing}");
+        assert_eq!(server.expect_msg().await.1, "after", "{framing}");
+        assert_eq!(server.handle.stats().bad_frames, 1, "{framing}");
+        assert_eq!(server.handle.connected(), 1, "{framing}: still connected");
+    }
+}
+
+#[tokio::test]
 async fn line_and_bare_framings_deliver_messages() {
     let mut server = start(config(Framing::Line)).await;
     let mut raw = raw_client(&mut server).await;
