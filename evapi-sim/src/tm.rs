@@ -14,6 +14,7 @@
 //! (every transaction of a kind has the same duration, so deadlines arrive in order),
 //! which makes arming, cancelling and expiring O(1).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -311,25 +312,23 @@ impl<T> Table<T> {
         code: u16,
         now: Instant,
     ) -> Result<(&T, Instant), Refusal> {
-        let result = match self.lookup(id) {
-            Err(r) => Err(r),
-            Ok(tx) => match tx.state {
-                State::Suspended => Ok(()),
-                State::Active => Err(Refusal::NotSuspended(id)),
-                other => Err(ended(id, other)),
-            },
-        };
-        if let Err(r) = result {
-            self.counters.refused += 1;
-            return Err(r);
+        let due = now + self.config.wait_time;
+        let found = find_mut(&mut self.txs, &self.per_slot, id).and_then(|tx| match tx.state {
+            State::Suspended => Ok(tx),
+            State::Active => Err(Refusal::NotSuspended(id)),
+            other => Err(ended(id, other)),
+        });
+        match found {
+            Ok(tx) => {
+                end(tx, id, State::Resumed { code }, due, &mut self.wait);
+                self.counters.resumed += 1;
+                Ok((&tx.data, tx.created))
+            }
+            Err(refusal) => {
+                self.counters.refused += 1;
+                Err(refusal)
+            }
         }
-        self.end(id, State::Resumed { code }, now);
-        self.counters.resumed += 1;
-        let tx = self
-            .txs
-            .get(&id)
-            .expect("ended transactions stay for their wait time");
-        Ok((&tx.data, tx.created))
     }
 
     /// End a transaction with a local final reply (e.g. 487 after CANCEL).
@@ -338,11 +337,12 @@ impl<T> Table<T> {
     ///
     /// A [`Refusal`] when it does not exist or already has its final reply.
     pub fn reply(&mut self, id: TransactionId, code: u16, now: Instant) -> Result<(), Refusal> {
-        let tx = self.lookup(id)?;
+        let due = now + self.config.wait_time;
+        let tx = find_mut(&mut self.txs, &self.per_slot, id)?;
         if tx.state.is_final() {
             return Err(ended(id, tx.state));
         }
-        self.end(id, State::Replied { code }, now);
+        end(tx, id, State::Replied { code }, due, &mut self.wait);
         self.counters.replied += 1;
         Ok(())
     }
@@ -375,35 +375,32 @@ impl<T> Table<T> {
     where
         T: Clone,
     {
+        let code = self.config.timeout_code;
+        let due = now + self.config.wait_time;
         for kind in [Timer::Fr, Timer::FrInv] {
             while let Some(entry) = self.pop_due(kind, now) {
-                let Some(tx) = self.txs.get(&entry.id) else {
+                let Some(tx) = self.txs.get_mut(&entry.id) else {
                     continue;
                 };
                 if tx.generation != entry.generation || tx.state != State::Suspended {
                     continue;
                 }
-                let code = self.config.timeout_code;
-                let created = tx.created;
-                let data = tx.data.clone();
-                self.end(entry.id, State::TimedOut { code }, now);
+                end(tx, entry.id, State::TimedOut { code }, due, &mut self.wait);
                 self.counters.timed_out += 1;
                 expired.push(Expired {
                     id: entry.id,
                     code,
-                    created,
-                    data,
+                    created: tx.created,
+                    data: tx.data.clone(),
                 });
             }
         }
         while let Some(entry) = self.pop_due(Timer::Wait, now) {
-            if self
-                .txs
-                .get(&entry.id)
-                .is_some_and(|tx| tx.generation == entry.generation)
-            {
-                self.txs.remove(&entry.id);
-                self.per_slot[entry.id.index as usize] -= 1;
+            if let Entry::Occupied(tx) = self.txs.entry(entry.id) {
+                if tx.get().generation == entry.generation {
+                    tx.remove();
+                    self.per_slot[entry.id.index as usize] -= 1;
+                }
             }
         }
     }
@@ -421,42 +418,44 @@ impl<T> Table<T> {
         }
     }
 
-    /// Give the transaction its final state and start its wait time.
-    fn end(&mut self, id: TransactionId, state: State, now: Instant) {
-        let wait = self.config.wait_time;
-        if let Some(tx) = self.txs.get_mut(&id) {
-            tx.state = state;
-            tx.generation = tx.generation.wrapping_add(1);
-            self.wait.push_back(TimerEntry {
-                due: now + wait,
-                id,
-                generation: tx.generation,
-            });
-        }
-    }
-
-    fn lookup(&self, id: TransactionId) -> Result<&Tx<T>, Refusal> {
-        if id.index >= self.config.hash_size {
-            return Err(Refusal::IndexOutOfRange(id));
-        }
-        self.txs.get(&id).ok_or_else(|| self.missing(id))
-    }
-
     fn lookup_mut(&mut self, id: TransactionId) -> Result<&mut Tx<T>, Refusal> {
-        if id.index >= self.config.hash_size {
-            return Err(Refusal::IndexOutOfRange(id));
-        }
-        let missing = self.missing(id);
-        self.txs.get_mut(&id).ok_or(missing)
+        find_mut(&mut self.txs, &self.per_slot, id)
     }
+}
 
-    fn missing(&self, id: TransactionId) -> Refusal {
-        if self.per_slot[id.index as usize] > 0 {
+/// The live transaction `id`, or why there is none: no slot with that index, a slot
+/// that holds other transactions (a label mismatch), or nothing at all. A free function
+/// over the table's fields so callers can keep using the other fields meanwhile.
+fn find_mut<'t, T>(
+    txs: &'t mut HashMap<TransactionId, Tx<T>>,
+    per_slot: &[u32],
+    id: TransactionId,
+) -> Result<&'t mut Tx<T>, Refusal> {
+    match per_slot.get(id.index as usize) {
+        None => Err(Refusal::IndexOutOfRange(id)),
+        Some(&live) => txs.get_mut(&id).ok_or(if live > 0 {
             Refusal::LabelMismatch(id)
         } else {
             Refusal::Unknown(id)
-        }
+        }),
     }
+}
+
+/// Give a transaction its final state and start its wait time (due at `due`).
+fn end<T>(
+    tx: &mut Tx<T>,
+    id: TransactionId,
+    state: State,
+    due: Instant,
+    wait: &mut VecDeque<TimerEntry>,
+) {
+    tx.state = state;
+    tx.generation = tx.generation.wrapping_add(1);
+    wait.push_back(TimerEntry {
+        due,
+        id,
+        generation: tx.generation,
+    });
 }
 
 fn ended(id: TransactionId, state: State) -> Refusal {
