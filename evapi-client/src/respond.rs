@@ -9,9 +9,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use std::io::Write as _;
-
-use evapi_proto::TopLevelIds;
+use evapi_proto::{Continue, TopLevelIds};
 use futures_util::FutureExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -57,15 +55,8 @@ impl Responder {
                 .ok()
                 .and_then(TopLevelIds::id)
             {
-                let mut out = Vec::with_capacity(64 + self.reason.len());
-                let _ = write!(
-                    out,
-                    r#"{{"tindex":{},"tlabel":{},"code":{},"reason":"#,
-                    id.index, id.label, self.code
-                );
-                let _ = serde_json::to_writer(&mut out, &self.reason);
-                out.push(b'}');
-                return Some(out);
+                let answer = Continue::reply(id, self.code, self.reason.as_str());
+                return serde_json::to_vec(&answer).ok();
             }
         }
         match self.matcher.parse(msg) {
