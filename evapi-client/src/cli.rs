@@ -334,7 +334,7 @@ async fn listen(
             anyhow::bail!("connection to {addr} closed by the server");
         };
         if let Some(text) = &matching {
-            if !msg.windows(text.len().max(1)).any(|w| w == text.as_bytes()) {
+            if !script::contains(&msg, text.as_bytes()) {
                 continue;
             }
         }

@@ -262,7 +262,7 @@ pub async fn run(
                 };
                 let ok = match kind {
                     StepKind::Expect(t) => msg == t.as_bytes(),
-                    StepKind::ExpectContains(t) => memchr_contains(&msg, t.as_bytes()),
+                    StepKind::ExpectContains(t) => contains(&msg, t.as_bytes()),
                     StepKind::ExpectJson(want) => match serde_json::from_slice::<Value>(&msg) {
                         Ok(got) if json_contains(&got, want) => true,
                         Ok(got) => {
@@ -314,7 +314,9 @@ async fn connected<'c>(
     Ok(client.as_mut().expect("connected just above"))
 }
 
-fn memchr_contains(haystack: &[u8], needle: &[u8]) -> bool {
+/// Whether `haystack` contains `needle` (an empty needle is in everything).
+#[must_use]
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
