@@ -219,39 +219,5 @@ async fn send_counted(
     Ok(false)
 }
 
-/// The usual reason phrase of a SIP status code (RFC 3261 section 21), or a generic one.
-#[must_use]
-pub fn reason_phrase(code: u16) -> &'static str {
-    match code {
-        100 => "Trying",
-        180 => "Ringing",
-        183 => "Session Progress",
-        200 => "OK",
-        202 => "Accepted",
-        301 => "Moved Permanently",
-        302 => "Moved Temporarily",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
-        480 => "Temporarily Unavailable",
-        481 => "Call/Transaction Does Not Exist",
-        486 => "Busy Here",
-        487 => "Request Terminated",
-        488 => "Not Acceptable Here",
-        405 => "Method Not Allowed",
-        500 => "Server Internal Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        600 => "Busy Everywhere",
-        603 => "Decline",
-        c if c < 200 => "Provisional",
-        c if c < 300 => "Success",
-        c if c < 400 => "Redirection",
-        c if c < 500 => "Client Error",
-        c if c < 600 => "Server Error",
-        _ => "Global Failure",
-    }
-}
+/// The usual reason phrase of a SIP status code; lives in [`evapi_proto::answer`].
+pub use evapi_proto::answer::reason_phrase;

@@ -8,6 +8,7 @@
 //!   tokio-util's `Decoder`/`Encoder` for whichever framing was chosen.
 //! - [`error`]: [`DecodeError`] (with the byte offset in the stream) and [`EncodeError`].
 //! - [`message`]: JSON conventions (events, suspend / continue for async relay).
+//! - [`answer`]: the one grammar for an app's answer (ids, final code, reason phrase).
 //!
 //! Deliberately absent: sockets, clocks, a runtime, and any policy on what to do with
 //! a bad frame. Those belong to the server and the client.
@@ -27,6 +28,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod answer;
 pub mod bare;
 pub mod error;
 pub mod framing;
@@ -34,6 +36,9 @@ pub mod line;
 pub mod message;
 pub mod netstring;
 
+pub use answer::{
+    check_final_code, check_reason, Answer, AnswerError, AnswerReader, ReasonError, Verdict,
+};
 pub use error::{CodecError, DecodeError, DecodeErrorKind, EncodeError};
 pub use framing::{encode, FrameCodec, Framing, UnknownFraming};
 pub use message::{

@@ -217,7 +217,7 @@ fn de_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
 ///
 /// Names vary in the wild: top-level `tindex`/`tlabel` (common configs),
 /// `data.index`/`data.label` (the evapi documentation's example), `tr_index`/`tr_label`
-/// (CGRateS). [`IdFields::DEFAULTS`] recognises the first two.
+/// (CGRateS). [`IdFields::DEFAULTS`] recognises the first two and bare `index`/`label`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdFields {
     /// Dotted path of the index field, e.g. `tindex` or `data.index`.
@@ -227,9 +227,13 @@ pub struct IdFields {
 }
 
 impl IdFields {
-    /// The paths tried by default, in order.
-    pub const DEFAULTS: [(&'static str, &'static str); 2] =
-        [("tindex", "tlabel"), ("data.index", "data.label")];
+    /// The paths tried by default, in order: common configs, the evapi module
+    /// documentation's example, and the bare names some apps answer with.
+    pub const DEFAULTS: [(&'static str, &'static str); 3] = [
+        ("tindex", "tlabel"),
+        ("data.index", "data.label"),
+        ("index", "label"),
+    ];
 
     /// Paths from two dotted names.
     #[must_use]

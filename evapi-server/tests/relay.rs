@@ -86,21 +86,21 @@ async fn multicast_and_unicast_follow_tags() {
 }
 
 #[tokio::test]
-async fn tags_longer_than_64_bytes_are_refused() {
+async fn tags_of_64_bytes_or_more_are_refused_as_kamailio_does() {
     let mut server = start(config(Framing::Netstring)).await;
     let (_a, ea) = server.connect().await;
-    let long = "x".repeat(65);
+    let long = "x".repeat(64);
     let err = server
         .handle
         .set_tag(Target::Conidx(ea.conidx), &long)
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "tag of 65 bytes is longer than the 64-byte limit"
+        "tag of 64 bytes is longer than the 63-byte limit"
     );
     server
         .handle
-        .set_tag(Target::Conidx(ea.conidx), &"x".repeat(64))
+        .set_tag(Target::Conidx(ea.conidx), &"x".repeat(63))
         .unwrap();
 }
 

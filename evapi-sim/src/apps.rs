@@ -1,12 +1,12 @@
 //! The evapi side of the simulator's "routing script": the server routes that hand app
-//! messages to the transaction owner, and the tag registration convention.
+//! messages to the transaction owner, and setting a registered tag.
 
 use bytes::Bytes;
-use evapi_proto::IdFields;
 use evapi_server::{Admit, ClientEnv, EventRoutes, Handle, Target};
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+
+use crate::router::Delivery;
 
 /// Messages from apps waiting for the transaction owner; when full, the server's
 /// worker waits (and reading from apps pauses), so nothing is lost.
@@ -47,23 +47,9 @@ impl EventRoutes for SimRoutes {
     }
 }
 
-/// A `{"tag": T}` message without transaction ids registers the sender's tag (what a
-/// Kamailio config would do with `evapi_set_tag` in message-received). Returns whether
-/// `msg` was such a registration.
-pub fn register(handle: &Handle, fields: &IdFields, client: &ClientEnv, msg: &[u8]) -> bool {
-    // Cheap test first: answers go through here too, and rarely carry a tag.
-    if !msg.windows(5).any(|w| w == b"\"tag\"") {
-        return false;
-    }
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(msg) else {
-        return false;
-    };
-    let Some(tag) = obj.get("tag").and_then(Value::as_str) else {
-        return false;
-    };
-    if obj.contains_key(&fields.index) {
-        return false;
-    }
+/// Set `client`'s tag, as `evapi_set_tag` in message-received would, after the
+/// router recognised a `{"tag": T}` registration. Returns whether the tag was set.
+pub fn set_tag(handle: &Handle, client: &ClientEnv, tag: &str) -> bool {
     match handle.set_tag(Target::Connid(client.connid), tag) {
         Ok(()) => {
             info!(conidx = client.conidx, tag, "app registered its tag");
@@ -74,4 +60,14 @@ pub fn register(handle: &Handle, fields: &IdFields, client: &ClientEnv, msg: &[u
             false
         }
     }
+}
+
+/// Hand `event` to the evapi server as the route says; whether any app got it.
+pub fn deliver(handle: &Handle, to: Delivery<'_>, event: &[u8]) -> bool {
+    let sent = match to {
+        Delivery::All => handle.relay(event),
+        Delivery::Multicast(tag) => handle.multicast(event, tag),
+        Delivery::Unicast(tag) => handle.unicast(event, tag),
+    };
+    matches!(sent, Ok(d) if d.queued > 0)
 }

@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{ArgAction, Parser, Subcommand};
+use evapi_proto::{Framing, IdFields};
 use evapi_sim::engine::{self, RunOptions};
+use evapi_sim::router::RouterConfig;
 use evapi_sim::scenario::{Loaded, Scenario};
+use evapi_sim::template::Template;
 
 /// Exit code: an expectation failed.
 const EXIT_FAILED: u8 = 1;
@@ -50,6 +53,9 @@ pub enum Command {
     /// 10,000 INVITEs through async_relay against a built-in responder, on 127.0.0.1:8448
     /// (an ephemeral port if that is taken).
     Demo {
+        /// Listen here instead of 127.0.0.1:8448.
+        #[arg(long)]
+        bind: Option<String>,
         /// Write the JSON report here.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -88,30 +94,63 @@ pub enum Command {
     },
     /// Real SIP over UDP (for sipp): INVITEs are suspended and resumed by the apps on the
     /// evapi socket. Counters are printed on SIGINT/SIGTERM.
-    Sip {
-        /// UDP address for SIP.
-        #[arg(long, default_value = "127.0.0.1:5060")]
-        listen: String,
-        /// TCP address of the evapi socket.
-        #[arg(long, default_value = "127.0.0.1:8448")]
-        bind: String,
-        /// Final code when fr_inv_timer fires.
-        #[arg(long, default_value_t = evapi_sim::tm::DEFAULT_TIMEOUT_CODE)]
-        code_on_timeout: u16,
-        /// Final response timeout of an INVITE (Kamailio's fr_inv_timer).
-        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
-        fr_inv_timer: std::time::Duration,
-        /// Event template (Kamailio pseudo-variables).
-        #[arg(long, default_value = evapi_sim::scenario::DEFAULT_EVENT)]
-        event: String,
-        /// Send each event to the first app with this tag instead of to all apps.
-        #[arg(long, value_name = "TAG")]
-        unicast: Option<String>,
-        /// Reason phrase when the app's answer has none, built on the way back, e.g.
-        /// 'decided by app $evapi(conidx) for $rU' (default: the code's usual phrase).
-        #[arg(long, value_name = "TEMPLATE")]
-        reason: Option<String>,
-    },
+    Sip(Box<SipArgs>),
+}
+
+/// Flags of `evapi-sim sip`.
+#[derive(Debug, clap::Args)]
+pub struct SipArgs {
+    /// UDP address for SIP.
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    listen: String,
+    /// TCP address of the evapi socket.
+    #[arg(long, default_value = "127.0.0.1:8448")]
+    bind: String,
+    /// Framing of the evapi socket (Kamailio's netstring_format: netstring=1, bare=0).
+    #[arg(long, default_value = "netstring")]
+    framing: Framing,
+    /// Apps that may connect to the evapi socket at once (Kamailio's max_clients).
+    #[arg(long, default_value_t = evapi_server::config::DEFAULT_MAX_CLIENTS)]
+    max_clients: usize,
+    /// Workers for message-received (0: run it on the connection's task, the fastest
+    /// for the simulator, whose route only hands the answer over).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Final code when fr_inv_timer fires.
+    #[arg(long, default_value_t = evapi_sim::tm::DEFAULT_TIMEOUT_CODE)]
+    code_on_timeout: u16,
+    /// Final response timeout of an INVITE (Kamailio's fr_inv_timer).
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    fr_inv_timer: std::time::Duration,
+    /// Event template (Kamailio pseudo-variables).
+    #[arg(long, default_value = evapi_sim::scenario::DEFAULT_EVENT)]
+    event: String,
+    /// Send each event to the first app with this tag (evapi_async_unicast) instead of
+    /// to all apps.
+    #[arg(long, value_name = "TAG", conflicts_with = "multicast")]
+    unicast: Option<String>,
+    /// Send each event to every app with this tag (evapi_async_multicast).
+    #[arg(long, value_name = "TAG")]
+    multicast: Option<String>,
+    /// Where answers carry the transaction ids, as INDEX,LABEL dotted paths (e.g.
+    /// tr_index,tr_label); tried before tindex/tlabel, data.index/data.label, index/label.
+    #[arg(long, value_name = "INDEX,LABEL", value_parser = parse_id_fields)]
+    id_fields: Option<IdFields>,
+    /// Reason phrase when the app's answer has none, built on the way back, e.g.
+    /// 'decided by app $evapi(conidx) for $rU' (default: the code's usual phrase).
+    #[arg(long, value_name = "TEMPLATE")]
+    reason: Option<String>,
+}
+
+fn parse_id_fields(s: &str) -> Result<IdFields, String> {
+    match s.split_once(',') {
+        Some((i, l)) if !i.trim().is_empty() && !l.trim().is_empty() => {
+            Ok(IdFields::new(i.trim(), l.trim()))
+        }
+        _ => Err(format!(
+            "expected INDEX,LABEL (e.g. tr_index,tr_label), got {s:?}"
+        )),
+    }
 }
 
 /// Logs to stderr.
@@ -151,13 +190,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     .context("cannot start the runtime")?;
     match args.command {
-        Command::Demo { report } => {
+        Command::Demo { bind, report } => {
             let options = RunOptions {
-                bind: None,
-                fallback_to_ephemeral: true,
-                progress: true,
+                fallback_to_ephemeral: bind.is_none(),
+                bind,
             };
-            runtime.block_on(scenario(&Scenario::demo(), &options, report.as_deref()))
+            runtime.block_on(scenario(
+                &Scenario::demo(),
+                &options,
+                true,
+                report.as_deref(),
+            ))
         }
         Command::Load {
             target,
@@ -183,47 +226,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ExitCode::from(EXIT_FAILED)
             })
         }
-        Command::Sip {
-            listen,
-            bind,
-            code_on_timeout,
-            fr_inv_timer,
-            event,
-            unicast,
-            reason,
-        } => {
-            let event = match evapi_sim::template::Template::parse(&event) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("evapi-sim: --event: {e}");
-                    return Ok(ExitCode::from(EXIT_BAD_SCENARIO));
-                }
+        Command::Sip(sip) => {
+            let Some(options) = sip_options(&sip) else {
+                return Ok(ExitCode::from(EXIT_BAD_SCENARIO));
             };
-            let reason = match reason.as_deref().map(evapi_sim::template::Template::parse) {
-                None => None,
-                Some(Ok(t)) => Some(t),
-                Some(Err(e)) => {
-                    eprintln!("evapi-sim: --reason: {e}");
-                    return Ok(ExitCode::from(EXIT_BAD_SCENARIO));
-                }
-            };
-            let options = evapi_sim::uas::UasOptions {
-                code_on_timeout,
-                event,
-                unicast_tag: unicast,
-                reason,
-                tm: evapi_sim::tm::TmConfig {
-                    fr_inv_timer,
-                    timeout_code: code_on_timeout,
-                    ..evapi_sim::tm::TmConfig::default()
-                },
-                answers: evapi_sim::scenario::Answers::default(),
-            };
+            let (listen, bind) = (&sip.listen, &sip.bind);
             let counters = runtime.block_on(async {
-                let socket = tokio::net::UdpSocket::bind(&listen)
+                let socket = tokio::net::UdpSocket::bind(listen)
                     .await
                     .with_context(|| format!("cannot bind SIP address {listen}"))?;
-                let listener = tokio::net::TcpListener::bind(&bind)
+                let listener = tokio::net::TcpListener::bind(bind)
                     .await
                     .with_context(|| format!("cannot bind evapi address {bind}"))?;
                 eprintln!(
@@ -260,19 +272,73 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let options = RunOptions {
                 bind,
                 fallback_to_ephemeral: false,
-                progress: !no_progress,
             };
-            runtime.block_on(scenario(&loaded, &options, report.as_deref()))
+            runtime.block_on(scenario(&loaded, &options, !no_progress, report.as_deref()))
         }
     }
+}
+
+/// The SIP front's settings, or `None` after printing why they are unusable.
+fn sip_options(sip: &SipArgs) -> Option<evapi_sim::uas::UasOptions> {
+    use evapi_sim::scenario::Action;
+    let template = |what: &str, text: &str| match Template::parse(text) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("evapi-sim: {what}: {e}");
+            None
+        }
+    };
+    let event = template("--event", &sip.event)?;
+    let reason = match sip.reason.as_deref() {
+        Some(r) => Some(template("--reason", r)?),
+        None => None,
+    };
+    if let Err(e) = evapi_proto::check_final_code(u64::from(sip.code_on_timeout)) {
+        eprintln!("evapi-sim: --code-on-timeout: {e}");
+        return None;
+    }
+    let (action, tag) = match (&sip.unicast, &sip.multicast) {
+        (Some(t), _) => (Action::AsyncUnicast, Some(t.clone())),
+        (None, Some(t)) => (Action::AsyncMulticast, Some(t.clone())),
+        (None, None) => (Action::AsyncRelay, None),
+    };
+    let answers = evapi_sim::scenario::Answers::default();
+    let reader = match &sip.id_fields {
+        Some(f) => evapi_proto::AnswerReader::with_fields([f.clone()]),
+        None => answers.reader(),
+    };
+    Some(evapi_sim::uas::UasOptions {
+        router: RouterConfig {
+            action,
+            tag,
+            relay_code: 200,
+            event,
+            reason,
+            reader,
+            actions: answers.actions,
+            tm: evapi_sim::tm::TmConfig {
+                fr_inv_timer: sip.fr_inv_timer,
+                timeout_code: sip.code_on_timeout,
+                ..evapi_sim::tm::TmConfig::default()
+            },
+        },
+        server: evapi_server::Config {
+            framing: sip.framing,
+            max_clients: sip.max_clients,
+            workers: sip.workers,
+            ..evapi_server::Config::default()
+        },
+    })
 }
 
 async fn scenario(
     loaded: &Loaded,
     options: &RunOptions,
+    progress: bool,
     report_path: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    let report = engine::run(loaded, options).await?;
+    let bar = crate::progress::Bar::new(loaded.scenario.traffic.count, progress);
+    let report = engine::run(loaded, options, &bar).await?;
     println!("{}", report.summary());
     if let Some(path) = report_path {
         let json = serde_json::to_string_pretty(&report).context("report")?;

@@ -1,35 +1,36 @@
 //! A scenario run: the embedded event socket, the built-in responders, the traffic, and
 //! the transaction table, driven to the end and reported.
 //!
-//! One task owns the [`crate::tm::Table`] and everything that changes it: new
-//! requests (by rate or concurrency), answers from the apps (through the server's
-//! message-received route and a bounded channel), and the table's timers (slept on with
-//! tokio, deadlines from [`Table::poll_timeout`](crate::tm::Table::poll_timeout)).
+//! A thin driver of the async-relay core ([`crate::router`]): one task owns the
+//! [`Router`] and feeds it new requests (by rate or concurrency), answers from the apps
+//! (through the server's message-received route and a bounded channel) and timer ticks,
+//! all on [`crate::clock`]. Progress and addresses are reported to an [`Observer`]; the
+//! library prints nothing.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use evapi_client::ClientConfig;
-use evapi_server::{ClientEnv, Config, Handle, RelayError, Server};
+use evapi_server::{Config, Handle, Server};
 use hdrhistogram::Histogram;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::warn;
 
-use crate::answer;
 use crate::apps::{self, Inbound, SimRoutes};
+use crate::clock;
 use crate::report::{Latency, Report};
 use crate::request::Request;
 use crate::responders;
-use crate::scenario::{Action, Loaded};
-use crate::template::Vars;
-use crate::tm::{Expired, Table};
+use crate::router::{Cause, Message, Router};
+use crate::scenario::Loaded;
 
 /// Source address the generated requests claim (`$si`, `$sp`).
-const GENERATED_SOURCE: &str = "127.0.0.1:5060";
+const GENERATED_SOURCE: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    5060,
+));
 
 /// Options from the command line.
 #[derive(Debug, Clone, Default)]
@@ -38,9 +39,31 @@ pub struct RunOptions {
     pub bind: Option<String>,
     /// If the address is taken, use an ephemeral port instead (the demo does).
     pub fallback_to_ephemeral: bool,
-    /// Show a progress bar on stderr (only drawn on a terminal, after a second).
-    pub progress: bool,
 }
+
+/// What a run tells its caller while it goes; every method has a do-nothing default.
+pub trait Observer: Send + Sync {
+    /// The evapi socket listens on `addr`.
+    fn listening(&self, addr: SocketAddr) {
+        let _ = addr;
+    }
+    /// Waiting for `count` external apps to connect to `addr`.
+    fn waiting_for_apps(&self, count: usize, addr: SocketAddr) {
+        let _ = (count, addr);
+    }
+    /// `done` of `total` transactions have their final reply.
+    fn progress(&self, done: u64, total: u64) {
+        let _ = (done, total);
+    }
+    /// The traffic is over (answers may still linger).
+    fn finished(&self) {}
+}
+
+/// An [`Observer`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet;
+
+impl Observer for Quiet {}
 
 /// A run that could not happen.
 #[derive(Debug, thiserror::Error)]
@@ -60,16 +83,16 @@ pub enum RunError {
     Responder(#[source] evapi_client::ClientError),
 }
 
-/// Per-transaction data: tiny, so 100,000 suspended transactions stay small.
-#[derive(Debug, Clone, Copy)]
-struct Call;
-
 /// Run the scenario to the end.
 ///
 /// # Errors
 ///
 /// The address cannot be bound, or a built-in responder cannot connect.
-pub async fn run(loaded: &Loaded, options: &RunOptions) -> Result<Report, RunError> {
+pub async fn run(
+    loaded: &Loaded,
+    options: &RunOptions,
+    observer: &dyn Observer,
+) -> Result<Report, RunError> {
     let sc = &loaded.scenario;
     let bind = options
         .bind
@@ -92,7 +115,7 @@ pub async fn run(loaded: &Loaded, options: &RunOptions) -> Result<Report, RunErr
         addr: bind.clone(),
         source,
     })?;
-    eprintln!("evapi socket on {addr} ({})", sc.server.framing);
+    observer.listening(addr);
 
     let (tx, mut inbound) = mpsc::channel(apps::INBOUND_QUEUE);
     let config = Config {
@@ -126,10 +149,7 @@ pub async fn run(loaded: &Loaded, options: &RunOptions) -> Result<Report, RunErr
     let apps = sc.responders.len() + sc.external;
     let tags = responders::tagged(&sc.responders);
     if sc.external > 0 {
-        eprintln!(
-            "waiting for {} external app(s) to connect to {addr}",
-            sc.external
-        );
+        observer.waiting_for_apps(sc.external, addr);
     }
     // Readiness: every app connected, every built-in tag registered.
     let (mut connected, mut tagged) = (0usize, 0usize);
@@ -138,7 +158,7 @@ pub async fn run(loaded: &Loaded, options: &RunOptions) -> Result<Report, RunErr
             msg = inbound.recv() => match msg {
                 Some(Inbound::Connected) => connected += 1,
                 Some(Inbound::Message(client, msg)) => {
-                    if engine.register(&client, &msg) { tagged += 1 }
+                    if engine.inbound(&client, &msg) { tagged += 1 }
                 }
                 None => break,
             },
@@ -151,7 +171,7 @@ pub async fn run(loaded: &Loaded, options: &RunOptions) -> Result<Report, RunErr
         }
     }
 
-    let report = engine.drive(&mut inbound, options.progress).await;
+    let report = engine.drive(&mut inbound, observer).await;
     stop.cancel();
     while responder_tasks.join_next().await.is_some() {}
     handle.shutdown();
@@ -159,58 +179,40 @@ pub async fn run(loaded: &Loaded, options: &RunOptions) -> Result<Report, RunErr
     Ok(report)
 }
 
+/// The driver's state: the evapi handle, the core and what the report needs.
 struct Engine<'a> {
     loaded: &'a Loaded,
     handle: Handle,
-    table: Table<Call>,
-    fields: evapi_proto::IdFields,
+    router: Router<()>,
     latency: Histogram<u64>,
-    finals: BTreeMap<u16, u64>,
-    refused: BTreeMap<&'static str, u64>,
-    timeouts: u64,
-    invalid: u64,
-    undelivered: u64,
     open: u64,
     done: u64,
-    event: String,
     source: SocketAddr,
 }
 
 impl<'a> Engine<'a> {
     fn new(loaded: &'a Loaded, handle: Handle) -> Self {
-        let sc = &loaded.scenario;
         Self {
             loaded,
             handle,
-            table: Table::new(sc.timers.tm()),
-            fields: sc.answers.id_fields(),
+            router: Router::new(loaded.router_config()),
             latency: Histogram::new(3).expect("3 significant figures is a valid precision"),
-            finals: BTreeMap::new(),
-            refused: BTreeMap::new(),
-            timeouts: 0,
-            invalid: 0,
-            undelivered: 0,
             open: 0,
             done: 0,
-            event: String::new(),
-            source: GENERATED_SOURCE
-                .parse()
-                .expect("GENERATED_SOURCE is a socket address"),
+            source: GENERATED_SOURCE,
         }
     }
 
-    fn register(&self, client: &ClientEnv, msg: &[u8]) -> bool {
-        apps::register(&self.handle, &self.fields, client, msg)
-    }
-
-    async fn drive(&mut self, inbound: &mut mpsc::Receiver<Inbound>, progress: bool) -> Report {
+    async fn drive(
+        &mut self,
+        inbound: &mut mpsc::Receiver<Inbound>,
+        observer: &dyn Observer,
+    ) -> Report {
         let traffic = self.loaded.scenario.traffic.clone();
-        let start = Instant::now();
-        let bar = crate::progress::Bar::new(traffic.count, progress);
+        let start = clock::now();
         let mut next = 0u64;
-        let mut expired: Vec<Expired<Call>> = Vec::new();
         while self.done < traffic.count {
-            let now = Instant::now();
+            let now = clock::now();
             let by_rate = if traffic.rate == 0 {
                 traffic.count
             } else {
@@ -221,49 +223,53 @@ impl<'a> Engine<'a> {
                 self.issue(next, &traffic, now);
                 next += 1;
             }
-            let mut wake = self.table.poll_timeout().map(Instant::from_std);
+            let mut wake = self.router.poll_timeout();
             if traffic.rate > 0
                 && next < traffic.count
                 && (traffic.concurrency == 0 || self.open < traffic.concurrency)
             {
                 let due = start + Duration::from_secs_f64(next as f64 / traffic.rate as f64);
-                wake = Some(wake.map_or(due, |w| w.min(due)));
+                wake = clock::earliest([wake, Some(due)]);
             }
             tokio::select! {
                 biased;
                 msg = inbound.recv() => {
-                    let Some(msg) = msg else { break };
-                    self.inbound(msg);
+                    let Some(Inbound::Message(client, msg)) = msg else {
+                        if msg.is_none() { break }
+                        continue;
+                    };
+                    self.inbound(&client, &msg);
                     while let Ok(msg) = inbound.try_recv() {
-                        self.inbound(msg);
+                        if let Inbound::Message(client, msg) = msg {
+                            self.inbound(&client, &msg);
+                        }
                     }
                 }
-                () = sleep_until(wake) => {
-                    self.table.handle_timeout(Instant::now().into_std(), &mut expired);
-                    for e in expired.drain(..) {
-                        debug!(tindex = e.id.index, tlabel = e.id.label, "final response timer fired");
-                        self.timeouts += 1;
-                        self.finish(e.code);
-                    }
-                }
+                () = clock::sleep_until(wake) => self.router.handle_timeout(clock::now()),
             }
-            bar.set(self.done);
+            self.replies();
+            observer.progress(self.done, traffic.count);
         }
-        bar.finish();
-        let linger = Instant::now() + self.loaded.scenario.linger;
+        observer.finished();
+        let linger = tokio::time::Instant::now() + self.loaded.scenario.linger;
         while let Ok(Some(msg)) = tokio::time::timeout_at(linger, inbound.recv()).await {
-            self.inbound(msg);
+            if let Inbound::Message(client, msg) = msg {
+                self.inbound(&client, &msg);
+            }
         }
+        self.replies();
+        let counters = self.router.counters().clone();
         let mut report = Report {
             name: self.loaded.scenario.name.clone(),
             requests: traffic.count,
-            finals: std::mem::take(&mut self.finals),
-            timeouts: self.timeouts,
-            refused: std::mem::take(&mut self.refused),
-            invalid_answers: self.invalid,
-            undelivered: self.undelivered,
+            finals: counters.finals,
+            timeouts: counters.timeouts,
+            refused: counters.refused,
+            invalid_answers: counters.invalid_answers,
+            undelivered: counters.undelivered,
             latency: Latency::of(&self.latency),
-            duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            duration_ms: u64::try_from(clock::now().duration_since(start).as_millis())
+                .unwrap_or(u64::MAX),
             checks: Vec::new(),
             passed: true,
         };
@@ -271,7 +277,7 @@ impl<'a> Engine<'a> {
         report
     }
 
-    fn issue(&mut self, n: u64, traffic: &crate::scenario::Traffic, now: Instant) {
+    fn issue(&mut self, n: u64, traffic: &crate::scenario::Traffic, now: std::time::Instant) {
         let num = n.to_string();
         let request = Request {
             method: traffic.method.clone(),
@@ -282,91 +288,31 @@ impl<'a> Engine<'a> {
             cseq: 1,
             source: self.source,
         };
-        let now_std = now.into_std();
-        let id = self.table.create(
-            &request.transaction_key(),
-            request.is_invite(),
-            Call,
-            now_std,
-        );
         self.open += 1;
-        self.event.clear();
-        self.loaded.event.render(
-            &Vars {
-                request: &request,
-                tid: Some(id),
-                evapi: None,
-            },
-            &mut self.event,
-        );
-        let route = &self.loaded.scenario.route;
-        if route.action != Action::Relay {
-            // `evapi_async_*` suspends first; an event nobody receives leaves the
-            // transaction waiting for its timer, as in Kamailio.
-            let _ = self.table.suspend(id, now_std);
-        }
-        let sent = match (route.action, route.tag.as_deref()) {
-            (Action::Relay | Action::AsyncRelay, _) => self.handle.relay(self.event.as_bytes()),
-            (Action::AsyncMulticast, Some(tag)) => {
-                self.handle.multicast(self.event.as_bytes(), tag)
-            }
-            (Action::AsyncUnicast, Some(tag)) => self.handle.unicast(self.event.as_bytes(), tag),
-            (_, None) => Err(RelayError::NoTag(String::new())),
-        };
-        match sent {
-            Ok(d) if d.queued > 0 => {}
-            Ok(_) | Err(_) => {
-                self.undelivered += 1;
-                debug!(tindex = id.index, tlabel = id.label, "event reached no app");
-            }
-        }
-        if route.action == Action::Relay {
-            let _ = self.table.reply(id, route.relay_code, now_std);
-            self.finish(route.relay_code);
+        let relay = self.router.request(now, &request, ());
+        let id = relay.id;
+        if !apps::deliver(&self.handle, relay.to, relay.event) {
+            self.router.undelivered(Some(id));
         }
     }
 
-    fn inbound(&mut self, msg: Inbound) {
-        let Inbound::Message(client, msg) = msg else {
-            return;
-        };
-        if self.register(&client, &msg) {
-            return;
-        }
-        let sc = &self.loaded.scenario;
-        match answer::read(&msg, &self.fields, &sc.answers.actions) {
-            Ok(decision) => {
-                let now = std::time::Instant::now();
-                match self.table.resume(decision.id, decision.code, now) {
-                    Ok((_, created)) => {
-                        let us = u64::try_from(now.duration_since(created).as_micros())
-                            .unwrap_or(u64::MAX);
-                        let _ = self.latency.record(us.max(1));
-                        self.finish(decision.code);
-                    }
-                    Err(refusal) => {
-                        *self.refused.entry(refusal.name()).or_default() += 1;
-                        debug!(conidx = client.conidx, %refusal, "continue refused");
-                    }
-                }
-            }
-            Err(why) => {
-                self.invalid += 1;
-                debug!(conidx = client.conidx, reason = %why, msg = %String::from_utf8_lossy(&msg), "not a valid answer");
-            }
+    /// Hand a message to the core; true when it registered a tag.
+    fn inbound(&mut self, client: &evapi_server::ClientEnv, msg: &[u8]) -> bool {
+        match self.router.message(clock::now(), client, msg) {
+            Message::Register(tag) => apps::set_tag(&self.handle, client, &tag),
+            Message::Resumed(_) | Message::Refused(_) | Message::Invalid(_) => false,
         }
     }
 
-    fn finish(&mut self, code: u16) {
-        *self.finals.entry(code).or_default() += 1;
-        self.open -= 1;
-        self.done += 1;
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+    /// Count the final replies the core decided.
+    fn replies(&mut self) {
+        while let Some(reply) = self.router.poll_reply() {
+            if let Cause::Answered { latency } = reply.cause {
+                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+                let _ = self.latency.record(us.max(1));
+            }
+            self.open -= 1;
+            self.done += 1;
+        }
     }
 }

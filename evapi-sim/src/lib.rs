@@ -6,24 +6,34 @@
 //!
 //! # Layout
 //!
-//! - [`tm`]: the transaction table (sans-I/O): ids, suspend, continue, timers.
-//! - [`template`]: event templates with Kamailio pseudo-variables.
-//! - [`request`]: the request fields routing reads.
-//! - [`scenario`]: scenario files.
-//! - [`answer`]: reading an app's answer.
-//! - [`engine`]: a scenario run; [`responders`]: built-in apps; [`report`]: the result.
-//! - [`sip`], [`uas`]: SIP over UDP (`evapi-sim sip`), so sipp can drive the same model.
-//! - [`apps`]: the evapi-side routes and the tag registration convention.
+//! Sans-I/O cores (time is an input, no sockets):
+//!
+//! - [`tm`]: the transaction table: ids, suspend, continue, timers.
+//! - [`router`]: the async-relay core on top of it: event, route, answers (read with
+//!   [`evapi_proto::AnswerReader`]), tag registration, the final reply decision.
+//! - [`ist`]: RFC 3261 INVITE server transactions (retransmissions, Timers G/H/I, ACK).
+//! - [`template`], [`request`], [`sip`]: event templates with Kamailio pseudo-variables,
+//!   the request fields they read, and the SIP parser and response builder.
+//!
+//! Thin drivers that own sockets, tasks and the [`clock`]:
+//!
+//! - [`engine`]: a [`scenario`] run with built-in [`responders`], giving a [`report`].
+//! - [`uas`]: SIP over UDP (`evapi-sim sip`), so sipp can drive the same core.
+//! - [`apps`]: the evapi-side routes that hand app messages to the driver.
 //! - [`load`]: a SIP UAC load generator with microsecond latency (`evapi-sim load`).
+//!
+//! The library prints nothing: runs report to an [`engine::Observer`] and through
+//! `tracing`.
 
-pub mod answer;
 pub mod apps;
+pub mod clock;
 pub mod engine;
+pub mod ist;
 pub mod load;
-pub mod progress;
 pub mod report;
 pub mod request;
 pub mod responders;
+pub mod router;
 pub mod scenario;
 pub mod sip;
 pub mod template;

@@ -3,6 +3,7 @@
 //! 1 some failed (listed), 2 a bad scenario file or an I/O error.
 
 mod cli;
+mod progress;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,9 @@
-//! A progress bar on stderr for runs longer than a second, only on a terminal.
+//! The binary's view of a run: the listening address on stderr, and a progress bar for
+//! runs longer than a second, only on a terminal.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -13,7 +16,7 @@ pub struct Bar {
     bar: ProgressBar,
     started: Instant,
     wanted: bool,
-    shown: std::cell::Cell<bool>,
+    shown: AtomicBool,
 }
 
 impl Bar {
@@ -30,15 +33,18 @@ impl Bar {
             bar,
             started: Instant::now(),
             wanted: wanted && std::io::stderr().is_terminal(),
-            shown: std::cell::Cell::new(false),
+            shown: AtomicBool::new(false),
         }
     }
 
     /// Update the count.
     pub fn set(&self, done: u64) {
-        if self.wanted && !self.shown.get() && self.started.elapsed() >= SHOW_AFTER {
+        if self.wanted
+            && !self.shown.load(Ordering::Relaxed)
+            && self.started.elapsed() >= SHOW_AFTER
+        {
             self.bar.set_draw_target(ProgressDrawTarget::stderr());
-            self.shown.set(true);
+            self.shown.store(true, Ordering::Relaxed);
         }
         self.bar.set_position(done);
     }
@@ -46,5 +52,23 @@ impl Bar {
     /// Clear the bar.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+impl evapi_sim::engine::Observer for Bar {
+    fn listening(&self, addr: SocketAddr) {
+        eprintln!("evapi socket on {addr}");
+    }
+
+    fn waiting_for_apps(&self, count: usize, addr: SocketAddr) {
+        eprintln!("waiting for {count} external app(s) to connect to {addr}");
+    }
+
+    fn progress(&self, done: u64, _total: u64) {
+        self.set(done);
+    }
+
+    fn finished(&self) {
+        self.finish();
     }
 }

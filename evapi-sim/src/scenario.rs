@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use evapi_proto::{Framing, IdFields};
+use evapi_proto::{AnswerReader, Framing, IdFields};
 use serde::{Deserialize, Deserializer};
 
+use crate::router::RouterConfig;
 use crate::template::Template;
 use crate::tm::{TmConfig, DEFAULT_FR_INV_TIMER, DEFAULT_FR_TIMER, DEFAULT_TIMEOUT_CODE};
 
@@ -222,6 +223,13 @@ impl Answers {
     pub fn id_fields(&self) -> IdFields {
         IdFields::new(&self.index_field, &self.label_field)
     }
+
+    /// The answer reader: the scenario's id fields first, then every default shape, so
+    /// an answer that mirrors the event is understood whatever the template's shape.
+    #[must_use]
+    pub fn reader(&self) -> AnswerReader {
+        AnswerReader::with_fields([self.id_fields()])
+    }
 }
 
 /// A built-in app.
@@ -325,6 +333,17 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     })
 }
 
+fn check_tag(at: &str, tag: Option<&str>) -> Result<(), String> {
+    match tag {
+        Some(t) if t.is_empty() || t.len() > evapi_server::config::MAX_TAG_LEN => Err(format!(
+            "{at}.tag: a tag is 1 to {} bytes, got {}",
+            evapi_server::config::MAX_TAG_LEN,
+            t.len()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A scenario that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
@@ -342,6 +361,24 @@ pub struct Loaded {
     pub scenario: Scenario,
     /// The parsed event template.
     pub event: Template,
+}
+
+impl Loaded {
+    /// The async-relay core's settings for this scenario.
+    #[must_use]
+    pub fn router_config(&self) -> RouterConfig {
+        let sc = &self.scenario;
+        RouterConfig {
+            action: sc.route.action,
+            tag: sc.route.tag.clone(),
+            relay_code: sc.route.relay_code,
+            event: self.event.clone(),
+            reason: None,
+            reader: sc.answers.reader(),
+            actions: sc.answers.actions.clone(),
+            tm: sc.timers.tm(),
+        }
+    }
 }
 
 impl Scenario {
@@ -389,7 +426,51 @@ impl Scenario {
                 return Err(err(format!("expect.codes: {code:?} is not a SIP code")));
             }
         }
+        scenario.check_replies().map_err(err)?;
         Ok(Loaded { scenario, event })
+    }
+
+    /// Every code and reason the scenario can put in a final reply follows the same
+    /// rules as an app's answer (a final code 200-699, a one-line reason phrase), so a
+    /// mistake fails at load time instead of leaving every call to its timer.
+    fn check_replies(&self) -> Result<(), String> {
+        let code = |what: &str, code: u16| {
+            evapi_proto::check_final_code(u64::from(code))
+                .map(|_| ())
+                .map_err(|e| format!("{what}: {e}"))
+        };
+        let reason = |what: &str, r: Option<&str>| match r {
+            Some(r) => evapi_proto::check_reason(r).map_err(|e| format!("{what}: {e}")),
+            None => Ok(()),
+        };
+        code("route.relay_code", self.route.relay_code)?;
+        code("timers.timeout_code", self.timers.timeout_code)?;
+        for (name, o) in &self.answers.actions {
+            code(&format!("answers.actions.{name}.code"), o.code)?;
+            reason(
+                &format!("answers.actions.{name}.reason"),
+                o.reason.as_deref(),
+            )?;
+        }
+        for (i, r) in self.responders.iter().enumerate() {
+            let at = format!("responders[{i}]");
+            match r {
+                Responder::Answer {
+                    code: c,
+                    reason: why,
+                    tag,
+                    ..
+                } => {
+                    code(&format!("{at}.code"), *c)?;
+                    reason(&format!("{at}.reason"), why.as_deref())?;
+                    check_tag(&at, tag.as_deref())?;
+                }
+                Responder::Disconnect { code: c, .. } => code(&format!("{at}.code"), *c)?,
+                Responder::Silent { tag } => check_tag(&at, tag.as_deref())?,
+                Responder::Garbage => {}
+            }
+        }
+        check_tag("route", self.route.tag.as_deref())
     }
 
     /// The demo: 10,000 INVITEs through async_relay, one built-in responder answering 200.

@@ -336,7 +336,7 @@ impl<T> Table<T> {
     /// # Errors
     ///
     /// A [`Refusal`] when it does not exist or already has its final reply.
-    pub fn reply(&mut self, id: TransactionId, code: u16, now: Instant) -> Result<(), Refusal> {
+    pub fn reply(&mut self, id: TransactionId, code: u16, now: Instant) -> Result<&T, Refusal> {
         let due = now + self.config.wait_time;
         let tx = find_mut(&mut self.txs, &self.per_slot, id)?;
         if tx.state.is_final() {
@@ -344,7 +344,7 @@ impl<T> Table<T> {
         }
         end(tx, id, State::Replied { code }, due, &mut self.wait);
         self.counters.replied += 1;
-        Ok(())
+        Ok(&tx.data)
     }
 
     /// The state of a transaction still in the table.
@@ -620,7 +620,10 @@ mod tests {
         t.suspend(id, now).unwrap();
         t.reply(id, 487, now).unwrap();
         assert_eq!(t.resume(id, 200, now), Err(Refusal::AlreadyReplied(id)));
-        assert_eq!(t.reply(id, 500, now), Err(Refusal::AlreadyReplied(id)));
+        assert_eq!(
+            t.reply(id, 500, now).err(),
+            Some(Refusal::AlreadyReplied(id))
+        );
     }
 
     #[test]

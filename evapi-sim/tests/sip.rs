@@ -1,7 +1,12 @@
+//! The SIP front over real UDP and TCP sockets. Tests that depend on timers run on
+//! tokio's paused clock: when every task waits, time jumps to the next timer, so a
+//! "nothing more is sent" window costs no real time and cannot be cut short by load.
+
 use std::time::Duration;
 
 use evapi_client::{Client, ClientConfig};
-use evapi_sim::scenario::{Answers, DEFAULT_EVENT};
+use evapi_sim::router::RouterConfig;
+use evapi_sim::scenario::{Action, Answers, DEFAULT_EVENT};
 use evapi_sim::template::Template;
 use evapi_sim::tm::TmConfig;
 use evapi_sim::uas::{self, UasCounters, UasOptions};
@@ -24,20 +29,30 @@ async fn start(fr_inv_timer: Duration) -> Uas {
 }
 
 async fn start_with(fr_inv_timer: Duration, reason: Option<&str>) -> Uas {
+    start_event(fr_inv_timer, reason, DEFAULT_EVENT).await
+}
+
+async fn start_event(fr_inv_timer: Duration, reason: Option<&str>, event: &str) -> Uas {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sip = socket.local_addr().unwrap();
     let evapi = listener.local_addr().unwrap().to_string();
+    let answers = Answers::default();
     let options = UasOptions {
-        code_on_timeout: 408,
-        event: Template::parse(DEFAULT_EVENT).unwrap(),
-        unicast_tag: None,
-        reason: reason.map(|r| Template::parse(r).unwrap()),
-        tm: TmConfig {
-            fr_inv_timer,
-            ..TmConfig::default()
+        router: RouterConfig {
+            action: Action::AsyncRelay,
+            tag: None,
+            relay_code: 200,
+            event: Template::parse(event).unwrap(),
+            reason: reason.map(|r| Template::parse(r).unwrap()),
+            reader: answers.reader(),
+            actions: answers.actions,
+            tm: TmConfig {
+                fr_inv_timer,
+                ..TmConfig::default()
+            },
         },
-        answers: Answers::default(),
+        server: evapi_server::Config::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(uas::run(socket, listener, options, async {
@@ -47,13 +62,19 @@ async fn start_with(fr_inv_timer: Duration, reason: Option<&str>) -> Uas {
         .await
         .unwrap();
     let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    Uas {
+    let mut uas = Uas {
         sip,
         phone,
         app,
         stop,
         task,
-    }
+    };
+    // Ready when the app gets events: a MESSAGE is relayed to every connected app.
+    let hello = request("MESSAGE", "z9hG4bK-ready", "ready", "MESSAGE", &uas.phone);
+    uas.send(&hello).await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 200 OK");
+    assert!(uas.event().await.is_object(), "the readiness event");
+    uas
 }
 
 fn request(
@@ -117,17 +138,39 @@ impl Uas {
         self.app.send(answer.to_string().as_bytes()).await.unwrap();
     }
 
+    async fn answer_raw(&mut self, answer: &str) {
+        self.app.send(answer.as_bytes()).await.unwrap();
+    }
+
     async fn finish(self) -> UasCounters {
         let _ = self.stop.send(());
         self.task.await.unwrap()
     }
 }
 
+/// `evapi-client respond --code 486` on `app`, on its own task, until the token fires.
+fn respond_486(app: Client) -> (tokio_util::sync::CancellationToken, JoinHandle<()>) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stop2 = stop.clone();
+    let task = tokio::spawn(async move {
+        let counts = evapi_client::respond::Counts::default();
+        let _ = evapi_client::respond::run(
+            app,
+            &evapi_client::respond::Responder::new(486),
+            &counts,
+            None,
+            &stop2,
+        )
+        .await;
+    });
+    (stop, task)
+}
+
 fn status(resp: &str) -> &str {
     resp.lines().next().unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn invite_answered_by_the_app_with_retransmissions_and_ack() {
     let mut uas = start(Duration::from_secs(30)).await;
     let invite = request("INVITE", "z9hG4bK-1", "call-1", "INVITE", &uas.phone);
@@ -173,19 +216,27 @@ async fn invite_answered_by_the_app_with_retransmissions_and_ack() {
     );
     uas.send(&request("ACK", "z9hG4bK-1", "call-1", "ACK", &uas.phone))
         .await;
-    uas.nothing_for(Duration::from_millis(1200)).await;
+    // Past Timer I and the next Timer G: nothing more after the ACK.
+    uas.nothing_for(Duration::from_secs(40)).await;
 
     // A second answer for the same transaction is refused: no second final response.
     uas.answer(&event, 200).await;
-    uas.nothing_for(Duration::from_millis(300)).await;
+    uas.nothing_for(Duration::from_secs(40)).await;
+    // The app's socket got exactly one event: the retransmitted INVITEs made none.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(40), uas.app.recv())
+            .await
+            .is_err(),
+        "no second event"
+    );
     let counters = uas.finish().await;
-    assert_eq!(counters.finals.get(&486), Some(&1));
-    assert_eq!(counters.retransmissions, 2);
-    assert_eq!(counters.final_retransmits, 1);
-    assert_eq!(counters.refused, 1);
+    assert_eq!(counters.routing.finals.get(&486), Some(&1));
+    assert_eq!(counters.sip.retransmissions, 2);
+    assert_eq!(counters.sip.final_retransmits, 1);
+    assert_eq!(counters.routing.refused_total(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn cancel_gets_200_and_the_invite_487_then_the_late_answer_is_refused() {
     let mut uas = start(Duration::from_secs(30)).await;
     uas.send(&request(
@@ -216,7 +267,7 @@ async fn cancel_gets_200_and_the_invite_487_then_the_late_answer_is_refused() {
         .await;
     // The app's answer comes too late: refused, nothing more is sent.
     uas.answer(&event, 200).await;
-    uas.nothing_for(Duration::from_millis(300)).await;
+    uas.nothing_for(Duration::from_secs(40)).await;
     // A CANCEL for nothing: 481.
     uas.send(&request(
         "CANCEL",
@@ -231,11 +282,11 @@ async fn cancel_gets_200_and_the_invite_487_then_the_late_answer_is_refused() {
         "SIP/2.0 481 Call/Transaction Does Not Exist"
     );
     let counters = uas.finish().await;
-    assert_eq!(counters.finals.get(&487), Some(&1));
-    assert_eq!(counters.refused, 1);
+    assert_eq!(counters.routing.finals.get(&487), Some(&1));
+    assert_eq!(counters.routing.refused.get("already-replied"), Some(&1));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unanswered_invites_time_out_and_other_methods_are_answered() {
     let mut uas = start(Duration::from_millis(300)).await;
     uas.send(&request(
@@ -293,8 +344,8 @@ async fn unanswered_invites_time_out_and_other_methods_are_answered() {
     .await;
     assert_eq!(status(&uas.recv().await), "SIP/2.0 400 Bad Request");
     let counters = uas.finish().await;
-    assert_eq!(counters.timeouts, 1);
-    assert_eq!(counters.finals.get(&408), Some(&1));
+    assert_eq!(counters.routing.timeouts, 1);
+    assert_eq!(counters.routing.finals.get(&408), Some(&1));
     assert_eq!(counters.malformed, 2);
 }
 
@@ -304,19 +355,7 @@ async fn the_load_generator_completes_every_call_against_the_uas() {
     let sip = uas.sip;
     // The app answers every suspend with 486, on its own task.
     let app = uas.app;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let stop2 = stop.clone();
-    let responder = tokio::spawn(async move {
-        let counts = evapi_client::respond::Counts::default();
-        let _ = evapi_client::respond::run(
-            app,
-            &evapi_client::respond::Responder::new(486),
-            &counts,
-            None,
-            &stop2,
-        )
-        .await;
-    });
+    let (stop, responder) = respond_486(app);
     let report = evapi_sim::load::run(&evapi_sim::load::LoadOptions {
         target: sip,
         rate: 1000,
@@ -332,16 +371,16 @@ async fn the_load_generator_completes_every_call_against_the_uas() {
     let _ = responder.await;
     let _ = uas.stop.send(());
     let counters = uas.task.await.unwrap();
-    assert_eq!(counters.finals.get(&486), Some(&300));
+    assert_eq!(counters.routing.finals.get(&486), Some(&300));
     assert_eq!(
         counters.requests.get("ACK"),
         Some(&300),
         "every final acknowledged"
     );
-    assert_eq!(counters.unacked, 0);
+    assert_eq!(counters.sip.unacked, 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_reason_template_reads_evapi_variables_on_the_way_back() {
     let mut uas = start_with(
         Duration::from_secs(30),
@@ -365,4 +404,90 @@ async fn the_reason_template_reads_evapi_variables_on_the_way_back() {
         format!("SIP/2.0 480 app 0 at 127.0.0.1 for bob ({tindex})")
     );
     let _ = uas.finish().await;
+}
+
+/// The evapi module documentation's async example (Example 1.6), verbatim: the ids are
+/// strings under `data.index` / `data.label`. The client's responder answers in the
+/// event's own shape, and the simulator must understand it.
+const MODULE_DOC_EVENT: &str = "{ \"event\": \"suspend\",\n \"data\": { \"index\": \"$T(id_index)\", \"label\": \"$T(id_label)\" }\n}";
+
+#[tokio::test(start_paused = true)]
+async fn the_module_documentation_example_is_answered_by_the_client_responder() {
+    let uas = start_event(Duration::from_secs(30), None, MODULE_DOC_EVENT).await;
+    let Uas {
+        sip,
+        phone,
+        app,
+        stop: stop_uas,
+        task,
+    } = uas;
+    let (stop, responder) = respond_486(app);
+    for n in 0..5 {
+        let branch = format!("z9hG4bK-doc{n}");
+        let call = format!("doc-{n}");
+        let text = request("INVITE", &branch, &call, "INVITE", &phone);
+        phone.send_to(text.as_bytes(), sip).await.unwrap();
+        let mut buf = vec![0u8; 65535];
+        let mut statuses = Vec::new();
+        while statuses.len() < 2 {
+            let (len, _) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf))
+                .await
+                .expect("responses before the 5 s timeout")
+                .unwrap();
+            let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+            statuses.push(status(&text).to_owned());
+        }
+        assert_eq!(
+            statuses,
+            ["SIP/2.0 100 Trying", "SIP/2.0 486 Busy Here"],
+            "call {n}"
+        );
+        let ack = request("ACK", &branch, &call, "ACK", &phone);
+        phone.send_to(ack.as_bytes(), sip).await.unwrap();
+    }
+    stop.cancel();
+    let _ = responder.await;
+    let _ = stop_uas.send(());
+    let counters = task.await.unwrap();
+    assert_eq!(counters.routing.finals.get(&486), Some(&5));
+    assert_eq!(counters.routing.invalid_answers, 0);
+    assert_eq!(counters.routing.timeouts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_app_cannot_write_sip_headers_or_send_codes_outside_200_to_699() {
+    let mut uas = start(Duration::from_secs(3)).await;
+    uas.send(&request(
+        "INVITE",
+        "z9hG4bK-i",
+        "call-i",
+        "INVITE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 100 Trying");
+    let event = uas.event().await;
+    let ids = format!(
+        r#""tindex":{},"tlabel":{}"#,
+        event["tindex"], event["tlabel"]
+    );
+    for bad in [
+        format!(
+            r#"{{{ids},"code":486,"reason":"Busy\r\nX-Injected: evil\r\nContact: <sip:attacker@evil>"}}"#
+        ),
+        format!(r#"{{{ids},"code":486,"reason":"Busy\nX-Injected: evil"}}"#),
+        format!(r#"{{{ids},"code":99}}"#),
+        format!(r#"{{{ids},"code":-486}}"#),
+        format!(r#"{{{ids},"code":70000}}"#),
+        format!(r#"{{{ids},"code":"486; X-Evil: 1"}}"#),
+    ] {
+        uas.answer_raw(&bad).await;
+    }
+    // None of them is a reply: the transaction waits for its timer and ends 408.
+    let timeout = uas.recv().await;
+    assert_eq!(status(&timeout), "SIP/2.0 408 Request Timeout");
+    assert!(!timeout.contains("X-Injected") && !timeout.contains("attacker"));
+    let counters = uas.finish().await;
+    assert_eq!(counters.routing.invalid_answers, 6);
+    assert_eq!(counters.routing.finals.get(&486), None);
 }

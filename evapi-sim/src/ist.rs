@@ -1,0 +1,491 @@
+//! The SIP transaction layer of the simulator's UAS, sans-I/O: INVITE server
+//! transactions (RFC 3261 section 17.2.1) and the stateless replies around them.
+//!
+//! An INVITE starts a transaction keyed by its top Via's branch and sent-by (section
+//! 17.2.3); `100 Trying` goes out at once. A retransmitted INVITE gets the last response
+//! again. The final response (from [`crate::router`]) moves it to Completed and is
+//! retransmitted on Timer G (T1, doubling up to T2) until the ACK comes or Timer H
+//! (64*T1) gives up; the ACK moves it to Confirmed, and Timer I (T4) forgets it. The ACK
+//! of a 2xx is matched by Call-ID and CSeq, since it has a branch of its own.
+//!
+//! No socket and no clock: inputs take `now`, datagrams to send come out of
+//! [`UasTransactions::poll_transmit`], and [`UasTransactions::poll_timeout`] says when to
+//! call [`UasTransactions::handle_timeout`]. What to answer is not decided here.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use evapi_proto::TransactionId;
+use serde::Serialize;
+use tracing::debug;
+
+use crate::sip::{self, SipRequest};
+
+/// RFC 3261 T1: round-trip estimate, first retransmit interval.
+pub const T1: Duration = Duration::from_millis(500);
+/// RFC 3261 T2: longest retransmit interval of a final response.
+pub const T2: Duration = Duration::from_secs(4);
+/// RFC 3261 T4: how long a message may stay in the network; Timer I for UDP.
+pub const T4: Duration = Duration::from_secs(5);
+/// Timer H: give up waiting for the ACK of a final response (64 * T1).
+pub const TIMER_H: Duration = Duration::from_secs(32);
+
+/// Headers a response copies from its request (section 8.2.6.2); the rest of an INVITE
+/// (other headers, the body) is not kept while its transaction lives.
+const KEPT_HEADERS: [&str; 5] = ["Via", "From", "To", "Call-ID", "CSeq"];
+
+/// A transaction's key: top Via branch and sent-by.
+pub type TxKey = Arc<str>;
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The bytes.
+    pub bytes: Arc<[u8]>,
+    /// Where to.
+    pub peer: SocketAddr,
+}
+
+/// What an INVITE was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invite {
+    /// A new transaction with this key (100 Trying queued).
+    New(TxKey),
+    /// A retransmission of a known one (its last response queued again).
+    Retransmission,
+}
+
+/// Counters of the transaction layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IstCounters {
+    /// Retransmitted INVITEs absorbed.
+    pub retransmissions: u64,
+    /// Final responses retransmitted (Timer G).
+    pub final_retransmits: u64,
+    /// Final responses never acknowledged (Timer H).
+    pub unacked: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Proceeding,
+    Completed,
+    Confirmed,
+}
+
+/// The timers of an INVITE server transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Timer G: retransmit the final response.
+    G,
+    /// Timer H: stop waiting for the ACK.
+    H,
+    /// Timer I: absorb ACK retransmissions, then forget.
+    I,
+}
+
+#[derive(Debug)]
+struct InviteTx {
+    tid: Option<TransactionId>,
+    req: SipRequest,
+    peer: SocketAddr,
+    to_tag: String,
+    last: Arc<[u8]>,
+    phase: Phase,
+    interval: Duration,
+    dialog: (String, u32),
+}
+
+/// INVITE server transactions and stateless replies of one UAS.
+#[derive(Debug, Default)]
+pub struct UasTransactions {
+    txs: HashMap<TxKey, InviteTx>,
+    by_dialog: HashMap<(String, u32), TxKey>,
+    timers: BinaryHeap<Reverse<(Instant, Timer, TxKey)>>,
+    tags: u64,
+    transmits: VecDeque<Transmit>,
+    counters: IstCounters,
+}
+
+/// The transaction key of `req`.
+#[must_use]
+pub fn key(req: &SipRequest) -> TxKey {
+    let branch = req.branch().unwrap_or_default();
+    let sent_by = req.sent_by().unwrap_or_default();
+    let mut k = String::with_capacity(branch.len() + sent_by.len() + 1);
+    k.push_str(branch);
+    k.push('|');
+    k.push_str(sent_by);
+    k.into()
+}
+
+impl UasTransactions {
+    /// No transactions yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counters so far.
+    #[must_use]
+    pub fn counters(&self) -> IstCounters {
+        self.counters
+    }
+
+    /// Transactions alive.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// Whether none is alive.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    /// An INVITE from `peer`: a new transaction, or a retransmission.
+    pub fn invite(&mut self, req: &SipRequest, peer: SocketAddr) -> Invite {
+        let key = key(req);
+        if let Some(tx) = self.txs.get(&key) {
+            self.counters.retransmissions += 1;
+            let bytes = Arc::clone(&tx.last);
+            self.transmits.push_back(Transmit {
+                bytes,
+                peer: tx.peer,
+            });
+            return Invite::Retransmission;
+        }
+        let trying: Arc<[u8]> = sip::response(req, 100, "Trying", None).into();
+        self.transmits.push_back(Transmit {
+            bytes: Arc::clone(&trying),
+            peer,
+        });
+        let mut kept = SipRequest {
+            method: req.method.clone(),
+            uri: String::new(),
+            headers: Vec::with_capacity(KEPT_HEADERS.len() + 1),
+            body: Vec::new(),
+        };
+        kept.headers.extend(
+            req.headers
+                .iter()
+                .filter(|(n, _)| KEPT_HEADERS.iter().any(|k| n.eq_ignore_ascii_case(k)))
+                .cloned(),
+        );
+        let dialog = (
+            req.header("Call-ID").unwrap_or_default().to_owned(),
+            req.cseq_number(),
+        );
+        let to_tag = self.next_tag();
+        self.by_dialog.insert(dialog.clone(), Arc::clone(&key));
+        self.txs.insert(
+            Arc::clone(&key),
+            InviteTx {
+                tid: None,
+                req: kept,
+                peer,
+                to_tag,
+                last: trying,
+                phase: Phase::Proceeding,
+                interval: T1,
+                dialog,
+            },
+        );
+        Invite::New(key)
+    }
+
+    /// Remember which tm transaction the INVITE `key` belongs to (for CANCEL).
+    pub fn set_tid(&mut self, key: &TxKey, tid: TransactionId) {
+        if let Some(tx) = self.txs.get_mut(key) {
+            tx.tid = Some(tid);
+        }
+    }
+
+    /// An ACK: absorbed. The ACK of a final response confirms its transaction.
+    pub fn ack(&mut self, now: Instant, req: &SipRequest) {
+        let k = key(req);
+        let k = if self.txs.contains_key(&k) {
+            k
+        } else {
+            // The ACK of a 2xx is a new transaction: match it by Call-ID and CSeq.
+            let dialog = (
+                req.header("Call-ID").unwrap_or_default().to_owned(),
+                req.cseq_number(),
+            );
+            match self.by_dialog.get(&dialog) {
+                Some(k) => Arc::clone(k),
+                None => {
+                    debug!("ACK for no known transaction, absorbed");
+                    return;
+                }
+            }
+        };
+        if let Some(tx) = self.txs.get_mut(&k) {
+            if tx.phase == Phase::Completed {
+                tx.phase = Phase::Confirmed;
+                self.timers.push(Reverse((now + T4, Timer::I, k)));
+            }
+        }
+    }
+
+    /// A CANCEL from `peer`: answered 200 when it matches an INVITE transaction, 481
+    /// otherwise (section 9.2). Returns the tm transaction to end with 487 when the
+    /// INVITE has no final response yet.
+    pub fn cancel(&mut self, req: &SipRequest, peer: SocketAddr) -> Option<TransactionId> {
+        let found = self
+            .txs
+            .get(&key(req))
+            .map(|tx| (tx.phase == Phase::Proceeding).then_some(tx.tid).flatten());
+        match found {
+            None => {
+                self.stateless(req, 481, peer);
+                None
+            }
+            Some(tid) => {
+                self.stateless(req, 200, peer);
+                tid
+            }
+        }
+    }
+
+    /// Send the final response of `key`; ignored unless the transaction is still
+    /// Proceeding (a transaction has one final response).
+    pub fn respond(&mut self, now: Instant, key: &TxKey, code: u16, reason: &str) -> bool {
+        let Some(tx) = self.txs.get_mut(key) else {
+            return false;
+        };
+        if tx.phase != Phase::Proceeding {
+            return false;
+        }
+        let resp: Arc<[u8]> = sip::response(&tx.req, code, reason, Some(&tx.to_tag)).into();
+        tx.last = Arc::clone(&resp);
+        tx.phase = Phase::Completed;
+        self.transmits.push_back(Transmit {
+            bytes: resp,
+            peer: tx.peer,
+        });
+        self.timers
+            .push(Reverse((now + T1, Timer::G, Arc::clone(key))));
+        self.timers
+            .push(Reverse((now + TIMER_H, Timer::H, Arc::clone(key))));
+        true
+    }
+
+    /// A response outside any transaction (OPTIONS, BYE, MESSAGE, 400, 481, 501...).
+    pub fn stateless(&mut self, req: &SipRequest, code: u16, peer: SocketAddr) {
+        let tag = self.next_tag();
+        let reason = crate::router::standard_reason(code);
+        let bytes: Arc<[u8]> = sip::response(req, code, &reason, Some(&tag)).into();
+        self.transmits.push_back(Transmit { bytes, peer });
+    }
+
+    /// When [`UasTransactions::handle_timeout`] is next due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Fire the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, _, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, timer, key))) = self.timers.pop() else {
+                break;
+            };
+            let Some(tx) = self.txs.get_mut(&key) else {
+                continue;
+            };
+            match (timer, tx.phase) {
+                (Timer::G, Phase::Completed) => {
+                    tx.interval = (tx.interval * 2).min(T2);
+                    self.counters.final_retransmits += 1;
+                    self.transmits.push_back(Transmit {
+                        bytes: Arc::clone(&tx.last),
+                        peer: tx.peer,
+                    });
+                    let next = now + tx.interval;
+                    self.timers.push(Reverse((next, Timer::G, key)));
+                }
+                (Timer::H, Phase::Completed) => {
+                    self.counters.unacked += 1;
+                    self.forget(&key);
+                }
+                (Timer::I, Phase::Confirmed) => self.forget(&key),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn next_tag(&mut self) -> String {
+        self.tags += 1;
+        format!("sim{:x}", self.tags)
+    }
+
+    fn forget(&mut self, key: &TxKey) {
+        if let Some(tx) = self.txs.remove(key) {
+            self.by_dialog.remove(&tx.dialog);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "127.0.0.1:5070";
+
+    fn invite(branch: &str) -> SipRequest {
+        let text = format!(
+            "INVITE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+             From: <sip:a@example.org>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: c-{branch}\r\n\
+             CSeq: 1 INVITE\r\nContent-Length: 4\r\nX-Big: yes\r\n\r\nbody"
+        );
+        sip::parse(text.as_bytes()).expect("valid INVITE")
+    }
+
+    fn ack(branch: &str) -> SipRequest {
+        let text = format!(
+            "ACK sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+             From: <sip:a@example.org>;tag=1\r\nTo: <sip:b@example.com>;tag=x\r\nCall-ID: c-z9hG4bK1\r\n\
+             CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        sip::parse(text.as_bytes()).expect("valid ACK")
+    }
+
+    fn drain(u: &mut UasTransactions) -> Vec<String> {
+        std::iter::from_fn(|| u.poll_transmit())
+            .map(|t| {
+                let text = String::from_utf8_lossy(&t.bytes).into_owned();
+                text.lines().next().unwrap_or_default().to_owned()
+            })
+            .collect()
+    }
+
+    fn peer() -> SocketAddr {
+        PEER.parse().expect("address")
+    }
+
+    #[test]
+    fn trying_then_final_retransmitted_on_timer_g_until_ack() {
+        let t0 = Instant::now();
+        let mut u = UasTransactions::new();
+        let req = invite("z9hG4bK1");
+        let Invite::New(k) = u.invite(&req, peer()) else {
+            panic!("new transaction expected")
+        };
+        assert_eq!(drain(&mut u), ["SIP/2.0 100 Trying"]);
+        assert_eq!(u.invite(&req, peer()), Invite::Retransmission);
+        assert_eq!(drain(&mut u), ["SIP/2.0 100 Trying"]);
+
+        assert!(u.respond(t0, &k, 486, "Busy Here"));
+        assert!(!u.respond(t0, &k, 200, "OK"), "one final response");
+        assert_eq!(drain(&mut u), ["SIP/2.0 486 Busy Here"]);
+        // Timer G: T1, 2*T1, 4*T1 ...
+        for at in [500, 1500, 3500] {
+            u.handle_timeout(t0 + Duration::from_millis(at - 1));
+            assert!(drain(&mut u).is_empty(), "nothing before {at} ms");
+            u.handle_timeout(t0 + Duration::from_millis(at));
+            assert_eq!(drain(&mut u), ["SIP/2.0 486 Busy Here"], "at {at} ms");
+        }
+        assert_eq!(u.counters().final_retransmits, 3);
+        // The INVITE retransmitted now gets the final again.
+        assert_eq!(u.invite(&req, peer()), Invite::Retransmission);
+        assert_eq!(drain(&mut u), ["SIP/2.0 486 Busy Here"]);
+
+        u.ack(t0 + Duration::from_secs(4), &ack("z9hG4bK1"));
+        u.handle_timeout(t0 + Duration::from_millis(7500));
+        assert!(drain(&mut u).is_empty(), "confirmed: no more retransmits");
+        assert_eq!(u.len(), 1, "kept for Timer I");
+        u.handle_timeout(t0 + Duration::from_secs(4) + T4);
+        assert!(u.is_empty(), "forgotten after Timer I");
+        assert_eq!(u.counters().unacked, 0);
+    }
+
+    #[test]
+    fn timer_h_counts_from_the_final_response_not_the_invite() {
+        let t0 = Instant::now();
+        let mut u = UasTransactions::new();
+        let Invite::New(k) = u.invite(&invite("z9hG4bK1"), peer()) else {
+            panic!("new")
+        };
+        // The app answers after 100 s, long after 64*T1 from the INVITE.
+        let t1 = t0 + Duration::from_secs(100);
+        u.respond(t1, &k, 486, "Busy Here");
+        drain(&mut u);
+        u.handle_timeout(t1 + T1);
+        assert_eq!(
+            drain(&mut u),
+            ["SIP/2.0 486 Busy Here"],
+            "still retransmitted"
+        );
+        u.handle_timeout(t1 + TIMER_H - Duration::from_millis(1));
+        assert_eq!(u.len(), 1);
+        drain(&mut u);
+        u.handle_timeout(t1 + TIMER_H);
+        assert!(u.is_empty());
+        assert_eq!(u.counters().unacked, 1);
+    }
+
+    #[test]
+    fn the_ack_of_a_2xx_is_matched_by_dialog() {
+        let t0 = Instant::now();
+        let mut u = UasTransactions::new();
+        let Invite::New(k) = u.invite(&invite("z9hG4bK1"), peer()) else {
+            panic!("new")
+        };
+        u.respond(t0, &k, 200, "OK");
+        u.ack(t0, &ack("z9hG4bK-other"));
+        drain(&mut u);
+        u.handle_timeout(t0 + T1);
+        assert!(drain(&mut u).is_empty(), "no retransmit after the 2xx ACK");
+    }
+
+    #[test]
+    fn cancel_matches_only_a_proceeding_invite() {
+        let t0 = Instant::now();
+        let mut u = UasTransactions::new();
+        let req = invite("z9hG4bK1");
+        let Invite::New(k) = u.invite(&req, peer()) else {
+            panic!("new")
+        };
+        let tid = TransactionId { index: 1, label: 2 };
+        u.set_tid(&k, tid);
+        drain(&mut u);
+        let mut cancel = req.clone();
+        cancel.method = "CANCEL".into();
+        assert_eq!(u.cancel(&cancel, peer()), Some(tid));
+        assert_eq!(drain(&mut u), ["SIP/2.0 200 OK"]);
+        u.respond(t0, &k, 487, "Request Terminated");
+        drain(&mut u);
+        assert_eq!(u.cancel(&cancel, peer()), None, "already final");
+        assert_eq!(drain(&mut u), ["SIP/2.0 200 OK"]);
+        let other = invite("z9hG4bK2");
+        assert_eq!(u.cancel(&other, peer()), None);
+        assert_eq!(
+            drain(&mut u),
+            ["SIP/2.0 481 Call/Transaction Does Not Exist"]
+        );
+    }
+
+    #[test]
+    fn only_the_headers_a_response_copies_are_kept() {
+        let mut u = UasTransactions::new();
+        let Invite::New(k) = u.invite(&invite("z9hG4bK1"), peer()) else {
+            panic!("new")
+        };
+        let tx = &u.txs[&k];
+        assert!(tx.req.body.is_empty());
+        assert_eq!(tx.req.headers.len(), 5);
+    }
+}
