@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use base64::Engine as _;
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use evapi_client::client::DEFAULT_ADDR;
 use evapi_client::respond::{self, Counts, Responder, Stop};
 use evapi_client::script::{self, RunError};
@@ -37,8 +37,9 @@ Examples:
 Exit codes: 0 success, 1 an expectation failed, 2 usage or I/O error."
 )]
 pub struct Args {
-    /// Address of the evapi socket.
-    #[arg(long, env = "EVAPI_ADDR", default_value = DEFAULT_ADDR, global = true)]
+    /// Address of the evapi socket: IP, IP:port, [v6]:port or host:port (port 8448 when
+    /// none is given).
+    #[arg(long, env = "EVAPI_ADDR", default_value = DEFAULT_ADDR, global = true, value_parser = evapi_cli::addr::evapi_text)]
     pub addr: String,
 
     /// Framing: netstring (Kamailio netstring_format=1), bare (=0) or line (NDJSON).
@@ -51,20 +52,15 @@ pub struct Args {
     pub framing: Framing,
 
     /// Longest frame accepted or sent, in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME, global = true)]
+    #[arg(long, env = "EVAPI_MAX_FRAME", default_value_t = DEFAULT_MAX_FRAME, global = true)]
     pub max_frame: usize,
 
     /// Give up connecting after this long.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "EVAPI_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub connect_timeout: Duration,
 
-    /// More logging on stderr (-v debug, -vv trace). RUST_LOG overrides.
-    #[arg(short, long, action = ArgAction::Count, global = true)]
-    pub verbose: u8,
-
-    /// Less logging (-q errors only).
-    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
-    pub quiet: u8,
+    #[command(flatten)]
+    pub verbosity: evapi_cli::Verbosity,
 
     #[command(subcommand)]
     pub command: Command,
@@ -74,10 +70,10 @@ pub struct Args {
 #[derive(Debug, Clone, clap::Args)]
 pub struct IdArgs {
     /// Dotted path of the transaction index in suspend events (e.g. tr_index, data.index).
-    #[arg(long, requires = "label_field")]
+    #[arg(long, env = "EVAPI_INDEX_FIELD", requires = "label_field")]
     pub index_field: Option<String>,
     /// Dotted path of the transaction label in suspend events.
-    #[arg(long, requires = "index_field")]
+    #[arg(long, env = "EVAPI_LABEL_FIELD", requires = "index_field")]
     pub label_field: Option<String>,
 }
 
@@ -96,7 +92,7 @@ pub enum Command {
     /// Interactive prompt: incoming messages shown above it, commands to send and answer.
     Repl {
         /// No colours (NO_COLOR is respected too).
-        #[arg(long)]
+        #[arg(long, env = "EVAPI_NO_COLOR")]
         no_color: bool,
         #[command(flatten)]
         ids: IdArgs,
@@ -107,47 +103,47 @@ pub enum Command {
         #[arg(required = true)]
         payloads: Vec<String>,
         /// Then wait for N messages (1 if no number) and print them.
-        #[arg(long, num_args = 0..=1, default_missing_value = "1", value_name = "N")]
+        #[arg(long, env = "EVAPI_EXPECT_REPLY", num_args = 0..=1, default_missing_value = "1", value_name = "N")]
         expect_reply: Option<usize>,
         /// How long --expect-reply waits in all.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        #[arg(long, env = "EVAPI_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
     /// Print messages as they come.
     Listen {
         /// One JSON line per message: {"ts":..., "msg":...} (or "msg_b64" for binary).
-        #[arg(long)]
+        #[arg(long, env = "EVAPI_JSON")]
         json: bool,
         /// Exit 0 after this many (matching) messages.
-        #[arg(long)]
+        #[arg(long, env = "EVAPI_COUNT")]
         count: Option<usize>,
         /// Stop after this long; exit 1 if --count was not reached.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, env = "EVAPI_TIMEOUT", value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
         /// Only messages containing this text are printed and counted.
-        #[arg(long = "match", value_name = "TEXT")]
+        #[arg(long = "match", env = "EVAPI_MATCH", value_name = "TEXT")]
         matching: Option<String>,
     },
     /// Answer every suspend event (async relay) automatically; the load-test partner.
     Respond {
         /// SIP code to answer with.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, env = "EVAPI_CODE", default_value_t = 200, value_parser = final_code)]
         code: u16,
-        /// Reason phrase (default: the code's usual phrase).
-        #[arg(long)]
+        /// Reason phrase (default: the code's usual phrase); one line, at most 128 bytes.
+        #[arg(long, env = "EVAPI_REASON", value_parser = reason_phrase)]
         reason: Option<String>,
         /// Answer template: JSON where "$tindex", "$tlabel", "$code", "$reason" and
         /// "$some.path" (into the event) are replaced, and "${...}" inside strings.
-        #[arg(long, value_name = "TEMPLATE")]
+        #[arg(long, env = "EVAPI_REPLY", value_name = "TEMPLATE")]
         reply: Option<String>,
         /// Wait this long before each answer.
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        #[arg(long, env = "EVAPI_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
         delay: Duration,
         /// Connections to open (each answers what it receives).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, env = "EVAPI_CONNECTIONS", default_value_t = 1)]
         connections: usize,
         /// Exit after this many answers in all.
-        #[arg(long)]
+        #[arg(long, env = "EVAPI_COUNT")]
         count: Option<u64>,
         #[command(flatten)]
         ids: IdArgs,
@@ -157,27 +153,29 @@ pub enum Command {
         /// The script file.
         script: PathBuf,
         /// Default wait for each expect step.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+        #[arg(long, env = "EVAPI_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
         timeout: Duration,
     },
 }
 
-/// Logs to stderr: stdout carries the data.
-pub fn init_logging(verbose: u8, quiet: u8) {
-    let level = match (verbose, quiet) {
-        (0, 0) => "warn",
-        (1, _) => "debug",
-        (v, _) if v >= 2 => "trace",
-        _ => "error",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// `--code`: a final SIP code, the rule every answer reader applies.
+fn final_code(text: &str) -> Result<u16, String> {
+    let n: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    evapi_proto::check_final_code(n).map_err(|e| e.to_string())
 }
+
+/// `--reason`: a phrase that can go into a SIP status line.
+fn reason_phrase(text: &str) -> Result<String, String> {
+    evapi_proto::check_reason(text)
+        .map(|()| text.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Default log level (see `evapi_cli::Verbosity` for the ladder).
+pub const LOG_LEVEL: &str = "warn";
 
 /// Whether the error is stdout going away (`| head`): exit quietly then.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -12,13 +12,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    cli::init_logging(args.verbose, args.quiet);
+    args.verbosity.init(cli::LOG_LEVEL);
     match cli::run(args) {
         Ok(code) => code,
         Err(err) if cli::is_broken_pipe(&err) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("evapi-client: {err:#}");
-            ExitCode::from(2)
-        }
+        Err(err) => evapi_cli::exit::fail("evapi-client", &err, evapi_cli::exit::CANNOT_START),
     }
 }

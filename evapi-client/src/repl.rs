@@ -143,13 +143,10 @@ fn id(n: u64, what: &str) -> Result<u32, UsageError> {
     u32::try_from(n).map_err(|_| UsageError(format!("{what} must fit in 32 bits, got {n}")))
 }
 
+/// The same rule as every answer reader (`evapi_proto::answer`): a final code.
 fn sip_code(n: u64) -> Result<u16, UsageError> {
-    match u16::try_from(n) {
-        Ok(code) if (100..=699).contains(&code) => Ok(code),
-        _ => Err(UsageError(format!(
-            "CODE must be a SIP status code (100-699), got {n}"
-        ))),
-    }
+    evapi_proto::check_final_code(n)
+        .map_err(|_| UsageError(format!("CODE must be a final SIP code (200-699), got {n}")))
 }
 
 #[cfg(test)]
@@ -230,7 +227,7 @@ mod tests {
         assert_eq!(e("continue x 1"), "TINDEX must be a number, got \"x\"");
         assert_eq!(
             e("continue 1 2 99"),
-            "CODE must be a SIP status code (100-699), got 99"
+            "CODE must be a final SIP code (200-699), got 99"
         );
         assert_eq!(
             e("continue 4294967296 1"),

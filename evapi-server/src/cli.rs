@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{Parser, ValueEnum};
 use evapi_proto::Framing;
 use evapi_server::config::{
     DEFAULT_BIND, DEFAULT_CLIENT_QUEUE, DEFAULT_MAX_CLIENTS, DEFAULT_WORKERS,
@@ -47,7 +47,8 @@ Commands (JSON lines):
 )]
 pub struct Args {
     /// Address to listen on (Kamailio's bind_addr).
-    #[arg(long, env = "EVAPI_BIND", default_value = DEFAULT_BIND)]
+    /// IP, IP:port, [v6]:port or host:port; the port defaults to 8448.
+    #[arg(long, env = "EVAPI_BIND", default_value = DEFAULT_BIND, value_parser = evapi_cli::addr::evapi)]
     pub bind: SocketAddr,
 
     /// Framing: netstring (Kamailio netstring_format=1), bare (=0) or line (NDJSON).
@@ -66,7 +67,8 @@ pub struct Args {
     #[arg(long, env = "EVAPI_MAX_FRAME", default_value_t = evapi_proto::DEFAULT_MAX_FRAME)]
     pub max_frame: usize,
 
-    /// Frames queued per client before the slow-client policy applies.
+    /// Frames queued per client before the slow-client policy applies (the outgoing
+    /// relay queue; what Kamailio's context_mlimit bounds).
     #[arg(long, env = "EVAPI_CLIENT_QUEUE", default_value_t = DEFAULT_CLIENT_QUEUE)]
     pub client_queue: usize,
 
@@ -74,8 +76,10 @@ pub struct Args {
     #[arg(long, env = "EVAPI_SEND_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub send_timeout: Duration,
 
-    /// Messages waiting for the workers before new ones are dropped (Kamailio's
-    /// context_mlimit); 0 = never drop, pause reading instead.
+    /// Incoming messages waiting for the workers before new ones are dropped and
+    /// counted; 0 = never drop, pause reading the client instead (TCP pushes back).
+    /// Ours, not Kamailio's context_mlimit: that bounds the outgoing relay queue, which
+    /// --client-queue bounds here.
     #[arg(long, env = "EVAPI_QUEUE_LIMIT", default_value_t = 0)]
     pub queue_limit: usize,
 
@@ -93,16 +97,11 @@ pub struct Args {
     pub oversize: Oversize,
 
     /// Also accept control connections (JSON lines over TCP) on this address.
-    #[arg(long, env = "EVAPI_CONTROL")]
+    #[arg(long, env = "EVAPI_CONTROL", value_parser = evapi_cli::addr::evapi)]
     pub control: Option<SocketAddr>,
 
-    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
-    #[arg(short, long, action = ArgAction::Count, global = true)]
-    pub verbose: u8,
-
-    /// Less logging (-q warnings only, -qq errors only).
-    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
-    pub quiet: u8,
+    #[command(flatten)]
+    pub verbosity: evapi_cli::Verbosity,
 }
 
 /// `--oversize` values.
@@ -154,23 +153,8 @@ impl Args {
     }
 }
 
-/// Logs to stderr: our stdout carries JSON lines.
-pub fn init_logging(verbose: u8, quiet: u8) {
-    let level = match (verbose, quiet) {
-        (0, 0) => "info",
-        (1, _) => "debug",
-        (v, _) if v >= 2 => "trace",
-        (_, 1) => "warn",
-        _ => "error",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
+/// Default log level (see `evapi_cli::Verbosity` for the ladder).
+pub const LOG_LEVEL: &str = "info";
 
 /// Run the server until SIGINT or SIGTERM.
 ///

@@ -29,6 +29,9 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages a worker's queue holds when [`Config::queue_limit`] is 0; past this, the
 /// connection's reader waits (TCP flow control pushes back on the client), nothing is lost.
 pub const DEFAULT_WORKER_QUEUE: usize = 1024;
+/// Most bytes one read takes in bare framing, where one read is one message: Kamailio
+/// 5.6 reads up to 32 KiB at a time, so a 20 KB write is one message from both.
+pub const BARE_READ: usize = 32 * 1024;
 /// Longest tag, in bytes: Kamailio 5.6's `evapi_set_tag` accepts 63 and refuses 64
 /// (observed), so an app tested against us behaves the same on the real thing.
 pub const MAX_TAG_LEN: usize = 63;

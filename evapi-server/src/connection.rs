@@ -9,15 +9,15 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use evapi_proto::FrameCodec;
+use bytes::{BufMut, BytesMut};
+use evapi_proto::{FrameCodec, Framing};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::config::OversizePolicy;
+use crate::config::{OversizePolicy, BARE_READ};
 use crate::handle::{check_tag, Shared};
 use crate::registry::Conn;
 use crate::routes::{Admit, CloseReason, EventRoutes};
@@ -79,6 +79,9 @@ pub(crate) fn admit<R>(stream: TcpStream, peer: SocketAddr, ctx: &Ctx<R>) -> Opt
     };
     // Events are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
+    // As Kamailio: a peer that vanished without a FIN (host down, cable pulled) is found
+    // by the kernel's keepalive probes and frees its slot.
+    let _ = socket2::SockRef::from(&stream).set_keepalive(true);
     let closing = shared.shutdown.child_token();
     let queue = config.client_queue;
     let conn = shared
@@ -151,15 +154,19 @@ async fn read_loop<R: EventRoutes>(
     let shared = &ctx.handle.shared;
     let mut codec = FrameCodec::new(shared.config.framing, shared.config.max_frame)
         .skip_oversize(shared.config.oversize == OversizePolicy::Skip);
+    let bare = shared.config.framing == Framing::Bare;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        if bare && buf.capacity() - buf.len() < BARE_READ {
+            buf.reserve(BARE_READ);
+        } else if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
+        let mut room = (&mut buf).limit(if bare { BARE_READ } else { usize::MAX });
         let read = tokio::select! {
             biased;
             () = conn.closing.cancelled() => return conn.reason_or(CloseReason::Shutdown),
-            read = rd.read_buf(&mut buf) => read,
+            read = rd.read_buf(&mut room) => read,
         };
         let eof = match read {
             Ok(0) => true,

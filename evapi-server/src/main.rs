@@ -1,7 +1,8 @@
 //! `evapi-server`: the event socket as a standalone program.
 //!
 //! Parses arguments, installs logging (stderr), runs [`cli::run`] and maps its result to
-//! an exit code: 0 after a clean shutdown, 1 when the server could not start.
+//! an exit code: 0 after a clean shutdown, 2 when the server could not start (bad flags,
+//! an address that cannot be bound), as every evapi binary.
 
 mod cli;
 
@@ -9,12 +10,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Args::parse();
-    cli::init_logging(args.verbose, args.quiet);
+    args.verbosity.init(cli::LOG_LEVEL);
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("evapi-server: {err:#}");
-            std::process::ExitCode::from(1)
-        }
+        Err(err) => evapi_cli::exit::fail("evapi-server", &err, evapi_cli::exit::CANNOT_START),
     }
 }

@@ -209,7 +209,7 @@ fn control_over_tcp_and_relay_to_several_clients() {
 }
 
 #[test]
-fn a_busy_address_is_one_line_and_exit_code_1() {
+fn a_busy_address_is_one_line_and_exit_code_2() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let output = Command::new(assert_cmd::cargo::cargo_bin!("evapi-server"))
@@ -217,7 +217,7 @@ fn a_busy_address_is_one_line_and_exit_code_1() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2), "cannot start: exit 2");
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
@@ -225,6 +225,28 @@ fn a_busy_address_is_one_line_and_exit_code_1() {
         "{stderr}"
     );
     assert!(stderr.to_lowercase().contains("in use"), "{stderr}");
+}
+
+#[test]
+fn bind_takes_host_names_and_the_environment() {
+    let server = Running::start(&["--bind", "localhost:0"]);
+    let listening = server.line()["listening"].as_str().unwrap().to_owned();
+    assert!(
+        listening.starts_with("127.0.0.1:") || listening.starts_with("[::1]:"),
+        "{listening}"
+    );
+    drop(server);
+    let output = Command::new(assert_cmd::cargo::cargo_bin!("evapi-server"))
+        .env("EVAPI_BIND", "nonsense:port")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("\"nonsense:port\" is not a usable address"),
+        "{stderr}"
+    );
 }
 
 #[test]

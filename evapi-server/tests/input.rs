@@ -221,3 +221,43 @@ async fn a_slow_handler_stalls_neither_reading_nor_other_connections() {
     release.notify_one();
     assert_eq!(seen.recv().await.unwrap(), "later", "arrival order kept");
 }
+
+/// Kamailio 5.6 reads up to 32 KiB at a time in bare framing (one read, one message):
+/// a 20 KB write is one message there and must be one here (it was two with 16 KiB).
+#[tokio::test]
+async fn bare_framing_reads_up_to_32_kib_as_one_message_as_kamailio() {
+    let mut server = start(config(Framing::Bare)).await;
+    let mut raw = raw_client(&mut server).await;
+    let big = vec![b'x'; 20_000];
+    raw.write_all(&big).await.unwrap();
+    assert_eq!(server.expect_msg().await.1.len(), 20_000);
+    // More than 32 KiB in one write is cut at 32 KiB, as Kamailio's buffer does.
+    let huge = vec![b'y'; 40_000];
+    raw.write_all(&huge).await.unwrap();
+    let mut lens = Vec::new();
+    while lens.iter().sum::<usize>() < 40_000 {
+        lens.push(server.expect_msg().await.1.len());
+    }
+    assert_eq!(lens[0], evapi_server::config::BARE_READ, "{lens:?}");
+}
+
+/// As Kamailio, accepted sockets have SO_KEEPALIVE, so a peer that vanished without a
+/// FIN is found by the kernel and frees its slot. Read off the kernel with `ss`.
+#[tokio::test]
+async fn accepted_sockets_have_keepalive() {
+    let mut server = start(config(Framing::Netstring)).await;
+    let _raw = raw_client(&mut server).await;
+    let port = server.addr.port();
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tnoH",
+            "state",
+            "established",
+            &format!("( sport = :{port} )"),
+        ])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "one accepted socket: {text}");
+    assert!(text.contains("timer:(keepalive"), "{text}");
+}

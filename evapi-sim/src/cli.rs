@@ -4,17 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use evapi_proto::{Framing, IdFields};
 use evapi_sim::engine::{self, RunOptions};
 use evapi_sim::router::RouterConfig;
 use evapi_sim::scenario::{Loaded, Scenario};
 use evapi_sim::template::Template;
 
-/// Exit code: an expectation failed.
-const EXIT_FAILED: u8 = 1;
-/// Exit code: the scenario file is unusable.
-const EXIT_BAD_SCENARIO: u8 = 2;
+use evapi_cli::exit::{CANNOT_START as EXIT_BAD_SCENARIO, FAILED as EXIT_FAILED};
 
 /// SIP transaction simulator for Kamailio-style evapi async relay.
 ///
@@ -35,13 +32,8 @@ Examples:
 Exit codes: 0 every expectation held, 1 some failed, 2 bad scenario file or I/O error."
 )]
 pub struct Args {
-    /// More logging on stderr (-v debug, -vv trace). RUST_LOG overrides.
-    #[arg(short, long, action = ArgAction::Count, global = true)]
-    pub verbose: u8,
-
-    /// Less logging (-q errors only).
-    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
-    pub quiet: u8,
+    #[command(flatten)]
+    pub verbosity: evapi_cli::Verbosity,
 
     #[command(subcommand)]
     pub command: Command,
@@ -54,10 +46,11 @@ pub enum Command {
     /// (an ephemeral port if that is taken).
     Demo {
         /// Listen here instead of 127.0.0.1:8448.
-        #[arg(long)]
-        bind: Option<String>,
+        #[arg(long, env = "EVAPI_BIND")]
+        #[arg(value_parser = evapi_cli::addr::evapi)]
+        bind: Option<std::net::SocketAddr>,
         /// Write the JSON report here.
-        #[arg(long)]
+        #[arg(long, env = "EVAPI_REPORT")]
         report: Option<PathBuf>,
     },
     /// Run a scenario file.
@@ -65,31 +58,33 @@ pub enum Command {
         /// The scenario (JSON; see docs/simulator.md).
         scenario: PathBuf,
         /// Listen here instead of the scenario's server.bind.
-        #[arg(long)]
-        bind: Option<String>,
+        #[arg(long, env = "EVAPI_BIND")]
+        #[arg(value_parser = evapi_cli::addr::evapi)]
+        bind: Option<std::net::SocketAddr>,
         /// Write the JSON report here.
-        #[arg(long)]
+        #[arg(long, env = "EVAPI_REPORT")]
         report: Option<PathBuf>,
         /// No progress bar.
-        #[arg(long)]
+        #[arg(long, env = "EVAPI_NO_PROGRESS")]
         no_progress: bool,
     },
     /// SIP load with microsecond latency: INVITEs at a fixed rate, each expecting a final
     /// code, ACKed; prints a JSON report (p50/p90/p99/max in microseconds).
     Load {
-        /// The SIP server (UDP).
+        /// The SIP server (UDP; IP, IP:port or host:port, the port defaults to 5060).
+        #[arg(value_parser = evapi_cli::addr::sip)]
         target: std::net::SocketAddr,
         /// Calls per second.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, env = "EVAPI_RATE", default_value_t = 1000)]
         rate: u64,
         /// Calls in all.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, env = "EVAPI_CALLS", default_value_t = 10_000)]
         calls: u64,
         /// The final code a successful call gets.
-        #[arg(long, default_value_t = 486)]
+        #[arg(long, env = "EVAPI_EXPECT_CODE", default_value_t = 486)]
         expect_code: u16,
         /// A call without a final response after this long fails.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        #[arg(long, env = "EVAPI_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
     /// Real SIP over UDP (for sipp): INVITEs are suspended and resumed by the apps on the
@@ -100,45 +95,50 @@ pub enum Command {
 /// Flags of `evapi-sim sip`.
 #[derive(Debug, clap::Args)]
 pub struct SipArgs {
-    /// UDP address for SIP.
-    #[arg(long, default_value = "127.0.0.1:5060")]
-    listen: String,
-    /// TCP address of the evapi socket.
-    #[arg(long, default_value = "127.0.0.1:8448")]
-    bind: String,
+    /// UDP address for SIP (the port defaults to 5060).
+    #[arg(long, env = "EVAPI_LISTEN", default_value = "127.0.0.1:5060", value_parser = evapi_cli::addr::sip)]
+    listen: std::net::SocketAddr,
+    /// TCP address of the evapi socket (the port defaults to 8448).
+    #[arg(long, env = "EVAPI_BIND", default_value = "127.0.0.1:8448", value_parser = evapi_cli::addr::evapi)]
+    bind: std::net::SocketAddr,
     /// Framing of the evapi socket (Kamailio's netstring_format: netstring=1, bare=0).
-    #[arg(long, default_value = "netstring")]
+    #[arg(long, env = "EVAPI_FRAMING", default_value = "netstring")]
     framing: Framing,
     /// Apps that may connect to the evapi socket at once (Kamailio's max_clients).
-    #[arg(long, default_value_t = evapi_server::config::DEFAULT_MAX_CLIENTS)]
+    #[arg(long, env = "EVAPI_MAX_CLIENTS", default_value_t = evapi_server::config::DEFAULT_MAX_CLIENTS)]
     max_clients: usize,
     /// Workers for message-received (0: run it on the connection's task, the fastest
     /// for the simulator, whose route only hands the answer over).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "EVAPI_WORKERS", default_value_t = 0)]
     workers: usize,
     /// Final code when fr_inv_timer fires.
-    #[arg(long, default_value_t = evapi_sim::tm::DEFAULT_TIMEOUT_CODE)]
+    #[arg(long, env = "EVAPI_CODE_ON_TIMEOUT", default_value_t = evapi_sim::tm::DEFAULT_TIMEOUT_CODE)]
     code_on_timeout: u16,
     /// Final response timeout of an INVITE (Kamailio's fr_inv_timer).
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "EVAPI_FR_INV_TIMER", default_value = "120s", value_parser = humantime::parse_duration)]
     fr_inv_timer: std::time::Duration,
     /// Event template (Kamailio pseudo-variables).
-    #[arg(long, default_value = evapi_sim::scenario::DEFAULT_EVENT)]
+    #[arg(long, env = "EVAPI_EVENT", default_value = evapi_sim::scenario::DEFAULT_EVENT)]
     event: String,
     /// Send each event to the first app with this tag (evapi_async_unicast) instead of
     /// to all apps.
-    #[arg(long, value_name = "TAG", conflicts_with = "multicast")]
+    #[arg(
+        long,
+        env = "EVAPI_UNICAST",
+        value_name = "TAG",
+        conflicts_with = "multicast"
+    )]
     unicast: Option<String>,
     /// Send each event to every app with this tag (evapi_async_multicast).
-    #[arg(long, value_name = "TAG")]
+    #[arg(long, env = "EVAPI_MULTICAST", value_name = "TAG")]
     multicast: Option<String>,
     /// Where answers carry the transaction ids, as INDEX,LABEL dotted paths (e.g.
     /// tr_index,tr_label); tried before tindex/tlabel, data.index/data.label, index/label.
-    #[arg(long, value_name = "INDEX,LABEL", value_parser = parse_id_fields)]
+    #[arg(long, env = "EVAPI_ID_FIELDS", value_name = "INDEX,LABEL", value_parser = parse_id_fields)]
     id_fields: Option<IdFields>,
     /// Reason phrase when the app's answer has none, built on the way back, e.g.
     /// 'decided by app $evapi(conidx) for $rU' (default: the code's usual phrase).
-    #[arg(long, value_name = "TEMPLATE")]
+    #[arg(long, env = "EVAPI_REASON", value_name = "TEMPLATE")]
     reason: Option<String>,
 }
 
@@ -153,23 +153,8 @@ fn parse_id_fields(s: &str) -> Result<IdFields, String> {
     }
 }
 
-/// Logs to stderr.
-pub fn init_logging(verbose: u8, quiet: u8) {
-    let level = match (verbose, quiet) {
-        (0, 0) => "warn",
-        (1, _) => "info",
-        (2, _) => "debug",
-        (v, _) if v > 2 => "trace",
-        _ => "error",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
+/// Default log level (see `evapi_cli::Verbosity` for the ladder).
+pub const LOG_LEVEL: &str = "warn";
 
 /// Run the subcommand.
 ///
@@ -193,7 +178,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Demo { bind, report } => {
             let options = RunOptions {
                 fallback_to_ephemeral: bind.is_none(),
-                bind,
+                bind: bind.map(|a| a.to_string()),
             };
             runtime.block_on(scenario(
                 &Scenario::demo(),
@@ -270,7 +255,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             };
             let options = RunOptions {
-                bind,
+                bind: bind.map(|a| a.to_string()),
                 fallback_to_ephemeral: false,
             };
             runtime.block_on(scenario(&loaded, &options, !no_progress, report.as_deref()))

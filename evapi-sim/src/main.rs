@@ -11,12 +11,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    cli::init_logging(args.verbose, args.quiet);
+    args.verbosity.init(cli::LOG_LEVEL);
     match cli::run(args) {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("evapi-sim: {err:#}");
-            ExitCode::from(2)
-        }
+        Err(err) => evapi_cli::exit::fail("evapi-sim", &err, evapi_cli::exit::CANNOT_START),
     }
 }

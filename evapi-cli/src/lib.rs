@@ -1,0 +1,73 @@
+//! Conventions shared by the three binaries (`evapi-server`, `evapi-client`,
+//! `evapi-sim`), written once so they cannot drift:
+//!
+//! - [`Verbosity`]: the `-v`/`-q` flags and the log subscriber (stderr, `RUST_LOG`
+//!   overrides), one ladder of levels for every binary.
+//! - [`addr`]: one address grammar for every address flag: `IP`, `IP:port`,
+//!   `[v6]:port`, `host:port` (and `host`), with a default port.
+//! - [`exit`]: the exit codes and how an error is printed.
+//!
+//! Only the binaries depend on this crate (behind each crate's `cli` feature); the
+//! libraries never print and never install a subscriber.
+
+pub mod addr;
+pub mod exit;
+
+use clap::ArgAction;
+
+/// Log levels from quietest to loudest; `-v` moves one step right, `-q` one step left.
+pub const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// The `-v` / `-q` flags, flattened into each binary's arguments.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct Verbosity {
+    /// More logging on stderr, one level per -v (error, warn, info, debug, trace).
+    /// RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Less logging on stderr, one level per -q.
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+impl Verbosity {
+    /// The level these flags give, starting from the binary's `default` (one of
+    /// [`LEVELS`]).
+    #[must_use]
+    pub fn level(&self, default: &str) -> &'static str {
+        let base = LEVELS.iter().position(|l| *l == default).unwrap_or(1);
+        let at = (base + usize::from(self.verbose)).saturating_sub(usize::from(self.quiet));
+        LEVELS[at.min(LEVELS.len() - 1)]
+    }
+
+    /// Install the subscriber: stderr (stdout carries data), colours only on a
+    /// terminal, `RUST_LOG` over the flags.
+    pub fn init(&self, default: &str) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(self.level(default)));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_ladder_for_every_binary() {
+        let v = |verbose, quiet| Verbosity { verbose, quiet };
+        assert_eq!(v(0, 0).level("warn"), "warn");
+        assert_eq!(v(1, 0).level("warn"), "info");
+        assert_eq!(v(2, 0).level("warn"), "debug");
+        assert_eq!(v(9, 0).level("warn"), "trace");
+        assert_eq!(v(0, 1).level("warn"), "error");
+        assert_eq!(v(0, 5).level("warn"), "error");
+        assert_eq!(v(1, 0).level("info"), "debug");
+        assert_eq!(v(0, 1).level("info"), "warn");
+    }
+}
