@@ -75,3 +75,24 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown framing \"xml\""), "{err}");
 }
+
+#[test]
+fn the_address_and_framing_come_from_the_environment_too() {
+    let srv = start(Framing::Line);
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"));
+    cmd.env("EVAPI_ADDR", &srv.addr)
+        .env("EVAPI_FRAMING", "line")
+        .args(["send", "from the environment"]);
+    let (out, err, code) = output(cmd);
+    assert_eq!((out.as_str(), err.as_str(), code), ("", "", 0));
+    assert_eq!(srv.msg(), "from the environment");
+}
+
+#[test]
+fn an_unusable_address_cannot_start_and_exits_2() {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"));
+    cmd.args(["--addr", "", "send", "x"]);
+    let (_, err, code) = output(cmd);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("an empty address"), "{err}");
+}

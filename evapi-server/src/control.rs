@@ -8,7 +8,7 @@
 //! | `{"relay": P}` | `{"ok":true,"delivered":N}` |
 //! | `{"multicast": P, "tag": T}` | same |
 //! | `{"unicast": P, "tag": T}` | same |
-//! | `{"close": N}` or `{"close": {"connid": C}}` | `{"ok":true}` |
+//! | `{"close": true, "conidx": N}` or `"connid": C` (older: `{"close": N}`, `{"close": {"connid": C}}`) | `{"ok":true}` |
 //! | `{"set_tag": T, "conidx": N}` (or `"connid": C`) | `{"ok":true}` |
 //! | `{"clients": true}` | `{"ok":true,"clients":[...]}` |
 //! | `{"stats": true}` | `{"ok":true,"stats":{...}}` |
@@ -79,7 +79,10 @@ fn run(handle: &Handle, cmd: &Map<String, Value>) -> Result<Value, String> {
         let payload = payload(cmd, "unicast")?;
         delivered(handle.unicast(&payload, tag(cmd, "tag")?))
     } else if let Some(target) = cmd.get("close") {
+        // One form for every command: the target as a field beside the verb
+        // (`{"close":true,"connid":C}`, as set_tag); the older value forms still work.
         let target = match target {
+            _ if cmd.contains_key("connid") || cmd.contains_key("conidx") => target_of(cmd)?,
             Value::Object(t) => target_of(t)?,
             n => Target::Conidx(index(n, "close")?),
         };

@@ -126,3 +126,25 @@ async fn close_flushes_then_closes_and_reports_server() {
     // A connid that is gone is an error, never another client.
     assert!(server.handle.close(Target::Connid(ea.connid)).is_err());
 }
+
+#[tokio::test]
+async fn control_commands_name_their_target_as_a_field_like_set_tag() {
+    let mut server = start(config(Framing::Netstring)).await;
+    let (mut a, ea) = server.connect().await;
+    let close = format!(r#"{{"close":true,"connid":{}}}"#, ea.connid);
+    assert_eq!(
+        evapi_server::control::execute(&server.handle, &close),
+        r#"{"ok":true}"#
+    );
+    assert_eq!(server.expect_closed().await.0.connid, ea.connid);
+    expect_eof(&mut a).await;
+    // Gone: an error naming it, never another client.
+    let reply = evapi_server::control::execute(&server.handle, &close);
+    assert_eq!(
+        reply,
+        format!(
+            r#"{{"ok":false,"error":"no client with connid {}"}}"#,
+            ea.connid
+        )
+    );
+}
