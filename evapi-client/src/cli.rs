@@ -232,15 +232,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 count,
                 ids,
             } => {
-                let mut responder = Responder::new(code);
-                responder.matcher = ids.matcher();
-                if let Some(reason) = reason {
-                    responder.reason = reason;
-                }
+                let mut responder = Responder::with(code, reason, delay, ids.matcher());
                 if let Some(reply) = reply {
                     responder.template = Some(ReplyTemplate::parse(&reply)?);
                 }
-                responder.delay = delay;
                 run_respond(&args.addr, &config, responder, connections.max(1), count).await
             }
             Command::Run { script, timeout } => {

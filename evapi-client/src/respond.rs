@@ -46,6 +46,24 @@ impl Responder {
         }
     }
 
+    /// Answer with `code`, `reason` (its usual phrase when `None`), after `delay`,
+    /// recognising events with `matcher`: the one constructor the CLI and the
+    /// simulator's built-in responders share.
+    #[must_use]
+    pub fn with(
+        code: u16,
+        reason: Option<String>,
+        delay: Duration,
+        matcher: SuspendMatcher,
+    ) -> Self {
+        Self {
+            matcher,
+            reason: reason.unwrap_or_else(|| reason_phrase(code).to_owned()),
+            delay,
+            ..Self::new(code)
+        }
+    }
+
     /// The answer to `msg`, or `None` when it is not a suspend event (counted in `counts`).
     pub fn answer(&self, msg: &[u8], counts: &Counts) -> Option<Vec<u8>> {
         // Fast path: ids at the top level, answered under the same names. Anything else,

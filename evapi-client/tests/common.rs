@@ -133,7 +133,13 @@ impl Running {
         )
     }
 
+    /// Wait for the exit, at most [`FINISH`]: a hung client fails the test instead of
+    /// holding CI until its time limit.
     pub fn finish(mut self) -> (String, String, i32) {
+        use wait_timeout::ChildExt as _;
+        if self.0.wait_timeout(FINISH).unwrap().is_none() {
+            panic!("the client did not exit within {FINISH:?}");
+        }
         let child = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap());
         let out = child.wait_with_output().unwrap();
         (
@@ -143,6 +149,9 @@ impl Running {
         )
     }
 }
+
+/// How long a client under test may take to finish by itself.
+const FINISH: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Drop for Running {
     fn drop(&mut self) {

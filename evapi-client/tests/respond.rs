@@ -32,6 +32,26 @@ fn answers_every_suspend_shape_with_the_chosen_code_and_counts() {
 }
 
 #[test]
+fn codes_and_reasons_that_no_reader_would_accept_are_usage_errors() {
+    let srv = start(Framing::Netstring);
+    for (args, want) in [
+        (
+            &["respond", "--code", "99"][..],
+            "\"code\" must be a final SIP code (200-699), got 99",
+        ),
+        (&["respond", "--code", "700"][..], "got 700"),
+        (
+            &["respond", "--reason", "Busy\r\nX-Evil: 1"][..],
+            "reason contains control character 0x0d at byte 4",
+        ),
+    ] {
+        let (_, err, code) = output(srv.client(args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn templates_and_custom_id_fields() {
     let srv = start(Framing::Netstring);
     let run = Running::spawn(srv.client(&[
@@ -84,9 +104,14 @@ fn several_connections_share_the_count() {
     // Each relay reaches all three connections: 2 relays, 6 answers.
     srv.relay(r#"{"tindex":1,"tlabel":1}"#);
     srv.relay(r#"{"tindex":2,"tlabel":2}"#);
-    for _ in 0..6 {
-        srv.msg();
-    }
+    // Three answers per transaction, one from each connection, whatever the order.
+    let mut answers: Vec<String> = (0..6)
+        .map(|_| String::from_utf8(srv.msg().to_vec()).unwrap())
+        .collect();
+    answers.sort();
+    let one = r#"{"tindex":1,"tlabel":1,"code":200,"reason":"OK"}"#;
+    let two = r#"{"tindex":2,"tlabel":2,"code":200,"reason":"OK"}"#;
+    assert_eq!(answers, [one, one, one, two, two, two]);
     let (out, _, code) = run.finish();
     assert_eq!(code, 0);
     assert!(

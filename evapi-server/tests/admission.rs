@@ -34,6 +34,12 @@ async fn conidx_is_reused_lowest_first_and_connid_never() {
     let (b, eb) = server.connect().await;
     let (_c, ec) = server.connect().await;
     assert_eq!((ea.conidx, eb.conidx, ec.conidx), (0, 1, 2));
+    // The leaving client had a tag: the next one in its slot must not get it (Kamailio
+    // 5.6 leaves it with the slot; see docs/kamailio-compat.md).
+    server
+        .handle
+        .set_tag(Target::Connid(eb.connid), "t")
+        .unwrap();
     drop(b);
     let (env, reason) = server.expect_closed().await;
     assert_eq!((env.conidx, reason.name()), (1, "peer"));
@@ -41,6 +47,13 @@ async fn conidx_is_reused_lowest_first_and_connid_never() {
     assert_eq!(ed.conidx, 1, "freed slot reused");
     assert!(ed.connid > ec.connid, "connid is new");
     assert!(ed.tag.is_none(), "the new client does not inherit a tag");
+    assert!(
+        matches!(
+            server.handle.unicast(b"for t", "t"),
+            Err(evapi_server::RelayError::NoTag(_))
+        ),
+        "nobody has the old tag"
+    );
     assert!(server
         .handle
         .set_tag(Target::Connid(eb.connid), "t")

@@ -78,10 +78,14 @@ fn redact(mut v: Value) -> Value {
     match &mut v {
         Value::Object(map) => {
             for (key, value) in map.iter_mut() {
+                // Redacted values keep their type in the snapshot: a port that turned
+                // into a string would show as "[port]" (quoted) instead of [port].
                 match key.as_str() {
-                    "srcport" => *value = "[port]".into(),
-                    "connected_since" => *value = "[time]".into(),
-                    "listening" | "control" => *value = "127.0.0.1:[port]".into(),
+                    "srcport" => *value = placeholder(value, "[port]", Value::is_u64),
+                    "connected_since" => *value = placeholder(value, "[time]", Value::is_u64),
+                    "listening" | "control" => {
+                        *value = placeholder(value, "127.0.0.1:[port]", Value::is_string)
+                    }
                     _ => *value = redact(value.take()),
                 }
             }
@@ -94,6 +98,16 @@ fn redact(mut v: Value) -> Value {
         _ => {}
     }
     v
+}
+
+/// `text` when `value` has the type the docs promise, otherwise a marker that names the
+/// wrong type, so the snapshot fails.
+fn placeholder(value: &Value, text: &str, promised: fn(&Value) -> bool) -> Value {
+    if promised(value) {
+        text.into()
+    } else {
+        format!("WRONG TYPE: {value}").into()
+    }
 }
 
 fn read_frame(client: &mut TcpStream, len: usize) -> Vec<u8> {

@@ -37,12 +37,7 @@ pub async fn run(
             tag,
         } => {
             register(&mut client, tag.as_deref()).await?;
-            let mut answerer = Answerer::new(code);
-            answerer.matcher = matcher;
-            if let Some(reason) = reason {
-                answerer.reason = reason;
-            }
-            answerer.delay = delay;
+            let answerer = Answerer::with(code, reason, delay, matcher);
             respond::run(client, &answerer, &counts, None, &stop).await?;
         }
         Responder::Silent { tag } => {
@@ -55,8 +50,7 @@ pub async fn run(
             }
         }
         Responder::Disconnect { after, code } => {
-            let mut answerer = Answerer::new(code);
-            answerer.matcher = matcher;
+            let answerer = Answerer::with(code, None, std::time::Duration::ZERO, matcher);
             let budget = AtomicU64::new(after);
             // Its own token: reaching the budget ends this responder only.
             let own = stop.child_token();

@@ -97,10 +97,9 @@ fn shown(b: &[u8]) -> String {
 }
 
 #[test]
+#[ignore = "needs kamailio (apt-get install kamailio kamailio-extra-modules); .ci/run runs it"]
 fn the_same_streams_give_the_same_results_except_where_kamailio_loses_data() {
-    if !kamailio::available() {
-        return;
-    }
+    kamailio::require();
     let kam = Kamailio::start(&Options::default());
     let ours = Ours::start(Config::default());
     let mut report = String::new();
@@ -146,10 +145,9 @@ fn conidx_of(raw: &mut Raw, name: &str) -> usize {
 }
 
 #[test]
+#[ignore = "needs kamailio (apt-get install kamailio kamailio-extra-modules); .ci/run runs it"]
 fn conidx_assignment_and_reuse_and_the_ninth_client() {
-    if !kamailio::available() {
-        return;
-    }
+    kamailio::require();
     let kam = Kamailio::start(&Options::default());
     let ours = Ours::start(Config::default());
     for (peer, addr) in [("ours", ours.addr), ("kamailio", kam.evapi)] {
@@ -189,10 +187,9 @@ fn conidx_assignment_and_reuse_and_the_ninth_client() {
 }
 
 #[test]
+#[ignore = "needs kamailio (apt-get install kamailio kamailio-extra-modules); .ci/run runs it"]
 fn multicast_and_unicast_by_tag_and_tags_do_not_outlive_their_client() {
-    if !kamailio::available() {
-        return;
-    }
+    kamailio::require();
     let kam = Kamailio::start(&Options::default());
     let ours = Ours::start(Config::default());
     for (peer, addr) in [("ours", ours.addr), ("kamailio", kam.evapi)] {

@@ -4,10 +4,9 @@ use std::process::Command;
 use evapi_tests::{binary, sipp, Running};
 
 #[test]
+#[ignore = "needs sipp (apt-get install sip-tester); .ci/run runs it"]
 fn sipp_calls_are_all_resumed_by_the_client_responder() {
-    if !sipp::available() {
-        return;
-    }
+    sipp::require();
     let mut cmd = Command::new(binary("evapi-sim"));
     cmd.args([
         "sip",

@@ -44,19 +44,13 @@ pub struct Kamailio {
     dir: PathBuf,
 }
 
-/// Whether Kamailio is installed. When it is not, interop tests skip with a notice,
-/// unless `EVAPI_REQUIRE_KAMAILIO` is set (CI sets it), where they fail.
+/// Fail unless Kamailio is installed (see [`crate::require_tool`]).
 ///
 /// # Panics
 ///
-/// When Kamailio is required and missing.
-#[must_use]
-pub fn available() -> bool {
-    crate::tool_available(
-        "kamailio",
-        "EVAPI_REQUIRE_KAMAILIO",
-        "kamailio kamailio-extra-modules",
-    )
+/// When it is missing.
+pub fn require() {
+    crate::require_tool("kamailio", "kamailio kamailio-extra-modules");
 }
 
 fn free_port(udp: bool) -> u16 {

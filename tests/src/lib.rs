@@ -18,28 +18,26 @@ use std::sync::Once;
 
 static BUILD: Once = Once::new();
 
-/// Whether an outside program the suite talks to is installed. When it is not, its
-/// tests skip with a notice, unless `require_var` is set (CI sets it), where they fail.
+/// Fail unless an outside program the suite talks to is installed. Tests that need one
+/// are `#[ignore = "needs ..."]`, so a plain `cargo test` lists them as ignored with the
+/// reason instead of passing them silently; `.ci/run` (and
+/// `cargo test -- --include-ignored`) runs them, and then a missing program is a failure
+/// with the packages to install.
 ///
 /// # Panics
 ///
-/// When the program is required and missing.
-#[must_use]
-pub fn tool_available(program: &str, require_var: &str, packages: &str) -> bool {
+/// When the program cannot be run.
+pub fn require_tool(program: &str, packages: &str) {
     let found = Command::new(program)
         .arg("-v")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os(require_var).is_none(),
-            "{program} is required ({require_var} is set) but not installed: apt-get install {packages}"
-        );
-        eprintln!("{program} not installed: skipping (apt-get install {packages})");
-    }
-    found
+    assert!(
+        found,
+        "{program} is needed by this test but not installed: apt-get install {packages}"
+    );
 }
 
 /// Path of a workspace binary (`evapi-server`, `evapi-client`, `evapi-sim`), built once
@@ -123,6 +121,38 @@ impl Running {
                 return (line.trim_end().to_owned(), reader);
             }
         }
+    }
+}
+
+impl Running {
+    /// Wait for the program to exit within `deadline`; its stdout, stderr and exit code.
+    ///
+    /// # Panics
+    ///
+    /// When it is still running at the deadline (it is killed first), so a hung program
+    /// fails the test in seconds instead of holding CI until its time limit. Its output
+    /// is read after it exits: for programs that print little (a pipe holds 64 KiB).
+    #[must_use]
+    pub fn finish(mut self, deadline: std::time::Duration) -> (String, String, i32) {
+        use std::io::Read;
+        use wait_timeout::ChildExt as _;
+        let Some(status) = self
+            .child
+            .wait_timeout(deadline)
+            .expect("the child can be waited on")
+        else {
+            let _ = self.child.kill();
+            panic!("the program did not exit within {deadline:?}");
+        };
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (out, err, status.code().unwrap_or(-1))
     }
 }
 

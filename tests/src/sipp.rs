@@ -1,18 +1,16 @@
-//! sipp as a SIP load generator for the suites: availability (required in CI) and one
+//! sipp as a SIP load generator for the suites: a check that it is installed, and one
 //! burst of calls with the INVITE -> 486 -> ACK scenario in `bench/sipp/uac-486.xml`.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Whether sipp is installed; when it is not, tests skip with a notice, unless
-/// `EVAPI_REQUIRE_SIPP` is set (CI sets it), where they fail.
+/// Fail unless sipp is installed (see [`crate::require_tool`]).
 ///
 /// # Panics
 ///
-/// When sipp is required and missing.
-#[must_use]
-pub fn available() -> bool {
-    crate::tool_available("sipp", "EVAPI_REQUIRE_SIPP", "sip-tester")
+/// When it is missing.
+pub fn require() {
+    crate::require_tool("sipp", "sip-tester");
 }
 
 /// Send `calls` INVITEs at `rate` per second to `target` (host:port), each expecting a
