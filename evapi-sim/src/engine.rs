@@ -216,8 +216,7 @@ impl<'a> Engine<'a> {
             let by_rate = if traffic.rate == 0 {
                 traffic.count
             } else {
-                let elapsed = now.duration_since(start).as_secs_f64();
-                ((elapsed * traffic.rate as f64) as u64 + 1).min(traffic.count)
+                issued_by(now.duration_since(start), traffic.rate).min(traffic.count)
             };
             while next < by_rate && (traffic.concurrency == 0 || self.open < traffic.concurrency) {
                 self.issue(next, &traffic, now);
@@ -228,7 +227,7 @@ impl<'a> Engine<'a> {
                 && next < traffic.count
                 && (traffic.concurrency == 0 || self.open < traffic.concurrency)
             {
-                let due = start + Duration::from_secs_f64(next as f64 / traffic.rate as f64);
+                let due = start + due_at(next, traffic.rate);
                 wake = clock::earliest([wake, Some(due)]);
             }
             tokio::select! {
@@ -313,6 +312,46 @@ impl<'a> Engine<'a> {
             }
             self.open -= 1;
             self.done += 1;
+        }
+    }
+}
+
+/// How many requests a `rate` per second has issued after `elapsed` (the first at 0).
+/// Integer nanoseconds, not floats: at exactly [`due_at`]`(n)` this is `n + 1`, so a
+/// wake-up at a due time always issues (with floats it could round down, and the loop
+/// would wake again at the same instant without issuing: a busy spin, found on the
+/// paused clock).
+fn issued_by(elapsed: Duration, rate: u64) -> u64 {
+    let n = elapsed.as_nanos() * u128::from(rate) / NANOS_PER_SEC;
+    u64::try_from(n).unwrap_or(u64::MAX).saturating_add(1)
+}
+
+/// When request `n` (from 0) is due at `rate` per second: `ceil(n / rate)` seconds, in
+/// nanoseconds.
+fn due_at(n: u64, rate: u64) -> Duration {
+    let nanos = (u128::from(n) * NANOS_PER_SEC).div_ceil(u128::from(rate.max(1)));
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_issued_at_its_due_time_for_every_rate() {
+        for rate in [1, 3, 7, 100, 333, 1000, 12_345] {
+            for n in 0..2000 {
+                let due = due_at(n, rate);
+                assert!(issued_by(due, rate) > n, "rate {rate}, request {n}");
+                if n > 0 {
+                    assert!(
+                        issued_by(due - Duration::from_nanos(1), rate) <= n,
+                        "rate {rate}, request {n} early"
+                    );
+                }
+            }
         }
     }
 }

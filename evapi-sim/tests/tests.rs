@@ -7,3 +7,5 @@ mod scenarios;
 mod errors;
 // SIP over UDP: real datagrams against the UAS, an evapi app answering.
 mod sip;
+// Routes and traffic shapes beyond the shipped scenarios, on a paused clock.
+mod routes;

@@ -1,27 +1,8 @@
-//! Fuzz the simulator's SIP request parser with arbitrary datagrams.
-//!
-//! Invariants, beyond "no panic":
-//! - a parsed request's headers can be answered: the response we build from it is
-//!   recognised by the parser as a response (never as a request, never malformed text);
-//! - whatever `parse` accepts, `parse_for_reply` accepts too, with the same headers.
+//! Fuzz the simulator's SIP request parser with arbitrary datagrams; the invariants are
+//! in `invariants/sip_parse.rs`, shared with the corpus replay test.
 #![no_main]
 
-use evapi_sim::sip::{self, SipError};
-use libfuzzer_sys::fuzz_target;
+#[path = "../invariants/sip_parse.rs"]
+mod invariants;
 
-fuzz_target!(|data: &[u8]| {
-    match sip::parse(data) {
-        Ok(req) => {
-            let resp = sip::response(&req, 486, "Busy Here", Some("t1"));
-            assert_eq!(sip::parse(&resp), Err(SipError::Response));
-            let head = sip::parse_for_reply(data).expect("a parsed request has a head");
-            assert_eq!(head.headers, req.headers);
-            assert_eq!(req.branch(), head.branch());
-        }
-        Err(e) => {
-            if e.answerable() {
-                assert!(sip::parse_for_reply(data).is_some(), "{e}: head must be readable");
-            }
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| invariants::check(data));

@@ -1,0 +1,91 @@
+//! The fuzz targets' invariants (`fuzz/invariants/`), run on stable in every test run:
+//! over the committed seeds (`fuzz/seeds/<target>/`, where libFuzzer also starts
+//! from and where crashes become regression seeds), then over random inputs from
+//! proptest. libFuzzer itself needs nightly: `cargo +nightly fuzz run <target>`, which
+//! `.ci/run` does for 60 s per target when a nightly toolchain is present.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::Path;
+
+use proptest::prelude::*;
+
+#[path = "../fuzz/invariants/decode.rs"]
+mod decode;
+#[path = "../fuzz/invariants/sip_parse.rs"]
+mod sip_parse;
+#[path = "../fuzz/invariants/skip_oversize.rs"]
+mod skip_oversize;
+
+fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(target);
+    let mut seeds: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .collect();
+    seeds.sort();
+    assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
+    seeds
+}
+
+fn replay(target: &str, check: fn(&[u8])) {
+    for (path, input) in corpus(target) {
+        let outcome = std::panic::catch_unwind(|| check(&input));
+        assert!(
+            outcome.is_ok(),
+            "{target}: the seed {path} breaks an invariant"
+        );
+    }
+}
+
+#[test]
+fn decode_corpus() {
+    replay("decode", decode::check);
+}
+
+#[test]
+fn sip_parse_corpus() {
+    replay("sip_parse", sip_parse::check);
+}
+
+#[test]
+fn skip_oversize_corpus() {
+    replay("skip_oversize", skip_oversize::check);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn decode_random(input in proptest::collection::vec(any::<u8>(), 0..600)) {
+        decode::check(&input);
+    }
+
+    #[test]
+    fn decode_random_netstrings(
+        cuts in proptest::collection::vec(any::<u8>(), 0..8),
+        frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..6),
+    ) {
+        // Mostly valid streams, so the round trip and chunking invariants get exercised.
+        let mut input = vec![u8::try_from(cuts.len()).unwrap()];
+        input.extend_from_slice(&cuts);
+        for f in &frames {
+            input.extend_from_slice(format!("{}:", f.len()).as_bytes());
+            input.extend_from_slice(f);
+            input.push(b',');
+        }
+        decode::check(&input);
+    }
+
+    #[test]
+    fn sip_parse_random(input in proptest::collection::vec(any::<u8>(), 0..600)) {
+        sip_parse::check(&input);
+    }
+
+    #[test]
+    fn skip_oversize_random(input in proptest::collection::vec(any::<u8>(), 0..900)) {
+        skip_oversize::check(&input);
+    }
+}
