@@ -36,8 +36,10 @@ pub(crate) async fn run(mut wr: OwnedWriteHalf, conn: Arc<Conn>, shared: Arc<Sha
                 () = conn.closing.cancelled() => break,
             }
         }
-        let deadline = Instant::now() + send_timeout;
-        let written = write_batch(&mut wr, &mut batch, send_timeout, deadline).await;
+        // No deadline for the batch as a whole: the send timeout is "no progress for
+        // this long" (each write), so a slow but steady reader is never cut off however
+        // long its backlog takes.
+        let written = write_batch(&mut wr, &mut batch, send_timeout, None).await;
         if let Err(reason) = written.result {
             fail(&conn, &shared, reason, send_timeout);
             return;
@@ -50,7 +52,7 @@ pub(crate) async fn run(mut wr: OwnedWriteHalf, conn: Arc<Conn>, shared: Arc<Sha
     let deadline = Instant::now() + send_timeout;
     let frames = conn.outbox.take(&mut batch);
     if frames > 0 {
-        let written = write_batch(&mut wr, &mut batch, send_timeout, deadline).await;
+        let written = write_batch(&mut wr, &mut batch, send_timeout, Some(deadline)).await;
         if let Err(reason) = written.result {
             debug!(%reason, "flush before close abandoned");
             return;
@@ -93,12 +95,12 @@ struct Written {
 }
 
 /// Write every segment of `batch` (which is left empty). Each `writev` may wait at most
-/// `per_write`, and nothing past `deadline`.
+/// `per_write` (no progress), and, when given, nothing goes past `deadline`.
 async fn write_batch(
     wr: &mut OwnedWriteHalf,
     batch: &mut Vec<Bytes>,
     per_write: Duration,
-    deadline: Instant,
+    deadline: Option<Instant>,
 ) -> Written {
     let mut bytes = 0;
     let mut start = 0;
@@ -112,7 +114,8 @@ async fn write_batch(
             *slot = IoSlice::new(segment);
             count += 1;
         }
-        let limit = deadline.min(Instant::now() + per_write);
+        let no_progress = Instant::now() + per_write;
+        let limit = deadline.map_or(no_progress, |d| d.min(no_progress));
         let written = match timeout_at(limit, wr.write_vectored(&slices[..count])).await {
             Err(_) => break Err(CloseReason::SendTimeout),
             Ok(Err(e)) => {

@@ -56,13 +56,18 @@ impl Running {
         stdin.flush().unwrap();
     }
 
+    /// SIGTERM, then the exit status within PATIENCE (a hang fails the test).
     fn terminate(&mut self) -> std::process::ExitStatus {
+        use wait_timeout::ChildExt as _;
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        self.child.wait().unwrap()
+        self.child
+            .wait_timeout(PATIENCE)
+            .unwrap()
+            .expect("the server exits within PATIENCE of SIGTERM")
     }
 }
 
@@ -288,4 +293,37 @@ fn settings_come_from_the_environment_too() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not-an-address"));
+}
+
+/// SIGTERM flushes what is queued to every client before the close (DESIGN: closing
+/// from the server side flushes within the send timeout), then exits 0.
+#[test]
+fn sigterm_flushes_every_queue_then_exits_0() {
+    let mut server = Running::start(&["--bind", "127.0.0.1:0"]);
+    let addr: std::net::SocketAddr = server.line()["listening"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A client with a small receive buffer that does not read yet, so frames stay queued.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut client: TcpStream = socket.into();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let _ = server.line(); // connection-new
+    let payload = "q".repeat(1000);
+    for _ in 0..500 {
+        server.command(&format!(r#"{{"relay":"{payload}"}}"#));
+    }
+    for _ in 0..500 {
+        assert_eq!(server.line()["ok"], true);
+    }
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    let frame = format!("1000:{payload},");
+    assert_eq!(got.len(), 500 * frame.len(), "every queued frame, then EOF");
+    assert!(got.chunks(frame.len()).all(|c| c == frame.as_bytes()));
 }

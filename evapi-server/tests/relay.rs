@@ -1,5 +1,5 @@
 use evapi_proto::Framing;
-use evapi_server::{RelayError, Target};
+use evapi_server::{Config, RelayError, Target};
 
 use crate::common::*;
 
@@ -147,4 +147,21 @@ async fn control_commands_name_their_target_as_a_field_like_set_tag() {
             ea.connid
         )
     );
+}
+
+#[tokio::test]
+async fn an_outgoing_frame_over_max_frame_is_refused_and_nothing_is_sent() {
+    let config = Config {
+        max_frame: 100,
+        ..config(Framing::Netstring)
+    };
+    let mut server = start(config).await;
+    let (mut a, _) = server.connect().await;
+    let err = server.handle.relay(&[b'x'; 101]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "netstring: payload of 101 bytes exceeds the limit of 100 bytes"
+    );
+    let _ = server.handle.relay(&[b'y'; 100]).unwrap();
+    assert_eq!(recv(&mut a).await, "y".repeat(100));
 }

@@ -39,16 +39,20 @@ fn spawn_reader(mut client: Client) -> watch::Receiver<usize> {
     rx
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_never_reads_is_cut_off_and_the_others_get_everything() {
+/// One client never reads, two read everything; returns the server once every event
+/// reached both readers in order.
+async fn stalled_one_and_two_readers(
+    slow_client: SlowClientPolicy,
+    send_timeout: Duration,
+) -> TestServer {
     let config = Config {
         client_queue: 1024,
-        // The cut-off client gets its queue flushed within this before the close.
-        send_timeout: Duration::from_millis(500),
+        slow_client,
+        send_timeout,
         ..Config::default()
     };
     let mut server = start(config).await;
-    let _stalled = stalled_client(&mut server).await;
+    let stalled = stalled_client(&mut server).await;
     let (a, _) = server.connect().await;
     let (b, _) = server.connect().await;
     let mut readers = [spawn_reader(a), spawn_reader(b)];
@@ -73,11 +77,42 @@ async fn a_client_that_never_reads_is_cut_off_and_the_others_get_everything() {
             .expect("every event reached every reading client")
             .unwrap();
     }
+    // Keep the stalled socket open until every event was checked.
+    std::mem::forget(stalled);
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off_and_the_others_get_everything() {
+    // The cut-off client gets its queue flushed within the send timeout before the close.
+    let mut server =
+        stalled_one_and_two_readers(SlowClientPolicy::Disconnect, Duration::from_millis(500)).await;
     let (_, reason) = server.expect_closed().await;
     assert_eq!(reason.name(), "slow-client");
     let stats = server.handle.stats();
     assert_eq!(stats.slow_clients, 1);
     assert_eq!(stats.connected, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_drop_policy_the_others_never_wait_for_a_client_that_never_reads() {
+    // A send timeout longer than the run: the stalled client's writer waits all along
+    // (a client that never reads at all is closed by the send timeout, drop or not).
+    let server = stalled_one_and_two_readers(SlowClientPolicy::Drop, Duration::from_secs(60)).await;
+    let stats = server.handle.stats();
+    assert_eq!(stats.slow_clients, 0);
+    assert_eq!(stats.connected, 3, "the stalled client stays");
+    assert!(stats.dropped > 0, "its overflow was dropped");
+    let stalled = server
+        .handle
+        .clients()
+        .into_iter()
+        .find(|c| c.dropped > 0)
+        .expect("the stalled client");
+    assert_eq!(
+        stalled.dropped, stats.dropped,
+        "only the stalled client lost frames"
+    );
 }
 
 #[tokio::test]
@@ -139,4 +174,51 @@ async fn a_write_without_progress_for_the_send_timeout_disconnects() {
     let _ = server.handle.relay(b"next").unwrap();
     let frame = recv(&mut c).await;
     assert_eq!(frame, "next");
+}
+
+/// The send timeout is "no progress for this long", not "the whole backlog within this
+/// long": a client that reads slowly but steadily is never cut off. Regression: the
+/// writer gave a whole batch one deadline, so a backlog that took longer than the send
+/// timeout to drain disconnected a client that was reading all along.
+#[tokio::test]
+async fn a_slow_but_steady_reader_is_not_cut_off_by_the_send_timeout() {
+    use tokio::io::AsyncReadExt;
+    let config = Config {
+        send_timeout: Duration::from_millis(300),
+        max_frame: 1 << 20,
+        ..Config::default()
+    };
+    let mut server = start(config).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut reader = socket.connect(server.addr).await.unwrap();
+    server.next().await;
+    // 8 MiB queued at once: one batch for the writer.
+    let frame = vec![b'z'; 64 * 1024];
+    for _ in 0..128 {
+        assert_eq!(server.handle.relay(&frame).unwrap().queued, 1);
+    }
+    let want = 128 * (frame.len() + "65536:,".len());
+    // 128 KiB every 20 ms: about 6 MiB/s, so draining takes well over a second, and
+    // every write makes progress within a few milliseconds.
+    let mut got = 0;
+    let mut buf = vec![0u8; 128 * 1024];
+    while got < want {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut chunk = 0;
+        while chunk < buf.len() && got < want {
+            match tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf[chunk..])).await
+            {
+                Ok(Ok(0)) => panic!("closed after {got} of {want} bytes"),
+                Ok(Ok(n)) => {
+                    chunk += n;
+                    got += n;
+                }
+                Ok(Err(e)) => panic!("read failed after {got} of {want} bytes: {e}"),
+                Err(_) => panic!("no data for 5 s after {got} of {want} bytes"),
+            }
+        }
+    }
+    assert_eq!(server.handle.stats().send_timeouts, 0);
+    assert_eq!(server.handle.stats().connected, 1);
 }
