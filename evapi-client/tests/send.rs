@@ -96,3 +96,22 @@ fn an_unusable_address_cannot_start_and_exits_2() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("an empty address"), "{err}");
 }
+
+#[test]
+fn bare_framing_sends_the_payload_as_it_is() {
+    let srv = start(Framing::Bare);
+    let (_, err, code) = output(srv.client(&["--framing", "bare", "send", "as it is"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(srv.msg(), "as it is");
+}
+
+#[test]
+fn a_payload_over_max_frame_is_refused_before_sending() {
+    let srv = start(Framing::Netstring);
+    let (_, err, code) = output(srv.client(&["--max-frame", "4", "send", "12345"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("payload of 5 bytes exceeds the limit of 4 bytes"),
+        "{err}"
+    );
+}

@@ -283,3 +283,56 @@ async fn nul_bytes_are_payload_and_lengths_over_32_bits_are_refused() {
     let (_, reason) = server.expect_closed().await;
     assert_eq!(reason.name(), "bad-frame");
 }
+
+/// `--queue-limit N`: past N messages waiting for a busy worker, new ones are dropped
+/// and counted (`worker_dropped`); the ones kept are handled in arrival order.
+#[tokio::test]
+async fn the_queue_limit_drops_and_counts_what_a_busy_worker_cannot_take() {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (seen_tx, mut seen) = tokio::sync::mpsc::channel(16);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = evapi_server::Server::new(
+        Config {
+            workers: 1,
+            queue_limit: 2,
+            ..Config::default()
+        },
+        Blocking {
+            release: std::sync::Arc::clone(&release),
+            seen: seen_tx,
+        },
+    );
+    let handle = server.handle();
+    tokio::spawn(server.run(listener, std::future::pending()));
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    for n in 0..10 {
+        slow.write_all(format!("1:{n},").as_bytes()).await.unwrap();
+    }
+    tokio::time::timeout(PATIENCE, async {
+        while handle.stats().frames_in < 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("every frame read");
+    let dropped = handle.stats().worker_dropped;
+    // One in the handler and two queued are kept, or two queued if the worker had not
+    // taken the first yet: 7 or 8 dropped.
+    assert!((7..=8).contains(&dropped), "dropped {dropped}");
+    for n in 0..(10 - dropped) {
+        release.notify_one();
+        let msg = tokio::time::timeout(PATIENCE, seen.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg, n.to_string(), "the first ones, in order");
+    }
+    release.notify_one();
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), seen.recv())
+            .await
+            .is_err(),
+        "nothing beyond what was kept"
+    );
+}

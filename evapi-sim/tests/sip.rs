@@ -322,6 +322,11 @@ async fn unanswered_invites_time_out_and_other_methods_are_answered() {
     .await;
     assert_eq!(status(&uas.recv().await), "SIP/2.0 200 OK");
     assert_eq!(uas.event().await["rm"], "MESSAGE");
+    uas.send(&request("BYE", "z9hG4bK-b", "call-b", "BYE", &uas.phone))
+        .await;
+    let bye = uas.recv().await;
+    assert_eq!(status(&bye), "SIP/2.0 200 OK");
+    assert!(bye.contains("CSeq: 1 BYE"), "{bye}");
     uas.send(&request(
         "SUBSCRIBE",
         "z9hG4bK-6",

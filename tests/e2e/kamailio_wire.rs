@@ -254,3 +254,28 @@ fn multicast_and_unicast_by_tag_and_tags_do_not_outlive_their_client() {
         }
     }
 }
+
+/// Bare framing (`netstring_format 0`): one read is one message, up to 32 KiB; the
+/// echo comes back as bare bytes. A 20 KB write is one message on both.
+#[test]
+#[ignore = "needs kamailio (apt-get install kamailio kamailio-extra-modules); .ci/run runs it"]
+fn bare_framing_is_one_message_per_read_on_both() {
+    kamailio::require();
+    let kam = Kamailio::start(&Options {
+        netstring: false,
+        ..Options::default()
+    });
+    let ours = Ours::start(Config {
+        framing: evapi_proto::Framing::Bare,
+        ..Config::default()
+    });
+    let big = "b".repeat(20_000);
+    for (peer, addr) in [("ours", ours.addr), ("kamailio", kam.evapi)] {
+        let got = exchange(addr, &[b"hello"], "echo:0:hello".len());
+        assert_eq!(shown(&got), shown(b"echo:#:hello"), "{peer}");
+        let want = format!("echo:#:{big}");
+        let got = exchange(addr, &[big.as_bytes()], want.len() - 1 + 1);
+        assert_eq!(got.len(), want.len(), "{peer}: one echo of the whole write");
+        assert_eq!(got, want.as_bytes(), "{peer}");
+    }
+}
