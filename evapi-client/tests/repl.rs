@@ -62,6 +62,15 @@ fn a_session_in_a_real_terminal() {
     p.send_line("stats").unwrap();
     p.exp_string("sent 5, received 2, answered automatically 1")
         .unwrap();
+    // `last` shows the last message received, pretty-printed.
+    p.send_line("last").unwrap();
+    p.exp_string("\"tlabel\": \"2\"").unwrap();
+    // Tab completes a command name: "sta" becomes "stats".
+    p.send("sta\t").unwrap();
+    p.flush().unwrap();
+    p.exp_string("stats").unwrap();
+    p.send_line("").unwrap();
+    p.exp_string("sent 5, received 2").unwrap();
 
     // Ctrl-C drops the line being typed; Ctrl-D leaves.
     p.send("send dropped").unwrap();

@@ -81,3 +81,19 @@ async fn concurrency_holds_requests_back_until_transactions_end() {
     assert_eq!(report.timeouts, 30);
     assert_eq!(report.duration_ms, 3000, "{}", report.summary());
 }
+
+/// The evapi module documentation's async example template (Example 1.6), verbatim,
+/// through a scenario run with a built-in responder: answered in the event's shape.
+#[tokio::test(start_paused = true)]
+async fn the_module_documentation_example_runs_as_a_scenario() {
+    let event = "{ \"event\": \"suspend\",\n \"data\": { \"index\": \"$T(id_index)\", \"label\": \"$T(id_label)\" }\n}";
+    let scenario = serde_json::json!({
+        "traffic": { "count": 100 },
+        "route": { "event": event },
+        "responders": [ { "kind": "answer", "code": 486 } ],
+        "expect": { "codes": { "486": 100 }, "timeouts": 0, "invalid_answers": 0 }
+    });
+    let report = run(&scenario.to_string()).await;
+    assert!(report.passed, "{}", report.summary());
+    assert_eq!(report.finals.get(&486), Some(&100));
+}

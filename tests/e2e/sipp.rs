@@ -1,11 +1,14 @@
-use std::io::Read;
 use std::process::Command;
+use std::time::Duration;
 
 use evapi_tests::{binary, sipp, Running};
 
-#[test]
-#[ignore = "needs sipp (apt-get install sip-tester); .ci/run runs it"]
-fn sipp_calls_are_all_resumed_by_the_client_responder() {
+/// The evapi module documentation's async example (Example 1.6), verbatim.
+const MODULE_DOC_EVENT: &str = "{ \"event\": \"suspend\",\n \"data\": { \"index\": \"$T(id_index)\", \"label\": \"$T(id_label)\" }\n}";
+
+/// `evapi-sim sip` (with `sim_args`) answered by `evapi-client respond --code 486`, a
+/// sipp burst of 500 calls; returns the simulator's counters after SIGTERM.
+fn burst_through_the_simulator(sim_args: &[&str]) -> String {
     sipp::require();
     let mut cmd = Command::new(binary("evapi-sim"));
     cmd.args([
@@ -15,7 +18,8 @@ fn sipp_calls_are_all_resumed_by_the_client_responder() {
         "--bind",
         "127.0.0.1:0",
         "-q",
-    ]);
+    ])
+    .args(sim_args);
     let mut sim = Running::spawn(cmd);
     let (line, _rest) = sim.stderr_line("SIP on udp:");
     // "SIP on udp:127.0.0.1:PORT , evapi socket on 127.0.0.1:PORT"
@@ -41,14 +45,15 @@ fn sipp_calls_are_all_resumed_by_the_client_responder() {
         .args(["-TERM", &sim.child.id().to_string()])
         .status()
         .unwrap();
-    sim.child.wait().unwrap();
-    let mut counters = String::new();
-    sim.child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut counters)
-        .unwrap();
+    let (counters, _, code) = sim.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{counters}");
+    counters
+}
+
+#[test]
+#[ignore = "needs sipp (apt-get install sip-tester); .ci/run runs it"]
+fn sipp_calls_are_all_resumed_by_the_client_responder() {
+    let counters = burst_through_the_simulator(&[]);
     assert!(
         counters.contains("  final 486                     500"),
         "{counters}"
@@ -57,4 +62,19 @@ fn sipp_calls_are_all_resumed_by_the_client_responder() {
         counters.contains("  timeouts                        0"),
         "{counters}"
     );
+}
+
+/// The module documentation's own template, answered by `evapi-client respond` in the
+/// event's shape (`data.index`/`data.label`): every call resumed, no invalid answer.
+#[test]
+#[ignore = "needs sipp (apt-get install sip-tester); .ci/run runs it"]
+fn the_module_documentation_example_works_under_sipp() {
+    let counters = burst_through_the_simulator(&["--event", MODULE_DOC_EVENT]);
+    for row in [
+        "  final 486                     500",
+        "  timeouts                        0",
+        "  invalid answers                 0",
+    ] {
+        assert!(counters.contains(row), "{row:?} in\n{counters}");
+    }
 }
