@@ -11,7 +11,7 @@ pub const COMMANDS: [&str; 9] = [
 /// What a line asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Send this text (also any line that is not a command).
+    /// Send this text as it is.
     Send(String),
     /// Send this JSON (validated, sent compact).
     Json(Value),
@@ -55,7 +55,7 @@ pub struct UsageError(pub String);
 /// The help text.
 pub const HELP: &str = "\
 commands:
-  send TEXT                         send TEXT as is (any line that is not a command is sent too)
+  send TEXT                         send TEXT as it is (the only way raw text goes out)
   json JSON                         check that JSON is valid, then send it compact
   continue TINDEX TLABEL [CODE [REASON]]
                                     answer a suspend: {\"tindex\":..,\"tlabel\":..,\"code\":..,\"reason\":..}
@@ -106,7 +106,25 @@ pub fn parse(line: &str) -> Result<Command, UsageError> {
         "stats" => Ok(Command::Stats),
         "help" | "?" => Ok(Command::Help),
         "quit" | "exit" => Ok(Command::Quit),
-        _ => Ok(Command::Send(line.to_owned())),
+        _ => Err(unknown(word)),
+    }
+}
+
+/// An unknown command, with the closest known one when it is close (a typo such as
+/// `contnue` must never go out as raw text).
+fn unknown(word: &str) -> UsageError {
+    let closest = COMMANDS
+        .iter()
+        .map(|c| (strsim::levenshtein(word, c), *c))
+        .min()
+        .filter(|(distance, _)| *distance <= 2);
+    match closest {
+        Some((_, c)) => UsageError(format!(
+            "unknown command {word:?}; did you mean {c}? (send TEXT sends raw text)"
+        )),
+        None => UsageError(format!(
+            "unknown command {word:?}; type help for commands (send TEXT sends raw text)"
+        )),
     }
 }
 
@@ -203,14 +221,19 @@ mod tests {
     }
 
     #[test]
-    fn anything_else_is_sent_as_typed() {
+    fn anything_else_is_refused_never_sent_raw() {
+        let e = |l: &str| parse(l).unwrap_err().to_string();
         assert_eq!(
-            parse("{\"event\":\"x\"}").unwrap(),
-            Command::Send("{\"event\":\"x\"}".into())
+            e("contnue 1 2 486"),
+            "unknown command \"contnue\"; did you mean continue? (send TEXT sends raw text)"
         );
         assert_eq!(
-            parse("hello there").unwrap(),
-            Command::Send("hello there".into())
+            e("{\"event\":\"x\"}"),
+            "unknown command \"{\\\"event\\\":\\\"x\\\"}\"; type help for commands (send TEXT sends raw text)"
+        );
+        assert_eq!(
+            e("hello there"),
+            "unknown command \"hello\"; did you mean help? (send TEXT sends raw text)"
         );
     }
 

@@ -1,12 +1,21 @@
 //! The interactive prompt.
 //!
 //! Readline blocks, so it runs on its own thread; the network runs on a tokio runtime
-//! on another. Lines go to the async side through a bounded channel; everything the
-//! async side shows (incoming messages, command output, errors) goes through rustyline's
-//! external printer, which prints above the prompt and redraws the half-typed line.
+//! on another. Each typed line goes to the async side with a reply channel, and the
+//! terminal thread prints the command's output itself before the next prompt: every
+//! command's output and every error appears exactly once, in order. What arrives unasked
+//! (messages, automatic answers, connection changes) goes through rustyline's external
+//! printer, which prints above the prompt and redraws the half-typed line. The network
+//! side answers every line at once, connected or not, so quit and Ctrl-D never wait on
+//! a reconnection, and a line typed while disconnected is refused, never queued.
+//!
+//! With stdin not a terminal (a pipe, a file), there is no prompt: commands are read,
+//! their results and the messages that arrive are printed as lines, and the exit code
+//! says whether every command succeeded.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -22,8 +31,8 @@ use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
-use rustyline::{Config, Editor, ExternalPrinter, Helper};
-use tokio::sync::mpsc;
+use rustyline::{Config, Editor, ExternalPrinter as _, Helper};
+use tokio::sync::{mpsc, oneshot};
 
 /// Lines typed but not yet handled by the network side.
 const LINE_QUEUE: usize = 64;
@@ -68,7 +77,34 @@ fn history_path() -> Option<std::path::PathBuf> {
     dirs::data_dir().map(|d| d.join("evapi-client").join("history"))
 }
 
-/// Run the REPL until quit, Ctrl-D, or a fatal error.
+/// A typed line on its way to the network side, and where its output goes back.
+struct Request {
+    line: String,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// What a line produced: printed by the terminal thread, in order, before the next
+/// prompt, so no command's output can be lost or reordered.
+#[derive(Default)]
+struct Reply {
+    lines: Vec<String>,
+    failed: bool,
+    quit: bool,
+}
+
+/// What the network side learns from its own tasks.
+enum Net {
+    /// A message from the server.
+    Msg(Bytes),
+    /// The connection is gone (why).
+    Lost(String),
+    /// A new connection after a loss.
+    Reconnected(Box<Client>),
+}
+
+/// Run the REPL until quit, Ctrl-D, or a fatal error. On a terminal it is interactive;
+/// with stdin from a pipe or file it reads commands, prints their results and the
+/// messages that arrive, and exits 1 if a command failed (batch mode, like redis-cli).
 ///
 /// # Errors
 ///
@@ -79,9 +115,10 @@ pub fn run(
     no_color: bool,
     matcher: SuspendMatcher,
 ) -> anyhow::Result<ExitCode> {
+    let interactive = std::io::stdin().is_terminal();
     let color = !no_color
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        && std::io::IsTerminal::is_terminal(&std::io::stdout());
+        && std::io::stdout().is_terminal();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -90,68 +127,134 @@ pub fn run(
     let client = runtime
         .block_on(Client::connect(addr, config))
         .with_context(|| "the REPL needs a server to talk to")?;
+    let connected = Arc::new(AtomicBool::new(true));
+    let (requests_tx, requests_rx) = mpsc::channel::<Request>(LINE_QUEUE);
 
-    let rl_config = Config::builder()
-        .max_history_size(HISTORY_MAX)
-        .context("history size")?
-        .auto_add_history(false)
-        .build();
-    let mut editor: Editor<Commands, rustyline::history::DefaultHistory> =
-        Editor::with_config(rl_config).context("cannot set up the terminal")?;
-    editor.set_helper(Some(Commands));
-    let history = history_path();
-    if let Some(path) = &history {
-        let _ = editor.load_history(path);
-    }
-    let printer = editor
-        .create_external_printer()
-        .context("cannot print above the prompt")?;
-
-    let (lines_tx, lines_rx) = mpsc::channel::<String>(LINE_QUEUE);
+    let mut editor = None;
+    let printer: Box<dyn FnMut(String) + Send> = if interactive {
+        let rl_config = Config::builder()
+            .max_history_size(HISTORY_MAX)
+            .context("history size")?
+            .auto_add_history(false)
+            .build();
+        let mut ed: Editor<Commands, rustyline::history::DefaultHistory> =
+            Editor::with_config(rl_config).context("cannot set up the terminal")?;
+        ed.set_helper(Some(Commands));
+        if let Some(path) = history_path() {
+            let _ = ed.load_history(&path);
+        }
+        let mut printer = ed
+            .create_external_printer()
+            .context("cannot print above the prompt")?;
+        editor = Some(ed);
+        Box::new(move |text| {
+            let _ = printer.print(text);
+        })
+    } else {
+        Box::new(|text| println!("{text}"))
+    };
     let session = Session {
         addr: addr.to_owned(),
         config: config.clone(),
         matcher,
         color,
-        printer: Box::new(printer),
+        printer,
         auto: None,
         last: None,
         stats: Arc::new(Stats::default()),
+        connected: Arc::clone(&connected),
     };
-    let net = runtime.spawn(session.run(client, lines_rx));
+    let _net = runtime.spawn(session.run(client, requests_rx));
 
-    println!(
-        "connected to {addr} ({}); type help for commands",
-        config.framing
-    );
+    let status = match editor {
+        Some(mut editor) => {
+            println!(
+                "connected to {addr} ({}); type help for commands",
+                config.framing
+            );
+            let status = interactive_loop(&mut editor, &requests_tx, &connected);
+            if let Some(path) = history_path() {
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                let _ = editor.save_history(&path);
+            }
+            status
+        }
+        None => batch_loop(&requests_tx),
+    };
+    drop(requests_tx);
+    // Leave at once, whatever the network side is doing (e.g. reconnecting).
+    runtime.shutdown_timeout(EXIT_WAIT);
+    status
+}
+
+/// How long leaving waits for the network side to finish what it is doing.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Hand `line` to the network side and wait for its output (the network side answers
+/// every line at once, connected or not).
+fn execute(requests: &mpsc::Sender<Request>, line: String) -> Option<Reply> {
+    let (reply, rx) = oneshot::channel();
+    requests.blocking_send(Request { line, reply }).ok()?;
+    rx.blocking_recv().ok()
+}
+
+fn interactive_loop(
+    editor: &mut Editor<Commands, rustyline::history::DefaultHistory>,
+    requests: &mpsc::Sender<Request>,
+    connected: &AtomicBool,
+) -> anyhow::Result<ExitCode> {
     loop {
-        match editor.readline("evapi> ") {
+        let prompt = if connected.load(Ordering::Acquire) {
+            "evapi> "
+        } else {
+            "evapi (disconnected)> "
+        };
+        match editor.readline(prompt) {
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                let quit = matches!(cmd::parse(&line), Ok(Command::Quit));
-                if lines_tx.blocking_send(line).is_err() || quit {
-                    break;
+                let Some(reply) = execute(requests, line) else {
+                    return Ok(ExitCode::SUCCESS);
+                };
+                for l in &reply.lines {
+                    println!("{l}");
+                }
+                if reply.quit {
+                    return Ok(ExitCode::SUCCESS);
                 }
             }
             // Ctrl-C drops the line being typed.
             Err(ReadlineError::Interrupted) => {}
             // Ctrl-D leaves.
-            Err(ReadlineError::Eof) => break,
+            Err(ReadlineError::Eof) => return Ok(ExitCode::SUCCESS),
             Err(e) => return Err(e).context("cannot read the terminal"),
         }
     }
-    drop(lines_tx);
-    if let Some(path) = &history {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
+}
+
+fn batch_loop(requests: &mpsc::Sender<Request>) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for line in std::io::stdin().lines() {
+        let line = line.context("cannot read stdin")?;
+        let Some(reply) = execute(requests, line) else {
+            break;
+        };
+        for l in &reply.lines {
+            println!("{l}");
         }
-        let _ = editor.save_history(path);
+        failed |= reply.failed;
+        if reply.quit {
+            break;
+        }
     }
-    let _ = runtime.block_on(net);
-    runtime.shutdown_background();
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed {
+        ExitCode::from(crate::cli::EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Default)]
@@ -166,15 +269,36 @@ struct Session {
     config: ClientConfig,
     matcher: SuspendMatcher,
     color: bool,
-    printer: Box<dyn ExternalPrinter + Send>,
+    /// Prints what arrives unasked (messages, automatic answers, connection changes):
+    /// above the prompt on a terminal, plain lines in batch mode.
+    printer: Box<dyn FnMut(String) + Send>,
     auto: Option<(u16, String)>,
     last: Option<Bytes>,
     stats: Arc<Stats>,
+    connected: Arc<AtomicBool>,
+}
+
+/// Messages read ahead of the session; past this the reader waits (TCP pushes back).
+const NET_QUEUE: usize = 1024;
+
+/// Read messages into `net` until the connection ends, then say why.
+async fn read_messages(mut reader: evapi_client::client::Reader, net: mpsc::Sender<Net>) {
+    loop {
+        let event = match reader.recv().await {
+            Ok(Some(msg)) => Net::Msg(msg),
+            Ok(None) => Net::Lost("closed by the server".to_owned()),
+            Err(e) => Net::Lost(format!("{e:#}")),
+        };
+        let lost = matches!(event, Net::Lost(_));
+        if net.send(event).await.is_err() || lost {
+            return;
+        }
+    }
 }
 
 impl Session {
     fn say(&mut self, text: String) {
-        let _ = self.printer.print(text);
+        (self.printer)(text);
     }
 
     fn render(&self, msg: &[u8]) -> String {
@@ -193,35 +317,29 @@ impl Session {
         }
     }
 
-    async fn run(mut self, client: Client, mut lines: mpsc::Receiver<String>) {
-        let (mut reader, mut writer) = client.split();
+    async fn run(mut self, client: Client, mut requests: mpsc::Receiver<Request>) {
+        let (net_tx, mut net) = mpsc::channel::<Net>(NET_QUEUE);
+        let (reader, writer) = client.split();
+        let mut writer = Some(writer);
+        tokio::spawn(read_messages(reader, net_tx.clone()));
         loop {
             tokio::select! {
-                line = lines.recv() => {
-                    let Some(line) = line else { return };
-                    match cmd::parse(&line) {
-                        Ok(Command::Quit) => return,
-                        Ok(command) => {
-                            if let Some(payload) = self.command(command) {
-                                match writer.send(&payload).await {
-                                    Ok(()) => { self.stats.sent.fetch_add(1, Ordering::Relaxed); }
-                                    Err(e) if e.is_disconnect() => {
-                                        self.say(format!("!! send failed: {e:#}"));
-                                    }
-                                    Err(e) => self.say(format!("!! {e}")),
-                                }
-                            }
-                        }
-                        Err(e) => self.say(format!("!! {e}")),
+                request = requests.recv() => {
+                    let Some(Request { line, reply }) = request else { return };
+                    let out = self.line(&line, &mut writer).await;
+                    let quit = out.quit;
+                    let _ = reply.send(out);
+                    if quit {
+                        return;
                     }
                 }
-                msg = reader.recv() => match msg {
-                    Ok(Some(msg)) => {
+                event = net.recv() => match event {
+                    Some(Net::Msg(msg)) => {
                         self.stats.received.fetch_add(1, Ordering::Relaxed);
                         let shown = self.render(&msg);
                         self.say(format!("<< {shown}"));
-                        if let Some(answer) = self.auto_answer(&msg) {
-                            if writer.send(&answer).await.is_ok() {
+                        if let (Some(answer), Some(w)) = (self.auto_answer(&msg), writer.as_mut()) {
+                            if w.send(&answer).await.is_ok() {
                                 self.stats.answered.fetch_add(1, Ordering::Relaxed);
                                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
                                 self.say(format!(">> {}", String::from_utf8_lossy(&answer)));
@@ -229,30 +347,80 @@ impl Session {
                         }
                         self.last = Some(msg);
                     }
-                    Ok(None) | Err(_) => {
-                        let why = match msg {
-                            Err(e) => format!("{e:#}"),
-                            _ => "closed by the server".to_owned(),
-                        };
-                        self.say(format!("!! connection to {} lost: {why}; reconnecting", self.addr));
-                        match Client::connect_with_retry(&self.addr, &self.config, &Backoff { attempts: None, ..Backoff::default() }).await {
-                            Ok(c) => {
-                                (reader, writer) = c.split();
-                                self.say(format!("!! reconnected to {}", self.addr));
-                            }
-                            Err(e) => {
-                                self.say(format!("!! {e:#}"));
-                                return;
-                            }
-                        }
+                    Some(Net::Lost(why)) => {
+                        writer = None;
+                        self.connected.store(false, Ordering::Release);
+                        self.say(format!(
+                            "!! connection to {} lost: {why}; reconnecting (lines typed meanwhile are not sent)",
+                            self.addr
+                        ));
+                        let (addr, config, tx) = (self.addr.clone(), self.config.clone(), net_tx.clone());
+                        tokio::spawn(async move {
+                            let backoff = Backoff { attempts: None, ..Backoff::default() };
+                            let event = match Client::connect_with_retry(&addr, &config, &backoff).await {
+                                Ok(c) => Net::Reconnected(Box::new(c)),
+                                Err(e) => Net::Lost(format!("{e:#}")),
+                            };
+                            let _ = tx.send(event).await;
+                        });
                     }
+                    Some(Net::Reconnected(client)) => {
+                        let (reader, w) = (*client).split();
+                        writer = Some(w);
+                        tokio::spawn(read_messages(reader, net_tx.clone()));
+                        self.connected.store(true, Ordering::Release);
+                        self.say(format!("!! reconnected to {}", self.addr));
+                    }
+                    None => return,
                 },
             }
         }
     }
 
-    /// Handle a command; returns a payload to send, if any.
-    fn command(&mut self, command: Command) -> Option<Vec<u8>> {
+    /// Run one typed line; its output comes back to the terminal thread.
+    async fn line(
+        &mut self,
+        line: &str,
+        writer: &mut Option<evapi_client::client::Writer>,
+    ) -> Reply {
+        let mut out = Reply::default();
+        let command = match cmd::parse(line) {
+            Ok(Command::Quit) => {
+                out.quit = true;
+                return out;
+            }
+            Ok(c) => c,
+            Err(e) => {
+                out.lines.push(format!("!! {e}"));
+                out.failed = true;
+                return out;
+            }
+        };
+        let Some(payload) = self.command(command, &mut out.lines) else {
+            return out;
+        };
+        let Some(w) = writer.as_mut() else {
+            out.lines.push(format!(
+                "!! not connected (reconnecting to {}): not sent",
+                self.addr
+            ));
+            out.failed = true;
+            return out;
+        };
+        match w.send(&payload).await {
+            Ok(()) => {
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                out.lines.push(format!("!! send failed: {e:#}"));
+                out.failed = true;
+            }
+        }
+        out
+    }
+
+    /// Handle a command, its output into `out`; returns a payload to send, if any.
+    fn command(&mut self, command: Command, out: &mut Vec<String>) -> Option<Vec<u8>> {
         match command {
             Command::Send(text) => Some(text.into_bytes()),
             Command::Json(v) => Some(v.to_string().into_bytes()),
@@ -270,18 +438,18 @@ impl Session {
                 let answer = IdFields::new("tindex", "tlabel")
                     .answer(id, code, &reason)
                     .to_string();
-                self.say(format!(">> {answer}"));
+                out.push(format!(">> {answer}"));
                 Some(answer.into_bytes())
             }
             Command::Auto { code, reason } => {
                 let reason = reason.unwrap_or_else(|| reason_phrase(code).to_owned());
-                self.say(format!("-- answering every suspend with {code} {reason}"));
+                out.push(format!("-- answering every suspend with {code} {reason}"));
                 self.auto = Some((code, reason));
                 None
             }
             Command::AutoOff => {
                 self.auto = None;
-                self.say("-- automatic answers off".to_owned());
+                out.push("-- automatic answers off".to_owned());
                 None
             }
             Command::Last => {
@@ -289,12 +457,12 @@ impl Session {
                     Some(m) => self.render(m),
                     None => "-- nothing received yet".to_owned(),
                 };
-                self.say(text);
+                out.push(text);
                 None
             }
             Command::Stats => {
                 let s = &self.stats;
-                self.say(format!(
+                out.push(format!(
                     "-- sent {}, received {}, answered automatically {}",
                     s.sent.load(Ordering::Relaxed),
                     s.received.load(Ordering::Relaxed),
@@ -303,7 +471,7 @@ impl Session {
                 None
             }
             Command::Help => {
-                self.say(HELP.to_owned());
+                out.push(HELP.to_owned());
                 None
             }
             Command::Nothing | Command::Quit => None,

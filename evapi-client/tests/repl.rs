@@ -113,6 +113,127 @@ fn the_repl_reconnects_when_the_server_drops_it() {
     assert_ne!(second.connid, first.connid);
     p.send_line("send after the drop").unwrap();
     assert_eq!(srv.msg(), "after the drop");
+    // Keys typed before the next prompt may be discarded by the terminal: wait for it.
+    p.exp_string("after the drop").unwrap();
+    p.exp_string("evapi> ").unwrap();
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
+}
+
+/// Every command's output appears exactly once, in order, while events stream in
+/// (regression: output printed from the network side raced the prompt redraw and some
+/// results never appeared).
+#[test]
+fn every_command_prints_its_output_while_events_stream_in() {
+    let srv = start(Framing::Netstring);
+    let (mut p, _home) = spawn_repl(&srv, "stream");
+    p.exp_string("evapi> ").unwrap();
+    srv.connected();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let (handle, stop) = (srv.handle.clone(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = handle.relay(format!(r#"{{"event":"tick","n":{n}}}"#).as_bytes());
+                n += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
+    for i in 0..10 {
+        p.send_line("stats").unwrap();
+        p.exp_string("-- sent 0, received")
+            .unwrap_or_else(|e| panic!("stats #{i}: {e}"));
+        p.exp_string("evapi> ").unwrap();
+        p.send_line("json").unwrap();
+        p.exp_string("!! usage: json JSON")
+            .unwrap_or_else(|e| panic!("usage #{i}: {e}"));
+        p.exp_string("evapi> ").unwrap();
+    }
+    // A typo is refused, not sent as raw text.
+    p.send_line("contnue 1 2 486").unwrap();
+    p.exp_string("did you mean continue?").unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    feeder.join().unwrap();
+    p.exp_string("evapi> ").unwrap();
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+}
+
+/// With the server gone, a line is refused at once (never queued for a later server),
+/// and quit leaves at once.
+#[test]
+fn while_disconnected_lines_are_refused_and_quit_is_immediate() {
+    let srv = start(Framing::Netstring);
+    let (mut p, _home) = spawn_repl(&srv, "gone");
+    p.exp_string("evapi> ").unwrap();
+    srv.connected();
+    drop(srv);
+    p.exp_string("reconnecting").unwrap();
+    // The prompt shows the state; a connection accepted while the server was going
+    // away can flip it once more, so ask until it says disconnected.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        p.send_line("").unwrap();
+        let (_, prompt) = p.exp_regex(r"evapi( \(disconnected\))?> ").unwrap();
+        if prompt.contains("disconnected") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never shown as disconnected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    p.send_line("send too early").unwrap();
+    p.exp_string("!! not connected (reconnecting to").unwrap();
+    p.exp_string("evapi").unwrap();
+    let asked = std::time::Instant::now();
+    p.send_line("quit").unwrap();
+    p.exp_eof().unwrap();
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(1),
+        "quit took {:?}",
+        asked.elapsed()
+    );
+}
+
+/// Without a terminal the REPL reads commands from stdin, prints their results and
+/// the messages that arrive, and exits 1 if a command failed.
+#[test]
+fn batch_mode_when_stdin_is_not_a_terminal() {
+    let srv = start(Framing::Netstring);
+    let mut cmd = srv.client(&["repl", "--no-color"]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"send x\nstats\nquit\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(srv.msg(), "x");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout, "-- sent 1, received 0, answered automatically 0\n");
+    assert_eq!(out.status.code(), Some(0));
+
+    let mut cmd = srv.client(&["repl"]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"contnue 1 2 486\nsend y\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(srv.msg(), "y", "later commands still run");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with("!! unknown command \"contnue\""),
+        "{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(1), "a command failed");
 }
