@@ -4,14 +4,21 @@
 //! ```text
 //! # comments and blank lines are ignored
 //! timeout 2s                      # default wait for later expect steps (default 5s)
-//! send {"event":"ping"}           # the rest of the line is sent as is (no escapes)
-//! expect pong                     # the next message is exactly this
-//! expect-contains "code":200      # the next message contains this text
+//! # send: the rest of the line is sent as is (no escapes, so no comment after it)
+//! send {"event":"ping"}
+//! # expect: the next message is exactly this
+//! expect pong
+//! # expect-contains: the next message contains this text
+//! expect-contains "code":200
 //! expect-json {"code":200}        # the next message is JSON containing this subset
 //! expect-none 500ms               # nothing arrives for this long
 //! sleep 100ms
 //! close                           # close the connection; a later step reconnects
 //! ```
+//!
+//! A `#` after white space starts an end-of-line comment on every step but `send`,
+//! `expect` and `expect-contains`, whose text runs to the end of the line: there a
+//! ` #` is refused with an error, never sent.
 //!
 //! Each `expect*` step takes the next message; it does not skip non-matching ones.
 
@@ -90,6 +97,23 @@ pub fn parse(text: &str) -> Result<Vec<Step>, SyntaxError> {
             .split_once(char::is_whitespace)
             .map_or((source, ""), |(w, r)| (w, r.trim_start()));
         let err = |reason: String| SyntaxError { line, reason };
+        // A text step's text runs to the end of the line, so it cannot carry a comment:
+        // a " #" there is refused rather than sent (a forgotten comment would go out as
+        // payload). Other steps may end with a comment.
+        let text_step = matches!(word, "send" | "expect" | "expect-contains");
+        let rest = if text_step {
+            if let Some(at) = comment_start(rest) {
+                return Err(err(format!(
+                    "{word}: the text contains \"{}\", which looks like a comment; the text \
+                     of {word} runs to the end of the line, so put the comment on a line of \
+                     its own",
+                    &rest[at..]
+                )));
+            }
+            rest
+        } else {
+            strip_comment(word, rest)
+        };
         let need_text = |what: &str| {
             if rest.is_empty() {
                 Err(err(format!("{word} needs {what}")))
@@ -130,6 +154,36 @@ pub fn parse(text: &str) -> Result<Vec<Step>, SyntaxError> {
         });
     }
     Ok(steps)
+}
+
+/// Where an end-of-line comment starts: a `#` after white space.
+fn comment_start(text: &str) -> Option<usize> {
+    text.char_indices()
+        .find(|&(i, c)| c == '#' && text[..i].ends_with(char::is_whitespace))
+        .map(|(i, _)| i)
+}
+
+/// `rest` without an end-of-line comment; for `expect-json` only a `#` after the JSON
+/// value counts (a `#` inside a JSON string is data).
+fn strip_comment<'a>(word: &str, rest: &'a str) -> &'a str {
+    if word == "expect-json" {
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+        if let Some(Ok(_)) = values.next() {
+            let end = values.byte_offset();
+            let tail = rest[end..].trim_start();
+            if tail.starts_with('#') {
+                return rest[..end].trim_end();
+            }
+        }
+        return rest;
+    }
+    if rest.starts_with('#') {
+        return "";
+    }
+    match comment_start(rest) {
+        Some(at) => rest[..at].trim_end(),
+        None => rest,
+    }
 }
 
 /// Why a step failed.
@@ -393,6 +447,41 @@ mod tests {
         assert!(e("\n\nexpect-json {nope").starts_with("line 3: expect-json needs valid JSON"));
         assert!(e("sleep soon").starts_with("line 1: sleep needs a duration such as 500ms or 2s"));
         assert_eq!(e("close now"), "line 1: close takes nothing after it");
+    }
+
+    /// Regression: docs/client.md's example stopped at line 2 (`timeout 2s   # ...` was
+    /// not a duration), and a comment after `send` went out as payload.
+    #[test]
+    fn end_of_line_comments_work_or_are_refused_never_sent() {
+        let steps = parse(
+            "timeout 2s   # default wait\nsleep 10ms\t# nap\nclose # bye\n\
+             expect-json {\"a\":\"x # y\"}  # a hash inside JSON is data\nexpect-none 1s #",
+        )
+        .unwrap();
+        let kinds: Vec<&StepKind> = steps.iter().map(|s| &s.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &StepKind::Timeout(Duration::from_secs(2)),
+                &StepKind::Sleep(Duration::from_millis(10)),
+                &StepKind::Close,
+                &StepKind::ExpectJson(json!({"a": "x # y"})),
+                &StepKind::ExpectNone(Duration::from_secs(1)),
+            ]
+        );
+        let e = parse("send {\"event\":\"ping\"}   # say hello")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "line 1: send: the text contains \"# say hello\", which looks like a comment; the \
+             text of send runs to the end of the line, so put the comment on a line of its own"
+        );
+        // A hash with no white space before it is text.
+        assert_eq!(
+            parse("send a#b").unwrap()[0].kind,
+            StepKind::Send("a#b".into())
+        );
     }
 
     #[test]

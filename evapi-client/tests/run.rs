@@ -92,3 +92,41 @@ fn syntax_errors_exit_2_before_connecting() {
          expect-contains, expect-json, expect-none, sleep, close, timeout\n"
     );
 }
+
+/// The example script in docs/client.md runs as written against an app that answers as
+/// the guide says, and prints the success line the guide promises.
+#[test]
+fn the_script_in_the_client_guide_runs_as_written() {
+    let guide =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/client.md"))
+            .unwrap();
+    let block = guide
+        .split("```text\n# checks.evapi\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the checks.evapi block in docs/client.md");
+    let promised = guide
+        .split("On success it prints `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .expect("the promised success line");
+    let srv = start(Framing::Netstring);
+    let dir = tempdir();
+    let path = script(&dir, "checks.evapi", block);
+    let run = Running::spawn(srv.client(&["run", &path]));
+    // The app under test: answers ping, route and hello as the guide's script expects.
+    let sends = block.lines().filter(|l| l.starts_with("send ")).count();
+    for _ in 0..sends {
+        let msg = String::from_utf8(srv.msg().to_vec()).unwrap();
+        let reply = match msg.as_str() {
+            r#"{"event":"ping"}"# => r#"{"event":"pong"}"#,
+            m if m.contains(r#""cmd":"route""#) => r#"{"target":"sip:bob@10.0.0.7"}"#,
+            "hello" => "hello back",
+            other => panic!("the guide's script sent {other:?}"),
+        };
+        srv.relay(reply);
+    }
+    let (out, err, code) = run.finish();
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim_end(), promised);
+}
