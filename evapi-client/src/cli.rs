@@ -59,6 +59,11 @@ pub struct Args {
     #[arg(long, env = "EVAPI_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub connect_timeout: Duration,
 
+    /// Keep retrying to connect for this long, for a client started before its server
+    /// (e.g. 10s in CI); 0s tries once.
+    #[arg(long, env = "EVAPI_WAIT", default_value = "0s", value_parser = humantime::parse_duration, global = true)]
+    pub wait: Duration,
+
     #[command(flatten)]
     pub verbosity: evapi_cli::Verbosity,
 
@@ -177,6 +182,19 @@ fn reason_phrase(text: &str) -> Result<String, String> {
 /// Default log level (see `evapi_cli::Verbosity` for the ladder).
 pub const LOG_LEVEL: &str = "warn";
 
+/// Whether the error is a server that could not be reached (refused, no answer).
+pub fn is_unreachable(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<evapi_client::ClientError>(),
+            Some(
+                evapi_client::ClientError::Connect { .. }
+                    | evapi_client::ClientError::ConnectTimeout { .. }
+            )
+        )
+    })
+}
+
 /// Whether the error is stdout going away (`| head`): exit quietly then.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
@@ -195,6 +213,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         framing: args.framing,
         max_frame: args.max_frame,
         connect_timeout: args.connect_timeout,
+        wait: args.wait,
     };
     if let Command::Repl { no_color, ids } = &args.command {
         return crate::terminal::run(&args.addr, &config, *no_color, ids.matcher());

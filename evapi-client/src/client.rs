@@ -27,6 +27,9 @@ pub struct ClientConfig {
     pub max_frame: usize,
     /// Give up a connection attempt after this long.
     pub connect_timeout: Duration,
+    /// Keep retrying a refused or timed-out connection for this long (zero: one
+    /// attempt), for a client started before its server.
+    pub wait: Duration,
 }
 
 impl Default for ClientConfig {
@@ -35,6 +38,7 @@ impl Default for ClientConfig {
             framing: Framing::Netstring,
             max_frame: DEFAULT_MAX_FRAME,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            wait: Duration::ZERO,
         }
     }
 }
@@ -132,6 +136,11 @@ impl ClientError {
     }
 }
 
+/// First pause between attempts while [`ClientConfig::wait`] lasts; it doubles.
+const WAIT_RETRY_FIRST: Duration = Duration::from_millis(50);
+/// Longest pause between attempts while waiting for a server.
+const WAIT_RETRY_MAX: Duration = Duration::from_secs(1);
+
 /// A connection to an evapi socket.
 #[derive(Debug)]
 pub struct Client {
@@ -140,12 +149,27 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connect to `addr` (host:port).
+    /// Connect to `addr` (host:port), retrying for up to [`ClientConfig::wait`].
     ///
     /// # Errors
     ///
-    /// [`ClientError::Connect`] or [`ClientError::ConnectTimeout`].
+    /// [`ClientError::Connect`] or [`ClientError::ConnectTimeout`] of the last attempt.
     pub async fn connect(addr: &str, config: &ClientConfig) -> Result<Self, ClientError> {
+        let deadline = tokio::time::Instant::now() + config.wait;
+        let mut pause = WAIT_RETRY_FIRST;
+        loop {
+            match Self::connect_once(addr, config).await {
+                Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                    debug!(addr, error = %e, retry_in = ?pause, "not up yet, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(WAIT_RETRY_MAX);
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn connect_once(addr: &str, config: &ClientConfig) -> Result<Self, ClientError> {
         let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::ConnectTimeout {
@@ -178,7 +202,7 @@ impl Client {
         let mut wait = backoff.initial;
         let mut attempt = 1u32;
         loop {
-            match Self::connect(addr, config).await {
+            match Self::connect_once(addr, config).await {
                 Ok(client) => return Ok(client),
                 Err(e) if backoff.attempts.is_some_and(|n| attempt >= n) => return Err(e),
                 Err(e) => {

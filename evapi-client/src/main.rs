@@ -16,6 +16,12 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(err) if cli::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if cli::is_unreachable(&err) => {
+            eprintln!(
+                "evapi-client: {err:#} (is the server up? --wait 10s keeps retrying until it is)"
+            );
+            ExitCode::from(evapi_cli::exit::CANNOT_START)
+        }
         Err(err) => evapi_cli::exit::fail("evapi-client", &err, evapi_cli::exit::CANNOT_START),
     }
 }

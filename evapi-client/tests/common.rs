@@ -43,13 +43,18 @@ pub struct Srv {
 }
 
 pub fn start(framing: Framing) -> Srv {
+    start_on(framing, "127.0.0.1:0")
+}
+
+/// [`start`] on a given address.
+pub fn start_on(framing: Framing, bind: &str) -> Srv {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
     let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .block_on(tokio::net::TcpListener::bind(bind))
         .unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, events) = mpsc::sync_channel(100_000);

@@ -115,3 +115,20 @@ fn a_payload_over_max_frame_is_refused_before_sending() {
         "{err}"
     );
 }
+
+/// `--wait` keeps retrying a refused connection, so a client can start before its
+/// server (the CI recipe in docs/simulator.md depends on it).
+#[test]
+fn wait_retries_until_the_server_is_up() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"));
+    cmd.args(["--addr", &addr, "--wait", "20s", "send", "waited"]);
+    let run = Running::spawn(cmd);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let srv = start_on(Framing::Netstring, &addr);
+    assert_eq!(srv.msg(), "waited");
+    let (_, err, code) = run.finish();
+    assert_eq!(code, 0, "{err}");
+}

@@ -81,6 +81,18 @@ pub enum RunError {
     /// A built-in responder could not connect.
     #[error("built-in responder failed")]
     Responder(#[source] evapi_client::ClientError),
+    /// The outside apps did not all connect within `external_timeout`.
+    #[error("{connected} of {expected} external app(s) connected to {addr} within {waited:?} (external_timeout)")]
+    NoApp {
+        /// Apps the scenario waits for.
+        expected: usize,
+        /// Apps that came.
+        connected: usize,
+        /// The evapi socket.
+        addr: SocketAddr,
+        /// How long the run waited.
+        waited: Duration,
+    },
 }
 
 /// Run the scenario to the end.
@@ -153,8 +165,19 @@ pub async fn run(
     }
     // Readiness: every app connected, every built-in tag registered.
     let (mut connected, mut tagged) = (0usize, 0usize);
+    let give_up = tokio::time::Instant::now() + sc.external_timeout;
     while connected < apps || tagged < tags {
         tokio::select! {
+            () = tokio::time::sleep_until(give_up), if sc.external > 0 => {
+                stop.cancel();
+                handle.shutdown();
+                return Err(RunError::NoApp {
+                    expected: sc.external,
+                    connected: connected.saturating_sub(sc.responders.len()),
+                    addr,
+                    waited: sc.external_timeout,
+                });
+            }
             msg = inbound.recv() => match msg {
                 Some(Inbound::Connected) => connected += 1,
                 Some(Inbound::Message(client, msg)) => {

@@ -41,6 +41,10 @@ pub struct Scenario {
     /// Outside apps to wait for before the traffic starts.
     #[serde(default)]
     pub external: usize,
+    /// How long to wait for the outside apps before giving up (the run then cannot
+    /// start: exit 2).
+    #[serde(default = "default_external_timeout", deserialize_with = "duration")]
+    pub external_timeout: Duration,
     /// tm timers.
     #[serde(default)]
     pub timers: Timers,
@@ -322,6 +326,14 @@ pub struct Expect {
     pub refused: Option<u64>,
     /// Messages from apps that were not valid answers.
     pub invalid_answers: Option<u64>,
+}
+
+/// Default `external_timeout`: long enough to start an app by hand, short enough that
+/// a CI job whose app never came fails in a minute instead of at the job's time limit.
+pub const DEFAULT_EXTERNAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn default_external_timeout() -> Duration {
+    DEFAULT_EXTERNAL_TIMEOUT
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

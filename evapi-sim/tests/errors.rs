@@ -70,3 +70,17 @@ fn a_missing_file_is_exit_2() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .starts_with("evapi-sim: /nonexistent/scenario.json: cannot read: "));
 }
+
+#[test]
+fn an_external_app_that_never_comes_is_exit_2_after_external_timeout() {
+    let (out, err, code) = run_text(
+        "no-app",
+        r#"{"traffic": {"count": 5}, "external": 1, "external_timeout": "300ms"}"#,
+    );
+    assert_eq!((out.as_str(), code), ("", 2), "{err}");
+    assert!(
+        err.contains("0 of 1 external app(s) connected to 127.0.0.1:")
+            && err.contains("within 300ms (external_timeout)"),
+        "{err}"
+    );
+}

@@ -69,3 +69,36 @@ fn an_action_answer_from_a_reply_template_maps_to_the_configured_outcome() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("  final 200                 500"), "{out}");
 }
+
+/// The CI recipe in docs/simulator.md, run as written (port changed to a free one):
+/// the app starts while the simulator may not listen yet, and `--wait` covers that.
+#[test]
+fn the_ci_recipe_in_the_simulator_guide_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let guide = std::fs::read_to_string(root.join("docs/simulator.md")).unwrap();
+    let recipe = guide
+        .split("```sh\n")
+        .find(|block| block.contains("evapi-sim run evapi-sim/scenarios/external-app.json"))
+        .and_then(|block| block.split("```").next())
+        .expect("the evapi-client recipe in docs/simulator.md");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = recipe.replace("8448", &port.to_string());
+    let bin_dir = binary("evapi-sim").parent().unwrap().to_owned();
+    let _ = binary("evapi-client");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script])
+        .current_dir(&root)
+        .env("PATH", path);
+    let (out, code) = finish(Running::spawn(cmd));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("PASSED"), "{out}");
+}
