@@ -17,6 +17,9 @@ pub const FAILED: u8 = 1;
 /// exit with 2 too.
 pub const CANNOT_START: u8 = 2;
 
+/// Interrupted (Ctrl-C) after reporting what was done, as shells report SIGINT.
+pub const INTERRUPTED: u8 = 130;
+
 /// Print `err` with its causes (`{:#}`) after the program's name, and give `code`.
 #[must_use]
 pub fn fail(program: &str, err: &anyhow::Error, code: u8) -> ExitCode {

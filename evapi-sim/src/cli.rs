@@ -11,7 +11,9 @@ use evapi_sim::router::RouterConfig;
 use evapi_sim::scenario::{Loaded, Scenario};
 use evapi_sim::template::Template;
 
-use evapi_cli::exit::{CANNOT_START as EXIT_BAD_SCENARIO, FAILED as EXIT_FAILED};
+use evapi_cli::exit::{
+    CANNOT_START as EXIT_BAD_SCENARIO, FAILED as EXIT_FAILED, INTERRUPTED as EXIT_INTERRUPTED,
+};
 
 /// SIP transaction simulator for Kamailio-style evapi async relay.
 ///
@@ -29,7 +31,8 @@ Examples:
   evapi-sim run my-app.json --bind 127.0.0.1:8448  # a scenario with \"external\": 1 waits for your app
   evapi-sim sip --listen 127.0.0.1:5060            # SIP over UDP for sipp; answer with evapi-client respond
 
-Exit codes: 0 every expectation held, 1 some failed, 2 bad scenario file or I/O error."
+Exit codes: 0 every expectation held, 1 some failed, 2 bad scenario file or I/O error,
+130 interrupted (Ctrl-C; the partial summary and report are still written)."
 )]
 pub struct Args {
     #[command(flatten)]
@@ -179,6 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let options = RunOptions {
                 fallback_to_ephemeral: bind.is_none(),
                 bind: bind.map(|a| a.to_string()),
+                interrupt: None,
             };
             runtime.block_on(scenario(
                 &Scenario::demo(),
@@ -257,6 +261,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let options = RunOptions {
                 bind: bind.map(|a| a.to_string()),
                 fallback_to_ephemeral: false,
+                interrupt: None,
             };
             runtime.block_on(scenario(&loaded, &options, !no_progress, report.as_deref()))
         }
@@ -323,14 +328,30 @@ async fn scenario(
     report_path: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let bar = crate::progress::Bar::new(loaded.scenario.traffic.count, progress);
-    let report = engine::run(loaded, options, &bar).await?;
+    // Ctrl-C (or SIGTERM) stops the traffic; the partial report is still printed.
+    let interrupt = tokio_util::sync::CancellationToken::new();
+    let on_signal = interrupt.clone();
+    let signals = tokio::spawn(async move {
+        evapi_server::signal::terminated().await;
+        on_signal.cancel();
+    });
+    let options = RunOptions {
+        interrupt: Some(interrupt),
+        ..options.clone()
+    };
+    let report = engine::run(loaded, &options, &bar).await;
+    signals.abort();
+    let report = report?;
     println!("{}", report.summary());
     if let Some(path) = report_path {
         let json = serde_json::to_string_pretty(&report).context("report")?;
         std::fs::write(path, json + "\n")
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
-    if report.passed {
+    if report.interrupted {
+        eprintln!("evapi-sim: interrupted; the counts above are partial");
+        Ok(ExitCode::from(EXIT_INTERRUPTED))
+    } else if report.passed {
         Ok(ExitCode::SUCCESS)
     } else {
         let failed: Vec<String> = report

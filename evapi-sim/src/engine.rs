@@ -39,6 +39,25 @@ pub struct RunOptions {
     pub bind: Option<String>,
     /// If the address is taken, use an ephemeral port instead (the demo does).
     pub fallback_to_ephemeral: bool,
+    /// Cancelled to interrupt the run (Ctrl-C): no new requests; answers are read for
+    /// [`INTERRUPT_GRACE`], then the partial report is returned, marked interrupted.
+    pub interrupt: Option<CancellationToken>,
+}
+
+/// How long an interrupted run still reads answers before it reports.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
+
+/// A snapshot of a run in progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Transactions with their final reply.
+    pub done: u64,
+    /// Transactions the scenario will make.
+    pub total: u64,
+    /// Ended by their timer so far.
+    pub timeouts: u64,
+    /// Invalid answers so far.
+    pub invalid: u64,
 }
 
 /// What a run tells its caller while it goes; every method has a do-nothing default.
@@ -51,9 +70,9 @@ pub trait Observer: Send + Sync {
     fn waiting_for_apps(&self, count: usize, addr: SocketAddr) {
         let _ = (count, addr);
     }
-    /// `done` of `total` transactions have their final reply.
-    fn progress(&self, done: u64, total: u64) {
-        let _ = (done, total);
+    /// Where the run is (called after every step; throttle as needed).
+    fn progress(&self, progress: &Progress) {
+        let _ = progress;
     }
     /// The traffic is over (answers may still linger).
     fn finished(&self) {}
@@ -194,7 +213,8 @@ pub async fn run(
         }
     }
 
-    let report = engine.drive(&mut inbound, observer).await;
+    let interrupt = options.interrupt.clone().unwrap_or_default();
+    let report = engine.drive(&mut inbound, observer, &interrupt).await;
     stop.cancel();
     while responder_tasks.join_next().await.is_some() {}
     handle.shutdown();
@@ -230,10 +250,12 @@ impl<'a> Engine<'a> {
         &mut self,
         inbound: &mut mpsc::Receiver<Inbound>,
         observer: &dyn Observer,
+        interrupt: &CancellationToken,
     ) -> Report {
         let traffic = self.loaded.scenario.traffic.clone();
         let start = clock::now();
         let mut next = 0u64;
+        let mut interrupted = false;
         while self.done < traffic.count {
             let now = clock::now();
             let by_rate = if traffic.rate == 0 {
@@ -268,12 +290,27 @@ impl<'a> Engine<'a> {
                     }
                 }
                 () = clock::sleep_until(wake) => self.router.handle_timeout(clock::now()),
+                () = interrupt.cancelled() => {
+                    interrupted = true;
+                    break;
+                }
             }
             self.replies();
-            observer.progress(self.done, traffic.count);
+            let counters = self.router.counters();
+            observer.progress(&Progress {
+                done: self.done,
+                total: traffic.count,
+                timeouts: counters.timeouts,
+                invalid: counters.invalid_answers,
+            });
         }
         observer.finished();
-        let linger = tokio::time::Instant::now() + self.loaded.scenario.linger;
+        let grace = if interrupted {
+            INTERRUPT_GRACE
+        } else {
+            self.loaded.scenario.linger
+        };
+        let linger = tokio::time::Instant::now() + grace;
         while let Ok(Some(msg)) = tokio::time::timeout_at(linger, inbound.recv()).await {
             if let Inbound::Message(client, msg) = msg {
                 self.inbound(&client, &msg);
@@ -283,7 +320,7 @@ impl<'a> Engine<'a> {
         let counters = self.router.counters().clone();
         let mut report = Report {
             name: self.loaded.scenario.name.clone(),
-            requests: traffic.count,
+            requests: if interrupted { next } else { traffic.count },
             finals: counters.finals,
             timeouts: counters.timeouts,
             refused: counters.refused,
@@ -294,6 +331,7 @@ impl<'a> Engine<'a> {
                 .unwrap_or(u64::MAX),
             checks: Vec::new(),
             passed: true,
+            interrupted,
         };
         report.check(&self.loaded.scenario.expect);
         report

@@ -11,32 +11,100 @@ use serde::Serialize;
 
 use crate::scenario::Expect;
 
-/// Latency percentiles in microseconds (suspend to final reply).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// Upper bounds of the latency histogram's buckets, microseconds (the last bucket,
+/// `le_us: null`, holds the rest).
+pub const BUCKETS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// One histogram bucket: how many latencies were at most `le_us` (and above the
+/// previous bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Bucket {
+    /// Upper bound in microseconds; `None` for the last, open bucket.
+    pub le_us: Option<u64>,
+    /// Latencies in this bucket.
+    pub count: u64,
+}
+
+/// Latency in microseconds (suspend to final reply, or request to final response);
+/// every figure is 0 when nothing was measured (`count` 0), which the summary shows
+/// as "n/a".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Latency {
+    /// How many latencies were measured.
+    pub count: u64,
+    /// Fastest.
+    pub min_us: u64,
+    /// Mean.
+    pub mean_us: u64,
     /// Median.
     pub p50_us: u64,
     /// 90th percentile.
     pub p90_us: u64,
     /// 99th percentile.
     pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
     /// Slowest.
     pub max_us: u64,
+    /// Counts per bucket of [`BUCKETS_US`], empty buckets included.
+    pub buckets: Vec<Bucket>,
 }
 
 impl Latency {
-    /// Percentiles of `h` (microseconds).
+    /// Figures of `h` (microseconds).
     #[must_use]
     pub fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Self::default();
         }
+        let mut buckets = Vec::with_capacity(BUCKETS_US.len() + 1);
+        let mut below = 0;
+        for le in BUCKETS_US {
+            let upto = h.count_between(0, le);
+            buckets.push(Bucket {
+                le_us: Some(le),
+                count: upto - below,
+            });
+            below = upto;
+        }
+        buckets.push(Bucket {
+            le_us: None,
+            count: h.len() - below,
+        });
         Self {
+            count: h.len(),
+            min_us: h.min(),
+            mean_us: h.mean().round() as u64,
             p50_us: h.value_at_quantile(0.50),
             p90_us: h.value_at_quantile(0.90),
             p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
             max_us: h.max(),
+            buckets,
         }
+    }
+
+    /// One line for people: the percentiles, or "n/a" when nothing was measured (all
+    /// zeros would read as instant answers).
+    #[must_use]
+    pub fn line(&self) -> String {
+        if self.count == 0 {
+            return "n/a (no answers)".to_owned();
+        }
+        format!(
+            "p50 {} p90 {} p99 {} p99.9 {} max {} (min {}, mean {}, {} answers)",
+            us(self.p50_us),
+            us(self.p90_us),
+            us(self.p99_us),
+            us(self.p999_us),
+            us(self.max_us),
+            us(self.min_us),
+            us(self.mean_us),
+            self.count
+        )
     }
 }
 
@@ -78,6 +146,9 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// Whether every expectation held.
     pub passed: bool,
+    /// Whether the run was stopped before the end (Ctrl-C); the counts are partial and
+    /// `passed` is false.
+    pub interrupted: bool,
 }
 
 impl Report {
@@ -106,7 +177,7 @@ impl Report {
                 self.invalid_answers,
             ));
         }
-        self.passed = checks.iter().all(|c| c.ok);
+        self.passed = !self.interrupted && checks.iter().all(|c| c.ok);
         self.checks = checks;
     }
 
@@ -140,14 +211,10 @@ impl Report {
         }
         let _ = writeln!(s, "  invalid answers         {:>5}", self.invalid_answers);
         let _ = writeln!(s, "  undelivered events      {:>5}", self.undelivered);
-        let l = &self.latency;
         let _ = writeln!(
             s,
-            "\n  latency (suspend to final reply): p50 {} p90 {} p99 {} max {}",
-            us(l.p50_us),
-            us(l.p90_us),
-            us(l.p99_us),
-            us(l.max_us)
+            "\n  latency (suspend to final reply): {}",
+            self.latency.line()
         );
         if !self.checks.is_empty() {
             let _ = writeln!(s, "\n  expectations");
@@ -160,7 +227,12 @@ impl Report {
                 );
             }
         }
-        let _ = write!(s, "\n  {}", if self.passed { "PASSED" } else { "FAILED" });
+        let verdict = match (self.interrupted, self.passed) {
+            (true, _) => "INTERRUPTED (partial counts)",
+            (false, true) => "PASSED",
+            (false, false) => "FAILED",
+        };
+        let _ = write!(s, "\n  {verdict}");
         s
     }
 }
@@ -179,5 +251,32 @@ fn us(v: u64) -> String {
         format!("{:.1}ms", v as f64 / 1000.0)
     } else {
         format!("{v}us")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_answers_read_as_n_a_not_as_instant() {
+        let h = Histogram::<u64>::new(3).expect("valid precision");
+        let l = Latency::of(&h);
+        assert_eq!(l.line(), "n/a (no answers)");
+    }
+
+    #[test]
+    fn figures_and_buckets() {
+        let mut h = Histogram::<u64>::new(3).expect("valid precision");
+        for v in [50, 150, 150, 900, 20_000_000] {
+            h.record(v).expect("in range");
+        }
+        let l = Latency::of(&h);
+        assert_eq!((l.count, l.min_us, l.p50_us), (5, 50, 150));
+        let counts: Vec<u64> = l.buckets.iter().map(|b| b.count).collect();
+        assert_eq!(counts, [1, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(l.buckets.last().map(|b| b.le_us), Some(None));
+        assert!(l.line().starts_with("p50 150us p90 "), "{}", l.line());
+        assert!(l.line().ends_with("5 answers)"), "{}", l.line());
     }
 }

@@ -84,3 +84,61 @@ fn an_external_app_that_never_comes_is_exit_2_after_external_timeout() {
         "{err}"
     );
 }
+
+/// Ctrl-C (SIGINT) during a run: the traffic stops, the partial summary and report are
+/// still written, marked interrupted, and the exit code is 130.
+#[test]
+fn sigint_gives_the_partial_summary_and_report_and_exit_130() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir();
+    let scenario = dir.join(format!("evapi-sim-sigint-{}.json", std::process::id()));
+    let report = dir.join(format!(
+        "evapi-sim-sigint-{}-report.json",
+        std::process::id()
+    ));
+    std::fs::write(
+        &scenario,
+        r#"{"traffic": {"count": 5, "concurrency": 0}, "responders": [{"kind": "silent"}],
+            "timers": {"fr_inv_timer": "60s"}}"#,
+    )
+    .unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("evapi-sim"))
+        .args(["run", "--no-progress", "--bind", "127.0.0.1:0", "--report"])
+        .arg(&report)
+        .arg(&scenario)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("evapi socket on "), "{line}");
+    // The silent app connects and the 5 INVITEs wait for their 60 s timer.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let asked = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(130));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.trim_end().ends_with("INTERRUPTED (partial counts)"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        (json["interrupted"].as_bool(), json["passed"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let _ = std::fs::remove_file(&scenario);
+    let _ = std::fs::remove_file(&report);
+}

@@ -10,6 +10,7 @@ async fn run(text: &str) -> Report {
     let options = RunOptions {
         bind: Some("127.0.0.1:0".to_owned()),
         fallback_to_ephemeral: false,
+        interrupt: None,
     };
     engine::run(&loaded, &options, &Quiet).await.unwrap()
 }
@@ -96,4 +97,38 @@ async fn the_module_documentation_example_runs_as_a_scenario() {
     let report = run(&scenario.to_string()).await;
     assert!(report.passed, "{}", report.summary());
     assert_eq!(report.finals.get(&486), Some(&100));
+}
+
+/// Interrupting a run (what Ctrl-C does in the binary) stops the traffic and still
+/// gives the partial report, marked interrupted and never passed.
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_run_reports_what_was_done() {
+    let loaded = Scenario::parse(
+        r#"{
+            "name": "interrupted",
+            "traffic": { "count": 100, "rate": 10, "concurrency": 0 },
+            "responders": [ { "kind": "answer", "code": 486 } ],
+            "expect": { "codes": { "486": 100 } }
+        }"#,
+        "test",
+    )
+    .unwrap();
+    let interrupt = tokio_util::sync::CancellationToken::new();
+    let options = RunOptions {
+        bind: Some("127.0.0.1:0".to_owned()),
+        fallback_to_ephemeral: false,
+        interrupt: Some(interrupt.clone()),
+    };
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(1950)).await;
+        interrupt.cancel();
+    });
+    let report = engine::run(&loaded, &options, &Quiet).await.unwrap();
+    stopper.await.unwrap();
+    assert!(report.interrupted);
+    assert!(!report.passed);
+    // Requests 0..=19 were due by 1.9 s (one every 100 ms from 0).
+    assert_eq!(report.requests, 20);
+    assert_eq!(report.finals.get(&486), Some(&20));
+    insta::assert_snapshot!(crate::scenarios::redact_summary(&report.summary()));
 }

@@ -65,6 +65,7 @@ async fn every_shipped_scenario_meets_its_expectations() {
         let options = evapi_sim::engine::RunOptions {
             bind: Some("127.0.0.1:0".to_owned()),
             fallback_to_ephemeral: false,
+            interrupt: None,
         };
         let report = evapi_sim::engine::run(&loaded, &options, &evapi_sim::engine::Quiet)
             .await
