@@ -96,13 +96,16 @@ pub enum ClientError {
         source: io::Error,
     },
     /// The server sent bytes that break the framing.
-    #[error("bad frame from {addr}")]
+    #[error("bad frame from {addr}{}", hint.map(|h| format!(" ({h})")).unwrap_or_default())]
     Decode {
         /// The peer.
         addr: String,
         /// What was wrong, with its byte offset.
         #[source]
         source: DecodeError,
+        /// When the bytes look like another framing, which (see
+        /// [`Framing::mismatch_hint`](evapi_proto::Framing::mismatch_hint)).
+        hint: Option<&'static str>,
     },
     /// The payload cannot be sent in this framing.
     #[error(transparent)]
@@ -116,11 +119,21 @@ impl ClientError {
         !matches!(self, ClientError::Encode(_))
     }
 
+    /// A receive error, with a framing hint from the bytes that did not decode.
+    fn from_recv(addr: &str, err: CodecError, buffered: &[u8], framing: Framing) -> Self {
+        let mut e = Self::from_codec(addr, err);
+        if let ClientError::Decode { hint, .. } = &mut e {
+            *hint = Framing::mismatch_hint(buffered, framing);
+        }
+        e
+    }
+
     fn from_codec(addr: &str, err: CodecError) -> Self {
         match err {
             CodecError::Decode(source) => ClientError::Decode {
                 addr: addr.to_owned(),
                 source,
+                hint: None,
             },
             CodecError::Encode(e) => ClientError::Encode(e),
             CodecError::Io(source) => ClientError::Lost {
@@ -241,10 +254,14 @@ impl Client {
     ///
     /// A bad frame or a lost connection.
     pub async fn recv(&mut self) -> Result<Option<Bytes>, ClientError> {
-        let addr = &self.addr;
         match self.framed.next().await {
             Some(Ok(msg)) => Ok(Some(msg)),
-            Some(Err(e)) => Err(ClientError::from_codec(addr, e)),
+            Some(Err(e)) => Err(ClientError::from_recv(
+                &self.addr,
+                e,
+                self.framed.read_buffer(),
+                self.framed.codec().framing(),
+            )),
             None => Ok(None),
         }
     }
@@ -287,7 +304,12 @@ impl Reader {
     pub async fn recv(&mut self) -> Result<Option<Bytes>, ClientError> {
         match self.inner.next().await {
             Some(Ok(msg)) => Ok(Some(msg)),
-            Some(Err(e)) => Err(ClientError::from_codec(&self.addr, e)),
+            Some(Err(e)) => Err(ClientError::from_recv(
+                &self.addr,
+                e,
+                self.inner.read_buffer(),
+                self.inner.decoder().framing(),
+            )),
             None => Ok(None),
         }
     }

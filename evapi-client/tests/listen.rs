@@ -72,3 +72,19 @@ fn the_server_closing_is_an_error_exit_2() {
     assert_eq!(code, 2);
     assert!(err.contains("closed by the server"), "{err}");
 }
+
+/// A netstring client on a line-framed server: the decode error says what the bytes
+/// look like, which is the usual mistake.
+#[test]
+fn a_framing_mismatch_is_named_in_the_error() {
+    let srv = start(Framing::Line);
+    let run = Running::spawn(srv.client(&["listen", "--count", "1"]));
+    srv.connected();
+    srv.relay(r#"{"event":"x"}"#);
+    let (_, err, code) = run.finish();
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the bytes look like line or bare framing (no length prefix); is the peer started with --framing line or bare?"),
+        "{err}"
+    );
+}

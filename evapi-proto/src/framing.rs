@@ -44,6 +44,41 @@ impl Framing {
     }
 }
 
+impl Framing {
+    /// A hint when a peer's first bytes look like another framing than `expected` (the
+    /// usual mistake: both sides started with different framings). `None` when they fit,
+    /// or say nothing clear.
+    ///
+    /// ```
+    /// use evapi_proto::Framing;
+    /// assert_eq!(
+    ///     Framing::mismatch_hint(b"{\"event\":\"x\"}\n", Framing::Netstring),
+    ///     Some("the bytes look like line or bare framing (no length prefix); is the peer started with --framing line or bare?")
+    /// );
+    /// assert_eq!(Framing::mismatch_hint(b"16:{\"event\":\"x\"},", Framing::Netstring), None);
+    /// ```
+    #[must_use]
+    pub fn mismatch_hint(first: &[u8], expected: Framing) -> Option<&'static str> {
+        let start = first
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .map_or(&[][..], |at| &first[at..]);
+        let digits = start.iter().take_while(|b| b.is_ascii_digit()).count();
+        let netstring_like = digits > 0 && start.get(digits) == Some(&b':');
+        match expected {
+            Framing::Netstring if !start.is_empty() && digits == 0 => Some(
+                "the bytes look like line or bare framing (no length prefix); is the peer \
+                 started with --framing line or bare?",
+            ),
+            Framing::Bare | Framing::Line if netstring_like => Some(
+                "the bytes look like netstring framing (a length prefix N:); is the peer \
+                 started with --framing netstring?",
+            ),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Framing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

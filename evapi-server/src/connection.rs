@@ -184,6 +184,13 @@ async fn read_loop<R: EventRoutes>(
             };
             match decoded {
                 Ok(Some(msg)) => {
+                    // Bare and line framings take anything, so a netstring client is not
+                    // an error there; its first message still gets a hint in the log.
+                    if conn.counters.frames_in.load(Ordering::Relaxed) == 0 {
+                        if let Some(hint) = Framing::mismatch_hint(&msg, shared.config.framing) {
+                            warn!(hint, "first message from client");
+                        }
+                    }
                     conn.counters.frames_in.fetch_add(1, Ordering::Relaxed);
                     conn.counters
                         .bytes_in
@@ -210,7 +217,16 @@ async fn read_loop<R: EventRoutes>(
                 }
                 Err(e) => {
                     shared.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
-                    warn!(error = %e, "bad frame from client, closing the connection");
+                    // On the first frame, a framing mismatch is the usual cause: say so.
+                    let hint = (conn.counters.frames_in.load(Ordering::Relaxed) == 0)
+                        .then(|| Framing::mismatch_hint(&buf, shared.config.framing))
+                        .flatten();
+                    match hint {
+                        Some(hint) => {
+                            warn!(error = %e, hint, "bad frame from client, closing the connection");
+                        }
+                        None => warn!(error = %e, "bad frame from client, closing the connection"),
+                    }
                     return CloseReason::BadFrame;
                 }
             }
