@@ -147,11 +147,11 @@ pub fn run(
             .create_external_printer()
             .context("cannot print above the prompt")?;
         editor = Some(ed);
-        Box::new(move |text| {
+        printing_thread(move |text| {
             let _ = printer.print(text);
         })
     } else {
-        Box::new(|text| println!("{text}"))
+        printing_thread(|text| println!("{text}"))
     };
     let session = Session {
         addr: addr.to_owned(),
@@ -187,6 +187,40 @@ pub fn run(
     // Leave at once, whatever the network side is doing (e.g. reconnecting).
     runtime.shutdown_timeout(EXIT_WAIT);
     status
+}
+
+/// Lines waiting for the printing thread; past this, unasked output is dropped (and the
+/// loss said once the queue has room again) rather than stalling the network side.
+const PRINT_QUEUE: usize = 4096;
+
+/// A printer that never blocks its caller: lines go to a thread of their own, which may
+/// wait on the terminal (rustyline's external printer waits while no prompt is up).
+/// The network side must never wait there: the terminal thread may itself be waiting
+/// for that side's reply to a command (a deadlock seen as a lost command output).
+fn printing_thread(
+    mut print: impl FnMut(String) + Send + 'static,
+) -> Box<dyn FnMut(String) + Send> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(PRINT_QUEUE);
+    std::thread::spawn(move || {
+        for line in rx {
+            print(line);
+        }
+    });
+    let mut dropped = 0u64;
+    Box::new(move |text| {
+        if dropped > 0
+            && tx
+                .try_send(format!(
+                    "!! {dropped} lines of output dropped (terminal too slow)"
+                ))
+                .is_ok()
+        {
+            dropped = 0;
+        }
+        if tx.try_send(text).is_err() {
+            dropped += 1;
+        }
+    })
 }
 
 /// How long leaving waits for the network side to finish what it is doing.

@@ -81,6 +81,8 @@ fn a_session_in_a_real_terminal() {
     p.exp_string("evapi> ").unwrap();
     p.send_line("send kept").unwrap();
     assert_eq!(srv.msg(), "kept");
+    // Keys typed before the next prompt may be discarded by the terminal: wait for it.
+    p.exp_string("evapi> ").unwrap();
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
 

@@ -69,3 +69,37 @@ fn encode_error_messages() {
     assert!(dst.is_empty(), "a refused payload writes nothing");
     insta::assert_snapshot!(rendered);
 }
+
+/// Every error message quoted in docs/protocol.md is one the codecs really give (they
+/// are all in the snapshots above), so the reference cannot drift from the code.
+#[test]
+fn the_errors_quoted_in_the_protocol_reference_are_real() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("../docs/protocol.md")).unwrap();
+    let snapshots: String = ["decode", "encode"]
+        .iter()
+        .map(|k| {
+            std::fs::read_to_string(root.join(format!(
+                "tests/snapshots/integration__errors__{k}_error_messages.snap"
+            )))
+            .unwrap()
+        })
+        .collect();
+    let quoted: Vec<&str> = doc
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|q| {
+            ["netstring: ", "line: ", "bare: "]
+                .iter()
+                .any(|p| q.starts_with(p))
+        })
+        .collect();
+    assert!(quoted.len() >= 9, "found {quoted:?}");
+    for q in quoted {
+        assert!(
+            snapshots.contains(q),
+            "docs/protocol.md quotes {q:?}, which no codec gives"
+        );
+    }
+}

@@ -35,7 +35,7 @@ const STDOUT_QUEUE: usize = 4096;
 Examples:
   evapi-server                                   # 127.0.0.1:8448, netstring, as Kamailio
   evapi-server --bind 127.0.0.1:9000 --framing line --max-clients 64
-  echo '{\"relay\":{\"event\":\"hello\"}}' | evapi-server   # relay one event, keep serving
+  echo '{\"stats\":true}' | evapi-server   # a command on stdin, its JSON reply on stdout
   evapi-server --control 127.0.0.1:9001          # also take commands over TCP
 
 Commands (JSON lines):

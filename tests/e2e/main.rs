@@ -9,3 +9,5 @@ mod sipp;
 mod kamailio_wire;
 // evapi-client (listen, send, run, respond) against Kamailio 5.6.
 mod kamailio_client;
+// Command blocks of README.md and docs/ run as written.
+mod docs;
