@@ -4,9 +4,25 @@
 use serde_json::Value;
 
 /// Command names, for completion and help.
-pub const COMMANDS: [&str; 9] = [
-    "send", "json", "continue", "auto", "last", "stats", "help", "quit", "exit",
+pub const COMMANDS: [&str; 10] = [
+    "send", "json", "continue", "pending", "auto", "last", "stats", "help", "quit", "exit",
 ];
+
+/// Which suspended transaction a `continue` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// By its ids, as Kamailio gave them.
+    Ids {
+        /// `$T(id_index)`.
+        tindex: u32,
+        /// `$T(id_label)`.
+        tlabel: u32,
+    },
+    /// The oldest one still pending.
+    Oldest,
+    /// By its number in the `pending` list (`#3`).
+    Number(u64),
+}
 
 /// What a line asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,21 +33,23 @@ pub enum Command {
     Json(Value),
     /// Answer a suspend by hand.
     Continue {
-        /// `$T(id_index)`.
-        tindex: u32,
-        /// `$T(id_label)`.
-        tlabel: u32,
+        /// Which transaction.
+        which: Which,
         /// SIP code (default 200).
         code: u16,
         /// Reason phrase (default: the code's usual phrase).
         reason: Option<String>,
     },
+    /// List the suspend events not answered yet.
+    Pending,
     /// Answer every suspend automatically with this code and reason.
     Auto {
         /// SIP code.
         code: u16,
         /// Reason phrase (default: the code's usual phrase).
         reason: Option<String>,
+        /// Answer the ones already pending too.
+        pending: bool,
     },
     /// Stop answering automatically.
     AutoOff,
@@ -57,9 +75,14 @@ pub const HELP: &str = "\
 commands:
   send TEXT                         send TEXT as it is (the only way raw text goes out)
   json JSON                         check that JSON is valid, then send it compact
+  pending                           suspend events not answered yet: #number, age, ids
+  continue CODE [REASON]            answer the oldest pending suspend
+  continue #N [CODE [REASON]]       answer pending suspend #N
   continue TINDEX TLABEL [CODE [REASON]]
-                                    answer a suspend: {\"tindex\":..,\"tlabel\":..,\"code\":..,\"reason\":..}
-  auto CODE [REASON] | auto off     answer every suspend event automatically
+                                    answer by ids: {\"tindex\":..,\"tlabel\":..,\"code\":..,\"reason\":..}
+  auto CODE [REASON] [--pending] | auto off
+                                    answer every new suspend automatically (--pending: and
+                                    the ones already waiting)
   last                              show the last message received, pretty
   stats                             messages sent and received, answers sent
   help                              this text
@@ -89,17 +112,23 @@ pub fn parse(line: &str) -> Result<Command, UsageError> {
             .map(Command::Json)
             .map_err(|e| UsageError(format!("not valid JSON: {e}"))),
         "continue" => parse_continue(rest),
+        "pending" => Ok(Command::Pending),
         "auto" if rest == "off" => Ok(Command::AutoOff),
         "auto" => {
+            let (rest, pending) = match rest.strip_suffix("--pending") {
+                Some(r) => (r.trim_end(), true),
+                None => (rest, false),
+            };
             let (code, reason) = rest
                 .split_once(char::is_whitespace)
                 .map_or((rest, None), |(c, r)| (c, Some(r.trim().to_owned())));
-            let code: u64 = code
-                .parse()
-                .map_err(|_| UsageError("usage: auto CODE [REASON] | auto off".into()))?;
+            let code: u64 = code.parse().map_err(|_| {
+                UsageError("usage: auto CODE [REASON] [--pending] | auto off".into())
+            })?;
             Ok(Command::Auto {
                 code: sip_code(code)?,
                 reason: reason.filter(|r| !r.is_empty()),
+                pending,
             })
         }
         "last" => Ok(Command::Last),
@@ -129,32 +158,63 @@ fn unknown(word: &str) -> UsageError {
 }
 
 fn parse_continue(rest: &str) -> Result<Command, UsageError> {
-    const USAGE: &str = "usage: continue TINDEX TLABEL [CODE [REASON]]";
-    let mut args = rest
-        .splitn(4, char::is_whitespace)
-        .filter(|a| !a.is_empty());
-    let mut num = |what: &str| -> Result<Option<u64>, UsageError> {
-        args.next()
-            .map(|a| {
-                a.parse()
-                    .map_err(|_| UsageError(format!("{what} must be a number, got {a:?}")))
-            })
-            .transpose()
+    const USAGE: &str =
+        "usage: continue CODE [REASON] | continue #N [CODE [REASON]] | continue TINDEX TLABEL [CODE [REASON]]";
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let number = |w: &str, what: &str| -> Result<u64, UsageError> {
+        w.parse()
+            .map_err(|_| UsageError(format!("{what} must be a number, got {w:?}")))
     };
-    let tindex = num("TINDEX")?.ok_or_else(|| UsageError(USAGE.into()))?;
-    let tlabel = num("TLABEL")?.ok_or_else(|| UsageError(USAGE.into()))?;
-    let code = num("CODE")?.unwrap_or(200);
-    let reason = args
-        .next()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(String::from);
-    Ok(Command::Continue {
-        tindex: id(tindex, "TINDEX")?,
-        tlabel: id(tlabel, "TLABEL")?,
-        code: sip_code(code)?,
-        reason,
-    })
+    // The reason is the rest of the line after the code, as typed.
+    let reason_after = |skip: usize| -> Option<String> {
+        let mut r = rest.trim();
+        for _ in 0..skip {
+            r = r
+                .split_once(char::is_whitespace)
+                .map_or("", |(_, t)| t.trim_start());
+        }
+        (!r.is_empty()).then(|| r.to_owned())
+    };
+    let numeric = |w: &&str| w.bytes().all(|b| b.is_ascii_digit());
+    match words.as_slice() {
+        [] => Err(UsageError(USAGE.into())),
+        [n, ..] if n.starts_with('#') => {
+            let which = Which::Number(number(&n[1..], "N")?);
+            let code = words.get(1).map(|c| number(c, "CODE")).transpose()?;
+            Ok(Command::Continue {
+                which,
+                code: sip_code(code.unwrap_or(200))?,
+                reason: if words.len() > 2 {
+                    reason_after(2)
+                } else {
+                    None
+                },
+            })
+        }
+        [a, b, ..] if numeric(a) && numeric(b) => {
+            let code = words.get(2).map(|c| number(c, "CODE")).transpose()?;
+            Ok(Command::Continue {
+                which: Which::Ids {
+                    tindex: id(number(a, "TINDEX")?, "TINDEX")?,
+                    tlabel: id(number(b, "TLABEL")?, "TLABEL")?,
+                },
+                code: sip_code(code.unwrap_or(200))?,
+                reason: if words.len() > 3 {
+                    reason_after(3)
+                } else {
+                    None
+                },
+            })
+        }
+        [code, ..] if numeric(code) => Ok(Command::Continue {
+            which: Which::Oldest,
+            code: sip_code(number(code, "CODE")?)?,
+            reason: reason_after(1),
+        }),
+        [first, ..] => Err(UsageError(format!(
+            "continue: {first:?} is not a code, #N or ids; {USAGE}"
+        ))),
+    }
 }
 
 fn id(n: u64, what: &str) -> Result<u32, UsageError> {
@@ -182,36 +242,52 @@ mod tests {
             parse("json {\"a\": 1}").unwrap(),
             Command::Json(json!({"a":1}))
         );
+        let ids = Which::Ids {
+            tindex: 12,
+            tlabel: 34,
+        };
+        let cont = |which, code, reason: Option<&str>| Command::Continue {
+            which,
+            code,
+            reason: reason.map(String::from),
+        };
+        assert_eq!(parse("continue 12 34").unwrap(), cont(ids, 200, None));
         assert_eq!(
-            parse("continue 12 34").unwrap(),
-            Command::Continue {
-                tindex: 12,
-                tlabel: 34,
-                code: 200,
-                reason: None
-            }
+            parse("continue 12 34 486 Busy  Here").unwrap(),
+            cont(ids, 486, Some("Busy  Here"))
+        );
+        // One number: a code for the oldest pending suspend.
+        assert_eq!(
+            parse("continue 486").unwrap(),
+            cont(Which::Oldest, 486, None)
         );
         assert_eq!(
-            parse("continue 12 34 486 Busy Here").unwrap(),
-            Command::Continue {
-                tindex: 12,
-                tlabel: 34,
-                code: 486,
-                reason: Some("Busy Here".into())
-            }
+            parse("continue 486 Busy Here").unwrap(),
+            cont(Which::Oldest, 486, Some("Busy Here"))
         );
+        assert_eq!(
+            parse("continue #3 404 Not Here").unwrap(),
+            cont(Which::Number(3), 404, Some("Not Here"))
+        );
+        assert_eq!(
+            parse("continue #3").unwrap(),
+            cont(Which::Number(3), 200, None)
+        );
+        assert_eq!(parse("pending").unwrap(), Command::Pending);
         assert_eq!(
             parse("auto 486").unwrap(),
             Command::Auto {
                 code: 486,
-                reason: None
+                reason: None,
+                pending: false
             }
         );
         assert_eq!(
-            parse("auto 302 Moved").unwrap(),
+            parse("auto 302 Moved --pending").unwrap(),
             Command::Auto {
                 code: 302,
-                reason: Some("Moved".into())
+                reason: Some("Moved".into()),
+                pending: true
             }
         );
         assert_eq!(parse("auto off").unwrap(), Command::AutoOff);
@@ -244,10 +320,15 @@ mod tests {
         assert_eq!(e("json"), "usage: json JSON");
         assert!(e("json {nope").starts_with("not valid JSON"));
         assert_eq!(
-            e("continue 1"),
-            "usage: continue TINDEX TLABEL [CODE [REASON]]"
+            e("continue"),
+            "usage: continue CODE [REASON] | continue #N [CODE [REASON]] | continue TINDEX TLABEL [CODE [REASON]]"
         );
-        assert_eq!(e("continue x 1"), "TINDEX must be a number, got \"x\"");
+        assert_eq!(
+            e("continue 1"),
+            "CODE must be a final SIP code (200-699), got 1"
+        );
+        assert!(e("continue x 1").starts_with("continue: \"x\" is not a code, #N or ids"));
+        assert_eq!(e("continue #x"), "N must be a number, got \"x\"");
         assert_eq!(
             e("continue 1 2 99"),
             "CODE must be a final SIP code (200-699), got 99"
@@ -256,6 +337,9 @@ mod tests {
             e("continue 4294967296 1"),
             "TINDEX must fit in 32 bits, got 4294967296"
         );
-        assert_eq!(e("auto"), "usage: auto CODE [REASON] | auto off");
+        assert_eq!(
+            e("auto"),
+            "usage: auto CODE [REASON] [--pending] | auto off"
+        );
     }
 }

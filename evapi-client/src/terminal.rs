@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use colored_json::ColorMode;
 use evapi_client::client::Backoff;
-use evapi_client::repl::{self as cmd, Command, COMMANDS, HELP};
+use evapi_client::repl::{self as cmd, Command, Which, COMMANDS, HELP};
 use evapi_client::respond::reason_phrase;
 use evapi_client::{Client, ClientConfig, SuspendMatcher};
 use evapi_proto::{IdFields, TransactionId};
@@ -39,7 +39,11 @@ const LINE_QUEUE: usize = 64;
 /// Most history entries kept.
 const HISTORY_MAX: usize = 1000;
 
-struct Commands;
+/// Completion: command names, and `#N` of pending suspends after `continue `.
+struct Commands {
+    /// Numbers of the suspends still pending, kept by the network side.
+    pending: Arc<std::sync::Mutex<Vec<u64>>>,
+}
 
 impl Completer for Commands {
     type Candidate = Pair;
@@ -51,6 +55,19 @@ impl Completer for Commands {
         _: &rustyline::Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let word = &line[..pos];
+        if let Some(partial) = word.strip_prefix("continue #") {
+            let numbers = self.pending.lock().map(|p| p.clone()).unwrap_or_default();
+            let matches = numbers
+                .iter()
+                .map(u64::to_string)
+                .filter(|n| n.starts_with(partial))
+                .map(|n| Pair {
+                    display: format!("#{n}"),
+                    replacement: format!("{n} "),
+                })
+                .collect();
+            return Ok(("continue #".len(), matches));
+        }
         if word.contains(char::is_whitespace) {
             return Ok((pos, Vec::new()));
         }
@@ -128,6 +145,7 @@ pub fn run(
         .block_on(Client::connect(addr, config))
         .with_context(|| "the REPL needs a server to talk to")?;
     let connected = Arc::new(AtomicBool::new(true));
+    let pending_numbers = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (requests_tx, requests_rx) = mpsc::channel::<Request>(LINE_QUEUE);
 
     let mut editor = None;
@@ -139,7 +157,9 @@ pub fn run(
             .build();
         let mut ed: Editor<Commands, rustyline::history::DefaultHistory> =
             Editor::with_config(rl_config).context("cannot set up the terminal")?;
-        ed.set_helper(Some(Commands));
+        ed.set_helper(Some(Commands {
+            pending: Arc::clone(&pending_numbers),
+        }));
         if let Some(path) = history_path() {
             let _ = ed.load_history(&path);
         }
@@ -163,6 +183,9 @@ pub fn run(
         last: None,
         stats: Arc::new(Stats::default()),
         connected: Arc::clone(&connected),
+        pending: std::collections::VecDeque::new(),
+        next_number: 1,
+        pending_numbers,
     };
     let _net = runtime.spawn(session.run(client, requests_rx));
 
@@ -310,6 +333,25 @@ struct Session {
     last: Option<Bytes>,
     stats: Arc<Stats>,
     connected: Arc<AtomicBool>,
+    /// Suspend events not answered yet, oldest first.
+    pending: std::collections::VecDeque<Pending>,
+    /// The number the next pending suspend gets.
+    next_number: u64,
+    /// The pending numbers, for completion on the terminal thread.
+    pending_numbers: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+/// Most suspends kept in the pending list; past this the oldest is forgotten (said once
+/// per drop), so a flood of events cannot grow the REPL without bound.
+const PENDING_MAX: usize = 10_000;
+
+/// A suspend event waiting for an answer typed by hand.
+struct Pending {
+    number: u64,
+    id: TransactionId,
+    fields: IdFields,
+    since: std::time::Instant,
+    summary: String,
 }
 
 /// Messages read ahead of the session; past this the reader waits (TCP pushes back).
@@ -372,11 +414,13 @@ impl Session {
                         self.stats.received.fetch_add(1, Ordering::Relaxed);
                         let shown = self.render(&msg);
                         self.say(format!("<< {shown}"));
-                        if let (Some(answer), Some(w)) = (self.auto_answer(&msg), writer.as_mut()) {
-                            if w.send(&answer).await.is_ok() {
-                                self.stats.answered.fetch_add(1, Ordering::Relaxed);
-                                self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                                self.say(format!(">> {}", String::from_utf8_lossy(&answer)));
+                        if let Some(answer) = self.suspend(&msg) {
+                            if let Some(w) = writer.as_mut() {
+                                if w.send(&answer).await.is_ok() {
+                                    self.stats.answered.fetch_add(1, Ordering::Relaxed);
+                                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                                    self.say(format!(">> {}", String::from_utf8_lossy(&answer)));
+                                }
                             }
                         }
                         self.last = Some(msg);
@@ -430,61 +474,101 @@ impl Session {
                 return out;
             }
         };
-        let Some(payload) = self.command(command, &mut out.lines) else {
-            return out;
-        };
         let Some(w) = writer.as_mut() else {
-            out.lines.push(format!(
-                "!! not connected (reconnecting to {}): not sent",
-                self.addr
-            ));
-            out.failed = true;
+            if sends(&command) {
+                out.lines.push(format!(
+                    "!! not connected (reconnecting to {}): not sent",
+                    self.addr
+                ));
+                out.failed = true;
+            } else {
+                let _ = self.command(command, &mut out.lines, &mut out.failed);
+            }
             return out;
         };
-        match w.send(&payload).await {
-            Ok(()) => {
-                self.stats.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                out.lines.push(format!("!! send failed: {e:#}"));
-                out.failed = true;
+        for payload in self.command(command, &mut out.lines, &mut out.failed) {
+            match w.send(&payload).await {
+                Ok(()) => {
+                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    out.lines.push(format!("!! send failed: {e:#}"));
+                    out.failed = true;
+                    break;
+                }
             }
         }
         out
     }
 
-    /// Handle a command, its output into `out`; returns a payload to send, if any.
-    fn command(&mut self, command: Command, out: &mut Vec<String>) -> Option<Vec<u8>> {
+    /// Handle a command, its output into `out` (`failed` set on a refusal); returns
+    /// the payloads to send.
+    fn command(
+        &mut self,
+        command: Command,
+        out: &mut Vec<String>,
+        failed: &mut bool,
+    ) -> Vec<Vec<u8>> {
         match command {
-            Command::Send(text) => Some(text.into_bytes()),
-            Command::Json(v) => Some(v.to_string().into_bytes()),
+            Command::Send(text) => vec![text.into_bytes()],
+            Command::Json(v) => vec![v.to_string().into_bytes()],
             Command::Continue {
-                tindex,
-                tlabel,
+                which,
                 code,
                 reason,
             } => {
                 let reason = reason.unwrap_or_else(|| reason_phrase(code).to_owned());
-                let id = TransactionId {
-                    index: tindex,
-                    label: tlabel,
+                let Some((id, fields)) = self.take_pending(which, out) else {
+                    *failed = true;
+                    return Vec::new();
                 };
-                let answer = IdFields::new("tindex", "tlabel")
-                    .answer(id, code, &reason)
-                    .to_string();
+                let answer = fields.answer(id, code, &reason).to_string();
                 out.push(format!(">> {answer}"));
-                Some(answer.into_bytes())
+                vec![answer.into_bytes()]
             }
-            Command::Auto { code, reason } => {
+            Command::Pending => {
+                if self.pending.is_empty() {
+                    out.push("-- no suspend is waiting for an answer".to_owned());
+                }
+                for p in &self.pending {
+                    out.push(format!(
+                        "#{:<4} {:>6.1}s  {} {}  {}",
+                        p.number,
+                        p.since.elapsed().as_secs_f64(),
+                        p.fields.index,
+                        p.id,
+                        p.summary
+                    ));
+                }
+                Vec::new()
+            }
+            Command::Auto {
+                code,
+                reason,
+                pending,
+            } => {
                 let reason = reason.unwrap_or_else(|| reason_phrase(code).to_owned());
                 out.push(format!("-- answering every suspend with {code} {reason}"));
+                let mut answers = Vec::new();
+                if pending {
+                    for p in self.pending.drain(..) {
+                        answers.push(
+                            p.fields
+                                .answer(p.id, code, &reason)
+                                .to_string()
+                                .into_bytes(),
+                        );
+                    }
+                    out.push(format!("-- and the {} pending", answers.len()));
+                    self.publish_pending();
+                }
                 self.auto = Some((code, reason));
-                None
+                answers
             }
             Command::AutoOff => {
                 self.auto = None;
                 out.push("-- automatic answers off".to_owned());
-                None
+                Vec::new()
             }
             Command::Last => {
                 let text = match &self.last {
@@ -492,7 +576,7 @@ impl Session {
                     None => "-- nothing received yet".to_owned(),
                 };
                 out.push(text);
-                None
+                Vec::new()
             }
             Command::Stats => {
                 let s = &self.stats;
@@ -502,25 +586,120 @@ impl Session {
                     s.received.load(Ordering::Relaxed),
                     s.answered.load(Ordering::Relaxed)
                 ));
-                None
+                Vec::new()
             }
             Command::Help => {
                 out.push(HELP.to_owned());
-                None
+                Vec::new()
             }
-            Command::Nothing | Command::Quit => None,
+            Command::Nothing | Command::Quit => Vec::new(),
         }
     }
 
-    fn auto_answer(&mut self, msg: &[u8]) -> Option<Vec<u8>> {
-        let (code, reason) = self.auto.as_ref()?;
-        match self.matcher.parse(msg) {
-            Ok(Some(s)) => Some(s.answer(*code, reason)),
-            Ok(None) => None,
+    /// A suspend event: answered at once when `auto` is on (the answer is returned),
+    /// otherwise added to the pending list.
+    fn suspend(&mut self, msg: &[u8]) -> Option<Vec<u8>> {
+        let s = match self.matcher.parse(msg) {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
             Err(e) => {
-                self.say(format!("!! not answered: {e}"));
-                None
+                self.say(format!("!! a suspend with bad ids, not answerable: {e}"));
+                return None;
+            }
+        };
+        if let Some((code, reason)) = &self.auto {
+            return Some(s.answer(*code, reason));
+        }
+        let (id, fields) = (s.id, s.fields.clone());
+        let mut summary = s.event.to_string();
+        if summary.len() > SUMMARY_LEN {
+            let cut = (0..=SUMMARY_LEN)
+                .rev()
+                .find(|&i| summary.is_char_boundary(i))
+                .unwrap_or(0);
+            summary.truncate(cut);
+            summary.push_str("...");
+        }
+        let number = self.next_number;
+        self.next_number += 1;
+        if self.pending.len() >= PENDING_MAX {
+            if let Some(old) = self.pending.pop_front() {
+                self.say(format!(
+                    "!! pending list full: #{} ({}) forgotten",
+                    old.number, old.id
+                ));
             }
         }
+        self.pending.push_back(Pending {
+            number,
+            id,
+            fields,
+            since: std::time::Instant::now(),
+            summary,
+        });
+        self.publish_pending();
+        self.say(format!(
+            "-- pending #{number}: continue CODE answers the oldest, continue #{number} CODE this one"
+        ));
+        None
     }
+
+    /// The transaction a `continue` answers, taken off the pending list; `None` after
+    /// saying why (nothing pending, no such number).
+    fn take_pending(
+        &mut self,
+        which: Which,
+        out: &mut Vec<String>,
+    ) -> Option<(TransactionId, IdFields)> {
+        let at = match which {
+            Which::Ids { tindex, tlabel } => {
+                let id = TransactionId {
+                    index: tindex,
+                    label: tlabel,
+                };
+                // Answered by hand with the ids: use the event's own field names when
+                // it is pending, else the common ones.
+                match self.pending.iter().position(|p| p.id == id) {
+                    Some(at) => at,
+                    None => return Some((id, IdFields::new("tindex", "tlabel"))),
+                }
+            }
+            Which::Oldest if self.pending.is_empty() => {
+                out.push("!! no suspend is waiting for an answer".to_owned());
+                return None;
+            }
+            Which::Oldest => 0,
+            Which::Number(n) => match self.pending.iter().position(|p| p.number == n) {
+                Some(at) => at,
+                None => {
+                    out.push(format!("!! no pending suspend #{n} (see pending)"));
+                    return None;
+                }
+            },
+        };
+        let p = self.pending.remove(at)?;
+        self.publish_pending();
+        Some((p.id, p.fields))
+    }
+
+    fn publish_pending(&self) {
+        if let Ok(mut numbers) = self.pending_numbers.lock() {
+            numbers.clear();
+            numbers.extend(self.pending.iter().map(|p| p.number));
+        }
+    }
+}
+
+/// Characters of an event shown in the pending list.
+const SUMMARY_LEN: usize = 60;
+
+/// Whether a command sends something (refused while disconnected).
+fn sends(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Send(_)
+            | Command::Json(_)
+            | Command::Continue { .. }
+            | Command::Auto { pending: true, .. }
+    )
 }

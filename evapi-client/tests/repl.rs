@@ -239,3 +239,56 @@ fn batch_mode_when_stdin_is_not_a_terminal() {
     );
     assert_eq!(out.status.code(), Some(1), "a command failed");
 }
+
+/// Answering by hand without retyping ids: suspends wait in a numbered list, `continue
+/// CODE` answers the oldest, `continue #N` a given one (Tab completes N), and `auto
+/// --pending` answers those already waiting, each in the event's own id fields.
+#[test]
+fn pending_suspends_are_answered_by_number_or_oldest_first() {
+    let srv = start(Framing::Netstring);
+    let (mut p, _home) = spawn_repl(&srv, "pending");
+    p.exp_string("evapi> ").unwrap();
+    srv.connected();
+    srv.relay(r#"{"event":"suspend","tindex":"3021","tlabel":"1031213871"}"#);
+    p.exp_string("pending #1").unwrap();
+    srv.relay(r#"{"event":"suspend","data":{"index":"5","label":"6"}}"#);
+    p.exp_string("pending #2").unwrap();
+    srv.relay(r#"{"event":"suspend","tindex":7,"tlabel":8}"#);
+    p.exp_string("pending #3").unwrap();
+    p.send_line("pending").unwrap();
+    p.exp_string("#1").unwrap();
+    p.exp_string("tindex 3021:1031213871").unwrap();
+    p.exp_string("#3").unwrap();
+    p.exp_string("evapi> ").unwrap();
+
+    p.send_line("continue 486").unwrap();
+    assert_eq!(
+        srv.msg(),
+        r#"{"tindex":3021,"tlabel":1031213871,"code":486,"reason":"Busy Here"}"#
+    );
+    p.exp_string("evapi> ").unwrap();
+    // Tab after "continue #" offers the pending numbers; 3 is completed.
+    p.send("continue #3\t").unwrap();
+    p.flush().unwrap();
+    p.send_line("404").unwrap();
+    assert_eq!(
+        srv.msg(),
+        r#"{"tindex":7,"tlabel":8,"code":404,"reason":"Not Found"}"#
+    );
+    p.exp_string("evapi> ").unwrap();
+    p.send_line("continue #3 404").unwrap();
+    p.exp_string("!! no pending suspend #3").unwrap();
+    p.exp_string("evapi> ").unwrap();
+    p.send_line("auto 480 --pending").unwrap();
+    assert_eq!(
+        srv.msg(),
+        r#"{"data":{"index":5,"label":6},"code":480,"reason":"Temporarily Unavailable"}"#
+    );
+    p.exp_string("and the 1 pending").unwrap();
+    p.exp_string("evapi> ").unwrap();
+    p.send_line("pending").unwrap();
+    p.exp_string("no suspend is waiting for an answer").unwrap();
+    p.exp_string("evapi> ").unwrap();
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+}
