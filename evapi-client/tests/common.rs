@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use evapi_proto::Framing;
-use evapi_server::{Admit, ClientEnv, CloseReason, Config, EventRoutes, Handle, Server};
+use evapi_server::{ClientEnv, CloseReason, Config, EventRoutes, Handle, Server};
 
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -19,9 +19,9 @@ pub enum Ev {
 struct Routes(mpsc::SyncSender<Ev>);
 
 impl EventRoutes for Routes {
-    async fn connection_new(&self, _: &Handle, c: &ClientEnv) -> Admit {
+    // Reported once accepted: a test that relays on seeing it reaches the client.
+    async fn connection_accepted(&self, _: &Handle, c: &ClientEnv) {
         let _ = self.0.send(Ev::New(c.clone()));
-        Admit::Accept
     }
     async fn message_received(&self, server: &Handle, _: &ClientEnv, msg: Bytes) {
         if let Some(rest) = msg.strip_prefix(b"echo ") {

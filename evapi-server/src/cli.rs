@@ -2,6 +2,7 @@
 //! replies and notifications out on stdout, signals to graceful shutdown.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -13,13 +14,28 @@ use evapi_server::config::{
 use evapi_server::control::{self, JsonLines};
 use evapi_server::{Config, Handle, OversizePolicy, Server, SlowClientPolicy};
 use ipnet::IpNet;
-use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Lines waiting for stdout; past this, routes and control replies wait for the writer.
 const STDOUT_QUEUE: usize = 4096;
+/// Default `--control-max-line`: a relay of a 1 MiB frame in base64 (about 1.4 MB) fits.
+pub const DEFAULT_CONTROL_MAX_LINE: usize = 2 * 1024 * 1024;
+/// Replies waiting for a control connection's writer; past this, reading its next
+/// line waits (the controller must read its replies).
+const CONTROL_REPLY_QUEUE: usize = 64;
+/// Bytes reserved for each read of a control stream.
+const CONTROL_READ: usize = 8 * 1024;
+/// Default `--control-max-connections`.
+pub const DEFAULT_CONTROL_CONNECTIONS: usize = 8;
+/// First pause after a failed accept on the control socket (e.g. out of file
+/// descriptors); it doubles up to [`ACCEPT_BACKOFF_MAX`], so a failing accept cannot
+/// spin a core.
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+/// Longest pause between failed accepts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A Kamailio-evapi-compatible event socket, driven by JSON lines.
 ///
@@ -99,6 +115,15 @@ pub struct Args {
     /// Also accept control connections (JSON lines over TCP) on this address.
     #[arg(long, env = "EVAPI_CONTROL", value_parser = evapi_cli::addr::evapi)]
     pub control: Option<SocketAddr>,
+
+    /// Longest control line in bytes (stdin and --control); a longer one is answered
+    /// with an error and skipped, never buffered whole.
+    #[arg(long, env = "EVAPI_CONTROL_MAX_LINE", default_value_t = DEFAULT_CONTROL_MAX_LINE)]
+    pub control_max_line: usize,
+
+    /// Control connections served at once; more are closed at once with an error line.
+    #[arg(long, env = "EVAPI_CONTROL_MAX_CONNECTIONS", default_value_t = DEFAULT_CONTROL_CONNECTIONS)]
+    pub control_max_connections: usize,
 
     #[command(flatten)]
     pub verbosity: evapi_cli::Verbosity,
@@ -197,8 +222,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     let server = Server::new(config, JsonLines::new(out_tx.clone()));
     let handle = server.handle();
-    let stdin_task = tokio::spawn(control_stdin(handle.clone(), out_tx));
-    let control_task = control.map(|l| tokio::spawn(control_listener(l, handle.clone())));
+    let stdin_task = tokio::spawn(control_stdin(handle.clone(), out_tx, args.control_max_line));
+    let control_task = control.map(|l| {
+        tokio::spawn(control_listener(
+            l,
+            handle.clone(),
+            args.control_max_line,
+            args.control_max_connections.max(1),
+        ))
+    });
 
     server
         .run(listener, async {
@@ -235,49 +267,124 @@ async fn write_lines(out: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<String
     }
 }
 
-async fn control_stdin(handle: Handle, out: mpsc::Sender<String>) {
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+/// Control lines from `input`, at most `max_line` bytes each: a reply per line on
+/// `replies`, in order. A line that is too long or not UTF-8 gets an error reply, and
+/// reading goes on (one bad line never ends control). Ends when `input` ends or
+/// nobody takes replies any more.
+async fn control_lines(
+    handle: &Handle,
+    mut input: impl tokio::io::AsyncRead + Unpin,
+    max_line: usize,
+    replies: &mpsc::Sender<String>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder as _};
+    // The codec is driven by hand, not through FramedRead: FramedRead ends the stream
+    // after any error, and an overlong line must not end control. After that error the
+    // codec discards up to the next newline by itself.
+    let mut codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max_line);
+    let mut buf = bytes::BytesMut::with_capacity(CONTROL_READ.min(max_line + 1));
+    let mut eof = false;
     loop {
-        match lines.next_line().await {
-            Ok(Some(line)) if line.trim().is_empty() => {}
-            Ok(Some(line)) => {
-                if out.send(control::execute(&handle, &line)).await.is_err() {
-                    return;
+        let line = if eof {
+            codec.decode_eof(&mut buf)
+        } else {
+            codec.decode(&mut buf)
+        };
+        let reply = match line {
+            Ok(None) if eof => return Ok(()),
+            Ok(None) => {
+                if input.read_buf(&mut buf).await? == 0 {
+                    eof = true;
                 }
+                continue;
             }
-            // stdin closed: keep serving; commands can still come over --control.
-            Ok(None) => return,
-            Err(e) => {
-                warn!(error = %e, "cannot read stdin; control on stdin stops");
-                return;
-            }
+            Ok(Some(bytes)) => match std::str::from_utf8(&bytes) {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => control::execute(handle, text.trim_end_matches('\r')),
+                Err(e) => error_line(&format!(
+                    "control line is not UTF-8 (invalid byte at {})",
+                    e.valid_up_to()
+                )),
+            },
+            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => error_line(&format!(
+                "control line longer than {max_line} bytes, skipped"
+            )),
+            Err(AnyDelimiterCodecError::Io(e)) => return Err(e),
+        };
+        if replies.send(reply).await.is_err() {
+            return Ok(());
         }
     }
 }
 
-async fn control_listener(listener: TcpListener, handle: Handle) {
+fn error_line(error: &str) -> String {
+    serde_json::json!({ "ok": false, "error": error }).to_string()
+}
+
+async fn control_stdin(handle: Handle, out: mpsc::Sender<String>, max_line: usize) {
+    // stdin closed: keep serving; commands can still come over --control.
+    if let Err(e) = control_lines(&handle, tokio::io::stdin(), max_line, &out).await {
+        warn!(error = %e, "cannot read stdin; control on stdin stops");
+    }
+}
+
+async fn control_listener(
+    listener: TcpListener,
+    handle: Handle,
+    max_line: usize,
+    max_connections: usize,
+) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "control listening");
     }
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut backoff = ACCEPT_BACKOFF_FIRST;
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff = ACCEPT_BACKOFF_FIRST;
+                accepted
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "control accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            warn!(%peer, max_connections, "control connection refused: too many");
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let line = error_line(&format!(
+                    "too many control connections ({max_connections}); try again later"
+                )) + "\n";
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes()))
+                        .await;
+            });
             continue;
         };
         let handle = handle.clone();
         tokio::spawn(async move {
             info!(%peer, "controller connected");
             let (rd, mut wr) = stream.into_split();
-            let mut lines = BufReader::new(rd).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.trim().is_empty() {
-                    continue;
+            let (tx, mut rx) = mpsc::channel::<String>(CONTROL_REPLY_QUEUE);
+            let writer = tokio::spawn(async move {
+                while let Some(mut reply) = rx.recv().await {
+                    reply.push('\n');
+                    if wr.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
                 }
-                let mut reply = control::execute(&handle, &line);
-                reply.push('\n');
-                if wr.write_all(reply.as_bytes()).await.is_err() {
-                    break;
-                }
+            });
+            if let Err(e) = control_lines(&handle, rd, max_line, &tx).await {
+                debug!(%peer, error = %e, "control connection read failed");
             }
+            drop(tx);
+            let _ = writer.await;
+            drop(permit);
             info!(%peer, "controller disconnected");
         });
     }

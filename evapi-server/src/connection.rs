@@ -116,12 +116,22 @@ pub(crate) async fn serve<R: EventRoutes>(admitted: Admitted, ctx: Arc<Ctx<R>>) 
         let writer =
             tokio::spawn(writer::run(wr, Arc::clone(&conn), Arc::clone(&shared)).in_current_span());
         let reason = match ctx.routes.connection_new(&ctx.handle, &conn.env()).await {
-            Admit::Accept => read_loop(rd, &conn, &ctx).await,
+            Admit::Accept => {
+                conn.accept();
+                ctx.routes
+                    .connection_accepted(&ctx.handle, &conn.env())
+                    .await;
+                read_loop(rd, &conn, &ctx).await
+            }
             Admit::AcceptWithTag(tag) => {
                 match check_tag(&tag) {
                     Ok(()) => conn.set_tag(Some(tag.into())),
                     Err(e) => warn!(error = %e, "connection-new: tag not set"),
                 }
+                conn.accept();
+                ctx.routes
+                    .connection_accepted(&ctx.handle, &conn.env())
+                    .await;
                 read_loop(rd, &conn, &ctx).await
             }
             Admit::Reject => {

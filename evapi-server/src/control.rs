@@ -114,7 +114,17 @@ fn delivered(result: Result<Delivery, RelayError>) -> Result<Value, String> {
 
 fn payload(cmd: &Map<String, Value>, key: &str) -> Result<Vec<u8>, String> {
     let value = &cmd[key];
-    match (cmd.get("encoding").and_then(Value::as_str), value) {
+    let encoding = match cmd.get("encoding") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(e)) => Some(e.as_str()),
+        Some(other) => {
+            return Err(format!(
+                "encoding: expected a string (\"base64\"), got {}",
+                kind(other)
+            ))
+        }
+    };
+    match (encoding, value) {
         (None, Value::String(s)) => Ok(s.clone().into_bytes()),
         (None, other) => Ok(other.to_string().into_bytes()),
         (Some("base64"), Value::String(s)) => base64::engine::general_purpose::STANDARD
@@ -222,12 +232,13 @@ impl JsonLines {
 }
 
 impl EventRoutes for JsonLines {
-    async fn connection_new(&self, _: &Handle, client: &ClientEnv) -> crate::Admit {
+    // The notification is written once the client is accepted, so a controller that
+    // relays on reading it always reaches that client.
+    async fn connection_accepted(&self, _: &Handle, client: &ClientEnv) {
         let _ = self
             .tx
             .send(Notification::new("evapi:connection-new", client).line())
             .await;
-        crate::Admit::Accept
     }
 
     async fn message_received(&self, _: &Handle, client: &ClientEnv, msg: Bytes) {

@@ -138,6 +138,9 @@ pub struct ClientInfo {
     pub dropped: u64,
     /// Frames waiting in its queue.
     pub queue_depth: usize,
+    /// Whether connection-new accepted it; until then it is pending and receives no
+    /// relays.
+    pub accepted: bool,
 }
 
 /// Server-wide counters since start.
@@ -249,7 +252,10 @@ impl Handle {
     /// [`RelayError::Empty`], [`RelayError::NoTag`], or an encode error.
     pub fn unicast(&self, payload: &[u8], tag: &str) -> Result<Delivery, RelayError> {
         let delivery = self.with_frame(payload, |frame, shared| {
-            let conn = self.shared.registry.find(|c| c.has_tag(tag))?;
+            let conn = self
+                .shared
+                .registry
+                .find(|c| c.is_accepted() && c.has_tag(tag))?;
             let mut delivery = Delivery::default();
             self.offer(&conn, frame, shared, &mut delivery);
             Some(delivery)
@@ -282,6 +288,16 @@ impl Handle {
         Ok(())
     }
 
+    /// Whether the connection `connid` was accepted by connection-new (and is still
+    /// there): from then on it receives relays.
+    #[must_use]
+    pub fn is_accepted(&self, connid: u64) -> bool {
+        self.shared
+            .registry
+            .find(|c| c.connid == connid)
+            .is_some_and(|c| c.is_accepted())
+    }
+
     /// The connected clients, in conidx order.
     #[must_use]
     pub fn clients(&self) -> Vec<ClientInfo> {
@@ -304,6 +320,7 @@ impl Handle {
                 bytes_out: n.bytes_out.load(Ordering::Relaxed),
                 dropped: n.dropped.load(Ordering::Relaxed),
                 queue_depth: c.queue_depth(),
+                accepted: c.is_accepted(),
             });
         });
         out
@@ -376,6 +393,10 @@ impl Handle {
     }
 
     fn offer(&self, conn: &Conn, frame: &[u8], shared: Option<&Bytes>, delivery: &mut Delivery) {
+        // Pending connections (connection-new still deciding) are not recipients.
+        if !conn.is_accepted() {
+            return;
+        }
         match conn.outbox.push(frame, shared) {
             Push::Queued => delivery.queued += 1,
             Push::Full => {

@@ -7,7 +7,7 @@
 //! client's bounded [`Outbox`], which never waits.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::SystemTime;
 
@@ -40,6 +40,9 @@ pub(crate) struct Conn {
     /// Cancelled when the connection must end; the first reason set wins.
     pub closing: CancellationToken,
     reason: OnceLock<CloseReason>,
+    /// Set once connection-new accepted it: only accepted connections receive relays,
+    /// multicasts and unicasts (a connection the route is about to reject gets none).
+    accepted: AtomicBool,
 }
 
 impl Conn {
@@ -60,7 +63,18 @@ impl Conn {
             counters: ConnCounters::default(),
             closing,
             reason: OnceLock::new(),
+            accepted: AtomicBool::new(false),
         }
+    }
+
+    /// connection-new accepted it.
+    pub fn accept(&self) {
+        self.accepted.store(true, Ordering::Release);
+    }
+
+    /// Whether it may receive relays.
+    pub fn is_accepted(&self) -> bool {
+        self.accepted.load(Ordering::Acquire)
     }
 
     pub fn tag(&self) -> Option<Arc<str>> {

@@ -102,7 +102,8 @@ impl fmt::Display for CloseReason {
 /// message in arrival order, then closed.
 pub trait EventRoutes: Send + Sync + 'static {
     /// `evapi:connection-new`: a client connected (after the allow-list and
-    /// max-clients checks). Reading starts when this returns.
+    /// max-clients checks). It is *pending* while this runs: relays, multicasts and
+    /// unicasts do not reach it. Reading starts when this returns.
     fn connection_new(
         &self,
         server: &Handle,
@@ -110,6 +111,19 @@ pub trait EventRoutes: Send + Sync + 'static {
     ) -> impl Future<Output = Admit> + Send {
         let _ = (server, client);
         async { Admit::Accept }
+    }
+
+    /// The client is *accepted* (connection-new said so): from now on it receives
+    /// relays. Ours, not Kamailio's: the place to tell others that it can be sent to
+    /// (the binary prints its connection-new notification here, so a controller that
+    /// relays on seeing it always reaches the client).
+    fn connection_accepted(
+        &self,
+        server: &Handle,
+        client: &ClientEnv,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (server, client);
+        async {}
     }
 
     /// `evapi:message-received`: one complete message from a client.

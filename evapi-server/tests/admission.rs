@@ -1,6 +1,6 @@
 use evapi_proto::Framing;
 use evapi_server::{Admit, Config, Target};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::*;
 
@@ -102,4 +102,74 @@ async fn connection_new_can_tag_or_reject() {
     let (env, reason) = server.expect_closed().await;
     assert_eq!((env.connid, reason.name()), (eb.connid, "rejected"));
     assert_eq!(server.handle.connected(), 1);
+}
+
+/// Routes whose connection-new waits until the test says how to decide.
+struct Deciding {
+    decide: std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Admit>>>,
+    seen: tokio::sync::mpsc::Sender<u64>,
+}
+
+impl evapi_server::EventRoutes for Deciding {
+    async fn connection_new(
+        &self,
+        _: &evapi_server::Handle,
+        client: &evapi_server::ClientEnv,
+    ) -> Admit {
+        let _ = self.seen.send(client.connid).await;
+        self.decide
+            .lock()
+            .await
+            .recv()
+            .await
+            .unwrap_or(Admit::Reject)
+    }
+}
+
+/// A connection is pending until connection-new accepts it: relays, multicasts and
+/// unicasts sent meanwhile never reach it, and a rejected one never gets any.
+#[tokio::test]
+async fn relays_never_reach_a_connection_that_connection_new_has_not_accepted() {
+    let (decide_tx, decide_rx) = tokio::sync::mpsc::channel(4);
+    let (seen_tx, mut seen) = tokio::sync::mpsc::channel(4);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = evapi_server::Server::new(
+        Config::default(),
+        Deciding {
+            decide: std::sync::Arc::new(tokio::sync::Mutex::new(decide_rx)),
+            seen: seen_tx,
+        },
+    );
+    let handle = server.handle();
+    tokio::spawn(server.run(listener, std::future::pending()));
+
+    // First client: rejected after relays were attempted while it was pending.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut rejected = tokio_util::codec::Framed::new(stream, evapi_proto::FrameCodec::default());
+    let connid = seen.recv().await.unwrap();
+    handle.set_tag(Target::Connid(connid), "t").unwrap();
+    assert!(matches!(
+        handle.relay(b"early"),
+        Err(evapi_server::RelayError::NoClient)
+    ));
+    assert!(handle.multicast(b"early", "t").is_err());
+    assert!(handle.unicast(b"early", "t").is_err());
+    decide_tx.send(Admit::Reject).await.unwrap();
+    expect_eof(&mut rejected).await;
+
+    // Second client: pending, then accepted; only what comes after reaches it.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut accepted = tokio_util::codec::Framed::new(stream, evapi_proto::FrameCodec::default());
+    let _ = seen.recv().await.unwrap();
+    assert!(handle.relay(b"before").is_err());
+    decide_tx.send(Admit::Accept).await.unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        while handle.relay(b"after").is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("accepted within PATIENCE");
+    assert_eq!(recv(&mut accepted).await, "after");
 }

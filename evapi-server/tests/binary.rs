@@ -327,3 +327,70 @@ fn sigterm_flushes_every_queue_then_exits_0() {
     assert_eq!(got.len(), 500 * frame.len(), "every queued frame, then EOF");
     assert!(got.chunks(frame.len()).all(|c| c == frame.as_bytes()));
 }
+
+impl Running {
+    fn raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+/// Control lines are hostile until checked: a line that is not UTF-8, one over
+/// --control-max-line and a wrong type each get an error reply, and control goes on
+/// (one bad byte used to end stdin control for good).
+#[test]
+fn bad_control_lines_get_an_error_and_control_goes_on() {
+    let mut server = Running::start(&["--bind", "127.0.0.1:0", "--control-max-line", "64"]);
+    let _ = server.line();
+    server.raw(b"{\"stats\":tr\xffue}\n");
+    assert_eq!(
+        server.line(),
+        serde_json::json!({"ok": false, "error": "control line is not UTF-8 (invalid byte at 11)"})
+    );
+    server.raw(format!("{{\"relay\":\"{}\"}}\n", "x".repeat(100)).as_bytes());
+    assert_eq!(
+        server.line(),
+        serde_json::json!({"ok": false, "error": "control line longer than 64 bytes, skipped"})
+    );
+    server.command(r#"{"relay":"x","encoding":5}"#);
+    assert_eq!(
+        server.line()["error"],
+        "encoding: expected a string (\"base64\"), got a number"
+    );
+    server.command(r#"{"stats":true,"id":1}"#);
+    assert_eq!(server.line()["ok"], true, "control still works");
+}
+
+/// Over TCP: the same checks per connection, and at most --control-max-connections
+/// controllers; one more gets an error line and is closed.
+#[test]
+fn control_connections_are_bounded_and_survive_bad_lines() {
+    let server = Running::start(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--control",
+        "127.0.0.1:0",
+        "--control-max-connections",
+        "1",
+    ]);
+    let control = server.line()["control"].as_str().unwrap().to_owned();
+    let mut first = TcpStream::connect(&control).unwrap();
+    first.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut replies = BufReader::new(first.try_clone().unwrap());
+    first.write_all(b"\xff\n{\"stats\":true}\n").unwrap();
+    let mut line = String::new();
+    replies.read_line(&mut line).unwrap();
+    assert!(line.contains("control line is not UTF-8"), "{line}");
+    line.clear();
+    replies.read_line(&mut line).unwrap();
+    assert!(line.starts_with("{\"ok\":true,\"stats\""), "{line}");
+    let mut second = TcpStream::connect(&control).unwrap();
+    second.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut refused = String::new();
+    second.read_to_string(&mut refused).unwrap();
+    assert_eq!(
+        refused,
+        "{\"ok\":false,\"error\":\"too many control connections (1); try again later\"}\n"
+    );
+}

@@ -83,13 +83,24 @@ impl TestServer {
             .expect("server alive")
     }
 
-    /// Connect a framed client and wait until connection-new ran for it.
+    /// Connect a framed client and wait until connection-new ran for it and its
+    /// decision took effect (accepted, so relays reach it; or rejected and gone).
     pub async fn connect(&mut self) -> (Client, ClientEnv) {
         let stream = TcpStream::connect(self.addr).await.unwrap();
         let env = match self.next().await {
             Ev::New(env) => env,
             other => panic!("expected connection-new, got {other:?}"),
         };
+        let handle = self.handle.clone();
+        tokio::time::timeout(PATIENCE, async {
+            while !handle.is_accepted(env.connid)
+                && handle.clients().iter().any(|c| c.connid == env.connid)
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("connection-new's decision takes effect within PATIENCE");
         (
             Framed::new(stream, FrameCodec::new(self.framing, 1 << 20)),
             env,

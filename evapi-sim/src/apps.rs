@@ -2,7 +2,7 @@
 //! messages to the transaction owner, and setting a registered tag.
 
 use bytes::Bytes;
-use evapi_server::{Admit, ClientEnv, EventRoutes, Handle, Target};
+use evapi_server::{ClientEnv, EventRoutes, Handle, Target};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -36,10 +36,10 @@ impl SimRoutes {
 }
 
 impl EventRoutes for SimRoutes {
-    async fn connection_new(&self, _: &Handle, client: &ClientEnv) -> Admit {
+    // Counted once accepted: the run starts sending when every app can receive.
+    async fn connection_accepted(&self, _: &Handle, client: &ClientEnv) {
         info!(conidx = client.conidx, srcaddr = %client.srcaddr, srcport = client.srcport, "app connected");
         let _ = self.tx.send(Inbound::Connected).await;
-        Admit::Accept
     }
 
     async fn message_received(&self, _: &Handle, client: &ClientEnv, msg: Bytes) {
