@@ -77,7 +77,8 @@ async fn ours(clients: usize, events: u64) -> f64 {
     for _ in 0..clients {
         streams.push(TcpStream::connect(addr).await.unwrap());
     }
-    while handle.connected() < clients {
+    // Relays reach accepted connections only: wait until connection-new ran for all.
+    while handle.clients().iter().filter(|c| c.accepted).count() < clients {
         tokio::task::yield_now().await;
     }
     let payload = vec![b'e'; PAYLOAD];
