@@ -182,17 +182,22 @@ impl evapi_server::EventRoutes for Blocking {
     }
 }
 
-#[tokio::test]
-async fn a_slow_handler_stalls_neither_reading_nor_other_connections() {
+/// A server whose message-received blocks for connid 0 until `release` is notified;
+/// every handled message comes out of the receiver.
+async fn start_blocking(
+    config: Config,
+) -> (
+    std::net::SocketAddr,
+    evapi_server::Handle,
+    std::sync::Arc<tokio::sync::Notify>,
+    tokio::sync::mpsc::Receiver<bytes::Bytes>,
+) {
     let release = std::sync::Arc::new(tokio::sync::Notify::new());
-    let (seen_tx, mut seen) = tokio::sync::mpsc::channel(16);
+    let (seen_tx, seen) = tokio::sync::mpsc::channel(16);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = evapi_server::Server::new(
-        Config {
-            workers: 2,
-            ..Config::default()
-        },
+        config,
         Blocking {
             release: std::sync::Arc::clone(&release),
             seen: seen_tx,
@@ -200,6 +205,16 @@ async fn a_slow_handler_stalls_neither_reading_nor_other_connections() {
     );
     let handle = server.handle();
     tokio::spawn(server.run(listener, std::future::pending()));
+    (addr, handle, release, seen)
+}
+
+#[tokio::test]
+async fn a_slow_handler_stalls_neither_reading_nor_other_connections() {
+    let (addr, handle, release, mut seen) = start_blocking(Config {
+        workers: 2,
+        ..Config::default()
+    })
+    .await;
     // connid 0 and 1 land on different workers (connid % workers).
     let mut slow = TcpStream::connect(addr).await.unwrap();
     while handle.connected() < 1 {
@@ -288,23 +303,12 @@ async fn nul_bytes_are_payload_and_lengths_over_32_bits_are_refused() {
 /// and counted (`worker_dropped`); the ones kept are handled in arrival order.
 #[tokio::test]
 async fn the_queue_limit_drops_and_counts_what_a_busy_worker_cannot_take() {
-    let release = std::sync::Arc::new(tokio::sync::Notify::new());
-    let (seen_tx, mut seen) = tokio::sync::mpsc::channel(16);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = evapi_server::Server::new(
-        Config {
-            workers: 1,
-            queue_limit: 2,
-            ..Config::default()
-        },
-        Blocking {
-            release: std::sync::Arc::clone(&release),
-            seen: seen_tx,
-        },
-    );
-    let handle = server.handle();
-    tokio::spawn(server.run(listener, std::future::pending()));
+    let (addr, handle, release, mut seen) = start_blocking(Config {
+        workers: 1,
+        queue_limit: 2,
+        ..Config::default()
+    })
+    .await;
     let mut slow = TcpStream::connect(addr).await.unwrap();
     for n in 0..10 {
         slow.write_all(format!("1:{n},").as_bytes()).await.unwrap();
