@@ -132,3 +132,40 @@ fn wait_retries_until_the_server_is_up() {
     let (_, err, code) = run.finish();
     assert_eq!(code, 0, "{err}");
 }
+
+/// `--connect-timeout`: a server that never completes the handshake (its accept
+/// backlog is full, so the kernel drops the SYN) is given up on after that long.
+#[test]
+fn connect_timeout_gives_up_on_a_server_that_never_answers() {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    // Fill the backlog: nobody accepts these.
+    let _held: Vec<std::net::TcpStream> = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).ok()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"));
+    cmd.args([
+        "--addr",
+        &addr.to_string(),
+        "--connect-timeout",
+        "300ms",
+        "send",
+        "x",
+    ]);
+    let (_, err, code) = output(cmd);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no answer within 300ms"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -33,6 +33,16 @@ async fn start_with(fr_inv_timer: Duration, reason: Option<&str>) -> Uas {
 }
 
 async fn start_event(fr_inv_timer: Duration, reason: Option<&str>, event: &str) -> Uas {
+    start_routed(fr_inv_timer, reason, event, Action::AsyncRelay, None).await
+}
+
+async fn start_routed(
+    fr_inv_timer: Duration,
+    reason: Option<&str>,
+    event: &str,
+    action: Action,
+    tag: Option<&str>,
+) -> Uas {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sip = socket.local_addr().unwrap();
@@ -40,8 +50,8 @@ async fn start_event(fr_inv_timer: Duration, reason: Option<&str>, event: &str) 
     let answers = Answers::default();
     let options = UasOptions {
         router: RouterConfig {
-            action: Action::AsyncRelay,
-            tag: None,
+            action,
+            tag: tag.map(String::from),
             relay_code: 200,
             event: Template::parse(event).unwrap(),
             reason: reason.map(|r| Template::parse(r).unwrap()),
@@ -495,4 +505,56 @@ async fn an_app_cannot_write_sip_headers_or_send_codes_outside_200_to_699() {
     let counters = uas.finish().await;
     assert_eq!(counters.routing.invalid_answers, 6);
     assert_eq!(counters.routing.finals.get(&486), None);
+}
+
+/// `--unicast TAG`: events go to the app that registered the tag (`{"tag": T}`); before
+/// any app has it, the event reaches nobody and the INVITE waits for its timer.
+#[tokio::test(start_paused = true)]
+async fn unicast_reaches_the_tagged_app_only_once_it_registered() {
+    let mut uas = start_routed(
+        Duration::from_secs(3),
+        None,
+        DEFAULT_EVENT,
+        Action::AsyncUnicast,
+        Some("routing"),
+    )
+    .await;
+    uas.send(&request(
+        "INVITE",
+        "z9hG4bK-u1",
+        "call-u1",
+        "INVITE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 100 Trying");
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 408 Request Timeout");
+    uas.answer_raw(r#"{"tag":"routing"}"#).await;
+    // A MESSAGE (relayed to all) shows the registration went through first.
+    uas.send(&request(
+        "MESSAGE",
+        "z9hG4bK-u0",
+        "call-u0",
+        "MESSAGE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 200 OK");
+    assert_eq!(uas.event().await["ci"], "call-u0");
+    uas.send(&request(
+        "INVITE",
+        "z9hG4bK-u2",
+        "call-u2",
+        "INVITE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 100 Trying");
+    let event = uas.event().await;
+    assert_eq!(event["ci"], "call-u2");
+    uas.answer(&event, 486).await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 486 Busy Here");
+    let counters = uas.finish().await;
+    assert_eq!(counters.routing.undelivered, 1);
+    assert_eq!(counters.routing.registrations, 1);
 }
