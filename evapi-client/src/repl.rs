@@ -4,8 +4,21 @@
 use serde_json::Value;
 
 /// Command names, for completion and help.
-pub const COMMANDS: [&str; 10] = [
-    "send", "json", "continue", "pending", "auto", "last", "stats", "help", "quit", "exit",
+pub const COMMANDS: [&str; 14] = [
+    "send",
+    "json",
+    "continue",
+    "pending",
+    "auto",
+    "last",
+    "stats",
+    "filter",
+    "timestamps",
+    "connect",
+    "help",
+    "quit",
+    "exit",
+    "?",
 ];
 
 /// Which suspended transaction a `continue` answers.
@@ -57,8 +70,14 @@ pub enum Command {
     Last,
     /// Show counters.
     Stats,
-    /// Show help.
-    Help,
+    /// Show help, for one command when named.
+    Help(Option<String>),
+    /// Show only incoming messages that contain this text (`None`: show all).
+    Filter(Option<String>),
+    /// Prefix incoming messages with the time they arrived.
+    Timestamps(bool),
+    /// Talk to another server from now on.
+    Connect(String),
     /// Leave.
     Quit,
     /// An empty line: do nothing.
@@ -85,8 +104,30 @@ commands:
                                     the ones already waiting)
   last                              show the last message received, pretty
   stats                             messages sent and received, answers sent
-  help                              this text
+  filter TEXT | filter off          show only incoming messages containing TEXT
+  timestamps on|off                 prefix incoming messages with their arrival time
+  connect ADDR                      talk to another server (pending suspends are dropped)
+  help [COMMAND]                    this text, or one command's lines
   quit                              leave (Ctrl-D too; Ctrl-C clears the line)";
+
+/// The help lines of one command (its entry in [`HELP`] and the lines continuing it),
+/// or `None` for an unknown command.
+#[must_use]
+pub fn help_on(command: &str) -> Option<String> {
+    let mut out = Vec::new();
+    let mut taking = false;
+    for line in HELP.lines().skip(1) {
+        let continues = line.starts_with("    ");
+        if !continues {
+            let word = line.split_whitespace().next().unwrap_or_default();
+            taking = word == command;
+        }
+        if taking {
+            out.push(line);
+        }
+    }
+    (!out.is_empty()).then(|| out.join("\n"))
+}
 
 /// Parse one line.
 ///
@@ -133,7 +174,19 @@ pub fn parse(line: &str) -> Result<Command, UsageError> {
         }
         "last" => Ok(Command::Last),
         "stats" => Ok(Command::Stats),
-        "help" | "?" => Ok(Command::Help),
+        "help" | "?" => Ok(Command::Help((!rest.is_empty()).then(|| rest.to_owned()))),
+        "filter" if rest.is_empty() => Err(UsageError("usage: filter TEXT | filter off".into())),
+        "filter" if rest == "off" => Ok(Command::Filter(None)),
+        "filter" => Ok(Command::Filter(Some(rest.to_owned()))),
+        "timestamps" => match rest {
+            "on" => Ok(Command::Timestamps(true)),
+            "off" => Ok(Command::Timestamps(false)),
+            _ => Err(UsageError("usage: timestamps on|off".into())),
+        },
+        "connect" if rest.is_empty() || rest.contains(char::is_whitespace) => {
+            Err(UsageError("usage: connect ADDR".into()))
+        }
+        "connect" => Ok(Command::Connect(rest.to_owned())),
         "quit" | "exit" => Ok(Command::Quit),
         _ => Err(unknown(word)),
     }
@@ -293,7 +346,33 @@ mod tests {
         assert_eq!(parse("auto off").unwrap(), Command::AutoOff);
         assert_eq!(parse("last").unwrap(), Command::Last);
         assert_eq!(parse("quit").unwrap(), Command::Quit);
+        assert_eq!(parse("help").unwrap(), Command::Help(None));
+        assert_eq!(
+            parse("help continue").unwrap(),
+            Command::Help(Some("continue".into()))
+        );
+        assert_eq!(
+            parse("filter \"event\":\"suspend\"").unwrap(),
+            Command::Filter(Some("\"event\":\"suspend\"".into()))
+        );
+        assert_eq!(parse("filter off").unwrap(), Command::Filter(None));
+        assert_eq!(parse("timestamps on").unwrap(), Command::Timestamps(true));
+        assert_eq!(
+            parse("connect 127.0.0.1:9000").unwrap(),
+            Command::Connect("127.0.0.1:9000".into())
+        );
         assert_eq!(parse("   ").unwrap(), Command::Nothing);
+    }
+
+    #[test]
+    fn help_on_one_command_shows_its_lines() {
+        let h = help_on("continue").unwrap();
+        assert_eq!(h.lines().count(), 4, "{h}");
+        assert!(h
+            .lines()
+            .all(|l| l.contains("continue") || l.starts_with("    ")));
+        assert!(help_on("auto").unwrap().contains("--pending"));
+        assert_eq!(help_on("dance"), None);
     }
 
     #[test]

@@ -109,14 +109,15 @@ struct Reply {
     quit: bool,
 }
 
-/// What the network side learns from its own tasks.
+/// What the network side learns from its own tasks, each tagged with the generation
+/// of the connection it is about: after `connect ADDR`, news of the old one is ignored.
 enum Net {
     /// A message from the server.
-    Msg(Bytes),
+    Msg(u64, Bytes),
     /// The connection is gone (why).
-    Lost(String),
-    /// A new connection after a loss.
-    Reconnected(Box<Client>),
+    Lost(u64, String),
+    /// A new connection (after a loss, or `connect`).
+    Reconnected(u64, Box<Client>),
 }
 
 /// Run the REPL until quit, Ctrl-D, or a fatal error. On a terminal it is interactive;
@@ -186,6 +187,8 @@ pub fn run(
         pending: std::collections::VecDeque::new(),
         next_number: 1,
         pending_numbers,
+        filter: None,
+        timestamps: false,
     };
     let _net = runtime.spawn(session.run(client, requests_rx));
 
@@ -339,6 +342,15 @@ struct Session {
     next_number: u64,
     /// The pending numbers, for completion on the terminal thread.
     pending_numbers: Arc<std::sync::Mutex<Vec<u64>>>,
+    /// Show only incoming messages containing this (`filter TEXT`).
+    filter: Option<String>,
+    /// Prefix incoming messages with their arrival time.
+    timestamps: bool,
+}
+
+/// `connect`'s address with the default port, as `--addr` takes it.
+fn evapi_cli_addr(text: &str) -> String {
+    evapi_cli::addr::with_port(text, evapi_cli::addr::EVAPI_PORT)
 }
 
 /// Most suspends kept in the pending list; past this the oldest is forgotten (said once
@@ -358,14 +370,18 @@ struct Pending {
 const NET_QUEUE: usize = 1024;
 
 /// Read messages into `net` until the connection ends, then say why.
-async fn read_messages(mut reader: evapi_client::client::Reader, net: mpsc::Sender<Net>) {
+async fn read_messages(
+    mut reader: evapi_client::client::Reader,
+    net: mpsc::Sender<Net>,
+    generation: u64,
+) {
     loop {
         let event = match reader.recv().await {
-            Ok(Some(msg)) => Net::Msg(msg),
-            Ok(None) => Net::Lost("closed by the server".to_owned()),
-            Err(e) => Net::Lost(format!("{e:#}")),
+            Ok(Some(msg)) => Net::Msg(generation, msg),
+            Ok(None) => Net::Lost(generation, "closed by the server".to_owned()),
+            Err(e) => Net::Lost(generation, format!("{e:#}")),
         };
-        let lost = matches!(event, Net::Lost(_));
+        let lost = matches!(event, Net::Lost(..));
         if net.send(event).await.is_err() || lost {
             return;
         }
@@ -397,11 +413,30 @@ impl Session {
         let (net_tx, mut net) = mpsc::channel::<Net>(NET_QUEUE);
         let (reader, writer) = client.split();
         let mut writer = Some(writer);
-        tokio::spawn(read_messages(reader, net_tx.clone()));
+        let mut generation = 0u64;
+        tokio::spawn(read_messages(reader, net_tx.clone(), generation));
         loop {
             tokio::select! {
                 request = requests.recv() => {
                     let Some(Request { line, reply }) = request else { return };
+                    if let Ok(Command::Connect(addr)) = cmd::parse(&line) {
+                        // Another server: the old connection's news is stale from now on.
+                        generation += 1;
+                        writer = None;
+                        self.connected.store(false, Ordering::Release);
+                        let dropped = self.pending.len();
+                        self.pending.clear();
+                        self.publish_pending();
+                        self.addr = evapi_cli_addr(&addr);
+                        self.reconnect(&net_tx, generation);
+                        let mut out = Reply::default();
+                        out.lines.push(format!("-- connecting to {}", self.addr));
+                        if dropped > 0 {
+                            out.lines.push(format!("-- {dropped} pending suspends of the old server dropped"));
+                        }
+                        let _ = reply.send(out);
+                        continue;
+                    }
                     let out = self.line(&line, &mut writer).await;
                     let quit = out.quit;
                     let _ = reply.send(out);
@@ -410,10 +445,18 @@ impl Session {
                     }
                 }
                 event = net.recv() => match event {
-                    Some(Net::Msg(msg)) => {
+                    Some(Net::Msg(g, _) | Net::Lost(g, _)) if g != generation => {}
+                    Some(Net::Msg(_, msg)) => {
                         self.stats.received.fetch_add(1, Ordering::Relaxed);
-                        let shown = self.render(&msg);
-                        self.say(format!("<< {shown}"));
+                        if self.filter.as_ref().is_none_or(|f| evapi_client::script::contains(&msg, f.as_bytes())) {
+                            let shown = self.render(&msg);
+                            let stamp = if self.timestamps {
+                                format!("{} ", humantime::format_rfc3339_millis(std::time::SystemTime::now()))
+                            } else {
+                                String::new()
+                            };
+                            self.say(format!("{stamp}<< {shown}"));
+                        }
                         if let Some(answer) = self.suspend(&msg) {
                             if let Some(w) = writer.as_mut() {
                                 if w.send(&answer).await.is_ok() {
@@ -425,34 +468,45 @@ impl Session {
                         }
                         self.last = Some(msg);
                     }
-                    Some(Net::Lost(why)) => {
+                    Some(Net::Lost(_, why)) => {
                         writer = None;
                         self.connected.store(false, Ordering::Release);
                         self.say(format!(
                             "!! connection to {} lost: {why}; reconnecting (lines typed meanwhile are not sent)",
                             self.addr
                         ));
-                        let (addr, config, tx) = (self.addr.clone(), self.config.clone(), net_tx.clone());
-                        tokio::spawn(async move {
-                            let backoff = Backoff { attempts: None, ..Backoff::default() };
-                            let event = match Client::connect_with_retry(&addr, &config, &backoff).await {
-                                Ok(c) => Net::Reconnected(Box::new(c)),
-                                Err(e) => Net::Lost(format!("{e:#}")),
-                            };
-                            let _ = tx.send(event).await;
-                        });
+                        self.reconnect(&net_tx, generation);
                     }
-                    Some(Net::Reconnected(client)) => {
+                    // A connection made for an older generation is simply dropped.
+                    Some(Net::Reconnected(g, _)) if g != generation => {}
+                    Some(Net::Reconnected(_, client)) => {
                         let (reader, w) = (*client).split();
                         writer = Some(w);
-                        tokio::spawn(read_messages(reader, net_tx.clone()));
+                        tokio::spawn(read_messages(reader, net_tx.clone(), generation));
                         self.connected.store(true, Ordering::Release);
-                        self.say(format!("!! reconnected to {}", self.addr));
+                        self.say(format!("!! connected to {}", self.addr));
                     }
                     None => return,
                 },
             }
         }
+    }
+
+    /// Connect to `self.addr` in the background, retrying until it works; the result
+    /// comes back as a [`Net`] event of `generation`.
+    fn reconnect(&self, net: &mpsc::Sender<Net>, generation: u64) {
+        let (addr, config, tx) = (self.addr.clone(), self.config.clone(), net.clone());
+        tokio::spawn(async move {
+            let backoff = Backoff {
+                attempts: None,
+                ..Backoff::default()
+            };
+            let event = match Client::connect_with_retry(&addr, &config, &backoff).await {
+                Ok(c) => Net::Reconnected(generation, Box::new(c)),
+                Err(e) => Net::Lost(generation, format!("{e:#}")),
+            };
+            let _ = tx.send(event).await;
+        });
     }
 
     /// Run one typed line; its output comes back to the terminal thread.
@@ -588,10 +642,35 @@ impl Session {
                 ));
                 Vec::new()
             }
-            Command::Help => {
+            Command::Help(None) => {
                 out.push(HELP.to_owned());
                 Vec::new()
             }
+            Command::Help(Some(name)) => {
+                match cmd::help_on(&name) {
+                    Some(text) => out.push(text),
+                    None => {
+                        out.push(format!("!! no command {name:?}; help lists them"));
+                        *failed = true;
+                    }
+                }
+                Vec::new()
+            }
+            Command::Filter(text) => {
+                out.push(match &text {
+                    Some(t) => format!("-- showing only messages that contain {t}"),
+                    None => "-- showing every message".to_owned(),
+                });
+                self.filter = text;
+                Vec::new()
+            }
+            Command::Timestamps(on) => {
+                self.timestamps = on;
+                out.push(format!("-- timestamps {}", if on { "on" } else { "off" }));
+                Vec::new()
+            }
+            // Handled by the session loop, which owns the connection.
+            Command::Connect(_) => Vec::new(),
             Command::Nothing | Command::Quit => Vec::new(),
         }
     }

@@ -105,7 +105,7 @@ fn the_repl_reconnects_when_the_server_drops_it() {
         .unwrap();
     p.exp_string("lost: closed by the server; reconnecting")
         .unwrap();
-    p.exp_string("reconnected to").unwrap();
+    p.exp_string("!! connected to").unwrap();
     let second = loop {
         match srv.next() {
             Ev::New(c) => break c,
@@ -288,6 +288,44 @@ fn pending_suspends_are_answered_by_number_or_oldest_first() {
     p.exp_string("evapi> ").unwrap();
     p.send_line("pending").unwrap();
     p.exp_string("no suspend is waiting for an answer").unwrap();
+    p.exp_string("evapi> ").unwrap();
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+}
+
+/// help COMMAND, filter, timestamps, and connect to another server (whose messages
+/// then arrive, while the old server's pending suspends are dropped).
+#[test]
+fn help_filter_timestamps_and_connect() {
+    let srv = start(Framing::Netstring);
+    let other = start(Framing::Netstring);
+    let (mut p, _home) = spawn_repl(&srv, "connect");
+    p.exp_string("evapi> ").unwrap();
+    srv.connected();
+    p.send_line("help auto").unwrap();
+    p.exp_string("--pending").unwrap();
+    p.exp_string("evapi> ").unwrap();
+    p.send_line("filter keep").unwrap();
+    p.exp_string("-- showing only messages that contain keep")
+        .unwrap();
+    p.exp_string("evapi> ").unwrap();
+    p.send_line("timestamps on").unwrap();
+    p.exp_string("-- timestamps on").unwrap();
+    p.exp_string("evapi> ").unwrap();
+    srv.relay(r#"{"hidden":1}"#);
+    srv.relay(r#"{"keep":2}"#);
+    // The shown one carries an RFC 3339 time; the hidden one never appears before it.
+    let (before, _) = p.exp_regex(r"20\d\d-\d\d-\d\dT[0-9:.]+Z << \{").unwrap();
+    assert!(!before.contains("hidden"), "{before}");
+    p.exp_string("\"keep\": 2").unwrap();
+    p.send_line(&format!("connect {}", other.addr)).unwrap();
+    p.exp_string(&format!("-- connecting to {}", other.addr))
+        .unwrap();
+    p.exp_string(&format!("!! connected to {}", other.addr))
+        .unwrap();
+    other.connected();
+    p.send_line("send to the other").unwrap();
+    assert_eq!(other.msg(), "to the other");
     p.exp_string("evapi> ").unwrap();
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
