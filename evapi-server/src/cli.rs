@@ -88,6 +88,15 @@ pub struct Args {
     #[arg(long, env = "EVAPI_CLIENT_QUEUE", default_value_t = DEFAULT_CLIENT_QUEUE)]
     pub client_queue: usize,
 
+    /// Bytes queued per client before the slow-client policy applies.
+    #[arg(long, env = "EVAPI_CLIENT_QUEUE_BYTES", default_value_t = evapi_server::config::DEFAULT_CLIENT_QUEUE_BYTES)]
+    pub client_queue_bytes: usize,
+
+    /// Bytes queued for all clients together; past it, new frames are refused and the
+    /// slow-client policy applies to the client that could not take one.
+    #[arg(long, env = "EVAPI_MAX_QUEUED_BYTES", default_value_t = evapi_server::config::DEFAULT_MAX_QUEUED_BYTES)]
+    pub max_queued_bytes: usize,
+
     /// A write to a client that makes no progress this long disconnects it (e.g. 5s, 500ms).
     #[arg(long, env = "EVAPI_SEND_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub send_timeout: Duration,
@@ -162,6 +171,8 @@ impl Args {
             max_clients: self.max_clients,
             max_frame: self.max_frame,
             client_queue: self.client_queue.max(1),
+            client_queue_bytes: self.client_queue_bytes.max(1),
+            max_queued_bytes: self.max_queued_bytes.max(1),
             send_timeout: self.send_timeout,
             queue_limit: self.queue_limit,
             allow: self.allow.clone(),

@@ -24,6 +24,10 @@ pub const DEFAULT_MAX_CLIENTS: usize = 8;
 pub const DEFAULT_WORKERS: usize = 1;
 /// Default for [`Config::client_queue`]: frames waiting to be written to one client.
 pub const DEFAULT_CLIENT_QUEUE: usize = 4096;
+/// Default for [`Config::client_queue_bytes`]: 4 MiB waiting for one client.
+pub const DEFAULT_CLIENT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Default for [`Config::max_queued_bytes`]: 256 MiB waiting for all clients together.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
 /// Default for [`Config::send_timeout`].
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages a worker's queue holds when [`Config::queue_limit`] is 0; past this, the
@@ -72,13 +76,25 @@ pub struct Config {
     /// Longest frame in bytes, both ways. Without it a length prefix could make us
     /// buffer whatever a peer claims.
     pub max_frame: usize,
-    /// Frames queued for one client before the slow-client policy applies.
+    /// Frames queued for one client before the slow-client policy applies (what maps to
+    /// Kamailio's `context_mlimit`, the bound on the outgoing queue).
     pub client_queue: usize,
+    /// Bytes queued for one client before the slow-client policy applies (default
+    /// [`DEFAULT_CLIENT_QUEUE_BYTES`]). Without it, a stalled client with big frames
+    /// could hold `client_queue` x `max_frame` bytes (4 GiB at the defaults). What the
+    /// writer has already taken for the socket is not counted: at most about twice this
+    /// per client in all.
+    pub client_queue_bytes: usize,
+    /// Bytes queued for all clients together before new frames are refused (each
+    /// refusal applies the slow-client policy to that client). Default
+    /// [`DEFAULT_MAX_QUEUED_BYTES`].
+    pub max_queued_bytes: usize,
     /// A write to a client that makes no progress for this long disconnects it.
     pub send_timeout: Duration,
-    /// Kamailio's `context_mlimit`: messages waiting for the workers before new ones are
-    /// dropped and counted. 0 = never drop: reading pauses instead (bounded by
-    /// [`DEFAULT_WORKER_QUEUE`] per worker).
+    /// Incoming messages waiting for the workers before new ones are dropped and
+    /// counted. 0 = never drop: reading pauses instead (bounded by
+    /// [`DEFAULT_WORKER_QUEUE`] per worker). Ours: Kamailio's `context_mlimit` bounds
+    /// the outgoing queue, which [`Config::client_queue`] does here.
     pub queue_limit: usize,
     /// Clients allowed to connect; empty = everyone.
     pub allow: Vec<IpNet>,
@@ -101,6 +117,8 @@ impl Default for Config {
             max_clients: DEFAULT_MAX_CLIENTS,
             max_frame: DEFAULT_MAX_FRAME,
             client_queue: DEFAULT_CLIENT_QUEUE,
+            client_queue_bytes: DEFAULT_CLIENT_QUEUE_BYTES,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             queue_limit: 0,
             allow: Vec::new(),

@@ -83,10 +83,11 @@ pub(crate) fn admit<R>(stream: TcpStream, peer: SocketAddr, ctx: &Ctx<R>) -> Opt
     // by the kernel's keepalive probes and frees its slot.
     let _ = socket2::SockRef::from(&stream).set_keepalive(true);
     let closing = shared.shutdown.child_token();
-    let queue = config.client_queue;
-    let conn = shared
-        .registry
-        .insert(|conidx, connid| Conn::new(conidx, connid, peer, queue, closing));
+    let (queue, queue_bytes) = (config.client_queue, config.client_queue_bytes);
+    let total = Arc::clone(&shared.queued_total);
+    let conn = shared.registry.insert(|conidx, connid| {
+        Conn::new(conidx, connid, peer, queue, queue_bytes, total, closing)
+    });
     shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
     let registered = Registered {
         shared: Arc::clone(shared),

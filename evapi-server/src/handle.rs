@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// Cancelled on shutdown; every connection's token is a child of it.
     pub shutdown: CancellationToken,
+    /// Bytes queued for all clients, against [`Config::max_queued_bytes`].
+    pub queued_total: Arc<crate::outbox::Total>,
 }
 
 /// Server-wide counters (atomics), snapshotted into [`Stats`].
@@ -138,6 +140,8 @@ pub struct ClientInfo {
     pub dropped: u64,
     /// Frames waiting in its queue.
     pub queue_depth: usize,
+    /// Bytes waiting in its queue (bounded by [`Config::client_queue_bytes`]).
+    pub queue_bytes: usize,
     /// Whether connection-new accepted it; until then it is pending and receives no
     /// relays.
     pub accepted: bool,
@@ -177,6 +181,8 @@ pub struct Stats {
     pub bad_frames: u64,
     /// Messages dropped because the worker queue was over `queue_limit`.
     pub worker_dropped: u64,
+    /// Bytes queued for all clients now (bounded by [`Config::max_queued_bytes`]).
+    pub queued_bytes: usize,
 }
 
 /// A cloneable handle on a running (or about to run) server.
@@ -189,6 +195,7 @@ impl Handle {
     pub(crate) fn new(config: Config) -> Self {
         Self {
             shared: Arc::new(Shared {
+                queued_total: crate::outbox::Total::new(config.max_queued_bytes),
                 config,
                 registry: Registry::default(),
                 counters: Counters::default(),
@@ -320,6 +327,7 @@ impl Handle {
                 bytes_out: n.bytes_out.load(Ordering::Relaxed),
                 dropped: n.dropped.load(Ordering::Relaxed),
                 queue_depth: c.queue_depth(),
+                queue_bytes: c.outbox.bytes(),
                 accepted: c.is_accepted(),
             });
         });
@@ -353,6 +361,7 @@ impl Handle {
             send_timeouts: get(&c.send_timeouts),
             bad_frames: get(&c.bad_frames),
             worker_dropped: get(&c.worker_dropped),
+            queued_bytes: self.shared.queued_total.used(),
         }
     }
 
@@ -417,7 +426,9 @@ impl Handle {
                         .counters
                         .slow_clients
                         .fetch_add(1, Ordering::Relaxed);
-                    conn.close(CloseReason::SlowClient);
+                    // At once: a client that does not read would hold its slot for the
+                    // whole send timeout if its queue were flushed first.
+                    conn.abort(CloseReason::SlowClient);
                 }
             }
             // The connection is ending; it no longer counts as a recipient.

@@ -1,4 +1,5 @@
-//! A client's send queue: bounded in frames, written by that client's writer task.
+//! A client's send queue: bounded in frames and in bytes (its own, and a total shared
+//! by every client), written by that client's writer task.
 //!
 //! Small frames (up to [`COALESCE_MAX`] bytes) are copied into a growing tail buffer, so
 //! a burst of events becomes one contiguous segment and costs no allocation per frame;
@@ -9,7 +10,8 @@
 //!
 //! The lock is a std mutex held for a copy or a swap, never across an `.await`.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -24,7 +26,8 @@ const TAIL_CHUNK: usize = 16 * 1024;
 pub(crate) enum Push {
     /// Queued.
     Queued,
-    /// The queue holds its limit of frames; nothing was queued.
+    /// The queue holds its limit of frames or bytes, or every client's queues together
+    /// hold the total limit; nothing was queued.
     Full,
     /// The connection is closing; nothing was queued.
     Closed,
@@ -38,7 +41,43 @@ struct Inner {
     tail: BytesMut,
     /// Frames queued (in `segments` and `tail`).
     frames: usize,
+    /// Bytes queued.
+    bytes: usize,
     closed: bool,
+}
+
+/// Bytes queued for all clients together, and their limit.
+#[derive(Debug)]
+pub(crate) struct Total {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Total {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Bytes queued now, all clients.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Take `n` bytes if they fit under the limit.
+    fn reserve(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + n <= self.limit).then_some(used + n)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
 }
 
 /// One client's queue; see the module docs.
@@ -47,15 +86,20 @@ pub(crate) struct Outbox {
     inner: Mutex<Inner>,
     ready: Notify,
     limit: usize,
+    byte_limit: usize,
+    total: Arc<Total>,
 }
 
 impl Outbox {
-    /// A queue that holds at most `limit` frames.
-    pub fn new(limit: usize) -> Self {
+    /// A queue that holds at most `limit` frames and `byte_limit` bytes (one frame
+    /// always fits an empty queue), counted against `total` too.
+    pub fn new(limit: usize, byte_limit: usize, total: Arc<Total>) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
             limit: limit.max(1),
+            byte_limit,
+            total,
         }
     }
 
@@ -71,7 +115,10 @@ impl Outbox {
             if inner.closed {
                 return Push::Closed;
             }
-            if inner.frames >= self.limit {
+            if inner.frames >= self.limit
+                || (inner.frames > 0 && inner.bytes + frame.len() > self.byte_limit)
+                || !self.total.reserve(frame.len())
+            {
                 return Push::Full;
             }
             let was_empty = inner.frames == 0;
@@ -91,6 +138,7 @@ impl Outbox {
                 }
             }
             inner.frames += 1;
+            inner.bytes += frame.len();
             was_empty
         };
         if was_empty {
@@ -104,6 +152,7 @@ impl Outbox {
     pub fn take(&self, out: &mut Vec<Bytes>) -> usize {
         let mut inner = self.lock();
         let frames = std::mem::take(&mut inner.frames);
+        self.total.release(std::mem::take(&mut inner.bytes));
         out.append(&mut inner.segments);
         if !inner.tail.is_empty() {
             out.push(inner.tail.split().freeze());
@@ -131,6 +180,19 @@ impl Outbox {
     pub fn limit(&self) -> usize {
         self.limit
     }
+
+    /// Bytes waiting.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // What a gone client still had queued no longer counts against the total.
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.total.release(inner.bytes);
+    }
 }
 
 #[cfg(test)]
@@ -139,7 +201,7 @@ mod tests {
 
     #[test]
     fn small_frames_coalesce_large_ones_are_shared_and_order_holds() {
-        let q = Outbox::new(10);
+        let q = Outbox::new(10, usize::MAX, Total::new(usize::MAX));
         assert_eq!(q.push(b"1:a,", None), Push::Queued);
         assert_eq!(q.push(b"1:b,", None), Push::Queued);
         let big = Bytes::from(vec![b'x'; COALESCE_MAX + 1]);
@@ -160,8 +222,30 @@ mod tests {
     }
 
     #[test]
+    fn bytes_are_bounded_per_client_and_in_total() {
+        let total = Total::new(20);
+        let a = Outbox::new(100, 10, Arc::clone(&total));
+        let b = Outbox::new(100, 10, Arc::clone(&total));
+        assert_eq!(a.push(b"6:abcdef,", None), Push::Queued, "9 bytes");
+        assert_eq!(a.push(b"1:x,", None), Push::Full, "13 > 10 for this client");
+        assert_eq!(b.push(b"6:ghijkl,", None), Push::Queued);
+        assert_eq!(total.used(), 18);
+        let c = Outbox::new(100, 100, Arc::clone(&total));
+        assert_eq!(c.push(b"1:y,", None), Push::Full, "22 > 20 in total");
+        let mut out = Vec::new();
+        assert_eq!(a.take(&mut out), 1);
+        assert_eq!(total.used(), 9, "taken bytes leave the total");
+        assert_eq!(c.push(b"1:y,", None), Push::Queued);
+        drop(b);
+        assert_eq!(total.used(), 4, "a dropped queue releases its bytes");
+        // One frame always fits an empty queue, whatever its own byte limit.
+        let d = Outbox::new(100, 1, Arc::clone(&total));
+        assert_eq!(d.push(b"3:big,", None), Push::Queued);
+    }
+
+    #[test]
     fn the_limit_counts_frames_and_close_refuses_more() {
-        let q = Outbox::new(2);
+        let q = Outbox::new(2, usize::MAX, Total::new(usize::MAX));
         assert_eq!(q.push(b"1:a,", None), Push::Queued);
         assert_eq!(q.push(b"1:b,", None), Push::Queued);
         assert_eq!(q.push(b"1:c,", None), Push::Full);

@@ -40,6 +40,9 @@ pub(crate) struct Conn {
     /// Cancelled when the connection must end; the first reason set wins.
     pub closing: CancellationToken,
     reason: OnceLock<CloseReason>,
+    /// Cancelled when the connection must end *without* flushing its queue (a client
+    /// over its queue bound does not read: waiting for it would hold its slot).
+    pub abort: CancellationToken,
     /// Set once connection-new accepted it: only accepted connections receive relays,
     /// multicasts and unicasts (a connection the route is about to reject gets none).
     accepted: AtomicBool,
@@ -51,6 +54,8 @@ impl Conn {
         connid: u64,
         peer: SocketAddr,
         queue_limit: usize,
+        queue_bytes: usize,
+        total: Arc<crate::outbox::Total>,
         closing: CancellationToken,
     ) -> Self {
         Self {
@@ -59,8 +64,9 @@ impl Conn {
             peer,
             since: SystemTime::now(),
             tag: Mutex::new(None),
-            outbox: Outbox::new(queue_limit),
+            outbox: Outbox::new(queue_limit, queue_bytes, total),
             counters: ConnCounters::default(),
+            abort: CancellationToken::new(),
             closing,
             reason: OnceLock::new(),
             accepted: AtomicBool::new(false),
@@ -99,6 +105,14 @@ impl Conn {
     /// Ask the connection to end for `reason` (ignored if it is already ending).
     pub fn close(&self, reason: CloseReason) {
         let _ = self.reason.set(reason);
+        self.closing.cancel();
+    }
+
+    /// End it at once for `reason`, dropping what is queued (the socket is shut down
+    /// without waiting for the peer to read).
+    pub fn abort(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.abort.cancel();
         self.closing.cancel();
     }
 

@@ -4,7 +4,8 @@
 //!
 //! A write that makes no progress for the send timeout ends the connection
 //! (`send-timeout`). When the connection is asked to close, what is still queued is
-//! flushed first, within one send timeout in all, then the socket is shut down.
+//! flushed first, within one send timeout in all, then the socket is shut down; an
+//! aborted connection (a slow client over its queue bound) is closed at once instead.
 
 use std::io::IoSlice;
 use std::sync::atomic::Ordering;
@@ -39,7 +40,12 @@ pub(crate) async fn run(mut wr: OwnedWriteHalf, conn: Arc<Conn>, shared: Arc<Sha
         // No deadline for the batch as a whole: the send timeout is "no progress for
         // this long" (each write), so a slow but steady reader is never cut off however
         // long its backlog takes.
-        let written = write_batch(&mut wr, &mut batch, send_timeout, None).await;
+        let written = tokio::select! {
+            biased;
+            // Aborted (slow client): stop writing at once; dropping the socket closes it.
+            () = conn.abort.cancelled() => return,
+            w = write_batch(&mut wr, &mut batch, send_timeout, None) => w,
+        };
         if let Err(reason) = written.result {
             fail(&conn, &shared, reason, send_timeout);
             return;
@@ -47,8 +53,12 @@ pub(crate) async fn run(mut wr: OwnedWriteHalf, conn: Arc<Conn>, shared: Arc<Sha
         account(&conn, &shared, frames, written.bytes);
     }
 
-    // Closing: no new frames; flush what is queued within one send timeout.
+    // Closing: no new frames; flush what is queued within one send timeout, unless the
+    // connection was aborted.
     conn.outbox.close();
+    if conn.abort.is_cancelled() {
+        return;
+    }
     let deadline = Instant::now() + send_timeout;
     let frames = conn.outbox.take(&mut batch);
     if frames > 0 {

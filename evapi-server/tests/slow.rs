@@ -157,6 +157,7 @@ async fn with_the_drop_policy_a_slow_client_stays_and_its_overflow_is_counted() 
 async fn a_write_without_progress_for_the_send_timeout_disconnects() {
     let config = Config {
         client_queue: 1_000_000,
+        client_queue_bytes: usize::MAX,
         send_timeout: Duration::from_millis(300),
         ..Config::default()
     };
@@ -186,6 +187,8 @@ async fn a_slow_but_steady_reader_is_not_cut_off_by_the_send_timeout() {
     let config = Config {
         send_timeout: Duration::from_millis(300),
         max_frame: 1 << 20,
+        // 8 MiB queued at once: over the default byte bound, which is not what is tested.
+        client_queue_bytes: 16 << 20,
         ..Config::default()
     };
     let mut server = start(config).await;
@@ -221,4 +224,79 @@ async fn a_slow_but_steady_reader_is_not_cut_off_by_the_send_timeout() {
     }
     assert_eq!(server.handle.stats().send_timeouts, 0);
     assert_eq!(server.handle.stats().connected, 1);
+}
+
+/// Memory a stalled client can hold is bounded in bytes, not only in frames: with 1 MiB
+/// frames, clients that never read are cut off once they hold --client-queue-bytes,
+/// at once (not after the send timeout), and the queued total stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_over_their_byte_bound_are_cut_off_at_once() {
+    const MIB: usize = 1 << 20;
+    let config = Config {
+        max_frame: 2 * MIB,
+        client_queue_bytes: 4 * MIB,
+        send_timeout: Duration::from_secs(30),
+        ..Config::default()
+    };
+    let mut server = start(config).await;
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(stalled_client(&mut server).await);
+    }
+    let frame = vec![b'm'; MIB];
+    let mut first_full = None;
+    let mut peak = 0;
+    for _ in 0..100 {
+        match server.handle.relay(&frame) {
+            Ok(d) if d.dropped > 0 && first_full.is_none() => {
+                first_full = Some(std::time::Instant::now());
+            }
+            _ => {}
+        }
+        peak = peak.max(server.handle.stats().queued_bytes);
+    }
+    let first_full = first_full.expect("the stalled clients' queues fill");
+    for _ in 0..4 {
+        let (_, reason) = server.expect_closed().await;
+        assert_eq!(reason.name(), "slow-client");
+    }
+    let took = first_full.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "closed after {took:?}, not at once"
+    );
+    assert!(peak <= 4 * (4 * MIB + MIB), "peak queued {peak} bytes");
+    assert_eq!(server.handle.stats().connected, 0);
+    assert_eq!(
+        server.handle.stats().queued_bytes,
+        0,
+        "their queues were released"
+    );
+}
+
+/// --max-queued-bytes bounds what all clients hold together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_total_queued_bytes_are_bounded() {
+    const MIB: usize = 1 << 20;
+    let config = Config {
+        max_frame: 2 * MIB,
+        client_queue_bytes: 64 * MIB,
+        max_queued_bytes: 6 * MIB,
+        slow_client: SlowClientPolicy::Drop,
+        send_timeout: Duration::from_secs(30),
+        ..Config::default()
+    };
+    let mut server = start(config).await;
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(stalled_client(&mut server).await);
+    }
+    let frame = vec![b't'; MIB];
+    let mut dropped = 0;
+    for _ in 0..20 {
+        dropped += server.handle.relay(&frame).unwrap().dropped;
+        assert!(server.handle.stats().queued_bytes <= 6 * MIB);
+    }
+    assert!(dropped > 0, "the total bound refused frames");
+    assert_eq!(server.handle.stats().connected, 4, "drop policy: they stay");
 }
