@@ -108,6 +108,21 @@ pub struct Args {
     #[arg(long, env = "EVAPI_QUEUE_LIMIT", default_value_t = 0)]
     pub queue_limit: usize,
 
+    /// A frame must arrive whole within this long of its first byte, or the client is
+    /// closed (slowloris defence).
+    #[arg(long, env = "EVAPI_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub read_timeout: Duration,
+
+    /// Close a client that sends nothing for this long (off by default: Kamailio apps
+    /// may be silent for hours).
+    #[arg(long, env = "EVAPI_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Connections from one IP address at once (default: no cap), so one host cannot
+    /// take every slot.
+    #[arg(long, env = "EVAPI_MAX_CLIENTS_PER_IP")]
+    pub max_clients_per_ip: Option<usize>,
+
     /// Only these clients may connect: CIDRs or addresses, repeat or comma-separate.
     #[arg(long, env = "EVAPI_ALLOW", value_delimiter = ',', value_parser = parse_net)]
     pub allow: Vec<IpNet>,
@@ -172,6 +187,9 @@ impl Args {
             max_frame: self.max_frame,
             client_queue: self.client_queue.max(1),
             client_queue_bytes: self.client_queue_bytes.max(1),
+            read_timeout: self.read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_clients_per_ip: self.max_clients_per_ip.map(|n| n.max(1)),
             max_queued_bytes: self.max_queued_bytes.max(1),
             send_timeout: self.send_timeout,
             queue_limit: self.queue_limit,

@@ -24,6 +24,8 @@ pub const DEFAULT_MAX_CLIENTS: usize = 8;
 pub const DEFAULT_WORKERS: usize = 1;
 /// Default for [`Config::client_queue`]: frames waiting to be written to one client.
 pub const DEFAULT_CLIENT_QUEUE: usize = 4096;
+/// Default for [`Config::read_timeout`]: 30 s for one frame (a 1 MiB frame at 300 kbit/s).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for [`Config::client_queue_bytes`]: 4 MiB waiting for one client.
 pub const DEFAULT_CLIENT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Default for [`Config::max_queued_bytes`]: 256 MiB waiting for all clients together.
@@ -104,6 +106,17 @@ pub struct Config {
     pub oversize: OversizePolicy,
     /// How long graceful shutdown waits for connections to flush before giving up.
     pub shutdown_timeout: Duration,
+    /// A frame must arrive whole within this long of its first byte, or the client is
+    /// closed (`read-timeout`). Without it, clients that send a partial frame and stop
+    /// (slowloris) hold a slot and a buffer each for as long as they like. Default
+    /// [`DEFAULT_READ_TIMEOUT`].
+    pub read_timeout: Duration,
+    /// Close a client that has sent nothing for this long (`idle-timeout`); `None`
+    /// (the default): never, since Kamailio apps may be silent for hours.
+    pub idle_timeout: Option<Duration>,
+    /// Connections from one IP address at once; one more is refused like one over
+    /// `max_clients`. `None` (the default): no per-address cap.
+    pub max_clients_per_ip: Option<usize>,
 }
 
 impl Default for Config {
@@ -125,6 +138,9 @@ impl Default for Config {
             slow_client: SlowClientPolicy::Disconnect,
             oversize: OversizePolicy::Close,
             shutdown_timeout: DEFAULT_SEND_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            idle_timeout: None,
+            max_clients_per_ip: None,
         }
     }
 }

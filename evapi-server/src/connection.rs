@@ -15,6 +15,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{OversizePolicy, BARE_READ};
@@ -68,6 +69,22 @@ pub(crate) fn admit<R>(stream: TcpStream, peer: SocketAddr, ctx: &Ctx<R>) -> Opt
             .fetch_add(1, Ordering::Relaxed);
         warn!(%peer, "connection refused: address not in the allow-list");
         return None;
+    }
+    if let Some(cap) = config.max_clients_per_ip {
+        let mut from_ip = 0;
+        shared.registry.for_each(|c| {
+            if c.peer.ip() == peer.ip() {
+                from_ip += 1;
+            }
+        });
+        if from_ip >= cap {
+            shared
+                .counters
+                .refused_per_ip
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, max_clients_per_ip = cap, "connection refused: too many from this address");
+            return None;
+        }
     }
     let Ok(permit) = Arc::clone(&ctx.permits).try_acquire_owned() else {
         shared
@@ -167,7 +184,13 @@ async fn read_loop<R: EventRoutes>(
         .skip_oversize(shared.config.oversize == OversizePolicy::Skip);
     let bare = shared.config.framing == Framing::Bare;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let config = &shared.config;
+    // When the frame now in `buf` began (None: no partial frame), and the last read.
+    let mut frame_started: Option<Instant> = None;
+    let mut last_read = Instant::now();
     loop {
+        let read_deadline = frame_started.map(|t| t + config.read_timeout);
+        let idle_deadline = config.idle_timeout.map(|d| last_read + d);
         if bare && buf.capacity() - buf.len() < BARE_READ {
             buf.reserve(BARE_READ);
         } else if buf.capacity() - buf.len() < READ_CHUNK / 4 {
@@ -177,8 +200,18 @@ async fn read_loop<R: EventRoutes>(
         let read = tokio::select! {
             biased;
             () = conn.closing.cancelled() => return conn.reason_or(CloseReason::Shutdown),
+            () = sleep_until(read_deadline) => {
+                warn!(timeout = ?config.read_timeout, buffered = buf.len(), "a frame did not arrive whole in time, closing");
+                return CloseReason::ReadTimeout;
+            }
+            () = sleep_until(idle_deadline) => {
+                info!(timeout = ?config.idle_timeout, "client idle, closing");
+                return CloseReason::IdleTimeout;
+            }
             read = rd.read_buf(&mut room) => read,
         };
+        last_read = Instant::now();
+        let frames_before = conn.counters.frames_in.load(Ordering::Relaxed);
         let eof = match read {
             Ok(0) => true,
             Ok(_) => false,
@@ -245,5 +278,24 @@ async fn read_loop<R: EventRoutes>(
         if eof {
             return CloseReason::Peer;
         }
+        // A partial frame left in the buffer started now if this read completed the
+        // one before it (or none was pending); it must be whole by the read timeout.
+        frame_started = if buf.is_empty() {
+            None
+        } else if frame_started.is_none()
+            || conn.counters.frames_in.load(Ordering::Relaxed) != frames_before
+        {
+            Some(last_read)
+        } else {
+            frame_started
+        };
+    }
+}
+
+/// Sleep until `at`; forever when there is none.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

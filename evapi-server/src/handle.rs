@@ -43,6 +43,7 @@ pub(crate) struct Counters {
     pub accepted: AtomicU64,
     pub refused_max_clients: AtomicU64,
     pub refused_allow: AtomicU64,
+    pub refused_per_ip: AtomicU64,
     pub rejected: AtomicU64,
     pub frames_in: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -158,6 +159,8 @@ pub struct Stats {
     pub refused_max_clients: u64,
     /// Connections closed at once because the allow-list does not include them.
     pub refused_allow: u64,
+    /// Connections closed at once because their address had `max_clients_per_ip`.
+    pub refused_per_ip: u64,
     /// Connections that connection-new rejected.
     pub rejected: u64,
     /// Frames received.
@@ -350,6 +353,7 @@ impl Handle {
             accepted: get(&c.accepted),
             refused_max_clients: get(&c.refused_max_clients),
             refused_allow: get(&c.refused_allow),
+            refused_per_ip: get(&c.refused_per_ip),
             rejected: get(&c.rejected),
             frames_in: get(&c.frames_in),
             bytes_in: get(&c.bytes_in),

@@ -63,6 +63,11 @@ pub enum CloseReason {
     Rejected,
     /// The server is shutting down.
     Shutdown,
+    /// A frame did not arrive whole within the read timeout of its first byte
+    /// (a slowloris client holding a slot and a buffer).
+    ReadTimeout,
+    /// Nothing arrived for the idle timeout (opt-in).
+    IdleTimeout,
 }
 
 impl CloseReason {
@@ -78,6 +83,8 @@ impl CloseReason {
             CloseReason::Server => "server",
             CloseReason::Rejected => "rejected",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::ReadTimeout => "read-timeout",
+            CloseReason::IdleTimeout => "idle-timeout",
         }
     }
 

@@ -340,3 +340,87 @@ async fn the_queue_limit_drops_and_counts_what_a_busy_worker_cannot_take() {
         "nothing beyond what was kept"
     );
 }
+
+/// Slowloris: clients that start a frame and stop are closed after --read-timeout
+/// (`read-timeout`), each holding only what it sent; a legitimate client connecting
+/// meanwhile is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_frames_are_closed_after_the_read_timeout() {
+    let config = Config {
+        max_clients: 300,
+        read_timeout: std::time::Duration::from_millis(500),
+        ..Config::default()
+    };
+    let mut server = start(config).await;
+    let mut loris = Vec::new();
+    for _ in 0..200 {
+        let mut raw = raw_client(&mut server).await;
+        raw.write_all(b"1000000:only the start").await.unwrap();
+        loris.push(raw);
+    }
+    let (mut good, _) = server.connect().await;
+    let started = std::time::Instant::now();
+    let mut closed = 0;
+    while closed < 200 {
+        let (_, reason) = server.expect_closed().await;
+        assert_eq!(reason.name(), "read-timeout");
+        closed += 1;
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.handle.stats().connected, 1, "the good client stays");
+    let _ = server.handle.relay(b"served").unwrap();
+    assert_eq!(recv(&mut good).await, "served");
+}
+
+/// The read timeout is per frame: whole frames sent slowly, each within the timeout,
+/// never close a client, even when a frame is split over several reads.
+#[tokio::test]
+async fn slow_but_whole_frames_are_not_a_read_timeout() {
+    let config = Config {
+        read_timeout: std::time::Duration::from_millis(400),
+        ..Config::default()
+    };
+    let mut server = start(config).await;
+    let mut raw = raw_client(&mut server).await;
+    for n in 0..4 {
+        raw.write_all(b"5:he").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        raw.write_all(b"llo,").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        assert_eq!(server.expect_msg().await.1, "hello", "frame {n}");
+    }
+    assert_eq!(server.handle.stats().connected, 1);
+}
+
+#[tokio::test]
+async fn an_idle_client_is_closed_only_when_asked() {
+    let config = Config {
+        idle_timeout: Some(std::time::Duration::from_millis(300)),
+        ..Config::default()
+    };
+    let mut server = start(config).await;
+    let (mut idle, _) = server.connect().await;
+    let (_, reason) = server.expect_closed().await;
+    assert_eq!(reason.name(), "idle-timeout");
+    expect_eof(&mut idle).await;
+}
+
+#[tokio::test]
+async fn connections_per_address_are_capped_when_asked() {
+    let config = Config {
+        max_clients_per_ip: Some(2),
+        ..Config::default()
+    };
+    let mut server = start(config).await;
+    let (_a, _) = server.connect().await;
+    let (_b, _) = server.connect().await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut third = tokio_util::codec::Framed::new(stream, evapi_proto::FrameCodec::default());
+    expect_eof(&mut third).await;
+    assert_eq!(server.handle.stats().refused_per_ip, 1);
+    assert_eq!(server.handle.stats().connected, 2);
+}
