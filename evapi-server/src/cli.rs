@@ -19,8 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-/// Lines waiting for stdout; past this, routes and control replies wait for the writer.
-const STDOUT_QUEUE: usize = 4096;
+/// Default `--notify-queue`: lines waiting for stdout.
+pub const DEFAULT_NOTIFY_QUEUE: usize = 4096;
 /// Default `--control-max-line`: a relay of a 1 MiB frame in base64 (about 1.4 MB) fits.
 pub const DEFAULT_CONTROL_MAX_LINE: usize = 2 * 1024 * 1024;
 /// Replies waiting for a control connection's writer; past this, reading its next
@@ -140,6 +140,12 @@ pub struct Args {
     #[arg(long, env = "EVAPI_CONTROL", value_parser = evapi_cli::addr::evapi)]
     pub control: Option<SocketAddr>,
 
+    /// Lines waiting to be written to stdout; past this, notifications are dropped and
+    /// counted (a controller that stops reading stdout must not stall intake from every
+    /// client), while command replies wait.
+    #[arg(long, env = "EVAPI_NOTIFY_QUEUE", default_value_t = DEFAULT_NOTIFY_QUEUE)]
+    pub notify_queue: usize,
+
     /// Longest control line in bytes (stdin and --control); a longer one is answered
     /// with an error and skipped, never buffered whole.
     #[arg(long, env = "EVAPI_CONTROL_MAX_LINE", default_value_t = DEFAULT_CONTROL_MAX_LINE)]
@@ -240,7 +246,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         None => None,
     };
 
-    let (out_tx, out_rx) = mpsc::channel::<String>(STDOUT_QUEUE);
+    let (out_tx, out_rx) = mpsc::channel::<String>(args.notify_queue.max(1));
     let stdout_task = tokio::spawn(write_lines(tokio::io::stdout(), out_rx));
     // First line: where we listen, so scripts can bind port 0 and read the port back.
     let mut hello = serde_json::json!({ "listening": listener.local_addr()?.to_string() });

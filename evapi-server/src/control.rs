@@ -23,12 +23,15 @@
 //! `evapi:message-received` (with `"msg"` for UTF-8 payloads, else `"msg_b64"`).
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
+use tracing::warn;
 
 use crate::handle::{Delivery, RelayError, Target};
 use crate::routes::{ClientEnv, CloseReason, EventRoutes};
@@ -216,18 +219,42 @@ impl<'a> Notification<'a> {
 }
 
 /// Event routes that turn every route into a notification line on a bounded channel
-/// (the binary writes them to stdout). A full channel makes the route wait, which
-/// pushes back on the clients rather than losing notifications.
+/// (the binary writes them to stdout). When the channel is full (the controller does not
+/// read stdout), notifications are dropped and counted rather than waited for: a
+/// stalled controller must not stall intake from every client.
 #[derive(Debug, Clone)]
 pub struct JsonLines {
     tx: mpsc::Sender<String>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl JsonLines {
     /// Routes that send their lines to `tx`.
     #[must_use]
     pub fn new(tx: mpsc::Sender<String>) -> Self {
-        Self { tx }
+        Self {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Notifications dropped because the channel was full.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn emit(&self, line: String) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(line) {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // A log line for the first drop and then every 1,000th, not one per drop.
+            if n == 1 || n.is_multiple_of(1000) {
+                warn!(
+                    dropped = n,
+                    "notification queue full (is stdout read?): notifications dropped"
+                );
+            }
+        }
     }
 }
 
@@ -235,10 +262,7 @@ impl EventRoutes for JsonLines {
     // The notification is written once the client is accepted, so a controller that
     // relays on reading it always reaches that client.
     async fn connection_accepted(&self, _: &Handle, client: &ClientEnv) {
-        let _ = self
-            .tx
-            .send(Notification::new("evapi:connection-new", client).line())
-            .await;
+        self.emit(Notification::new("evapi:connection-new", client).line());
     }
 
     async fn message_received(&self, _: &Handle, client: &ClientEnv, msg: Bytes) {
@@ -246,11 +270,11 @@ impl EventRoutes for JsonLines {
         match std::str::from_utf8(&msg) {
             Ok(text) => {
                 n.msg = Some(text);
-                let _ = self.tx.send(n.line()).await;
+                self.emit(n.line());
             }
             Err(_) => {
                 n.msg_b64 = Some(base64::engine::general_purpose::STANDARD.encode(&msg));
-                let _ = self.tx.send(n.line()).await;
+                self.emit(n.line());
             }
         }
     }
@@ -258,6 +282,6 @@ impl EventRoutes for JsonLines {
     async fn connection_closed(&self, _: &Handle, client: &ClientEnv, reason: CloseReason) {
         let mut n = Notification::new("evapi:connection-closed", client);
         n.reason = Some(reason.name());
-        let _ = self.tx.send(n.line()).await;
+        self.emit(n.line());
     }
 }

@@ -394,3 +394,54 @@ fn control_connections_are_bounded_and_survive_bad_lines() {
         "{\"ok\":false,\"error\":\"too many control connections (1); try again later\"}\n"
     );
 }
+
+/// A controller that stops reading stdout does not stall intake: notifications past
+/// --notify-queue are dropped (and counted in the log), every client message is still
+/// read and handled, and commands over --control are still answered.
+#[test]
+fn a_stalled_stdout_does_not_stall_intake() {
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("evapi-server"))
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+            "--notify-queue",
+            "16",
+            "-q",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut hello = String::new();
+    stdout.read_line(&mut hello).unwrap();
+    let hello: Value = serde_json::from_str(&hello).unwrap();
+    // From here on nobody reads stdout (its pipe fills at about 64 KiB).
+    let mut client = TcpStream::connect(hello["listening"].as_str().unwrap()).unwrap();
+    let frame = format!("100:{},", "n".repeat(100));
+    let many = frame.repeat(5000);
+    client.write_all(many.as_bytes()).unwrap();
+    let mut ctl = TcpStream::connect(hello["control"].as_str().unwrap()).unwrap();
+    ctl.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut replies = BufReader::new(ctl.try_clone().unwrap());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        ctl.write_all(b"{\"stats\":true}\n").unwrap();
+        let mut line = String::new();
+        replies.read_line(&mut line).unwrap();
+        let stats: Value = serde_json::from_str(&line).unwrap();
+        if stats["stats"]["frames_in"] == 5000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "intake stalled: {line}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
