@@ -139,11 +139,19 @@ pub struct SipArgs {
     /// tr_index,tr_label); tried before tindex/tlabel, data.index/data.label, index/label.
     #[arg(long, env = "EVAPI_ID_FIELDS", value_name = "INDEX,LABEL", value_parser = parse_id_fields)]
     id_fields: Option<IdFields>,
+    /// INVITEs waiting for their final reply at once; more are answered 503 Service
+    /// Unavailable without a transaction, so a flood cannot grow memory without bound.
+    #[arg(long, env = "EVAPI_MAX_TRANSACTIONS", default_value_t = DEFAULT_MAX_TRANSACTIONS)]
+    max_transactions: usize,
     /// Reason phrase when the app's answer has none, built on the way back, e.g.
     /// 'decided by app $evapi(conidx) for $rU' (default: the code's usual phrase).
     #[arg(long, env = "EVAPI_REASON", value_name = "TEMPLATE")]
     reason: Option<String>,
 }
+
+/// Default `--max-transactions`: 100,000 waiting INVITEs (a few hundred MB at most,
+/// most of it the kept headers).
+const DEFAULT_MAX_TRANSACTIONS: usize = 100_000;
 
 fn parse_id_fields(s: &str) -> Result<IdFields, String> {
     match s.split_once(',') {
@@ -311,6 +319,7 @@ fn sip_options(sip: &SipArgs) -> Option<evapi_sim::uas::UasOptions> {
                 timeout_code: sip.code_on_timeout,
                 ..evapi_sim::tm::TmConfig::default()
             },
+            max_transactions: Some(sip.max_transactions.max(1)),
         },
         server: evapi_server::Config {
             framing: sip.framing,

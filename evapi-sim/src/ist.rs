@@ -147,6 +147,12 @@ impl UasTransactions {
         self.txs.is_empty()
     }
 
+    /// Whether `req` belongs to a transaction alive here (a retransmission).
+    #[must_use]
+    pub fn knows(&self, req: &SipRequest) -> bool {
+        self.txs.contains_key(&key(req))
+    }
+
     /// An INVITE from `peer`: a new transaction, or a retransmission.
     pub fn invite(&mut self, req: &SipRequest, peer: SocketAddr) -> Invite {
         let key = key(req);

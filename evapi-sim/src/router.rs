@@ -54,6 +54,9 @@ pub struct RouterConfig {
     pub actions: BTreeMap<String, Outcome>,
     /// Transaction table settings (timers, timeout code).
     pub tm: TmConfig,
+    /// Transactions waiting for their final reply at once; `None`: no cap. A driver
+    /// asks [`Router::is_full`] before a new request and answers 503 when it is.
+    pub max_transactions: Option<usize>,
 }
 
 /// Where an event goes.
@@ -138,6 +141,8 @@ pub struct RouterCounters {
     pub undelivered: u64,
     /// Tag registrations seen.
     pub registrations: u64,
+    /// Requests refused because `max_transactions` were waiting.
+    pub busy: u64,
 }
 
 impl RouterCounters {
@@ -165,6 +170,8 @@ pub struct Router<T> {
     replies: VecDeque<Reply<T>>,
     expired: Vec<Expired<Call<T>>>,
     counters: RouterCounters,
+    /// Transactions without their final reply yet.
+    open: usize,
 }
 
 impl<T: Clone> Router<T> {
@@ -178,7 +185,21 @@ impl<T: Clone> Router<T> {
             replies: VecDeque::new(),
             expired: Vec::new(),
             counters: RouterCounters::default(),
+            open: 0,
         }
+    }
+
+    /// Whether `max_transactions` are waiting for their final reply: a new request
+    /// should then be refused (503) without a transaction. Counts the refusal.
+    pub fn is_full(&mut self) -> bool {
+        let full = self
+            .config
+            .max_transactions
+            .is_some_and(|max| self.open >= max);
+        if full {
+            self.counters.busy += 1;
+        }
+        full
     }
 
     /// The settings.
@@ -215,6 +236,7 @@ impl<T: Clone> Router<T> {
         let id = self
             .table
             .create(&request.transaction_key(), request.is_invite(), call, now);
+        self.open += 1;
         self.event.clear();
         self.config.event.render(
             &Vars {
@@ -376,6 +398,7 @@ impl<T: Clone> Router<T> {
         data: T,
     ) {
         *self.counters.finals.entry(code).or_default() += 1;
+        self.open = self.open.saturating_sub(1);
         self.replies.push_back(Reply {
             id,
             code,
@@ -469,6 +492,7 @@ mod tests {
                 fr_inv_timer: Duration::from_secs(10),
                 ..TmConfig::default()
             },
+            max_transactions: None,
         }
     }
 
@@ -568,6 +592,25 @@ mod tests {
         r.handle_timeout(t0 + Duration::from_secs(10));
         let reply = r.poll_reply().expect("timeout reply");
         assert_eq!((reply.code, reply.cause), (408, Cause::TimedOut));
+    }
+
+    #[test]
+    fn at_most_max_transactions_wait_at_once() {
+        let t0 = Instant::now();
+        let mut c = config(DEFAULT_EVENT, Action::AsyncRelay);
+        c.max_transactions = Some(2);
+        let mut r: Router<()> = Router::new(c);
+        assert!(!r.is_full());
+        let a = r.request(t0, &invite(1), ()).id;
+        let _ = r.request(t0, &invite(2), ()).id;
+        assert!(r.is_full(), "two waiting");
+        let msg = format!(
+            r#"{{"tindex":{},"tlabel":{},"code":486}}"#,
+            a.index, a.label
+        );
+        assert_eq!(r.message(t0, &app(), msg.as_bytes()), Message::Resumed(a));
+        assert!(!r.is_full(), "one ended, room again");
+        assert_eq!(r.counters().busy, 1);
     }
 
     #[test]

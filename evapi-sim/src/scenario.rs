@@ -389,6 +389,7 @@ impl Loaded {
             reader: sc.answers.reader(),
             actions: sc.answers.actions.clone(),
             tm: sc.timers.tm(),
+            max_transactions: None,
         }
     }
 }

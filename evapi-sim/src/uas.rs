@@ -169,6 +169,12 @@ impl Uas {
         let now = clock::now();
         match req.method.as_str() {
             "INVITE" => {
+                // At the cap, a new INVITE gets 503 and no transaction (its
+                // retransmissions too, until there is room); known ones go on as usual.
+                if !self.ist.knows(&req) && self.router.is_full() {
+                    self.ist.stateless(&req, 503, peer);
+                    return;
+                }
                 if let Invite::New(key) = self.ist.invite(&req, peer) {
                     let request = request_of(&req, peer);
                     let relay = self.router.request(now, &request, key.clone());
@@ -224,6 +230,7 @@ impl UasCounters {
             let _ = writeln!(s, "  final {c:<18} {n:>8}");
         }
         let rows = [
+            ("busy (503)", self.routing.busy),
             ("retransmissions", self.sip.retransmissions),
             ("final retransmits", self.sip.final_retransmits),
             ("unacknowledged finals", self.sip.unacked),

@@ -33,7 +33,7 @@ async fn start_with(fr_inv_timer: Duration, reason: Option<&str>) -> Uas {
 }
 
 async fn start_event(fr_inv_timer: Duration, reason: Option<&str>, event: &str) -> Uas {
-    start_routed(fr_inv_timer, reason, event, Action::AsyncRelay, None).await
+    start_routed(fr_inv_timer, reason, event, Action::AsyncRelay, None, None).await
 }
 
 async fn start_routed(
@@ -42,6 +42,7 @@ async fn start_routed(
     event: &str,
     action: Action,
     tag: Option<&str>,
+    max: Option<usize>,
 ) -> Uas {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -61,6 +62,7 @@ async fn start_routed(
                 fr_inv_timer,
                 ..TmConfig::default()
             },
+            max_transactions: max,
         },
         server: evapi_server::Config::default(),
     };
@@ -517,6 +519,7 @@ async fn unicast_reaches_the_tagged_app_only_once_it_registered() {
         DEFAULT_EVENT,
         Action::AsyncUnicast,
         Some("routing"),
+        None,
     )
     .await;
     uas.send(&request(
@@ -557,4 +560,51 @@ async fn unicast_reaches_the_tagged_app_only_once_it_registered() {
     let counters = uas.finish().await;
     assert_eq!(counters.routing.undelivered, 1);
     assert_eq!(counters.routing.registrations, 1);
+}
+
+/// --max-transactions: past the cap a new INVITE gets 503 and no transaction; when one
+/// ends there is room again.
+#[tokio::test(start_paused = true)]
+async fn invites_past_max_transactions_get_503() {
+    let mut uas = start_routed(
+        Duration::from_secs(30),
+        None,
+        DEFAULT_EVENT,
+        Action::AsyncRelay,
+        None,
+        Some(1),
+    )
+    .await;
+    uas.send(&request(
+        "INVITE",
+        "z9hG4bK-m1",
+        "call-m1",
+        "INVITE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 100 Trying");
+    let first = uas.event().await;
+    uas.send(&request(
+        "INVITE",
+        "z9hG4bK-m2",
+        "call-m2",
+        "INVITE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 503 Service Unavailable");
+    uas.answer(&first, 486).await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 486 Busy Here");
+    uas.send(&request(
+        "INVITE",
+        "z9hG4bK-m3",
+        "call-m3",
+        "INVITE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 100 Trying");
+    let counters = uas.finish().await;
+    assert_eq!(counters.routing.busy, 1);
 }
