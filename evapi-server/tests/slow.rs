@@ -226,23 +226,37 @@ async fn a_slow_but_steady_reader_is_not_cut_off_by_the_send_timeout() {
     assert_eq!(server.handle.stats().connected, 1);
 }
 
-/// Memory a stalled client can hold is bounded in bytes, not only in frames: with 1 MiB
-/// frames, clients that never read are cut off once they hold --client-queue-bytes,
-/// at once (not after the send timeout), and the queued total stays bounded.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_over_their_byte_bound_are_cut_off_at_once() {
-    const MIB: usize = 1 << 20;
-    let config = Config {
+const MIB: usize = 1 << 20;
+
+/// Frames up to 2 MiB and a send timeout far longer than the tests that use it.
+fn big_frames() -> Config {
+    Config {
         max_frame: 2 * MIB,
-        client_queue_bytes: 4 * MIB,
         send_timeout: Duration::from_secs(30),
         ..Config::default()
-    };
+    }
+}
+
+/// A server with `config` and four connected clients that never read.
+async fn four_stalled(config: Config) -> (TestServer, Vec<TcpStream>) {
     let mut server = start(config).await;
     let mut stalled = Vec::new();
     for _ in 0..4 {
         stalled.push(stalled_client(&mut server).await);
     }
+    (server, stalled)
+}
+
+/// Memory a stalled client can hold is bounded in bytes, not only in frames: with 1 MiB
+/// frames, clients that never read are cut off once they hold --client-queue-bytes,
+/// at once (not after the send timeout), and the queued total stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_over_their_byte_bound_are_cut_off_at_once() {
+    let (mut server, _stalled) = four_stalled(Config {
+        client_queue_bytes: 4 * MIB,
+        ..big_frames()
+    })
+    .await;
     let frame = vec![b'm'; MIB];
     let mut first_full = None;
     let mut peak = 0;
@@ -277,20 +291,13 @@ async fn clients_over_their_byte_bound_are_cut_off_at_once() {
 /// --max-queued-bytes bounds what all clients hold together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_total_queued_bytes_are_bounded() {
-    const MIB: usize = 1 << 20;
-    let config = Config {
-        max_frame: 2 * MIB,
+    let (server, _stalled) = four_stalled(Config {
         client_queue_bytes: 64 * MIB,
         max_queued_bytes: 6 * MIB,
         slow_client: SlowClientPolicy::Drop,
-        send_timeout: Duration::from_secs(30),
-        ..Config::default()
-    };
-    let mut server = start(config).await;
-    let mut stalled = Vec::new();
-    for _ in 0..4 {
-        stalled.push(stalled_client(&mut server).await);
-    }
+        ..big_frames()
+    })
+    .await;
     let frame = vec![b't'; MIB];
     let mut dropped = 0;
     for _ in 0..20 {
