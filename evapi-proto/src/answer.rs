@@ -91,6 +91,9 @@ pub enum AnswerError {
     /// `action` is not a string.
     #[error("\"action\" must be a string, got {0}")]
     ActionType(String),
+    /// An `action` the reader has no reply for.
+    #[error("unknown action {0:?}")]
+    UnknownAction(String),
 }
 
 /// Check that `reason` can be a SIP Reason-Phrase (RFC 3261 section 25.1).

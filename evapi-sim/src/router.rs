@@ -313,7 +313,8 @@ impl<T: Clone> Router<T> {
             Verdict::Action(name) => match self.config.actions.get(name) {
                 Some(o) => (o.code, o.reason.clone()),
                 None => {
-                    return self.invalid(app, msg, AnswerError::NoDecision);
+                    let unknown = AnswerError::UnknownAction(name.clone());
+                    return self.invalid(app, msg, unknown);
                 }
             },
         };
@@ -611,6 +612,27 @@ mod tests {
         assert_eq!(r.message(t0, &app(), msg.as_bytes()), Message::Resumed(a));
         assert!(!r.is_full(), "one ended, room again");
         assert_eq!(r.counters().busy, 1);
+    }
+
+    #[test]
+    fn an_unknown_action_is_an_invalid_answer_that_names_it() {
+        let t0 = Instant::now();
+        let mut r: Router<()> = Router::new(config(DEFAULT_EVENT, Action::AsyncRelay));
+        let id = r.request(t0, &invite(1), ()).id;
+        let msg = format!(
+            r#"{{"tindex":{},"tlabel":{},"action":"dance"}}"#,
+            id.index, id.label
+        );
+        assert_eq!(
+            r.message(t0, &app(), msg.as_bytes()),
+            Message::Invalid(AnswerError::UnknownAction("dance".into()))
+        );
+        let msg = format!(
+            r#"{{"tindex":{},"tlabel":{},"action":"reject"}}"#,
+            id.index, id.label
+        );
+        assert_eq!(r.message(t0, &app(), msg.as_bytes()), Message::Resumed(id));
+        assert_eq!(r.poll_reply().expect("403").code, 403);
     }
 
     #[test]
