@@ -68,6 +68,18 @@ impl Completer for Commands {
                 .collect();
             return Ok(("continue #".len(), matches));
         }
+        if let Some((start, options)) = option_words(word) {
+            let partial = &word[start..];
+            let matches = options
+                .iter()
+                .filter(|o| o.starts_with(partial))
+                .map(|o| Pair {
+                    display: (*o).to_owned(),
+                    replacement: format!("{o} "),
+                })
+                .collect();
+            return Ok((start, matches));
+        }
         if word.contains(char::is_whitespace) {
             return Ok((pos, Vec::new()));
         }
@@ -89,6 +101,21 @@ impl Hinter for Commands {
 impl Highlighter for Commands {}
 impl Validator for Commands {}
 impl Helper for Commands {}
+
+/// The fixed words a command takes after its name, for completion: where the word
+/// being typed starts in `line`, and the candidates.
+fn option_words(line: &str) -> Option<(usize, &'static [&'static str])> {
+    let (command, _) = line.split_once(' ')?;
+    let options: &'static [&'static str] = match command {
+        "auto" => &["--pending", "off"],
+        "timestamps" => &["on", "off"],
+        "filter" => &["off"],
+        "help" => &COMMANDS,
+        _ => return None,
+    };
+    let start = line.rfind(' ').map_or(0, |i| i + 1);
+    Some((start, options))
+}
 
 fn history_path() -> Option<std::path::PathBuf> {
     dirs::data_dir().map(|d| d.join("evapi-client").join("history"))
@@ -781,4 +808,25 @@ fn sends(command: &Command) -> bool {
             | Command::Continue { .. }
             | Command::Auto { pending: true, .. }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_complete_after_their_command() {
+        assert_eq!(
+            option_words("auto 486 --pe"),
+            Some((9, &["--pending", "off"][..]))
+        );
+        assert_eq!(option_words("timestamps o").map(|(at, _)| at), Some(11));
+        assert!(option_words("help c").is_some_and(|(_, words)| words.contains(&"continue")));
+        assert_eq!(option_words("send x"), None);
+        assert_eq!(
+            option_words("auto"),
+            None,
+            "no space yet: the command itself"
+        );
+    }
 }
