@@ -81,12 +81,21 @@ async fn start_routed(
         stop,
         task,
     };
-    // Ready when the app gets events: a MESSAGE is relayed to every connected app.
-    let hello = request("MESSAGE", "z9hG4bK-ready", "ready", "MESSAGE", &uas.phone);
-    uas.send(&hello).await;
-    assert_eq!(status(&uas.recv().await), "SIP/2.0 200 OK");
-    assert!(uas.event().await.is_object(), "the readiness event");
-    uas
+    // Ready when the app gets events: a MESSAGE is relayed to every accepted app. The
+    // app is accepted just after its connect returns, so the first MESSAGE may reach
+    // nobody: ask again until one arrives.
+    for attempt in 0..20 {
+        let branch = format!("z9hG4bK-ready{attempt}");
+        let hello = request("MESSAGE", &branch, "ready", "MESSAGE", &uas.phone);
+        uas.send(&hello).await;
+        assert_eq!(status(&uas.recv().await), "SIP/2.0 200 OK");
+        if let Ok(event) = tokio::time::timeout(Duration::from_millis(250), uas.app.recv()).await {
+            let event = event.unwrap().unwrap();
+            assert!(!event.is_empty(), "the readiness event");
+            return uas;
+        }
+    }
+    panic!("the app never received an event");
 }
 
 fn request(

@@ -17,11 +17,12 @@ fn burst_through_the_simulator(sim_args: &[&str]) -> String {
         "127.0.0.1:0",
         "--bind",
         "127.0.0.1:0",
-        "-q",
+        // info: its log says when an app is accepted (read below), nothing per call.
+        "-v",
     ])
     .args(sim_args);
     let mut sim = Running::spawn(cmd);
-    let (line, _rest) = sim.stderr_line("SIP on udp:");
+    let (line, mut rest) = sim.stderr_line("SIP on udp:");
     // "SIP on udp:127.0.0.1:PORT , evapi socket on 127.0.0.1:PORT"
     let words: Vec<&str> = line.split_whitespace().collect();
     let sip_addr = words[2].trim_start_matches("udp:").to_owned();
@@ -30,6 +31,18 @@ fn burst_through_the_simulator(sim_args: &[&str]) -> String {
     let mut respond = Command::new(binary("evapi-client"));
     respond.args(["--addr", &evapi_addr, "respond", "--code", "486"]);
     let _app = Running::spawn(respond);
+    // Start the calls once the simulator accepted the app (earlier INVITEs would reach
+    // nobody and wait for their timer).
+    let mut log = String::new();
+    while !log.contains("app connected") {
+        log.clear();
+        let n = std::io::BufRead::read_line(&mut rest, &mut log).unwrap();
+        assert!(n > 0, "the simulator ended before the app connected");
+    }
+    // Keep draining its log so it never blocks on stderr.
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut rest, &mut std::io::sink());
+    });
 
     let out = sipp::burst_486(&sip_addr, 500, 250);
     let stdout = String::from_utf8_lossy(&out.stdout);
