@@ -87,6 +87,16 @@ impl TestServer {
     /// decision took effect (accepted, so relays reach it; or rejected and gone).
     pub async fn connect(&mut self) -> (Client, ClientEnv) {
         let stream = TcpStream::connect(self.addr).await.unwrap();
+        let env = self.next_new().await;
+        (
+            Framed::new(stream, FrameCodec::new(self.framing, 1 << 20)),
+            env,
+        )
+    }
+
+    /// The next connection-new, once its decision took effect (accepted, so relays
+    /// reach it; or rejected and gone).
+    pub async fn next_new(&mut self) -> ClientEnv {
         let env = match self.next().await {
             Ev::New(env) => env,
             other => panic!("expected connection-new, got {other:?}"),
@@ -101,10 +111,7 @@ impl TestServer {
         })
         .await
         .expect("connection-new's decision takes effect within PATIENCE");
-        (
-            Framed::new(stream, FrameCodec::new(self.framing, 1 << 20)),
-            env,
-        )
+        env
     }
 
     pub async fn expect_msg(&mut self) -> (ClientEnv, Bytes) {

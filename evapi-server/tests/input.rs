@@ -7,7 +7,7 @@ use crate::common::*;
 
 async fn raw_client(server: &mut TestServer) -> TcpStream {
     let stream = TcpStream::connect(server.addr).await.unwrap();
-    server.next().await;
+    server.next_new().await;
     stream
 }
 

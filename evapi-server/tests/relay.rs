@@ -23,7 +23,7 @@ async fn netstring_relay_is_byte_exact_on_the_wire() {
     use tokio::io::AsyncReadExt;
     let mut server = start(config(Framing::Netstring)).await;
     let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    server.next().await;
+    server.next_new().await;
     let _ = server.handle.relay(b"a,b:c").unwrap();
     let _ = server.handle.relay("héllo".as_bytes()).unwrap();
     let mut buf = [0u8; 17];

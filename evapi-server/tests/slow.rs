@@ -14,12 +14,13 @@ fn event(seq: usize) -> String {
     format!("{{\"seq\":{seq},\"pad\":\"{}\"}}", "p".repeat(180))
 }
 
-/// A client socket with a tiny receive buffer that never reads.
+/// A client socket with a tiny receive buffer that never reads, accepted (so every
+/// relay from now on is offered to it).
 async fn stalled_client(server: &mut TestServer) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(server.addr).await.unwrap();
-    server.next().await;
+    server.next_new().await;
     stream
 }
 
@@ -195,7 +196,7 @@ async fn a_slow_but_steady_reader_is_not_cut_off_by_the_send_timeout() {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(16 * 1024).unwrap();
     let mut reader = socket.connect(server.addr).await.unwrap();
-    server.next().await;
+    server.next_new().await;
     // 8 MiB queued at once: one batch for the writer.
     let frame = vec![b'z'; 64 * 1024];
     for _ in 0..128 {
