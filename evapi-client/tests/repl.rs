@@ -82,6 +82,7 @@ fn a_session_in_a_real_terminal() {
     p.send_line("send kept").unwrap();
     assert_eq!(srv.msg(), "kept");
     // Keys typed before the next prompt may be discarded by the terminal: wait for it.
+    p.exp_string("send kept").unwrap();
     p.exp_string("evapi> ").unwrap();
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
@@ -326,6 +327,8 @@ fn help_filter_timestamps_and_connect() {
     other.connected();
     p.send_line("send to the other").unwrap();
     assert_eq!(other.msg(), "to the other");
+    // The prompt drawn after this line (earlier redraws may still be unread).
+    p.exp_string("send to the other").unwrap();
     p.exp_string("evapi> ").unwrap();
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
