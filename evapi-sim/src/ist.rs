@@ -147,15 +147,20 @@ impl UasTransactions {
         self.txs.is_empty()
     }
 
-    /// Whether `req` belongs to a transaction alive here (a retransmission).
+    /// Whether a transaction with this key is alive here (a retransmission).
     #[must_use]
-    pub fn knows(&self, req: &SipRequest) -> bool {
-        self.txs.contains_key(&key(req))
+    pub fn knows(&self, key: &TxKey) -> bool {
+        self.txs.contains_key(key)
     }
 
     /// An INVITE from `peer`: a new transaction, or a retransmission.
     pub fn invite(&mut self, req: &SipRequest, peer: SocketAddr) -> Invite {
-        let key = key(req);
+        self.invite_keyed(key(req), req, peer)
+    }
+
+    /// [`UasTransactions::invite`] with its [`key`] already computed (a driver that
+    /// looked it up first builds it once).
+    pub fn invite_keyed(&mut self, key: TxKey, req: &SipRequest, peer: SocketAddr) -> Invite {
         if let Some(tx) = self.txs.get(&key) {
             self.counters.retransmissions += 1;
             let bytes = Arc::clone(&tx.last);

@@ -214,12 +214,6 @@ impl<T: Clone> Router<T> {
         &self.counters
     }
 
-    /// Transactions in the table (including ended ones in their wait time).
-    #[must_use]
-    pub fn transactions(&self) -> usize {
-        self.table.len()
-    }
-
     /// A new request: create its transaction, suspend it unless the route is a plain
     /// relay, and render its event. The driver sends the event and reports a miss with
     /// [`Router::undelivered`]; a plain relay's reply is queued at once.

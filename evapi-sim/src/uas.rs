@@ -171,11 +171,12 @@ impl Uas {
             "INVITE" => {
                 // At the cap, a new INVITE gets 503 and no transaction (its
                 // retransmissions too, until there is room); known ones go on as usual.
-                if !self.ist.knows(&req) && self.router.is_full() {
+                let key = crate::ist::key(&req);
+                if !self.ist.knows(&key) && self.router.is_full() {
                     self.ist.stateless(&req, 503, peer);
                     return;
                 }
-                if let Invite::New(key) = self.ist.invite(&req, peer) {
+                if let Invite::New(key) = self.ist.invite_keyed(key, &req, peer) {
                     let request = request_of(&req, peer);
                     let relay = self.router.request(now, &request, key.clone());
                     let (id, sent) = (relay.id, apps::deliver(&self.handle, relay.to, relay.event));
