@@ -57,42 +57,31 @@ impl Completer for Commands {
         let word = &line[..pos];
         if let Some(partial) = word.strip_prefix("continue #") {
             let numbers = self.pending.lock().map(|p| p.clone()).unwrap_or_default();
-            let matches = numbers
-                .iter()
-                .map(u64::to_string)
-                .filter(|n| n.starts_with(partial))
-                .map(|n| Pair {
-                    display: format!("#{n}"),
-                    replacement: format!("{n} "),
-                })
-                .collect();
-            return Ok(("continue #".len(), matches));
+            let numbers: Vec<String> = numbers.iter().map(u64::to_string).collect();
+            return Ok(("continue #".len(), candidates(&numbers, partial, "#")));
         }
         if let Some((start, options)) = option_words(word) {
-            let partial = &word[start..];
-            let matches = options
-                .iter()
-                .filter(|o| o.starts_with(partial))
-                .map(|o| Pair {
-                    display: (*o).to_owned(),
-                    replacement: format!("{o} "),
-                })
-                .collect();
-            return Ok((start, matches));
+            return Ok((start, candidates(options, &word[start..], "")));
         }
         if word.contains(char::is_whitespace) {
             return Ok((pos, Vec::new()));
         }
-        let matches = COMMANDS
-            .iter()
-            .filter(|c| c.starts_with(word))
-            .map(|c| Pair {
-                display: (*c).to_owned(),
-                replacement: format!("{c} "),
-            })
-            .collect();
-        Ok((0, matches))
+        Ok((0, candidates(&COMMANDS, word, "")))
     }
+}
+
+/// The `words` that start with `partial`, shown with `shown_prefix`, each completed
+/// with a space after it.
+fn candidates(words: &[impl AsRef<str>], partial: &str, shown_prefix: &str) -> Vec<Pair> {
+    words
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|w| w.starts_with(partial))
+        .map(|w| Pair {
+            display: format!("{shown_prefix}{w}"),
+            replacement: format!("{w} "),
+        })
+        .collect()
 }
 
 impl Hinter for Commands {
@@ -446,7 +435,8 @@ impl Session {
             tokio::select! {
                 request = requests.recv() => {
                     let Some(Request { line, reply }) = request else { return };
-                    if let Ok(Command::Connect(addr)) = cmd::parse(&line) {
+                    let parsed = cmd::parse(&line);
+                    if let Ok(Command::Connect(addr)) = parsed {
                         // Another server: the old connection's news is stale from now on.
                         generation += 1;
                         writer = None;
@@ -464,7 +454,7 @@ impl Session {
                         let _ = reply.send(out);
                         continue;
                     }
-                    let out = self.line(&line, &mut writer).await;
+                    let out = self.line(parsed, &mut writer).await;
                     let quit = out.quit;
                     let _ = reply.send(out);
                     if quit {
@@ -539,11 +529,11 @@ impl Session {
     /// Run one typed line; its output comes back to the terminal thread.
     async fn line(
         &mut self,
-        line: &str,
+        parsed: Result<Command, cmd::UsageError>,
         writer: &mut Option<evapi_client::client::Writer>,
     ) -> Reply {
         let mut out = Reply::default();
-        let command = match cmd::parse(line) {
+        let command = match parsed {
             Ok(Command::Quit) => {
                 out.quit = true;
                 return out;
