@@ -2,20 +2,25 @@
 //! replies and notifications out on stdout, signals to graceful shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use evapi_proto::Framing;
+use evapi_server::auth::{Tokens, MIN_TOKEN_LEN};
+use evapi_server::config::Keepalive;
 use evapi_server::config::{
     DEFAULT_BIND, DEFAULT_CLIENT_QUEUE, DEFAULT_MAX_CLIENTS, DEFAULT_WORKERS,
 };
 use evapi_server::control::{self, JsonLines};
-use evapi_server::{Config, Handle, OversizePolicy, Server, SlowClientPolicy};
+use evapi_server::rate::Rate;
+use evapi_server::tls::TlsFiles;
+use evapi_server::{Config, Handle, Listener, OversizePolicy, Server, SlowClientPolicy};
 use ipnet::IpNet;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -155,8 +160,177 @@ pub struct Args {
     #[arg(long, env = "EVAPI_CONTROL_MAX_CONNECTIONS", default_value_t = DEFAULT_CONTROL_CONNECTIONS)]
     pub control_max_connections: usize,
 
+    /// Listen on this Unix domain socket instead of --bind (for apps on this host; its
+    /// permissions, --unix-mode, decide who may connect). A stale socket file is replaced.
+    #[arg(long, env = "EVAPI_UNIX", value_name = "PATH")]
+    pub unix: Option<PathBuf>,
+
+    /// Take control commands on this Unix domain socket too (the recommended way to
+    /// control from another process; permissions from --unix-mode).
+    #[arg(long, env = "EVAPI_CONTROL_UNIX", value_name = "PATH")]
+    pub control_unix: Option<PathBuf>,
+
+    /// Permissions of the Unix socket files, in octal.
+    #[arg(long, env = "EVAPI_UNIX_MODE", default_value = "600", value_parser = parse_mode)]
+    pub unix_mode: u32,
+
+    /// Token that a --control TCP connection must send first, as {"auth":"TOKEN"};
+    /// required when --control is not a loopback address. Prefer the variable to the
+    /// flag (flags show in `ps`).
+    #[arg(long, env = "EVAPI_CONTROL_TOKEN", hide_env_values = true)]
+    pub control_token: Option<String>,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
+
     #[command(flatten)]
     pub verbosity: evapi_cli::Verbosity,
+}
+
+/// TLS, authentication, rate and liveness flags, shared with `evapi-sim`'s socket.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SecurityArgs {
+    /// Serve TLS with this certificate chain (PEM, leaf first); needs --tls-key.
+    /// Reloaded on SIGHUP.
+    #[arg(
+        long,
+        env = "EVAPI_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "EVAPI_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by a CA in this PEM file (mutual TLS); the
+    /// certificate's subject becomes the client's identity (tls_subject).
+    #[arg(
+        long,
+        env = "EVAPI_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// A TLS handshake must finish within this long, or the connection is closed.
+    #[arg(long, env = "EVAPI_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Require a token: one `name token` pair per line (# comments); a client's first
+    /// frame must be {"auth":"TOKEN"}. Reloaded on SIGHUP.
+    #[arg(long, env = "EVAPI_AUTH_TOKENS", value_name = "FILE")]
+    pub auth_tokens: Option<PathBuf>,
+
+    /// With --auth-tokens, the first frame must arrive within this long.
+    #[arg(long, env = "EVAPI_AUTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub auth_timeout: Duration,
+
+    /// Frames per second one client may send (empty ones included); past it, reading
+    /// that client pauses (nothing is lost; TCP pushes back). Default: no limit.
+    #[arg(long, env = "EVAPI_MAX_RATE", value_name = "FRAMES")]
+    pub max_rate: Option<u32>,
+
+    /// Bytes per second one client may send; as --max-rate.
+    #[arg(long, env = "EVAPI_MAX_RATE_BYTES", value_name = "BYTES")]
+    pub max_rate_bytes: Option<u64>,
+
+    /// TCP keepalive: silence before the first probe, or "off" for the system's
+    /// timings. A dead peer frees its slot after this plus 6 probes.
+    #[arg(long, env = "EVAPI_KEEPALIVE", default_value = "60s", value_parser = parse_keepalive)]
+    pub keepalive: Duration,
+
+    /// TCP keepalive: time between probes.
+    #[arg(long, env = "EVAPI_KEEPALIVE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub keepalive_interval: Duration,
+}
+
+impl SecurityArgs {
+    /// The TLS files, when TLS is asked for.
+    #[must_use]
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    /// Fill `config`'s TLS, token, rate and keepalive fields, loading the files.
+    ///
+    /// # Errors
+    ///
+    /// A TLS or token file that cannot be loaded, named in the message.
+    pub fn apply(&self, config: &mut Config) -> anyhow::Result<()> {
+        if let Some(files) = self.tls_files() {
+            config.tls =
+                Some(evapi_server::tls::server_config(&files).context("cannot set up TLS")?);
+        }
+        if let Some(path) = &self.auth_tokens {
+            config.tokens =
+                Some(Arc::new(Tokens::load(path).with_context(|| {
+                    format!("bad token file {}", path.display())
+                })?));
+        }
+        config.handshake_timeout = self.handshake_timeout;
+        config.auth_timeout = self.auth_timeout;
+        config.max_rate = Rate {
+            frames: self.max_rate,
+            bytes: self.max_rate_bytes,
+        };
+        // "off" parses as zero.
+        config.keepalive = (!self.keepalive.is_zero()).then_some(Keepalive {
+            idle: self.keepalive,
+            interval: self.keepalive_interval,
+        });
+        Ok(())
+    }
+
+    /// Reload the TLS and token files into a running server (on SIGHUP); on an error the
+    /// old ones stay, and the error says which file.
+    ///
+    /// # Errors
+    ///
+    /// A file that cannot be loaded.
+    pub fn reload(&self, handle: &Handle) -> anyhow::Result<()> {
+        if let Some(files) = self.tls_files() {
+            let tls = evapi_server::tls::server_config(&files).context("TLS not reloaded")?;
+            handle.set_tls(tls)?;
+            info!("TLS certificate and key reloaded");
+        }
+        if let Some(path) = &self.auth_tokens {
+            let tokens = Tokens::load(path)
+                .with_context(|| format!("tokens not reloaded from {}", path.display()))?;
+            let n = tokens.len();
+            handle.set_tokens(Arc::new(tokens))?;
+            info!(tokens = n, "tokens reloaded");
+        }
+        Ok(())
+    }
+}
+
+/// A duration, or "off" (zero).
+fn parse_keepalive(s: &str) -> Result<Duration, String> {
+    if s == "off" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a duration such as 60s, or off"))
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode such as 600 or 660"))
 }
 
 /// `--oversize` values.
@@ -213,6 +387,43 @@ impl Args {
     }
 }
 
+/// Wait for SIGHUP and reload TLS and tokens each time (Unix only).
+async fn reload_on_hangup(security: SecurityArgs, handle: Handle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP; no reloads");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        info!("SIGHUP: reloading");
+        if let Err(e) = security.reload(&handle) {
+            warn!(
+                error = format!("{e:#}"),
+                "reload failed; the previous settings stay"
+            );
+        }
+    }
+}
+
+/// Bind a Unix socket at `path` with `mode`, replacing a stale socket file (never
+/// another kind of file).
+fn bind_unix(path: &std::path::Path, mode: u32) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        anyhow::ensure!(
+            meta.file_type().is_socket(),
+            "{} exists and is not a socket; not replacing it",
+            path.display()
+        );
+        std::fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the permissions of {}", path.display()))?;
+    Ok(listener)
+}
+
 /// Default log level (see `evapi_cli::Verbosity` for the ladder).
 pub const LOG_LEVEL: &str = "info";
 
@@ -233,10 +444,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let config = args.config();
-    let listener = TcpListener::bind(config.bind)
-        .await
-        .with_context(|| format!("cannot bind {}", config.bind))?;
+    let mut config = args.config();
+    args.security.apply(&mut config)?;
+    if let Some(addr) = args.control {
+        anyhow::ensure!(
+            addr.ip().is_loopback() || args.control_token.is_some(),
+            "--control {addr} is not a loopback address: anyone who reaches it could relay, \
+             close and tag; set --control-token (or use --control-unix)"
+        );
+    }
+    if let Some(token) = &args.control_token {
+        anyhow::ensure!(
+            token.len() >= MIN_TOKEN_LEN,
+            "--control-token is shorter than {MIN_TOKEN_LEN} bytes"
+        );
+    }
+    let listener: Listener = match &args.unix {
+        Some(path) => bind_unix(path, args.unix_mode)?.into(),
+        None => TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot bind {}", config.bind))?
+            .into(),
+    };
     let control = match args.control {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -245,27 +474,51 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let control_unix = match &args.control_unix {
+        Some(path) => Some(bind_unix(path, args.unix_mode)?),
+        None => None,
+    };
 
     let (out_tx, out_rx) = mpsc::channel::<String>(args.notify_queue.max(1));
     let stdout_task = tokio::spawn(write_lines(tokio::io::stdout(), out_rx));
     // First line: where we listen, so scripts can bind port 0 and read the port back.
-    let mut hello = serde_json::json!({ "listening": listener.local_addr()?.to_string() });
+    let mut hello = serde_json::json!({ "listening": listener.describe() });
     if let Some(control) = &control {
         hello["control"] = control.local_addr()?.to_string().into();
+    }
+    if let Some(path) = &args.control_unix {
+        hello["control_unix"] = path.display().to_string().into();
     }
     let _ = out_tx.send(hello.to_string()).await;
 
     let server = Server::new(config, JsonLines::new(out_tx.clone()));
     let handle = server.handle();
     let stdin_task = tokio::spawn(control_stdin(handle.clone(), out_tx, args.control_max_line));
+    let limits = ControlLimits {
+        max_line: args.control_max_line,
+        max_connections: args.control_max_connections.max(1),
+        token: args.control_token.clone().map(Arc::from),
+        auth_timeout: args.security.auth_timeout,
+    };
     let control_task = control.map(|l| {
         tokio::spawn(control_listener(
-            l,
+            ControlListener::Tcp(l),
             handle.clone(),
-            args.control_max_line,
-            args.control_max_connections.max(1),
+            limits.clone(),
         ))
     });
+    // The socket file's permissions guard a Unix control socket: no token asked.
+    let control_unix_task = control_unix.map(|l| {
+        tokio::spawn(control_listener(
+            ControlListener::Unix(l),
+            handle.clone(),
+            ControlLimits {
+                token: None,
+                ..limits.clone()
+            },
+        ))
+    });
+    let reload_task = tokio::spawn(reload_on_hangup(args.security.clone(), handle.clone()));
 
     server
         .run(listener, async {
@@ -275,8 +528,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .await;
 
     stdin_task.abort();
-    if let Some(task) = control_task {
+    reload_task.abort();
+    for task in [control_task, control_unix_task].into_iter().flatten() {
         task.abort();
+    }
+    for path in [&args.unix, &args.control_unix].into_iter().flatten() {
+        let _ = std::fs::remove_file(path);
     }
     let _ = stdin_task.await;
     // Every sender is gone now; the writer drains what is left and ends.
@@ -304,13 +561,15 @@ async fn write_lines(out: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<String
 
 /// Control lines from `input`, at most `max_line` bytes each: a reply per line on
 /// `replies`, in order. A line that is too long or not UTF-8 gets an error reply, and
-/// reading goes on (one bad line never ends control). Ends when `input` ends or
-/// nobody takes replies any more.
+/// reading goes on (one bad line never ends control). With a `token`, the first line
+/// must be `{"auth":"TOKEN"}` within `auth_timeout`, or the connection ends after one
+/// error line. Ends when `input` ends or nobody takes replies any more.
 async fn control_lines(
     handle: &Handle,
     mut input: impl tokio::io::AsyncRead + Unpin,
     max_line: usize,
     replies: &mpsc::Sender<String>,
+    auth: Option<(&str, Duration)>,
 ) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt as _;
     use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder as _};
@@ -320,6 +579,7 @@ async fn control_lines(
     let mut codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max_line);
     let mut buf = bytes::BytesMut::with_capacity(CONTROL_READ.min(max_line + 1));
     let mut eof = false;
+    let mut auth = auth.map(|(token, timeout)| (token, tokio::time::Instant::now() + timeout));
     loop {
         let line = if eof {
             codec.decode_eof(&mut buf)
@@ -329,10 +589,39 @@ async fn control_lines(
         let reply = match line {
             Ok(None) if eof => return Ok(()),
             Ok(None) => {
-                if input.read_buf(&mut buf).await? == 0 {
+                let read = match auth {
+                    Some((_, deadline)) => {
+                        match tokio::time::timeout_at(deadline, input.read_buf(&mut buf)).await {
+                            Ok(read) => read?,
+                            Err(_) => {
+                                let _ = replies
+                                    .send(error_line("no {\"auth\": TOKEN} line in time"))
+                                    .await;
+                                return Ok(());
+                            }
+                        }
+                    }
+                    None => input.read_buf(&mut buf).await?,
+                };
+                if read == 0 {
                     eof = true;
                 }
                 continue;
+            }
+            Ok(Some(bytes)) if auth.is_some() => {
+                let Some((token, _)) = auth else { continue };
+                if control::check_auth_line(&bytes, token) {
+                    auth = None;
+                    serde_json::json!({ "ok": true, "auth": "ok" }).to_string()
+                } else {
+                    warn!("control connection: wrong or missing token, closing");
+                    let _ = replies
+                        .send(error_line(
+                            "authentication failed; the first line must be {\"auth\": TOKEN}",
+                        ))
+                        .await;
+                    return Ok(());
+                }
             }
             Ok(Some(bytes)) => match std::str::from_utf8(&bytes) {
                 Ok(text) if text.trim().is_empty() => continue,
@@ -342,6 +631,12 @@ async fn control_lines(
                     e.valid_up_to()
                 )),
             },
+            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) if auth.is_some() => {
+                let _ = replies
+                    .send(error_line("authentication line too long"))
+                    .await;
+                return Ok(());
+            }
             Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => error_line(&format!(
                 "control line longer than {max_line} bytes, skipped"
             )),
@@ -359,20 +654,48 @@ fn error_line(error: &str) -> String {
 
 async fn control_stdin(handle: Handle, out: mpsc::Sender<String>, max_line: usize) {
     // stdin closed: keep serving; commands can still come over --control.
-    if let Err(e) = control_lines(&handle, tokio::io::stdin(), max_line, &out).await {
+    if let Err(e) = control_lines(&handle, tokio::io::stdin(), max_line, &out, None).await {
         warn!(error = %e, "cannot read stdin; control on stdin stops");
     }
 }
 
-async fn control_listener(
-    listener: TcpListener,
-    handle: Handle,
+/// Limits and the token for control connections.
+#[derive(Debug, Clone)]
+struct ControlLimits {
     max_line: usize,
     max_connections: usize,
-) {
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "control listening");
+    token: Option<Arc<str>>,
+    auth_timeout: Duration,
+}
+
+/// Where control connections come from.
+enum ControlListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl ControlListener {
+    async fn accept(&self) -> std::io::Result<(ControlStream, String)> {
+        match self {
+            ControlListener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                Ok((ControlStream::Tcp(s), peer.to_string()))
+            }
+            ControlListener::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                Ok((ControlStream::Unix(s), "unix".to_owned()))
+            }
+        }
     }
+}
+
+enum ControlStream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn control_listener(listener: ControlListener, handle: Handle, limits: ControlLimits) {
+    let max_connections = limits.max_connections;
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let mut backoff = ACCEPT_BACKOFF_FIRST;
     loop {
@@ -391,36 +714,61 @@ async fn control_listener(
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             warn!(%peer, max_connections, "control connection refused: too many");
             tokio::spawn(async move {
-                let mut stream = stream;
                 let line = error_line(&format!(
                     "too many control connections ({max_connections}); try again later"
                 )) + "\n";
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes()))
-                        .await;
+                let write = async {
+                    match stream {
+                        ControlStream::Tcp(mut s) => s.write_all(line.as_bytes()).await,
+                        ControlStream::Unix(mut s) => s.write_all(line.as_bytes()).await,
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
             });
             continue;
         };
         let handle = handle.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
             info!(%peer, "controller connected");
-            let (rd, mut wr) = stream.into_split();
-            let (tx, mut rx) = mpsc::channel::<String>(CONTROL_REPLY_QUEUE);
-            let writer = tokio::spawn(async move {
-                while let Some(mut reply) = rx.recv().await {
-                    reply.push('\n');
-                    if wr.write_all(reply.as_bytes()).await.is_err() {
-                        return;
-                    }
+            let result = match stream {
+                ControlStream::Tcp(s) => {
+                    let (rd, wr) = s.into_split();
+                    control_connection(&handle, rd, wr, &limits).await
                 }
-            });
-            if let Err(e) = control_lines(&handle, rd, max_line, &tx).await {
+                ControlStream::Unix(s) => {
+                    let (rd, wr) = s.into_split();
+                    control_connection(&handle, rd, wr, &limits).await
+                }
+            };
+            if let Err(e) = result {
                 debug!(%peer, error = %e, "control connection read failed");
             }
-            drop(tx);
-            let _ = writer.await;
             drop(permit);
             info!(%peer, "controller disconnected");
         });
     }
+}
+
+/// One control connection: lines in, replies out in order.
+async fn control_connection(
+    handle: &Handle,
+    rd: impl tokio::io::AsyncRead + Unpin,
+    mut wr: impl AsyncWrite + Unpin + Send + 'static,
+    limits: &ControlLimits,
+) -> std::io::Result<()> {
+    let (tx, mut rx) = mpsc::channel::<String>(CONTROL_REPLY_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(mut reply) = rx.recv().await {
+            reply.push('\n');
+            if wr.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let auth = limits.token.as_deref().map(|t| (t, limits.auth_timeout));
+    let result = control_lines(handle, rd, limits.max_line, &tx, auth).await;
+    drop(tx);
+    let _ = writer.await;
+    result
 }

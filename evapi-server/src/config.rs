@@ -11,7 +11,11 @@
 //! | (ours)              | [`Config::max_frame`], [`Config::allow`], [`Config::client_queue`], [`Config::slow_client`] | |
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::auth::Tokens;
+use crate::rate::Rate;
 
 use evapi_proto::{Framing, DEFAULT_MAX_FRAME};
 use ipnet::IpNet;
@@ -38,6 +42,18 @@ pub const DEFAULT_WORKER_QUEUE: usize = 1024;
 /// Most bytes one read takes in bare framing, where one read is one message: Kamailio
 /// 5.6 reads up to 32 KiB at a time, so a 20 KB write is one message from both.
 pub const BARE_READ: usize = 32 * 1024;
+/// Default for [`Config::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for [`Config::auth_timeout`].
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for [`Config::keepalive`]: first probe after 60 s of silence, then every
+/// 10 s; after [`KEEPALIVE_PROBES`] unanswered probes the kernel resets the connection.
+pub const DEFAULT_KEEPALIVE: Keepalive = Keepalive {
+    idle: Duration::from_secs(60),
+    interval: Duration::from_secs(10),
+};
+/// Unanswered keepalive probes before the kernel gives up on a peer.
+pub const KEEPALIVE_PROBES: u32 = 6;
 /// Longest tag, in bytes: Kamailio 5.6's `evapi_set_tag` accepts 63 and refuses 64
 /// (observed), so an app tested against us behaves the same on the real thing.
 pub const MAX_TAG_LEN: usize = 63;
@@ -61,6 +77,16 @@ pub enum OversizePolicy {
     /// Drop that frame without buffering it, log and count it, and keep reading
     /// (netstring and line framing). Bytes that are not a frame at all still close.
     Skip,
+}
+
+/// TCP keepalive timings: a peer that vanished (host down, cable pulled) is found
+/// after `idle + KEEPALIVE_PROBES x interval` and its slot freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Silence before the first probe.
+    pub idle: Duration,
+    /// Between probes.
+    pub interval: Duration,
 }
 
 /// Everything a server needs to know; [`Config::default`] matches Kamailio's defaults.
@@ -117,6 +143,30 @@ pub struct Config {
     /// Connections from one IP address at once; one more is refused like one over
     /// `max_clients`. `None` (the default): no per-address cap.
     pub max_clients_per_ip: Option<usize>,
+    /// Serve TLS on TCP connections with this rustls setup (see
+    /// [`tls::server_config`](crate::tls::server_config)); `None` (the default):
+    /// plain TCP, as Kamailio. Replaced at run time by
+    /// [`Handle::set_tls`](crate::Handle::set_tls).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// A TLS handshake must finish within this long of the connect, or the
+    /// connection is closed (default [`DEFAULT_HANDSHAKE_TIMEOUT`]); without it a
+    /// client that never finishes holds a slot.
+    pub handshake_timeout: Duration,
+    /// Require a token: a client's first frame must be `{"auth":"<token>"}` (see
+    /// [`auth`](crate::auth)); `None` (the default): no authentication, as Kamailio.
+    /// Replaced at run time by [`Handle::set_tokens`](crate::Handle::set_tokens).
+    pub tokens: Option<Arc<Tokens>>,
+    /// With tokens, the first frame must arrive within this long of the connect
+    /// (after the TLS handshake), or the connection is closed (default
+    /// [`DEFAULT_AUTH_TIMEOUT`]).
+    pub auth_timeout: Duration,
+    /// Per-client limit on frames and bytes per second; past it the server stops
+    /// reading that client for a while (nothing is lost, TCP pushes back). Default:
+    /// none.
+    pub max_rate: Rate,
+    /// TCP keepalive on every accepted TCP connection (default [`DEFAULT_KEEPALIVE`]);
+    /// `None`: the system's timings (Linux: 2 hours).
+    pub keepalive: Option<Keepalive>,
 }
 
 impl Default for Config {
@@ -141,6 +191,12 @@ impl Default for Config {
             read_timeout: DEFAULT_READ_TIMEOUT,
             idle_timeout: None,
             max_clients_per_ip: None,
+            tls: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            tokens: None,
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            max_rate: Rate::default(),
+            keepalive: Some(DEFAULT_KEEPALIVE),
         }
     }
 }

@@ -11,17 +11,20 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use evapi_proto::{FrameCodec, Framing};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::config::{OversizePolicy, BARE_READ};
+use crate::auth::{Tokens, MAX_AUTH_FRAME};
+use crate::config::{OversizePolicy, BARE_READ, KEEPALIVE_PROBES};
 use crate::handle::{check_tag, Shared};
+use crate::outbox::Outbox;
+use crate::rate::Limiter;
 use crate::registry::Conn;
-use crate::routes::{Admit, CloseReason, EventRoutes};
+use crate::routes::{Admit, CloseReason, EventRoutes, Transport};
+use crate::transport::Accepted;
 use crate::workers::Workers;
 use crate::{writer, Handle};
 
@@ -50,19 +53,22 @@ impl Drop for Registered {
 
 /// A connection that passed admission and holds its slot.
 pub(crate) struct Admitted {
-    stream: TcpStream,
+    stream: Accepted,
     conn: Arc<Conn>,
     permit: OwnedSemaphorePermit,
     registered: Registered,
 }
 
 /// Admission, run by the accept loop itself so slots are handed out in accept order
-/// (Kamailio's `conidx` follows connection order): the allow-list, then a
-/// `max_clients` permit, then the lowest free slot. `None`: refused and closed.
-pub(crate) fn admit<R>(stream: TcpStream, peer: SocketAddr, ctx: &Ctx<R>) -> Option<Admitted> {
+/// (Kamailio's `conidx` follows connection order): the allow-list, the per-address
+/// cap and the authentication slowdown (not for Unix-socket clients: the socket
+/// file's permissions decide who they are), then a `max_clients` permit, then the
+/// lowest free slot. `None`: refused and closed.
+pub(crate) fn admit<R>(stream: Accepted, peer: SocketAddr, ctx: &Ctx<R>) -> Option<Admitted> {
     let shared = &ctx.handle.shared;
     let config = &shared.config;
-    if !config.allows(peer.ip()) {
+    let local = matches!(stream, Accepted::Unix(_));
+    if !local && !config.allows(peer.ip()) {
         shared
             .counters
             .refused_allow
@@ -70,10 +76,10 @@ pub(crate) fn admit<R>(stream: TcpStream, peer: SocketAddr, ctx: &Ctx<R>) -> Opt
         warn!(%peer, "connection refused: address not in the allow-list");
         return None;
     }
-    if let Some(cap) = config.max_clients_per_ip {
+    if let Some(cap) = config.max_clients_per_ip.filter(|_| !local) {
         let mut from_ip = 0;
         shared.registry.for_each(|c| {
-            if c.peer.ip() == peer.ip() {
+            if c.peer.ip() == peer.ip() && c.transport != Transport::Unix {
                 from_ip += 1;
             }
         });
@@ -86,6 +92,19 @@ pub(crate) fn admit<R>(stream: TcpStream, peer: SocketAddr, ctx: &Ctx<R>) -> Opt
             return None;
         }
     }
+    if !local {
+        let blocked = shared
+            .throttle()
+            .blocked(peer.ip(), std::time::Instant::now());
+        if let Some(left) = blocked {
+            shared
+                .counters
+                .refused_throttled
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, retry_in = ?left, "connection refused: too many failed authentications from this address");
+            return None;
+        }
+    }
     let Ok(permit) = Arc::clone(&ctx.permits).try_acquire_owned() else {
         shared
             .counters
@@ -94,16 +113,23 @@ pub(crate) fn admit<R>(stream: TcpStream, peer: SocketAddr, ctx: &Ctx<R>) -> Opt
         warn!(%peer, max_clients = config.max_clients, "connection refused: max clients reached");
         return None;
     };
-    // Events are small and latency matters more than packet count.
-    let _ = stream.set_nodelay(true);
-    // As Kamailio: a peer that vanished without a FIN (host down, cable pulled) is found
-    // by the kernel's keepalive probes and frees its slot.
-    let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+    let transport = match &stream {
+        Accepted::Tcp(tcp) => {
+            tune(tcp, config);
+            if shared.tls().is_some() {
+                Transport::Tls
+            } else {
+                Transport::Tcp
+            }
+        }
+        Accepted::Unix(_) => Transport::Unix,
+    };
     let closing = shared.shutdown.child_token();
     let (queue, queue_bytes) = (config.client_queue, config.client_queue_bytes);
     let total = Arc::clone(&shared.queued_total);
     let conn = shared.registry.insert(|conidx, connid| {
-        Conn::new(conidx, connid, peer, queue, queue_bytes, total, closing)
+        let outbox = Outbox::new(queue, queue_bytes, total);
+        Conn::new(conidx, connid, peer, transport, outbox, closing)
     });
     shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
     let registered = Registered {
@@ -118,6 +144,49 @@ pub(crate) fn admit<R>(stream: TcpStream, peer: SocketAddr, ctx: &Ctx<R>) -> Opt
     })
 }
 
+/// Socket options for an accepted TCP connection.
+fn tune(tcp: &TcpStream, config: &crate::Config) {
+    // Events are small and latency matters more than packet count.
+    let _ = tcp.set_nodelay(true);
+    // As Kamailio: a peer that vanished without a FIN (host down, cable pulled) is
+    // found by the kernel's keepalive probes and frees its slot; ours come sooner.
+    let sock = socket2::SockRef::from(tcp);
+    match config.keepalive {
+        Some(k) => {
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(k.idle)
+                .with_interval(k.interval)
+                .with_retries(KEEPALIVE_PROBES);
+            let _ = sock.set_tcp_keepalive(&keepalive);
+        }
+        None => {
+            let _ = sock.set_keepalive(true);
+        }
+    }
+}
+
+/// Why a connection ended before connection-new (no route runs for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    Closed,
+    Timeout,
+    BadFrame,
+    NotAuth,
+    WrongToken,
+}
+
+impl Refused {
+    fn describe(self) -> &'static str {
+        match self {
+            Refused::Closed => "closed the connection before authenticating",
+            Refused::Timeout => "no authentication frame in time",
+            Refused::BadFrame => "bytes that are not a frame",
+            Refused::NotAuth => "the first frame is not {\"auth\": TOKEN}",
+            Refused::WrongToken => "unknown token",
+        }
+    }
+}
+
 pub(crate) async fn serve<R: EventRoutes>(admitted: Admitted, ctx: Arc<Ctx<R>>) {
     let Admitted {
         stream,
@@ -125,57 +194,183 @@ pub(crate) async fn serve<R: EventRoutes>(admitted: Admitted, ctx: Arc<Ctx<R>>) 
         permit,
         registered,
     } = admitted;
-    let shared = Arc::clone(&ctx.handle.shared);
     let peer = conn.peer;
     let span = tracing::info_span!("conn", conidx = conn.conidx, connid = conn.connid, %peer);
     async move {
-        info!("client connected");
-        let (rd, wr) = stream.into_split();
-        let writer =
-            tokio::spawn(writer::run(wr, Arc::clone(&conn), Arc::clone(&shared)).in_current_span());
-        let reason = match ctx.routes.connection_new(&ctx.handle, &conn.env()).await {
-            Admit::Accept => {
-                conn.accept();
-                ctx.routes
-                    .connection_accepted(&ctx.handle, &conn.env())
-                    .await;
-                read_loop(rd, &conn, &ctx).await
+        let shared = &ctx.handle.shared;
+        match stream {
+            Accepted::Unix(unix) => {
+                let (rd, wr) = unix.into_split();
+                run(rd, wr, conn, registered, &ctx).await;
             }
-            Admit::AcceptWithTag(tag) => {
-                match check_tag(&tag) {
-                    Ok(()) => conn.set_tag(Some(tag.into())),
-                    Err(e) => warn!(error = %e, "connection-new: tag not set"),
+            Accepted::Tcp(tcp) => match shared.tls() {
+                None => {
+                    let (rd, wr) = tcp.into_split();
+                    run(rd, wr, conn, registered, &ctx).await;
                 }
-                conn.accept();
-                ctx.routes
-                    .connection_accepted(&ctx.handle, &conn.env())
-                    .await;
-                read_loop(rd, &conn, &ctx).await
-            }
-            Admit::Reject => {
-                shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                CloseReason::Rejected
-            }
-        };
-        conn.close(reason);
-        let client = conn.env();
-        drop(registered);
-        let _ = writer.await;
-        drop(permit);
-        let reason = conn.reason_or(reason);
-        info!(%reason, "client disconnected");
-        if !ctx.workers.closed(client.clone(), reason).await {
-            ctx.routes
-                .connection_closed(&ctx.handle, &client, reason)
-                .await;
+                Some(acceptor) => {
+                    let timeout = shared.config.handshake_timeout;
+                    let handshake = tokio::select! {
+                        biased;
+                        () = conn.closing.cancelled() => return,
+                        h = tokio::time::timeout(timeout, acceptor.accept(tcp)) => h,
+                    };
+                    match handshake {
+                        Ok(Ok(tls)) => {
+                            let subject = tls
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .and_then(crate::tls::identity);
+                            if let Some(subject) = subject {
+                                let _ = conn.tls_subject.set(subject.into());
+                            }
+                            let (rd, wr) = tokio::io::split(tls);
+                            run(rd, wr, conn, registered, &ctx).await;
+                        }
+                        Ok(Err(e)) => {
+                            shared.counters.tls_failed.fetch_add(1, Ordering::Relaxed);
+                            warn!(error = %e, "TLS handshake failed, closing");
+                        }
+                        Err(_) => {
+                            shared.counters.tls_failed.fetch_add(1, Ordering::Relaxed);
+                            warn!(?timeout, "TLS handshake not finished in time, closing");
+                        }
+                    }
+                }
+            },
         }
+        drop(permit);
     }
     .instrument(span)
     .await;
 }
 
-async fn read_loop<R: EventRoutes>(
-    mut rd: OwnedReadHalf,
+/// Serve one connection over any transport, from authentication to connection-closed.
+async fn run<Rd, Wr, R>(rd: Rd, wr: Wr, conn: Arc<Conn>, registered: Registered, ctx: &Ctx<R>)
+where
+    Rd: AsyncRead + Unpin + Send,
+    Wr: AsyncWrite + Unpin + Send + 'static,
+    R: EventRoutes,
+{
+    let shared = Arc::clone(&ctx.handle.shared);
+    let writer =
+        tokio::spawn(writer::run(wr, Arc::clone(&conn), Arc::clone(&shared)).in_current_span());
+    let mut input = Input {
+        rd,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+    };
+    if let Some(tokens) = shared.tokens() {
+        let ip = conn.peer.ip();
+        match authenticate(&mut input, &tokens, &conn, &shared).await {
+            Ok(name) => {
+                if conn.transport != Transport::Unix {
+                    shared.throttle().succeeded(ip);
+                }
+                info!(auth = %name, "client authenticated");
+                let ok = crate::auth::ok_frame(&name);
+                let _ = conn.auth.set(name);
+                let mut frame = BytesMut::new();
+                let config = &shared.config;
+                if evapi_proto::encode(config.framing, &ok, config.max_frame, &mut frame).is_ok() {
+                    let _ = conn.outbox.push(&frame, None);
+                }
+            }
+            Err(why) => {
+                shared.counters.auth_failed.fetch_add(1, Ordering::Relaxed);
+                if conn.transport != Transport::Unix && why != Refused::Closed {
+                    shared.throttle().failed(ip, std::time::Instant::now());
+                }
+                warn!(reason = why.describe(), "authentication failed, closing");
+                conn.abort(CloseReason::Rejected);
+                drop(registered);
+                let _ = writer.await;
+                return;
+            }
+        }
+    }
+    info!(transport = %conn.transport, "client connected");
+    let reason = match ctx.routes.connection_new(&ctx.handle, &conn.env()).await {
+        Admit::Accept => {
+            conn.accept();
+            ctx.routes
+                .connection_accepted(&ctx.handle, &conn.env())
+                .await;
+            read_loop(input, &conn, ctx).await
+        }
+        Admit::AcceptWithTag(tag) => {
+            match check_tag(&tag) {
+                Ok(()) => conn.set_tag(Some(tag.into())),
+                Err(e) => warn!(error = %e, "connection-new: tag not set"),
+            }
+            conn.accept();
+            ctx.routes
+                .connection_accepted(&ctx.handle, &conn.env())
+                .await;
+            read_loop(input, &conn, ctx).await
+        }
+        Admit::Reject => {
+            shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            CloseReason::Rejected
+        }
+    };
+    conn.close(reason);
+    let client = conn.env();
+    drop(registered);
+    let _ = writer.await;
+    let reason = conn.reason_or(reason);
+    info!(%reason, "client disconnected");
+    if !ctx.workers.closed(client.clone(), reason).await {
+        ctx.routes
+            .connection_closed(&ctx.handle, &client, reason)
+            .await;
+    }
+}
+
+/// The reading side of a connection and what was read but not yet decoded (bytes a
+/// client sent right after its authentication frame stay here for the read loop).
+struct Input<Rd> {
+    rd: Rd,
+    buf: BytesMut,
+}
+
+/// Read the first frame within the auth timeout and check its token.
+async fn authenticate<Rd: AsyncRead + Unpin>(
+    input: &mut Input<Rd>,
+    tokens: &Tokens,
+    conn: &Conn,
+    shared: &Shared,
+) -> Result<Arc<str>, Refused> {
+    let config = &shared.config;
+    let mut codec = FrameCodec::new(config.framing, MAX_AUTH_FRAME.min(config.max_frame));
+    let deadline = Instant::now() + config.auth_timeout;
+    let frame = loop {
+        match codec.decode_frame(&mut input.buf) {
+            Ok(Some(frame)) => break frame,
+            Ok(None) => {}
+            Err(_) => return Err(Refused::BadFrame),
+        }
+        if input.buf.capacity() - input.buf.len() < READ_CHUNK / 4 {
+            input.buf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            biased;
+            () = conn.closing.cancelled() => return Err(Refused::Closed),
+            () = tokio::time::sleep_until(deadline) => return Err(Refused::Timeout),
+            read = input.rd.read_buf(&mut input.buf) => read,
+        };
+        match read {
+            Ok(0) | Err(_) => return Err(Refused::Closed),
+            Ok(_) => {}
+        }
+    };
+    let token = crate::auth::parse_auth_frame(&frame).map_err(|_| Refused::NotAuth)?;
+    tokens.check(token.as_bytes()).ok_or(Refused::WrongToken)
+}
+
+async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
+    input: Input<Rd>,
     conn: &Conn,
     ctx: &Ctx<R>,
 ) -> CloseReason {
@@ -183,11 +378,17 @@ async fn read_loop<R: EventRoutes>(
     let mut codec = FrameCodec::new(shared.config.framing, shared.config.max_frame)
         .skip_oversize(shared.config.oversize == OversizePolicy::Skip);
     let bare = shared.config.framing == Framing::Bare;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let Input { mut rd, mut buf } = input;
     let config = &shared.config;
     // When the frame now in `buf` began (None: no partial frame), and the last read.
     let mut frame_started: Option<Instant> = None;
     let mut last_read = Instant::now();
+    let mut limiter = config
+        .max_rate
+        .is_limited()
+        .then(|| Limiter::new(config.max_rate, last_read));
+    // Bytes that came with the authentication frame are decoded before any read.
+    let mut carried = !buf.is_empty();
     loop {
         let read_deadline = frame_started.map(|t| t + config.read_timeout);
         let idle_deadline = config.idle_timeout.map(|d| last_read + d);
@@ -197,20 +398,28 @@ async fn read_loop<R: EventRoutes>(
             buf.reserve(READ_CHUNK);
         }
         let mut room = (&mut buf).limit(if bare { BARE_READ } else { usize::MAX });
-        let read = tokio::select! {
-            biased;
-            () = conn.closing.cancelled() => return conn.reason_or(CloseReason::Shutdown),
-            () = sleep_until(read_deadline) => {
-                warn!(timeout = ?config.read_timeout, buffered = buf.len(), "a frame did not arrive whole in time, closing");
-                return CloseReason::ReadTimeout;
+        let read = if std::mem::take(&mut carried) {
+            Ok(room.get_ref().len())
+        } else {
+            tokio::select! {
+                biased;
+                () = conn.closing.cancelled() => return conn.reason_or(CloseReason::Shutdown),
+                () = sleep_until(read_deadline) => {
+                    warn!(timeout = ?config.read_timeout, buffered = buf.len(), "a frame did not arrive whole in time, closing");
+                    return CloseReason::ReadTimeout;
+                }
+                () = sleep_until(idle_deadline) => {
+                    info!(timeout = ?config.idle_timeout, "client idle, closing");
+                    return CloseReason::IdleTimeout;
+                }
+                read = rd.read_buf(&mut room) => read,
             }
-            () = sleep_until(idle_deadline) => {
-                info!(timeout = ?config.idle_timeout, "client idle, closing");
-                return CloseReason::IdleTimeout;
-            }
-            read = rd.read_buf(&mut room) => read,
         };
         last_read = Instant::now();
+        let bytes_read = match read {
+            Ok(n) => n as u64,
+            Err(_) => 0,
+        };
         let frames_before = conn.counters.frames_in.load(Ordering::Relaxed);
         let eof = match read {
             Ok(0) => true,
@@ -289,6 +498,23 @@ async fn read_loop<R: EventRoutes>(
         } else {
             frame_started
         };
+        if let Some(limiter) = &mut limiter {
+            let frames = conn.counters.frames_in.load(Ordering::Relaxed) - frames_before;
+            if let Some(resume) = limiter.take(last_read, frames, bytes_read) {
+                shared.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                debug!(pause = ?resume.saturating_duration_since(last_read), "over --max-rate, reading paused");
+                tokio::select! {
+                    biased;
+                    () = conn.closing.cancelled() => return conn.reason_or(CloseReason::Shutdown),
+                    () = tokio::time::sleep_until(resume) => {}
+                }
+                // Time spent paused by us is not the client's delay.
+                last_read = Instant::now();
+                if frame_started.is_some() {
+                    frame_started = Some(last_read);
+                }
+            }
+        }
     }
 }
 

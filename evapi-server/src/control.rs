@@ -34,11 +34,19 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::handle::{Delivery, RelayError, Target};
-use crate::routes::{ClientEnv, CloseReason, EventRoutes};
+use crate::routes::{ClientEnv, CloseReason, EventRoutes, Transport};
 use crate::Handle;
 
 /// The command names, for error messages.
 const COMMANDS: &str = "relay, multicast, unicast, close, set_tag, clients, stats";
+
+/// Whether a control connection's first line is `{"auth":"<token>"}` with this
+/// token (compared in constant time).
+#[must_use]
+pub fn check_auth_line(line: &[u8], token: &str) -> bool {
+    crate::auth::parse_auth_frame(line)
+        .is_ok_and(|given| crate::auth::token_matches(given.as_bytes(), token.as_bytes()))
+}
 
 /// Run one control line against the server and return the reply line (no newline).
 #[must_use]
@@ -190,6 +198,13 @@ struct Notification<'a> {
     srcport: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     tag: Option<&'a str>,
+    /// Only when not plain TCP, so Kamailio-shaped lines stay as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transport: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -207,6 +222,9 @@ impl<'a> Notification<'a> {
             srcaddr: client.srcaddr,
             srcport: client.srcport,
             tag: client.tag.as_deref(),
+            transport: (client.transport != Transport::Tcp).then(|| client.transport.name()),
+            tls_subject: client.tls_subject.as_deref(),
+            auth: client.auth.as_deref(),
             reason: None,
             msg: None,
             msg_b64: None,

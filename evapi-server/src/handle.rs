@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::UNIX_EPOCH;
 
 use std::cell::RefCell;
@@ -20,10 +20,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{Throttle, Tokens};
 use crate::config::{Config, SlowClientPolicy, MAX_TAG_LEN};
 use crate::outbox::{Push, COALESCE_MAX};
 use crate::registry::{Conn, Registry};
-use crate::routes::CloseReason;
+use crate::routes::{CloseReason, Transport};
 
 /// State shared by the handle, the accept loop and the connections.
 #[derive(Debug)]
@@ -35,6 +38,35 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Bytes queued for all clients, against [`Config::max_queued_bytes`].
     pub queued_total: Arc<crate::outbox::Total>,
+    /// The TLS setup new connections get (replaced on reload; existing ones keep theirs).
+    tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    /// The token table new connections are checked against (replaced on reload).
+    tokens: RwLock<Option<Arc<Tokens>>>,
+    /// Addresses that keep failing authentication.
+    pub throttle: Mutex<Throttle>,
+}
+
+impl Shared {
+    /// The TLS acceptor for a new connection, if TLS is on.
+    pub fn tls(&self) -> Option<TlsAcceptor> {
+        self.tls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .map(TlsAcceptor::from)
+    }
+
+    /// The token table for a new connection, if authentication is on.
+    pub fn tokens(&self) -> Option<Arc<Tokens>> {
+        self.tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Server-wide counters (atomics), snapshotted into [`Stats`].
@@ -55,6 +87,10 @@ pub(crate) struct Counters {
     pub send_timeouts: AtomicU64,
     pub bad_frames: AtomicU64,
     pub worker_dropped: AtomicU64,
+    pub tls_failed: AtomicU64,
+    pub auth_failed: AtomicU64,
+    pub refused_throttled: AtomicU64,
+    pub rate_limited: AtomicU64,
 }
 
 /// A connection, named by its slot (`conidx`, reused) or its lifetime-unique `connid`.
@@ -114,6 +150,15 @@ pub enum ControlError {
     },
 }
 
+/// Why a reload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The server was started without this, so it cannot be replaced.
+    #[error("{0} was not enabled at start")]
+    NotEnabled(&'static str),
+}
+
 /// One connected client, as of the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClientInfo {
@@ -146,6 +191,14 @@ pub struct ClientInfo {
     /// Whether connection-new accepted it; until then it is pending and receives no
     /// relays.
     pub accepted: bool,
+    /// How it is connected.
+    pub transport: Transport,
+    /// The subject of its client certificate (mutual TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_subject: Option<String>,
+    /// The name of its token (token authentication).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }
 
 /// Server-wide counters since start.
@@ -186,6 +239,16 @@ pub struct Stats {
     pub worker_dropped: u64,
     /// Bytes queued for all clients now (bounded by [`Config::max_queued_bytes`]).
     pub queued_bytes: usize,
+    /// Connections closed because the TLS handshake failed or did not finish in time.
+    pub tls_failed: u64,
+    /// Connections closed because authentication failed (wrong or missing token,
+    /// timeout).
+    pub auth_failed: u64,
+    /// Connections refused at once because their address failed authentication too
+    /// often lately.
+    pub refused_throttled: u64,
+    /// Times a client's reading was paused for going over [`Config::max_rate`].
+    pub rate_limited: u64,
 }
 
 /// A cloneable handle on a running (or about to run) server.
@@ -199,6 +262,9 @@ impl Handle {
         Self {
             shared: Arc::new(Shared {
                 queued_total: crate::outbox::Total::new(config.max_queued_bytes),
+                tls: RwLock::new(config.tls.clone()),
+                tokens: RwLock::new(config.tokens.clone()),
+                throttle: Mutex::new(Throttle::default()),
                 config,
                 registry: Registry::default(),
                 counters: Counters::default(),
@@ -207,10 +273,49 @@ impl Handle {
         }
     }
 
-    /// The server's settings.
+    /// The server's settings (as given at start: [`set_tls`](Self::set_tls) and
+    /// [`set_tokens`](Self::set_tokens) do not change them).
     #[must_use]
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// Serve new TLS connections with `tls` (new certificates after a renewal);
+    /// connections already up keep theirs.
+    ///
+    /// # Errors
+    ///
+    /// [`ReloadError::NotEnabled`] when the server was started without TLS: turning TLS
+    /// on at run time would change what every client must speak.
+    pub fn set_tls(&self, tls: Arc<rustls::ServerConfig>) -> Result<(), ReloadError> {
+        let mut slot = self
+            .shared
+            .tls
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            return Err(ReloadError::NotEnabled("TLS"));
+        }
+        *slot = Some(tls);
+        Ok(())
+    }
+
+    /// Check new connections against `tokens`; connections already up stay.
+    ///
+    /// # Errors
+    ///
+    /// [`ReloadError::NotEnabled`] when the server was started without tokens.
+    pub fn set_tokens(&self, tokens: Arc<Tokens>) -> Result<(), ReloadError> {
+        let mut slot = self
+            .shared
+            .tokens
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            return Err(ReloadError::NotEnabled("token authentication"));
+        }
+        *slot = Some(tokens);
+        Ok(())
     }
 
     /// `evapi_relay`: send `payload` to every connected client.
@@ -332,6 +437,9 @@ impl Handle {
                 queue_depth: c.queue_depth(),
                 queue_bytes: c.outbox.bytes(),
                 accepted: c.is_accepted(),
+                transport: c.transport,
+                tls_subject: c.tls_subject.get().map(|s| s.to_string()),
+                auth: c.auth.get().map(|s| s.to_string()),
             });
         });
         out
@@ -366,6 +474,10 @@ impl Handle {
             bad_frames: get(&c.bad_frames),
             worker_dropped: get(&c.worker_dropped),
             queued_bytes: self.shared.queued_total.used(),
+            tls_failed: get(&c.tls_failed),
+            auth_failed: get(&c.auth_failed),
+            refused_throttled: get(&c.refused_throttled),
+            rate_limited: get(&c.rate_limited),
         }
     }
 

@@ -13,6 +13,9 @@
 //! - [`server`]: [`Server`]: accept loop, admission, graceful shutdown.
 //! - [`control`]: the JSON-lines control and notification interface of the binary.
 //! - [`signal`]: waiting for SIGINT/SIGTERM, for binaries.
+//! - [`transport`]: the [`Listener`] seam (TCP, Unix socket); [`tls`]: rustls setup
+//!   and client identity; [`auth`]: tokens, the first-frame handshake, the slowdown
+//!   of failing addresses; [`rate`]: the per-client rate limit.
 //! - `registry`, `connection`, `outbox`, `writer`, `workers` (private): the client
 //!   table, the per-connection reader, the per-client send queue, the batched vectored
 //!   writer, the worker pool.
@@ -40,19 +43,26 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod config;
 mod connection;
 pub mod control;
 pub mod handle;
 mod outbox;
+pub mod rate;
 mod registry;
 pub mod routes;
 pub mod server;
 pub mod signal;
+pub mod tls;
+pub mod transport;
 mod workers;
 mod writer;
 
 pub use config::{Config, OversizePolicy, SlowClientPolicy};
-pub use handle::{ClientInfo, ControlError, Delivery, Handle, RelayError, Stats, Target};
-pub use routes::{Admit, ClientEnv, CloseReason, EventRoutes, NoRoutes};
+pub use handle::{
+    ClientInfo, ControlError, Delivery, Handle, RelayError, ReloadError, Stats, Target,
+};
+pub use routes::{Admit, ClientEnv, CloseReason, EventRoutes, NoRoutes, Transport};
 pub use server::Server;
+pub use transport::Listener;

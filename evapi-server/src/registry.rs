@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::Outbox;
-use crate::routes::{ClientEnv, CloseReason};
+use crate::routes::{ClientEnv, CloseReason, Transport};
 
 /// Per-connection traffic counters, updated by its reader and writer.
 #[derive(Debug, Default)]
@@ -46,6 +46,11 @@ pub(crate) struct Conn {
     /// Set once connection-new accepted it: only accepted connections receive relays,
     /// multicasts and unicasts (a connection the route is about to reject gets none).
     accepted: AtomicBool,
+    pub transport: Transport,
+    /// Set once, after the TLS handshake, when the client showed a certificate.
+    pub tls_subject: OnceLock<Arc<str>>,
+    /// Set once, after a good token.
+    pub auth: OnceLock<Arc<str>>,
 }
 
 impl Conn {
@@ -53,9 +58,8 @@ impl Conn {
         conidx: usize,
         connid: u64,
         peer: SocketAddr,
-        queue_limit: usize,
-        queue_bytes: usize,
-        total: Arc<crate::outbox::Total>,
+        transport: Transport,
+        outbox: Outbox,
         closing: CancellationToken,
     ) -> Self {
         Self {
@@ -64,12 +68,15 @@ impl Conn {
             peer,
             since: SystemTime::now(),
             tag: Mutex::new(None),
-            outbox: Outbox::new(queue_limit, queue_bytes, total),
+            outbox,
             counters: ConnCounters::default(),
             abort: CancellationToken::new(),
             closing,
             reason: OnceLock::new(),
             accepted: AtomicBool::new(false),
+            transport,
+            tls_subject: OnceLock::new(),
+            auth: OnceLock::new(),
         }
     }
 
@@ -129,6 +136,9 @@ impl Conn {
             srcaddr: self.peer.ip(),
             srcport: self.peer.port(),
             tag: self.tag(),
+            transport: self.transport,
+            tls_subject: self.tls_subject.get().cloned(),
+            auth: self.auth.get().cloned(),
         }
     }
 

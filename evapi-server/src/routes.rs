@@ -28,6 +28,61 @@ pub struct ClientEnv {
     pub srcport: u16,
     /// The client's tag, if one was set.
     pub tag: Option<Arc<str>>,
+    /// How it is connected (ours).
+    pub transport: Transport,
+    /// With mutual TLS: the subject of the client's verified certificate (its common
+    /// name, or the whole subject when it has none).
+    pub tls_subject: Option<Arc<str>>,
+    /// With token authentication: the name of the token the client presented.
+    pub auth: Option<Arc<str>>,
+}
+
+impl ClientEnv {
+    /// A plain-TCP client with no tag and no identity, as Kamailio sees every client.
+    #[must_use]
+    pub fn tcp(conidx: usize, connid: u64, peer: std::net::SocketAddr) -> Self {
+        Self {
+            conidx,
+            connid,
+            srcaddr: peer.ip(),
+            srcport: peer.port(),
+            tag: None,
+            transport: Transport::Tcp,
+            tls_subject: None,
+            auth: None,
+        }
+    }
+}
+
+/// How a client is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Plain TCP, as Kamailio.
+    #[default]
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// A Unix domain socket (local; `srcaddr` is 127.0.0.1 and `srcport` 0).
+    Unix,
+}
+
+impl Transport {
+    /// The lower-case name used in notifications and logs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Unix => "unix",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// What `connection-new` decided.

@@ -9,13 +9,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::connection::{self, Ctx};
 use crate::routes::EventRoutes;
+use crate::transport::Listener;
 use crate::workers::Workers;
 use crate::{Config, Handle};
 
@@ -47,7 +47,8 @@ impl<R: EventRoutes> Server<R> {
 
     /// Serve `listener` until `shutdown` resolves or [`Handle::shutdown`] is called,
     /// then close every connection gracefully and return.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    pub async fn run(self, listener: impl Into<Listener>, shutdown: impl Future<Output = ()>) {
+        let listener = listener.into();
         let shared = Arc::clone(&self.handle.shared);
         let config = &shared.config;
         let tracker = TaskTracker::new();
@@ -57,10 +58,9 @@ impl<R: EventRoutes> Server<R> {
             routes: self.routes,
             permits: Arc::new(Semaphore::new(config.max_clients)),
         });
-        if let Ok(addr) = listener.local_addr() {
-            info!(%addr, framing = %config.framing, workers = config.workers,
-                  max_clients = config.max_clients, "listening");
-        }
+        info!(addr = %listener.describe(), framing = %config.framing, workers = config.workers,
+              max_clients = config.max_clients, tls = shared.tls().is_some(),
+              auth = shared.tokens().is_some(), "listening");
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn};
 
@@ -25,7 +24,7 @@ use crate::routes::CloseReason;
 /// Buffers per `writev` call (Linux allows 1024; more buys nothing at these sizes).
 const MAX_IOV: usize = 64;
 
-pub(crate) async fn run(mut wr: OwnedWriteHalf, conn: Arc<Conn>, shared: Arc<Shared>) {
+pub(crate) async fn run<W: AsyncWrite + Unpin>(mut wr: W, conn: Arc<Conn>, shared: Arc<Shared>) {
     let send_timeout = shared.config.send_timeout;
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
@@ -106,8 +105,8 @@ struct Written {
 
 /// Write every segment of `batch` (which is left empty). Each `writev` may wait at most
 /// `per_write` (no progress), and, when given, nothing goes past `deadline`.
-async fn write_batch(
-    wr: &mut OwnedWriteHalf,
+async fn write_batch<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     batch: &mut Vec<Bytes>,
     per_write: Duration,
     deadline: Option<Instant>,
@@ -149,5 +148,17 @@ async fn write_batch(
         }
     };
     batch.clear();
+    // TLS keeps records in its own buffer until flushed (plain TCP: nothing to do).
+    let result = match result {
+        Ok(()) => {
+            let limit = deadline.unwrap_or_else(|| Instant::now() + per_write);
+            match timeout_at(limit, wr.flush()).await {
+                Err(_) => Err(CloseReason::SendTimeout),
+                Ok(Err(_)) => Err(CloseReason::Reset),
+                Ok(Ok(())) => Ok(()),
+            }
+        }
+        e => e,
+    };
     Written { bytes, result }
 }

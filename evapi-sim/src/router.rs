@@ -467,7 +467,7 @@ pub fn standard_reason(code: u16) -> Cow<'static, str> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::Ipv4Addr;
 
     use super::*;
     use crate::scenario::{Answers, DEFAULT_EVENT};
@@ -492,13 +492,7 @@ mod tests {
     }
 
     fn app() -> ClientEnv {
-        ClientEnv {
-            conidx: 0,
-            connid: 1,
-            srcaddr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            srcport: 40000,
-            tag: None,
-        }
+        ClientEnv::tcp(0, 1, (Ipv4Addr::LOCALHOST, 40000).into())
     }
 
     fn invite(n: u32) -> Request {

@@ -1,0 +1,156 @@
+//! TLS for the event socket, with rustls (no OpenSSL): loading PEM files into a
+//! server configuration, optional client certificates (mutual TLS), and the client's
+//! identity taken from its certificate.
+//!
+//! The handshake itself runs in each connection's own task, bounded by
+//! [`Config::handshake_timeout`](crate::Config::handshake_timeout), so a client that
+//! opens a connection and never finishes its handshake holds one slot for that long
+//! and delays nobody else.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+pub use rustls;
+
+/// Where the server's certificate, key and (optional) client CA are, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key of the leaf (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Require client certificates signed by one of these CAs (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Why TLS settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{path}: {what}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        what: String,
+    },
+    /// rustls refused the certificate, key or CA set.
+    #[error("{context}")]
+    Rustls {
+        /// What was being set up.
+        context: &'static str,
+        /// rustls's reason.
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+fn file_error(path: &Path, what: impl std::fmt::Display) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        what: what.to_string(),
+    }
+}
+
+/// Every certificate in a PEM file, in order.
+///
+/// # Errors
+///
+/// The file cannot be read, is not PEM, or holds no certificate.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no CERTIFICATE block in the file"));
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM file.
+///
+/// # Errors
+///
+/// The file cannot be read or holds no private key.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, e))
+}
+
+/// A root store of every certificate in a PEM file.
+///
+/// # Errors
+///
+/// The file cannot be read, or a certificate in it is not a usable trust anchor.
+pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| file_error(path, format!("not a usable CA certificate: {e}")))?;
+    }
+    Ok(roots)
+}
+
+/// The rustls crypto provider used throughout (ring), passed explicitly so an
+/// embedder's process-wide default does not matter.
+#[must_use]
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server configuration from PEM files: TLS 1.2 and 1.3, and client certificates
+/// required and verified when `files.client_ca` is set (expired, not yet valid or
+/// untrusted certificates fail the handshake).
+///
+/// # Errors
+///
+/// A file cannot be read or parsed, or the key does not fit the certificate.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = load_certs(&files.cert)?;
+    let key = load_key(&files.key)?;
+    let provider = provider();
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Rustls {
+            context: "TLS protocol versions",
+            source,
+        })?;
+    let builder = match &files.client_ca {
+        Some(ca) => {
+            let roots = Arc::new(load_roots(ca)?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| file_error(ca, format!("cannot verify clients with it: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|source| TlsError::Rustls {
+            context: "the certificate and key do not make a usable pair",
+            source,
+        })?;
+    Ok(Arc::new(config))
+}
+
+/// A client's identity from its (already verified) certificate: the subject's common
+/// name, or the whole subject when it has none.
+pub(crate) fn identity(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let subject = parsed.subject();
+    let name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| subject.to_string());
+    Some(name)
+}
