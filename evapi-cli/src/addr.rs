@@ -56,14 +56,23 @@ pub fn evapi(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// A clap value parser for addresses to connect to: the text with the default port
-/// added, resolved when connecting (so a name may move between retries).
+/// added, resolved when connecting (so a name may move between retries); or
+/// `unix:PATH` for a Unix domain socket, as it is.
 ///
 /// # Errors
 ///
-/// Never for well-formed text; empty text is refused.
+/// Never for well-formed text; empty text (or an empty path) is refused.
 pub fn evapi_text(text: &str) -> Result<String, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("unix: needs a path, e.g. unix:/run/evapi.sock".to_owned());
+        }
+        return Ok(text.to_owned());
+    }
     if text.trim().is_empty() {
-        return Err("an empty address; use IP, IP:port, [v6]:port or host:port".to_owned());
+        return Err(
+            "an empty address; use IP, IP:port, [v6]:port, host:port or unix:PATH".to_owned(),
+        );
     }
     Ok(with_port(text, EVAPI_PORT))
 }

@@ -33,6 +33,7 @@ Examples:
   evapi-client listen --json --count 10 --timeout 30s
   evapi-client respond --code 486                    # answer every suspend with 486 Busy Here
   evapi-client run checks.evapi                      # send/expect script for CI
+  EVAPI_TOKEN=... evapi-client --tls --tls-ca ca.pem --addr evapi.example.com listen
 
 Exit codes: 0 success, 1 an expectation failed, 2 usage or I/O error."
 )]
@@ -64,11 +65,83 @@ pub struct Args {
     #[arg(long, env = "EVAPI_WAIT", default_value = "0s", value_parser = humantime::parse_duration, global = true)]
     pub wait: Duration,
 
+    /// Speak TLS; the server's certificate is checked against --tls-ca (or the
+    /// system's trust store) and the host name in --addr (or --tls-server-name).
+    #[arg(long, env = "EVAPI_TLS", global = true)]
+    pub tls: bool,
+
+    /// CA certificates (PEM) to verify the server with; implies --tls.
+    #[arg(long, env = "EVAPI_TLS_CA", value_name = "FILE", global = true)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for servers that require one (mutual TLS); implies
+    /// --tls, needs --tls-key.
+    #[arg(
+        long,
+        env = "EVAPI_TLS_CERT",
+        value_name = "FILE",
+        global = true,
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "EVAPI_TLS_KEY",
+        value_name = "FILE",
+        global = true,
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// The name the server's certificate must carry, when not the host in --addr.
+    #[arg(
+        long,
+        env = "EVAPI_TLS_SERVER_NAME",
+        value_name = "NAME",
+        global = true
+    )]
+    pub tls_server_name: Option<String>,
+
+    /// Authenticate with this token (a server started with --auth-tokens). Prefer the
+    /// variable to the flag: flags show in `ps`.
+    #[arg(long, env = "EVAPI_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+
     #[command(flatten)]
     pub verbosity: evapi_cli::Verbosity,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Args {
+    /// How to connect, from the flags (loads TLS files).
+    ///
+    /// # Errors
+    ///
+    /// A TLS file that cannot be loaded.
+    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        let tls = if self.tls || self.tls_ca.is_some() || self.tls_cert.is_some() {
+            let pair = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+            Some(
+                evapi_client::transport::client_config(self.tls_ca.as_deref(), pair)
+                    .context("cannot set up TLS")?,
+            )
+        } else {
+            None
+        };
+        Ok(ClientConfig {
+            framing: self.framing,
+            max_frame: self.max_frame,
+            connect_timeout: self.connect_timeout,
+            wait: self.wait,
+            tls,
+            tls_server_name: self.tls_server_name.clone(),
+            token: self.token.clone().map(evapi_client::Secret::new),
+        })
+    }
 }
 
 /// Where a suspend event keeps its ids, when not `tindex`/`tlabel` or `data.index`/`data.label`.
@@ -209,12 +282,7 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 ///
 /// Connection and I/O errors (exit code 2).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = ClientConfig {
-        framing: args.framing,
-        max_frame: args.max_frame,
-        connect_timeout: args.connect_timeout,
-        wait: args.wait,
-    };
+    let config = args.client_config()?;
     if let Command::Repl { no_color, ids } = &args.command {
         return crate::terminal::run(&args.addr, &config, *no_color, ids.matcher());
     }

@@ -1,5 +1,5 @@
-//! [`Client`]: one connection to an evapi socket, framed, with connect timeout and
-//! optional reconnect with backoff. [`Client::split`] gives independent reader and
+//! [`Client`]: one connection to an evapi socket (TCP, TLS or Unix socket, with an
+//! optional token), framed, with connect timeout and optional reconnect with backoff. [`Client::split`] gives independent reader and
 //! writer halves for programs that receive and send at the same time.
 
 use std::io;
@@ -8,10 +8,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use evapi_proto::{CodecError, DecodeError, EncodeError, FrameCodec, Framing, DEFAULT_MAX_FRAME};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::net::{TcpStream, UnixStream};
 use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 use tracing::{debug, info};
+
+use crate::transport::{self, Io, ReadIo, WriteIo};
 
 /// Default for [`ClientConfig::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,6 +34,15 @@ pub struct ClientConfig {
     /// Keep retrying a refused or timed-out connection for this long (zero: one
     /// attempt), for a client started before its server.
     pub wait: Duration,
+    /// Speak TLS with this rustls setup (see [`transport::client_config`]); `None`:
+    /// plain TCP, as to Kamailio.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The name the server's certificate must carry; `None`: the host part of the
+    /// address.
+    pub tls_server_name: Option<String>,
+    /// Authenticate with this token right after connecting (the server's
+    /// `--auth-tokens`): send `{"auth":TOKEN}`, wait for `{"auth":"ok"}`.
+    pub token: Option<Secret>,
 }
 
 impl Default for ClientConfig {
@@ -39,7 +52,34 @@ impl Default for ClientConfig {
             max_frame: DEFAULT_MAX_FRAME,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             wait: Duration::ZERO,
+            tls: None,
+            tls_server_name: None,
+            token: None,
         }
+    }
+}
+
+/// A token, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a token.
+    #[must_use]
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
     }
 }
 
@@ -110,6 +150,24 @@ pub enum ClientError {
     /// The payload cannot be sent in this framing.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// The TLS handshake failed (untrusted or mismatched certificate, not a TLS
+    /// server, ...).
+    #[error("TLS with {addr} failed")]
+    Tls {
+        /// The peer.
+        addr: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The server did not accept the token.
+    #[error("authentication with {addr} failed: {reason}")]
+    Auth {
+        /// The peer.
+        addr: String,
+        /// What happened (never the token).
+        reason: String,
+    },
 }
 
 impl ClientError {
@@ -158,7 +216,7 @@ const WAIT_RETRY_MAX: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Client {
     addr: String,
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: Framed<Io, FrameCodec>,
 }
 
 impl Client {
@@ -183,23 +241,87 @@ impl Client {
     }
 
     async fn connect_once(addr: &str, config: &ClientConfig) -> Result<Self, ClientError> {
-        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ClientError::ConnectTimeout {
-                addr: addr.to_owned(),
-                timeout: config.connect_timeout,
-            })?
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        // Events and answers are small; latency matters more than packet count.
-        let _ = stream.set_nodelay(true);
-        debug!(addr, "connected");
-        Ok(Self {
+        let timeout = config.connect_timeout;
+        let timed_out = || ClientError::ConnectTimeout {
             addr: addr.to_owned(),
-            framed: Framed::new(stream, FrameCodec::new(config.framing, config.max_frame)),
-        })
+            timeout,
+        };
+        let connect_error = |source| ClientError::Connect {
+            addr: addr.to_owned(),
+            source,
+        };
+        let io = if let Some(path) = addr.strip_prefix("unix:") {
+            let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(connect_error)?;
+            Io::Unix(stream)
+        } else {
+            let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(connect_error)?;
+            // Events and answers are small; latency matters more than packet count.
+            let _ = stream.set_nodelay(true);
+            match &config.tls {
+                None => Io::Tcp(stream),
+                Some(tls) => {
+                    let tls_error = |source| ClientError::Tls {
+                        addr: addr.to_owned(),
+                        source,
+                    };
+                    let name = config
+                        .tls_server_name
+                        .as_deref()
+                        .unwrap_or_else(|| transport::server_name(addr));
+                    let name = rustls_pki_types::ServerName::try_from(name.to_owned())
+                        .map_err(|e| tls_error(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+                    let connector = tokio_rustls::TlsConnector::from(Arc::clone(tls));
+                    let stream = tokio::time::timeout(timeout, connector.connect(name, stream))
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(tls_error)?;
+                    Io::Tls(Box::new(stream))
+                }
+            }
+        };
+        debug!(addr, "connected");
+        let mut client = Self {
+            addr: addr.to_owned(),
+            framed: Framed::new(io, FrameCodec::new(config.framing, config.max_frame)),
+        };
+        if let Some(token) = &config.token {
+            client.authenticate(token, timeout).await?;
+        }
+        Ok(client)
+    }
+
+    /// Send the token and wait for the server's `{"auth":"ok"}`.
+    async fn authenticate(&mut self, token: &Secret, timeout: Duration) -> Result<(), ClientError> {
+        let frame = serde_json::json!({ "auth": token.expose() }).to_string();
+        self.send(frame.as_bytes()).await?;
+        let addr = self.addr.clone();
+        let fail = |reason: String| ClientError::Auth { addr, reason };
+        let answer = match tokio::time::timeout(timeout, self.recv()).await {
+            Err(_) => return Err(fail(format!("no answer within {timeout:?}"))),
+            Ok(Ok(Some(answer))) => answer,
+            Ok(Ok(None) | Err(ClientError::Lost { .. })) => {
+                return Err(fail(
+                    "the server closed the connection (wrong token, or not expected)".to_owned(),
+                ))
+            }
+            Ok(Err(e)) => return Err(e),
+        };
+        let ok = serde_json::from_slice::<serde_json::Value>(&answer)
+            .is_ok_and(|v| v.get("auth").and_then(|a| a.as_str()) == Some("ok"));
+        if !ok {
+            let shown = String::from_utf8_lossy(&answer[..answer.len().min(120)]).into_owned();
+            return Err(fail(format!(
+                "expected {{\"auth\":\"ok\"}} first, got {shown:?} (does the server use tokens?)"
+            )));
+        }
+        debug!(addr = %self.addr, "authenticated");
+        Ok(())
     }
 
     /// Connect, retrying with `backoff` while the attempt fails.
@@ -271,7 +393,7 @@ impl Client {
     pub fn split(self) -> (Reader, Writer) {
         let codec = self.framed.codec().clone();
         let parts = self.framed.into_parts();
-        let (rd, wr) = parts.io.into_split();
+        let (rd, wr) = parts.io.split();
         let mut reader = FramedRead::new(rd, codec.clone());
         // Keep anything already read but not yet decoded.
         *reader.read_buffer_mut() = parts.read_buf;
@@ -292,7 +414,7 @@ impl Client {
 #[derive(Debug)]
 pub struct Reader {
     addr: String,
-    inner: FramedRead<OwnedReadHalf, FrameCodec>,
+    inner: FramedRead<ReadIo, FrameCodec>,
 }
 
 impl Reader {
@@ -319,7 +441,7 @@ impl Reader {
 #[derive(Debug)]
 pub struct Writer {
     addr: String,
-    inner: FramedWrite<OwnedWriteHalf, FrameCodec>,
+    inner: FramedWrite<WriteIo, FrameCodec>,
 }
 
 impl Writer {

@@ -8,6 +8,8 @@
 //! - [`respond`]: the fast auto-responder loop.
 //! - [`script`]: the send/expect script language for CI, parser and runner.
 //! - [`repl`]: the REPL's command parser (the readline loop is in the binary).
+//! - [`transport`]: TCP, TLS (rustls) or Unix socket under one stream type, and TLS
+//!   settings from PEM files.
 //!
 //! The `evapi-client` binary puts these behind `repl`, `send`, `listen`, `respond`, `run`.
 
@@ -16,6 +18,7 @@ pub mod repl;
 pub mod respond;
 pub mod script;
 pub mod suspend;
+pub mod transport;
 
-pub use client::{Backoff, Client, ClientConfig, ClientError, Reader, Writer};
+pub use client::{Backoff, Client, ClientConfig, ClientError, Reader, Secret, Writer};
 pub use suspend::{ReplyTemplate, SuspendMatcher, Suspended};

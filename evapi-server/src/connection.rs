@@ -416,10 +416,6 @@ async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
             }
         };
         last_read = Instant::now();
-        let bytes_read = match read {
-            Ok(n) => n as u64,
-            Err(_) => 0,
-        };
         let frames_before = conn.counters.frames_in.load(Ordering::Relaxed);
         let eof = match read {
             Ok(0) => true,
@@ -437,6 +433,25 @@ async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
             };
             match decoded {
                 Ok(Some(msg)) => {
+                    // Over --max-rate: wait before handing this frame on (frames already
+                    // buffered wait too, so a flood in one read is paced like any other).
+                    if let Some(limiter) = &mut limiter {
+                        let now = Instant::now();
+                        if let Some(resume) = limiter.take(now, 1, msg.len() as u64) {
+                            shared.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                            debug!(pause = ?resume.saturating_duration_since(now), "over --max-rate, reading paused");
+                            tokio::select! {
+                                biased;
+                                () = conn.closing.cancelled() => return conn.reason_or(CloseReason::Shutdown),
+                                () = tokio::time::sleep_until(resume) => {}
+                            }
+                            // Time paused by us is not the client's delay.
+                            last_read = Instant::now();
+                            if frame_started.is_some() {
+                                frame_started = Some(last_read);
+                            }
+                        }
+                    }
                     // Bare and line framings take anything, so a netstring client is not
                     // an error there; its first message still gets a hint in the log.
                     if conn.counters.frames_in.load(Ordering::Relaxed) == 0 {
@@ -498,23 +513,6 @@ async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
         } else {
             frame_started
         };
-        if let Some(limiter) = &mut limiter {
-            let frames = conn.counters.frames_in.load(Ordering::Relaxed) - frames_before;
-            if let Some(resume) = limiter.take(last_read, frames, bytes_read) {
-                shared.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                debug!(pause = ?resume.saturating_duration_since(last_read), "over --max-rate, reading paused");
-                tokio::select! {
-                    biased;
-                    () = conn.closing.cancelled() => return conn.reason_or(CloseReason::Shutdown),
-                    () = tokio::time::sleep_until(resume) => {}
-                }
-                // Time spent paused by us is not the client's delay.
-                last_read = Instant::now();
-                if frame_started.is_some() {
-                    frame_started = Some(last_read);
-                }
-            }
-        }
     }
 }
 

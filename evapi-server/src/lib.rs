@@ -12,7 +12,8 @@
 //! - [`handle`]: [`Handle`]: relay, multicast, unicast, close, set_tag, clients, stats.
 //! - [`server`]: [`Server`]: accept loop, admission, graceful shutdown.
 //! - [`control`]: the JSON-lines control and notification interface of the binary.
-//! - [`signal`]: waiting for SIGINT/SIGTERM, for binaries.
+//! - [`signal`]: waiting for SIGINT/SIGTERM, for binaries; `args` (feature `cli`):
+//!   the security flags shared by the binaries that run a socket.
 //! - [`transport`]: the [`Listener`] seam (TCP, Unix socket); [`tls`]: rustls setup
 //!   and client identity; [`auth`]: tokens, the first-frame handshake, the slowdown
 //!   of failing addresses; [`rate`]: the per-client rate limit.
@@ -43,6 +44,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "cli")]
+pub mod args;
 pub mod auth;
 pub mod config;
 mod connection;

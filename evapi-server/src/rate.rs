@@ -2,9 +2,10 @@
 //!
 //! A generic cell rate algorithm: each frame (and each byte) moves a theoretical
 //! arrival time forward by its cost; a client may be up to one second ahead (a
-//! second's worth of burst). When it is further ahead, the connection stops reading
-//! until the theoretical time comes: TCP flow control then pushes back on the client,
-//! and nothing it sent is lost. Empty frames count like any other.
+//! second's worth of burst). When it is further ahead, the connection hands on no
+//! more frames and reads nothing until the theoretical time comes: TCP flow control
+//! then pushes back on the client, and nothing it sent is lost. Empty frames count
+//! like any other.
 
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ pub const RATE_BURST: Duration = Duration::from_secs(1);
 pub struct Rate {
     /// Frames per second, empty ones included.
     pub frames: Option<u32>,
-    /// Payload bytes per second (as read from the socket, framing included).
+    /// Payload bytes per second.
     pub bytes: Option<u64>,
 }
 

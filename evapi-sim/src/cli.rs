@@ -147,6 +147,9 @@ pub struct SipArgs {
     /// 'decided by app $evapi(conidx) for $rU' (default: the code's usual phrase).
     #[arg(long, env = "EVAPI_REASON", value_name = "TEMPLATE")]
     reason: Option<String>,
+    /// TLS, tokens, rate limit and keepalive of the evapi socket, as evapi-server's.
+    #[command(flatten)]
+    security: evapi_server::args::SecurityArgs,
 }
 
 /// Default `--max-transactions`: 100,000 waiting INVITEs (a few hundred MB at most,
@@ -224,9 +227,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Sip(sip) => {
-            let Some(options) = sip_options(&sip) else {
+            let Some(mut options) = sip_options(&sip) else {
                 return Ok(ExitCode::from(EXIT_BAD_SCENARIO));
             };
+            sip.security.apply(&mut options.server)?;
             let (listen, bind) = (&sip.listen, &sip.bind);
             let counters = runtime.block_on(async {
                 let socket = tokio::net::UdpSocket::bind(listen)

@@ -11,3 +11,5 @@ mod kamailio_wire;
 mod kamailio_client;
 // Command blocks of README.md and docs/ run as written.
 mod docs;
+// TLS, tokens, pending connections, rates, Unix sockets (library, real sockets).
+mod security;

@@ -1,11 +1,13 @@
 //! Helpers for the end-to-end and interop suites: find (or build) the workspace's
 //! binaries and run them as children killed on drop; run Kamailio as a test peer
 //! ([`kamailio`]); run our server with the same routing as the Kamailio config
-//! ([`echo`]); drive SIP load with sipp ([`sipp`]); exchange raw bytes ([`wire`]).
+//! ([`echo`]); drive SIP load with sipp ([`sipp`]); exchange raw bytes ([`wire`]);
+//! make certificates ([`certs`]).
 //!
 //! Cargo only hands a package's own binaries to its tests, so this crate locates them
 //! in the target directory next to the test executable, building them first if needed.
 
+pub mod certs;
 pub mod echo;
 pub mod kamailio;
 pub mod sipp;

@@ -1,0 +1,246 @@
+//! How a client reaches a socket: plain TCP (as to Kamailio), TLS over TCP
+//! (rustls), or a Unix domain socket (`unix:PATH`); and the TLS settings from PEM
+//! files. The rest of the client sees one `AsyncRead + AsyncWrite` stream.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::client::TlsStream;
+
+pub use rustls;
+
+/// Why TLS settings could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsSetupError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{path}: {what}")]
+    File {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        what: String,
+    },
+    /// rustls refused the settings.
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn file_error(path: &Path, what: impl std::fmt::Display) -> TlsSetupError {
+    TlsSetupError::File {
+        path: path.display().to_string(),
+        what: what.to_string(),
+    }
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no CERTIFICATE block in the file"));
+    }
+    Ok(certs)
+}
+
+/// A rustls client setup: servers are verified against the CAs in `ca` (PEM), or
+/// against the system's trust store when `ca` is `None`; `cert_and_key` (PEM files)
+/// is the client certificate for servers that ask for one (mutual TLS).
+///
+/// # Errors
+///
+/// A file that cannot be read or parsed, or a key that does not fit its certificate.
+pub fn client_config(
+    ca: Option<&Path>,
+    cert_and_key: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for cert in load_certs(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| file_error(path, format!("not a usable CA certificate: {e}")))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(TlsSetupError::File {
+                    path: "the system trust store".to_owned(),
+                    what: "no CA certificate found; give one with --tls-ca".to_owned(),
+                });
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match cert_and_key {
+        Some((cert, key)) => {
+            let certs = load_certs(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;
+            builder.with_client_auth_cert(certs, key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The name a TLS server's certificate is checked against: the host part of
+/// `addr` (`host:port`, `[v6]:port`, `IP:port`).
+#[must_use]
+pub fn server_name(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// One connected stream, whatever carries it.
+#[derive(Debug)]
+pub enum Io {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
+    /// A Unix domain socket.
+    Unix(UnixStream),
+}
+
+/// The receiving half of an [`Io`].
+#[derive(Debug)]
+pub enum ReadIo {
+    /// Plain TCP.
+    Tcp(tokio::net::tcp::OwnedReadHalf),
+    /// TLS (one stream shared with its writer).
+    Tls(tokio::io::ReadHalf<Box<TlsStream<TcpStream>>>),
+    /// A Unix domain socket.
+    Unix(tokio::net::unix::OwnedReadHalf),
+}
+
+/// The sending half of an [`Io`].
+#[derive(Debug)]
+pub enum WriteIo {
+    /// Plain TCP.
+    Tcp(tokio::net::tcp::OwnedWriteHalf),
+    /// TLS (one stream shared with its reader).
+    Tls(tokio::io::WriteHalf<Box<TlsStream<TcpStream>>>),
+    /// A Unix domain socket.
+    Unix(tokio::net::unix::OwnedWriteHalf),
+}
+
+impl Io {
+    /// Halves usable from different tasks (plain TCP and Unix split without a lock).
+    #[must_use]
+    pub fn split(self) -> (ReadIo, WriteIo) {
+        match self {
+            Io::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (ReadIo::Tcp(r), WriteIo::Tcp(w))
+            }
+            Io::Tls(s) => {
+                let (r, w) = tokio::io::split(s);
+                (ReadIo::Tls(r), WriteIo::Tls(w))
+            }
+            Io::Unix(s) => {
+                let (r, w) = s.into_split();
+                (ReadIo::Unix(r), WriteIo::Unix(w))
+            }
+        }
+    }
+}
+
+/// Delegate a poll method to whichever variant is inside.
+macro_rules! delegate {
+    ($self:ident, $enum:ident, $s:ident => $call:expr) => {
+        match $self.get_mut() {
+            $enum::Tcp($s) => $call,
+            $enum::Tls($s) => $call,
+            $enum::Unix($s) => $call,
+        }
+    };
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, Io, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncRead for ReadIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, ReadIo, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+macro_rules! impl_write {
+    ($enum:ident) => {
+        impl AsyncWrite for $enum {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                delegate!(self, $enum, s => Pin::new(s).poll_write(cx, buf))
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                delegate!(self, $enum, s => Pin::new(s).poll_write_vectored(cx, bufs))
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    $enum::Tcp(s) => s.is_write_vectored(),
+                    $enum::Tls(s) => s.is_write_vectored(),
+                    $enum::Unix(s) => s.is_write_vectored(),
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                delegate!(self, $enum, s => Pin::new(s).poll_flush(cx))
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                delegate!(self, $enum, s => Pin::new(s).poll_shutdown(cx))
+            }
+        }
+    };
+}
+
+impl_write!(Io);
+impl_write!(WriteIo);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_name_is_the_host_part() {
+        assert_eq!(server_name("evapi.example.com:8448"), "evapi.example.com");
+        assert_eq!(server_name("127.0.0.1:8448"), "127.0.0.1");
+        assert_eq!(server_name("[::1]:8448"), "::1");
+        assert_eq!(server_name("localhost"), "localhost");
+    }
+}
