@@ -378,6 +378,7 @@ async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
     let mut codec = FrameCodec::new(shared.config.framing, shared.config.max_frame)
         .skip_oversize(shared.config.oversize == OversizePolicy::Skip);
     let bare = shared.config.framing == Framing::Bare;
+    let netstring = shared.config.framing == Framing::Netstring;
     let Input { mut rd, mut buf } = input;
     let config = &shared.config;
     // When the frame now in `buf` began (None: no partial frame), and the last read.
@@ -420,6 +421,8 @@ async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
         let eof = match read {
             Ok(0) => true,
             Ok(_) => false,
+            // A TLS peer that closed without close_notify: a close, not a failure.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => true,
             Err(e) => {
                 debug!(error = %e, "read failed");
                 return CloseReason::Reset;
@@ -454,7 +457,8 @@ async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
                     }
                     // Bare and line framings take anything, so a netstring client is not
                     // an error there; its first message still gets a hint in the log.
-                    if conn.counters.frames_in.load(Ordering::Relaxed) == 0 {
+                    // (In netstring framing a decoded payload is not framing: no hint.)
+                    if !netstring && conn.counters.frames_in.load(Ordering::Relaxed) == 0 {
                         if let Some(hint) = Framing::mismatch_hint(&msg, shared.config.framing) {
                             warn!(hint, "first message from client");
                         }

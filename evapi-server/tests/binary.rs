@@ -445,3 +445,161 @@ fn a_stalled_stdout_does_not_stall_intake() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A scratch directory removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("evapi-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.0.join(file).display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn reply_line(stream: &TcpStream) -> String {
+    let mut line = String::new();
+    BufReader::new(stream.try_clone().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+#[test]
+fn control_off_loopback_needs_a_token() {
+    let output = Command::new(assert_cmd::cargo::cargo_bin!("evapi-server"))
+        .args(["--bind", "127.0.0.1:0", "--control", "0.0.0.0:0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("--control-token"), "{stderr}");
+
+    let token = "control-token-0123456789";
+    let server = Running::start(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--control",
+        "127.0.0.1:0",
+        "--control-token",
+        token,
+    ]);
+    let hello = server.line();
+    let control = hello["control"].as_str().unwrap();
+    // No token first: one error line, then the connection is closed.
+    let mut ctl = TcpStream::connect(control).unwrap();
+    ctl.set_read_timeout(Some(PATIENCE)).unwrap();
+    ctl.write_all(b"{\"stats\":true}\n").unwrap();
+    let reply = reply_line(&ctl);
+    assert!(reply.contains("authentication failed"), "{reply}");
+    let mut rest = Vec::new();
+    ctl.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "nothing after the error: {rest:?}");
+    // A wrong token likewise; the right one opens the interface.
+    let mut ctl = TcpStream::connect(control).unwrap();
+    ctl.write_all(b"{\"auth\":\"control-token-0123456788\"}\n{\"stats\":true}\n")
+        .unwrap();
+    assert!(reply_line(&ctl).contains("authentication failed"));
+    let mut ctl = TcpStream::connect(control).unwrap();
+    ctl.write_all(format!("{{\"auth\":\"{token}\"}}\n{{\"stats\":true}}\n").as_bytes())
+        .unwrap();
+    let mut lines = BufReader::new(ctl.try_clone().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), r#"{"ok":true,"auth":"ok"}"#);
+    assert!(lines.next().unwrap().unwrap().contains("\"stats\""));
+}
+
+#[test]
+fn unix_sockets_for_apps_and_control_take_their_file_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    let dir = Scratch::new("unix");
+    let (app, ctl) = (dir.path("app.sock"), dir.path("ctl.sock"));
+    let mut server =
+        Running::start(&["--unix", &app, "--control-unix", &ctl, "--unix-mode", "660"]);
+    let hello = server.line();
+    assert_eq!(hello["listening"], format!("unix:{app}"));
+    for path in [&app, &ctl] {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660, "{path}");
+    }
+    let mut client = UnixStream::connect(&app).unwrap();
+    let new = server.line();
+    assert_eq!(new["transport"], "unix");
+    assert_eq!(
+        (new["srcaddr"].as_str(), new["srcport"].as_u64()),
+        (Some("127.0.0.1"), Some(0))
+    );
+    let mut control = UnixStream::connect(&ctl).unwrap();
+    control.write_all(b"{\"relay\":\"over unix\"}\n").unwrap();
+    let mut reply = String::new();
+    BufReader::new(control.try_clone().unwrap())
+        .read_line(&mut reply)
+        .unwrap();
+    assert_eq!(reply, "{\"ok\":true,\"delivered\":1}\n");
+    let mut got = vec![0; "9:over unix,".len()];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(got, b"9:over unix,");
+    assert!(server.terminate().success());
+    assert!(
+        !std::path::Path::new(&app).exists(),
+        "socket file removed on exit"
+    );
+}
+
+/// Send a token frame, return the server's answer (empty when it closed).
+fn try_token(addr: &str, token: &str) -> String {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    let frame = format!("{{\"auth\":\"{token}\"}}");
+    c.write_all(format!("{}:{frame},", frame.len()).as_bytes())
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    // The ok frame, or EOF.
+    while !got.ends_with(b"},") {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn sighup_reloads_the_token_file_and_a_broken_file_changes_nothing() {
+    let dir = Scratch::new("hup");
+    let tokens = dir.path("tokens");
+    std::fs::write(&tokens, "app first-token-0123456789\n").unwrap();
+    let server = Running::start(&["--bind", "127.0.0.1:0", "--auth-tokens", &tokens]);
+    let addr = server.line()["listening"].as_str().unwrap().to_owned();
+    let hup = |s: &Running| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &s.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        // The reload is logged, not answered: give it a moment.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert!(try_token(&addr, "first-token-0123456789").contains("\"auth\":\"ok\""));
+    std::fs::write(&tokens, "app second-token-0123456789\n").unwrap();
+    hup(&server);
+    assert_eq!(try_token(&addr, "first-token-0123456789"), "");
+    assert!(try_token(&addr, "second-token-0123456789").contains("\"name\":\"app\""));
+    // A broken file: the previous table stays.
+    std::fs::write(&tokens, "app short\n").unwrap();
+    hup(&server);
+    assert!(try_token(&addr, "second-token-0123456789").contains("\"auth\":\"ok\""));
+}

@@ -268,7 +268,15 @@ async fn bare_framing_reads_up_to_32_kib_as_one_message_as_kamailio() {
 /// FIN is found by the kernel and frees its slot. Read off the kernel with `ss`.
 #[tokio::test]
 async fn accepted_sockets_have_keepalive() {
-    let mut server = start(config(Framing::Netstring)).await;
+    // A 7 s idle time instead of the kernel's 2 hours: the timer shows it.
+    let mut server = start(Config {
+        keepalive: Some(evapi_server::config::Keepalive {
+            idle: std::time::Duration::from_secs(7),
+            interval: std::time::Duration::from_secs(2),
+        }),
+        ..config(Framing::Netstring)
+    })
+    .await;
     let _raw = raw_client(&mut server).await;
     let port = server.addr.port();
     let out = std::process::Command::new("ss")
@@ -282,7 +290,23 @@ async fn accepted_sockets_have_keepalive() {
         .expect("ss (iproute2) runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 1, "one accepted socket: {text}");
-    assert!(text.contains("timer:(keepalive"), "{text}");
+    let timer = text
+        .split("timer:(keepalive,")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no keepalive timer: {text}"));
+    // "6.99sec", "998ms" (a longer one reads "1min59sec" and fails the parse).
+    let left = timer.split(',').next().unwrap();
+    let secs: f64 = match (left.strip_suffix("ms"), left.strip_suffix("sec")) {
+        (Some(ms), _) => ms.parse::<f64>().unwrap() / 1000.0,
+        (None, Some(s)) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("over a minute: {text}")),
+        _ => panic!("unexpected timer: {text}"),
+    };
+    assert!(
+        secs > 0.0 && secs <= 7.0,
+        "the first probe within 7 s: {text}"
+    );
 }
 
 /// Our side of two Kamailio differences pinned in tests/e2e/kamailio_wire.rs, checked
