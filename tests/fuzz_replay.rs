@@ -9,6 +9,10 @@ use std::path::Path;
 
 use proptest::prelude::*;
 
+#[path = "../fuzz/invariants/auth_frame.rs"]
+mod auth_frame;
+#[path = "../fuzz/invariants/control_line.rs"]
+mod control_line;
 #[path = "../fuzz/invariants/decode.rs"]
 mod decode;
 #[path = "../fuzz/invariants/sip_parse.rs"]
@@ -38,6 +42,16 @@ fn replay(target: &str, check: fn(&[u8])) {
             "{target}: the seed {path} breaks an invariant"
         );
     }
+}
+
+#[test]
+fn control_line_corpus() {
+    replay("control_line", control_line::check);
+}
+
+#[test]
+fn auth_frame_corpus() {
+    replay("auth_frame", auth_frame::check);
 }
 
 #[test]
@@ -87,5 +101,19 @@ proptest! {
     #[test]
     fn skip_oversize_random(input in proptest::collection::vec(any::<u8>(), 0..900)) {
         skip_oversize::check(&input);
+    }
+
+    #[test]
+    fn control_line_random(
+        cmd in "(relay|multicast|unicast|close|set_tag|clients|stats|auth|id|tag|conidx|encoding)",
+        value in "(\"[a-zA-Z0-9=+/ ]{0,12}\"|-?[0-9]{1,20}|true|null|\\{\"connid\":[0-9]{1,3}\\}|\"base64\")",
+        extra in "(,\"(tag|id|conidx|encoding)\":(\"[a-z]{0,4}\"|[0-9]{1,3}|\"base64\"))?",
+    ) {
+        control_line::check(format!("{{\"{cmd}\":{value}{extra}}}").as_bytes());
+    }
+
+    #[test]
+    fn auth_frame_random(input in "\\{\"auth\":(\"[a-z0-9-]{0,30}\"|[0-9]+|null)(,\"[a-z]{1,4}\":1)?\\}") {
+        auth_frame::check(input.as_bytes());
     }
 }

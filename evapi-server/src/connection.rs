@@ -131,7 +131,6 @@ pub(crate) fn admit<R>(stream: Accepted, peer: SocketAddr, ctx: &Ctx<R>) -> Opti
         let outbox = Outbox::new(queue, queue_bytes, total);
         Conn::new(conidx, connid, peer, transport, outbox, closing)
     });
-    shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
     let registered = Registered {
         shared: Arc::clone(shared),
         conn: Arc::clone(&conn),
@@ -291,6 +290,7 @@ where
         }
     }
     info!(transport = %conn.transport, "client connected");
+    shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
     let reason = match ctx.routes.connection_new(&ctx.handle, &conn.env()).await {
         Admit::Accept => {
             conn.accept();

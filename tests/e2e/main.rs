@@ -13,3 +13,5 @@ mod kamailio_client;
 mod docs;
 // TLS, tokens, pending connections, rates, Unix sockets (library, real sockets).
 mod security;
+// TLS with openssl s_client and Python's ssl, certificates from the docs' recipe.
+mod tls_interop;
