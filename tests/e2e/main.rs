@@ -15,3 +15,5 @@ mod docs;
 mod security;
 // TLS with openssl s_client and Python's ssl, certificates from the docs' recipe.
 mod tls_interop;
+// Peak RSS of the server binary under stalled readers and 1,000 slowloris connections.
+mod memory;
