@@ -6,6 +6,10 @@
 //! The producer keeps at most one client queue's worth of frames in flight, so no
 //! client is ever cut off as slow: the figure is what the server sustains.
 //!
+//! TLS: the same fan-out with every client on TLS 1.3 (rustls, ring), beside plain TCP
+//! in the same run; and TLS handshakes per second against plain TCP connects (each a
+//! fresh connection, connect to connection-new).
+//!
 //! Memory: RSS of the `evapi-server` binary idle, then with 10,000 idle clients
 //! (needs `ulimit -n` above 10,100 in the shell that runs the bench).
 //!
@@ -34,8 +38,61 @@ struct Readers {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+type Stream = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
+/// A self-signed server certificate and the client setup that trusts it.
+struct Tls {
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+fn tls() -> Tls {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let provider = evapi_server::tls::provider();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Tls {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    }
+}
+
+/// Connect, over TLS when `tls` is given.
+async fn connect(addr: std::net::SocketAddr, tls: Option<&Tls>) -> Stream {
+    connect_from(addr, tls).await.0
+}
+
+/// [`connect`], and the local port.
+async fn connect_from(addr: std::net::SocketAddr, tls: Option<&Tls>) -> (Stream, u16) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let stream: Stream = match tls {
+        None => Box::new(tcp),
+        Some(t) => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(&t.client));
+            Box::new(connector.connect(name, tcp).await.unwrap())
+        }
+    };
+    (stream, port)
+}
+
 /// Readers that count bytes until each has `bytes`.
-fn spawn_readers(streams: Vec<TcpStream>, bytes: u64) -> Readers {
+fn spawn_readers(streams: Vec<Stream>, bytes: u64) -> Readers {
     let progress = Arc::new(Notify::new());
     let mut counts = Vec::new();
     let mut tasks = Vec::new();
@@ -62,11 +119,12 @@ fn spawn_readers(streams: Vec<TcpStream>, bytes: u64) -> Readers {
     }
 }
 
-async fn ours(clients: usize, events: u64) -> f64 {
+async fn ours(clients: usize, events: u64, tls: Option<&Tls>) -> f64 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = Config {
         max_clients: clients,
+        tls: tls.map(|t| Arc::clone(&t.server)),
         ..Config::default()
     };
     let window = config.client_queue as u64;
@@ -75,7 +133,7 @@ async fn ours(clients: usize, events: u64) -> f64 {
     let task = tokio::spawn(server.run(listener, std::future::pending()));
     let mut streams = Vec::new();
     for _ in 0..clients {
-        streams.push(TcpStream::connect(addr).await.unwrap());
+        streams.push(connect(addr, tls).await);
     }
     // Relays reach accepted connections only: wait until connection-new ran for all.
     while handle.clients().iter().filter(|c| c.accepted).count() < clients {
@@ -131,7 +189,10 @@ async fn baseline(clients: usize, events: u64) -> f64 {
     let chunks = events.div_ceil(per_chunk);
     let total = chunks * chunk.len() as u64;
     let chunk = Arc::new(chunk);
-    let readers = spawn_readers(readers, total);
+    let readers = spawn_readers(
+        readers.into_iter().map(|r| Box::new(r) as Stream).collect(),
+        total,
+    );
     let start = Instant::now();
     let mut write_tasks = Vec::new();
     for mut w in writers {
@@ -147,6 +208,46 @@ async fn baseline(clients: usize, events: u64) -> f64 {
     }
     let secs = start.elapsed().as_secs_f64();
     (chunks * per_chunk * clients as u64) as f64 / secs
+}
+
+/// Fresh connections per second, connect to connection-new, `parallel` at a time.
+async fn handshakes(tls: Option<&Tls>, count: usize, parallel: usize) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = Config {
+        max_clients: parallel * 2,
+        tls: tls.map(|t| Arc::clone(&t.server)),
+        ..Config::default()
+    };
+    let server = Server::new(config, NoRoutes);
+    let handle = server.handle();
+    let task = tokio::spawn(server.run(listener, std::future::pending()));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..parallel {
+        let client = tls.map(|t| Tls {
+            server: Arc::clone(&t.server),
+            client: Arc::clone(&t.client),
+        });
+        let h = handle.clone();
+        workers.push(tokio::spawn(async move {
+            for _ in 0..count / parallel {
+                let (s, port) = connect_from(addr, client.as_ref()).await;
+                // Done when the server has finished its side (handshake, connection-new).
+                while !h.clients().iter().any(|c| c.srcport == port && c.accepted) {
+                    tokio::task::yield_now().await;
+                }
+                drop(s);
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    handle.shutdown();
+    task.await.unwrap();
+    (count / parallel * parallel) as f64 / secs
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -229,33 +330,49 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        println!("| clients | ours (deliveries/s) | baseline: plain TCP, 64 KiB writes | ours / baseline |");
-        println!("|---|---|---|---|");
+        println!("| clients | ours (deliveries/s) | baseline: plain TCP, 64 KiB writes | ours / baseline | ours over TLS | TLS / plain |");
+        println!("|---|---|---|---|---|---|");
+        let tls = tls();
         for (clients, events) in [(1usize, 2_000_000u64), (4, 500_000), (64, 50_000)] {
             if only.is_some_and(|n| n != clients) {
                 continue;
             }
             let events = events / scale;
-            // Warm up both paths once, then measure each three times, interleaved.
-            let _ = ours(clients, events / 10).await;
+            // Warm up each path once, then measure each three times, interleaved.
+            let _ = ours(clients, events / 10, None).await;
+            let _ = ours(clients, events / 10, Some(&tls)).await;
             let _ = baseline(clients, events / 10).await;
-            let mut o = Vec::new();
-            let mut b = Vec::new();
+            let (mut o, mut t, mut b) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..3 {
-                o.push(ours(clients, events).await);
+                o.push(ours(clients, events, None).await);
+                t.push(ours(clients, events, Some(&tls)).await);
                 b.push(baseline(clients, events).await);
             }
             let median = |v: &mut Vec<f64>| {
                 v.sort_by(f64::total_cmp);
                 v[v.len() / 2]
             };
-            let (o, b) = (median(&mut o), median(&mut b));
+            let (o, t, b) = (median(&mut o), median(&mut t), median(&mut b));
             println!(
-                "| {clients} | {:.0} | {:.0} | {:.2} |",
-                o,
-                b,
-                o / b
+                "| {clients} | {o:.0} | {b:.0} | {:.2} | {t:.0} | {:.2} |",
+                o / b,
+                t / o
             );
+        }
+        if only.is_none() {
+            let count = 2000 / usize::try_from(scale.min(20)).unwrap();
+            let (mut p, mut t) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                p.push(handshakes(None, count, 4).await);
+                t.push(handshakes(Some(&tls), count, 4).await);
+            }
+            p.sort_by(f64::total_cmp);
+            t.sort_by(f64::total_cmp);
+            println!();
+            println!("| new connections, 4 at a time | per second | TLS / plain |");
+            println!("|---|---|---|");
+            println!("| plain TCP | {:.0} | |", p[1]);
+            println!("| TLS 1.3 handshake | {:.0} | {:.2} |", t[1], t[1] / p[1]);
         }
         if memory_too {
             memory().await;
