@@ -147,6 +147,11 @@ pub struct SipArgs {
     /// 'decided by app $evapi(conidx) for $rU' (default: the code's usual phrase).
     #[arg(long, env = "EVAPI_REASON", value_name = "TEMPLATE")]
     reason: Option<String>,
+    /// Most retransmissions of one final response (RFC 3261 Timer G gives 10 before
+    /// Timer H). Each goes to whatever address the INVITE came from: lower it when
+    /// the SIP port is reachable by others (a forged source makes us a reflector).
+    #[arg(long, env = "EVAPI_FINAL_RETRANSMITS", default_value_t = evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS)]
+    final_retransmits: u32,
     /// TLS, tokens, rate limit and keepalive of the evapi socket, as evapi-server's.
     #[command(flatten)]
     security: evapi_server::args::SecurityArgs,
@@ -331,6 +336,7 @@ fn sip_options(sip: &SipArgs) -> Option<evapi_sim::uas::UasOptions> {
             workers: sip.workers,
             ..evapi_server::Config::default()
         },
+        final_retransmits: sip.final_retransmits,
     })
 }
 

@@ -32,6 +32,9 @@ pub const T2: Duration = Duration::from_secs(4);
 pub const T4: Duration = Duration::from_secs(5);
 /// Timer H: give up waiting for the ACK of a final response (64 * T1).
 pub const TIMER_H: Duration = Duration::from_secs(32);
+/// Timer G retransmissions of a final response that RFC 3261's timers give before
+/// Timer H (at 0.5, 1.5, 3.5, 7.5, then every 4 s up to 31.5 s): the default bound.
+pub const DEFAULT_FINAL_RETRANSMITS: u32 = 10;
 
 /// Headers a response copies from its request (section 8.2.6.2); the rest of an INVITE
 /// (other headers, the body) is not kept while its transaction lives.
@@ -96,12 +99,18 @@ struct InviteTx {
     last: Arc<[u8]>,
     phase: Phase,
     interval: Duration,
+    /// Timer G retransmissions so far.
+    resent: u32,
     dialog: (String, u32),
 }
 
 /// INVITE server transactions and stateless replies of one UAS.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UasTransactions {
+    /// Most Timer G retransmissions of one final response: each is a datagram sent
+    /// to whatever address the INVITE came from, so a low bound limits what a forged
+    /// source address can reflect.
+    max_final_retransmits: u32,
     txs: HashMap<TxKey, InviteTx>,
     by_dialog: HashMap<(String, u32), TxKey>,
     timers: BinaryHeap<Reverse<(Instant, Timer, TxKey)>>,
@@ -122,11 +131,34 @@ pub fn key(req: &SipRequest) -> TxKey {
     k.into()
 }
 
+impl Default for UasTransactions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl UasTransactions {
-    /// No transactions yet.
+    /// No transactions yet; final responses retransmitted as RFC 3261 says
+    /// ([`DEFAULT_FINAL_RETRANSMITS`]).
     #[must_use]
     pub fn new() -> Self {
-        Self::default()
+        Self::with_final_retransmits(DEFAULT_FINAL_RETRANSMITS)
+    }
+
+    /// No transactions yet; at most `max` Timer G retransmissions of each final
+    /// response (0: none; the ACK is still awaited until Timer H, and a retransmitted
+    /// INVITE still gets the final response again).
+    #[must_use]
+    pub fn with_final_retransmits(max: u32) -> Self {
+        Self {
+            max_final_retransmits: max,
+            txs: HashMap::new(),
+            by_dialog: HashMap::new(),
+            timers: BinaryHeap::new(),
+            tags: 0,
+            transmits: VecDeque::new(),
+            counters: IstCounters::default(),
+        }
     }
 
     /// Counters so far.
@@ -203,6 +235,7 @@ impl UasTransactions {
                 last: trying,
                 phase: Phase::Proceeding,
                 interval: T1,
+                resent: 0,
                 dialog,
             },
         );
@@ -313,7 +346,8 @@ impl UasTransactions {
                 continue;
             };
             match (timer, tx.phase) {
-                (Timer::G, Phase::Completed) => {
+                (Timer::G, Phase::Completed) if tx.resent < self.max_final_retransmits => {
+                    tx.resent += 1;
                     tx.interval = (tx.interval * 2).min(T2);
                     self.counters.final_retransmits += 1;
                     self.transmits.push_back(Transmit {
@@ -421,6 +455,47 @@ mod tests {
         u.handle_timeout(t0 + Duration::from_secs(4) + T4);
         assert!(u.is_empty(), "forgotten after Timer I");
         assert_eq!(u.counters().unacked, 0);
+    }
+
+    /// Final responses sent by Timer G alone from `t0` to Timer H, at 10 ms steps.
+    fn retransmits_until_h(u: &mut UasTransactions, t0: Instant) -> usize {
+        let mut sent = 0;
+        for step in 0..=3300u64 {
+            u.handle_timeout(t0 + Duration::from_millis(step * 10));
+            sent += drain(u).len();
+        }
+        sent
+    }
+
+    #[test]
+    fn final_retransmissions_are_bounded() {
+        let t0 = Instant::now();
+        // RFC 3261's timers give 10 before Timer H: the default.
+        let mut u = UasTransactions::new();
+        let Invite::New(k) = u.invite(&invite("z9hG4bK1"), peer()) else {
+            panic!("new")
+        };
+        u.respond(t0, &k, 486, "Busy Here");
+        drain(&mut u);
+        assert_eq!(
+            retransmits_until_h(&mut u, t0),
+            DEFAULT_FINAL_RETRANSMITS as usize
+        );
+        assert!(u.is_empty(), "Timer H ended it");
+        // Bounded at 2: two, then silence; the ACK is still taken until Timer H.
+        let mut u = UasTransactions::with_final_retransmits(2);
+        let req = invite("z9hG4bK2");
+        let Invite::New(k) = u.invite(&req, peer()) else {
+            panic!("new")
+        };
+        u.respond(t0, &k, 486, "Busy Here");
+        drain(&mut u);
+        u.handle_timeout(t0 + Duration::from_secs(10));
+        assert_eq!(drain(&mut u).len(), 1);
+        u.handle_timeout(t0 + Duration::from_secs(10));
+        assert_eq!(u.counters().final_retransmits, 1);
+        assert_eq!(retransmits_until_h(&mut u, t0), 1, "one more, then none");
+        assert_eq!(u.counters().final_retransmits, 2);
     }
 
     #[test]

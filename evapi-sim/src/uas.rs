@@ -35,6 +35,9 @@ pub struct UasOptions {
     pub router: RouterConfig,
     /// The embedded evapi socket.
     pub server: Config,
+    /// Most Timer G retransmissions of one final response (see
+    /// [`UasTransactions::with_final_retransmits`]).
+    pub final_retransmits: u32,
 }
 
 /// What happened, printed at the end.
@@ -68,7 +71,7 @@ pub async fn run(
         socket,
         handle: handle.clone(),
         router: Router::new(options.router),
-        ist: UasTransactions::new(),
+        ist: UasTransactions::with_final_retransmits(options.final_retransmits),
         requests: BTreeMap::new(),
         malformed: 0,
     };

@@ -65,6 +65,7 @@ async fn start_routed(
             max_transactions: max,
         },
         server: evapi_server::Config::default(),
+        final_retransmits: evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(uas::run(socket, listener, options, async {

@@ -177,6 +177,37 @@ with socket.create_connection(("127.0.0.1", {port})) as raw:
     assert!(stdout.contains("TLSv1.3"), "{stdout}");
     assert!(wait_for(&notes, "message-received").contains(r#""msg":"python""#));
 
+    // Our own client binary with the same files and the token from the environment.
+    let out = Command::new(binary("evapi-client"))
+        .args(["--addr", &addr, "--tls-ca", "ca.pem"])
+        .args(["--tls-cert", "client.pem", "--tls-key", "client.key"])
+        .args(["send", "from-evapi-client"])
+        .env("EVAPI_TOKEN", &token)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_for(&notes, "message-received").contains(r#""msg":"from-evapi-client""#));
+    // A wrong token: exit 2 and a one-line reason that does not show the token.
+    let out = Command::new(binary("evapi-client"))
+        .args(["--addr", &addr, "--tls-ca", "ca.pem"])
+        .args(["--tls-cert", "client.pem", "--tls-key", "client.key"])
+        .args(["send", "x"])
+        .env("EVAPI_TOKEN", "not-the-token-0123456789")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("authentication with") && !stderr.contains("not-the-token"),
+        "{stderr}"
+    );
+
     // openssl without a client certificate: refused, nothing relayed, no route.
     let refused = Command::new("openssl")
         .args(["s_client", "-connect", &addr, "-CAfile", "ca.pem", "-quiet"])
@@ -191,5 +222,6 @@ with socket.create_connection(("127.0.0.1", {port})) as raw:
     control.flush().unwrap();
     let stats = wait_for(&notes, r#""stats""#);
     assert!(stats.contains(r#""tls_failed":1"#), "{stats}");
-    assert!(stats.contains(r#""accepted":2"#), "{stats}");
+    assert!(stats.contains(r#""accepted":3"#), "{stats}");
+    assert!(stats.contains(r#""auth_failed":1"#), "{stats}");
 }
