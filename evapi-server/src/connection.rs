@@ -67,7 +67,7 @@ pub(crate) struct Admitted {
 pub(crate) fn admit<R>(stream: Accepted, peer: SocketAddr, ctx: &Ctx<R>) -> Option<Admitted> {
     let shared = &ctx.handle.shared;
     let config = &shared.config;
-    let local = matches!(stream, Accepted::Unix(_));
+    let local = matches!(stream, Accepted::Unix(_) | Accepted::Memory(_));
     if !local && !config.allows(peer.ip()) {
         shared
             .counters
@@ -79,7 +79,7 @@ pub(crate) fn admit<R>(stream: Accepted, peer: SocketAddr, ctx: &Ctx<R>) -> Opti
     if let Some(cap) = config.max_clients_per_ip.filter(|_| !local) {
         let mut from_ip = 0;
         shared.registry.for_each(|c| {
-            if c.peer.ip() == peer.ip() && c.transport != Transport::Unix {
+            if c.peer.ip() == peer.ip() && matches!(c.transport, Transport::Tcp | Transport::Tls) {
                 from_ip += 1;
             }
         });
@@ -123,6 +123,7 @@ pub(crate) fn admit<R>(stream: Accepted, peer: SocketAddr, ctx: &Ctx<R>) -> Opti
             }
         }
         Accepted::Unix(_) => Transport::Unix,
+        Accepted::Memory(_) => Transport::Memory,
     };
     let closing = shared.shutdown.child_token();
     let (queue, queue_bytes) = (config.client_queue, config.client_queue_bytes);
@@ -141,6 +142,11 @@ pub(crate) fn admit<R>(stream: Accepted, peer: SocketAddr, ctx: &Ctx<R>) -> Opti
         permit,
         registered,
     })
+}
+
+/// Whether a transport is local to this host (no address to throttle or cap).
+fn local(transport: Transport) -> bool {
+    matches!(transport, Transport::Unix | Transport::Memory)
 }
 
 /// Socket options for an accepted TCP connection.
@@ -200,6 +206,10 @@ pub(crate) async fn serve<R: EventRoutes>(admitted: Admitted, ctx: Arc<Ctx<R>>) 
         match stream {
             Accepted::Unix(unix) => {
                 let (rd, wr) = unix.into_split();
+                run(rd, wr, conn, registered, &ctx).await;
+            }
+            Accepted::Memory(duplex) => {
+                let (rd, wr) = tokio::io::split(duplex);
                 run(rd, wr, conn, registered, &ctx).await;
             }
             Accepted::Tcp(tcp) => match shared.tls() {
@@ -264,7 +274,7 @@ where
         let ip = conn.peer.ip();
         match authenticate(&mut input, &tokens, &conn, &shared).await {
             Ok(name) => {
-                if conn.transport != Transport::Unix {
+                if !local(conn.transport) {
                     shared.throttle().succeeded(ip);
                 }
                 info!(auth = %name, "client authenticated");
@@ -278,7 +288,7 @@ where
             }
             Err(why) => {
                 shared.counters.auth_failed.fetch_add(1, Ordering::Relaxed);
-                if conn.transport != Transport::Unix && why != Refused::Closed {
+                if !local(conn.transport) && why != Refused::Closed {
                     shared.throttle().failed(ip, std::time::Instant::now());
                 }
                 warn!(reason = why.describe(), "authentication failed, closing");

@@ -14,7 +14,8 @@
 //! - [`control`]: the JSON-lines control and notification interface of the binary.
 //! - [`signal`]: waiting for SIGINT/SIGTERM, for binaries; `args` (feature `cli`):
 //!   the security flags shared by the binaries that run a socket.
-//! - [`transport`]: the [`Listener`] seam (TCP, Unix socket); [`tls`]: rustls setup
+//! - [`transport`]: the [`Listener`] seam (TCP, Unix socket, in-memory streams for
+//!   tests and same-process clients); [`tls`]: rustls setup
 //!   and client identity; [`auth`]: tokens, the first-frame handshake, the slowdown
 //!   of failing addresses; [`rate`]: the per-client rate limit.
 //! - `registry`, `connection`, `outbox`, `writer`, `workers` (private): the client

@@ -65,6 +65,8 @@ pub enum Transport {
     Tls,
     /// A Unix domain socket (local; `srcaddr` is 127.0.0.1 and `srcport` 0).
     Unix,
+    /// An in-memory stream in the same process (as `Unix` for addresses).
+    Memory,
 }
 
 impl Transport {
@@ -75,6 +77,7 @@ impl Transport {
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
             Transport::Unix => "unix",
+            Transport::Memory => "memory",
         }
     }
 }

@@ -48,7 +48,7 @@ impl<R: EventRoutes> Server<R> {
     /// Serve `listener` until `shutdown` resolves or [`Handle::shutdown`] is called,
     /// then close every connection gracefully and return.
     pub async fn run(self, listener: impl Into<Listener>, shutdown: impl Future<Output = ()>) {
-        let listener = listener.into();
+        let mut listener = listener.into();
         let shared = Arc::clone(&self.handle.shared);
         let config = &shared.config;
         let tracker = TaskTracker::new();

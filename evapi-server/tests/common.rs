@@ -74,6 +74,32 @@ pub async fn start_with(config: Config, admit: fn(&ClientEnv) -> Admit) -> TestS
     }
 }
 
+/// A server on an in-memory listener (no sockets), and the connector to reach it.
+pub async fn start_memory(
+    config: Config,
+) -> (TestServer, evapi_server::transport::MemoryConnector) {
+    let (listener, connector) = evapi_server::transport::memory();
+    let (tx, events) = mpsc::channel(200_000);
+    let framing = config.framing;
+    let server = Server::new(
+        config,
+        Recorder {
+            tx,
+            admit: |_| Admit::Accept,
+        },
+    );
+    let handle = server.handle();
+    let task = tokio::spawn(server.run(listener, std::future::pending()));
+    let server = TestServer {
+        handle,
+        addr: evapi_server::transport::UNIX_PEER,
+        events,
+        task,
+        framing,
+    };
+    (server, connector)
+}
+
 impl TestServer {
     /// The next route call.
     pub async fn next(&mut self) -> Ev {

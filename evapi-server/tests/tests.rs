@@ -15,3 +15,5 @@ mod slow;
 mod shutdown;
 // the evapi-server binary: control lines, notifications, exit codes.
 mod binary;
+// in-memory connections (no sockets), time-driven limits on a paused clock.
+mod memory;
