@@ -15,7 +15,9 @@ use evapi_server::config::{
     DEFAULT_BIND, DEFAULT_CLIENT_QUEUE, DEFAULT_MAX_CLIENTS, DEFAULT_WORKERS,
 };
 use evapi_server::control::{self, JsonLines};
-use evapi_server::{Config, Handle, Listener, OversizePolicy, Server, SlowClientPolicy};
+use evapi_server::{
+    Config, Handle, Listener, OversizePolicy, Server, SlowClientPolicy, UnicastPolicy,
+};
 use ipnet::IpNet;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
@@ -60,7 +62,7 @@ Examples:
 Commands (JSON lines):
   {\"relay\": P}   {\"multicast\": P, \"tag\": T}   {\"unicast\": P, \"tag\": T}
   {\"close\": N}   {\"close\": {\"connid\": C}}     {\"set_tag\": T, \"conidx\": N}
-  {\"clients\": true}   {\"stats\": true}
+  {\"close_tag\": T}   {\"clients\": true}   {\"stats\": true}   {\"drain\": true}
   P: a JSON string is sent as its text, other JSON as compact JSON;
      add \"encoding\":\"base64\" to send raw bytes. An \"id\" is echoed in the reply."
 )]
@@ -139,6 +141,11 @@ pub struct Args {
     #[arg(long, env = "EVAPI_OVERSIZE", value_enum, default_value_t = Oversize::Close)]
     pub oversize: Oversize,
 
+    /// Which client of a tag a unicast goes to: first (lowest conidx, as Kamailio),
+    /// round-robin, least-queued, or hash (by the command's "key").
+    #[arg(long, env = "EVAPI_UNICAST_POLICY", default_value = "first", value_parser = parse_policy)]
+    pub unicast_policy: UnicastPolicy,
+
     /// Also accept control connections (JSON lines over TCP) on this address.
     #[arg(long, env = "EVAPI_CONTROL", value_parser = evapi_cli::addr::evapi)]
     pub control: Option<SocketAddr>,
@@ -210,6 +217,11 @@ pub enum SlowClient {
     Drop,
 }
 
+fn parse_policy(s: &str) -> Result<UnicastPolicy, String> {
+    UnicastPolicy::from_name(s)
+        .ok_or_else(|| format!("{s:?}: expected first, round-robin, least-queued or hash"))
+}
+
 fn parse_net(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
@@ -241,6 +253,7 @@ impl Args {
                 Oversize::Close => OversizePolicy::Close,
                 Oversize::Skip => OversizePolicy::Skip,
             },
+            unicast_policy: self.unicast_policy,
             ..Config::default()
         }
     }

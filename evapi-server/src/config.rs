@@ -68,6 +68,43 @@ pub enum SlowClientPolicy {
     Drop,
 }
 
+/// Which client of a tag a unicast goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnicastPolicy {
+    /// The lowest `conidx` with the tag, as Kamailio: one instance gets everything.
+    #[default]
+    First,
+    /// Each client of the tag in turn.
+    RoundRobin,
+    /// The client with the fewest bytes waiting in its queue (lowest `conidx` on ties).
+    LeastQueued,
+    /// By a key (for the simulator, the Call-ID): the same key goes to the same
+    /// client while it is connected (rendezvous hashing, so a client joining or
+    /// leaving moves only its own share of keys). Without a key: as `First`.
+    Hash,
+}
+
+impl UnicastPolicy {
+    /// The name used on the command line and in control commands.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            UnicastPolicy::First => "first",
+            UnicastPolicy::RoundRobin => "round-robin",
+            UnicastPolicy::LeastQueued => "least-queued",
+            UnicastPolicy::Hash => "hash",
+        }
+    }
+
+    /// The policy named `name` (as [`name`](Self::name) gives).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::First, Self::RoundRobin, Self::LeastQueued, Self::Hash]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+}
+
 /// What to do with a client frame over `max_frame`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OversizePolicy {
@@ -167,6 +204,9 @@ pub struct Config {
     /// TCP keepalive on every accepted TCP connection (default [`DEFAULT_KEEPALIVE`]);
     /// `None`: the system's timings (Linux: 2 hours).
     pub keepalive: Option<Keepalive>,
+    /// Which client of a tag [`Handle::unicast`](crate::Handle::unicast) picks
+    /// (default [`UnicastPolicy::First`], as Kamailio).
+    pub unicast_policy: UnicastPolicy,
 }
 
 impl Default for Config {
@@ -197,6 +237,7 @@ impl Default for Config {
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             max_rate: Rate::default(),
             keepalive: Some(DEFAULT_KEEPALIVE),
+            unicast_policy: UnicastPolicy::First,
         }
     }
 }

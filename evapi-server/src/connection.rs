@@ -311,7 +311,7 @@ where
         }
         Admit::AcceptWithTag(tag) => {
             match check_tag(&tag) {
-                Ok(()) => conn.set_tag(Some(tag.into())),
+                Ok(()) => shared.registry.set_tag(&conn, Some(tag.into())),
                 Err(e) => warn!(error = %e, "connection-new: tag not set"),
             }
             conn.accept();
@@ -331,6 +331,7 @@ where
     let _ = writer.await;
     let reason = conn.reason_or(reason);
     info!(%reason, "client disconnected");
+    shared.counters.closed[reason.index()].fetch_add(1, Ordering::Relaxed);
     if !ctx.workers.closed(client.clone(), reason).await {
         ctx.routes
             .connection_closed(&ctx.handle, &client, reason)

@@ -7,7 +7,9 @@
 //! |---|---|
 //! | `{"relay": P}` | `{"ok":true,"delivered":N}` |
 //! | `{"multicast": P, "tag": T}` | same |
-//! | `{"unicast": P, "tag": T}` | same |
+//! | `{"unicast": P, "tag": T}` (optional `"policy"`: first, round-robin, least-queued, hash; `"key"` for hash) | same |
+//! | `{"close_tag": T}` | `{"ok":true,"closed":N}` |
+//! | `{"drain": true}` (stop accepting; exit once the clients have left) | `{"ok":true,"draining":N}` |
 //! | `{"close": true, "conidx": N}` or `"connid": C` (older: `{"close": N}`, `{"close": {"connid": C}}`) | `{"ok":true}` |
 //! | `{"set_tag": T, "conidx": N}` (or `"connid": C`) | `{"ok":true}` |
 //! | `{"clients": true}` | `{"ok":true,"clients":[...]}` |
@@ -33,12 +35,14 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::config::UnicastPolicy;
 use crate::handle::{Delivery, RelayError, Target};
 use crate::routes::{ClientEnv, CloseReason, EventRoutes, Transport};
 use crate::Handle;
 
 /// The command names, for error messages.
-const COMMANDS: &str = "relay, multicast, unicast, close, set_tag, clients, stats";
+const COMMANDS: &str =
+    "relay, multicast, unicast, close, close_tag, set_tag, clients, stats, drain";
 
 /// Whether a control connection's first line is `{"auth":"<token>"}` with this
 /// token (compared in constant time).
@@ -88,7 +92,27 @@ fn run(handle: &Handle, cmd: &Map<String, Value>) -> Result<Value, String> {
         delivered(handle.multicast(&payload, tag(cmd, "tag")?))
     } else if cmd.contains_key("unicast") {
         let payload = payload(cmd, "unicast")?;
-        delivered(handle.unicast(&payload, tag(cmd, "tag")?))
+        let policy = match cmd.get("policy") {
+            None | Some(Value::Null) => handle.config().unicast_policy,
+            Some(Value::String(p)) => UnicastPolicy::from_name(p).ok_or_else(|| {
+                format!("policy: unknown {p:?}; expected first, round-robin, least-queued or hash")
+            })?,
+            Some(other) => return Err(format!("policy: expected a string, got {}", kind(other))),
+        };
+        let key = match cmd.get("key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) => Some(k.as_bytes()),
+            Some(other) => return Err(format!("key: expected a string, got {}", kind(other))),
+        };
+        delivered(handle.unicast_by(&payload, tag(cmd, "tag")?, policy, key))
+    } else if cmd.contains_key("close_tag") {
+        let n = handle
+            .close_tag(tag(cmd, "close_tag")?)
+            .map_err(|e| e.to_string())?;
+        Ok(json!({ "closed": n }))
+    } else if cmd.contains_key("drain") {
+        handle.drain();
+        Ok(json!({ "draining": handle.connected() }))
     } else if let Some(target) = cmd.get("close") {
         // One form for every command: the target as a field beside the verb
         // (`{"close":true,"connid":C}`, as set_tag); the older value forms still work.

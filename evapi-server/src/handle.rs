@@ -23,8 +23,9 @@ use tracing::{debug, warn};
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{Throttle, Tokens};
-use crate::config::{Config, SlowClientPolicy, MAX_TAG_LEN};
+use crate::config::{Config, SlowClientPolicy, UnicastPolicy, MAX_TAG_LEN};
 use crate::outbox::{Push, COALESCE_MAX};
+use crate::registry::Tagged;
 use crate::registry::{Conn, Registry};
 use crate::routes::{CloseReason, Transport};
 
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// Cancelled on shutdown; every connection's token is a child of it.
     pub shutdown: CancellationToken,
+    /// Cancelled by [`Handle::drain`]: stop accepting, let clients finish.
+    pub draining: CancellationToken,
     /// Bytes queued for all clients, against [`Config::max_queued_bytes`].
     pub queued_total: Arc<crate::outbox::Total>,
     /// The TLS setup new connections get (replaced on reload; existing ones keep theirs).
@@ -91,6 +94,9 @@ pub(crate) struct Counters {
     pub auth_failed: AtomicU64,
     pub refused_throttled: AtomicU64,
     pub rate_limited: AtomicU64,
+    pub relay_no_client: AtomicU64,
+    /// Connections ended, by [`CloseReason::index`].
+    pub closed: [AtomicU64; CloseReason::ALL.len()],
 }
 
 /// A connection, named by its slot (`conidx`, reused) or its lifetime-unique `connid`.
@@ -137,6 +143,9 @@ pub enum ControlError {
     /// No client in that slot.
     #[error("no client at conidx {0}")]
     NoConidx(usize),
+    /// No client has this tag.
+    #[error("no client with tag {0:?}")]
+    NoTag(String),
     /// That connection is gone (a connid is never reused, so it never hits another client).
     #[error("no client with connid {0}")]
     NoConnid(u64),
@@ -249,6 +258,10 @@ pub struct Stats {
     pub refused_throttled: u64,
     /// Times a client's reading was paused for going over [`Config::max_rate`].
     pub rate_limited: u64,
+    /// Relay, multicast and unicast calls that found no client (or none with the tag).
+    pub relay_no_client: u64,
+    /// Connections ended (those that reached connection-new), by reason name.
+    pub closed: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// A cloneable handle on a running (or about to run) server.
@@ -269,6 +282,7 @@ impl Handle {
                 registry: Registry::default(),
                 counters: Counters::default(),
                 shutdown: CancellationToken::new(),
+                draining: CancellationToken::new(),
             }),
         }
     }
@@ -334,6 +348,7 @@ impl Handle {
         })?;
         if delivery == Delivery::default() {
             debug!("relay: no client connected");
+            self.no_client();
             return Err(RelayError::NoClient);
         }
         Ok(self.count(delivery))
@@ -347,36 +362,95 @@ impl Handle {
     pub fn multicast(&self, payload: &[u8], tag: &str) -> Result<Delivery, RelayError> {
         let delivery = self.with_frame(payload, |frame, shared| {
             let mut delivery = Delivery::default();
-            self.shared.registry.for_each(|conn| {
-                if conn.has_tag(tag) {
+            self.shared.registry.with_tag(tag, |tagged| {
+                for conn in tagged.map_or(&[][..], |t| &t.conns) {
                     self.offer(conn, frame, shared, &mut delivery);
                 }
             });
             delivery
         })?;
         if delivery == Delivery::default() {
+            self.no_client();
             return Err(RelayError::NoTag(tag.to_owned()));
         }
         Ok(self.count(delivery))
     }
 
-    /// `evapi_unicast`: send `payload` to the first client (lowest conidx) tagged `tag`.
+    /// `evapi_unicast`: send `payload` to one client tagged `tag`, picked by the
+    /// configured [`UnicastPolicy`] (by default the lowest conidx, as Kamailio).
     ///
     /// # Errors
     ///
     /// [`RelayError::Empty`], [`RelayError::NoTag`], or an encode error.
     pub fn unicast(&self, payload: &[u8], tag: &str) -> Result<Delivery, RelayError> {
+        self.unicast_by(payload, tag, self.shared.config.unicast_policy, None)
+    }
+
+    /// [`unicast`](Self::unicast) with this `policy`, and for [`UnicastPolicy::Hash`]
+    /// this `key` (the same key reaches the same client while it is connected).
+    ///
+    /// # Errors
+    ///
+    /// As [`unicast`](Self::unicast).
+    pub fn unicast_by(
+        &self,
+        payload: &[u8],
+        tag: &str,
+        policy: UnicastPolicy,
+        key: Option<&[u8]>,
+    ) -> Result<Delivery, RelayError> {
         let delivery = self.with_frame(payload, |frame, shared| {
             let conn = self
                 .shared
                 .registry
-                .find(|c| c.is_accepted() && c.has_tag(tag))?;
+                .with_tag(tag, |tagged| pick(tagged?, policy, key))?;
             let mut delivery = Delivery::default();
             self.offer(&conn, frame, shared, &mut delivery);
             Some(delivery)
         })?;
-        let delivery = delivery.ok_or_else(|| RelayError::NoTag(tag.to_owned()))?;
+        let Some(delivery) = delivery else {
+            self.no_client();
+            return Err(RelayError::NoTag(tag.to_owned()));
+        };
         Ok(self.count(delivery))
+    }
+
+    /// Close every client tagged `tag` (after flushing their queues); how many.
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::NoTag`] when no client has the tag.
+    pub fn close_tag(&self, tag: &str) -> Result<usize, ControlError> {
+        let conns: Vec<Arc<Conn>> = self
+            .shared
+            .registry
+            .with_tag(tag, |t| t.map(|t| t.conns.clone()).unwrap_or_default());
+        if conns.is_empty() {
+            return Err(ControlError::NoTag(tag.to_owned()));
+        }
+        for conn in &conns {
+            conn.close(CloseReason::Server);
+        }
+        Ok(conns.len())
+    }
+
+    /// Stop accepting new connections and let the connected clients finish: the
+    /// server's `run` returns once the last one is gone (or at shutdown).
+    pub fn drain(&self) {
+        self.shared.draining.cancel();
+    }
+
+    /// Whether [`drain`](Self::drain) was called.
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.is_cancelled()
+    }
+
+    fn no_client(&self) {
+        self.shared
+            .counters
+            .relay_no_client
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// `evapi_close`: close a client, after flushing what is queued to it (within the
@@ -399,7 +473,9 @@ impl Handle {
     pub fn set_tag(&self, target: Target, tag: &str) -> Result<(), ControlError> {
         check_tag(tag)?;
         let conn = self.lookup(target)?;
-        conn.set_tag((!tag.is_empty()).then(|| Arc::from(tag)));
+        self.shared
+            .registry
+            .set_tag(&conn, (!tag.is_empty()).then(|| Arc::from(tag)));
         Ok(())
     }
 
@@ -478,6 +554,12 @@ impl Handle {
             auth_failed: get(&c.auth_failed),
             refused_throttled: get(&c.refused_throttled),
             rate_limited: get(&c.rate_limited),
+            relay_no_client: get(&c.relay_no_client),
+            closed: CloseReason::ALL
+                .iter()
+                .map(|r| (r.name(), get(&c.closed[r.index()])))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
         }
     }
 
@@ -584,4 +666,30 @@ pub(crate) fn check_tag(tag: &str) -> Result<(), ControlError> {
         });
     }
     Ok(())
+}
+
+/// The accepted client of `tagged` that `policy` picks.
+fn pick(tagged: &Tagged, policy: UnicastPolicy, key: Option<&[u8]>) -> Option<Arc<Conn>> {
+    let accepted = || tagged.conns.iter().filter(|c| c.is_accepted());
+    let chosen = match (policy, key) {
+        (UnicastPolicy::First, _) | (UnicastPolicy::Hash, None) => accepted().next(),
+        (UnicastPolicy::RoundRobin, _) => {
+            let n = accepted().count();
+            if n == 0 {
+                return None;
+            }
+            let turn = tagged.next.fetch_add(1, Ordering::Relaxed);
+            accepted().nth(turn % n)
+        }
+        (UnicastPolicy::LeastQueued, _) => accepted().min_by_key(|c| c.outbox.bytes()),
+        // Rendezvous hashing: the client with the highest hash of (key, connid).
+        (UnicastPolicy::Hash, Some(key)) => accepted().max_by_key(|c| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key.hash(&mut h);
+            c.connid.hash(&mut h);
+            h.finish()
+        }),
+    };
+    chosen.cloned()
 }

@@ -63,7 +63,7 @@ pub mod transport;
 mod workers;
 mod writer;
 
-pub use config::{Config, OversizePolicy, SlowClientPolicy};
+pub use config::{Config, OversizePolicy, SlowClientPolicy, UnicastPolicy};
 pub use handle::{
     ClientInfo, ControlError, Delivery, Handle, RelayError, ReloadError, Stats, Target,
 };

@@ -6,6 +6,7 @@
 //! held across an `.await`: relays take the read lock, iterate and push into each
 //! client's bounded [`Outbox`], which never waits.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
@@ -97,16 +98,12 @@ impl Conn {
             .clone()
     }
 
-    pub fn set_tag(&self, tag: Option<Arc<str>>) {
-        *self.tag.lock().unwrap_or_else(PoisonError::into_inner) = tag;
-    }
-
-    pub fn has_tag(&self, tag: &str) -> bool {
-        self.tag
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_deref()
-            == Some(tag)
+    /// Only through [`Registry::set_tag`], which keeps the tag index in step.
+    fn replace_tag(&self, tag: Option<Arc<str>>) -> Option<Arc<str>> {
+        std::mem::replace(
+            &mut *self.tag.lock().unwrap_or_else(PoisonError::into_inner),
+            tag,
+        )
     }
 
     /// Ask the connection to end for `reason` (ignored if it is already ending).
@@ -147,10 +144,19 @@ impl Conn {
     }
 }
 
-/// The slot table.
+/// The clients with one tag, in conidx order, and where round-robin is.
+#[derive(Debug, Default)]
+pub(crate) struct Tagged {
+    pub conns: Vec<Arc<Conn>>,
+    pub next: std::sync::atomic::AtomicUsize,
+}
+
+/// The slot table, and an index of clients by tag (so multicast and unicast look at
+/// the clients of their tag only, not at every client).
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     slots: RwLock<Vec<Option<Arc<Conn>>>>,
+    by_tag: RwLock<HashMap<Arc<str>, Tagged>>,
     next_connid: AtomicU64,
 }
 
@@ -172,8 +178,50 @@ impl Registry {
         conn
     }
 
+    /// Tag `conn` (`None` clears its tag), keeping the index in step.
+    pub fn set_tag(&self, conn: &Arc<Conn>, tag: Option<Arc<str>>) {
+        // Lock order: the index, then the slots (as in `remove`), so a connection that
+        // is being removed is never indexed again.
+        let mut index = self.by_tag.write().unwrap_or_else(PoisonError::into_inner);
+        if self
+            .by_conidx(conn.conidx)
+            .is_none_or(|c| c.connid != conn.connid)
+        {
+            return;
+        }
+        let old = conn.replace_tag(tag.clone());
+        if let Some(old) = old {
+            Self::unindex(&mut index, &old, conn.connid);
+        }
+        if let Some(tag) = tag {
+            let entry = index.entry(tag).or_default();
+            let at = entry.conns.partition_point(|c| c.conidx < conn.conidx);
+            entry.conns.insert(at, Arc::clone(conn));
+        }
+    }
+
+    fn unindex(index: &mut HashMap<Arc<str>, Tagged>, tag: &str, connid: u64) {
+        if let Some(entry) = index.get_mut(tag) {
+            entry.conns.retain(|c| c.connid != connid);
+            if entry.conns.is_empty() {
+                index.remove(tag);
+            }
+        }
+    }
+
+    /// Run `f` with the clients tagged `tag` (under the index's read lock: `f` must not
+    /// block).
+    pub fn with_tag<T>(&self, tag: &str, f: impl FnOnce(Option<&Tagged>) -> T) -> T {
+        let index = self.by_tag.read().unwrap_or_else(PoisonError::into_inner);
+        f(index.get(tag))
+    }
+
     /// Free the connection's slot (only if it still holds that connection).
     pub fn remove(&self, conn: &Conn) {
+        let mut index = self.by_tag.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tag) = conn.tag() {
+            Self::unindex(&mut index, &tag, conn.connid);
+        }
         let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(slot) = slots.get_mut(conn.conidx) {
             if slot.as_ref().is_some_and(|c| c.connid == conn.connid) {

@@ -129,6 +129,37 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in [`index`](Self::index) order.
+    pub const ALL: [CloseReason; 10] = [
+        CloseReason::Peer,
+        CloseReason::Reset,
+        CloseReason::BadFrame,
+        CloseReason::SlowClient,
+        CloseReason::SendTimeout,
+        CloseReason::Server,
+        CloseReason::Rejected,
+        CloseReason::Shutdown,
+        CloseReason::ReadTimeout,
+        CloseReason::IdleTimeout,
+    ];
+
+    /// A dense index, for counting by reason.
+    #[must_use]
+    pub fn index(self) -> usize {
+        match self {
+            CloseReason::Peer => 0,
+            CloseReason::Reset => 1,
+            CloseReason::BadFrame => 2,
+            CloseReason::SlowClient => 3,
+            CloseReason::SendTimeout => 4,
+            CloseReason::Server => 5,
+            CloseReason::Rejected => 6,
+            CloseReason::Shutdown => 7,
+            CloseReason::ReadTimeout => 8,
+            CloseReason::IdleTimeout => 9,
+        }
+    }
+
     /// The lower-case name used in notifications and logs.
     #[must_use]
     pub fn name(self) -> &'static str {

@@ -22,6 +22,9 @@ use crate::{Config, Handle};
 /// Pause after a failed accept (for example out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// How often a draining server looks whether its last client left.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+
 /// An evapi event socket with the embedder's routes.
 #[derive(Debug)]
 pub struct Server<R> {
@@ -62,10 +65,15 @@ impl<R: EventRoutes> Server<R> {
               max_clients = config.max_clients, tls = shared.tls().is_some(),
               auth = shared.tokens().is_some(), "listening");
         tokio::pin!(shutdown);
+        let mut drained = false;
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = shared.shutdown.cancelled() => break,
+                () = shared.draining.cancelled() => {
+                    drained = true;
+                    break;
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         if let Some(admitted) = connection::admit(stream, peer, &ctx) {
@@ -80,6 +88,21 @@ impl<R: EventRoutes> Server<R> {
             }
         }
         drop(listener);
+        if drained {
+            // Draining: no new connections (the listener is closed); the clients
+            // finish on their own, unless shutdown comes first.
+            info!(
+                connected = shared.registry.len(),
+                "draining: not accepting, waiting for clients to leave"
+            );
+            while shared.registry.len() > 0 {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = shared.shutdown.cancelled() => break,
+                    () = tokio::time::sleep(DRAIN_POLL) => {}
+                }
+            }
+        }
         info!(connected = shared.registry.len(), "shutting down");
         shared.shutdown.cancel();
         // The workers end once the last connection drops its copy of their queues.
