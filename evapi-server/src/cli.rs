@@ -146,6 +146,13 @@ pub struct Args {
     #[arg(long, env = "EVAPI_UNICAST_POLICY", default_value = "first", value_parser = parse_policy)]
     pub unicast_policy: UnicastPolicy,
 
+    /// Serve Prometheus metrics at GET /metrics, and the admin API (/clients, /stats,
+    /// POST /clients/{connid}/close, /tags/{tag}/close, /drain ...), on this address.
+    /// Admin requests need `Authorization: Bearer` with --control-token when it is set;
+    /// without one they are served on a loopback address only.
+    #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi)]
+    pub metrics: Option<SocketAddr>,
+
     /// Also accept control connections (JSON lines over TCP) on this address.
     #[arg(long, env = "EVAPI_CONTROL", value_parser = evapi_cli::addr::evapi)]
     pub control: Option<SocketAddr>,
@@ -328,6 +335,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let metrics = match args.metrics {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind metrics address {addr}"))?,
+        ),
+        None => None,
+    };
     let control_unix = match &args.control_unix {
         Some(path) => Some(bind_unix(path, args.unix_mode)?),
         None => None,
@@ -342,6 +357,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.control_unix {
         hello["control_unix"] = path.display().to_string().into();
+    }
+    if let Some(metrics) = &metrics {
+        hello["metrics"] = metrics.local_addr()?.to_string().into();
     }
     let _ = out_tx.send(hello.to_string()).await;
 
@@ -373,6 +391,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         ))
     });
     let reload_task = tokio::spawn(reload_on_hangup(args.security.clone(), handle.clone()));
+    let metrics_task = metrics.map(|l| {
+        let api = evapi_server::http::HttpApi::new(
+            evapi_server::metrics::registry(&handle),
+            Some(handle.clone()),
+            args.control_token.clone().map(Arc::from),
+        );
+        tokio::spawn(evapi_server::http::serve(l, api, std::future::pending()))
+    });
 
     server
         .run(listener, async {
@@ -383,7 +409,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     stdin_task.abort();
     reload_task.abort();
-    for task in [control_task, control_unix_task].into_iter().flatten() {
+    for task in [control_task, control_unix_task, metrics_task]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     for path in [&args.unix, &args.control_unix].into_iter().flatten() {

@@ -18,6 +18,8 @@
 //!   tests and same-process clients); [`tls`]: rustls setup
 //!   and client identity; [`auth`]: tokens, the first-frame handshake, the slowdown
 //!   of failing addresses; [`rate`]: the per-client rate limit.
+//! - [`metrics`]: Prometheus metrics read from the server's counters at scrape time;
+//!   [`http`]: the operators' HTTP listener (`/metrics` and the admin API).
 //! - `registry`, `connection`, `outbox`, `writer`, `workers` (private): the client
 //!   table, the per-connection reader, the per-client send queue, the batched vectored
 //!   writer, the worker pool.
@@ -52,6 +54,8 @@ pub mod config;
 mod connection;
 pub mod control;
 pub mod handle;
+pub mod http;
+pub mod metrics;
 mod outbox;
 pub mod rate;
 mod registry;

@@ -1,0 +1,234 @@
+//! The HTTP listener for operators: Prometheus metrics at `GET /metrics`, and the
+//! admin API as JSON (`GET /clients`, `GET /stats`, `POST /clients/{connid}/close`,
+//! `POST /clients/{connid}/tag/{tag}`, `POST /tags/{tag}/close`, `POST /drain`).
+//!
+//! A minimal HTTP/1.1 server (hyper): bounded connections, a header read timeout, a
+//! small request buffer, no request bodies read. `/metrics` is open to whoever
+//! reaches the listener; everything else needs `Authorization: Bearer TOKEN` when a
+//! token is set, and without one is served only on a loopback listener.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::handle::Target;
+use crate::Handle;
+
+/// HTTP connections served at once; more wait in the kernel's backlog.
+pub const HTTP_MAX_CONNECTIONS: usize = 16;
+/// A request's headers must arrive within this long.
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head buffered, in bytes.
+pub const HTTP_MAX_HEAD: usize = 16 * 1024;
+/// Pause after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What the listener serves.
+#[derive(Debug)]
+pub struct HttpApi {
+    registry: Registry,
+    handle: Option<Handle>,
+    token: Option<Arc<str>>,
+    loopback: bool,
+}
+
+impl HttpApi {
+    /// Metrics from `registry`, and the admin API over `handle` when given. `token`:
+    /// what admin requests must carry as `Authorization: Bearer TOKEN`.
+    #[must_use]
+    pub fn new(registry: Registry, handle: Option<Handle>, token: Option<Arc<str>>) -> Self {
+        Self {
+            registry,
+            handle,
+            token,
+            loopback: false,
+        }
+    }
+
+    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if path == "/metrics" {
+            if req.method() != Method::GET {
+                return status(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+            }
+            let mut text = String::new();
+            if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+                return status(StatusCode::INTERNAL_SERVER_ERROR, "metrics did not encode");
+            }
+            // Prometheus asks for OpenMetrics; curl, promtool and older scrapers get the
+            // classic text format.
+            let openmetrics = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(|a| a.contains("application/openmetrics-text"));
+            let (text, kind) = if openmetrics {
+                (text, OPENMETRICS)
+            } else {
+                (crate::metrics::classic(&text), CLASSIC)
+            };
+            let mut resp = Response::new(Full::new(Bytes::from(text)));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+            return resp;
+        }
+        let Some(handle) = &self.handle else {
+            return status(StatusCode::NOT_FOUND, "only /metrics here");
+        };
+        if let Err(resp) = self.authorize(req) {
+            return resp;
+        }
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let result = match (req.method(), parts.as_slice()) {
+            (&Method::GET, ["clients"]) => Ok(json!({ "clients": handle.clients() })),
+            (&Method::GET, ["stats"]) => Ok(json!({ "stats": handle.stats() })),
+            (&Method::POST, ["clients", connid, "close"]) => connid
+                .parse()
+                .map_err(|_| (StatusCode::BAD_REQUEST, format!("not a connid: {connid:?}")))
+                .and_then(|c| {
+                    handle
+                        .close(Target::Connid(c))
+                        .map_err(|e| (StatusCode::NOT_FOUND, e.to_string()))
+                })
+                .map(|()| json!({})),
+            (&Method::POST, ["clients", connid, "tag", tag]) => connid
+                .parse()
+                .map_err(|_| (StatusCode::BAD_REQUEST, format!("not a connid: {connid:?}")))
+                .and_then(|c| {
+                    handle
+                        .set_tag(Target::Connid(c), tag)
+                        .map_err(|e| (StatusCode::NOT_FOUND, e.to_string()))
+                })
+                .map(|()| json!({})),
+            (&Method::POST, ["tags", tag, "close"]) => handle
+                .close_tag(tag)
+                .map(|n| json!({ "closed": n }))
+                .map_err(|e| (StatusCode::NOT_FOUND, e.to_string())),
+            (&Method::POST, ["drain"]) => {
+                handle.drain();
+                Ok(json!({ "draining": handle.connected() }))
+            }
+            (_, ["clients" | "stats" | "drain", ..] | ["tags", ..]) => Err((
+                StatusCode::METHOD_NOT_ALLOWED,
+                "GET /clients, /stats; POST /clients/{connid}/close, /clients/{connid}/tag/{tag}, /tags/{tag}/close, /drain".to_owned(),
+            )),
+            _ => Err((StatusCode::NOT_FOUND, format!("no such path: {path}"))),
+        };
+        match result {
+            Ok(mut body) => {
+                body["ok"] = true.into();
+                json_response(StatusCode::OK, &body)
+            }
+            Err((code, error)) => json_response(code, &json!({ "ok": false, "error": error })),
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn authorize(&self, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+        match &self.token {
+            Some(token) => {
+                let given = req
+                    .headers()
+                    .get(AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or("");
+                if crate::auth::token_matches(given.as_bytes(), token.as_bytes()) {
+                    Ok(())
+                } else {
+                    Err(json_response(
+                        StatusCode::UNAUTHORIZED,
+                        &json!({ "ok": false, "error": "admin needs Authorization: Bearer TOKEN" }),
+                    ))
+                }
+            }
+            None if self.loopback => Ok(()),
+            None => Err(json_response(
+                StatusCode::FORBIDDEN,
+                &json!({ "ok": false, "error": "admin off loopback needs a token" }),
+            )),
+        }
+    }
+}
+
+fn status(code: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *resp.status_mut() = code;
+    resp
+}
+
+fn json_response(code: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = code;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Serve `api` on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, api: HttpApi, shutdown: impl Future<Output = ()>) {
+    let mut api = api;
+    api.loopback = listener
+        .local_addr()
+        .is_ok_and(|a: SocketAddr| a.ip().is_loopback());
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, admin = api.handle.is_some(), "http listening");
+    }
+    let api = Arc::new(api);
+    let permits = Arc::new(Semaphore::new(HTTP_MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => return,
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let api = Arc::clone(&api);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let resp = api.respond(&req);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HTTP_HEADER_TIMEOUT)
+                .max_buf_size(HTTP_MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                debug!(%peer, error = %e, "http connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
