@@ -67,7 +67,9 @@ pub fn deliver(handle: &Handle, to: Delivery<'_>, event: &[u8]) -> bool {
     let sent = match to {
         Delivery::All => handle.relay(event),
         Delivery::Multicast(tag) => handle.multicast(event, tag),
-        Delivery::Unicast(tag) => handle.unicast(event, tag),
+        Delivery::Unicast { tag, policy, key } => {
+            handle.unicast_by(event, tag, policy, Some(key.as_bytes()))
+        }
     };
     matches!(sent, Ok(d) if d.queued > 0)
 }

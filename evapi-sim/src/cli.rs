@@ -147,6 +147,17 @@ pub struct SipArgs {
     /// 'decided by app $evapi(conidx) for $rU' (default: the code's usual phrase).
     #[arg(long, env = "EVAPI_REASON", value_name = "TEMPLATE")]
     reason: Option<String>,
+    /// Which app of the --unicast tag gets each event: first (as Kamailio),
+    /// round-robin, least-queued, or hash (by Call-ID: a call stays on one app).
+    #[arg(long, env = "EVAPI_UNICAST_POLICY", default_value = "first", value_parser = parse_policy)]
+    unicast_policy: evapi_server::UnicastPolicy,
+    /// When an INVITE's event reaches no app, answer it at once with this code (e.g.
+    /// 503) instead of holding it until --fr-inv-timer, as Kamailio does.
+    #[arg(long, env = "EVAPI_NO_APP_REPLY", value_name = "CODE")]
+    no_app_reply: Option<u16>,
+    /// Seconds in a Retry-After header on every 503 (no app, or --max-transactions).
+    #[arg(long, env = "EVAPI_RETRY_AFTER", value_name = "SECS")]
+    retry_after: Option<u32>,
     /// Most retransmissions of one final response (RFC 3261 Timer G gives 10 before
     /// Timer H). Each goes to whatever address the INVITE came from: lower it when
     /// the SIP port is reachable by others (a forged source makes us a reflector).
@@ -160,6 +171,11 @@ pub struct SipArgs {
 /// Default `--max-transactions`: 100,000 waiting INVITEs (a few hundred MB at most,
 /// most of it the kept headers).
 const DEFAULT_MAX_TRANSACTIONS: usize = 100_000;
+
+fn parse_policy(s: &str) -> Result<evapi_server::UnicastPolicy, String> {
+    evapi_server::UnicastPolicy::from_name(s)
+        .ok_or_else(|| format!("{s:?}: expected first, round-robin, least-queued or hash"))
+}
 
 fn parse_id_fields(s: &str) -> Result<IdFields, String> {
     match s.split_once(',') {
@@ -304,6 +320,12 @@ fn sip_options(sip: &SipArgs) -> Option<evapi_sim::uas::UasOptions> {
         eprintln!("evapi-sim: --code-on-timeout: {e}");
         return None;
     }
+    if let Some(code) = sip.no_app_reply {
+        if let Err(e) = evapi_proto::check_final_code(u64::from(code)) {
+            eprintln!("evapi-sim: --no-app-reply: {e}");
+            return None;
+        }
+    }
     let (action, tag) = match (&sip.unicast, &sip.multicast) {
         (Some(t), _) => (Action::AsyncUnicast, Some(t.clone())),
         (None, Some(t)) => (Action::AsyncMulticast, Some(t.clone())),
@@ -329,6 +351,8 @@ fn sip_options(sip: &SipArgs) -> Option<evapi_sim::uas::UasOptions> {
                 ..evapi_sim::tm::TmConfig::default()
             },
             max_transactions: Some(sip.max_transactions.max(1)),
+            unicast_policy: sip.unicast_policy,
+            no_app_reply: sip.no_app_reply,
         },
         server: evapi_server::Config {
             framing: sip.framing,
@@ -337,6 +361,7 @@ fn sip_options(sip: &SipArgs) -> Option<evapi_sim::uas::UasOptions> {
             ..evapi_server::Config::default()
         },
         final_retransmits: sip.final_retransmits,
+        retry_after: sip.retry_after,
     })
 }
 

@@ -326,6 +326,7 @@ impl<'a> Engine<'a> {
             refused: counters.refused,
             invalid_answers: counters.invalid_answers,
             undelivered: counters.undelivered,
+            no_app: counters.no_app,
             latency: Latency::of(&self.latency),
             duration_ms: u64::try_from(clock::now().duration_since(start).as_millis())
                 .unwrap_or(u64::MAX),
@@ -352,7 +353,7 @@ impl<'a> Engine<'a> {
         let relay = self.router.request(now, &request, ());
         let id = relay.id;
         if !apps::deliver(&self.handle, relay.to, relay.event) {
-            self.router.undelivered(Some(id));
+            self.router.undelivered(clock::now(), Some(id));
         }
     }
 

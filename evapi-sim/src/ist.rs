@@ -111,6 +111,8 @@ pub struct UasTransactions {
     /// to whatever address the INVITE came from, so a low bound limits what a forged
     /// source address can reflect.
     max_final_retransmits: u32,
+    /// Seconds for a `Retry-After` header on every 503 (RFC 3261 section 21.5.4).
+    retry_after: Option<u32>,
     txs: HashMap<TxKey, InviteTx>,
     by_dialog: HashMap<(String, u32), TxKey>,
     timers: BinaryHeap<Reverse<(Instant, Timer, TxKey)>>,
@@ -152,6 +154,7 @@ impl UasTransactions {
     pub fn with_final_retransmits(max: u32) -> Self {
         Self {
             max_final_retransmits: max,
+            retry_after: None,
             txs: HashMap::new(),
             by_dialog: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -159,6 +162,19 @@ impl UasTransactions {
             transmits: VecDeque::new(),
             counters: IstCounters::default(),
         }
+    }
+
+    /// Put `Retry-After: secs` on every 503 from now on.
+    pub fn set_retry_after(&mut self, secs: Option<u32>) {
+        self.retry_after = secs;
+    }
+
+    fn build(&self, req: &SipRequest, code: u16, reason: &str, to_tag: &str) -> Arc<[u8]> {
+        let extra = match self.retry_after {
+            Some(secs) if code == 503 => format!("Retry-After: {secs}\r\n"),
+            _ => String::new(),
+        };
+        sip::response_with(req, code, reason, Some(to_tag), &extra).into()
     }
 
     /// Counters so far.
@@ -299,13 +315,17 @@ impl UasTransactions {
     /// Send the final response of `key`; ignored unless the transaction is still
     /// Proceeding (a transaction has one final response).
     pub fn respond(&mut self, now: Instant, key: &TxKey, code: u16, reason: &str) -> bool {
+        match self.txs.get(key) {
+            Some(tx) if tx.phase == Phase::Proceeding => {}
+            _ => return false,
+        }
+        let resp = {
+            let tx = &self.txs[key];
+            self.build(&tx.req, code, reason, &tx.to_tag)
+        };
         let Some(tx) = self.txs.get_mut(key) else {
             return false;
         };
-        if tx.phase != Phase::Proceeding {
-            return false;
-        }
-        let resp: Arc<[u8]> = sip::response(&tx.req, code, reason, Some(&tx.to_tag)).into();
         tx.last = Arc::clone(&resp);
         tx.phase = Phase::Completed;
         self.transmits.push_back(Transmit {
@@ -323,7 +343,7 @@ impl UasTransactions {
     pub fn stateless(&mut self, req: &SipRequest, code: u16, peer: SocketAddr) {
         let tag = self.next_tag();
         let reason = crate::router::standard_reason(code);
-        let bytes: Arc<[u8]> = sip::response(req, code, &reason, Some(&tag)).into();
+        let bytes = self.build(req, code, &reason, &tag);
         self.transmits.push_back(Transmit { bytes, peer });
     }
 

@@ -138,6 +138,10 @@ pub struct Report {
     pub invalid_answers: u64,
     /// Events relayed to nobody (no client, or no client with the tag).
     pub undelivered: u64,
+    /// Requests answered at once because their event reached no app
+    /// (`route.no_app_reply`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub no_app: u64,
     /// Suspend-to-final latency of resumed transactions.
     pub latency: Latency,
     /// Wall time of the traffic, milliseconds.
@@ -211,6 +215,9 @@ impl Report {
         }
         let _ = writeln!(s, "  invalid answers         {:>5}", self.invalid_answers);
         let _ = writeln!(s, "  undelivered events      {:>5}", self.undelivered);
+        if self.no_app > 0 {
+            let _ = writeln!(s, "  no app (answered now)   {:>5}", self.no_app);
+        }
         let _ = writeln!(
             s,
             "\n  latency (suspend to final reply): {}",
@@ -252,6 +259,10 @@ fn us(v: u64) -> String {
     } else {
         format!("{v}us")
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

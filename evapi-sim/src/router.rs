@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use evapi_proto::{check_reason, AnswerError, AnswerReader, TransactionId, Verdict};
-use evapi_server::ClientEnv;
+use evapi_server::{ClientEnv, UnicastPolicy};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::{debug, info, warn};
@@ -57,6 +57,14 @@ pub struct RouterConfig {
     /// Transactions waiting for their final reply at once; `None`: no cap. A driver
     /// asks [`Router::is_full`] before a new request and answers 503 when it is.
     pub max_transactions: Option<usize>,
+    /// Which app of the tag an `async_unicast` event goes to; with
+    /// [`UnicastPolicy::Hash`] the key is the Call-ID, so every transaction of a call
+    /// reaches the same app.
+    pub unicast_policy: UnicastPolicy,
+    /// When a suspended request's event reaches no app: end it at once with this
+    /// final code (e.g. 503), counted as "no app", instead of holding it until
+    /// `fr_inv_timer` (Kamailio's behaviour, and the default: `None`).
+    pub no_app_reply: Option<u16>,
 }
 
 /// Where an event goes.
@@ -66,8 +74,16 @@ pub enum Delivery<'a> {
     All,
     /// Every app with this tag (`evapi_async_multicast`).
     Multicast(&'a str),
-    /// The app chosen for this tag (`evapi_async_unicast`).
-    Unicast(&'a str),
+    /// The app chosen for this tag (`evapi_async_unicast`) by `policy`, with `key`
+    /// (the Call-ID) for [`UnicastPolicy::Hash`].
+    Unicast {
+        /// The tag.
+        tag: &'a str,
+        /// How to choose among the apps with the tag.
+        policy: UnicastPolicy,
+        /// The request's Call-ID.
+        key: &'a str,
+    },
 }
 
 /// The event to send for a new request.
@@ -95,6 +111,8 @@ pub enum Cause {
     TimedOut,
     /// The request was cancelled.
     Cancelled,
+    /// Its event reached no app and [`RouterConfig::no_app_reply`] ended it at once.
+    NoApp,
 }
 
 /// A final reply to send. Exactly one per transaction.
@@ -143,6 +161,9 @@ pub struct RouterCounters {
     pub registrations: u64,
     /// Requests refused because `max_transactions` were waiting.
     pub busy: u64,
+    /// Requests answered at once because their event reached no app
+    /// ([`RouterConfig::no_app_reply`]).
+    pub no_app: u64,
 }
 
 impl RouterCounters {
@@ -169,6 +190,8 @@ pub struct Router<T> {
     event: String,
     replies: VecDeque<Reply<T>>,
     expired: Vec<Expired<Call<T>>>,
+    /// The Call-ID of the last request, for hash unicast (a buffer reused).
+    key: String,
     counters: RouterCounters,
     /// Transactions without their final reply yet.
     open: usize,
@@ -184,6 +207,7 @@ impl<T: Clone> Router<T> {
             event: String::new(),
             replies: VecDeque::new(),
             expired: Vec::new(),
+            key: String::new(),
             counters: RouterCounters::default(),
             open: 0,
         }
@@ -255,7 +279,15 @@ impl<T: Clone> Router<T> {
         let to = match self.config.action {
             Action::Relay | Action::AsyncRelay => Delivery::All,
             Action::AsyncMulticast => Delivery::Multicast(tag),
-            Action::AsyncUnicast => Delivery::Unicast(tag),
+            Action::AsyncUnicast => {
+                self.key.clear();
+                self.key.push_str(&request.call_id);
+                Delivery::Unicast {
+                    tag,
+                    policy: self.config.unicast_policy,
+                    key: &self.key,
+                }
+            }
         };
         Relay {
             id,
@@ -281,10 +313,19 @@ impl<T: Clone> Router<T> {
 
     /// The event of `id` (or of a request without a transaction) reached no app:
     /// counted; a suspended transaction waits for its timer, as in Kamailio.
-    pub fn undelivered(&mut self, id: Option<TransactionId>) {
+    /// With [`RouterConfig::no_app_reply`], a suspended transaction ends at once with
+    /// that code (its reply is then in [`Router::poll_reply`]).
+    pub fn undelivered(&mut self, now: Instant, id: Option<TransactionId>) {
         self.counters.undelivered += 1;
-        if let Some(id) = id {
-            debug!(tindex = id.index, tlabel = id.label, "event reached no app");
+        let Some(id) = id else { return };
+        debug!(tindex = id.index, tlabel = id.label, "event reached no app");
+        let Some(code) = self.config.no_app_reply else {
+            return;
+        };
+        if let Ok(call) = self.table.reply(id, code, now) {
+            let data = call.data.clone();
+            self.counters.no_app += 1;
+            self.push_reply(id, code, standard_reason(code), Cause::NoApp, data);
         }
     }
 
@@ -488,6 +529,8 @@ mod tests {
                 ..TmConfig::default()
             },
             max_transactions: None,
+            unicast_policy: UnicastPolicy::First,
+            no_app_reply: None,
         }
     }
 
@@ -631,7 +674,14 @@ mod tests {
             r.message(t0, &app(), br#"{"tag":"app"}"#),
             Message::Register("app".into())
         );
-        assert_eq!(r.request(t0, &invite(1), ()).to, Delivery::Unicast("app"));
+        assert_eq!(
+            r.request(t0, &invite(1), ()).to,
+            Delivery::Unicast {
+                tag: "app",
+                policy: UnicastPolicy::First,
+                key: "call-1"
+            }
+        );
         let mut m: Router<()> = Router::new(config(DEFAULT_EVENT, Action::AsyncMulticast));
         assert_eq!(m.request(t0, &invite(1), ()).to, Delivery::Multicast("app"));
     }

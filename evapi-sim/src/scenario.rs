@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use evapi_proto::{AnswerReader, Framing, IdFields};
+use evapi_server::UnicastPolicy;
 use serde::{Deserialize, Deserializer};
 
 use crate::router::RouterConfig;
@@ -160,6 +161,13 @@ pub struct Route {
     pub event: String,
     /// Final code of a fire-and-forget `relay`.
     pub relay_code: u16,
+    /// Which app of the tag an `async_unicast` goes to: `first` (Kamailio),
+    /// `round-robin`, `least-queued`, or `hash` (by Call-ID).
+    #[serde(deserialize_with = "policy")]
+    pub unicast_policy: UnicastPolicy,
+    /// End a suspended request whose event reached no app at once with this code
+    /// (e.g. 503) instead of waiting for `fr_inv_timer`.
+    pub no_app_reply: Option<u16>,
 }
 
 impl Default for Route {
@@ -169,8 +177,19 @@ impl Default for Route {
             tag: None,
             event: DEFAULT_EVENT.to_owned(),
             relay_code: 200,
+            unicast_policy: UnicastPolicy::First,
+            no_app_reply: None,
         }
     }
+}
+
+fn policy<'de, D: Deserializer<'de>>(d: D) -> Result<UnicastPolicy, D::Error> {
+    let name = String::deserialize(d)?;
+    UnicastPolicy::from_name(&name).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "unicast_policy {name:?}: expected first, round-robin, least-queued or hash"
+        ))
+    })
 }
 
 /// An outcome that an answer's `action` maps to.
@@ -390,6 +409,8 @@ impl Loaded {
             actions: sc.answers.actions.clone(),
             tm: sc.timers.tm(),
             max_transactions: None,
+            unicast_policy: sc.route.unicast_policy,
+            no_app_reply: sc.route.no_app_reply,
         }
     }
 }

@@ -245,6 +245,19 @@ fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
 /// code is above 100), Call-ID and CSeq copied (RFC 3261 section 8.2.6.2).
 #[must_use]
 pub fn response(req: &SipRequest, code: u16, reason: &str, to_tag: Option<&str>) -> Vec<u8> {
+    response_with(req, code, reason, to_tag, "")
+}
+
+/// [`response`] with `extra` header lines (each ending in CRLF) before the
+/// `Server` header, e.g. `Retry-After: 5\r\n` on a 503.
+#[must_use]
+pub fn response_with(
+    req: &SipRequest,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+    extra: &str,
+) -> Vec<u8> {
     let mut out = String::with_capacity(512);
     let _ = write!(out, "SIP/2.0 {code} {reason}\r\n");
     for via in req.all("Via") {
@@ -266,6 +279,7 @@ pub fn response(req: &SipRequest, code: u16, reason: &str, to_tag: Option<&str>)
         req.header("Call-ID").unwrap_or_default()
     );
     let _ = write!(out, "CSeq: {}\r\n", req.header("CSeq").unwrap_or_default());
+    out.push_str(extra);
     out.push_str("Server: evapi-sim\r\nContent-Length: 0\r\n\r\n");
     out.into_bytes()
 }

@@ -38,6 +38,8 @@ pub struct UasOptions {
     /// Most Timer G retransmissions of one final response (see
     /// [`UasTransactions::with_final_retransmits`]).
     pub final_retransmits: u32,
+    /// Seconds in a `Retry-After` header on every 503.
+    pub retry_after: Option<u32>,
 }
 
 /// What happened, printed at the end.
@@ -71,7 +73,11 @@ pub async fn run(
         socket,
         handle: handle.clone(),
         router: Router::new(options.router),
-        ist: UasTransactions::with_final_retransmits(options.final_retransmits),
+        ist: {
+            let mut ist = UasTransactions::with_final_retransmits(options.final_retransmits);
+            ist.set_retry_after(options.retry_after);
+            ist
+        },
         requests: BTreeMap::new(),
         malformed: 0,
     };
@@ -185,7 +191,7 @@ impl Uas {
                     let (id, sent) = (relay.id, apps::deliver(&self.handle, relay.to, relay.event));
                     self.ist.set_tid(&key, id);
                     if !sent {
-                        self.router.undelivered(Some(id));
+                        self.router.undelivered(now, Some(id));
                     }
                 }
             }
@@ -198,7 +204,7 @@ impl Uas {
             "MESSAGE" => {
                 let event = self.router.render(&request_of(&req, peer));
                 if !apps::deliver(&self.handle, Delivery::All, event) {
-                    self.router.undelivered(None);
+                    self.router.undelivered(now, None);
                 }
                 self.ist.stateless(&req, 200, peer);
             }
@@ -235,6 +241,7 @@ impl UasCounters {
         }
         let rows = [
             ("busy (503)", self.routing.busy),
+            ("no app", self.routing.no_app),
             ("retransmissions", self.sip.retransmissions),
             ("final retransmits", self.sip.final_retransmits),
             ("unacknowledged finals", self.sip.unacked),

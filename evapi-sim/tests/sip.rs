@@ -63,9 +63,12 @@ async fn start_routed(
                 ..TmConfig::default()
             },
             max_transactions: max,
+            unicast_policy: evapi_server::UnicastPolicy::First,
+            no_app_reply: None,
         },
         server: evapi_server::Config::default(),
         final_retransmits: evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS,
+        retry_after: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(uas::run(socket, listener, options, async {
@@ -617,4 +620,67 @@ async fn invites_past_max_transactions_get_503() {
     assert_eq!(status(&uas.recv().await), "SIP/2.0 100 Trying");
     let counters = uas.finish().await;
     assert_eq!(counters.routing.busy, 1);
+}
+
+/// --no-app-reply 503 --retry-after 5: with no app connected an INVITE is answered at
+/// once (not after fr_inv_timer), with Retry-After, and counted as "no app".
+#[tokio::test(start_paused = true)]
+async fn with_no_app_an_invite_is_answered_at_once() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sip = socket.local_addr().unwrap();
+    let answers = Answers::default();
+    let options = UasOptions {
+        router: RouterConfig {
+            action: Action::AsyncRelay,
+            tag: None,
+            relay_code: 200,
+            event: Template::parse(DEFAULT_EVENT).unwrap(),
+            reason: None,
+            reader: answers.reader(),
+            actions: answers.actions,
+            tm: TmConfig {
+                fr_inv_timer: Duration::from_secs(120),
+                ..TmConfig::default()
+            },
+            max_transactions: None,
+            unicast_policy: evapi_server::UnicastPolicy::First,
+            no_app_reply: Some(503),
+        },
+        server: evapi_server::Config::default(),
+        final_retransmits: evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS,
+        retry_after: Some(5),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(uas::run(socket, listener, options, async {
+        let _ = stopped.await;
+    }));
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let invite = request("INVITE", "z9hG4bK-na1", "call-na1", "INVITE", &phone);
+    phone.send_to(invite.as_bytes(), sip).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let recv = || async {
+        let mut buf = vec![0u8; 65535];
+        let (n, _) = tokio::time::timeout(WAIT, phone.recv_from(&mut buf))
+            .await
+            .expect("a SIP response in time")
+            .unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+    assert_eq!(status(&recv().await), "SIP/2.0 100 Trying");
+    let final_reply = recv().await;
+    assert_eq!(status(&final_reply), "SIP/2.0 503 Service Unavailable");
+    assert!(
+        final_reply.contains("\r\nRetry-After: 5\r\n"),
+        "{final_reply}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "not held until the timer"
+    );
+    let _ = stop.send(());
+    let counters = task.await.unwrap();
+    assert_eq!(counters.routing.no_app, 1);
+    assert_eq!(counters.routing.timeouts, 0);
+    assert_eq!(counters.routing.finals.get(&503), Some(&1));
 }
