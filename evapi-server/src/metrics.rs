@@ -56,8 +56,13 @@ fn gauge(
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
-/// A counter with one label, one series per `(label value, count)`.
-pub(crate) fn labelled_counter<'a>(
+/// Encode a counter with one label, one series per `(label value, count)` (for other
+/// crates' collectors too).
+///
+/// # Errors
+///
+/// When the encoder fails (a formatting error).
+pub fn labelled_counter<'a>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,

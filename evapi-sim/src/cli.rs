@@ -158,6 +158,13 @@ pub struct SipArgs {
     /// Seconds in a Retry-After header on every 503 (no app, or --max-transactions).
     #[arg(long, env = "EVAPI_RETRY_AFTER", value_name = "SECS")]
     retry_after: Option<u32>,
+    /// Serve Prometheus metrics (the socket's and the transactions') at GET /metrics,
+    /// and the socket's admin API, on this address.
+    #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi)]
+    metrics: Option<std::net::SocketAddr>,
+    /// Bearer token for admin requests on --metrics (required for them off loopback).
+    #[arg(long, env = "EVAPI_CONTROL_TOKEN", hide_env_values = true)]
+    control_token: Option<String>,
     /// Most retransmissions of one final response (RFC 3261 Timer G gives 10 before
     /// Timer H). Each goes to whatever address the INVITE came from: lower it when
     /// the SIP port is reachable by others (a forged source makes us a reflector).
@@ -260,6 +267,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let listener = tokio::net::TcpListener::bind(bind)
                     .await
                     .with_context(|| format!("cannot bind evapi address {bind}"))?;
+                if let Some(addr) = sip.metrics {
+                    let l = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("cannot bind metrics address {addr}"))?;
+                    eprintln!("metrics on http://{}/metrics", l.local_addr()?);
+                    options.metrics = Some((l, sip.control_token.clone().map(Into::into)));
+                }
                 eprintln!(
                     "SIP on udp:{} , evapi socket on {}",
                     socket.local_addr()?,
@@ -362,6 +376,7 @@ fn sip_options(sip: &SipArgs) -> Option<evapi_sim::uas::UasOptions> {
         },
         final_retransmits: sip.final_retransmits,
         retry_after: sip.retry_after,
+        metrics: None,
     })
 }
 

@@ -21,6 +21,7 @@
 //! - [`uas`]: SIP over UDP (`evapi-sim sip`), so sipp can drive the same core.
 //! - [`apps`]: the evapi-side routes that hand app messages to the driver.
 //! - [`load`]: a SIP UAC load generator with microsecond latency (`evapi-sim load`).
+//! - [`metrics`]: Prometheus metrics of the core, published by the drivers.
 //!
 //! The library prints nothing: runs report to an [`engine::Observer`] and through
 //! `tracing`.
@@ -30,6 +31,7 @@ pub mod clock;
 pub mod engine;
 pub mod ist;
 pub mod load;
+pub mod metrics;
 pub mod report;
 pub mod request;
 pub mod responders;

@@ -213,6 +213,12 @@ impl<T: Clone> Router<T> {
         }
     }
 
+    /// Transactions waiting for their final reply now.
+    #[must_use]
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
     /// Whether `max_transactions` are waiting for their final reply: a new request
     /// should then be refused (503) without a transaction. Counts the refusal.
     pub fn is_full(&mut self) -> bool {

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use crate::apps::{self, Inbound, SimRoutes};
 use crate::clock;
 use crate::ist::{Invite, IstCounters, TxKey, UasTransactions};
+use crate::metrics::SimMetrics;
 use crate::request::Request;
 use crate::router::{Delivery, Message, Router, RouterConfig, RouterCounters};
 use crate::sip::{self, SipRequest};
@@ -29,7 +30,7 @@ use crate::sip::{self, SipRequest};
 const MAX_DATAGRAM: usize = 65_535;
 
 /// Settings of the SIP front.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct UasOptions {
     /// Routing, answers, timers.
     pub router: RouterConfig,
@@ -40,6 +41,9 @@ pub struct UasOptions {
     pub final_retransmits: u32,
     /// Seconds in a `Retry-After` header on every 503.
     pub retry_after: Option<u32>,
+    /// Serve Prometheus metrics (the server's and the core's) and the admin API on
+    /// this listener; admin requests need this bearer token when one is given.
+    pub metrics: Option<(TcpListener, Option<std::sync::Arc<str>>)>,
 }
 
 /// What happened, printed at the end.
@@ -69,6 +73,15 @@ pub async fn run(
     let server = Server::new(options.server, SimRoutes::new(tx));
     let handle = server.handle();
     let server_task = tokio::spawn(server.run(listener, std::future::pending()));
+    let metrics = SimMetrics::new();
+    let http_task = options.metrics.map(|(l, token)| {
+        let mut registry = evapi_server::metrics::registry(&handle);
+        metrics.register(&mut registry);
+        let api = evapi_server::http::HttpApi::new(registry, Some(handle.clone()), token);
+        tokio::spawn(evapi_server::http::serve(l, api, std::future::pending()))
+    });
+    let mut publish = tokio::time::interval(crate::metrics::PUBLISH_EVERY);
+    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut uas = Uas {
         socket,
         handle: handle.clone(),
@@ -80,6 +93,7 @@ pub async fn run(
         },
         requests: BTreeMap::new(),
         malformed: 0,
+        metrics,
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     tokio::pin!(shutdown);
@@ -106,6 +120,9 @@ pub async fn run(
                 uas.router.handle_timeout(now);
                 uas.ist.handle_timeout(now);
             }
+            _ = publish.tick(), if http_task.is_some() => {
+                uas.metrics.publish(uas.router.counters(), uas.router.open());
+            }
         }
         uas.flush().await;
     }
@@ -115,8 +132,13 @@ pub async fn run(
         uas.datagram(&buf[..n], peer);
     }
     uas.flush().await;
+    uas.metrics
+        .publish(uas.router.counters(), uas.router.open());
     handle.shutdown();
     let _ = server_task.await;
+    if let Some(task) = http_task {
+        task.abort();
+    }
     UasCounters {
         requests: uas.requests,
         malformed: uas.malformed,
@@ -133,6 +155,7 @@ struct Uas {
     ist: UasTransactions,
     requests: BTreeMap<String, u64>,
     malformed: u64,
+    metrics: SimMetrics,
 }
 
 impl Uas {
@@ -141,6 +164,9 @@ impl Uas {
     async fn flush(&mut self) {
         let now = clock::now();
         while let Some(reply) = self.router.poll_reply() {
+            if let crate::router::Cause::Answered { latency } = reply.cause {
+                self.metrics.answered(latency);
+            }
             self.ist
                 .respond(now, &reply.data, reply.code, &reply.reason);
         }

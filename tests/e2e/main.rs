@@ -17,3 +17,5 @@ mod security;
 mod tls_interop;
 // Peak RSS of the server binary under stalled readers and 1,000 slowloris connections.
 mod memory;
+// Prometheus metrics and the admin API of the binaries, checked with promtool.
+mod metrics;

@@ -1,0 +1,273 @@
+//! Metrics and the admin API of the binaries, scraped over HTTP like Prometheus does
+//! and checked with the real `promtool`; the figures must match what the run itself
+//! reports.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use evapi_tests::binary;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 request; the status code and the body.
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let code = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {raw:?}"));
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (code, body)
+}
+
+/// The value of one sample line (`name{labels} value`) in a scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn promtool(text: &str) {
+    evapi_tests::require_tool("promtool", "prometheus");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = rx.recv_timeout(PATIENCE).expect("a line in time");
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs promtool (apt-get install prometheus)"]
+fn the_servers_metrics_pass_promtool_and_admin_closes_by_tag() {
+    let token = "admin-token-0123456789";
+    let mut server = Kill(
+        Command::new(binary("evapi-server"))
+            .args(["--bind", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+            .args(["--control-token", token, "-q"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let notes = lines_of(&mut server.0);
+    let hello: serde_json::Value = serde_json::from_str(&wait_for(&notes, "listening")).unwrap();
+    let (addr, metrics) = (
+        hello["listening"].as_str().unwrap().to_owned(),
+        hello["metrics"].as_str().unwrap().to_owned(),
+    );
+    let mut stdin = server.0.stdin.take().unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.write_all(b"2:hi,").unwrap();
+        wait_for(&notes, "message-received");
+        clients.push(c);
+    }
+    writeln!(stdin, r#"{{"set_tag":"blue","conidx":0}}"#).unwrap();
+    writeln!(stdin, r#"{{"set_tag":"blue","conidx":2}}"#).unwrap();
+    writeln!(stdin, r#"{{"relay":"event"}}"#).unwrap();
+    stdin.flush().unwrap();
+    wait_for(&notes, r#""delivered":3"#);
+
+    let (code, text) = http(&metrics, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    promtool(&text);
+    assert_eq!(sample(&text, "evapi_clients"), Some(3.0));
+    assert_eq!(sample(&text, "evapi_frames_received_total"), Some(3.0));
+    assert_eq!(sample(&text, "evapi_bytes_received_total"), Some(6.0));
+    assert_eq!(sample(&text, "evapi_relays_total"), Some(1.0));
+
+    // Admin: a token is set, so it is asked for.
+    assert_eq!(http(&metrics, "GET", "/clients", None).0, 401);
+    assert_eq!(
+        http(&metrics, "POST", "/tags/blue/close", Some("wrong")).0,
+        401
+    );
+    let (code, body) = http(&metrics, "POST", "/tags/blue/close", Some(token));
+    assert_eq!((code, body.as_str()), (200, r#"{"closed":2,"ok":true}"#));
+    for _ in 0..2 {
+        assert!(wait_for(&notes, "connection-closed").contains(r#""reason":"server""#));
+    }
+    let (code, body) = http(&metrics, "GET", "/clients", Some(token));
+    assert_eq!(code, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["clients"].as_array().unwrap().len(), 1);
+    assert_eq!(list["clients"][0]["conidx"], 1, "the untagged client stays");
+    assert_eq!(
+        http(&metrics, "POST", "/clients/999/close", Some(token)).0,
+        404
+    );
+    assert_eq!(http(&metrics, "GET", "/nothing", Some(token)).0, 404);
+
+    let (_, text) = http(&metrics, "GET", "/metrics", None);
+    assert_eq!(
+        sample(&text, r#"evapi_disconnects_total{reason="server"}"#),
+        Some(2.0)
+    );
+    promtool(&text);
+}
+
+#[test]
+#[ignore = "needs promtool (apt-get install prometheus)"]
+fn the_simulators_metrics_match_its_own_counters() {
+    let mut sim = Kill(
+        Command::new(binary("evapi-sim"))
+            .args(["sip", "--listen", "127.0.0.1:0", "--bind", "127.0.0.1:0"])
+            .args(["--metrics", "127.0.0.1:0", "--fr-inv-timer", "2s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // "metrics on http://C/metrics" and "SIP on udp:A , evapi socket on B".
+    let mut err = BufReader::new(sim.0.stderr.take().unwrap());
+    let mut second = String::new();
+    let mut first = String::new();
+    err.read_line(&mut second).unwrap();
+    err.read_line(&mut first).unwrap();
+    if first.starts_with("metrics") {
+        std::mem::swap(&mut first, &mut second);
+    }
+    let (sip, evapi) = {
+        let rest = first.trim().strip_prefix("SIP on udp:").unwrap();
+        let (sip, evapi) = rest.split_once(" , evapi socket on ").unwrap();
+        (sip.to_owned(), evapi.to_owned())
+    };
+    let metrics = second
+        .trim()
+        .strip_prefix("metrics on http://")
+        .and_then(|m| m.strip_suffix("/metrics"))
+        .unwrap()
+        .to_owned();
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = err.read_to_string(&mut sink);
+    });
+    let _responder = Kill(
+        Command::new(binary("evapi-client"))
+            .args([
+                "--addr", &evapi, "--wait", "10s", "respond", "--code", "486",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Wait for the app: a scrape shows one client.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while sample(&http(&metrics, "GET", "/metrics", None).1, "evapi_clients") != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the responder never connected"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let load = Command::new(binary("evapi-sim"))
+        .args([
+            "load",
+            &sip,
+            "--rate",
+            "200",
+            "--calls",
+            "200",
+            "--expect-code",
+            "486",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    // Published every 250 ms: wait for the last calls to show.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let text = loop {
+        let (_, text) = http(&metrics, "GET", "/metrics", None);
+        if sample(&text, r#"evapi_sim_final_replies_total{code="486"}"#) == Some(200.0) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "finals never reached 200:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    promtool(&text);
+    assert_eq!(sample(&text, "evapi_sim_transactions_suspended"), Some(0.0));
+    assert_eq!(sample(&text, "evapi_sim_timeouts_total"), Some(0.0));
+    assert_eq!(
+        sample(&text, "evapi_sim_async_roundtrip_seconds_count"),
+        Some(200.0)
+    );
+    assert_eq!(
+        sample(&text, "evapi_frames_sent_total"),
+        Some(200.0),
+        "one event per call"
+    );
+    assert_eq!(
+        sample(&text, "evapi_frames_received_total"),
+        Some(200.0),
+        "one answer per call"
+    );
+}
