@@ -187,3 +187,70 @@ fn the_repl_batch_example_in_the_client_guide_runs() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out, "-- sent 1, received 0, answered automatically 0\n");
 }
+
+/// The first ```yaml block of `doc` that contains `marker`.
+fn yaml_block(doc: &str, marker: &str) -> String {
+    let text = std::fs::read_to_string(root().join(doc)).unwrap();
+    text.split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains(marker))
+        .unwrap_or_else(|| panic!("no yaml block with {marker:?} in {doc}"))
+        .to_owned()
+}
+
+/// The Prometheus configuration and alert rules in docs/operations.md: `promtool check
+/// config` accepts them (rules included), and a rule unit test shows the no-app alert
+/// fires when no client is connected, and not while one is.
+#[test]
+#[ignore = "needs promtool (apt-get install prometheus)"]
+fn the_scrape_config_and_alert_rules_in_the_operations_guide_pass_promtool() {
+    evapi_tests::require_tool("promtool", "prometheus");
+    let pki = evapi_tests::certs::Pki::new();
+    let dir = pki.dir();
+    pki.write(
+        "prometheus.yml",
+        &yaml_block("docs/operations.md", "scrape_configs"),
+    );
+    pki.write(
+        "evapi-alerts.yml",
+        &yaml_block("docs/operations.md", "groups:"),
+    );
+    pki.write(
+        "evapi-alerts.test.yml",
+        r#"rule_files: [evapi-alerts.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'evapi_clients{instance="a"}'
+        values: '1 1 0 0 0'
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: EvapiNoApp
+        exp_alerts: []
+      - eval_time: 4m
+        alertname: EvapiNoApp
+        exp_alerts:
+          - exp_labels: { severity: critical, instance: a }
+            exp_annotations:
+              summary: "No app is connected to the evapi socket on a"
+"#,
+    );
+    for args in [
+        &["check", "config", "prometheus.yml"][..],
+        &["test", "rules", "evapi-alerts.test.yml"][..],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
