@@ -29,6 +29,22 @@ pub struct Verbosity {
     /// Less logging on stderr, one level per -q.
     #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
     pub quiet: u8,
+
+    /// Log lines for people (text) or one JSON object per line for log collectors
+    /// (json: timestamp, level, message, and the fields such as conidx, connid, peer,
+    /// reason).
+    #[arg(long, env = "EVAPI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Verbosity {
@@ -46,11 +62,21 @@ impl Verbosity {
     pub fn init(&self, default: &str) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(self.level(default)));
-        tracing_subscriber::fmt()
+        let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Text => builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init(),
+            // Span fields (conidx, connid, peer) flattened into each line's fields.
+            LogFormat::Json => builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .init(),
+        }
     }
 }
 
@@ -60,7 +86,11 @@ mod tests {
 
     #[test]
     fn one_ladder_for_every_binary() {
-        let v = |verbose, quiet| Verbosity { verbose, quiet };
+        let v = |verbose, quiet| Verbosity {
+            verbose,
+            quiet,
+            log_format: LogFormat::Text,
+        };
         assert_eq!(v(0, 0).level("warn"), "warn");
         assert_eq!(v(1, 0).level("warn"), "info");
         assert_eq!(v(2, 0).level("warn"), "debug");

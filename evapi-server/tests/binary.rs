@@ -603,3 +603,44 @@ fn sighup_reloads_the_token_file_and_a_broken_file_changes_nothing() {
     hup(&server);
     assert!(try_token(&addr, "second-token-0123456789").contains("\"auth\":\"ok\""));
 }
+
+#[test]
+fn log_format_json_gives_one_object_per_line_with_the_connection_fields() {
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("evapi-server"))
+        .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut hello = String::new();
+    out.read_line(&mut hello).unwrap();
+    let hello: Value = serde_json::from_str(&hello).unwrap();
+    let mut c = TcpStream::connect(hello["listening"].as_str().unwrap()).unwrap();
+    c.write_all(b"not a netstring").unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    drop(child.stdin.take());
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let closed = lines
+        .iter()
+        .find(|l| l["message"] == "client disconnected")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(closed["reason"], "bad-frame");
+    assert_eq!(closed["level"], "INFO");
+    assert_eq!(closed["span"]["conidx"], 0);
+    assert_eq!(closed["span"]["connid"], 0);
+    assert!(closed["span"]["peer"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+}
