@@ -55,6 +55,8 @@ pub enum Command {
         /// Write the JSON report here.
         #[arg(long, env = "EVAPI_REPORT")]
         report: Option<PathBuf>,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Run a scenario file.
     Run {
@@ -70,6 +72,8 @@ pub enum Command {
         /// No progress bar.
         #[arg(long, env = "EVAPI_NO_PROGRESS")]
         no_progress: bool,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// SIP load with microsecond latency: INVITEs at a fixed rate, each expecting a final
     /// code, ACKed; prints a JSON report (p50/p90/p99/max in microseconds).
@@ -93,6 +97,18 @@ pub enum Command {
     /// Real SIP over UDP (for sipp): INVITEs are suspended and resumed by the apps on the
     /// evapi socket. Counters are printed on SIGINT/SIGTERM.
     Sip(Box<SipArgs>),
+}
+
+/// `--metrics` and its admin token, for `demo` and `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics (the socket's and the run's) at GET /metrics, and the
+    /// socket's admin API, on this address while the run lasts.
+    #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi)]
+    metrics: Option<std::net::SocketAddr>,
+    /// Bearer token for admin requests on --metrics (required for them off loopback).
+    #[arg(long, env = "EVAPI_CONTROL_TOKEN", hide_env_values = true)]
+    control_token: Option<String>,
 }
 
 /// Flags of `evapi-sim sip`.
@@ -217,11 +233,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     .context("cannot start the runtime")?;
     match args.command {
-        Command::Demo { bind, report } => {
+        Command::Demo {
+            bind,
+            report,
+            metrics,
+        } => {
             let options = RunOptions {
                 fallback_to_ephemeral: bind.is_none(),
                 bind: bind.map(|a| a.to_string()),
                 interrupt: None,
+                metrics: metrics.metrics,
+                control_token: metrics.control_token.map(Into::into),
             };
             runtime.block_on(scenario(
                 &Scenario::demo(),
@@ -297,6 +319,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bind,
             report,
             no_progress,
+            metrics,
         } => {
             let loaded = match Scenario::load(&path) {
                 Ok(l) => l,
@@ -309,6 +332,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 bind: bind.map(|a| a.to_string()),
                 fallback_to_ephemeral: false,
                 interrupt: None,
+                metrics: metrics.metrics,
+                control_token: metrics.control_token.map(Into::into),
             };
             runtime.block_on(scenario(&loaded, &options, !no_progress, report.as_deref()))
         }

@@ -20,6 +20,7 @@ use tracing::warn;
 
 use crate::apps::{self, Inbound, SimRoutes};
 use crate::clock;
+use crate::metrics::SimMetrics;
 use crate::report::{Latency, Report};
 use crate::request::Request;
 use crate::responders;
@@ -42,6 +43,11 @@ pub struct RunOptions {
     /// Cancelled to interrupt the run (Ctrl-C): no new requests; answers are read for
     /// [`INTERRUPT_GRACE`], then the partial report is returned, marked interrupted.
     pub interrupt: Option<CancellationToken>,
+    /// Serve Prometheus metrics (the socket's and the run's) and the admin API here
+    /// while the run lasts.
+    pub metrics: Option<SocketAddr>,
+    /// Bearer token for admin requests on `metrics`.
+    pub control_token: Option<std::sync::Arc<str>>,
 }
 
 /// How long an interrupted run still reads answers before it reports.
@@ -158,6 +164,30 @@ pub async fn run(
     let server = Server::new(config, SimRoutes::new(tx));
     let handle = server.handle();
     let server_task = tokio::spawn(server.run(listener, std::future::pending()));
+    let metrics = SimMetrics::new();
+    let http_task = match options.metrics {
+        Some(at) => {
+            let l = TcpListener::bind(at)
+                .await
+                .map_err(|source| RunError::Bind {
+                    addr: at.to_string(),
+                    source,
+                })?;
+            let mut registry = evapi_server::metrics::registry(&handle);
+            metrics.register(&mut registry);
+            let api = evapi_server::http::HttpApi::new(
+                registry,
+                Some(handle.clone()),
+                options.control_token.clone(),
+            );
+            Some(tokio::spawn(evapi_server::http::serve(
+                l,
+                api,
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
 
     let stop = CancellationToken::new();
     let mut responder_tasks = tokio::task::JoinSet::new();
@@ -177,6 +207,7 @@ pub async fn run(
     }
 
     let mut engine = Engine::new(loaded, handle.clone());
+    engine.metrics = http_task.as_ref().map(|_| metrics.clone());
     let apps = sc.responders.len() + sc.external;
     let tags = responders::tagged(&sc.responders);
     if sc.external > 0 {
@@ -219,6 +250,9 @@ pub async fn run(
     while responder_tasks.join_next().await.is_some() {}
     handle.shutdown();
     let _ = server_task.await;
+    if let Some(task) = http_task {
+        task.abort();
+    }
     Ok(report)
 }
 
@@ -231,6 +265,9 @@ struct Engine<'a> {
     open: u64,
     done: u64,
     source: SocketAddr,
+    /// Published to when metrics are served.
+    metrics: Option<SimMetrics>,
+    published: std::time::Instant,
 }
 
 impl<'a> Engine<'a> {
@@ -243,6 +280,8 @@ impl<'a> Engine<'a> {
             open: 0,
             done: 0,
             source: GENERATED_SOURCE,
+            metrics: None,
+            published: clock::now(),
         }
     }
 
@@ -296,6 +335,7 @@ impl<'a> Engine<'a> {
                 }
             }
             self.replies();
+            self.publish(false);
             let counters = self.router.counters();
             observer.progress(&Progress {
                 done: self.done,
@@ -305,6 +345,8 @@ impl<'a> Engine<'a> {
             });
         }
         observer.finished();
+        // Scrapes during the linger see the whole run.
+        self.publish(true);
         let grace = if interrupted {
             INTERRUPT_GRACE
         } else {
@@ -317,6 +359,7 @@ impl<'a> Engine<'a> {
             }
         }
         self.replies();
+        self.publish(true);
         let counters = self.router.counters().clone();
         let mut report = Report {
             name: self.loaded.scenario.name.clone(),
@@ -365,9 +408,22 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Publish the counters for scrapes, at most every `PUBLISH_EVERY` unless `now`.
+    fn publish(&mut self, now: bool) {
+        let Some(metrics) = &self.metrics else { return };
+        let t = clock::now();
+        if now || t.duration_since(self.published) >= crate::metrics::PUBLISH_EVERY {
+            metrics.publish(self.router.counters(), self.router.open());
+            self.published = t;
+        }
+    }
+
     /// Count the final replies the core decided.
     fn replies(&mut self) {
         while let Some(reply) = self.router.poll_reply() {
+            if let (Cause::Answered { latency }, Some(m)) = (reply.cause, &self.metrics) {
+                m.answered(latency);
+            }
             if let Cause::Answered { latency } = reply.cause {
                 let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
                 let _ = self.latency.record(us.max(1));

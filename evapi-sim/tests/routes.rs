@@ -11,6 +11,8 @@ async fn run(text: &str) -> Report {
         bind: Some("127.0.0.1:0".to_owned()),
         fallback_to_ephemeral: false,
         interrupt: None,
+        metrics: None,
+        control_token: None,
     };
     engine::run(&loaded, &options, &Quiet).await.unwrap()
 }
@@ -118,6 +120,8 @@ async fn an_interrupted_run_reports_what_was_done() {
         bind: Some("127.0.0.1:0".to_owned()),
         fallback_to_ephemeral: false,
         interrupt: Some(interrupt.clone()),
+        metrics: None,
+        control_token: None,
     };
     let stopper = tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(1950)).await;

@@ -66,6 +66,8 @@ async fn every_shipped_scenario_meets_its_expectations() {
             bind: Some("127.0.0.1:0".to_owned()),
             fallback_to_ephemeral: false,
             interrupt: None,
+            metrics: None,
+            control_token: None,
         };
         let report = evapi_sim::engine::run(&loaded, &options, &evapi_sim::engine::Quiet)
             .await

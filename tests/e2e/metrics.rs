@@ -271,3 +271,73 @@ fn the_simulators_metrics_match_its_own_counters() {
         "one answer per call"
     );
 }
+
+#[test]
+#[ignore = "needs promtool (apt-get install prometheus)"]
+fn a_scenario_runs_metrics_match_its_report() {
+    let pki = evapi_tests::certs::Pki::new();
+    let scenario = pki.write(
+        "run.json",
+        r#"{
+  "name": "metrics",
+  "traffic": { "method": "INVITE", "count": 300, "concurrency": 50 },
+  "route": { "action": "async_relay" },
+  "responders": [ { "kind": "answer", "code": 486 } ],
+  "linger": "4s",
+  "expect": { "codes": { "486": 300 } }
+}"#,
+    );
+    let report = pki.dir().join("report.json");
+    // A free port for the metrics listener.
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let run = Kill(
+        Command::new(binary("evapi-sim"))
+            .args(["run", scenario.to_str().unwrap(), "--bind", "127.0.0.1:0"])
+            .args(["--metrics", &metrics, "--no-progress", "--report"])
+            .arg(&report)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // During the linger the scrape shows the whole run.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let text = loop {
+        if let Ok(mut s) = TcpStream::connect(&metrics) {
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            let mut raw = String::new();
+            let _ = s.read_to_string(&mut raw);
+            if sample(&raw, r#"evapi_sim_final_replies_total{code="486"}"#) == Some(300.0) {
+                break raw
+                    .split_once("\r\n\r\n")
+                    .map(|(_, b)| b.to_owned())
+                    .unwrap();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scrape never showed 300 finals"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    promtool(&text);
+    let mut run = run;
+    let status = run.0.wait().unwrap();
+    assert!(status.success());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["finals"]["486"], 300);
+    assert_eq!(
+        sample(&text, "evapi_sim_timeouts_total"),
+        report["timeouts"].as_f64()
+    );
+    assert_eq!(
+        sample(&text, "evapi_sim_async_roundtrip_seconds_count"),
+        report["latency"]["count"].as_f64()
+    );
+    assert_eq!(sample(&text, "evapi_sim_transactions_suspended"), Some(0.0));
+}
