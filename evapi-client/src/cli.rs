@@ -34,6 +34,7 @@ Examples:
   evapi-client respond --code 486                    # answer every suspend with 486 Busy Here
   evapi-client run checks.evapi                      # send/expect script for CI
   EVAPI_TOKEN=... evapi-client --tls --tls-ca ca.pem --addr evapi.example.com listen
+  evapi-client top --metrics 127.0.0.1:9100          # who is connected, rates, queues
 
 Exit codes: 0 success, 1 an expectation failed, 2 usage or I/O error."
 )]
@@ -234,6 +235,22 @@ pub enum Command {
         #[arg(long, env = "EVAPI_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
         timeout: Duration,
     },
+    /// The connected clients of a server's admin API (evapi-server --metrics ADDR),
+    /// with frames in and out per second, refreshed in place; Ctrl-C ends it.
+    Top {
+        /// The server's --metrics address.
+        #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi_text)]
+        metrics: String,
+        /// The server's --control-token (admin requests need it when it is set).
+        #[arg(long, env = "EVAPI_CONTROL_TOKEN", hide_env_values = true)]
+        control_token: Option<String>,
+        /// Time between refreshes.
+        #[arg(long, env = "EVAPI_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
+        interval: Duration,
+        /// Print one table (two polls an interval apart, for the rates) and exit.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 /// `--code`: a final SIP code, the rule every answer reader applies.
@@ -328,6 +345,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::Run { script, timeout } => {
                 run_script(&args.addr, &config, &script, timeout).await
             }
+            Command::Top {
+                metrics,
+                control_token,
+                interval,
+                once,
+            } => crate::top::run(&metrics, control_token.as_deref(), interval, once)
+                .await
+                .map(|()| ExitCode::SUCCESS),
             Command::Repl { .. } => unreachable!("handled before the runtime starts"),
         }
     });

@@ -5,6 +5,7 @@
 
 mod cli;
 mod terminal;
+mod top;
 
 use std::process::ExitCode;
 

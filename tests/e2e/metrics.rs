@@ -164,6 +164,49 @@ fn the_servers_metrics_pass_promtool_and_admin_closes_by_tag() {
         Some(2.0)
     );
     promtool(&text);
+
+    // evapi-client top: the remaining client, its rates from two polls.
+    let top = Command::new(binary("evapi-client"))
+        .args([
+            "top",
+            "--metrics",
+            &metrics,
+            "--once",
+            "--interval",
+            "200ms",
+        ])
+        .env("EVAPI_CONTROL_TOKEN", token)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].ends_with(": 1 clients, 0 bytes queued"), "{out}");
+    assert!(
+        lines[1].split_whitespace().eq([
+            "CONIDX", "CONNID", "PEER", "TAG", "VIA", "IDENTITY", "IN/s", "OUT/s", "QUEUE",
+            "QBYTES"
+        ]),
+        "{out}"
+    );
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        (row[0], row[1], row[4], row[6]),
+        ("1", "1", "tcp", "0"),
+        "{out}"
+    );
+    // Without the token: a clear error, exit 2.
+    let top = Command::new(binary("evapi-client"))
+        .args(["top", "--metrics", &metrics, "--once"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&top.stderr);
+    assert_eq!(top.status.code(), Some(2), "{err}");
+    assert!(err.contains("401") && err.contains("Bearer"), "{err}");
 }
 
 #[test]
