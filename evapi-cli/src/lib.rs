@@ -6,12 +6,14 @@
 //! - [`addr`]: one address grammar for every address flag: `IP`, `IP:port`,
 //!   `[v6]:port`, `host:port` (and `host`), with a default port.
 //! - [`exit`]: the exit codes and how an error is printed.
+//! - [`generate`]: man pages and shell completions for packaging (`--generate KIND`).
 //!
 //! Only the binaries depend on this crate (behind each crate's `cli` feature); the
 //! libraries never print and never install a subscriber.
 
 pub mod addr;
 pub mod exit;
+pub mod generate;
 
 use clap::ArgAction;
 

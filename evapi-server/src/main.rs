@@ -9,6 +9,10 @@ mod cli;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    if let Some(code) = evapi_cli::generate::if_asked(<cli::Args as clap::CommandFactory>::command)
+    {
+        return code;
+    }
     let args = cli::Args::parse();
     args.verbosity.init(cli::LOG_LEVEL);
     match cli::run(args) {

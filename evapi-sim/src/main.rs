@@ -10,6 +10,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    if let Some(code) = evapi_cli::generate::if_asked(<cli::Args as clap::CommandFactory>::command)
+    {
+        return code;
+    }
     let args = cli::Args::parse();
     args.verbosity.init(cli::LOG_LEVEL);
     match cli::run(args) {
