@@ -91,3 +91,57 @@ fn the_module_documentation_example_works_under_sipp() {
         assert!(counters.contains(row), "{row:?} in\n{counters}");
     }
 }
+
+/// With no app connected and `--no-app-reply 503 --retry-after 5`, every INVITE of a
+/// sipp burst is answered 503 at once (sipp's average response time under 50 ms,
+/// instead of fr_inv_timer's 120 s) and counted as "no app".
+#[test]
+#[ignore = "needs sipp (apt-get install sip-tester); .ci/run runs it"]
+fn with_no_app_sipp_calls_get_503_at_once() {
+    sipp::require();
+    let mut cmd = Command::new(binary("evapi-sim"));
+    cmd.args(["sip", "--listen", "127.0.0.1:0", "--bind", "127.0.0.1:0"])
+        .args(["--no-app-reply", "503", "--retry-after", "5"]);
+    let mut sim = Running::spawn(cmd);
+    let (line, mut rest) = sim.stderr_line("SIP on udp:");
+    let sip_addr = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_start_matches("udp:")
+        .to_owned();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut rest, &mut std::io::sink());
+    });
+    let out = sipp::burst_expecting(&sip_addr, 200, 100, 503);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "sipp reported failed calls:\n{stdout}"
+    );
+    // "Response Time 1        | 00:00:00:000000  | 00:00:00:001000": the cumulative
+    // average, hours:minutes:seconds:microseconds.
+    let cumulative = stdout
+        .lines()
+        .find(|l| l.contains("Response Time 1"))
+        .and_then(|l| l.rsplit('|').next())
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no response time in:\n{stdout}"));
+    let parts: Vec<u64> = cumulative.split(':').map(|p| p.parse().unwrap()).collect();
+    let micros = ((parts[0] * 60 + parts[1]) * 60 + parts[2]) * 1_000_000 + parts[3];
+    assert!(micros < 50_000, "average response time {cumulative}");
+    Command::new("kill")
+        .args(["-TERM", &sim.child.id().to_string()])
+        .status()
+        .unwrap();
+    let (counters, _, code) = sim.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "{counters}");
+    for row in [
+        "  final 503                     200",
+        "  no app                        200",
+        "  timeouts                        0",
+    ] {
+        assert!(counters.contains(row), "{row:?} in\n{counters}");
+    }
+}

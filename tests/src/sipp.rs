@@ -21,7 +21,25 @@ pub fn require() {
 /// When sipp cannot be started.
 #[must_use]
 pub fn burst_486(target: &str, calls: u32, rate: u32) -> Output {
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/sipp/uac-486.xml");
+    burst_expecting(target, calls, rate, 486)
+}
+
+/// [`burst_486`] expecting `code` as the final response instead.
+///
+/// # Panics
+///
+/// When sipp cannot be started or the scenario cannot be written.
+#[must_use]
+pub fn burst_expecting(target: &str, calls: u32, rate: u32, code: u16) -> Output {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/sipp/uac-486.xml");
+    let scenario =
+        std::env::temp_dir().join(format!("evapi-uac-{code}-{}.xml", std::process::id()));
+    let text = std::fs::read_to_string(&template).expect("the sipp scenario");
+    std::fs::write(
+        &scenario,
+        text.replace("response=\"486\"", &format!("response=\"{code}\"")),
+    )
+    .expect("write the sipp scenario");
     let local = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
