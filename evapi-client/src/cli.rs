@@ -226,6 +226,30 @@ pub enum Command {
         count: Option<u64>,
         #[command(flatten)]
         ids: IdArgs,
+        /// Take events from NATS JetStream instead of --addr (nats://HOST:PORT), sharing
+        /// the work with every other `respond --nats`; answers go back to the node that
+        /// sent each event (see `bridge` and docs/scale-out.md).
+        #[arg(long, env = "EVAPI_NATS", value_name = "URL")]
+        nats: Option<String>,
+        /// With --nats: an event taken and not answered within this long (the responder
+        /// died) goes to another responder.
+        #[arg(long, env = "EVAPI_ACK_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
+        ack_wait: Duration,
+    },
+    /// Join a node's evapi socket (--addr) to NATS JetStream: every event is published
+    /// on evapi.NODE.events, every answer on evapi.NODE.answers is written back.
+    Bridge {
+        /// The NATS server (nats://HOST:PORT).
+        #[arg(long, env = "EVAPI_NATS", value_name = "URL")]
+        nats: String,
+        /// This node's name in subjects: letters, digits, '-', '_' (default: the host
+        /// name, dots made dashes).
+        #[arg(long, env = "EVAPI_NODE")]
+        node: Option<String>,
+        /// Events published but not yet confirmed by JetStream; past it the bridge stops
+        /// reading the node until confirmations come.
+        #[arg(long, env = "EVAPI_WINDOW", default_value_t = evapi_client::nats::DEFAULT_WINDOW)]
+        window: usize,
     },
     /// Run a send/expect script (see docs/client.md); `-` reads it from stdin.
     Run {
@@ -335,12 +359,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 connections,
                 count,
                 ids,
+                nats,
+                ack_wait,
             } => {
                 let mut responder = Responder::with(code, reason, delay, ids.matcher());
                 if let Some(reply) = reply {
                     responder.template = Some(ReplyTemplate::parse(&reply)?);
                 }
-                run_respond(&args.addr, &config, responder, connections.max(1), count).await
+                match nats {
+                    Some(url) => respond_nats(&url, &responder, ack_wait, count).await,
+                    None => {
+                        run_respond(&args.addr, &config, responder, connections.max(1), count).await
+                    }
+                }
+            }
+            Command::Bridge { nats, node, window } => {
+                run_bridge(&args.addr, &config, &nats, node, window).await
             }
             Command::Run { script, timeout } => {
                 run_script(&args.addr, &config, &script, timeout).await
@@ -531,6 +565,89 @@ async fn run_respond(
         Some(e) if !reached && !interrupted => Err(e),
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// SIGINT or SIGTERM.
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        Some(()) = async { term.as_mut()?.recv().await } => {}
+    }
+}
+
+async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {url}"))
+}
+
+async fn respond_nats(
+    url: &str,
+    responder: &Responder,
+    ack_wait: Duration,
+    count: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let nats = connect_nats(url).await?;
+    let counts = Counts::default();
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let result = tokio::select! {
+        r = evapi_client::nats::respond(nats, responder, ack_wait, &counts, count, stop.clone()) => r,
+        () = terminated() => Ok(()),
+    };
+    let answered = counts.answered.load(Ordering::Relaxed);
+    println!(
+        "answered {answered}, ignored {}, invalid {} over NATS in {:.2}s",
+        counts.ignored.load(Ordering::Relaxed),
+        counts.invalid.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+    );
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_bridge(
+    addr: &str,
+    config: &ClientConfig,
+    url: &str,
+    node: Option<String>,
+    window: usize,
+) -> anyhow::Result<ExitCode> {
+    let node = match node {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_else(|_| "node".to_owned())
+            .trim()
+            .replace('.', "-"),
+    };
+    anyhow::ensure!(
+        evapi_client::nats::valid_node(&node),
+        "--node {node:?}: letters, digits, '-' and '_' only, at most 64"
+    );
+    let nats = connect_nats(url).await?;
+    let client = Client::connect(addr, config).await?;
+    eprintln!(
+        "bridging {addr} as node {node}: events on {}, answers on {}",
+        evapi_client::nats::events_subject(&node),
+        evapi_client::nats::answers_subject(&node)
+    );
+    let counts = evapi_client::nats::BridgeCounts::default();
+    let stop = CancellationToken::new();
+    let result = tokio::select! {
+        r = evapi_client::nats::bridge(client, nats, &node, window, &counts, stop.clone()) => r,
+        () = terminated() => Ok(()),
+    };
+    println!(
+        "bridged {} events, {} answers, {} unconfirmed",
+        counts.events.load(Ordering::Relaxed),
+        counts.answers.load(Ordering::Relaxed),
+        counts.publish_failed.load(Ordering::Relaxed),
+    );
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_script(

@@ -8,12 +8,16 @@
 //! - [`respond`]: the fast auto-responder loop.
 //! - [`script`]: the send/expect script language for CI, parser and runner.
 //! - [`repl`]: the REPL's command parser (the readline loop is in the binary).
+//! - `nats` (feature `nats`, on with `cli`): scale-out over NATS JetStream, the
+//!   bridge of a node and responders that share a work queue.
 //! - [`transport`]: TCP, TLS (rustls) or Unix socket under one stream type, and TLS
 //!   settings from PEM files.
 //!
 //! The `evapi-client` binary puts these behind `repl`, `send`, `listen`, `respond`, `run`.
 
 pub mod client;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod repl;
 pub mod respond;
 pub mod script;

@@ -2,7 +2,7 @@
 //! binaries and run them as children killed on drop; run Kamailio as a test peer
 //! ([`kamailio`]); run our server with the same routing as the Kamailio config
 //! ([`echo`]); drive SIP load with sipp ([`sipp`]); exchange raw bytes ([`wire`]);
-//! make certificates ([`certs`]).
+//! make certificates ([`certs`]); run nats-server with JetStream ([`nats`]).
 //!
 //! Cargo only hands a package's own binaries to its tests, so this crate locates them
 //! in the target directory next to the test executable, building them first if needed.
@@ -10,6 +10,7 @@
 pub mod certs;
 pub mod echo;
 pub mod kamailio;
+pub mod nats;
 pub mod sipp;
 pub mod wire;
 

@@ -1,0 +1,87 @@
+//! nats-server with JetStream as a test peer: a free loopback port, a fresh store
+//! directory, killed (and the directory removed) on drop.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Fail unless nats-server is installed (tests that need it are ignored by default).
+///
+/// # Panics
+///
+/// When nats-server cannot be run.
+pub fn require() {
+    crate::require_tool("nats-server", "nats-server");
+}
+
+/// A running nats-server.
+#[derive(Debug)]
+pub struct Nats {
+    child: Child,
+    store: PathBuf,
+    /// `nats://127.0.0.1:PORT`.
+    pub url: String,
+    port: u16,
+}
+
+impl Nats {
+    /// Start one with JetStream and wait until it accepts connections.
+    ///
+    /// # Panics
+    ///
+    /// When it does not start or never listens.
+    #[must_use]
+    pub fn start() -> Self {
+        require();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let store = std::env::temp_dir().join(format!("evapi-nats-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&store);
+        std::fs::create_dir_all(&store).expect("store dir");
+        let mut nats = Self {
+            child: Self::spawn(port, &store),
+            store,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+        };
+        nats.wait_listening();
+        nats
+    }
+
+    fn spawn(port: u16, store: &std::path::Path) -> Child {
+        Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts")
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kill and start it again on the same port and store (clients reconnect).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.port, &self.store);
+        self.wait_listening();
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
