@@ -19,3 +19,5 @@ mod tls_interop;
 mod memory;
 // Prometheus metrics and the admin API of the binaries, checked with promtool.
 mod metrics;
+// Scale-out over NATS JetStream: bridges, shared responders, a responder crash.
+mod nats;

@@ -93,7 +93,7 @@ fn the_module_documentation_example_works_under_sipp() {
 }
 
 /// With no app connected and `--no-app-reply 503 --retry-after 5`, every INVITE of a
-/// sipp burst is answered 503 at once (sipp's average response time under 50 ms,
+/// sipp burst is answered 503 at once (every response within 50 ms by sipp's clock,
 /// instead of fr_inv_timer's 120 s) and counted as "no app".
 #[test]
 #[ignore = "needs sipp (apt-get install sip-tester); .ci/run runs it"]

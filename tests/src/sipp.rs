@@ -31,6 +31,17 @@ pub fn burst_486(target: &str, calls: u32, rate: u32) -> Output {
 /// When sipp cannot be started or the scenario cannot be written.
 #[must_use]
 pub fn burst_expecting(target: &str, calls: u32, rate: u32, code: u16) -> Output {
+    burst_timed(target, calls, rate, code).0
+}
+
+/// [`burst_expecting`], and each call's response time in milliseconds (INVITE sent to
+/// final response), from sipp's `-trace_rtt` file (its final screen rounds them away).
+///
+/// # Panics
+///
+/// When sipp cannot be started or its file cannot be read.
+#[must_use]
+pub fn burst_timed(target: &str, calls: u32, rate: u32, code: u16) -> (Output, Vec<u64>) {
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/sipp/uac-486.xml");
     let scenario =
         std::env::temp_dir().join(format!("evapi-uac-{code}-{}.xml", std::process::id()));
@@ -44,7 +55,9 @@ pub fn burst_expecting(target: &str, calls: u32, rate: u32, code: u16) -> Output
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("a free UDP port");
-    Command::new("sipp")
+    let dir = std::env::temp_dir().join(format!("evapi-sipp-{}-{local}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("sipp work dir");
+    let output = Command::new("sipp")
         .arg(target)
         .arg("-sf")
         .arg(&scenario)
@@ -52,6 +65,23 @@ pub fn burst_expecting(target: &str, calls: u32, rate: u32, code: u16) -> Output
         .args(["-l", &(rate * 2).to_string(), "-i", "127.0.0.1", "-p"])
         .arg(local.to_string())
         .args(["-nostdin", "-timeout", "30s", "-timeout_error", "-nd"])
+        .args(["-trace_rtt", "-rtt_freq", "1"])
+        .current_dir(&dir)
         .output()
-        .expect("sipp starts")
+        .expect("sipp starts");
+    // "Date_ms;response_time_ms;rtd_no" then one line per call.
+    let mut times = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("sipp work dir").flatten() {
+        if entry.file_name().to_string_lossy().ends_with("_rtt.csv") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            times.extend(
+                text.lines()
+                    .skip(1)
+                    .filter_map(|l| l.split(';').nth(1)?.trim().parse::<f64>().ok())
+                    .map(|ms| ms as u64),
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    (output, times)
 }
