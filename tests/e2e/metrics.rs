@@ -4,22 +4,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use evapi_tests::binary;
+use evapi_tests::{binary, stdout_lines, wait_for, Kill};
 
 const PATIENCE: Duration = Duration::from_secs(20);
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One HTTP/1.1 request; the status code and the body.
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
@@ -72,28 +62,6 @@ fn promtool(text: &str) {
     );
 }
 
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    loop {
-        let line = rx.recv_timeout(PATIENCE).expect("a line in time");
-        if line.contains(needle) {
-            return line;
-        }
-    }
-}
-
 #[test]
 #[ignore = "needs promtool (apt-get install prometheus)"]
 fn the_servers_metrics_pass_promtool_and_admin_closes_by_tag() {
@@ -108,8 +76,9 @@ fn the_servers_metrics_pass_promtool_and_admin_closes_by_tag() {
             .spawn()
             .unwrap(),
     );
-    let notes = lines_of(&mut server.0);
-    let hello: serde_json::Value = serde_json::from_str(&wait_for(&notes, "listening")).unwrap();
+    let notes = stdout_lines(&mut server.0);
+    let hello: serde_json::Value =
+        serde_json::from_str(&wait_for(&notes, "listening", PATIENCE)).unwrap();
     let (addr, metrics) = (
         hello["listening"].as_str().unwrap().to_owned(),
         hello["metrics"].as_str().unwrap().to_owned(),
@@ -119,14 +88,14 @@ fn the_servers_metrics_pass_promtool_and_admin_closes_by_tag() {
     for _ in 0..3 {
         let mut c = TcpStream::connect(&addr).unwrap();
         c.write_all(b"2:hi,").unwrap();
-        wait_for(&notes, "message-received");
+        wait_for(&notes, "message-received", PATIENCE);
         clients.push(c);
     }
     writeln!(stdin, r#"{{"set_tag":"blue","conidx":0}}"#).unwrap();
     writeln!(stdin, r#"{{"set_tag":"blue","conidx":2}}"#).unwrap();
     writeln!(stdin, r#"{{"relay":"event"}}"#).unwrap();
     stdin.flush().unwrap();
-    wait_for(&notes, r#""delivered":3"#);
+    wait_for(&notes, r#""delivered":3"#, PATIENCE);
 
     let (code, text) = http(&metrics, "GET", "/metrics", None);
     assert_eq!(code, 200);
@@ -145,7 +114,7 @@ fn the_servers_metrics_pass_promtool_and_admin_closes_by_tag() {
     let (code, body) = http(&metrics, "POST", "/tags/blue/close", Some(token));
     assert_eq!((code, body.as_str()), (200, r#"{"closed":2,"ok":true}"#));
     for _ in 0..2 {
-        assert!(wait_for(&notes, "connection-closed").contains(r#""reason":"server""#));
+        assert!(wait_for(&notes, "connection-closed", PATIENCE).contains(r#""reason":"server""#));
     }
     let (code, body) = http(&metrics, "GET", "/clients", Some(token));
     assert_eq!(code, 200);

@@ -2,7 +2,6 @@
 //! sip`) each joined to NATS by `evapi-client bridge`, responders (`evapi-client
 //! respond --nats`) sharing the work, sipp sending the calls.
 
-use std::io::BufRead;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,60 +10,33 @@ use evapi_tests::{binary, sipp, Running};
 
 /// A SIP node and its bridge.
 struct Node {
-    sim: Running,
+    sim: sipp::SimNode,
     sip: String,
     _bridge: Running,
 }
 
 impl Node {
     fn start(name: &str, nats: &Nats) -> Self {
-        let mut cmd = Command::new(binary("evapi-sim"));
-        cmd.args([
-            "sip",
-            "--listen",
-            "127.0.0.1:0",
-            "--bind",
-            "127.0.0.1:0",
-            "-v",
-        ]);
-        let mut sim = Running::spawn(cmd);
-        let (line, mut rest) = sim.stderr_line("SIP on udp:");
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let sip = words[2].trim_start_matches("udp:").to_owned();
-        let evapi = words[words.len() - 1].to_owned();
+        let mut sim = sipp::SimNode::start(&[]);
         let mut bridge = Command::new(binary("evapi-client"));
         bridge
             .args([
-                "--addr", &evapi, "--wait", "10s", "bridge", "--nats", &nats.url,
+                "--addr", &sim.evapi, "--wait", "10s", "bridge", "--nats", &nats.url,
             ])
             .args(["--node", name]);
         let bridge = Running::spawn(bridge);
-        // The bridge is the node's app: wait until the node accepted it.
-        let mut log = String::new();
-        while !log.contains("app connected") {
-            log.clear();
-            let n = rest.read_line(&mut log).unwrap();
-            assert!(n > 0, "the node ended before its bridge connected");
-        }
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut rest, &mut std::io::sink());
-        });
+        // The bridge is the node's app.
+        sim.wait_for_app();
         Self {
+            sip: sim.sip.clone(),
             sim,
-            sip,
             _bridge: bridge,
         }
     }
 
     /// SIGTERM; the node's counters.
     fn finish(self) -> String {
-        Command::new("kill")
-            .args(["-TERM", &self.sim.child.id().to_string()])
-            .status()
-            .unwrap();
-        let (counters, _, code) = self.sim.finish(Duration::from_secs(30));
-        assert_eq!(code, 0, "{counters}");
-        counters
+        self.sim.finish()
     }
 }
 

@@ -2,51 +2,14 @@
 //! docs/security.md says, the evapi-server binary with mutual TLS and tokens, and
 //! `openssl s_client` and Python's `ssl` module as apps.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use evapi_tests::binary;
+use evapi_tests::{binary, stdout_lines, wait_for, Kill};
 
 const PATIENCE: Duration = Duration::from_secs(15);
-
-/// A child killed on drop.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The lines a child writes on stdout, as they come.
-fn lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// The next line that contains `needle`.
-fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    loop {
-        let line = rx
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| panic!("no line with {needle:?} in time"));
-        if line.contains(needle) {
-            return line;
-        }
-    }
-}
 
 /// Run the docs' certificate recipe in `dir`.
 fn make_certificates(dir: &Path) {
@@ -102,8 +65,8 @@ fn the_certificate_recipe_in_the_security_guide_works_with_openssl_and_python() 
         .stderr(Stdio::null());
     let mut server = Kill(server.spawn().unwrap());
     let mut control = server.0.stdin.take().unwrap();
-    let notes = lines(&mut server.0);
-    let hello = wait_for(&notes, "listening");
+    let notes = stdout_lines(&mut server.0);
+    let hello = wait_for(&notes, "listening", PATIENCE);
     let addr = hello.split('"').nth(3).unwrap().to_owned();
     let port = addr.rsplit(':').next().unwrap().to_owned();
 
@@ -122,12 +85,12 @@ fn the_certificate_recipe_in_the_security_guide_works_with_openssl_and_python() 
     let mut s_in = s_client.0.stdin.take().unwrap();
     write!(s_in, "{}:{auth},7:openssl,", auth.len()).unwrap();
     s_in.flush().unwrap();
-    let new = wait_for(&notes, "connection-new");
+    let new = wait_for(&notes, "connection-new", PATIENCE);
     assert!(
         new.contains(r#""tls_subject":"billing-app""#) && new.contains(r#""auth":"billing""#),
         "{new}"
     );
-    assert!(wait_for(&notes, "message-received").contains(r#""msg":"openssl""#));
+    assert!(wait_for(&notes, "message-received", PATIENCE).contains(r#""msg":"openssl""#));
     writeln!(control, r#"{{"relay":"to-openssl"}}"#).unwrap();
     control.flush().unwrap();
     let mut s_out = s_client.0.stdout.take().unwrap();
@@ -137,7 +100,7 @@ fn the_certificate_recipe_in_the_security_guide_works_with_openssl_and_python() 
     assert_eq!(String::from_utf8_lossy(&got), want);
     drop(s_in);
     drop(s_client);
-    wait_for(&notes, "connection-closed");
+    wait_for(&notes, "connection-closed", PATIENCE);
 
     // Python's ssl module as an app.
     let python = format!(
@@ -175,7 +138,7 @@ with socket.create_connection(("127.0.0.1", {port})) as raw:
         "{stdout}"
     );
     assert!(stdout.contains("TLSv1.3"), "{stdout}");
-    assert!(wait_for(&notes, "message-received").contains(r#""msg":"python""#));
+    assert!(wait_for(&notes, "message-received", PATIENCE).contains(r#""msg":"python""#));
 
     // Our own client binary with the same files and the token from the environment.
     let out = Command::new(binary("evapi-client"))
@@ -191,7 +154,7 @@ with socket.create_connection(("127.0.0.1", {port})) as raw:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(wait_for(&notes, "message-received").contains(r#""msg":"from-evapi-client""#));
+    assert!(wait_for(&notes, "message-received", PATIENCE).contains(r#""msg":"from-evapi-client""#));
     // A wrong token: exit 2 and a one-line reason that does not show the token.
     let out = Command::new(binary("evapi-client"))
         .args(["--addr", &addr, "--tls-ca", "ca.pem"])
@@ -220,7 +183,7 @@ with socket.create_connection(("127.0.0.1", {port})) as raw:
     assert!(refused.stdout.is_empty(), "{:?}", refused.stdout);
     writeln!(control, r#"{{"stats":true}}"#).unwrap();
     control.flush().unwrap();
-    let stats = wait_for(&notes, r#""stats""#);
+    let stats = wait_for(&notes, r#""stats""#, PATIENCE);
     assert!(stats.contains(r#""tls_failed":1"#), "{stats}");
     assert!(stats.contains(r#""accepted":3"#), "{stats}");
     assert!(stats.contains(r#""auth_failed":1"#), "{stats}");

@@ -165,3 +165,52 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// A child started by the caller (with the stdio it needs), killed on drop.
+#[derive(Debug)]
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The stdout lines of `child` as they come (a thread reads them).
+///
+/// # Panics
+///
+/// When stdout is not piped.
+pub fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line of `lines` that contains `needle`, each within `patience`.
+///
+/// # Panics
+///
+/// When no such line comes in time.
+pub fn wait_for(
+    lines: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    patience: std::time::Duration,
+) -> String {
+    loop {
+        let line = lines
+            .recv_timeout(patience)
+            .unwrap_or_else(|_| panic!("no line with {needle:?} in time"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}

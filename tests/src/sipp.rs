@@ -85,3 +85,94 @@ pub fn burst_timed(target: &str, calls: u32, rate: u32, code: u16) -> (Output, V
     let _ = std::fs::remove_dir_all(&dir);
     (output, times)
 }
+
+/// `evapi-sim sip` on free loopback ports (with `-v`, so its log says when an app
+/// connects), for sipp to call.
+#[derive(Debug)]
+pub struct SimNode {
+    /// The process.
+    pub sim: crate::Running,
+    /// Its SIP address (UDP).
+    pub sip: String,
+    /// Its evapi socket.
+    pub evapi: String,
+    /// Its log until an app connected; then a thread drains it.
+    log: Option<std::io::BufReader<std::process::ChildStderr>>,
+}
+
+impl SimNode {
+    /// Start one with these extra flags.
+    ///
+    /// # Panics
+    ///
+    /// When it does not start.
+    #[must_use]
+    pub fn start(extra: &[&str]) -> Self {
+        let mut cmd = Command::new(crate::binary("evapi-sim"));
+        cmd.args([
+            "sip",
+            "--listen",
+            "127.0.0.1:0",
+            "--bind",
+            "127.0.0.1:0",
+            "-v",
+        ])
+        .args(extra);
+        let mut sim = crate::Running::spawn(cmd);
+        // "SIP on udp:127.0.0.1:PORT , evapi socket on 127.0.0.1:PORT"
+        let (line, log) = sim.stderr_line("SIP on udp:");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        Self {
+            sip: words[2].trim_start_matches("udp:").to_owned(),
+            evapi: words[words.len() - 1].to_owned(),
+            sim,
+            log: Some(log),
+        }
+    }
+
+    /// Wait until the node accepted an app (earlier INVITEs would reach nobody), then
+    /// keep draining its log so it never blocks on stderr.
+    ///
+    /// # Panics
+    ///
+    /// When the node ends first.
+    pub fn wait_for_app(&mut self) {
+        use std::io::BufRead as _;
+        let Some(mut log) = self.log.take() else {
+            return;
+        };
+        let mut line = String::new();
+        while !line.contains("app connected") {
+            line.clear();
+            let n = log.read_line(&mut line).expect("the log is readable");
+            assert!(n > 0, "the simulator ended before an app connected");
+        }
+        drain(log);
+    }
+
+    /// SIGTERM; the counters it prints.
+    ///
+    /// # Panics
+    ///
+    /// When it does not exit cleanly.
+    #[must_use]
+    pub fn finish(self) -> String {
+        let Self { sim, log, .. } = self;
+        if let Some(log) = log {
+            drain(log);
+        }
+        Command::new("kill")
+            .args(["-TERM", &sim.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        let (counters, _, code) = sim.finish(std::time::Duration::from_secs(30));
+        assert_eq!(code, 0, "{counters}");
+        counters
+    }
+}
+
+fn drain(mut log: std::io::BufReader<std::process::ChildStderr>) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut log, &mut std::io::sink());
+    });
+}
