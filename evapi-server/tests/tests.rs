@@ -17,3 +17,5 @@ mod shutdown;
 mod binary;
 // in-memory connections (no sockets), time-driven limits on a paused clock.
 mod memory;
+// the operators' HTTP listener: bounds on request heads.
+mod http;

@@ -1,0 +1,61 @@
+use std::time::{Duration, Instant};
+
+use evapi_server::http::{serve, HttpApi, HTTP_HEADER_TIMEOUT, HTTP_MAX_HEAD};
+use evapi_server::{Config, NoRoutes, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::PATIENCE;
+
+async fn listener() -> std::net::SocketAddr {
+    let server = Server::new(Config::default(), NoRoutes);
+    let handle = server.handle();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let api = HttpApi::new(evapi_server::metrics::registry(&handle), Some(handle), None);
+    tokio::spawn(serve(l, api, std::future::pending()));
+    addr
+}
+
+/// The operators' HTTP listener is a new input path: a client that never finishes its
+/// request head is closed at the header timeout, and a head over the size bound is
+/// refused without being buffered whole.
+#[tokio::test]
+async fn http_heads_are_bounded_in_time_and_size() {
+    let addr = listener().await;
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(HTTP_HEADER_TIMEOUT + PATIENCE, slow.read_to_end(&mut rest))
+        .await
+        .expect("closed at the header timeout")
+        .unwrap();
+    assert!(started.elapsed() >= HTTP_HEADER_TIMEOUT - Duration::from_millis(500));
+
+    let mut big = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(HTTP_MAX_HEAD * 2)
+    );
+    let _ = big.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, big.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        !text.contains(" 200 "),
+        "an oversized head is not served: {text}"
+    );
+
+    // A normal request still works.
+    let mut ok = TcpStream::connect(addr).await.unwrap();
+    ok.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    ok.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains("evapi_clients 0"), "{answer}");
+}
