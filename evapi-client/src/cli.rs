@@ -11,9 +11,10 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use evapi_client::client::DEFAULT_ADDR;
+use evapi_client::nats::{AppConfig, AppMode, NatsOptions};
 use evapi_client::respond::{self, Counts, Responder, Stop};
 use evapi_client::script::{self, RunError};
-use evapi_client::{Client, ClientConfig, ReplyTemplate, SuspendMatcher};
+use evapi_client::{Client, ClientConfig, ReplyTemplate, Secret, SuspendMatcher};
 use evapi_proto::{Framing, IdFields, DEFAULT_MAX_FRAME};
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
@@ -111,6 +112,9 @@ pub struct Args {
     pub token: Option<String>,
 
     #[command(flatten)]
+    pub nats: NatsArgs,
+
+    #[command(flatten)]
     pub verbosity: evapi_cli::Verbosity,
 
     #[command(subcommand)]
@@ -141,7 +145,119 @@ impl Args {
             tls,
             tls_server_name: self.tls_server_name.clone(),
             token: self.token.clone().map(evapi_client::Secret::new),
+            nats: None,
         })
+    }
+}
+
+/// NATS: where events come from instead of --addr (and where `bridge` sends them).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "NATS (scale-out; see docs/scale-out.md)")]
+pub struct NatsArgs {
+    /// NATS server(s), comma-separated (nats://HOST:PORT, tls://HOST:PORT): respond,
+    /// run, repl and send take events from the JetStream work queue instead of
+    /// --addr, listen watches them; bridge joins --addr to it.
+    #[arg(long, env = "EVAPI_NATS", value_name = "URL", global = true)]
+    pub nats: Option<String>,
+    /// A node's name in subjects: bridge: this node's (default: the host name); listen:
+    /// only its events; run, repl, send: where frames that answer no event go.
+    #[arg(long, env = "EVAPI_NODE", global = true)]
+    pub node: Option<String>,
+    /// An event taken and not answered within this long (the app died) goes to
+    /// another app.
+    #[arg(long, env = "EVAPI_ACK_WAIT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub ack_wait: Duration,
+    /// NATS credentials file (JWT and NKey seed, as `nsc` writes them).
+    #[arg(long, env = "EVAPI_NATS_CREDS", value_name = "FILE", global = true)]
+    pub nats_creds: Option<PathBuf>,
+    /// A file holding an NKey seed (SU...), for servers that list its public key.
+    #[arg(long, env = "EVAPI_NATS_NKEY", value_name = "FILE", global = true)]
+    pub nats_nkey: Option<PathBuf>,
+    /// NATS token (prefer the variable: flags show in `ps`).
+    #[arg(long, env = "EVAPI_NATS_TOKEN", hide_env_values = true, global = true)]
+    pub nats_token: Option<String>,
+    /// NATS user; the password comes from --nats-password.
+    #[arg(
+        long,
+        env = "EVAPI_NATS_USER",
+        global = true,
+        requires = "nats_password"
+    )]
+    pub nats_user: Option<String>,
+    /// NATS password (prefer the variable).
+    #[arg(
+        long,
+        env = "EVAPI_NATS_PASSWORD",
+        hide_env_values = true,
+        global = true,
+        requires = "nats_user"
+    )]
+    pub nats_password: Option<String>,
+    /// CA certificates (PEM) to verify the NATS server with; implies TLS.
+    #[arg(long, env = "EVAPI_NATS_TLS_CA", value_name = "FILE", global = true)]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS servers that verify clients.
+    #[arg(
+        long,
+        env = "EVAPI_NATS_TLS_CERT",
+        value_name = "FILE",
+        global = true,
+        requires = "nats_tls_key"
+    )]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The private key of --nats-tls-cert (PEM).
+    #[arg(
+        long,
+        env = "EVAPI_NATS_TLS_KEY",
+        value_name = "FILE",
+        global = true,
+        requires = "nats_tls_cert"
+    )]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Refuse to talk to NATS without TLS.
+    #[arg(long, env = "EVAPI_NATS_REQUIRE_TLS", global = true)]
+    pub nats_require_tls: bool,
+}
+
+impl NatsArgs {
+    /// The connection options, when --nats is given.
+    ///
+    /// # Errors
+    ///
+    /// A bad --node, or an --nats-nkey file that cannot be read.
+    pub fn options(&self) -> anyhow::Result<Option<NatsOptions>> {
+        let Some(url) = &self.nats else {
+            return Ok(None);
+        };
+        if let Some(node) = &self.node {
+            anyhow::ensure!(
+                evapi_client::nats::valid_node(node),
+                "--node {node:?}: letters, digits, '-' and '_' only, at most 64"
+            );
+        }
+        let nkey = match &self.nats_nkey {
+            Some(path) => Some(Secret::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --nats-nkey {}", path.display()))?
+                    .trim(),
+            )),
+            None => None,
+        };
+        Ok(Some(NatsOptions {
+            url: url.clone(),
+            creds: self.nats_creds.clone(),
+            nkey,
+            token: self.nats_token.clone().map(Secret::new),
+            user: self
+                .nats_user
+                .clone()
+                .zip(self.nats_password.clone().map(Secret::new)),
+            tls_ca: self.nats_tls_ca.clone(),
+            tls_cert: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
+            require_tls: self.nats_require_tls,
+            name: Some(format!("evapi-client {}", std::process::id())),
+            wait: None,
+        }))
     }
 }
 
@@ -226,30 +342,35 @@ pub enum Command {
         count: Option<u64>,
         #[command(flatten)]
         ids: IdArgs,
-        /// Take events from NATS JetStream instead of --addr (nats://HOST:PORT), sharing
-        /// the work with every other `respond --nats`; answers go back to the node that
-        /// sent each event (see `bridge` and docs/scale-out.md).
-        #[arg(long, env = "EVAPI_NATS", value_name = "URL")]
-        nats: Option<String>,
-        /// With --nats: an event taken and not answered within this long (the responder
-        /// died) goes to another responder.
-        #[arg(long, env = "EVAPI_ACK_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
-        ack_wait: Duration,
     },
     /// Join a node's evapi socket (--addr) to NATS JetStream: every event is published
     /// on evapi.NODE.events, every answer on evapi.NODE.answers is written back.
+    ///
+    /// The node's socket is read at full speed whatever NATS does: events JetStream has
+    /// not confirmed are held (and published again when NATS is back) up to
+    /// --buffer-bytes; past it new events are shed, answered with --shed-code when set.
+    #[command(after_help = "\
+Examples:
+  evapi-client --addr 127.0.0.1:8448 bridge --nats nats://127.0.0.1:4222 --node sip-a
+  evapi-client bridge --nats tls://nats.example.com:4222 --nats-tls-ca ca.pem \\
+      --nats-creds bridge.creds --shed-code 503 --metrics 127.0.0.1:9101")]
     Bridge {
-        /// The NATS server (nats://HOST:PORT).
-        #[arg(long, env = "EVAPI_NATS", value_name = "URL")]
-        nats: String,
-        /// This node's name in subjects: letters, digits, '-', '_' (default: the host
-        /// name, dots made dashes).
-        #[arg(long, env = "EVAPI_NODE")]
-        node: Option<String>,
-        /// Events published but not yet confirmed by JetStream; past it the bridge stops
-        /// reading the node until confirmations come.
+        /// Events published and awaiting JetStream's confirmation at once.
         #[arg(long, env = "EVAPI_WINDOW", default_value_t = evapi_client::nats::DEFAULT_WINDOW)]
         window: usize,
+        /// Bytes of events held while JetStream does not confirm them (NATS away); past
+        /// it new events are shed.
+        #[arg(long, env = "EVAPI_BUFFER_BYTES", default_value_t = evapi_client::nats::DEFAULT_BUFFER_BYTES)]
+        buffer_bytes: usize,
+        /// Answer shed suspend events with this SIP code (e.g. 503) at once; without it
+        /// they wait for the node's own timer (fr_inv_timer).
+        #[arg(long, env = "EVAPI_SHED_CODE", value_parser = final_code)]
+        shed_code: Option<u16>,
+        /// Serve Prometheus metrics on this address (GET /metrics).
+        #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi_text)]
+        metrics: Option<String>,
+        #[command(flatten)]
+        ids: IdArgs,
     },
     /// Run a send/expect script (see docs/client.md); `-` reads it from stdin.
     Run {
@@ -323,9 +444,46 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 ///
 /// Connection and I/O errors (exit code 2).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.client_config()?;
+    let mut config = args.client_config()?;
+    let nats = args.nats.options()?;
+    // With --nats, the app commands talk to NATS: the "address" is its URL.
+    let mut addr = args.addr.clone();
+    if let Some(options) = &nats {
+        let (mode, matcher) = match &args.command {
+            Command::Listen { .. } => (AppMode::Observe, SuspendMatcher::default()),
+            Command::Repl { ids, .. } => (AppMode::Take, ids.matcher()),
+            Command::Send { .. } | Command::Run { .. } => {
+                (AppMode::Take, SuspendMatcher::default())
+            }
+            Command::Respond { .. } | Command::Bridge { .. } | Command::Top { .. } => {
+                (AppMode::Take, SuspendMatcher::default())
+            }
+        };
+        if matches!(args.command, Command::Send { .. }) {
+            anyhow::ensure!(
+                args.nats.node.is_some(),
+                "send --nats needs --node: the node whose socket gets the payloads"
+            );
+        }
+        if !matches!(
+            args.command,
+            Command::Bridge { .. } | Command::Respond { .. }
+        ) {
+            addr.clone_from(&options.url);
+            // The one-shot commands wait as long as --wait says; services for ever.
+            let mut options = options.clone();
+            options.wait = Some(args.wait);
+            config.nats = Some(Arc::new(AppConfig {
+                nats: options,
+                mode,
+                node: args.nats.node.clone(),
+                matcher,
+                ack_wait: args.nats.ack_wait,
+            }));
+        }
+    }
     if let Command::Repl { no_color, ids } = &args.command {
-        return crate::terminal::run(&args.addr, &config, *no_color, ids.matcher());
+        return crate::terminal::run(&addr, &config, *no_color, ids.matcher());
     }
     let multi = matches!(&args.command, Command::Respond { connections, .. } if *connections > 1);
     let runtime = if multi {
@@ -344,13 +502,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 payloads,
                 expect_reply,
                 timeout,
-            } => send(&args.addr, &config, payloads, expect_reply, timeout).await,
+            } => send(&addr, &config, payloads, expect_reply, timeout).await,
             Command::Listen {
                 json,
                 count,
                 timeout,
                 matching,
-            } => listen(&args.addr, &config, json, count, timeout, matching).await,
+            } => listen(&addr, &config, json, count, timeout, matching).await,
             Command::Respond {
                 code,
                 reason,
@@ -359,26 +517,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 connections,
                 count,
                 ids,
-                nats,
-                ack_wait,
             } => {
                 let mut responder = Responder::with(code, reason, delay, ids.matcher());
                 if let Some(reply) = reply {
                     responder.template = Some(ReplyTemplate::parse(&reply)?);
                 }
-                match nats {
-                    Some(url) => respond_nats(&url, &responder, ack_wait, count).await,
+                match &nats {
+                    Some(options) => {
+                        respond_nats(options, &responder, args.nats.ack_wait, count).await
+                    }
                     None => {
                         run_respond(&args.addr, &config, responder, connections.max(1), count).await
                     }
                 }
             }
-            Command::Bridge { nats, node, window } => {
-                run_bridge(&args.addr, &config, &nats, node, window).await
+            Command::Bridge {
+                window,
+                buffer_bytes,
+                shed_code,
+                metrics,
+                ids,
+            } => {
+                let Some(options) = &nats else {
+                    anyhow::bail!("bridge needs --nats URL (the NATS server to publish to)");
+                };
+                let mut bridge =
+                    evapi_client::nats::BridgeConfig::new(node_name(args.nats.node.clone())?);
+                bridge.window = window;
+                bridge.buffer_bytes = buffer_bytes;
+                bridge.shed = shed_code
+                    .map(|code| Responder::with(code, None, Duration::ZERO, ids.matcher()));
+                crate::bridge::run(&args.addr, &config, options, bridge, metrics.as_deref()).await
             }
-            Command::Run { script, timeout } => {
-                run_script(&args.addr, &config, &script, timeout).await
-            }
+            Command::Run { script, timeout } => run_script(&addr, &config, &script, timeout).await,
             Command::Top {
                 metrics,
                 control_token,
@@ -568,7 +739,7 @@ async fn run_respond(
 }
 
 /// SIGINT or SIGTERM.
-async fn terminated() {
+pub(crate) async fn terminated() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -576,21 +747,13 @@ async fn terminated() {
     }
 }
 
-async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))
-}
-
 async fn respond_nats(
-    url: &str,
+    options: &NatsOptions,
     responder: &Responder,
     ack_wait: Duration,
     count: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
-    let nats = connect_nats(url).await?;
+    let nats = options.connect(None).await?;
     let counts = Counts::default();
     let stop = CancellationToken::new();
     let started = Instant::now();
@@ -609,13 +772,8 @@ async fn respond_nats(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_bridge(
-    addr: &str,
-    config: &ClientConfig,
-    url: &str,
-    node: Option<String>,
-    window: usize,
-) -> anyhow::Result<ExitCode> {
+/// `--node`, or the host name with dots made dashes.
+fn node_name(node: Option<String>) -> anyhow::Result<String> {
     let node = match node {
         Some(n) => n,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -627,27 +785,7 @@ async fn run_bridge(
         evapi_client::nats::valid_node(&node),
         "--node {node:?}: letters, digits, '-' and '_' only, at most 64"
     );
-    let nats = connect_nats(url).await?;
-    let client = Client::connect(addr, config).await?;
-    eprintln!(
-        "bridging {addr} as node {node}: events on {}, answers on {}",
-        evapi_client::nats::events_subject(&node),
-        evapi_client::nats::answers_subject(&node)
-    );
-    let counts = evapi_client::nats::BridgeCounts::default();
-    let stop = CancellationToken::new();
-    let result = tokio::select! {
-        r = evapi_client::nats::bridge(client, nats, &node, window, &counts, stop.clone()) => r,
-        () = terminated() => Ok(()),
-    };
-    println!(
-        "bridged {} events, {} answers, {} unconfirmed",
-        counts.events.load(Ordering::Relaxed),
-        counts.answers.load(Ordering::Relaxed),
-        counts.publish_failed.load(Ordering::Relaxed),
-    );
-    result?;
-    Ok(ExitCode::SUCCESS)
+    Ok(node)
 }
 
 async fn run_script(

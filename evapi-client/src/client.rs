@@ -43,6 +43,10 @@ pub struct ClientConfig {
     /// Authenticate with this token right after connecting (the server's
     /// `--auth-tokens`): send `{"auth":TOKEN}`, wait for `{"auth":"ok"}`.
     pub token: Option<Secret>,
+    /// Talk to apps' events over NATS instead of a socket (see [`crate::nats::app_io`]);
+    /// the address is then only a name in messages.
+    #[cfg(feature = "nats")]
+    pub nats: Option<Arc<crate::nats::AppConfig>>,
 }
 
 impl Default for ClientConfig {
@@ -55,6 +59,8 @@ impl Default for ClientConfig {
             tls: None,
             tls_server_name: None,
             token: None,
+            #[cfg(feature = "nats")]
+            nats: None,
         }
     }
 }
@@ -250,6 +256,14 @@ impl Client {
             addr: addr.to_owned(),
             source,
         };
+        #[cfg(feature = "nats")]
+        if let Some(app) = &config.nats {
+            let io = crate::nats::app_io(app, config.framing, config.max_frame).await?;
+            return Ok(Self {
+                addr: addr.to_owned(),
+                framed: Framed::new(io, FrameCodec::new(config.framing, config.max_frame)),
+            });
+        }
         let io = if let Some(path) = addr.strip_prefix("unix:") {
             let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
                 .await

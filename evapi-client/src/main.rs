@@ -3,6 +3,7 @@
 //! Parses arguments, installs logging (stderr), runs the subcommand and maps the result
 //! to the documented exit code: 0 success, 1 expectation failed, 2 usage or I/O error.
 
+mod bridge;
 mod cli;
 mod terminal;
 mod top;

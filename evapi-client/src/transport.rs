@@ -115,6 +115,8 @@ pub enum Io {
     Tls(Box<TlsStream<TcpStream>>),
     /// A Unix domain socket.
     Unix(UnixStream),
+    /// An in-process pipe to a task that stands in for a socket (the NATS app side).
+    Memory(tokio::io::DuplexStream),
 }
 
 /// The receiving half of an [`Io`].
@@ -126,6 +128,8 @@ pub enum ReadIo {
     Tls(tokio::io::ReadHalf<Box<TlsStream<TcpStream>>>),
     /// A Unix domain socket.
     Unix(tokio::net::unix::OwnedReadHalf),
+    /// An in-process pipe.
+    Memory(tokio::io::ReadHalf<tokio::io::DuplexStream>),
 }
 
 /// The sending half of an [`Io`].
@@ -137,6 +141,8 @@ pub enum WriteIo {
     Tls(tokio::io::WriteHalf<Box<TlsStream<TcpStream>>>),
     /// A Unix domain socket.
     Unix(tokio::net::unix::OwnedWriteHalf),
+    /// An in-process pipe.
+    Memory(tokio::io::WriteHalf<tokio::io::DuplexStream>),
 }
 
 impl Io {
@@ -156,6 +162,10 @@ impl Io {
                 let (r, w) = s.into_split();
                 (ReadIo::Unix(r), WriteIo::Unix(w))
             }
+            Io::Memory(s) => {
+                let (r, w) = tokio::io::split(s);
+                (ReadIo::Memory(r), WriteIo::Memory(w))
+            }
         }
     }
 }
@@ -167,6 +177,7 @@ macro_rules! delegate {
             $enum::Tcp($s) => $call,
             $enum::Tls($s) => $call,
             $enum::Unix($s) => $call,
+            $enum::Memory($s) => $call,
         }
     };
 }
@@ -215,6 +226,7 @@ macro_rules! impl_write {
                     $enum::Tcp(s) => s.is_write_vectored(),
                     $enum::Tls(s) => s.is_write_vectored(),
                     $enum::Unix(s) => s.is_write_vectored(),
+                    $enum::Memory(s) => s.is_write_vectored(),
                 }
             }
 

@@ -36,7 +36,12 @@ pub fn registry(handle: &Handle) -> Registry {
     registry
 }
 
-fn counter(
+/// Encode one counter (for other crates' collectors too).
+///
+/// # Errors
+///
+/// When the encoder fails (a formatting error).
+pub fn counter(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
@@ -46,7 +51,12 @@ fn counter(
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
-fn gauge(
+/// Encode one gauge (for other crates' collectors too).
+///
+/// # Errors
+///
+/// When the encoder fails (a formatting error).
+pub fn gauge(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,

@@ -1,0 +1,171 @@
+//! `evapi-client bridge`: the I/O around [`evapi_client::nats::bridge`]: NATS and the
+//! node connected (the node again after it closes), metrics, the exit line.
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use evapi_client::nats::{BridgeConfig, BridgeCounts, NatsOptions};
+use evapi_client::{Backoff, Client, ClientConfig};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// Run the bridge until SIGINT/SIGTERM.
+pub async fn run(
+    addr: &str,
+    config: &ClientConfig,
+    options: &NatsOptions,
+    bridge: BridgeConfig,
+    metrics: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let counts = Arc::new(BridgeCounts::default());
+    let stop = CancellationToken::new();
+    if let Some(metrics) = metrics {
+        let listener = tokio::net::TcpListener::bind(metrics)
+            .await
+            .with_context(|| format!("cannot listen on --metrics {metrics}"))?;
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Metrics(Arc::clone(&counts))));
+        let api = evapi_server::http::HttpApi::new(registry, None, None);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            evapi_server::http::serve(listener, api, stop.cancelled_owned()).await;
+        });
+    }
+    let mut options = options.clone();
+    options.name = Some(format!("evapi bridge {}", bridge.node));
+    let nats = options.connect(Some(Arc::clone(&counts.link))).await?;
+    eprintln!(
+        "bridging {addr} as node {}: events on {}, answers on {}",
+        bridge.node,
+        evapi_client::nats::events_subject(&bridge.node),
+        evapi_client::nats::answers_subject(&bridge.node)
+    );
+    let forever = Backoff {
+        attempts: None,
+        ..Backoff::default()
+    };
+    let mut first = true;
+    let result = loop {
+        let node = if first {
+            Client::connect(addr, config).await
+        } else {
+            tokio::select! {
+                c = Client::connect_with_retry(addr, config, &forever) => c,
+                () = crate::cli::terminated() => break Ok(()),
+            }
+        };
+        first = false;
+        let node = match node {
+            Ok(node) => node,
+            Err(e) => break Err(anyhow::Error::from(e)),
+        };
+        let ended = tokio::select! {
+            r = evapi_client::nats::bridge(node, nats.clone(), &bridge, &counts, stop.clone()) => r,
+            () = async {
+                crate::cli::terminated().await;
+                stop.cancel();
+                // Let the bridge publish what it holds (it stops within 5 s).
+                std::future::pending::<()>().await;
+            } => Ok(()),
+        };
+        if stop.is_cancelled() {
+            break ended.map_err(Into::into);
+        }
+        match ended {
+            Ok(()) => warn!(addr, "the node closed the connection; reconnecting"),
+            Err(e) => warn!(addr, error = %e, "the bridge stopped; reconnecting"),
+        }
+    };
+    stop.cancel();
+    let c = &counts;
+    println!(
+        "bridged {} events ({} confirmed, {} retried, {} shed, {} held), {} answers",
+        c.events.load(Ordering::Relaxed),
+        c.published.load(Ordering::Relaxed),
+        c.retries.load(Ordering::Relaxed),
+        c.shed.load(Ordering::Relaxed),
+        c.buffered.load(Ordering::Relaxed),
+        c.answers.load(Ordering::Relaxed),
+    );
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The bridge's counters, read at scrape time.
+#[derive(Debug)]
+struct Metrics(Arc<BridgeCounts>);
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use evapi_server::metrics::{counter, gauge};
+        let c = &self.0;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let e = &mut encoder;
+        counter(
+            e,
+            "evapi_bridge_events",
+            "Events read from the node and held for JetStream",
+            get(&c.events),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_published",
+            "Events JetStream confirmed",
+            get(&c.published),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_retries",
+            "Publications tried again after a failed confirmation",
+            get(&c.retries),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_shed",
+            "Events shed because the buffer was full",
+            get(&c.shed),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_shed_answered",
+            "Shed events answered with --shed-code",
+            get(&c.shed_answered),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_answers",
+            "Answers from NATS written to the node",
+            get(&c.answers),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_nats_disconnects",
+            "Times the NATS connection was lost",
+            get(&c.link.disconnects),
+        )?;
+        gauge(
+            e,
+            "evapi_bridge_buffered_bytes",
+            "Bytes of events JetStream has not confirmed yet",
+            i64::try_from(get(&c.buffered_bytes)).unwrap_or(i64::MAX),
+        )?;
+        gauge(
+            e,
+            "evapi_bridge_buffered_events",
+            "Events JetStream has not confirmed yet",
+            i64::try_from(get(&c.buffered)).unwrap_or(i64::MAX),
+        )?;
+        gauge(
+            e,
+            "evapi_bridge_nats_connected",
+            "1 while connected to NATS",
+            i64::from(c.link.connected.load(Ordering::Relaxed)),
+        )?;
+        Ok(())
+    }
+}

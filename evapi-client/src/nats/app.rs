@@ -1,0 +1,408 @@
+//! The app side: events from NATS, answers routed back to the node that sent each one.
+//!
+//! [`App`] is the library API (a stream of [`Event`]s and `answer(event, ..)`).
+//! [`app_io`] puts an `App` behind an in-process pipe that behaves like an evapi
+//! socket, so every client command (listen, run, repl, send) works over NATS unchanged:
+//! events arrive as frames, and a frame the app writes is routed by the transaction ids
+//! in it to the node whose event carried them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use bytes::Bytes;
+use evapi_proto::{FrameCodec, Framing, TransactionId};
+use futures_util::{SinkExt, StreamExt};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{answers_subject, events_stream, nats_error, valid_node, NatsError, NatsOptions};
+use super::{CONSUMER, DEFAULT_ACK_WAIT, EVENT_MAX_AGE, NODE_HEADER};
+use crate::client::ClientError;
+use crate::respond::{Counts, Responder};
+use crate::suspend::SuspendMatcher;
+use crate::transport::Io;
+
+/// How an app takes events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppMode {
+    /// As one of the instances sharing the work queue: each event goes to one app,
+    /// which answers (or it is redelivered to another after the ack wait).
+    #[default]
+    Take,
+    /// Watch every event without taking it (the responders still get them).
+    Observe,
+}
+
+/// An app's connection to NATS, for [`app_io`].
+#[derive(Debug, Clone, Default)]
+pub struct AppConfig {
+    /// The NATS server and credentials.
+    pub nats: NatsOptions,
+    /// Take or watch.
+    pub mode: AppMode,
+    /// Watching: only this node's events. Taking: where frames that answer no taken
+    /// event go (a message to the node's `evapi:message-received`).
+    pub node: Option<String>,
+    /// Where suspend events keep their transaction ids.
+    pub matcher: SuspendMatcher,
+    /// An event taken and not answered within this long goes to another app
+    /// (zero: [`DEFAULT_ACK_WAIT`]).
+    pub ack_wait: Duration,
+}
+
+/// One event, from one node.
+#[derive(Debug)]
+pub struct Event {
+    /// The node that sent it.
+    pub node: String,
+    /// The event as the node wrote it.
+    pub payload: Bytes,
+    msg: Option<jetstream::Message>,
+}
+
+enum Source {
+    Take(Box<pull::Stream>),
+    Observe(async_nats::Subscriber),
+}
+
+/// Events from NATS and the way back to their nodes.
+pub struct App {
+    nats: async_nats::Client,
+    source: Source,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("takes", &matches!(self.source, Source::Take(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Take events as one of the apps sharing the work queue (the durable consumer
+    /// [`CONSUMER`], created when missing with `ack_wait`).
+    ///
+    /// # Errors
+    ///
+    /// JetStream refuses the stream or the consumer.
+    pub async fn take(nats: async_nats::Client, ack_wait: Duration) -> Result<Self, NatsError> {
+        let js = jetstream::new(nats.clone());
+        let stream = events_stream(&js, EVENT_MAX_AGE).await?;
+        let messages = stream
+            .get_or_create_consumer(
+                CONSUMER,
+                pull::Config {
+                    durable_name: Some(CONSUMER.to_owned()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| NatsError::Setup(e.to_string()))?
+            .messages()
+            .await
+            .map_err(nats_error)?;
+        Ok(Self {
+            nats,
+            source: Source::Take(Box::new(messages)),
+        })
+    }
+
+    /// Watch the events of `node` (every node when `None`) without taking them.
+    ///
+    /// # Errors
+    ///
+    /// NATS refuses the subscription.
+    pub async fn observe(nats: async_nats::Client, node: Option<&str>) -> Result<Self, NatsError> {
+        let subject = super::events_subject(node.unwrap_or("*"));
+        let sub = nats.subscribe(subject).await.map_err(nats_error)?;
+        Ok(Self {
+            nats,
+            source: Source::Observe(sub),
+        })
+    }
+
+    /// Whether events are taken (and must be answered or acknowledged).
+    #[must_use]
+    pub fn takes(&self) -> bool {
+        matches!(self.source, Source::Take(_))
+    }
+
+    /// The next event; `None` when the subscription ends. Errors of the pull (NATS
+    /// away, missed heartbeats) are logged and waited out: async-nats reconnects.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            match &mut self.source {
+                Source::Take(stream) => match stream.next().await? {
+                    Ok(msg) => {
+                        let (node, payload) = node_of(&msg.message);
+                        if let Some(node) = node {
+                            return Some(Event {
+                                node,
+                                payload,
+                                msg: Some(msg),
+                            });
+                        }
+                        warn!(subject = %msg.subject, "event without a node name, dropped");
+                        let _ = msg.ack().await;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "taking events from JetStream");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+                Source::Observe(sub) => {
+                    let msg = sub.next().await?;
+                    let (node, payload) = node_of(&msg);
+                    match node {
+                        Some(node) => {
+                            return Some(Event {
+                                node,
+                                payload,
+                                msg: None,
+                            })
+                        }
+                        None => warn!(subject = %msg.subject, "event without a node name"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send `answer` to the node of `event`, then acknowledge the event: published and
+    /// flushed first, so a crash in between gives a redelivery (and a second answer,
+    /// which the node refuses), never a lost answer.
+    ///
+    /// # Errors
+    ///
+    /// NATS fails; the event is then redelivered after the ack wait.
+    pub async fn answer(&self, event: &Event, answer: impl Into<Bytes>) -> Result<(), NatsError> {
+        self.send(&event.node, answer).await?;
+        self.nats.flush().await.map_err(nats_error)?;
+        self.ack(event).await
+    }
+
+    /// Send `payload` to `node` (its bridge writes it to the node's socket).
+    ///
+    /// # Errors
+    ///
+    /// NATS fails.
+    pub async fn send(&self, node: &str, payload: impl Into<Bytes>) -> Result<(), NatsError> {
+        self.nats
+            .publish(answers_subject(node), payload.into())
+            .await
+            .map_err(nats_error)
+    }
+
+    /// Acknowledge `event` without answering it (it was not a suspend event).
+    ///
+    /// # Errors
+    ///
+    /// NATS fails.
+    pub async fn ack(&self, event: &Event) -> Result<(), NatsError> {
+        match &event.msg {
+            Some(msg) => msg.ack().await.map_err(nats_error),
+            None => Ok(()),
+        }
+    }
+
+    /// Give `event` back: it is redelivered (to another app) at once.
+    ///
+    /// # Errors
+    ///
+    /// NATS fails.
+    pub async fn give_back(&self, event: &Event) -> Result<(), NatsError> {
+        match &event.msg {
+            Some(msg) => msg.ack_with(AckKind::Nak(None)).await.map_err(nats_error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The node an event came from (its header, else its subject) and its payload.
+fn node_of(msg: &async_nats::Message) -> (Option<String>, Bytes) {
+    let node = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(NODE_HEADER))
+        .map(|v| v.as_str().to_owned())
+        .or_else(|| msg.subject.split('.').nth(1).map(str::to_owned))
+        .filter(|n| valid_node(n));
+    (node, msg.payload.clone())
+}
+
+/// Answer events from every node with `responder`, as one of the instances sharing
+/// the work queue, until `stop` or `count` answers.
+///
+/// # Errors
+///
+/// The stream or consumer cannot be set up.
+pub async fn respond(
+    nats: async_nats::Client,
+    responder: &Responder,
+    ack_wait: Duration,
+    counts: &Counts,
+    count: Option<u64>,
+    stop: CancellationToken,
+) -> Result<(), NatsError> {
+    let mut app = App::take(nats, ack_wait).await?;
+    let mut answered = 0u64;
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            event = app.next() => event,
+        };
+        let Some(event) = event else { return Ok(()) };
+        let result = match responder.answer(&event.payload, counts) {
+            Some(answer) => {
+                // A slow app (--delay): one event at a time, as it would be.
+                if !responder.delay.is_zero() {
+                    tokio::time::sleep(responder.delay).await;
+                }
+                let sent = app.answer(&event, answer).await;
+                if sent.is_ok() {
+                    counts.answered.fetch_add(1, Ordering::Relaxed);
+                    answered += 1;
+                }
+                sent
+            }
+            None => {
+                debug!("not a suspend event, acknowledged without an answer");
+                app.ack(&event).await
+            }
+        };
+        if let Err(e) = result {
+            // NATS away: the event comes back after the ack wait.
+            warn!(error = %e, node = %event.node, "answer not confirmed; the event will be redelivered");
+        }
+        if count.is_some_and(|n| answered >= n) {
+            return Ok(());
+        }
+    }
+}
+
+/// Capacity of the in-process pipe between an app and its NATS side.
+const PIPE_BYTES: usize = 256 * 1024;
+
+/// Connect `config`'s NATS and return a stream that behaves like an evapi socket: its
+/// frames are the events, and frames written to it are routed to the nodes.
+///
+/// # Errors
+///
+/// NATS cannot be reached or refuses the subscription.
+pub async fn app_io(
+    config: &AppConfig,
+    framing: Framing,
+    max_frame: usize,
+) -> Result<Io, ClientError> {
+    let failed = |e: NatsError| ClientError::Connect {
+        addr: config.nats.url.clone(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let nats = config.nats.connect(None).await.map_err(failed)?;
+    let app = match config.mode {
+        AppMode::Take => {
+            let wait = if config.ack_wait.is_zero() {
+                DEFAULT_ACK_WAIT
+            } else {
+                config.ack_wait
+            };
+            App::take(nats, wait).await
+        }
+        AppMode::Observe => App::observe(nats, config.node.as_deref()).await,
+    }
+    .map_err(failed)?;
+    let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+    let framed = Framed::new(ours, FrameCodec::new(framing, max_frame));
+    tokio::spawn(pipe(
+        app,
+        framed,
+        config.node.clone(),
+        config.matcher.clone(),
+    ));
+    Ok(Io::Memory(theirs))
+}
+
+/// Events taken and not yet answered, by transaction id (two nodes may use the same
+/// ids: the oldest event with those ids gets the next answer carrying them).
+type Taken = HashMap<TransactionId, VecDeque<Event>>;
+
+async fn pipe(
+    mut app: App,
+    mut framed: Framed<tokio::io::DuplexStream, FrameCodec>,
+    node: Option<String>,
+    matcher: SuspendMatcher,
+) {
+    let mut taken = Taken::new();
+    loop {
+        tokio::select! {
+            event = app.next() => {
+                let Some(event) = event else { break };
+                let payload = event.payload.clone();
+                if app.takes() {
+                    match matcher.parse(&payload) {
+                        Ok(Some(s)) => taken.entry(s.id).or_default().push_back(event),
+                        _ => {
+                            if let Err(e) = app.ack(&event).await {
+                                warn!(error = %e, "cannot acknowledge an event");
+                            }
+                        }
+                    }
+                }
+                if framed.send(payload).await.is_err() {
+                    break;
+                }
+            }
+            frame = framed.next() => match frame {
+                Some(Ok(frame)) => route(&app, &mut taken, node.as_deref(), &matcher, frame).await,
+                Some(Err(e)) => {
+                    warn!(error = %e, "bad frame from the app");
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+    // The app left: what it took and did not answer goes to another app at once.
+    for event in taken.into_values().flatten() {
+        let _ = app.give_back(&event).await;
+    }
+}
+
+/// Send `frame` to the node whose event it answers, or to `node`.
+async fn route(
+    app: &App,
+    taken: &mut Taken,
+    node: Option<&str>,
+    matcher: &SuspendMatcher,
+    frame: Bytes,
+) {
+    let id = matcher.parse(&frame).ok().flatten().map(|s| s.id);
+    let event = id.and_then(|id| {
+        let queue = taken.get_mut(&id)?;
+        let event = queue.pop_front();
+        if queue.is_empty() {
+            taken.remove(&id);
+        }
+        event
+    });
+    let result = match (event, node) {
+        (Some(event), _) => app.answer(&event, frame).await,
+        (None, Some(node)) => app.send(node, frame).await,
+        (None, None) => {
+            warn!(
+                frame = %String::from_utf8_lossy(&frame[..frame.len().min(120)]),
+                "not sent: it answers no event taken here, and no --node says where to send it"
+            );
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        warn!(error = %e, "cannot send to NATS");
+    }
+}

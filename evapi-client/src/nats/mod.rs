@@ -1,0 +1,265 @@
+//! Scale-out over NATS JetStream: a bridge per SIP node, and apps that answer from
+//! anywhere.
+//!
+//! - The **bridge** reads a node's evapi socket at full speed and publishes every
+//!   event to the JetStream stream [`STREAM`] on `evapi.<node>.events`, with the header
+//!   [`NODE_HEADER`]; it subscribes to `evapi.<node>.answers` (core NATS) and writes
+//!   each answer to the node's socket.
+//! - **Responders** share the durable pull consumer [`CONSUMER`] of that work-queue
+//!   stream: each event goes to one of them; its answer is published to the answers
+//!   subject of the node named in the event's header, then the event is acknowledged.
+//!   A responder that dies before acknowledging has its events redelivered to another
+//!   after the ack wait; a second answer to the same transaction is refused by the
+//!   node's transaction table (exactly one final reply).
+//!
+//! Only JetStream features of nats-server 2.9 are used (Debian 12's): one subject
+//! filter per consumer, work-queue retention, explicit acks.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use tracing::{info, warn};
+
+use crate::client::{ClientError, Secret};
+
+mod app;
+mod bridge;
+pub mod outbox;
+
+pub use app::{app_io, respond, App, AppConfig, AppMode, Event};
+pub use bridge::{bridge, BridgeConfig, BridgeCounts, DEFAULT_BUFFER_BYTES};
+
+/// The JetStream stream that holds every node's events until a responder takes them.
+pub const STREAM: &str = "EVAPI_EVENTS";
+/// The durable consumer the responders share (a work queue: one responder per event).
+pub const CONSUMER: &str = "evapi-responders";
+/// The header naming the node an event came from.
+pub const NODE_HEADER: &str = "Evapi-Node";
+/// Default ack wait: an event taken by a responder that then died is redelivered after
+/// this long (well inside fr_inv_timer and sipp's 32 s INVITE retransmissions).
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(5);
+/// Events published and awaiting JetStream's confirmation at once, per bridge.
+pub const DEFAULT_WINDOW: usize = 4096;
+/// How long buffered events may wait in JetStream for a responder: older ones are of
+/// no use (their transactions have timed out at the node).
+pub const EVENT_MAX_AGE: Duration = Duration::from_secs(120);
+
+/// The subject of `node`'s events.
+#[must_use]
+pub fn events_subject(node: &str) -> String {
+    format!("evapi.{node}.events")
+}
+
+/// The subject of answers for `node`.
+#[must_use]
+pub fn answers_subject(node: &str) -> String {
+    format!("evapi.{node}.answers")
+}
+
+/// Whether `node` can be a subject token: letters, digits, `-`, `_`, at most 64 bytes.
+#[must_use]
+pub fn valid_node(node: &str) -> bool {
+    !node.is_empty()
+        && node.len() <= 64
+        && node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What went wrong on the NATS side.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NatsError {
+    /// The stream or consumer could not be set up.
+    #[error("JetStream setup: {0}")]
+    Setup(String),
+    /// Publishing or subscribing failed.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// The node's evapi socket failed.
+    #[error(transparent)]
+    Node(#[from] ClientError),
+}
+
+fn nats_error(e: impl std::fmt::Display) -> NatsError {
+    NatsError::Nats(e.to_string())
+}
+
+/// How to reach NATS: the server(s), credentials and TLS, as async-nats takes them.
+#[derive(Debug, Clone, Default)]
+pub struct NatsOptions {
+    /// Server URL(s), comma-separated: `nats://HOST:PORT`, `tls://HOST:PORT`.
+    pub url: String,
+    /// A credentials file (JWT and NKey seed, `nsc`'s `.creds`).
+    pub creds: Option<PathBuf>,
+    /// An NKey seed (`SU...`), for servers that list the user's public key.
+    pub nkey: Option<Secret>,
+    /// A token (nats-server `authorization { token: .. }`).
+    pub token: Option<Secret>,
+    /// User and password.
+    pub user: Option<(String, Secret)>,
+    /// CA certificates (PEM) to verify the server with; implies TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for servers that verify clients.
+    pub tls_cert: Option<(PathBuf, PathBuf)>,
+    /// Refuse to talk to NATS without TLS.
+    pub require_tls: bool,
+    /// The connection's name, shown by the server's monitoring.
+    pub name: Option<String>,
+    /// How long to keep trying a server that cannot be reached at first; `None`:
+    /// for ever.
+    pub wait: Option<Duration>,
+}
+
+/// The state of a NATS connection, kept by its event callback: for logs and metrics.
+#[derive(Debug, Default)]
+pub struct Link {
+    /// Connected now.
+    pub connected: AtomicBool,
+    /// Times the connection was lost.
+    pub disconnects: AtomicU64,
+}
+
+impl NatsOptions {
+    /// Options for `url` alone.
+    #[must_use]
+    pub fn url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Connect, then async-nats reconnects by itself for as long as the process lives,
+    /// and `link` (when given) follows the state. A server that cannot be reached is
+    /// tried again (every 100 ms doubling to 5 s) for [`NatsOptions::wait`], so a
+    /// client started before its NATS server waits for it; a refusal (credentials,
+    /// TLS) fails at once.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::Setup`]: a credentials file that cannot be read, a refusal, or no
+    /// server within the wait.
+    pub async fn connect(&self, link: Option<Arc<Link>>) -> Result<async_nats::Client, NatsError> {
+        use async_nats::ConnectErrorKind as Kind;
+        let link = link.unwrap_or_default();
+        let deadline = self.wait.map(|w| tokio::time::Instant::now() + w);
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let opts = self.options(&link).await?;
+            match opts.connect(self.url.as_str()).await {
+                Ok(client) => return Ok(client),
+                Err(e)
+                    if matches!(e.kind(), Kind::Io | Kind::TimedOut | Kind::Dns)
+                        && deadline.is_none_or(|d| tokio::time::Instant::now() + pause < d) =>
+                {
+                    warn!(url = %self.url, error = %e, retry_in = ?pause, "NATS not reachable yet");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    return Err(NatsError::Setup(format!(
+                        "cannot connect to NATS at {}: {e}",
+                        self.url
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn options(&self, link: &Arc<Link>) -> Result<async_nats::ConnectOptions, NatsError> {
+        let mut opts = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            // Reconnect forever once connected; the bridge buffers meanwhile.
+            .max_reconnects(None);
+        if let Some(path) = &self.creds {
+            opts = opts.credentials_file(path).await.map_err(|e| {
+                NatsError::Setup(format!("credentials file {}: {e}", path.display()))
+            })?;
+        }
+        if let Some(seed) = &self.nkey {
+            opts = opts.nkey(seed.expose().to_owned());
+        }
+        if let Some(token) = &self.token {
+            opts = opts.token(token.expose().to_owned());
+        }
+        if let Some((user, password)) = &self.user {
+            opts = opts.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        if let Some(ca) = &self.tls_ca {
+            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &self.tls_cert {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        if self.require_tls {
+            opts = opts.require_tls(true);
+        }
+        if let Some(name) = &self.name {
+            opts = opts.name(name);
+        }
+        let state = Arc::clone(link);
+        let url = self.url.clone();
+        Ok(opts.event_callback(move |event| {
+            let (state, url) = (Arc::clone(&state), url.clone());
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        state.connected.store(true, Ordering::Relaxed);
+                        info!(%url, "connected to NATS");
+                    }
+                    async_nats::Event::Disconnected => {
+                        state.connected.store(false, Ordering::Relaxed);
+                        state.disconnects.fetch_add(1, Ordering::Relaxed);
+                        warn!(%url, "lost NATS, reconnecting");
+                    }
+                    other => warn!(%url, event = %other, "NATS"),
+                }
+            }
+        }))
+    }
+}
+
+/// The events stream, created when missing: subjects `evapi.*.events`, work-queue
+/// retention (an event is gone once a responder acknowledged it), at most `max_age`
+/// old (events nobody took in time are useless: their transactions timed out).
+///
+/// # Errors
+///
+/// [`NatsError::Setup`] when JetStream refuses.
+pub async fn events_stream(
+    js: &jetstream::Context,
+    max_age: Duration,
+) -> Result<stream::Stream, NatsError> {
+    js.get_or_create_stream(stream::Config {
+        name: STREAM.to_owned(),
+        subjects: vec!["evapi.*.events".to_owned()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        max_age,
+        // Republished events (after a lost confirmation) carry the same message id;
+        // JetStream stores each once within this window.
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsError::Setup(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_and_node_names() {
+        assert_eq!(events_subject("sip-1"), "evapi.sip-1.events");
+        assert_eq!(answers_subject("sip-1"), "evapi.sip-1.answers");
+        assert!(valid_node("sip_1-b"));
+        for bad in ["", "a.b", "a b", "*", ">", &"x".repeat(65)] {
+            assert!(!valid_node(bad), "{bad:?}");
+        }
+    }
+}
