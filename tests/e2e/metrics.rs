@@ -12,7 +12,7 @@ use evapi_tests::{binary, stdout_lines, wait_for, Kill};
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One HTTP/1.1 request; the status code and the body.
-fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
@@ -33,7 +33,7 @@ fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, Stri
 }
 
 /// The value of one sample line (`name{labels} value`) in a scrape.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

@@ -12,32 +12,62 @@ use evapi_tests::{binary, sipp, Running};
 struct Node {
     sim: sipp::SimNode,
     sip: String,
-    _bridge: Running,
+    bridge: Running,
 }
 
 impl Node {
     fn start(name: &str, nats: &Nats) -> Self {
-        let mut sim = sipp::SimNode::start(&[]);
+        Self::with(name, nats, &[], &[])
+    }
+
+    /// With extra flags for the simulator and for the bridge.
+    fn with(name: &str, nats: &Nats, sim_flags: &[&str], bridge_flags: &[&str]) -> Self {
+        let mut sim = sipp::SimNode::start(sim_flags);
         let mut bridge = Command::new(binary("evapi-client"));
         bridge
             .args([
                 "--addr", &sim.evapi, "--wait", "10s", "bridge", "--nats", &nats.url,
             ])
-            .args(["--node", name]);
+            .args(["--node", name])
+            .args(bridge_flags);
         let bridge = Running::spawn(bridge);
         // The bridge is the node's app.
         sim.wait_for_app();
         Self {
             sip: sim.sip.clone(),
             sim,
-            _bridge: bridge,
+            bridge,
         }
     }
 
-    /// SIGTERM; the node's counters.
-    fn finish(self) -> String {
-        self.sim.finish()
+    /// SIGTERM to both; the node's counters and the bridge's exit line.
+    fn finish(self) -> (String, String) {
+        let Self { sim, bridge, .. } = self;
+        let counters = sim.finish();
+        term(&bridge);
+        let (out, err, code) = bridge.finish(Duration::from_secs(15));
+        assert_eq!(code, 0, "the bridge failed:\n{err}");
+        (counters, out)
     }
+}
+
+fn term(child: &Running) {
+    Command::new("kill")
+        .args(["-TERM", &child.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+}
+
+/// The number after `label` in `text` ("confirmed" in "(400 confirmed, ...").
+fn count_before(text: &str, label: &str) -> u64 {
+    let at = text
+        .find(label)
+        .unwrap_or_else(|| panic!("{label:?} in {text}"));
+    text[..at]
+        .split(|c: char| !c.is_ascii_digit())
+        .rfind(|w| !w.is_empty())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("a number before {label:?} in {text}"))
 }
 
 fn responder(nats: &Nats, extra: &[&str]) -> Running {
@@ -75,7 +105,7 @@ fn two_nodes_and_three_responders_answer_every_call_from_its_own_node() {
     let burst_b = std::thread::spawn(move || sipp::burst_486(&sip_b, 200, 100));
     assert_sipp_ok(&sipp::burst_486(&sip_a, 200, 100));
     assert_sipp_ok(&burst_b.join().unwrap());
-    for counters in [a.finish(), b.finish()] {
+    for (counters, _) in [a.finish(), b.finish()] {
         for row in [
             "  final 486                     200",
             "  timeouts                        0",
@@ -107,7 +137,7 @@ fn a_responder_killed_mid_run_loses_no_call() {
     let _survivor = responder(&nats, &[]);
     let (out, times) = burst.join().unwrap();
     assert_sipp_ok(&out);
-    let counters = node.finish();
+    let (counters, _) = node.finish();
     for row in [
         "  final 486                     100",
         "  timeouts                        0",
@@ -122,6 +152,142 @@ fn a_responder_killed_mid_run_loses_no_call() {
     assert!(waited > 0, "no call waited for a redelivery: {times:?}");
     eprintln!(
         "{waited} of 100 calls waited for a redelivery; slowest {} ms",
+        times.iter().max().unwrap_or(&0)
+    );
+}
+
+/// nats-server killed (`kill -9`) in the middle of a sipp run and started again 1 s
+/// later on the same store: the bridge holds what it read meanwhile and publishes it
+/// again, the responders reconnect, and the test states how many calls were affected.
+#[test]
+#[ignore = "needs nats-server and sipp (apt-get install nats-server sip-tester)"]
+fn nats_server_restarted_mid_run() {
+    sipp::require();
+    let mut nats = Nats::start();
+    let node = Node::start("node-r", &nats);
+    let _responders: Vec<Running> = (0..2).map(|_| responder(&nats, &[])).collect();
+    let sip = node.sip.clone();
+    let calls = 400;
+    let burst = std::thread::spawn(move || sipp::burst_timed(&sip, calls, 100, 486));
+    std::thread::sleep(Duration::from_millis(1500));
+    nats.restart(Duration::from_secs(1));
+    let (out, times) = burst.join().unwrap();
+    let (counters, bridged) = node.finish();
+    let affected = times.iter().filter(|ms| **ms >= 200).count();
+    eprintln!(
+        "{affected} of {calls} calls answered after 200 ms or more (slowest {} ms); bridge: {bridged}node:\n{counters}",
+        times.iter().max().unwrap_or(&0)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    assert_sipp_ok(&out);
+    assert!(
+        counters.contains("  final 486                     400"),
+        "{counters}"
+    );
+    assert!(
+        counters.contains("  timeouts                        0"),
+        "{counters}"
+    );
+    assert_eq!(count_before(&bridged, "shed"), 0, "{bridged}");
+    assert_eq!(count_before(&bridged, "held"), 0, "{bridged}");
+    // About one second of calls (100) waited for NATS; the rest went through as usual.
+    assert!(affected > 0 && affected < 300, "{affected} calls affected");
+}
+
+/// NATS down: the bridge holds events up to --buffer-bytes and says so in its metrics;
+/// past the bound it sheds, answering 503 at once (--shed-code); when NATS is back, the
+/// held events are published and answered. Every call gets exactly one final reply.
+#[test]
+#[ignore = "needs nats-server and sipp (apt-get install nats-server sip-tester)"]
+fn past_the_buffer_bound_the_bridge_sheds_with_503_and_keeps_what_it_held() {
+    use crate::metrics::{http, sample};
+    sipp::require();
+    let mut nats = Nats::start();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .to_string();
+    let node = Node::with(
+        "node-s",
+        &nats,
+        &[],
+        &[
+            "--buffer-bytes",
+            "4000",
+            "--shed-code",
+            "503",
+            "--metrics",
+            &metrics,
+        ],
+    );
+    let _responder = responder(&nats, &[]);
+    // Let the responder set up its consumer, then take NATS away.
+    std::thread::sleep(Duration::from_millis(500));
+    nats.kill();
+    let sip = node.sip.clone();
+    let calls = 60;
+    let burst = std::thread::spawn(move || sipp::burst_either(&sip, calls, 30, 486, 503));
+    std::thread::sleep(Duration::from_millis(3000));
+    let (code, text) = http(&metrics, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    let held = sample(&text, "evapi_bridge_buffered_bytes").unwrap_or(-1.0);
+    let shed = sample(&text, "evapi_bridge_shed_total").unwrap_or(-1.0);
+    assert_eq!(
+        sample(&text, "evapi_bridge_nats_connected"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(held > 0.0 && held <= 4000.0, "held {held} bytes\n{text}");
+    assert!(shed > 0.0, "nothing shed\n{text}");
+    nats.start_again();
+    let t = std::time::Instant::now();
+    let (out, times) = burst.join().unwrap();
+    assert_sipp_ok(&out);
+    eprintln!("sipp ended {:?} after NATS came back", t.elapsed());
+    let (counters, bridged) = node.finish();
+    eprintln!("bridge: {bridged}node:\n{counters}");
+    let shed = count_before(&bridged, "shed");
+    let answered = counters
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("final 486")?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    let refused = counters
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("final 503")?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert!(shed > 0 && answered > 0, "{bridged}{counters}");
+    assert_eq!(refused, shed, "every shed call got its 503:\n{counters}");
+    assert_eq!(answered + refused, u64::from(calls), "{counters}");
+    assert!(
+        counters.contains("  timeouts                        0"),
+        "{counters}"
+    );
+    assert_eq!(count_before(&bridged, "held"), 0, "{bridged}");
+    assert_eq!(times.len(), calls as usize, "a final reply per call");
+    assert!(
+        counters.contains("  unacknowledged finals           0"),
+        "{counters}"
+    );
+    // The shed calls were answered at once; the held ones waited for NATS.
+    let fast = times.iter().filter(|ms| **ms < 100).count() as u64;
+    assert!(
+        fast >= shed,
+        "{shed} shed but only {fast} calls under 100 ms: {times:?}"
+    );
+    eprintln!(
+        "{shed} shed with 503, {answered} held and answered, slowest {} ms",
         times.iter().max().unwrap_or(&0)
     );
 }

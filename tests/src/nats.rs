@@ -69,10 +69,24 @@ impl Nats {
         }
     }
 
-    /// Kill and start it again on the same port and store (clients reconnect).
-    pub fn restart(&mut self) {
+    /// Kill it (`kill -9`: no goodbye to its clients), leave it down for `down`, start
+    /// it again on the same port and store (clients reconnect).
+    pub fn restart(&mut self, down: Duration) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        std::thread::sleep(down);
+        self.child = Self::spawn(self.port, &self.store);
+        self.wait_listening();
+    }
+
+    /// Kill it (it stays down until [`Nats::start_again`]).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again after [`Nats::kill`], same port and store.
+    pub fn start_again(&mut self) {
         self.child = Self::spawn(self.port, &self.store);
         self.wait_listening();
     }

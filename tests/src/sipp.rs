@@ -42,15 +42,52 @@ pub fn burst_expecting(target: &str, calls: u32, rate: u32, code: u16) -> Output
 /// When sipp cannot be started or its file cannot be read.
 #[must_use]
 pub fn burst_timed(target: &str, calls: u32, rate: u32, code: u16) -> (Output, Vec<u64>) {
+    burst_scenario(target, calls, rate, code, None)
+}
+
+/// [`burst_timed`] where a call may also end with `alt` (a 503 from load shedding),
+/// acknowledged and timed the same way; sipp counts it a success.
+///
+/// # Panics
+///
+/// As [`burst_timed`].
+#[must_use]
+pub fn burst_either(
+    target: &str,
+    calls: u32,
+    rate: u32,
+    code: u16,
+    alt: u16,
+) -> (Output, Vec<u64>) {
+    burst_scenario(target, calls, rate, code, Some(alt))
+}
+
+fn burst_scenario(
+    target: &str,
+    calls: u32,
+    rate: u32,
+    code: u16,
+    alt: Option<u16>,
+) -> (Output, Vec<u64>) {
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/sipp/uac-486.xml");
-    let scenario =
-        std::env::temp_dir().join(format!("evapi-uac-{code}-{}.xml", std::process::id()));
+    let scenario = std::env::temp_dir().join(format!(
+        "evapi-uac-{code}-{}-{}.xml",
+        alt.unwrap_or(0),
+        std::process::id()
+    ));
     let text = std::fs::read_to_string(&template).expect("the sipp scenario");
-    std::fs::write(
-        &scenario,
-        text.replace("response=\"486\"", &format!("response=\"{code}\"")),
-    )
-    .expect("write the sipp scenario");
+    let final_recv = "<recv response=\"486\" rtd=\"true\"/>";
+    assert!(
+        text.contains(final_recv),
+        "the scenario's final response step"
+    );
+    let mut recv = format!("<recv response=\"{code}\" rtd=\"true\"/>");
+    if let Some(alt) = alt {
+        recv = format!(
+            "<recv response=\"{alt}\" optional=\"true\" rtd=\"true\" next=\"ack\"/>\n  {recv}\n  <label id=\"ack\"/>"
+        );
+    }
+    std::fs::write(&scenario, text.replace(final_recv, &recv)).expect("write the sipp scenario");
     let local = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
