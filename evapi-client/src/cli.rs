@@ -561,6 +561,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::Repl { .. } => unreachable!("handled before the runtime starts"),
         }
     });
+    if nats.is_some() {
+        // The connection is closed: what the app took and did not answer goes back.
+        runtime.block_on(evapi_client::nats::settle(Duration::from_secs(2)));
+    }
     // A blocking stdin read (send -) may still be pending; do not wait for it.
     runtime.shutdown_background();
     result

@@ -291,3 +291,58 @@ fn past_the_buffer_bound_the_bridge_sheds_with_503_and_keeps_what_it_held() {
         times.iter().max().unwrap_or(&0)
     );
 }
+
+/// The app commands over NATS: `listen --nats` watches events without taking them,
+/// `run --nats` takes one (and, leaving without answering, gives it back at once
+/// rather than after the 30 s ack wait), a responder started afterwards answers it,
+/// and `send --nats --node` reaches the node's socket.
+#[test]
+#[ignore = "needs nats-server and sipp (apt-get install nats-server sip-tester)"]
+fn listen_run_and_send_work_over_nats() {
+    sipp::require();
+    let nats = Nats::start();
+    let node = Node::start("node-l", &nats);
+    let client = |args: &[&str]| {
+        let mut cmd = Command::new(binary("evapi-client"));
+        cmd.args(["--nats", &nats.url, "--ack-wait", "30s", "--wait", "5s"])
+            .args(args);
+        cmd
+    };
+    let listen = Running::spawn(client(&["listen", "--json", "--count", "1", "--timeout", "30s"]));
+    let script = std::env::temp_dir().join(format!("evapi-nats-{}.evapi", std::process::id()));
+    std::fs::write(&script, "expect-contains \"suspend\"\n").unwrap();
+    let run = Running::spawn(client(&["run", script.to_str().unwrap(), "--timeout", "20s"]));
+    // Give both time to subscribe, then one call.
+    std::thread::sleep(Duration::from_millis(1000));
+    let sip = node.sip.clone();
+    let call = std::thread::spawn(move || sipp::burst_timed(&sip, 1, 1, 486));
+    let (out, err, code) = run.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "run --nats: {out}{err}");
+    assert!(out.contains("ok: 1 steps, 0 sent, 1 received"), "{out}");
+    let started = std::time::Instant::now();
+    let _responder = responder(&nats, &[]);
+    let (out, times) = call.join().unwrap();
+    assert_sipp_ok(&out);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the event came back only after the ack wait"
+    );
+    let (seen, err, code) = listen.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "listen --nats: {err}");
+    let line: serde_json::Value = serde_json::from_str(seen.trim()).unwrap();
+    assert!(line["msg"].as_str().unwrap().contains("\"event\":\"suspend\""), "{seen}");
+    let send = client(&["--node", "node-l", "send", r#"{"event":"hello"}"#])
+        .output()
+        .unwrap();
+    assert!(send.status.success(), "{}", String::from_utf8_lossy(&send.stderr));
+    let refused = client(&["send", r#"{"event":"hello"}"#]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("needs --node"));
+    std::thread::sleep(Duration::from_millis(500));
+    let (counters, bridged) = node.finish();
+    assert!(counters.contains("  final 486                       1"), "{counters}");
+    // The node got the hello (not an answer: counted invalid, nothing resumed).
+    assert!(counters.contains("  invalid answers                 1"), "{counters}");
+    assert_eq!(count_before(&bridged, "answers"), 2, "{bridged}");
+    eprintln!("answered in {times:?} ms after a give-back");
+}

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
@@ -183,11 +184,11 @@ impl App {
     /// NATS fails; the event is then redelivered after the ack wait.
     pub async fn answer(&self, event: &Event, answer: impl Into<Bytes>) -> Result<(), NatsError> {
         self.send(&event.node, answer).await?;
-        self.nats.flush().await.map_err(nats_error)?;
         self.ack(event).await
     }
 
-    /// Send `payload` to `node` (its bridge writes it to the node's socket).
+    /// Send `payload` to `node` (its bridge writes it to the node's socket); returns
+    /// once the NATS server has it.
     ///
     /// # Errors
     ///
@@ -196,7 +197,8 @@ impl App {
         self.nats
             .publish(answers_subject(node), payload.into())
             .await
-            .map_err(nats_error)
+            .map_err(nats_error)?;
+        self.nats.flush().await.map_err(nats_error)
     }
 
     /// Acknowledge `event` without answering it (it was not a suspend event).
@@ -319,13 +321,27 @@ pub async fn app_io(
     .map_err(failed)?;
     let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
     let framed = Framed::new(ours, FrameCodec::new(framing, max_frame));
-    tokio::spawn(pipe(
+    let task = tokio::spawn(pipe(
         app,
         framed,
         config.node.clone(),
         config.matcher.clone(),
     ));
+    let mut pipes = PIPES.lock().unwrap_or_else(PoisonError::into_inner);
+    pipes.retain(|t| !t.is_finished());
+    pipes.push(task);
     Ok(Io::Memory(theirs))
+}
+
+/// The pipes of [`app_io`] still running.
+static PIPES: Mutex<Vec<tokio::task::JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Wait, at most `patience`, for the pipes whose app side is closed to finish: they
+/// give back the events their app took and did not answer (redelivered at once
+/// instead of after the ack wait). A program calls it before it exits.
+pub async fn settle(patience: Duration) {
+    let pipes = std::mem::take(&mut *PIPES.lock().unwrap_or_else(PoisonError::into_inner));
+    let _ = tokio::time::timeout(patience, futures_util::future::join_all(pipes)).await;
 }
 
 /// Events taken and not yet answered, by transaction id (two nodes may use the same

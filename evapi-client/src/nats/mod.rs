@@ -29,7 +29,7 @@ mod app;
 mod bridge;
 pub mod outbox;
 
-pub use app::{app_io, respond, App, AppConfig, AppMode, Event};
+pub use app::{app_io, respond, settle, App, AppConfig, AppMode, Event};
 pub use bridge::{bridge, BridgeConfig, BridgeCounts, DEFAULT_BUFFER_BYTES};
 
 /// The JetStream stream that holds every node's events until a responder takes them.
