@@ -308,10 +308,22 @@ fn listen_run_and_send_work_over_nats() {
             .args(args);
         cmd
     };
-    let listen = Running::spawn(client(&["listen", "--json", "--count", "1", "--timeout", "30s"]));
+    let listen = Running::spawn(client(&[
+        "listen",
+        "--json",
+        "--count",
+        "1",
+        "--timeout",
+        "30s",
+    ]));
     let script = std::env::temp_dir().join(format!("evapi-nats-{}.evapi", std::process::id()));
     std::fs::write(&script, "expect-contains \"suspend\"\n").unwrap();
-    let run = Running::spawn(client(&["run", script.to_str().unwrap(), "--timeout", "20s"]));
+    let run = Running::spawn(client(&[
+        "run",
+        script.to_str().unwrap(),
+        "--timeout",
+        "20s",
+    ]));
     // Give both time to subscribe, then one call.
     std::thread::sleep(Duration::from_millis(1000));
     let sip = node.sip.clone();
@@ -330,19 +342,83 @@ fn listen_run_and_send_work_over_nats() {
     let (seen, err, code) = listen.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "listen --nats: {err}");
     let line: serde_json::Value = serde_json::from_str(seen.trim()).unwrap();
-    assert!(line["msg"].as_str().unwrap().contains("\"event\":\"suspend\""), "{seen}");
+    assert!(
+        line["msg"]
+            .as_str()
+            .unwrap()
+            .contains("\"event\":\"suspend\""),
+        "{seen}"
+    );
     let send = client(&["--node", "node-l", "send", r#"{"event":"hello"}"#])
         .output()
         .unwrap();
-    assert!(send.status.success(), "{}", String::from_utf8_lossy(&send.stderr));
+    assert!(
+        send.status.success(),
+        "{}",
+        String::from_utf8_lossy(&send.stderr)
+    );
     let refused = client(&["send", r#"{"event":"hello"}"#]).output().unwrap();
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("needs --node"));
     std::thread::sleep(Duration::from_millis(500));
     let (counters, bridged) = node.finish();
-    assert!(counters.contains("  final 486                       1"), "{counters}");
+    assert!(
+        counters.contains("  final 486                       1"),
+        "{counters}"
+    );
     // The node got the hello (not an answer: counted invalid, nothing resumed).
-    assert!(counters.contains("  invalid answers                 1"), "{counters}");
+    assert!(
+        counters.contains("  invalid answers                 1"),
+        "{counters}"
+    );
     assert_eq!(count_before(&bridged, "answers"), 2, "{bridged}");
     eprintln!("answered in {times:?} ms after a give-back");
+}
+
+/// NATS with TLS and a token: the bridge and a responder connect with
+/// `--nats-tls-ca` and `--nats-token` and a call is answered; a responder with the
+/// wrong token is refused at once (exit 2, the reason said), not left retrying.
+#[test]
+#[ignore = "needs nats-server and sipp (apt-get install nats-server sip-tester)"]
+fn nats_with_tls_and_a_token() {
+    use evapi_tests::certs::{Ca, Pki};
+    sipp::require();
+    let pki = Pki::new();
+    let ca = Ca::new("nats test CA");
+    let (cert, key) = ca.server();
+    let ca_file = pki.write("ca.pem", ca.pem());
+    let (cert_file, key_file) = (pki.write("cert.pem", &cert), pki.write("key.pem", &key));
+    let token = "nats-token-0123456789";
+    let nats = Nats::start_with(&format!(
+        "tls {{ cert_file: {cert_file:?}, key_file: {key_file:?} }}\nauthorization {{ token: {token:?} }}\n"
+    ));
+    let secure = [
+        "--nats-tls-ca",
+        ca_file.to_str().unwrap(),
+        "--nats-token",
+        token,
+    ];
+    let node = Node::with("node-t", &nats, &[], &secure);
+    let _responder = responder(&nats, &secure);
+    assert_sipp_ok(&sipp::burst_486(&node.sip, 20, 20));
+    let wrong = Command::new(binary("evapi-client"))
+        .args(["respond", "--nats", &nats.url, "--nats-tls-ca"])
+        .arg(&ca_file)
+        .args(["--nats-token", "wrong-token-0123456789"])
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("authorization violation"), "{err}");
+    let plain = Command::new(binary("evapi-client"))
+        .args(["respond", "--nats", &nats.url, "--nats-token", token])
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(2), "TLS required by the server");
+    eprintln!("without the CA: {}", String::from_utf8_lossy(&plain.stderr));
+    let (counters, _) = node.finish();
+    assert!(
+        counters.contains("  final 486                      20"),
+        "{counters}"
+    );
 }

@@ -33,6 +33,17 @@ impl Nats {
     /// When it does not start or never listens.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// [`Nats::start`] with these lines of nats-server configuration (TLS,
+    /// authorization, ...).
+    ///
+    /// # Panics
+    ///
+    /// As [`Nats::start`].
+    #[must_use]
+    pub fn start_with(config: &str) -> Self {
         require();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -41,6 +52,7 @@ impl Nats {
         let store = std::env::temp_dir().join(format!("evapi-nats-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&store);
         std::fs::create_dir_all(&store).expect("store dir");
+        std::fs::write(store.join("nats.conf"), config).expect("nats-server config");
         let mut nats = Self {
             child: Self::spawn(port, &store),
             store,
@@ -53,8 +65,10 @@ impl Nats {
 
     fn spawn(port: u16, store: &std::path::Path) -> Child {
         Command::new("nats-server")
+            .arg("-c")
+            .arg(store.join("nats.conf"))
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store)
+            .arg(store.join("js"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

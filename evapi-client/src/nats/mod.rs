@@ -76,6 +76,9 @@ pub enum NatsError {
     /// The stream or consumer could not be set up.
     #[error("JetStream setup: {0}")]
     Setup(String),
+    /// NATS could not be reached, or refused the connection.
+    #[error("{0}")]
+    Connect(String),
     /// Publishing or subscribing failed.
     #[error("NATS: {0}")]
     Nats(String),
@@ -144,7 +147,6 @@ impl NatsOptions {
     /// [`NatsError::Setup`]: a credentials file that cannot be read, a refusal, or no
     /// server within the wait.
     pub async fn connect(&self, link: Option<Arc<Link>>) -> Result<async_nats::Client, NatsError> {
-        use async_nats::ConnectErrorKind as Kind;
         let link = link.unwrap_or_default();
         let deadline = self.wait.map(|w| tokio::time::Instant::now() + w);
         let mut pause = Duration::from_millis(100);
@@ -153,7 +155,7 @@ impl NatsOptions {
             match opts.connect(self.url.as_str()).await {
                 Ok(client) => return Ok(client),
                 Err(e)
-                    if matches!(e.kind(), Kind::Io | Kind::TimedOut | Kind::Dns)
+                    if unreachable(&e)
                         && deadline.is_none_or(|d| tokio::time::Instant::now() + pause < d) =>
                 {
                     warn!(url = %self.url, error = %e, retry_in = ?pause, "NATS not reachable yet");
@@ -161,7 +163,7 @@ impl NatsOptions {
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
-                    return Err(NatsError::Setup(format!(
+                    return Err(NatsError::Connect(format!(
                         "cannot connect to NATS at {}: {e}",
                         self.url
                     )))
@@ -220,6 +222,35 @@ impl NatsOptions {
                 }
             }
         }))
+    }
+}
+
+/// Whether a failed connection is worth trying again: nobody listening yet, no route,
+/// a timeout. A refusal (credentials, a certificate) is not: it fails the same way
+/// every time.
+fn unreachable(e: &async_nats::ConnectError) -> bool {
+    use async_nats::ConnectErrorKind as Kind;
+    use std::io::ErrorKind as Io;
+    match e.kind() {
+        Kind::TimedOut | Kind::Dns => true,
+        Kind::Io => std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    Io::ConnectionRefused
+                        | Io::ConnectionReset
+                        | Io::ConnectionAborted
+                        | Io::NotConnected
+                        | Io::TimedOut
+                        | Io::AddrNotAvailable
+                        | Io::UnexpectedEof
+                        | Io::BrokenPipe
+                        | Io::HostUnreachable
+                        | Io::NetworkUnreachable
+                )
+            }),
+        _ => false,
     }
 }
 
