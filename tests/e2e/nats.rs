@@ -422,3 +422,63 @@ fn nats_with_tls_and_a_token() {
         "{counters}"
     );
 }
+
+/// The real Kamailio (tests/interop/kamailio.cfg) as the node: its bridge and two
+/// responders over NATS answer every call of a sipp burst; Kamailio sent one event
+/// per call and the responders answered each once between them.
+#[test]
+#[ignore = "needs kamailio, nats-server and sipp; .ci/run runs it"]
+fn kamailio_through_nats_answers_every_call() {
+    use evapi_tests::kamailio::{self, Kamailio, Options};
+    kamailio::require();
+    sipp::require();
+    let nats = Nats::start();
+    let kam = Kamailio::start(&Options::default());
+    let mut bridge = Command::new(binary("evapi-client"));
+    bridge.args([
+        "--addr",
+        &kam.evapi.to_string(),
+        "bridge",
+        "--nats",
+        &nats.url,
+        "--node",
+        "kamailio-1",
+    ]);
+    let bridge = Running::spawn(bridge);
+    assert!(
+        kam.wait_clients(1, Duration::from_secs(10)),
+        "the bridge connected"
+    );
+    let responders: Vec<Running> = (0..2).map(|_| responder(&nats, &[])).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let calls = 300;
+    assert_sipp_ok(&sipp::burst_486(&kam.sip.to_string(), calls, 150));
+    let mut answered = Vec::new();
+    for r in responders {
+        term(&r);
+        let (out, err, code) = r.finish(Duration::from_secs(15));
+        assert_eq!(code, 0, "{err}");
+        answered.push(count_before(&out, ", ignored"));
+    }
+    term(&bridge);
+    let (bridged, err, code) = bridge.finish(Duration::from_secs(15));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        count_before(&bridged, "events"),
+        u64::from(calls),
+        "{bridged}"
+    );
+    assert_eq!(
+        count_before(&bridged, "answers"),
+        u64::from(calls),
+        "{bridged}"
+    );
+    assert_eq!(
+        answered.iter().sum::<u64>(),
+        u64::from(calls),
+        "{answered:?}"
+    );
+    let log = kam.log();
+    assert!(!log.contains("t_continue"), "t_continue trouble:\n{log}");
+    eprintln!("Kamailio via NATS: {calls} calls, responders answered {answered:?}; {bridged}");
+}
