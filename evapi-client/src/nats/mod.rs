@@ -27,6 +27,11 @@ use crate::client::{ClientError, Secret};
 
 mod app;
 mod bridge;
+
+/// The Rust example of docs/scale-out.md compiles (a doctest).
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/scale-out.md")]
+pub struct ScaleOutGuide;
 pub mod outbox;
 
 pub use app::{app_io, respond, settle, App, AppConfig, AppMode, Event};
