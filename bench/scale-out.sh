@@ -30,38 +30,45 @@ work=$(mktemp -d)
 pids=()
 stop_all() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; for p in "${pids[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done; pids=(); }
 trap 'stop_all; rm -rf "$work"' EXIT
-ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+ticks() { local t=0 p; for p in "$@"; do [ -n "$p" ] || continue; t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
 
-# run_row MODE NODES RESPONDERS RATE -> "answered_per_s cpu_ms_per_1000 p50 p99 failed"
+# run_row MODE NODES RESPONDERS RATE -> "answered_per_s cpu_ms_per_1000 p50 p99 failed split"
+# (split: CPU ms per 1,000 calls of nodes/bridges/responders/nats-server)
 run_row() {
   local mode=$1 nodes=$2 resp=$3 rate=$4 sips=() path=() nats="" i sip evapi p before after calls per
+  local role_nodes=() role_bridges=() role_resp=() role_nats=()
   if [ "$mode" = nats ]; then
     local port; port=$(free_port tcp)
     rm -rf "$work/js"; nats-server -js -a 127.0.0.1 -p "$port" -sd "$work/js" >/dev/null 2>&1 &
-    pids+=($!); path+=($!); nats="nats://127.0.0.1:$port"
+    pids+=($!); path+=($!); role_nats+=($!); nats="nats://127.0.0.1:$port"
     for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   fi
   for i in $(seq "$nodes"); do
     sip=$(free_port udp); evapi=$(free_port tcp)
     "$SIM" -q sip --listen "127.0.0.1:$sip" --bind "127.0.0.1:$evapi" >/dev/null 2>&1 &
-    pids+=($!); path+=($!); sips+=("127.0.0.1:$sip")
+    pids+=($!); path+=($!); role_nodes+=($!); sips+=("127.0.0.1:$sip")
     for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$evapi") 2>/dev/null && break; sleep 0.1; done
     if [ "$mode" = nats ]; then
       "$CLIENT" -q --addr "127.0.0.1:$evapi" --wait 5s bridge --nats "$nats" --node "node-$i" >/dev/null 2>&1 &
+      role_bridges+=($!)
     else
       "$CLIENT" -q --addr "127.0.0.1:$evapi" --wait 5s respond --code 486 >/dev/null 2>&1 &
+      role_resp+=($!)
     fi
     pids+=($!); path+=($!)
   done
   if [ "$mode" = nats ]; then
     for i in $(seq "$resp"); do
       "$CLIENT" -q respond --nats "$nats" --code 486 >/dev/null 2>&1 &
-      pids+=($!); path+=($!)
+      pids+=($!); path+=($!); role_resp+=($!)
     done
   fi
   sleep 1
   calls=$((rate * SECONDS_PER_RUN / nodes)); per=$((rate / nodes))
   before=$(ticks "${path[@]}")
+  local b_nodes b_bridges b_resp b_nats
+  b_nodes=$(ticks "${role_nodes[@]}"); b_bridges=$(ticks "${role_bridges[@]:-}")
+  b_resp=$(ticks "${role_resp[@]}"); b_nats=$(ticks "${role_nats[@]:-}")
   local start end outs=()
   start=$(date +%s.%N)
   for i in $(seq "$nodes"); do
@@ -71,10 +78,13 @@ run_row() {
   for p in "${outs[@]}"; do wait "$p" || true; done
   end=$(date +%s.%N)
   after=$(ticks "${path[@]}")
+  local split
+  split="$(( $(ticks "${role_nodes[@]}") - b_nodes )),$(( $(ticks "${role_bridges[@]:-}") - b_bridges )),$(( $(ticks "${role_resp[@]}") - b_resp )),$(( $(ticks "${role_nats[@]:-}") - b_nats ))"
   stop_all
-  python3 - "$work" "$nodes" "$((after - before))" "$TCK" "$start" "$end" <<'PY'
+  python3 - "$work" "$nodes" "$((after - before))" "$TCK" "$start" "$end" "$split" <<'PY'
 import json, sys
 work, nodes, ticks, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+split = [int(t) for t in sys.argv[7].split(',')]
 secs = float(sys.argv[6]) - float(sys.argv[5])
 reports = []
 for i in range(1, nodes + 1):
@@ -86,25 +96,25 @@ ok = sum(r.get('ok', 0) for r in reports)
 failed = sum(r.get('failed', 0) for r in reports)
 p50 = max(r.get('latency', {}).get('p50_us', 0) for r in reports)
 p99 = max(r.get('latency', {}).get('p99_us', 0) for r in reports)
-cpu = ticks * 1000 / tck * 1000 / max(ok, 1)
-print(f"{ok / secs:.0f} {cpu:.1f} {p50} {p99} {failed}")
+per = lambda t: t * 1000 / tck * 1000 / max(ok, 1)
+print(f"{ok / secs:.0f} {per(ticks):.1f} {p50} {p99} {failed} " + "/".join(f"{per(t):.0f}" for t in split))
 PY
 }
 
-echo "| rate (calls/s offered) | nodes | path | responders | answered calls/s | CPU ms / 1,000 calls | p50 us | p99 us | failed | CPU vs direct | p50 / p99 added (us) |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| rate (calls/s offered) | nodes | path | responders | answered calls/s | CPU ms / 1,000 calls | of which nodes/bridges/responders/nats-server | p50 us | p99 us | failed | CPU vs direct | p50 / p99 added (us) |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for rate in $RATES; do
   declare -A direct=()
   for nodes in 1 2; do
-    read -r ans cpu p50 p99 failed <<<"$(run_row direct "$nodes" "$nodes" "$rate")"
+    read -r ans cpu p50 p99 failed split <<<"$(run_row direct "$nodes" "$nodes" "$rate")"
     direct[$nodes]="$cpu $p50 $p99"
-    echo "| $rate | $nodes | direct socket | $nodes | $ans | $cpu | $p50 | $p99 | $failed | 1.00 | - |"
+    echo "| $rate | $nodes | direct socket | $nodes | $ans | $cpu | $split | $p50 | $p99 | $failed | 1.00 | - |"
   done
   for shape in $SHAPES; do
     nodes=${shape%%:*}; resp=${shape##*:}
-    read -r ans cpu p50 p99 failed <<<"$(run_row nats "$nodes" "$resp" "$rate")"
+    read -r ans cpu p50 p99 failed split <<<"$(run_row nats "$nodes" "$resp" "$rate")"
     read -r dcpu dp50 dp99 <<<"${direct[$nodes]}"
     ratio=$(python3 -c "print(f'{$cpu / max($dcpu, 0.001):.2f}')")
-    echo "| $rate | $nodes | NATS | $resp | $ans | $cpu | $p50 | $p99 | $failed | $ratio | $((p50 - dp50)) / $((p99 - dp99)) |"
+    echo "| $rate | $nodes | NATS | $resp | $ans | $cpu | $split | $p50 | $p99 | $failed | $ratio | $((p50 - dp50)) / $((p99 - dp99)) |"
   done
 done

@@ -49,6 +49,13 @@ pub async fn run(
         attempts: None,
         ..Backoff::default()
     };
+    // One watcher for the whole run, so a signal is never missed between phases; the
+    // bridge, told by `stop`, publishes what it holds (for up to 5 s) and returns.
+    let watcher = stop.clone();
+    tokio::spawn(async move {
+        crate::cli::terminated().await;
+        watcher.cancel();
+    });
     let mut first = true;
     let result = loop {
         let node = if first {
@@ -56,7 +63,7 @@ pub async fn run(
         } else {
             tokio::select! {
                 c = Client::connect_with_retry(addr, config, &forever) => c,
-                () = crate::cli::terminated() => break Ok(()),
+                () = stop.cancelled() => break Ok(()),
             }
         };
         first = false;
@@ -64,15 +71,8 @@ pub async fn run(
             Ok(node) => node,
             Err(e) => break Err(anyhow::Error::from(e)),
         };
-        let ended = tokio::select! {
-            r = evapi_client::nats::bridge(node, nats.clone(), &bridge, &counts, stop.clone()) => r,
-            () = async {
-                crate::cli::terminated().await;
-                stop.cancel();
-                // Let the bridge publish what it holds (it stops within 5 s).
-                std::future::pending::<()>().await;
-            } => Ok(()),
-        };
+        let ended =
+            evapi_client::nats::bridge(node, nats.clone(), &bridge, &counts, stop.clone()).await;
         if stop.is_cancelled() {
             break ended.map_err(Into::into);
         }

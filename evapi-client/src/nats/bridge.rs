@@ -200,13 +200,18 @@ pub async fn bridge(
                     async_nats::header::NATS_MESSAGE_ID,
                     format!("{}-{boot}-{seq}", config.node).as_str(),
                 );
-                match js
-                    .publish_with_headers(subject.clone(), headers, event)
-                    .await
-                {
-                    Ok(ack) => confirming.push(async move { (seq, ack.await) }),
-                    Err(e) => {
+                // Bounded: with NATS away the client's queue can fill and hold us.
+                let publish = js.publish_with_headers(subject.clone(), headers, event);
+                match tokio::time::timeout(CONFIRM_TIMEOUT, publish).await {
+                    Ok(Ok(ack)) => confirming.push(async move { (seq, ack.await) }),
+                    Ok(Err(e)) => {
                         warn!(error = %e, "cannot publish to JetStream, retrying");
+                        lock().failed(seq);
+                        counts.retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                    Err(_) => {
+                        warn!("NATS is not taking publications, retrying");
                         lock().failed(seq);
                         counts.retries.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(RETRY_PAUSE).await;
