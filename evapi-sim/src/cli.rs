@@ -186,6 +186,12 @@ pub struct SipArgs {
     /// the SIP port is reachable by others (a forged source makes us a reflector).
     #[arg(long, env = "EVAPI_FINAL_RETRANSMITS", default_value_t = evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS)]
     final_retransmits: u32,
+    /// Receive buffer of the SIP socket, in bytes: what a burst can queue while the
+    /// simulator is busy. Past net.core.rmem_max it needs CAP_NET_ADMIN (root); the
+    /// size obtained is printed, and datagrams dropped when it is full are counted
+    /// ("kernel drops").
+    #[arg(long, env = "EVAPI_SIP_RCVBUF", default_value_t = evapi_sim::udp::DEFAULT_RCVBUF)]
+    sip_rcvbuf: usize,
     /// TLS, tokens, rate limit and keepalive of the evapi socket, as evapi-server's.
     #[command(flatten)]
     security: evapi_server::args::SecurityArgs,
@@ -286,6 +292,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let socket = tokio::net::UdpSocket::bind(listen)
                     .await
                     .with_context(|| format!("cannot bind SIP address {listen}"))?;
+                let rcvbuf = evapi_sim::udp::size_receive_buffer(&socket, sip.sip_rcvbuf);
                 let listener = tokio::net::TcpListener::bind(bind)
                     .await
                     .with_context(|| format!("cannot bind evapi address {bind}"))?;
@@ -301,6 +308,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     socket.local_addr()?,
                     listener.local_addr()?
                 );
+                eprintln!("SIP receive buffer: {rcvbuf} bytes");
                 anyhow::Ok(
                     evapi_sim::uas::run(
                         socket,

@@ -41,3 +41,4 @@ pub mod sip;
 pub mod template;
 pub mod tm;
 pub mod uas;
+pub mod udp;

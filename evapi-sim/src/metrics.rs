@@ -25,6 +25,7 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 struct Snapshot {
     suspended: usize,
     counters: RouterCounters,
+    kernel_drops: Option<u64>,
 }
 
 /// The simulator's metrics; cheap to clone, shared by the driver and the collector.
@@ -55,6 +56,14 @@ impl SimMetrics {
         let mut s = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
         s.counters.clone_from(counters);
         s.suspended = suspended;
+    }
+
+    /// Datagrams the kernel dropped on the SIP socket so far (see [`crate::udp`]).
+    pub fn kernel_drops(&self, drops: Option<u64>) {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .kernel_drops = drops;
     }
 
     /// One answered transaction: suspend to answer.
@@ -136,6 +145,14 @@ impl Collector for SnapshotCollector {
         ] {
             let metric = ConstCounter::new(value);
             metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        if let Some(drops) = s.kernel_drops {
+            evapi_server::metrics::counter(
+                e,
+                "evapi_sim_sip_kernel_drops",
+                "SIP datagrams the kernel dropped because the socket's receive buffer was full.",
+                drops,
+            )?;
         }
         Ok(())
     }

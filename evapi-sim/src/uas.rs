@@ -28,6 +28,9 @@ use crate::sip::{self, SipRequest};
 
 /// Largest UDP datagram read.
 const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams read in one go once the socket is readable, before replies are sent and
+/// timers looked at: a burst drains into the cores instead of waiting in the kernel.
+const RECV_BATCH: usize = 256;
 
 /// Settings of the SIP front.
 #[derive(Debug)]
@@ -59,6 +62,9 @@ pub struct UasCounters {
     /// The async-relay core.
     #[serde(flatten)]
     pub routing: RouterCounters,
+    /// Datagrams the kernel dropped because the SIP socket's receive buffer was full
+    /// (`None`: /proc did not say).
+    pub kernel_drops: Option<u64>,
 }
 
 /// Serve SIP on `socket` and the evapi socket on `listener` until `shutdown` resolves;
@@ -102,7 +108,20 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             got = uas.socket.recv_from(&mut buf) => match got {
-                Ok((n, peer)) => uas.datagram(&buf[..n], peer),
+                Ok((n, peer)) => {
+                    uas.datagram(&buf[..n], peer);
+                    for _ in 1..RECV_BATCH {
+                        match uas.socket.try_recv_from(&mut buf) {
+                            Ok((n, peer)) => uas.datagram(&buf[..n], peer),
+                            Err(e) => {
+                                if e.kind() != std::io::ErrorKind::WouldBlock {
+                                    warn!(error = %e, "UDP receive failed");
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
                 Err(e) => warn!(error = %e, "UDP receive failed"),
             },
             msg = inbound.recv() => match msg {
@@ -122,6 +141,7 @@ pub async fn run(
             }
             _ = publish.tick(), if http_task.is_some() => {
                 uas.metrics.publish(uas.router.counters(), uas.router.open());
+                uas.metrics.kernel_drops(crate::udp::kernel_drops(&uas.socket));
             }
         }
         uas.flush().await;
@@ -132,8 +152,10 @@ pub async fn run(
         uas.datagram(&buf[..n], peer);
     }
     uas.flush().await;
+    let kernel_drops = crate::udp::kernel_drops(&uas.socket);
     uas.metrics
         .publish(uas.router.counters(), uas.router.open());
+    uas.metrics.kernel_drops(kernel_drops);
     handle.shutdown();
     let _ = server_task.await;
     if let Some(task) = http_task {
@@ -144,6 +166,7 @@ pub async fn run(
         malformed: uas.malformed,
         sip: uas.ist.counters(),
         routing: uas.router.counters().clone(),
+        kernel_drops,
     }
 }
 
@@ -276,6 +299,7 @@ impl UasCounters {
             ("invalid answers", self.routing.invalid_answers),
             ("undelivered events", self.routing.undelivered),
             ("malformed", self.malformed),
+            ("kernel drops", self.kernel_drops.unwrap_or(0)),
         ];
         for (what, n) in rows {
             let _ = writeln!(s, "  {what:<24} {n:>8}");

@@ -21,3 +21,5 @@ mod memory;
 mod metrics;
 // Scale-out over NATS JetStream: bridges, shared responders, a responder crash.
 mod nats;
+// The SIP front of evapi-sim under datagram bursts: receive buffer, kernel drops.
+mod sip_front;
