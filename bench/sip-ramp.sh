@@ -3,7 +3,7 @@
 # (INVITE -> async relay -> 486 -> ACK, answered by one evapi-client respond), and per
 # step the datagrams the kernel dropped in the SIP socket's receive buffer (its
 # /proc/net/udp row), sipp's retransmissions and failed calls, p99 (ms, sipp's RTT),
-# the server's CPU share and RSS (now, and the peak); then RSS 5 s after the ramp.
+# the server's CPU share and RSS (now, and the peak); then RSS after the ramp.
 # Builds run one after the other, each on a fresh process, so their figures sit side
 # by side from the same run.
 #
@@ -15,6 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${RATES:-"8000 12000 16000 20000 24000"}
 STEP_SECONDS=${STEP_SECONDS:-5}
+# RSS is read this many seconds after the last step (the transactions' timers run out
+# within 32 s: Timer H).
+AFTER=${AFTER:-"5 40"}
 CLIENT=${CLIENT:-target/release/evapi-client}
 [ $# -gt 0 ] || set -- target/release/evapi-sim
 TCK=$(getconf CLK_TCK)
@@ -69,7 +72,11 @@ PY
     cpu=$(python3 -c "print(f'{($t1 - $t0) / $TCK / ($s1 - $s0) * 100:.0f}')")
     echo "| $(basename "$(dirname "$sim")")/$(basename "$sim") | $rate | $((d1 - d0)) | $retrans | $failed | $p99 | $cpu | $(rss_mb "$simpid") ($(hwm_mb "$simpid")) |"
   done
-  sleep 5
-  echo "| $(basename "$(dirname "$sim")")/$(basename "$sim") | idle before: $idle MB; 5 s after the ramp: $(rss_mb "$simpid") MB | | | | | | |"
+  after="" waited=0
+  for at in $AFTER; do
+    sleep $((at - waited)); waited=$at
+    after+="${after:+, }${at} s after: $(rss_mb "$simpid") MB"
+  done
+  echo "| $(basename "$(dirname "$sim")")/$(basename "$sim") | idle before: $idle MB; $after | | | | | | |"
   kill "$resppid" "$simpid" 2>/dev/null || true; wait "$resppid" "$simpid" 2>/dev/null || true
 done

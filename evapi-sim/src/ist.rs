@@ -119,6 +119,7 @@ pub struct UasTransactions {
     tags: u64,
     transmits: VecDeque<Transmit>,
     counters: IstCounters,
+    trim: crate::trim::Trim,
 }
 
 /// The transaction key of `req`.
@@ -161,6 +162,7 @@ impl UasTransactions {
             tags: 0,
             transmits: VecDeque::new(),
             counters: IstCounters::default(),
+            trim: crate::trim::Trim::default(),
         }
     }
 
@@ -355,6 +357,12 @@ impl UasTransactions {
 
     /// Fire the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.trim.due(now) {
+            crate::trim::map(&mut self.txs);
+            crate::trim::map(&mut self.by_dialog);
+            crate::trim::heap(&mut self.timers);
+            crate::trim::queue(&mut self.transmits);
+        }
         while let Some(Reverse((at, _, _))) = self.timers.peek() {
             if *at > now {
                 break;

@@ -40,5 +40,6 @@ pub mod scenario;
 pub mod sip;
 pub mod template;
 pub mod tm;
+pub mod trim;
 pub mod uas;
 pub mod udp;

@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc gives memory freed after a burst back to the system (glibc's malloc kept
+/// it: RSS stayed at the burst's peak); see docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     if let Some(code) = evapi_cli::generate::if_asked(<cli::Args as clap::CommandFactory>::command)
     {

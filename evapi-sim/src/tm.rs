@@ -209,6 +209,7 @@ pub struct Table<T> {
     fr_inv: VecDeque<TimerEntry>,
     wait: VecDeque<TimerEntry>,
     counters: Counters,
+    trim: crate::trim::Trim,
 }
 
 impl<T> Table<T> {
@@ -225,6 +226,7 @@ impl<T> Table<T> {
             fr_inv: VecDeque::new(),
             wait: VecDeque::new(),
             counters: Counters::default(),
+            trim: crate::trim::Trim::default(),
         }
     }
 
@@ -375,6 +377,12 @@ impl<T> Table<T> {
     where
         T: Clone,
     {
+        if self.trim.due(now) {
+            crate::trim::map(&mut self.txs);
+            for q in [&mut self.fr, &mut self.fr_inv, &mut self.wait] {
+                crate::trim::queue(q);
+            }
+        }
         let code = self.config.timeout_code;
         let due = now + self.config.wait_time;
         for kind in [Timer::Fr, Timer::FrInv] {
