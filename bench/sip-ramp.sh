@@ -7,8 +7,14 @@
 # Builds run one after the other, each on a fresh process, so their figures sit side
 # by side from the same run.
 #
-#   bench/sip-ramp.sh [SIM...]          # default: target/release/evapi-sim
+#   bench/sip-ramp.sh [SIM...]          # default: kamailio target/release/evapi-sim
 #   RATES="8000 16000 24000" STEP_SECONDS=5 bench/sip-ramp.sh /tmp/old/evapi-sim target/release/evapi-sim
+#
+# "kamailio" as a SIM runs Kamailio 5.6 with tests/interop/kamailio.cfg tuned as an
+# operator would for load (-A TUNED: 4 workers on this 2-core host, debug=1, no memory
+# debugging, 1 GiB shared memory); its CPU and memory are its whole process group's
+# (memory as PSS, so shared memory is counted once). The last rows give, per server,
+# the highest rate with no retransmission and with no failed call.
 #
 # Needs sipp (sip-tester) and python3. Loopback only; every process is ours, stopped by PID.
 set -euo pipefail
@@ -19,12 +25,12 @@ STEP_SECONDS=${STEP_SECONDS:-5}
 # within 32 s: Timer H).
 AFTER=${AFTER:-"5 40"}
 CLIENT=${CLIENT:-target/release/evapi-client}
-[ $# -gt 0 ] || set -- target/release/evapi-sim
+[ $# -gt 0 ] || set -- kamailio target/release/evapi-sim
 TCK=$(getconf CLK_TCK)
 UAC=$PWD/bench/sipp/uac-486.xml
 work=$(mktemp -d)
 pids=()
-trap 'for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'for p in "${pids[@]:-}"; do [ -n "$p" ] && { kill -TERM -- "-$p" 2>/dev/null; kill "$p" 2>/dev/null; } || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
 # drops PORT: the drops column of the UDP socket bound to 127.0.0.1:PORT.
 drops() { python3 - "$1" <<'PY'
@@ -38,21 +44,32 @@ else:
     print(0)
 PY
 }
-rss_mb() { awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
-hwm_mb() { awk '/^VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The processes of a server: the simulator, or Kamailio's process group.
+procs() { if [ "$kind" = kamailio ]; then ps -o pid= -g "$1" | tr -d ' '; else echo "$1"; fi; }
+# Memory in MB: proportional set size summed over the server's processes.
+mem_mb() { local p t=0; for p in $(procs "$1"); do t=$((t + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0))); done; echo $((t / 1024)); }
+ticks() { local p t=0; for p in $(procs "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
 
-echo "| build | rate (calls/s) | kernel drops | sipp retransmissions | failed | p99 ms | server CPU % of a core | RSS MB (peak) |"
+echo "| server | rate (calls/s) | kernel drops | sipp retransmissions | failed | p99 ms | server CPU % of a core | memory MB (PSS) |"
 echo "|---|---|---|---|---|---|---|---|"
+summary=()
 for sim in "$@"; do
   sip=$(free_port udp); evapi=$(free_port tcp)
-  "$sim" -q sip --listen "127.0.0.1:$sip" --bind "127.0.0.1:$evapi" >"$work/sim.out" 2>&1 &
+  if [ "$sim" = kamailio ]; then
+    kind=kamailio; name=kamailio-tuned
+    mkdir -p "$work/kam"
+    setsid kamailio -f tests/interop/kamailio.cfg -DD -E -Y "$work/kam" -P "$work/kam/pid" -m 1024 -M 16 \
+      -A TUNED -A "EVAPIBIND=\"127.0.0.1:$evapi\"" -A "SIPLISTEN=udp:127.0.0.1:$sip" >"$work/kam.out" 2>&1 &
+  else
+    kind=sim; name=$(basename "$(dirname "$sim")")/$(basename "$sim")
+    setsid "$sim" -q sip --listen "127.0.0.1:$sip" --bind "127.0.0.1:$evapi" >"$work/sim.out" 2>&1 &
+  fi
   simpid=$!; pids+=("$simpid")
   for _ in $(seq 50); do "$CLIENT" -q --addr "127.0.0.1:$evapi" send '{"hello":1}' 2>/dev/null && break; sleep 0.1; done
   "$CLIENT" -q --addr "127.0.0.1:$evapi" respond --code 486 >/dev/null 2>&1 &
   resppid=$!; pids+=("$resppid")
   sleep 0.5
-  idle=$(rss_mb "$simpid")
+  idle=$(mem_mb "$simpid"); no_retrans=0; no_fail=0
   for rate in $RATES; do
     d0=$(drops "$sip"); t0=$(ticks "$simpid"); s0=$(date +%s.%N)
     dir=$(mktemp -d "$work/sipp.XXXX")
@@ -70,13 +87,22 @@ PY
 )
     read -r _ p99 _ < <(python3 bench/rtt.py "$dir"/*_rtt.csv 2>/dev/null || echo "nan nan 0")
     cpu=$(python3 -c "print(f'{($t1 - $t0) / $TCK / ($s1 - $s0) * 100:.0f}')")
-    echo "| $(basename "$(dirname "$sim")")/$(basename "$sim") | $rate | $((d1 - d0)) | $retrans | $failed | $p99 | $cpu | $(rss_mb "$simpid") ($(hwm_mb "$simpid")) |"
+    echo "| $name | $rate | $((d1 - d0)) | $retrans | $failed | $p99 | $cpu | $(mem_mb "$simpid") |"
+    if [ "$retrans" -eq 0 ] && [ "$failed" -eq 0 ] && [ -z "${stop_nr:-}" ]; then no_retrans=$rate; else stop_nr=1; fi
+    if [ "$failed" -eq 0 ] && [ -z "${stop_nf:-}" ]; then no_fail=$rate; else stop_nf=1; fi
   done
+  unset stop_nr stop_nf
   after="" waited=0
   for at in $AFTER; do
     sleep $((at - waited)); waited=$at
-    after+="${after:+, }${at} s after: $(rss_mb "$simpid") MB"
+    after+="${after:+, }${at} s after: $(mem_mb "$simpid") MB"
   done
-  echo "| $(basename "$(dirname "$sim")")/$(basename "$sim") | idle before: $idle MB; $after | | | | | | |"
-  kill "$resppid" "$simpid" 2>/dev/null || true; wait "$resppid" "$simpid" 2>/dev/null || true
+  echo "| $name | idle before: $idle MB; $after | | | | | | |"
+  summary+=("| $name | $no_retrans | $no_fail |")
+  kill "$resppid" 2>/dev/null || true; kill -TERM -- "-$simpid" 2>/dev/null || true
+  wait "$resppid" "$simpid" 2>/dev/null || true
 done
+echo
+echo "| server | highest rate with no retransmission (calls/s) | highest rate with no failed call |"
+echo "|---|---|---|"
+printf '%s\n' "${summary[@]}"
