@@ -93,15 +93,17 @@ enum Timer {
 #[derive(Debug)]
 struct InviteTx {
     tid: Option<TransactionId>,
-    req: SipRequest,
+    /// Until the final response: the headers it copies and its To tag (boxed, so a
+    /// transaction held through its timers afterwards is small).
+    pending: Option<Box<(SipRequest, String)>>,
     peer: SocketAddr,
-    to_tag: String,
     last: Arc<[u8]>,
     phase: Phase,
     interval: Duration,
     /// Timer G retransmissions so far.
     resent: u32,
-    dialog: (String, u32),
+    /// Call-ID and CSeq number (see [`dialog_key`]), shared with `by_dialog`.
+    dialog: Arc<str>,
 }
 
 /// INVITE server transactions and stateless replies of one UAS.
@@ -114,12 +116,23 @@ pub struct UasTransactions {
     /// Seconds for a `Retry-After` header on every 503 (RFC 3261 section 21.5.4).
     retry_after: Option<u32>,
     txs: HashMap<TxKey, InviteTx>,
-    by_dialog: HashMap<(String, u32), TxKey>,
+    by_dialog: HashMap<Arc<str>, TxKey>,
     timers: BinaryHeap<Reverse<(Instant, Timer, TxKey)>>,
     tags: u64,
     transmits: VecDeque<Transmit>,
     counters: IstCounters,
     trim: crate::trim::Trim,
+    /// The empty datagram a confirmed transaction keeps instead of its response.
+    nothing: Arc<[u8]>,
+}
+
+/// What matches the ACK of a 2xx to its INVITE: Call-ID and CSeq number.
+fn dialog_key(req: &SipRequest) -> String {
+    format!(
+        "{}\u{0}{}",
+        req.header("Call-ID").unwrap_or_default(),
+        req.cseq_number()
+    )
 }
 
 /// The transaction key of `req`.
@@ -163,6 +176,7 @@ impl UasTransactions {
             transmits: VecDeque::new(),
             counters: IstCounters::default(),
             trim: crate::trim::Trim::default(),
+            nothing: Arc::from(Vec::new()),
         }
     }
 
@@ -213,6 +227,10 @@ impl UasTransactions {
     pub fn invite_keyed(&mut self, key: TxKey, req: &SipRequest, peer: SocketAddr) -> Invite {
         if let Some(tx) = self.txs.get(&key) {
             self.counters.retransmissions += 1;
+            if tx.phase == Phase::Confirmed {
+                // The ACK came: the retransmission crossed it, absorbed (17.2.1).
+                return Invite::Retransmission;
+            }
             let bytes = Arc::clone(&tx.last);
             self.transmits.push_back(Transmit {
                 bytes,
@@ -237,19 +255,15 @@ impl UasTransactions {
                 .filter(|(n, _)| KEPT_HEADERS.iter().any(|k| n.eq_ignore_ascii_case(k)))
                 .cloned(),
         );
-        let dialog = (
-            req.header("Call-ID").unwrap_or_default().to_owned(),
-            req.cseq_number(),
-        );
+        let dialog: Arc<str> = dialog_key(req).into();
         let to_tag = self.next_tag();
-        self.by_dialog.insert(dialog.clone(), Arc::clone(&key));
+        self.by_dialog.insert(Arc::clone(&dialog), Arc::clone(&key));
         self.txs.insert(
             Arc::clone(&key),
             InviteTx {
                 tid: None,
-                req: kept,
+                pending: Some(Box::new((kept, to_tag))),
                 peer,
-                to_tag,
                 last: trying,
                 phase: Phase::Proceeding,
                 interval: T1,
@@ -274,11 +288,7 @@ impl UasTransactions {
             k
         } else {
             // The ACK of a 2xx is a new transaction: match it by Call-ID and CSeq.
-            let dialog = (
-                req.header("Call-ID").unwrap_or_default().to_owned(),
-                req.cseq_number(),
-            );
-            match self.by_dialog.get(&dialog) {
+            match self.by_dialog.get(dialog_key(req).as_str()) {
                 Some(k) => Arc::clone(k),
                 None => {
                     debug!("ACK for no known transaction, absorbed");
@@ -289,6 +299,8 @@ impl UasTransactions {
         if let Some(tx) = self.txs.get_mut(&k) {
             if tx.phase == Phase::Completed {
                 tx.phase = Phase::Confirmed;
+                // Confirmed only absorbs: the final response is not needed any more.
+                tx.last = Arc::clone(&self.nothing);
                 self.timers.push(Reverse((now + T4, Timer::I, k)));
             }
         }
@@ -321,10 +333,17 @@ impl UasTransactions {
             Some(tx) if tx.phase == Phase::Proceeding => {}
             _ => return false,
         }
-        let resp = {
-            let tx = &self.txs[key];
-            self.build(&tx.req, code, reason, &tx.to_tag)
+        // Once built, the response is all a held transaction needs (with its key and
+        // dialog, to match retransmissions and ACKs): the copied headers go.
+        let Some((req, to_tag)) = self
+            .txs
+            .get_mut(key)
+            .and_then(|tx| tx.pending.take())
+            .map(|p| *p)
+        else {
+            return false;
         };
+        let resp = self.build(&req, code, reason, &to_tag);
         let Some(tx) = self.txs.get_mut(key) else {
             return false;
         };
@@ -598,8 +617,16 @@ mod tests {
         let Invite::New(k) = u.invite(&invite("z9hG4bK1"), peer()) else {
             panic!("new")
         };
-        let tx = &u.txs[&k];
-        assert!(tx.req.body.is_empty());
-        assert_eq!(tx.req.headers.len(), 5);
+        let (req, _) = u.txs[&k]
+            .pending
+            .as_deref()
+            .expect("kept until the final response");
+        assert!(req.body.is_empty());
+        assert_eq!(req.headers.len(), 5);
+        assert!(u.respond(Instant::now(), &k, 486, "Busy Here"));
+        assert!(
+            u.txs[&k].pending.is_none(),
+            "dropped once the response is built"
+        );
     }
 }
