@@ -12,6 +12,8 @@
 #      responder;
 #   3. relay fan-out: SIP MESSAGE -> evapi relay to 1 and 4 listening clients;
 #   4. a stalled client that never reads while calls flow.
+# Kamailio runs tests/interop/kamailio.cfg with -A TUNED (4 workers, debug=1, no memory
+# debugging, 1 GiB shared memory), as an operator would run it under load.
 # Needs: kamailio, kamailio-extra-modules, sip-tester (sipp), python3. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,7 +75,7 @@ start_server() {
   SIP_PORT=$(free_port udp); EVAPI_PORT=$(free_port tcp)
   if [ "$1" = kamailio ]; then
     mkdir -p "$work/kam"
-    setsid kamailio -f "$CFG" -DD -E -Y "$work/kam" -P "$work/kam/pid" -m 1024 -M 16 \
+    setsid kamailio -f "$CFG" -DD -E -Y "$work/kam" -P "$work/kam/pid" -m 1024 -M 16 -A TUNED \
       -A "EVAPIBIND=\"127.0.0.1:$EVAPI_PORT\"" -A "SIPLISTEN=udp:127.0.0.1:$SIP_PORT" \
       > "$work/kamailio.log" 2>&1 &
   else
