@@ -100,6 +100,7 @@ pub async fn run(
         requests: BTreeMap::new(),
         malformed: 0,
         metrics,
+        outgoing: Vec::new(),
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     tokio::pin!(shutdown);
@@ -179,6 +180,8 @@ struct Uas {
     requests: BTreeMap<String, u64>,
     malformed: u64,
     metrics: SimMetrics,
+    /// Datagrams of one flush, sent in batches (a buffer reused).
+    outgoing: Vec<(std::sync::Arc<[u8]>, SocketAddr)>,
 }
 
 impl Uas {
@@ -193,11 +196,12 @@ impl Uas {
             self.ist
                 .respond(now, &reply.data, reply.code, &reply.reason);
         }
+        self.outgoing.clear();
         while let Some(t) = self.ist.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.bytes, t.peer).await {
-                warn!(peer = %t.peer, error = %e, "UDP send failed");
-            }
+            self.outgoing.push((t.bytes, t.peer));
         }
+        crate::udp::send_all(&self.socket, &self.outgoing).await;
+        self.outgoing.clear();
     }
 
     fn datagram(&mut self, data: &[u8], peer: SocketAddr) {

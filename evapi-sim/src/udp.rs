@@ -7,11 +7,19 @@
 //! request for its own bookkeeping). Drops are read from `/proc/net/udp` (the `drops`
 //! column of this socket's row, found by its inode).
 
+use std::io::IoSlice;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
-use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+use nix::sys::socket::{
+    getsockopt, sendmmsg, setsockopt, sockopt, MsgFlags, MultiHeaders, SockaddrStorage,
+};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tracing::{info, warn};
+
+/// Datagrams handed to the kernel in one `sendmmsg` call.
+pub const SEND_BATCH: usize = 64;
 
 /// Default receive buffer asked for the SIP socket: about 40,000 INVITEs of sipp's size.
 pub const DEFAULT_RCVBUF: usize = 16 * 1024 * 1024;
@@ -36,6 +44,50 @@ pub fn size_receive_buffer(socket: &UdpSocket, wanted: usize) -> usize {
         info!(wanted, got, forced, "SIP receive buffer");
     }
     got
+}
+
+/// Send every `(bytes, peer)` of `datagrams`, [`SEND_BATCH`] per system call
+/// (`sendmmsg`), waiting while the socket's send buffer is full. A datagram the kernel
+/// refuses (e.g. an unreachable address) is logged and skipped; the rest still go.
+pub async fn send_all<B: AsRef<[u8]>>(socket: &UdpSocket, datagrams: &[(B, SocketAddr)]) {
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(SEND_BATCH, None);
+    let mut start = 0;
+    while start < datagrams.len() {
+        let chunk = &datagrams[start..(start + SEND_BATCH).min(datagrams.len())];
+        let slices: Vec<[IoSlice<'_>; 1]> = chunk
+            .iter()
+            .map(|(bytes, _)| [IoSlice::new(bytes.as_ref())])
+            .collect();
+        let addrs: Vec<Option<SockaddrStorage>> = chunk
+            .iter()
+            .map(|(_, peer)| Some(SockaddrStorage::from(*peer)))
+            .collect();
+        let sent = socket.try_io(Interest::WRITABLE, || {
+            sendmmsg(
+                socket.as_raw_fd(),
+                &mut headers,
+                &slices,
+                &addrs,
+                [],
+                MsgFlags::empty(),
+            )
+            .map(|results| results.count())
+            .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => {
+                let _ = socket.writable().await;
+            }
+            Ok(n) => start += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let _ = socket.writable().await;
+            }
+            Err(e) => {
+                warn!(peer = %chunk[0].1, error = %e, "UDP send failed");
+                start += 1;
+            }
+        }
+    }
 }
 
 /// Datagrams the kernel dropped on `socket` (its receive buffer was full), since it
@@ -86,6 +138,24 @@ mod tests {
         assert_eq!(drops_in(TABLE, 1), None);
         assert_eq!(drops_in("", 777), None);
         assert_eq!(drops_in("garbage\nmore garbage", 777), None);
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_one_call_arrives_whole_and_in_order() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let to = rx.local_addr().unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let datagrams: Vec<(Vec<u8>, SocketAddr)> = (0..SEND_BATCH * 2 + 5)
+            .map(|i| (format!("datagram {i}").into_bytes(), to))
+            .collect();
+        send_all(&tx, &datagrams).await;
+        let mut buf = [0u8; 64];
+        for (want, _) in &datagrams {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want.as_slice());
+        }
     }
 
     #[tokio::test]
