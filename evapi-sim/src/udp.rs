@@ -50,7 +50,6 @@ pub fn size_receive_buffer(socket: &UdpSocket, wanted: usize) -> usize {
 /// (`sendmmsg`), waiting while the socket's send buffer is full. A datagram the kernel
 /// refuses (e.g. an unreachable address) is logged and skipped; the rest still go.
 pub async fn send_all<B: AsRef<[u8]>>(socket: &UdpSocket, datagrams: &[(B, SocketAddr)]) {
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(SEND_BATCH, None);
     let mut start = 0;
     while start < datagrams.len() {
         let chunk = &datagrams[start..(start + SEND_BATCH).min(datagrams.len())];
@@ -62,7 +61,10 @@ pub async fn send_all<B: AsRef<[u8]>>(socket: &UdpSocket, datagrams: &[(B, Socke
             .iter()
             .map(|(_, peer)| Some(SockaddrStorage::from(*peer)))
             .collect();
+        // Built per call, inside it: its raw pointers never live across an await, so
+        // the caller's future stays Send.
         let sent = socket.try_io(Interest::WRITABLE, || {
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
             sendmmsg(
                 socket.as_raw_fd(),
                 &mut headers,
