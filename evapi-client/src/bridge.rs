@@ -84,13 +84,14 @@ pub async fn run(
     stop.cancel();
     let c = &counts;
     println!(
-        "bridged {} events ({} confirmed, {} retried, {} shed, {} held), {} answers",
+        "bridged {} events ({} confirmed, {} retried, {} shed, {} held), {} answers, {} dropped answers",
         c.events.load(Ordering::Relaxed),
         c.published.load(Ordering::Relaxed),
         c.retries.load(Ordering::Relaxed),
         c.shed.load(Ordering::Relaxed),
         c.buffered.load(Ordering::Relaxed),
         c.answers.load(Ordering::Relaxed),
+        c.answers_dropped.load(Ordering::Relaxed),
     );
     result?;
     Ok(ExitCode::SUCCESS)
@@ -139,8 +140,14 @@ impl Collector for Metrics {
         counter(
             e,
             "evapi_bridge_answers",
-            "Answers from NATS written to the node",
+            "Answers from NATS for the node",
             get(&c.answers),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_answers_dropped",
+            "Answers from NATS too large for the node's framing, not written",
+            get(&c.answers_dropped),
         )?;
         counter(
             e,

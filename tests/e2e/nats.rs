@@ -482,3 +482,54 @@ fn kamailio_through_nats_answers_every_call() {
     assert!(!log.contains("t_continue"), "t_continue trouble:\n{log}");
     eprintln!("Kamailio via NATS: {calls} calls, responders answered {answered:?}; {bridged}");
 }
+
+/// Bounds of what comes from NATS: an answer larger than the node's framing carries
+/// (`--max-frame` on the bridge) is dropped and counted, and the bridge goes on; an
+/// event larger than an app's `--max-frame` is skipped, and the app goes on.
+#[test]
+#[ignore = "needs nats-server and sipp (apt-get install nats-server sip-tester)"]
+fn oversized_frames_from_nats_are_dropped_not_fatal() {
+    sipp::require();
+    let nats = Nats::start();
+    let node = Node::with("node-o", &nats, &[], &["--max-frame", "65536"]);
+    let big = format!(r#"{{"event":"{}"}}"#, "x".repeat(70_000));
+    let sent = Command::new(binary("evapi-client"))
+        .args([
+            "--nats",
+            &nats.url,
+            "--node",
+            "node-o",
+            "--max-frame",
+            "200000",
+        ])
+        .args(["send", &big])
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    // An app whose frames are smaller than the node's events watches in vain, alive.
+    let mut tiny = Command::new(binary("evapi-client"));
+    tiny.args(["--nats", &nats.url, "--max-frame", "64"]).args([
+        "listen",
+        "--count",
+        "1",
+        "--timeout",
+        "4s",
+    ]);
+    let tiny = Running::spawn(tiny);
+    let _responder = responder(&nats, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_sipp_ok(&sipp::burst_486(&node.sip, 10, 10));
+    let (_, err, code) = tiny.finish(Duration::from_secs(20));
+    assert_eq!(code, 1, "listen timed out rather than failed: {err}");
+    assert!(err.contains("larger than --max-frame"), "{err}");
+    let (counters, bridged) = node.finish();
+    assert!(
+        counters.contains("  final 486                      10"),
+        "{counters}"
+    );
+    assert_eq!(count_before(&bridged, "dropped answers"), 1, "{bridged}");
+}

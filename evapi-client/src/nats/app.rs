@@ -326,6 +326,7 @@ pub async fn app_io(
         framed,
         config.node.clone(),
         config.matcher.clone(),
+        max_frame,
     ));
     let mut pipes = PIPES.lock().unwrap_or_else(PoisonError::into_inner);
     pipes.retain(|t| !t.is_finished());
@@ -353,6 +354,7 @@ async fn pipe(
     mut framed: Framed<tokio::io::DuplexStream, FrameCodec>,
     node: Option<String>,
     matcher: SuspendMatcher,
+    max_frame: usize,
 ) {
     let mut taken = Taken::new();
     loop {
@@ -360,6 +362,15 @@ async fn pipe(
             event = app.next() => {
                 let Some(event) = event else { break };
                 let payload = event.payload.clone();
+                if payload.len() > max_frame {
+                    // Not for this app's framing: taken, it goes to no one (answered by
+                    // nobody, the node's timer ends the call); watched, it is skipped.
+                    warn!(bytes = payload.len(), max_frame, node = %event.node, "event larger than --max-frame, skipped");
+                    if let Some(msg) = &event.msg {
+                        let _ = msg.ack_with(AckKind::Term).await;
+                    }
+                    continue;
+                }
                 if app.takes() {
                     match matcher.parse(&payload) {
                         Ok(Some(s)) => taken.entry(s.id).or_default().push_back(event),

@@ -83,8 +83,10 @@ pub struct BridgeCounts {
     pub shed: AtomicU64,
     /// Shed events answered with the shed code.
     pub shed_answered: AtomicU64,
-    /// Answers from NATS written to the node.
+    /// Answers from NATS for the node.
     pub answers: AtomicU64,
+    /// Answers from NATS the node's framing could not carry (over `--max-frame`).
+    pub answers_dropped: AtomicU64,
     /// Bytes held in the outbox now.
     pub buffered_bytes: AtomicU64,
     /// Events held in the outbox now.
@@ -267,7 +269,15 @@ pub async fn bridge(
                 },
                 Some(shed) = shed_rx.recv() => Bytes::from(shed),
             };
-            writer.send(&answer).await?;
+            if let Err(e) = writer.send(&answer).await {
+                if e.is_disconnect() {
+                    return Err(e.into());
+                }
+                // Anyone allowed to publish on the answers subject can send anything:
+                // a frame the node's framing cannot carry is dropped, not fatal.
+                counts.answers_dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, bytes = answer.len(), "answer from NATS not written to the node");
+            }
         }
     };
 
