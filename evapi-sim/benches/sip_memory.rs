@@ -98,16 +98,9 @@ fn measure(n: usize, state: &str) -> f64 {
         let Invite::New(key) = ist.invite_keyed(key, &req, peer) else {
             panic!("a new INVITE")
         };
-        let request = Request {
-            method: req.method.clone(),
-            ruri: req.uri.clone(),
-            from_uri: req.uri_of("From"),
-            to_uri: req.uri_of("To"),
-            call_id: req.header("Call-ID").unwrap_or_default().to_owned(),
-            cseq: req.cseq_number(),
-            source: peer,
-        };
-        let id = router.request(now, &request, key.clone()).id;
+        let id = router
+            .request(now, &Request::from_sip(&req, peer), key.clone())
+            .id;
         ist.set_tid(&key, id);
         if state == "held" {
             let answer = format!(

@@ -23,6 +23,20 @@ pub struct Request {
 }
 
 impl Request {
+    /// What templates read of a SIP request `req` that came from `peer`.
+    #[must_use]
+    pub fn from_sip(req: &crate::sip::SipRequest, peer: SocketAddr) -> Self {
+        Self {
+            method: req.method.clone(),
+            ruri: req.uri.clone(),
+            from_uri: req.uri_of("From"),
+            to_uri: req.uri_of("To"),
+            call_id: req.header("Call-ID").unwrap_or_default().to_owned(),
+            cseq: req.cseq_number(),
+            source: peer,
+        }
+    }
+
     /// The key tm hashes to find the transaction's slot: Call-ID and CSeq number.
     #[must_use]
     pub fn transaction_key(&self) -> Vec<u8> {

@@ -24,7 +24,7 @@ use crate::ist::{Invite, IstCounters, TxKey, UasTransactions};
 use crate::metrics::SimMetrics;
 use crate::request::Request;
 use crate::router::{Delivery, Message, Router, RouterConfig, RouterCounters};
-use crate::sip::{self, SipRequest};
+use crate::sip;
 
 /// Largest UDP datagram read.
 const MAX_DATAGRAM: usize = 65_535;
@@ -239,7 +239,7 @@ impl Uas {
                     return;
                 }
                 if let Invite::New(key) = self.ist.invite_keyed(key, &req, peer) {
-                    let request = request_of(&req, peer);
+                    let request = Request::from_sip(&req, peer);
                     let relay = self.router.request(now, &request, key.clone());
                     let (id, sent) = (relay.id, apps::deliver(&self.handle, relay.to, relay.event));
                     self.ist.set_tid(&key, id);
@@ -255,7 +255,7 @@ impl Uas {
                 }
             }
             "MESSAGE" => {
-                let event = self.router.render(&request_of(&req, peer));
+                let event = self.router.render(&Request::from_sip(&req, peer));
                 if !apps::deliver(&self.handle, Delivery::All, event) {
                     self.router.undelivered(now, None);
                 }
@@ -264,19 +264,6 @@ impl Uas {
             "OPTIONS" | "BYE" => self.ist.stateless(&req, 200, peer),
             _ => self.ist.stateless(&req, 501, peer),
         }
-    }
-}
-
-/// What templates read of a SIP request.
-fn request_of(req: &SipRequest, peer: SocketAddr) -> Request {
-    Request {
-        method: req.method.clone(),
-        ruri: req.uri.clone(),
-        from_uri: req.uri_of("From"),
-        to_uri: req.uri_of("To"),
-        call_id: req.header("Call-ID").unwrap_or_default().to_owned(),
-        cseq: req.cseq_number(),
-        source: peer,
     }
 }
 

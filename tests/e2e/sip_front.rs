@@ -15,6 +15,21 @@ fn options(n: u32, sim: &str, local: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `sent` OPTIONS sent at once, as fast as the loop goes, to a simulator started with
+/// `flags`; its counters when it stops.
+fn burst(flags: &[&str], sent: u32) -> String {
+    let node = SimNode::start(flags);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = socket.local_addr().unwrap().to_string();
+    for n in 0..sent {
+        socket
+            .send_to(&options(n, &node.sip, &local), &node.sip)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    node.finish()
+}
+
 /// The count after `label` in the simulator's counters table.
 fn row(counters: &str, label: &str) -> u64 {
     counters
@@ -28,17 +43,8 @@ fn row(counters: &str, label: &str) -> u64 {
 /// for (handled + dropped = sent) instead of vanishing without a trace.
 #[test]
 fn datagrams_dropped_by_a_full_receive_buffer_are_counted() {
-    let node = SimNode::start(&["--sip-rcvbuf", "4096"]);
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let local = socket.local_addr().unwrap().to_string();
-    let sent = 20_000u32;
-    for n in 0..sent {
-        socket
-            .send_to(&options(n, &node.sip, &local), &node.sip)
-            .unwrap();
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let counters = node.finish();
+    let sent = 20_000;
+    let counters = burst(&["--sip-rcvbuf", "4096"], sent);
     let (handled, dropped) = (row(&counters, "OPTIONS"), row(&counters, "kernel drops"));
     assert_eq!(handled + dropped, u64::from(sent), "{counters}");
     assert!(
@@ -51,17 +57,8 @@ fn datagrams_dropped_by_a_full_receive_buffer_are_counted() {
 /// same burst: nothing dropped.
 #[test]
 fn the_default_receive_buffer_holds_a_burst() {
-    let node = SimNode::start(&[]);
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let local = socket.local_addr().unwrap().to_string();
-    let sent = 20_000u32;
-    for n in 0..sent {
-        socket
-            .send_to(&options(n, &node.sip, &local), &node.sip)
-            .unwrap();
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let counters = node.finish();
+    let sent = 20_000;
+    let counters = burst(&[], sent);
     if row(&counters, "kernel drops") > 0 && !is_root() {
         eprintln!("not root: the buffer is capped by rmem_max; drops allowed\n{counters}");
         return;
