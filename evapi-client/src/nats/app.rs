@@ -175,16 +175,30 @@ impl App {
         }
     }
 
-    /// Send `answer` to the node of `event`, then acknowledge the event: published and
-    /// flushed first, so a crash in between gives a redelivery (and a second answer,
-    /// which the node refuses), never a lost answer.
+    /// Send `answer` to the node of `event`, then acknowledge the event. Both go out on
+    /// the one connection in that order, and the server handles them in order: a crash
+    /// in between gives a redelivery (and a second answer, which the node refuses),
+    /// never an acknowledged event without its answer. Nothing waits for the server
+    /// here (see [`App::flush`]).
     ///
     /// # Errors
     ///
     /// NATS fails; the event is then redelivered after the ack wait.
     pub async fn answer(&self, event: &Event, answer: impl Into<Bytes>) -> Result<(), NatsError> {
-        self.send(&event.node, answer).await?;
+        self.nats
+            .publish(answers_subject(&event.node), answer.into())
+            .await
+            .map_err(nats_error)?;
         self.ack(event).await
+    }
+
+    /// Wait until the NATS server has everything sent so far.
+    ///
+    /// # Errors
+    ///
+    /// NATS fails.
+    pub async fn flush(&self) -> Result<(), NatsError> {
+        self.nats.flush().await.map_err(nats_error)
     }
 
     /// Send `payload` to `node` (its bridge writes it to the node's socket); returns
@@ -198,7 +212,7 @@ impl App {
             .publish(answers_subject(node), payload.into())
             .await
             .map_err(nats_error)?;
-        self.nats.flush().await.map_err(nats_error)
+        self.flush().await
     }
 
     /// Acknowledge `event` without answering it (it was not a suspend event).
@@ -253,6 +267,19 @@ pub async fn respond(
     stop: CancellationToken,
 ) -> Result<(), NatsError> {
     let mut app = App::take(nats, ack_wait).await?;
+    let result = answer_events(&mut app, responder, counts, count, &stop).await;
+    // What was answered reaches the server before we go.
+    let _ = app.flush().await;
+    result
+}
+
+async fn answer_events(
+    app: &mut App,
+    responder: &Responder,
+    counts: &Counts,
+    count: Option<u64>,
+    stop: &CancellationToken,
+) -> Result<(), NatsError> {
     let mut answered = 0u64;
     loop {
         let event = tokio::select! {
@@ -399,6 +426,8 @@ async fn pipe(
     for event in taken.into_values().flatten() {
         let _ = app.give_back(&event).await;
     }
+    // Answers and acknowledgements reach the server before the program exits.
+    let _ = app.flush().await;
 }
 
 /// Send `frame` to the node whose event it answers, or to `node`.
