@@ -67,6 +67,8 @@ pub struct Event {
 enum Source {
     Take(Box<pull::Stream>),
     Observe(async_nats::Subscriber),
+    /// No longer taking or watching (see [`App::stop_taking`]).
+    Stopped,
 }
 
 /// Events from NATS and the way back to their nodes.
@@ -157,6 +159,7 @@ impl App {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },
+                Source::Stopped => return None,
                 Source::Observe(sub) => {
                     let msg = sub.next().await?;
                     let (node, payload) = node_of(&msg);
@@ -213,6 +216,14 @@ impl App {
             .await
             .map_err(nats_error)?;
         self.flush().await
+    }
+
+    /// Take no more events: the pull subscription ends, and once the server knows it
+    /// (flushed) it hands this app nothing more. Call it before giving events back, or
+    /// the server may hand them straight back to this app's pending pull.
+    pub async fn stop_taking(&mut self) {
+        self.source = Source::Stopped;
+        let _ = self.flush().await;
     }
 
     /// Acknowledge `event` without answering it (it was not a suspend event).
@@ -422,7 +433,9 @@ async fn pipe(
             },
         }
     }
-    // The app left: what it took and did not answer goes to another app at once.
+    // The app left: what it took and did not answer goes to another app at once
+    // (after the server stopped handing events to this one).
+    app.stop_taking().await;
     for event in taken.into_values().flatten() {
         let _ = app.give_back(&event).await;
     }
