@@ -94,12 +94,6 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
-
-    /// Events waiting to be published.
-    #[must_use]
-    pub fn queued(&self) -> usize {
-        self.queued.len()
-    }
 }
 
 #[cfg(test)]
