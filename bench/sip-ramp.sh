@@ -9,6 +9,7 @@
 #
 #   bench/sip-ramp.sh [SIM...]          # default: kamailio target/release/evapi-sim
 #   RATES="8000 16000 24000" STEP_SECONDS=5 bench/sip-ramp.sh /tmp/old/evapi-sim target/release/evapi-sim
+#   SIM_OUT=/tmp/sim.log bench/sip-ramp.sh target/release/evapi-sim   # keep the simulator's output
 #
 # "kamailio" as a SIM runs Kamailio 5.6 with tests/interop/kamailio.cfg tuned as an
 # operator would for load (-A TUNED: 4 workers on this 2-core host, debug=1, no memory
@@ -62,7 +63,7 @@ for sim in "$@"; do
       -A TUNED -A "EVAPIBIND=\"127.0.0.1:$evapi\"" -A "SIPLISTEN=udp:127.0.0.1:$sip" >"$work/kam.out" 2>&1 &
   else
     kind=sim; name=$(basename "$(dirname "$sim")")/$(basename "$sim")
-    setsid "$sim" -q sip --listen "127.0.0.1:$sip" --bind "127.0.0.1:$evapi" >"$work/sim.out" 2>&1 &
+    setsid "$sim" -q sip --listen "127.0.0.1:$sip" --bind "127.0.0.1:$evapi" >"${SIM_OUT:-$work/sim.out}" 2>&1 &
   fi
   simpid=$!; pids+=("$simpid")
   for _ in $(seq 50); do "$CLIENT" -q --addr "127.0.0.1:$evapi" send '{"hello":1}' 2>/dev/null && break; sleep 0.1; done

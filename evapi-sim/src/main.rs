@@ -9,8 +9,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc gives memory freed after a burst back to the system (glibc's malloc kept
-/// it: RSS stayed at the burst's peak); see docs/benchmarks.md.
+/// mimalloc (its version 2, see the workspace manifest) gives memory freed after a burst
+/// back to the system (glibc's malloc kept it: RSS stayed at the burst's peak); see
+/// docs/benchmarks.md.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
