@@ -2,7 +2,7 @@
 //! transaction layer and the async-relay router with its tm table), measured as the
 //! growth of the process's RSS with mimalloc, the binary's allocator:
 //!
-//! - *suspended*: INVITEs waiting for the app's answer (100 Trying sent);
+//! - *suspended*: INVITEs waiting for the app's answer past 200 ms (100 Trying sent);
 //! - *held*: answered (486) and ACKed, kept through Timer I and tm's wait timer, which
 //!   is where most transactions of a load test sit (5 s at whatever the rate is).
 //!
@@ -95,7 +95,7 @@ fn measure(n: usize, state: &str) -> f64 {
     for i in 0..n {
         let req = sip::parse(invite(i).as_bytes()).unwrap();
         let key = evapi_sim::ist::key(&req);
-        let Invite::New(key) = ist.invite_keyed(key, &req, peer) else {
+        let Invite::New(key) = ist.invite_keyed(now, key, &req, peer) else {
             panic!("a new INVITE")
         };
         let id = router
@@ -114,6 +114,9 @@ fn measure(n: usize, state: &str) -> f64 {
         }
         while ist.poll_transmit().is_some() {}
     }
+    // 200 ms on: a suspended transaction has sent (and keeps) its 100 Trying.
+    ist.handle_timeout(now + evapi_sim::ist::DEFAULT_TRYING_AFTER);
+    while ist.poll_transmit().is_some() {}
     let after = rss_kib();
     // Still there (and in the state measured) when RSS was read.
     assert_eq!(ist.len(), n);

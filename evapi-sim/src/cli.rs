@@ -186,6 +186,11 @@ pub struct SipArgs {
     /// the SIP port is reachable by others (a forged source makes us a reflector).
     #[arg(long, env = "EVAPI_FINAL_RETRANSMITS", default_value_t = evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS)]
     final_retransmits: u32,
+    /// Send 100 Trying for an INVITE whose final response is not there this long after
+    /// it came (RFC 3261 section 17.2.1 requires one unless the answer comes within
+    /// 200 ms); a retransmitted INVITE gets it at once. 0s: at once, always.
+    #[arg(long, env = "EVAPI_TRYING_AFTER", default_value = "200ms", value_parser = humantime::parse_duration)]
+    trying_after: std::time::Duration,
     /// Receive buffer of the SIP socket, in bytes: what a burst can queue while the
     /// simulator is busy. Past net.core.rmem_max it needs CAP_NET_ADMIN (root); the
     /// size obtained is printed, and datagrams dropped when it is full are counted
@@ -409,6 +414,7 @@ fn sip_options(sip: &SipArgs) -> Option<evapi_sim::uas::UasOptions> {
         },
         final_retransmits: sip.final_retransmits,
         retry_after: sip.retry_after,
+        trying_after: sip.trying_after,
         metrics: None,
     })
 }

@@ -2,8 +2,10 @@
 //! transactions (RFC 3261 section 17.2.1) and the stateless replies around them.
 //!
 //! An INVITE starts a transaction keyed by its top Via's branch and sent-by (section
-//! 17.2.3); `100 Trying` goes out at once. A retransmitted INVITE gets the last response
-//! again. The final response (from [`crate::router`]) moves it to Completed and is
+//! 17.2.3). `100 Trying` goes out when the final response is not there within
+//! [`DEFAULT_TRYING_AFTER`] (200 ms: section 17.2.1 requires it unless the TU answers
+//! within 200 ms; configurable, zero sends it at once), or at once when the INVITE is
+//! retransmitted before that. A retransmitted INVITE gets the last response again. The final response (from [`crate::router`]) moves it to Completed and is
 //! retransmitted on Timer G (T1, doubling up to T2) until the ACK comes or Timer H
 //! (64*T1) gives up; the ACK moves it to Confirmed, and Timer I (T4) forgets it. The ACK
 //! of a 2xx is matched by Call-ID and CSeq, since it has a branch of its own.
@@ -36,6 +38,12 @@ pub const TIMER_H: Duration = Duration::from_secs(32);
 /// Timer H (at 0.5, 1.5, 3.5, 7.5, then every 4 s up to 31.5 s): the default bound.
 pub const DEFAULT_FINAL_RETRANSMITS: u32 = 10;
 
+/// When a 100 Trying goes out if the final response is not ready: RFC 3261 section
+/// 17.2.1 requires a 100 unless the TU answers within 200 ms. An app that answers
+/// sooner saves a datagram per call (and the simulator the bytes of a provisional
+/// response while the transaction waits).
+pub const DEFAULT_TRYING_AFTER: Duration = Duration::from_millis(200);
+
 /// Headers a response copies from its request (section 8.2.6.2); the rest of an INVITE
 /// (other headers, the body) is not kept while its transaction lives.
 const KEPT_HEADERS: [&str; 5] = ["Via", "From", "To", "Call-ID", "CSeq"];
@@ -55,7 +63,7 @@ pub struct Transmit {
 /// What an INVITE was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invite {
-    /// A new transaction with this key (100 Trying queued).
+    /// A new transaction with this key (100 Trying queued, or due on its timer).
     New(TxKey),
     /// A retransmission of a known one (its last response queued again).
     Retransmission,
@@ -82,6 +90,8 @@ enum Phase {
 /// The timers of an INVITE server transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
+    /// Send 100 Trying if no final response is there yet.
+    Trying,
     /// Timer G: retransmit the final response.
     G,
     /// Timer H: stop waiting for the ACK.
@@ -97,6 +107,8 @@ struct InviteTx {
     /// transaction held through its timers afterwards is small).
     pending: Option<Box<(SipRequest, String)>>,
     peer: SocketAddr,
+    /// The last response sent, for a retransmitted INVITE: empty before the 100 Trying
+    /// and once Confirmed.
     last: Arc<[u8]>,
     phase: Phase,
     interval: Duration,
@@ -115,6 +127,8 @@ pub struct UasTransactions {
     max_final_retransmits: u32,
     /// Seconds for a `Retry-After` header on every 503 (RFC 3261 section 21.5.4).
     retry_after: Option<u32>,
+    /// See [`DEFAULT_TRYING_AFTER`].
+    trying_after: Duration,
     txs: HashMap<TxKey, InviteTx>,
     by_dialog: HashMap<Arc<str>, TxKey>,
     timers: BinaryHeap<Reverse<(Instant, Timer, TxKey)>>,
@@ -169,6 +183,7 @@ impl UasTransactions {
         Self {
             max_final_retransmits: max,
             retry_after: None,
+            trying_after: DEFAULT_TRYING_AFTER,
             txs: HashMap::new(),
             by_dialog: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -183,6 +198,12 @@ impl UasTransactions {
     /// Put `Retry-After: secs` on every 503 from now on.
     pub fn set_retry_after(&mut self, secs: Option<u32>) {
         self.retry_after = secs;
+    }
+
+    /// Send 100 Trying for new INVITEs when no final response is there `after` their
+    /// arrival ([`DEFAULT_TRYING_AFTER`]); zero: at once.
+    pub fn set_trying_after(&mut self, after: Duration) {
+        self.trying_after = after;
     }
 
     fn build(&self, req: &SipRequest, code: u16, reason: &str, to_tag: &str) -> Arc<[u8]> {
@@ -217,32 +238,38 @@ impl UasTransactions {
         self.txs.contains_key(key)
     }
 
-    /// An INVITE from `peer`: a new transaction, or a retransmission.
-    pub fn invite(&mut self, req: &SipRequest, peer: SocketAddr) -> Invite {
-        self.invite_keyed(key(req), req, peer)
+    /// An INVITE from `peer` at `now`: a new transaction, or a retransmission.
+    pub fn invite(&mut self, now: Instant, req: &SipRequest, peer: SocketAddr) -> Invite {
+        self.invite_keyed(now, key(req), req, peer)
     }
 
     /// [`UasTransactions::invite`] with its [`key`] already computed (a driver that
     /// looked it up first builds it once).
-    pub fn invite_keyed(&mut self, key: TxKey, req: &SipRequest, peer: SocketAddr) -> Invite {
+    pub fn invite_keyed(
+        &mut self,
+        now: Instant,
+        key: TxKey,
+        req: &SipRequest,
+        peer: SocketAddr,
+    ) -> Invite {
         if let Some(tx) = self.txs.get(&key) {
             self.counters.retransmissions += 1;
-            if tx.phase == Phase::Confirmed {
+            match tx.phase {
                 // The ACK came: the retransmission crossed it, absorbed (17.2.1).
-                return Invite::Retransmission;
+                Phase::Confirmed => {}
+                // Retransmitted before its 100 Trying was due: the client is waiting,
+                // tell it now.
+                Phase::Proceeding if tx.last.is_empty() => self.send_trying(&key),
+                _ => {
+                    let bytes = Arc::clone(&tx.last);
+                    self.transmits.push_back(Transmit {
+                        bytes,
+                        peer: tx.peer,
+                    });
+                }
             }
-            let bytes = Arc::clone(&tx.last);
-            self.transmits.push_back(Transmit {
-                bytes,
-                peer: tx.peer,
-            });
             return Invite::Retransmission;
         }
-        let trying: Arc<[u8]> = sip::response(req, 100, "Trying", None).into();
-        self.transmits.push_back(Transmit {
-            bytes: Arc::clone(&trying),
-            peer,
-        });
         let mut kept = SipRequest {
             method: req.method.clone(),
             uri: String::new(),
@@ -264,14 +291,37 @@ impl UasTransactions {
                 tid: None,
                 pending: Some(Box::new((kept, to_tag))),
                 peer,
-                last: trying,
+                last: Arc::clone(&self.nothing),
                 phase: Phase::Proceeding,
                 interval: T1,
                 resent: 0,
                 dialog,
             },
         );
+        if self.trying_after.is_zero() {
+            self.send_trying(&key);
+        } else {
+            let at = now + self.trying_after;
+            self.timers
+                .push(Reverse((at, Timer::Trying, Arc::clone(&key))));
+        }
         Invite::New(key)
+    }
+
+    /// Send the 100 Trying of a Proceeding transaction and keep it as its last response.
+    fn send_trying(&mut self, key: &TxKey) {
+        let Some(tx) = self.txs.get_mut(key) else {
+            return;
+        };
+        let Some(pending) = tx.pending.as_ref() else {
+            return;
+        };
+        let trying: Arc<[u8]> = sip::response(&pending.0, 100, "Trying", None).into();
+        tx.last = Arc::clone(&trying);
+        self.transmits.push_back(Transmit {
+            bytes: trying,
+            peer: tx.peer,
+        });
     }
 
     /// Remember which tm transaction the INVITE `key` belongs to (for CANCEL).
@@ -393,6 +443,9 @@ impl UasTransactions {
                 continue;
             };
             match (timer, tx.phase) {
+                (Timer::Trying, Phase::Proceeding) if tx.last.is_empty() => {
+                    self.send_trying(&key);
+                }
                 (Timer::G, Phase::Completed) if tx.resent < self.max_final_retransmits => {
                     tx.resent += 1;
                     tx.interval = (tx.interval * 2).min(T2);
@@ -469,15 +522,50 @@ mod tests {
     }
 
     #[test]
+    fn trying_waits_200_ms_for_the_final_response() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut u = UasTransactions::new();
+        // Answered within 200 ms: the final response alone.
+        let Invite::New(fast) = u.invite(t0, &invite("z9hG4bK1"), peer()) else {
+            panic!("new")
+        };
+        assert!(drain(&mut u).is_empty(), "no 100 Trying yet");
+        assert!(u.respond(ms(150), &fast, 486, "Busy Here"));
+        assert_eq!(drain(&mut u), ["SIP/2.0 486 Busy Here"]);
+        u.ack(ms(160), &ack("z9hG4bK1"));
+        u.handle_timeout(ms(200));
+        assert!(drain(&mut u).is_empty(), "no 100 after the final response");
+        // Not answered: 100 Trying at 200 ms, and again for a retransmission.
+        let slow = invite("z9hG4bK2");
+        u.invite(t0, &slow, peer());
+        u.handle_timeout(ms(199));
+        assert!(drain(&mut u).is_empty());
+        u.handle_timeout(ms(200));
+        assert_eq!(drain(&mut u), ["SIP/2.0 100 Trying"]);
+        assert_eq!(u.invite(ms(500), &slow, peer()), Invite::Retransmission);
+        assert_eq!(drain(&mut u), ["SIP/2.0 100 Trying"]);
+        // Retransmitted before 200 ms: the 100 goes at once, and only once.
+        let eager = invite("z9hG4bK3");
+        u.invite(ms(1000), &eager, peer());
+        assert_eq!(u.invite(ms(1050), &eager, peer()), Invite::Retransmission);
+        assert_eq!(drain(&mut u), ["SIP/2.0 100 Trying"]);
+        u.handle_timeout(ms(1200));
+        assert!(drain(&mut u).is_empty(), "already sent");
+        assert_eq!(u.counters().retransmissions, 2);
+    }
+
+    #[test]
     fn trying_then_final_retransmitted_on_timer_g_until_ack() {
         let t0 = Instant::now();
         let mut u = UasTransactions::new();
+        u.set_trying_after(Duration::ZERO);
         let req = invite("z9hG4bK1");
-        let Invite::New(k) = u.invite(&req, peer()) else {
+        let Invite::New(k) = u.invite(t0, &req, peer()) else {
             panic!("new transaction expected")
         };
         assert_eq!(drain(&mut u), ["SIP/2.0 100 Trying"]);
-        assert_eq!(u.invite(&req, peer()), Invite::Retransmission);
+        assert_eq!(u.invite(t0, &req, peer()), Invite::Retransmission);
         assert_eq!(drain(&mut u), ["SIP/2.0 100 Trying"]);
 
         assert!(u.respond(t0, &k, 486, "Busy Here"));
@@ -492,7 +580,7 @@ mod tests {
         }
         assert_eq!(u.counters().final_retransmits, 3);
         // The INVITE retransmitted now gets the final again.
-        assert_eq!(u.invite(&req, peer()), Invite::Retransmission);
+        assert_eq!(u.invite(t0, &req, peer()), Invite::Retransmission);
         assert_eq!(drain(&mut u), ["SIP/2.0 486 Busy Here"]);
 
         u.ack(t0 + Duration::from_secs(4), &ack("z9hG4bK1"));
@@ -519,7 +607,7 @@ mod tests {
         let t0 = Instant::now();
         // RFC 3261's timers give 10 before Timer H: the default.
         let mut u = UasTransactions::new();
-        let Invite::New(k) = u.invite(&invite("z9hG4bK1"), peer()) else {
+        let Invite::New(k) = u.invite(t0, &invite("z9hG4bK1"), peer()) else {
             panic!("new")
         };
         u.respond(t0, &k, 486, "Busy Here");
@@ -532,7 +620,7 @@ mod tests {
         // Bounded at 2: two, then silence; the ACK is still taken until Timer H.
         let mut u = UasTransactions::with_final_retransmits(2);
         let req = invite("z9hG4bK2");
-        let Invite::New(k) = u.invite(&req, peer()) else {
+        let Invite::New(k) = u.invite(t0, &req, peer()) else {
             panic!("new")
         };
         u.respond(t0, &k, 486, "Busy Here");
@@ -549,7 +637,7 @@ mod tests {
     fn timer_h_counts_from_the_final_response_not_the_invite() {
         let t0 = Instant::now();
         let mut u = UasTransactions::new();
-        let Invite::New(k) = u.invite(&invite("z9hG4bK1"), peer()) else {
+        let Invite::New(k) = u.invite(t0, &invite("z9hG4bK1"), peer()) else {
             panic!("new")
         };
         // The app answers after 100 s, long after 64*T1 from the INVITE.
@@ -574,7 +662,7 @@ mod tests {
     fn the_ack_of_a_2xx_is_matched_by_dialog() {
         let t0 = Instant::now();
         let mut u = UasTransactions::new();
-        let Invite::New(k) = u.invite(&invite("z9hG4bK1"), peer()) else {
+        let Invite::New(k) = u.invite(t0, &invite("z9hG4bK1"), peer()) else {
             panic!("new")
         };
         u.respond(t0, &k, 200, "OK");
@@ -589,7 +677,7 @@ mod tests {
         let t0 = Instant::now();
         let mut u = UasTransactions::new();
         let req = invite("z9hG4bK1");
-        let Invite::New(k) = u.invite(&req, peer()) else {
+        let Invite::New(k) = u.invite(t0, &req, peer()) else {
             panic!("new")
         };
         let tid = TransactionId { index: 1, label: 2 };
@@ -613,8 +701,9 @@ mod tests {
 
     #[test]
     fn only_the_headers_a_response_copies_are_kept() {
+        let t0 = Instant::now();
         let mut u = UasTransactions::new();
-        let Invite::New(k) = u.invite(&invite("z9hG4bK1"), peer()) else {
+        let Invite::New(k) = u.invite(t0, &invite("z9hG4bK1"), peer()) else {
             panic!("new")
         };
         let (req, _) = u.txs[&k]

@@ -7,6 +7,7 @@
 //! as malformed. Compact header forms (`v f t i l m c`) are understood; header folding
 //! (obsolete) is accepted.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 /// A parsed SIP request (responses are not accepted: the simulator is a UAS).
@@ -16,8 +17,9 @@ pub struct SipRequest {
     pub method: String,
     /// Request-URI.
     pub uri: String,
-    /// Headers in order, names in canonical long form.
-    pub headers: Vec<(String, String)>,
+    /// Headers in order, names in canonical long form (the well-known ones are static
+    /// strings: no allocation per header name).
+    pub headers: Vec<(Cow<'static, str>, String)>,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -61,20 +63,29 @@ impl SipError {
     }
 }
 
-fn canonical(name: &str) -> String {
-    let long = match name.to_ascii_lowercase().as_str() {
-        "v" | "via" => "Via",
-        "f" | "from" => "From",
-        "t" | "to" => "To",
-        "i" | "call-id" => "Call-ID",
-        "l" | "content-length" => "Content-Length",
-        "m" | "contact" => "Contact",
-        "c" | "content-type" => "Content-Type",
-        "cseq" => "CSeq",
-        "max-forwards" => "Max-Forwards",
-        _ => return name.to_owned(),
-    };
-    long.to_owned()
+/// Header names in long form, with their compact forms (RFC 3261 section 7.3.3).
+const KNOWN: [(&str, Option<&str>); 9] = [
+    ("Via", Some("v")),
+    ("From", Some("f")),
+    ("To", Some("t")),
+    ("Call-ID", Some("i")),
+    ("CSeq", None),
+    ("Content-Length", Some("l")),
+    ("Max-Forwards", None),
+    ("Contact", Some("m")),
+    ("Content-Type", Some("c")),
+];
+
+fn canonical(name: &str) -> Cow<'static, str> {
+    KNOWN
+        .iter()
+        .find(|(long, short)| {
+            name.eq_ignore_ascii_case(long) || short.is_some_and(|s| name.eq_ignore_ascii_case(s))
+        })
+        .map_or_else(
+            || Cow::Owned(name.to_owned()),
+            |(long, _)| Cow::Borrowed(*long),
+        )
 }
 
 /// Parse one datagram as a request.
@@ -131,7 +142,7 @@ fn parse_head(datagram: &[u8]) -> Result<(SipRequest, &[u8]), SipError> {
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) || uri.is_empty() {
         return Err(SipError::BadRequestLine(first.to_owned()));
     }
-    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut headers: Vec<(Cow<'static, str>, String)> = Vec::with_capacity(16);
     for line in lines {
         if line.starts_with([' ', '\t']) {
             // Folded continuation of the previous header.
@@ -392,7 +403,7 @@ pub fn parse_response(datagram: &[u8]) -> Option<SipResponse> {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        match canonical(name.trim()).as_str() {
+        match &*canonical(name.trim()) {
             "Call-ID" => call_id = Some(value.trim().to_owned()),
             "To" => to = Some(value.trim().to_owned()),
             "CSeq" => cseq_method = value.split_whitespace().nth(1).map(str::to_owned),

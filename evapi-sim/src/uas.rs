@@ -44,6 +44,9 @@ pub struct UasOptions {
     pub final_retransmits: u32,
     /// Seconds in a `Retry-After` header on every 503.
     pub retry_after: Option<u32>,
+    /// When a 100 Trying goes out if the final response is not there (see
+    /// [`UasTransactions::set_trying_after`]).
+    pub trying_after: std::time::Duration,
     /// Serve Prometheus metrics (the server's and the core's) and the admin API on
     /// this listener; admin requests need this bearer token when one is given.
     pub metrics: Option<(TcpListener, Option<std::sync::Arc<str>>)>,
@@ -95,6 +98,7 @@ pub async fn run(
         ist: {
             let mut ist = UasTransactions::with_final_retransmits(options.final_retransmits);
             ist.set_retry_after(options.retry_after);
+            ist.set_trying_after(options.trying_after);
             ist
         },
         requests: BTreeMap::new(),
@@ -238,7 +242,7 @@ impl Uas {
                     self.ist.stateless(&req, 503, peer);
                     return;
                 }
-                if let Invite::New(key) = self.ist.invite_keyed(key, &req, peer) {
+                if let Invite::New(key) = self.ist.invite_keyed(now, key, &req, peer) {
                     let request = Request::from_sip(&req, peer);
                     let relay = self.router.request(now, &request, key.clone());
                     let (id, sent) = (relay.id, apps::deliver(&self.handle, relay.to, relay.event));

@@ -69,6 +69,7 @@ async fn start_routed(
         server: evapi_server::Config::default(),
         final_retransmits: evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS,
         retry_after: None,
+        trying_after: Duration::ZERO,
         metrics: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
@@ -651,6 +652,7 @@ async fn with_no_app_an_invite_is_answered_at_once() {
         server: evapi_server::Config::default(),
         final_retransmits: evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS,
         retry_after: Some(5),
+        trying_after: Duration::ZERO,
         metrics: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();

@@ -1,5 +1,6 @@
-//! The SIP front of `evapi-sim sip` under datagram bursts: the receive buffer it asks
-//! for, and the datagrams the kernel dropped when that buffer was full, counted.
+//! The SIP front of `evapi-sim sip` on real sockets: the receive buffer it asks
+//! for, the datagrams the kernel dropped when that buffer was full (counted), and when
+//! 100 Trying goes out.
 
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -76,4 +77,92 @@ fn is_root() -> bool {
                 .map(|u| u.split_whitespace().nth(1) == Some("0"))
         })
         .unwrap_or(false)
+}
+
+fn invite(branch: &str, sim: &str, local: &str) -> Vec<u8> {
+    format!(
+        "INVITE sip:bob@{sim} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch}\r\n\
+         From: <sip:alice@{local}>;tag=a\r\nTo: <sip:bob@{sim}>\r\nCall-ID: {branch}\r\n\
+         CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The status lines of what `socket` receives within `window`.
+fn statuses(socket: &UdpSocket, window: Duration) -> Vec<String> {
+    let until = std::time::Instant::now() + window;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        socket
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match socket.recv(&mut buf) {
+            Ok(n) => got.push(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// RFC 3261 17.2.1: 100 Trying is owed only when the final response takes more than
+/// 200 ms. By default an INVITE the app answers at once gets its final response alone
+/// (one datagram per call, not two); one no app answers gets 100 Trying after 200 ms;
+/// `--trying-after 0s` sends it at once, as Kamailio's t_relay does.
+#[test]
+fn trying_goes_out_only_when_the_answer_takes_200_ms() {
+    use evapi_tests::{binary, Running};
+    use std::process::Command;
+    // Answered at once by a responder: 486 alone.
+    let mut node = SimNode::start(&[]);
+    let mut respond = Command::new(binary("evapi-client"));
+    respond.args(["--addr", &node.evapi, "respond", "--code", "486"]);
+    let _app = Running::spawn(respond);
+    node.wait_for_app();
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = phone.local_addr().unwrap().to_string();
+    phone.connect(&node.sip).unwrap();
+    phone
+        .send(&invite("z9hG4bK-fast", &node.sip, &local))
+        .unwrap();
+    // (Within 400 ms: Timer G would resend the unacknowledged 486 at 500 ms.)
+    assert_eq!(
+        statuses(&phone, Duration::from_millis(400)),
+        ["SIP/2.0 486 Busy Here"]
+    );
+    drop(node.finish());
+    // No answer (no app connected): 100 Trying after 200 ms, not before.
+    let node = SimNode::start(&[]);
+    phone.connect(&node.sip).unwrap();
+    let sent = std::time::Instant::now();
+    phone
+        .send(&invite("z9hG4bK-slow", &node.sip, &local))
+        .unwrap();
+    assert_eq!(
+        statuses(&phone, Duration::from_millis(150)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        statuses(&phone, Duration::from_millis(1000)),
+        ["SIP/2.0 100 Trying"]
+    );
+    assert!(sent.elapsed() >= Duration::from_millis(200));
+    drop(node.finish());
+    // --trying-after 0s: at once.
+    let node = SimNode::start(&["--trying-after", "0s"]);
+    phone.connect(&node.sip).unwrap();
+    phone
+        .send(&invite("z9hG4bK-now", &node.sip, &local))
+        .unwrap();
+    assert_eq!(
+        statuses(&phone, Duration::from_millis(150)),
+        ["SIP/2.0 100 Trying"]
+    );
+    drop(node.finish());
 }
