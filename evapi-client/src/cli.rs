@@ -380,6 +380,52 @@ Examples:
         #[arg(long, env = "EVAPI_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
         timeout: Duration,
     },
+    /// A transparent proxy between a node's evapi socket (--upstream) and its apps,
+    /// recording every frame both ways to a transcript (--record; see docs/transcript.md).
+    ///
+    /// Point the apps at --listen instead of the node. Bytes pass unchanged; a copy of
+    /// each direction is framed (--framing) to timestamp whole frames. Ends on Ctrl-C
+    /// or SIGTERM, with the transcript flushed.
+    #[command(after_help = "\
+Examples:
+  evapi-client proxy --listen 127.0.0.1:8449 --upstream 127.0.0.1:8448 --record day.jsonl
+  evapi-client proxy --listen 127.0.0.1:8449 --upstream 10.0.0.5:8448 \\
+      --record /var/log/evapi/day.jsonl --rotate-bytes 100000000   # day.jsonl, day.jsonl.1, ...
+  evapi-sim replay day.jsonl                        # then: play it to an app")]
+    Proxy {
+        /// Where apps connect.
+        #[arg(long, env = "EVAPI_LISTEN", value_parser = evapi_cli::addr::evapi_text)]
+        listen: String,
+        /// The node's evapi socket.
+        #[arg(long, env = "EVAPI_UPSTREAM", value_parser = evapi_cli::addr::evapi_text)]
+        upstream: String,
+        /// Write the transcript here (without it the proxy only forwards).
+        #[arg(long, env = "EVAPI_RECORD", value_name = "FILE")]
+        record: Option<PathBuf>,
+        #[command(flatten)]
+        recording: RecordingArgs,
+        /// Apps connected through the proxy at once; more are closed at once.
+        #[arg(long, env = "EVAPI_MAX_CLIENTS", default_value_t = evapi_client::proxy::DEFAULT_MAX_CLIENTS)]
+        max_clients: usize,
+    },
+    /// Record what a node's socket (--addr) sends, as one more listening client, to a
+    /// transcript (docs/transcript.md). Ends on Ctrl-C, SIGTERM, --count or --duration.
+    #[command(after_help = "\
+Examples:
+  evapi-client --addr 127.0.0.1:8448 record events.jsonl --duration 1h
+  evapi-client record events.jsonl --count 1000")]
+    Record {
+        /// The transcript file.
+        file: PathBuf,
+        /// Stop after this many frames.
+        #[arg(long, env = "EVAPI_COUNT")]
+        count: Option<u64>,
+        /// Stop after this long.
+        #[arg(long, env = "EVAPI_DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        #[command(flatten)]
+        recording: RecordingArgs,
+    },
     /// The connected clients of a server's admin API (evapi-server --metrics ADDR),
     /// with frames in and out per second, refreshed in place; Ctrl-C ends it.
     Top {
@@ -396,6 +442,38 @@ Examples:
         #[arg(long)]
         once: bool,
     },
+}
+
+/// How a transcript is written (proxy, record).
+#[derive(Debug, clap::Args)]
+pub struct RecordingArgs {
+    /// Start a new file (FILE.1, FILE.2, ...) once one reaches this many bytes (0: never).
+    #[arg(long, env = "EVAPI_ROTATE_BYTES", default_value_t = evapi_client::recorder::DEFAULT_ROTATE_BYTES)]
+    rotate_bytes: u64,
+    /// Payload bytes waiting for the disk at most; past it records are dropped (and
+    /// counted, with a "lost" line in the transcript), never traffic.
+    #[arg(long, env = "EVAPI_RECORD_BUFFER_BYTES", default_value_t = evapi_client::recorder::DEFAULT_BUFFER_BYTES)]
+    record_buffer_bytes: usize,
+}
+
+impl RecordingArgs {
+    fn recorder(
+        &self,
+        path: PathBuf,
+        source: &'static str,
+        node: &str,
+        framing: Framing,
+    ) -> anyhow::Result<evapi_client::recorder::Recorder> {
+        evapi_client::recorder::Recorder::start(evapi_client::recorder::RecorderConfig {
+            path,
+            rotate_bytes: self.rotate_bytes,
+            buffer_bytes: self.record_buffer_bytes,
+            source,
+            node: node.to_owned(),
+            framing,
+        })
+        .context("cannot start the transcript")
+    }
 }
 
 /// `--code`: a final SIP code, the rule every answer reader applies.
@@ -457,6 +535,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Command::Respond { .. } | Command::Bridge { .. } | Command::Top { .. } => {
                 (AppMode::Take, SuspendMatcher::default())
+            }
+            Command::Proxy { .. } | Command::Record { .. } => {
+                anyhow::bail!("proxy and record talk to a node's socket, not to NATS: drop --nats")
             }
         };
         if matches!(args.command, Command::Send { .. }) {
@@ -558,6 +639,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             } => crate::top::run(&metrics, control_token.as_deref(), interval, once)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Proxy {
+                listen,
+                upstream,
+                record,
+                recording,
+                max_clients,
+            } => {
+                let recorder = match record {
+                    Some(path) => {
+                        Some(recording.recorder(path, "proxy", &upstream, args.framing)?)
+                    }
+                    None => None,
+                };
+                let config = evapi_client::proxy::ProxyConfig {
+                    upstream,
+                    framing: args.framing,
+                    max_frame: args.max_frame,
+                    max_clients,
+                    connect_timeout: args.connect_timeout,
+                };
+                run_proxy(&listen, config, recorder).await
+            }
+            Command::Record {
+                file,
+                count,
+                duration,
+                recording,
+            } => {
+                let recorder = recording.recorder(file, "record", &addr, args.framing)?;
+                record(&addr, &config, recorder, count, duration).await
+            }
             Command::Repl { .. } => unreachable!("handled before the runtime starts"),
         }
     });
@@ -774,6 +886,128 @@ async fn respond_nats(
     );
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn run_proxy(
+    listen: &str,
+    config: evapi_client::proxy::ProxyConfig,
+    recorder: Option<evapi_client::recorder::Recorder>,
+) -> anyhow::Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!(
+        "evapi-client proxy: apps connect to {}, forwarded to {}{}",
+        listener
+            .local_addr()
+            .map_or_else(|_| listen.to_owned(), |a| a.to_string()),
+        config.upstream,
+        if recorder.is_some() {
+            ", recording"
+        } else {
+            ""
+        },
+    );
+    let recorder = recorder.map(Arc::new);
+    let counts = evapi_client::proxy::run(listener, config, recorder.clone(), terminated()).await;
+    eprintln!(
+        "evapi-client proxy: {} connection(s), {} refused; frames from the node {}, from apps {}",
+        counts.connections.load(Ordering::Relaxed),
+        counts.refused.load(Ordering::Relaxed),
+        counts.node_frames.load(Ordering::Relaxed),
+        counts.app_frames.load(Ordering::Relaxed),
+    );
+    if let Some(recorder) = recorder {
+        let recorder = Arc::try_unwrap(recorder)
+            .map_err(|_| anyhow::anyhow!("a connection still holds the transcript"))?;
+        finish_recording(recorder).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn record(
+    addr: &str,
+    config: &ClientConfig,
+    recorder: evapi_client::recorder::Recorder,
+    count: Option<u64>,
+    duration: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    use evapi_proto::transcript::{Entry, Payload, Side};
+    let mut client = Client::connect(addr, config).await?;
+    recorder.record(
+        Entry::Open {
+            t: recorder.t(),
+            conn: 1,
+            peer: "recorder".to_owned(),
+        },
+        0,
+    );
+    let until = duration.map(|d| tokio::time::Instant::now() + d);
+    let mut frames = 0u64;
+    let ended = loop {
+        if count.is_some_and(|n| frames >= n) {
+            break None;
+        }
+        let next = tokio::select! {
+            next = client.recv() => next,
+            () = terminated() => break None,
+            () = async { tokio::time::sleep_until(until.unwrap_or_else(tokio::time::Instant::now)).await }, if until.is_some() => break None,
+        };
+        match next {
+            Ok(Some(frame)) => {
+                frames += 1;
+                recorder.record(
+                    Entry::Frame {
+                        t: recorder.t(),
+                        conn: 1,
+                        from: Side::Node,
+                        payload: Payload::of(&frame),
+                    },
+                    frame.len(),
+                );
+            }
+            Ok(None) => break Some(None),
+            Err(e) => break Some(Some(e.to_string())),
+        }
+    };
+    if let Some(error) = &ended {
+        recorder.record(
+            Entry::Close {
+                t: recorder.t(),
+                conn: 1,
+                by: Side::Node,
+                error: error.clone(),
+            },
+            0,
+        );
+    }
+    eprintln!("evapi-client record: {frames} frame(s) from {addr}");
+    finish_recording(recorder).await?;
+    match ended {
+        Some(Some(error)) => anyhow::bail!("connection to {addr} failed: {error}"),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn finish_recording(recorder: evapi_client::recorder::Recorder) -> anyhow::Result<()> {
+    let written = recorder
+        .finish()
+        .await
+        .context("cannot write the transcript")?;
+    eprintln!(
+        "transcript: {} entries in {} file(s){}",
+        written.entries,
+        written.files,
+        if written.lost > 0 {
+            format!(
+                ", {} lost (the disk fell behind: raise --record-buffer-bytes)",
+                written.lost
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
 }
 
 /// `--node`, or the host name with dots made dashes.

@@ -10,14 +10,19 @@
 //! - [`repl`]: the REPL's command parser (the readline loop is in the binary).
 //! - `nats` (feature `nats`, on with `cli`): scale-out over NATS JetStream, the
 //!   bridge of a node and responders that share a work queue.
+//! - [`proxy`]: a transparent proxy between a node and an app that records what passes.
+//! - [`recorder`]: transcripts written to disk (bounded memory, rotation).
 //! - [`transport`]: TCP, TLS (rustls) or Unix socket under one stream type, and TLS
 //!   settings from PEM files.
 //!
-//! The `evapi-client` binary puts these behind `repl`, `send`, `listen`, `respond`, `run`.
+//! The `evapi-client` binary puts these behind `repl`, `send`, `listen`, `respond`, `run`,
+//! `proxy`, `record`.
 
 pub mod client;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod proxy;
+pub mod recorder;
 pub mod repl;
 pub mod respond;
 pub mod script;

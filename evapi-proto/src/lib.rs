@@ -9,6 +9,7 @@
 //! - [`error`]: [`DecodeError`] (with the byte offset in the stream) and [`EncodeError`].
 //! - [`message`]: JSON conventions (events, suspend / continue for async relay).
 //! - [`answer`]: the one grammar for an app's answer (ids, final code, reason phrase).
+//! - [`transcript`]: recorded traffic, one JSON line per frame (record, replay).
 //!
 //! Deliberately absent: sockets, clocks, a runtime, and any policy on what to do with
 //! a bad frame. Those belong to the server and the client.
@@ -35,6 +36,7 @@ pub mod framing;
 pub mod line;
 pub mod message;
 pub mod netstring;
+pub mod transcript;
 
 pub use answer::{
     check_final_code, check_reason, Answer, AnswerError, AnswerReader, ReasonError, Verdict,

@@ -97,6 +97,60 @@ pub enum Command {
     /// Real SIP over UDP (for sipp): INVITEs are suspended and resumed by the apps on the
     /// evapi socket. Counters are printed on SIGINT/SIGTERM.
     Sip(Box<SipArgs>),
+    /// Play a recorded transcript's events (evapi-client proxy --record) to an app, as
+    /// the node did, and compare its answers with the recorded ones by transaction id.
+    /// Exit 1 on any difference (beyond --ignore), missing, extra or refused answer.
+    #[command(after_help = "\
+Examples:
+  evapi-sim replay day.jsonl --bind 127.0.0.1:8448          # then start the app on :8448
+  evapi-sim replay day.jsonl --speed 10 --ignore ts --ignore data.host
+  evapi-sim replay day.jsonl --speed answers --junit replay.xml --report replay.json")]
+    Replay(Box<ReplayArgs>),
+}
+
+/// `evapi-sim replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The transcript (its rotated parts FILE.1, FILE.2, ... follow on their own).
+    file: PathBuf,
+    /// The evapi socket the app connects to.
+    #[arg(long, env = "EVAPI_BIND", default_value = "127.0.0.1:8448", value_parser = evapi_cli::addr::evapi)]
+    bind: std::net::SocketAddr,
+    /// A factor on the recorded timing (1: as recorded, 10: ten times faster), max (all
+    /// at once) or answers (each event once the one before was answered).
+    #[arg(long, env = "EVAPI_SPEED", default_value = "1")]
+    speed: evapi_sim::replay::Speed,
+    /// A dotted field path left out of the comparison (repeatable), e.g. ts, data.host.
+    #[arg(
+        long = "ignore",
+        env = "EVAPI_IGNORE",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    ignore: Vec<String>,
+    /// How long an answer is awaited (then it is missing; a later one is refused as
+    /// late, as Kamailio's fr_inv_timer would).
+    #[arg(long, env = "EVAPI_ANSWER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    answer_timeout: std::time::Duration,
+    /// How long to wait for the app to connect.
+    #[arg(long, env = "EVAPI_WAIT_APP", default_value = "30s", value_parser = humantime::parse_duration)]
+    wait_app: std::time::Duration,
+    /// Where answers carry the transaction ids, as INDEX,LABEL dotted paths; tried
+    /// before tindex/tlabel, data.index/data.label, index/label.
+    #[arg(long, env = "EVAPI_ID_FIELDS", value_name = "INDEX,LABEL", value_parser = parse_id_fields)]
+    id_fields: Option<IdFields>,
+    /// Write the JSON report here.
+    #[arg(long, env = "EVAPI_REPORT")]
+    report: Option<PathBuf>,
+    /// Write a JUnit XML file here (one test case per transaction).
+    #[arg(long, env = "EVAPI_JUNIT")]
+    junit: Option<PathBuf>,
+    /// Longest frame, in bytes (also bounds a transcript line).
+    #[arg(long, env = "EVAPI_MAX_FRAME", default_value_t = evapi_proto::DEFAULT_MAX_FRAME)]
+    max_frame: usize,
+    /// TLS, tokens, rate limit and keepalive of the evapi socket, as evapi-server's.
+    #[command(flatten)]
+    security: evapi_server::args::SecurityArgs,
 }
 
 /// `--metrics` and its admin token, for `demo` and `run`.
@@ -327,6 +381,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             print!("{}", counters.summary());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Replay(replay) => runtime.block_on(run_replay(&replay)),
         Command::Run {
             scenario: path,
             bind,
@@ -461,6 +516,71 @@ async fn scenario(
         eprintln!("evapi-sim: expectations failed: {}", failed.join("; "));
         Ok(ExitCode::from(EXIT_FAILED))
     }
+}
+
+async fn run_replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    use evapi_proto::transcript::Reader;
+    let mut entries = Vec::new();
+    let mut framing = None;
+    for part in 0u32.. {
+        let path = evapi_proto::transcript::part_path(&args.file, part);
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if part > 0 && e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+        };
+        let reader = Reader::new(
+            std::io::BufReader::new(file),
+            evapi_proto::transcript::max_line(args.max_frame),
+        )
+        .with_context(|| format!("{}", path.display()))?;
+        framing.get_or_insert(reader.header().framing);
+        for entry in reader {
+            entries.push(entry.with_context(|| format!("{}", path.display()))?);
+        }
+    }
+    let reader = evapi_proto::AnswerReader::with_fields(args.id_fields.clone());
+    let plan =
+        evapi_sim::replay::Plan::new(entries, &reader).context("a payload in the transcript")?;
+    if plan.gaps > 0 {
+        eprintln!(
+            "evapi-sim replay: the transcript has {} gap(s) (unframed bytes or lost records): some events may be missing",
+            plan.gaps
+        );
+    }
+    let judge = evapi_sim::replay::Judge::new(&plan, reader, &args.ignore, args.answer_timeout);
+    let mut server = evapi_server::Config {
+        framing: framing.unwrap_or_default(),
+        max_frame: args.max_frame,
+        ..evapi_server::Config::default()
+    };
+    args.security.apply(&mut server)?;
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("cannot bind evapi address {}", args.bind))?;
+    eprintln!(
+        "evapi-sim replay: {} events ({} suspended, {} answers recorded); waiting for an app on {}",
+        plan.events.len(),
+        plan.suspended(),
+        plan.answered(),
+        listener.local_addr()?
+    );
+    let report =
+        evapi_sim::replay::play(listener, server, plan, judge, args.speed, args.wait_app).await?;
+    print!("{}", report.summary());
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, evapi_sim::junit::replay(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if report.failed() {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]

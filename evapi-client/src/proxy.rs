@@ -1,0 +1,268 @@
+//! A transparent proxy between an evapi node (Kamailio, or any evapi server) and its
+//! apps: each app connects here, the proxy connects to the node for it and copies bytes
+//! both ways unchanged. With a [`Recorder`] it also frames a copy of each direction (to
+//! timestamp whole frames) and writes them to a transcript.
+//!
+//! Forwarding comes first: a byte read is written on before it is framed, a framing
+//! error only stops the framing of that direction (the rest is recorded raw), and a
+//! recorder that falls behind drops records, never traffic.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use evapi_proto::transcript::{Entry, Payload, Side};
+use evapi_proto::{FrameCodec, Framing};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::recorder::Recorder;
+
+/// Default `max_clients`: apps connected through the proxy at once.
+pub const DEFAULT_MAX_CLIENTS: usize = 64;
+/// Default `connect_timeout` to the node.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes read in one go from either side.
+const READ_BUFFER: usize = 64 * 1024;
+/// After one side closed, how long the other direction may still drain.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How the proxy runs.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The node's evapi socket.
+    pub upstream: String,
+    /// The framing on the wire (for the transcript only: bytes pass unchanged).
+    pub framing: Framing,
+    /// Longest frame the transcript frames; a longer one ends framing of that
+    /// direction (it is still forwarded, and recorded raw).
+    pub max_frame: usize,
+    /// Apps connected at once; more are closed at once (logged).
+    pub max_clients: usize,
+    /// How long connecting to the node may take.
+    pub connect_timeout: Duration,
+}
+
+/// Counts of a proxy run.
+#[derive(Debug, Default)]
+pub struct ProxyCounts {
+    /// Apps accepted and connected to the node.
+    pub connections: AtomicU64,
+    /// Apps refused (at `max_clients`, or the node unreachable).
+    pub refused: AtomicU64,
+    /// Frames recorded from the node.
+    pub node_frames: AtomicU64,
+    /// Frames recorded from apps.
+    pub app_frames: AtomicU64,
+}
+
+/// Accept apps on `listener` until `shutdown` resolves; each gets its own connection
+/// to the node. Returns the counts.
+pub async fn run(
+    listener: TcpListener,
+    config: ProxyConfig,
+    recorder: Option<Arc<Recorder>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Arc<ProxyCounts> {
+    let counts = Arc::new(ProxyCounts::default());
+    let config = Arc::new(config);
+    let mut tasks = JoinSet::new();
+    let mut next_conn = 0u64;
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let (app, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and the like: back off a little instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if tasks.len() >= config.max_clients {
+            warn!(%peer, max = config.max_clients, "too many apps through the proxy: closed");
+            counts.refused.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        next_conn += 1;
+        let (config, recorder, counts) =
+            (Arc::clone(&config), recorder.clone(), Arc::clone(&counts));
+        tasks.spawn(connection(app, peer, next_conn, config, recorder, counts));
+    }
+    tasks.shutdown().await;
+    counts
+}
+
+async fn connection(
+    app: TcpStream,
+    peer: SocketAddr,
+    conn: u64,
+    config: Arc<ProxyConfig>,
+    recorder: Option<Arc<Recorder>>,
+    counts: Arc<ProxyCounts>,
+) {
+    let node = match tokio::time::timeout(
+        config.connect_timeout,
+        TcpStream::connect(config.upstream.as_str()),
+    )
+    .await
+    {
+        Ok(Ok(node)) => node,
+        Ok(Err(e)) => {
+            warn!(%peer, upstream = %config.upstream, error = %e, "cannot reach the node: app closed");
+            counts.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Err(_) => {
+            warn!(%peer, upstream = %config.upstream, "the node did not answer in time: app closed");
+            counts.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let _ = app.set_nodelay(true);
+    let _ = node.set_nodelay(true);
+    counts.connections.fetch_add(1, Ordering::Relaxed);
+    info!(%peer, conn, "app connected through the proxy");
+    if let Some(rec) = &recorder {
+        rec.record(
+            Entry::Open {
+                t: rec.t(),
+                conn,
+                peer: peer.to_string(),
+            },
+            0,
+        );
+    }
+    let (app_read, app_write) = app.into_split();
+    let (node_read, node_write) = node.into_split();
+    let up = pump(
+        Side::App,
+        conn,
+        app_read,
+        node_write,
+        &config,
+        recorder.as_deref(),
+        &counts,
+    );
+    let down = pump(
+        Side::Node,
+        conn,
+        node_read,
+        app_write,
+        &config,
+        recorder.as_deref(),
+        &counts,
+    );
+    tokio::pin!(up, down);
+    let (first, result) = tokio::select! {
+        r = &mut up => (Side::App, r),
+        r = &mut down => (Side::Node, r),
+    };
+    if let Some(rec) = &recorder {
+        rec.record(
+            Entry::Close {
+                t: rec.t(),
+                conn,
+                by: first,
+                error: result.as_ref().err().map(ToString::to_string),
+            },
+            0,
+        );
+    }
+    debug!(
+        conn,
+        by = first.name(),
+        "closed; the other direction drains"
+    );
+    let _ = match first {
+        Side::App => tokio::time::timeout(LINGER, &mut down).await,
+        Side::Node => tokio::time::timeout(LINGER, &mut up).await,
+    };
+}
+
+/// Copy `from`'s bytes to `to` until end of stream (then shut `to`'s write side), framing
+/// a copy for the recorder.
+async fn pump(
+    side: Side,
+    conn: u64,
+    mut input: impl AsyncRead + Unpin,
+    mut output: impl AsyncWrite + Unpin,
+    config: &ProxyConfig,
+    recorder: Option<&Recorder>,
+    counts: &ProxyCounts,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut codec = FrameCodec::new(config.framing, config.max_frame);
+    let mut pending = BytesMut::new();
+    let mut framing = true;
+    let frames = match side {
+        Side::Node => &counts.node_frames,
+        Side::App => &counts.app_frames,
+    };
+    loop {
+        let n = input.read(&mut buf).await?;
+        if n == 0 {
+            let _ = output.shutdown().await;
+            return Ok(());
+        }
+        output.write_all(&buf[..n]).await?;
+        let Some(rec) = recorder else { continue };
+        if !framing {
+            rec.record(
+                Entry::Raw {
+                    t: rec.t(),
+                    conn,
+                    from: side,
+                    error: None,
+                    payload: Payload::of(&buf[..n]),
+                },
+                n,
+            );
+            continue;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        let t = rec.t();
+        loop {
+            match codec.decode_frame(&mut pending) {
+                Ok(Some(frame)) => {
+                    frames.fetch_add(1, Ordering::Relaxed);
+                    rec.record(
+                        Entry::Frame {
+                            t,
+                            conn,
+                            from: side,
+                            payload: Payload::of(&frame),
+                        },
+                        frame.len(),
+                    );
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(conn, from = side.name(), error = %e, "not framed as --framing says: recorded raw from here on (still forwarded)");
+                    framing = false;
+                    let rest = pending.split();
+                    rec.record(
+                        Entry::Raw {
+                            t,
+                            conn,
+                            from: side,
+                            error: Some(e.to_string()),
+                            payload: Payload::of(&rest),
+                        },
+                        rest.len(),
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Writing a transcript ([`evapi_proto::transcript`]) to disk while traffic flows: the
+//! proxy and `record` hand entries to a [`Recorder`], a blocking writer thread puts
+//! them in the file, and rotates to `FILE.1`, `FILE.2`, ... past `rotate_bytes`.
+//!
+//! Memory is bounded: entries waiting for the disk may hold at most `buffer_bytes` of
+//! payload; past it an entry is dropped and counted, and a `lost` line says so in the
+//! transcript. Traffic is never held back for the recording: a proxy in front of live
+//! calls forwards first and records what it can.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use evapi_proto::transcript::{self, part_path, Entry};
+use evapi_proto::Framing;
+use tokio::sync::mpsc;
+
+/// Default `rotate_bytes`: 256 MiB per file.
+pub const DEFAULT_ROTATE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default `buffer_bytes`: 64 MiB of payload waiting for the disk.
+pub const DEFAULT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+/// What an entry costs in the buffer besides its payload (its other fields).
+const ENTRY_OVERHEAD: usize = 64;
+
+/// Where and how to record.
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    /// The first file; later parts add `.1`, `.2`, ...
+    pub path: PathBuf,
+    /// Start a new part once a file reaches this many bytes (0: never).
+    pub rotate_bytes: u64,
+    /// Payload bytes that may wait for the disk; past it entries are dropped (counted).
+    pub buffer_bytes: usize,
+    /// `"proxy"` or `"record"` (the header's `source`).
+    pub source: &'static str,
+    /// The node's address (the header's `node`).
+    pub node: String,
+    /// The framing on the wire.
+    pub framing: Framing,
+}
+
+/// What was written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Entries written (header lines not counted).
+    pub entries: u64,
+    /// Entries dropped because the buffer was full.
+    pub lost: u64,
+    /// Files written.
+    pub files: u32,
+}
+
+/// A transcript being written. Cheap to share (`Arc`): every connection records
+/// through the same one.
+#[derive(Debug)]
+pub struct Recorder {
+    start: Instant,
+    tx: mpsc::UnboundedSender<(Entry, usize)>,
+    queued: Arc<AtomicUsize>,
+    lost: Arc<AtomicU64>,
+    buffer_bytes: usize,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<std::io::Result<Written>>>>,
+}
+
+impl Recorder {
+    /// Create (or truncate) the first file, write its header and start the writer.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be created or written.
+    pub fn start(config: RecorderConfig) -> std::io::Result<Self> {
+        let started = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        let first = open_part(&config, &started, 0)?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Entry, usize)>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let lost = Arc::new(AtomicU64::new(0));
+        let (q, l) = (Arc::clone(&queued), Arc::clone(&lost));
+        let buffer_bytes = config.buffer_bytes;
+        let writer = std::thread::Builder::new()
+            .name("transcript".into())
+            .spawn(move || {
+                let mut file = first;
+                let mut bytes = 0u64;
+                let mut written = Written {
+                    files: 1,
+                    ..Written::default()
+                };
+                let mut reported = 0u64;
+                let mut last_t = 0u64;
+                while let Some((entry, cost)) = rx.blocking_recv() {
+                    q.fetch_sub(cost, Ordering::Relaxed);
+                    last_t = entry.t();
+                    let dropped = l.load(Ordering::Relaxed);
+                    let mut lines = Vec::with_capacity(2);
+                    if dropped > reported {
+                        let missing = Entry::Lost {
+                            t: entry.t(),
+                            entries: dropped - reported,
+                        };
+                        lines.push(transcript::line(&missing).map_err(std::io::Error::other)?);
+                        reported = dropped;
+                    }
+                    lines.push(transcript::line(&entry).map_err(std::io::Error::other)?);
+                    for line in lines {
+                        file.write_all(&line)?;
+                        bytes += line.len() as u64;
+                    }
+                    written.entries += 1;
+                    if config.rotate_bytes > 0 && bytes >= config.rotate_bytes {
+                        file.flush()?;
+                        file = open_part(&config, &started, written.files)?;
+                        written.files += 1;
+                        bytes = 0;
+                    }
+                    if rx.is_empty() {
+                        // Idle: what was recorded is on disk (a reader tailing the file, or
+                        // a crash, sees it).
+                        file.flush()?;
+                    }
+                }
+                written.lost = l.load(Ordering::Relaxed);
+                if written.lost > reported {
+                    let missing = Entry::Lost {
+                        t: last_t,
+                        entries: written.lost - reported,
+                    };
+                    file.write_all(&transcript::line(&missing).map_err(std::io::Error::other)?)?;
+                }
+                file.flush()?;
+                Ok(written)
+            })?;
+        Ok(Self {
+            start: Instant::now(),
+            tx,
+            queued,
+            lost,
+            buffer_bytes,
+            writer: std::sync::Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Microseconds since the recording started (every entry's `t`).
+    #[must_use]
+    pub fn t(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Queue `entry` for the disk, carrying `payload` bytes; dropped (and counted) when
+    /// the buffer is full or the writer has stopped.
+    pub fn record(&self, entry: Entry, payload: usize) {
+        let cost = payload.saturating_add(ENTRY_OVERHEAD);
+        let before = self.queued.fetch_add(cost, Ordering::Relaxed);
+        if before.saturating_add(cost) > self.buffer_bytes || self.tx.send((entry, cost)).is_err() {
+            self.queued.fetch_sub(cost, Ordering::Relaxed);
+            self.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Entries dropped so far.
+    #[must_use]
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Write what is queued, close the file and say what was written. Later calls to
+    /// [`Recorder::record`] are dropped.
+    ///
+    /// # Errors
+    ///
+    /// The writer's I/O error, if it had one.
+    pub async fn finish(self) -> std::io::Result<Written> {
+        let Self { tx, writer, .. } = self;
+        drop(tx);
+        let handle = writer.lock().ok().and_then(|mut w| w.take());
+        match handle {
+            Some(handle) => tokio::task::spawn_blocking(move || {
+                handle.join().unwrap_or_else(|_| {
+                    Err(std::io::Error::other("the transcript writer panicked"))
+                })
+            })
+            .await
+            .map_err(std::io::Error::other)?,
+            None => Ok(Written::default()),
+        }
+    }
+}
+
+fn open_part(
+    config: &RecorderConfig,
+    started: &str,
+    part: u32,
+) -> std::io::Result<BufWriter<File>> {
+    let path = part_path(&config.path, part);
+    let file = File::create(&path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
+    })?;
+    let mut file = BufWriter::with_capacity(256 * 1024, file);
+    let header = transcript::header(
+        started.to_owned(),
+        config.source,
+        config.node.clone(),
+        config.framing,
+        part,
+    );
+    file.write_all(&transcript::line(&header).map_err(std::io::Error::other)?)?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evapi_proto::transcript::{Payload, Reader, Side};
+    use std::path::Path;
+
+    fn config(dir: &Path, rotate_bytes: u64, buffer_bytes: usize) -> RecorderConfig {
+        RecorderConfig {
+            path: dir.join("t.jsonl"),
+            rotate_bytes,
+            buffer_bytes,
+            source: "proxy",
+            node: "127.0.0.1:8448".into(),
+            framing: Framing::Netstring,
+        }
+    }
+
+    fn frame(i: u64) -> Entry {
+        Entry::Frame {
+            t: i,
+            conn: 1,
+            from: Side::Node,
+            payload: Payload::of(format!("{{\"n\":{i}}}").as_bytes()),
+        }
+    }
+
+    /// A fresh directory under the system's temporary one.
+    fn tempdir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("evapi-recorder-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn read(path: &Path) -> Vec<Entry> {
+        let file = std::io::BufReader::new(File::open(path).unwrap());
+        Reader::new(file, 1 << 20)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn rotates_into_numbered_parts_each_with_a_header() {
+        let dir = tempdir("rotate");
+        let rec = Recorder::start(config(&dir, 1000, DEFAULT_BUFFER_BYTES)).unwrap();
+        for i in 0..100 {
+            rec.record(frame(i), 10);
+        }
+        let written = rec.finish().await.unwrap();
+        assert_eq!(written.entries, 100);
+        assert!(written.files > 2, "{written:?}");
+        let mut all = Vec::new();
+        for part in 0..written.files {
+            let path = part_path(&dir.join("t.jsonl"), part);
+            let size = std::fs::metadata(&path).unwrap().len();
+            // A part ends with the first line that takes it past 1,000 bytes.
+            assert!(size < 1000 + 300, "part {part} has {size} bytes");
+            all.extend(read(&path));
+        }
+        assert_eq!(all, (0..100).map(frame).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn past_the_buffer_entries_are_dropped_and_the_loss_is_written() {
+        let dir = tempdir("lost");
+        // Room for about two entries: a burst of 1,000 from this thread outruns the
+        // writer thread.
+        let rec = Recorder::start(config(&dir, 0, 2 * (10 + ENTRY_OVERHEAD))).unwrap();
+        for i in 0..1000 {
+            rec.record(frame(i), 10);
+        }
+        let lost = rec.lost();
+        assert!(lost > 0);
+        let written = rec.finish().await.unwrap();
+        assert_eq!(written.lost, lost);
+        assert_eq!(written.entries + lost, 1000);
+        let entries = read(&dir.join("t.jsonl"));
+        let said: u64 = entries
+            .iter()
+            .map(|e| match e {
+                Entry::Lost { entries, .. } => *entries,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(said, lost, "every loss is in the transcript");
+    }
+}
