@@ -23,3 +23,5 @@ mod metrics;
 mod nats;
 // The SIP front of evapi-sim under datagram bursts: receive buffer, kernel drops.
 mod sip_front;
+// Record through the proxy between Kamailio and an app, replay, compare (issue 16).
+mod replay;

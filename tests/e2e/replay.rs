@@ -1,0 +1,142 @@
+//! Record and replay: the proxy between the real Kamailio and an app records a sipp
+//! burst; the transcript replays against the app (every answer matched) and against an
+//! app that answers otherwise (every difference reported, exit 1, JUnit valid).
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use evapi_tests::kamailio::{self, Kamailio, Options};
+use evapi_tests::{binary, require_tool, sipp, Running};
+
+const CALLS: u32 = 1000;
+
+/// The address after `marker` in a line like "... apps connect to 127.0.0.1:PORT, ...".
+fn addr_after(line: &str, marker: &str) -> String {
+    let rest = &line[line.find(marker).expect("the marker") + marker.len()..];
+    rest.split([',', ' ']).next().unwrap_or_default().to_owned()
+}
+
+/// Read the rest of a child's stderr on a thread; the text when it ends.
+fn collect(
+    mut log: std::io::BufReader<std::process::ChildStderr>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = log.read_to_string(&mut text);
+        text
+    })
+}
+
+fn respond(addr: &str, code: &str) -> Running {
+    let mut cmd = Command::new(binary("evapi-client"));
+    cmd.args(["--addr", addr, "respond", "--code", code]);
+    Running::spawn(cmd)
+}
+
+/// `evapi-sim replay` of `transcript` against `evapi-client respond --code CODE`:
+/// its stdout and exit code.
+fn replay(transcript: &Path, code: &str, junit: &Path) -> (String, i32) {
+    let mut cmd = Command::new(binary("evapi-sim"));
+    cmd.arg("replay")
+        .arg(transcript)
+        .args(["--bind", "127.0.0.1:0", "--speed", "20", "--junit"])
+        .arg(junit);
+    let mut sim = Running::spawn(cmd);
+    let (line, log) = sim.stderr_line("waiting for an app on");
+    let err = collect(log);
+    let _app = respond(&addr_after(&line, "waiting for an app on "), code);
+    let (out, _, status) = sim.finish(Duration::from_secs(60));
+    let err = err.join().unwrap_or_default();
+    assert!(status == 0 || status == 1, "exit {status}\n{out}\n{err}");
+    (out, status)
+}
+
+fn workdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("evapi-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+#[ignore = "needs kamailio, sipp and xmllint (apt-get install kamailio kamailio-extra-modules sip-tester libxml2-utils); .ci/run runs it"]
+fn a_kamailio_burst_recorded_through_the_proxy_replays_against_the_app() {
+    kamailio::require();
+    sipp::require();
+    require_tool("xmllint", "libxml2-utils");
+    let dir = workdir();
+    let transcript = dir.join("burst.jsonl");
+    let kam = Kamailio::start(&Options::default());
+
+    // Record: the app talks to Kamailio through the proxy during a sipp burst.
+    let mut cmd = Command::new(binary("evapi-client"));
+    cmd.args(["proxy", "--listen", "127.0.0.1:0", "--upstream"])
+        .arg(kam.evapi.to_string())
+        .arg("--record")
+        .arg(&transcript);
+    let mut proxy = Running::spawn(cmd);
+    let (line, log) = proxy.stderr_line("apps connect to");
+    let proxy_log = collect(log);
+    let app = respond(&addr_after(&line, "apps connect to "), "486");
+    assert!(kam.wait_clients(1, Duration::from_secs(5)));
+    let out = sipp::burst_486(&kam.sip.to_string(), CALLS, 500);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "sipp through the proxy\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    drop(app);
+    Command::new("kill")
+        .args(["-TERM", &proxy.child.id().to_string()])
+        .status()
+        .unwrap();
+    let (_, _, code) = proxy.finish(Duration::from_secs(30));
+    let proxy_log = proxy_log.join().unwrap();
+    assert_eq!(code, 0, "{proxy_log}");
+    assert!(
+        proxy_log.contains(&format!("frames from the node {CALLS}, from apps {CALLS}")),
+        "{proxy_log}"
+    );
+    assert!(!proxy_log.contains("lost"), "{proxy_log}");
+
+    // Replay against the same app: every answer as recorded.
+    let (out, code) = replay(&transcript, "486", &dir.join("same.xml"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "replayed {CALLS} events ({CALLS} suspended): {CALLS} matched, 0 different, 0 missing, 0 extra"
+        )),
+        "{out}"
+    );
+
+    // Against an app that answers 503: every answer differs, named, exit 1.
+    let junit = dir.join("different.xml");
+    let (out, code) = replay(&transcript, "503", &junit);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "replayed {CALLS} events ({CALLS} suspended): 0 matched, {CALLS} different"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("code: 486 -> 503"), "{out}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<failure ").count(), CALLS as usize);
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/junit.xsd");
+    let check = Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(&schema)
+        .arg(&junit)
+        .arg(dir.join("same.xml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
