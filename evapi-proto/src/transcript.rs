@@ -435,6 +435,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_the_format_reference_reads() {
+        let doc = include_str!("../../docs/transcript.md");
+        let start = doc.find("```json\n").expect("an example") + "```json\n".len();
+        let example = &doc[start..start + doc[start..].find("```").expect("its end")];
+        let reader = Reader::new(example.as_bytes(), 4096).unwrap();
+        assert_eq!(reader.header().source, "proxy");
+        let kinds: Vec<Entry> = reader.map(Result::unwrap).collect();
+        assert_eq!(kinds.len(), 4);
+        assert!(matches!(kinds[3], Entry::Close { by: Side::App, .. }));
+    }
+
+    #[test]
     fn bad_files_are_refused_with_the_line() {
         let err = Reader::new(&b"{\"kind\":\"open\"}\n"[..], 4096).unwrap_err();
         assert!(err.to_string().contains("not an evapi transcript"), "{err}");
