@@ -56,6 +56,8 @@ pub enum Command {
         #[arg(long, env = "EVAPI_REPORT")]
         report: Option<PathBuf>,
         #[command(flatten)]
+        outputs: OutputArgs,
+        #[command(flatten)]
         metrics: MetricsArgs,
     },
     /// Run a scenario file.
@@ -72,6 +74,8 @@ pub enum Command {
         /// No progress bar.
         #[arg(long, env = "EVAPI_NO_PROGRESS")]
         no_progress: bool,
+        #[command(flatten)]
+        outputs: OutputArgs,
         #[command(flatten)]
         metrics: MetricsArgs,
     },
@@ -142,15 +146,46 @@ pub struct ReplayArgs {
     /// Write the JSON report here.
     #[arg(long, env = "EVAPI_REPORT")]
     report: Option<PathBuf>,
-    /// Write a JUnit XML file here (one test case per transaction).
-    #[arg(long, env = "EVAPI_JUNIT")]
-    junit: Option<PathBuf>,
+    #[command(flatten)]
+    outputs: OutputArgs,
     /// Longest frame, in bytes (also bounds a transcript line).
     #[arg(long, env = "EVAPI_MAX_FRAME", default_value_t = evapi_proto::DEFAULT_MAX_FRAME)]
     max_frame: usize,
     /// TLS, tokens, rate limit and keepalive of the evapi socket, as evapi-server's.
     #[command(flatten)]
     security: evapi_server::args::SecurityArgs,
+}
+
+/// Reports people and CI systems read, for `demo`, `run` and `replay`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OutputArgs {
+    /// Write an HTML report here: one self-contained file (no script, no network) with
+    /// the outcome table, latency histogram and percentile curve, rate over time and
+    /// answers per app.
+    #[arg(long, env = "EVAPI_HTML")]
+    html: Option<PathBuf>,
+    /// Write a JUnit XML file here (each expectation, or each replayed transaction, a
+    /// test case).
+    #[arg(long, env = "EVAPI_JUNIT")]
+    junit: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    fn write(
+        &self,
+        page: impl FnOnce() -> evapi_sim::html::Page,
+        junit: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
+        if let Some(path) = &self.html {
+            std::fs::write(path, evapi_sim::html::render(&page()))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        if let Some(path) = &self.junit {
+            std::fs::write(path, junit())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
 }
 
 /// `--metrics` and its admin token, for `demo` and `run`.
@@ -301,6 +336,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Demo {
             bind,
             report,
+            outputs,
             metrics,
         } => {
             let options = RunOptions {
@@ -315,6 +351,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &options,
                 true,
                 report.as_deref(),
+                &outputs,
             ))
         }
         Command::Load {
@@ -387,6 +424,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bind,
             report,
             no_progress,
+            outputs,
             metrics,
         } => {
             let loaded = match Scenario::load(&path) {
@@ -403,7 +441,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 metrics: metrics.metrics,
                 control_token: metrics.control_token.map(Into::into),
             };
-            runtime.block_on(scenario(&loaded, &options, !no_progress, report.as_deref()))
+            runtime.block_on(scenario(
+                &loaded,
+                &options,
+                !no_progress,
+                report.as_deref(),
+                &outputs,
+            ))
         }
     }
 }
@@ -479,6 +523,7 @@ async fn scenario(
     options: &RunOptions,
     progress: bool,
     report_path: Option<&std::path::Path>,
+    outputs: &OutputArgs,
 ) -> anyhow::Result<ExitCode> {
     let bar = crate::progress::Bar::new(loaded.scenario.traffic.count, progress);
     // Ctrl-C (or SIGTERM) stops the traffic; the partial report is still printed.
@@ -501,6 +546,7 @@ async fn scenario(
         std::fs::write(path, json + "\n")
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
+    outputs.write(|| report.page(), || evapi_sim::junit::run(&report))?;
     if report.interrupted {
         eprintln!("evapi-sim: interrupted; the counts above are partial");
         Ok(ExitCode::from(EXIT_INTERRUPTED))
@@ -572,10 +618,9 @@ async fn run_replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    if let Some(path) = &args.junit {
-        std::fs::write(path, evapi_sim::junit::replay(&report))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    let title = format!("evapi-sim replay {}", args.file.display());
+    args.outputs
+        .write(|| report.page(&title), || evapi_sim::junit::replay(&report))?;
     Ok(if report.failed() {
         ExitCode::from(EXIT_FAILED)
     } else {

@@ -268,6 +268,9 @@ struct Engine<'a> {
     /// Published to when metrics are served.
     metrics: Option<SimMetrics>,
     published: std::time::Instant,
+    started: std::time::Instant,
+    timeline: Vec<u64>,
+    per_app: std::collections::BTreeMap<String, u64>,
 }
 
 impl<'a> Engine<'a> {
@@ -282,6 +285,9 @@ impl<'a> Engine<'a> {
             source: GENERATED_SOURCE,
             metrics: None,
             published: clock::now(),
+            started: clock::now(),
+            timeline: Vec::new(),
+            per_app: std::collections::BTreeMap::new(),
         }
     }
 
@@ -293,6 +299,7 @@ impl<'a> Engine<'a> {
     ) -> Report {
         let traffic = self.loaded.scenario.traffic.clone();
         let start = clock::now();
+        self.started = start;
         let mut next = 0u64;
         let mut interrupted = false;
         while self.done < traffic.count {
@@ -376,6 +383,8 @@ impl<'a> Engine<'a> {
             checks: Vec::new(),
             passed: true,
             interrupted,
+            timeline: std::mem::take(&mut self.timeline),
+            per_app: std::mem::take(&mut self.per_app),
         };
         report.check(&self.loaded.scenario.expect);
         report
@@ -404,7 +413,11 @@ impl<'a> Engine<'a> {
     fn inbound(&mut self, client: &evapi_server::ClientEnv, msg: &[u8]) -> bool {
         match self.router.message(clock::now(), client, msg) {
             Message::Register(tag) => apps::set_tag(&self.handle, client, &tag),
-            Message::Resumed(_) | Message::Refused(_) | Message::Invalid(_) => false,
+            Message::Resumed(_) => {
+                *self.per_app.entry(client.conidx.to_string()).or_default() += 1;
+                false
+            }
+            Message::Refused(_) | Message::Invalid(_) => false,
         }
     }
 
@@ -428,6 +441,10 @@ impl<'a> Engine<'a> {
                 let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
                 let _ = self.latency.record(us.max(1));
             }
+            crate::report::count_in(
+                &mut self.timeline,
+                clock::now().saturating_duration_since(self.started),
+            );
             self.open -= 1;
             self.done += 1;
         }

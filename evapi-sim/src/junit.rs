@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::replay::{ReplayReport, Verdict};
+use crate::replay::ReplayReport;
 use crate::report::Report;
 
 /// XML text with the five special characters escaped, and characters XML 1.0 cannot
@@ -81,13 +81,7 @@ pub fn replay(report: &ReplayReport) -> String {
         .outcomes
         .iter()
         .map(|o| {
-            let verdict = match o.verdict {
-                Verdict::Matched => "matched",
-                Verdict::Different => "different",
-                Verdict::Missing => "missing",
-                Verdict::Extra => "extra",
-                Verdict::Unanswered => "unanswered",
-            };
+            let verdict = o.verdict.name();
             Case {
                 name: format!("transaction {}", o.id),
                 seconds: o.replayed_us.unwrap_or(0) as f64 / 1e6,

@@ -29,6 +29,7 @@
 pub mod apps;
 pub mod clock;
 pub mod engine;
+pub mod html;
 pub mod ist;
 pub mod junit;
 pub mod load;

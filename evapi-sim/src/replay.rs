@@ -164,6 +164,20 @@ pub struct Outcome {
     pub replayed_us: Option<u64>,
 }
 
+impl Verdict {
+    /// Its name in reports, e.g. `different`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Matched => "matched",
+            Verdict::Different => "different",
+            Verdict::Missing => "missing",
+            Verdict::Extra => "extra",
+            Verdict::Unanswered => "unanswered",
+        }
+    }
+}
+
 impl Outcome {
     /// Whether this counts as a difference (exit code 1).
     #[must_use]
@@ -203,9 +217,80 @@ pub struct ReplayReport {
     /// Every transaction that failed (up to [`MAX_LISTED`]), then every other one up to
     /// the same bound.
     pub outcomes: Vec<Outcome>,
+    /// Answers per [`crate::report::TIMELINE_BIN_MS`] since the first event (HTML only).
+    #[serde(skip)]
+    pub timeline: Vec<u64>,
+    /// Messages per app, by `conidx` (HTML only).
+    #[serde(skip)]
+    pub per_app: std::collections::BTreeMap<String, u64>,
 }
 
 impl ReplayReport {
+    /// The HTML report's content (see [`crate::html`]), titled `title`.
+    #[must_use]
+    pub fn page(&self, title: &str) -> crate::html::Page {
+        use crate::html::{Page, Table};
+        let mut verdicts = Table {
+            caption: "Answers against the recording".into(),
+            header: vec!["verdict".into(), "transactions".into()],
+            rows: [
+                ("matched", self.matched),
+                ("different", self.different),
+                ("missing", self.missing),
+                ("extra", self.extra),
+                ("unanswered (as recorded)", self.unanswered),
+            ]
+            .iter()
+            .map(|(k, v)| vec![(*k).to_owned(), v.to_string()])
+            .collect(),
+        };
+        for (reason, n) in &self.refused {
+            verdicts
+                .rows
+                .push(vec![format!("refused: {reason}"), n.to_string()]);
+        }
+        let listed: Vec<&Outcome> = self
+            .outcomes
+            .iter()
+            .filter(|o| o.failed())
+            .take(100)
+            .collect();
+        let failed = Table {
+            caption: format!(
+                "Differences (first {} of {})",
+                listed.len(),
+                self.different + self.missing + self.extra
+            ),
+            header: vec!["transaction".into(), "verdict".into(), "what".into()],
+            rows: listed
+                .iter()
+                .map(|o| vec![o.id.clone(), o.verdict.name().to_owned(), o.diff.join("; ")])
+                .collect(),
+        };
+        let details = if failed.rows.is_empty() {
+            Vec::new()
+        } else {
+            vec![failed]
+        };
+        Page {
+            title: title.to_owned(),
+            passed: !self.failed(),
+            summary: format!(
+                "{} events ({} suspended): {} matched, {} different, {} missing, {} extra",
+                self.events, self.suspended, self.matched, self.different, self.missing, self.extra
+            ),
+            tables: vec![verdicts],
+            details,
+            latency: vec![
+                ("recorded".into(), self.recorded_latency.clone()),
+                ("replayed".into(), self.replayed_latency.clone()),
+            ],
+            timeline: self.timeline.clone(),
+            bin_ms: crate::report::TIMELINE_BIN_MS,
+            per_app: self.per_app.clone(),
+        }
+    }
+
     /// Whether anything differed from the recording.
     #[must_use]
     pub fn failed(&self) -> bool {
@@ -252,14 +337,7 @@ impl ReplayReport {
             self.replayed_latency.line()
         );
         for o in self.outcomes.iter().filter(|o| o.failed()).take(20) {
-            let _ = write!(
-                out,
-                "  {} {}",
-                o.id,
-                serde_json::to_string(&o.verdict)
-                    .unwrap_or_default()
-                    .trim_matches('"')
-            );
+            let _ = write!(out, "  {} {}", o.id, o.verdict.name());
             if !o.diff.is_empty() {
                 let _ = write!(out, ": {}", o.diff.join("; "));
             }
@@ -288,6 +366,8 @@ pub struct Judge {
     recorded_h: Histogram<u64>,
     replayed_h: Histogram<u64>,
     passed: Vec<Outcome>,
+    /// When the first event went out.
+    started: Option<Instant>,
 }
 
 impl Judge {
@@ -321,11 +401,13 @@ impl Judge {
             recorded_h: histogram(),
             replayed_h: histogram(),
             passed: Vec::new(),
+            started: None,
         }
     }
 
     /// `event` went out at `now`.
     pub fn sent(&mut self, now: Instant, event: &Planned) {
+        self.started.get_or_insert(now);
         self.report.events += 1;
         let Some(recorded) = event.ids else { return };
         self.report.suspended += 1;
@@ -361,6 +443,12 @@ impl Judge {
                 return;
             }
         };
+        if let Some(start) = self.started {
+            crate::report::count_in(
+                &mut self.report.timeline,
+                now.saturating_duration_since(start),
+            );
+        }
         let replayed_us =
             u64::try_from(now.saturating_duration_since(sent).as_micros()).unwrap_or(u64::MAX);
         let _ = self.replayed_h.record(replayed_us.max(1));
@@ -620,6 +708,7 @@ pub async fn play(
     }
     let start = crate::clock::now();
     let mut next = 0usize;
+    let mut per_app = std::collections::BTreeMap::new();
     loop {
         let now = crate::clock::now();
         let due = plan.events.get(next).map(|e| match speed {
@@ -639,7 +728,10 @@ pub async fn play(
         let wake = crate::clock::earliest([due, judge.poll_timeout()]);
         tokio::select! {
             msg = inbound.recv() => match msg {
-                Some(Inbound::Message(_, msg)) => judge.message(crate::clock::now(), &msg),
+                Some(Inbound::Message(client, msg)) => {
+                    *per_app.entry(client.conidx.to_string()).or_default() += 1;
+                    judge.message(crate::clock::now(), &msg);
+                }
                 Some(Inbound::Connected) => {}
                 None => break,
             },
@@ -658,7 +750,9 @@ pub async fn play(
     }
     handle.shutdown();
     let _ = server_task.await;
-    Ok(judge.finish())
+    let mut report = judge.finish();
+    report.per_app = per_app;
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -51,7 +51,17 @@ pub struct Latency {
     pub max_us: u64,
     /// Counts per bucket of [`BUCKETS_US`], empty buckets included.
     pub buckets: Vec<Bucket>,
+    /// Latency at each of [`CURVE_PERMILLE`] (per mille, microseconds), for the HTML
+    /// report's percentile curve; not in the JSON report.
+    #[serde(skip)]
+    pub curve: Vec<(u32, u64)>,
 }
+
+/// The percentiles of [`Latency::curve`], per mille.
+pub const CURVE_PERMILLE: [u32; 25] = [
+    0, 50, 100, 150, 200, 250, 300, 350, 400, 450, 500, 550, 600, 650, 700, 750, 800, 850, 900,
+    950, 975, 990, 995, 999, 1000,
+];
 
 impl Latency {
     /// Figures of `h` (microseconds).
@@ -84,6 +94,10 @@ impl Latency {
             p999_us: h.value_at_quantile(0.999),
             max_us: h.max(),
             buckets,
+            curve: CURVE_PERMILLE
+                .iter()
+                .map(|p| (*p, h.value_at_quantile(f64::from(*p) / 1000.0)))
+                .collect(),
         }
     }
 
@@ -153,9 +167,93 @@ pub struct Report {
     /// Whether the run was stopped before the end (Ctrl-C); the counts are partial and
     /// `passed` is false.
     pub interrupted: bool,
+    /// Final replies per [`TIMELINE_BIN_MS`] since the start (HTML report only).
+    #[serde(skip)]
+    pub timeline: Vec<u64>,
+    /// Answers per app, by `conidx` (HTML report only).
+    #[serde(skip)]
+    pub per_app: BTreeMap<String, u64>,
+}
+
+/// Width of a timeline bin, milliseconds.
+pub const TIMELINE_BIN_MS: u64 = 100;
+
+/// Count one event at `elapsed` since the start in `timeline`'s bins of
+/// [`TIMELINE_BIN_MS`] (bins are added as time goes; past an hour, the last bin).
+pub fn count_in(timeline: &mut Vec<u64>, elapsed: Duration) {
+    const MAX_BINS: usize = 36_000;
+    let bin = usize::try_from(elapsed.as_millis() / u128::from(TIMELINE_BIN_MS))
+        .unwrap_or(usize::MAX)
+        .min(MAX_BINS - 1);
+    if timeline.len() <= bin {
+        timeline.resize(bin + 1, 0);
+    }
+    timeline[bin] += 1;
 }
 
 impl Report {
+    /// The HTML report's content (see [`crate::html`]).
+    #[must_use]
+    pub fn page(&self) -> crate::html::Page {
+        use crate::html::{Page, Table};
+        let mut outcomes = Table {
+            caption: "Final replies".into(),
+            header: vec!["code".into(), "count".into()],
+            rows: self
+                .finals
+                .iter()
+                .map(|(code, n)| vec![code.to_string(), n.to_string()])
+                .collect(),
+        };
+        for (label, n) in [
+            ("timed out", self.timeouts),
+            ("invalid answers", self.invalid_answers),
+            ("undelivered events", self.undelivered),
+        ] {
+            outcomes.rows.push(vec![label.into(), n.to_string()]);
+        }
+        for (reason, n) in &self.refused {
+            outcomes
+                .rows
+                .push(vec![format!("refused: {reason}"), n.to_string()]);
+        }
+        let checks = Table {
+            caption: "Expectations".into(),
+            header: vec![
+                "expectation".into(),
+                "expected".into(),
+                "actual".into(),
+                "result".into(),
+            ],
+            rows: self
+                .checks
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.what.clone(),
+                        c.expected.to_string(),
+                        c.actual.to_string(),
+                        if c.ok { "ok" } else { "FAILED" }.to_owned(),
+                    ]
+                })
+                .collect(),
+        };
+        Page {
+            title: format!("evapi-sim run: {}", self.name),
+            passed: self.passed,
+            summary: format!(
+                "{} requests in {} ms, {} answered",
+                self.requests, self.duration_ms, self.latency.count
+            ),
+            tables: vec![outcomes, checks],
+            details: Vec::new(),
+            latency: vec![("suspend to final reply".into(), self.latency.clone())],
+            timeline: self.timeline.clone(),
+            bin_ms: TIMELINE_BIN_MS,
+            per_app: self.per_app.clone(),
+        }
+    }
+
     /// Check `expect` against the counts and fill `checks` and `passed`.
     pub fn check(&mut self, expect: &Expect) {
         let mut checks = Vec::new();

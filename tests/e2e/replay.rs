@@ -42,7 +42,9 @@ fn replay(transcript: &Path, code: &str, junit: &Path) -> (String, i32) {
     cmd.arg("replay")
         .arg(transcript)
         .args(["--bind", "127.0.0.1:0", "--speed", "20", "--junit"])
-        .arg(junit);
+        .arg(junit)
+        .arg("--html")
+        .arg(junit.with_extension("html"));
     let mut sim = Running::spawn(cmd);
     let (line, log) = sim.stderr_line("waiting for an app on");
     let err = collect(log);
@@ -123,6 +125,14 @@ fn a_kamailio_burst_recorded_through_the_proxy_replays_against_the_app() {
         "{out}"
     );
     assert!(out.contains("code: 486 -> 503"), "{out}");
+    let html = std::fs::read_to_string(junit.with_extension("html")).unwrap();
+    assert!(
+        html.contains(&format!(
+            "FAILED: {CALLS} events ({CALLS} suspended): 0 matched, {CALLS} different"
+        )),
+        "{html}"
+    );
+    assert!(html.contains("Differences (first 100 of 1000)"));
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert_eq!(xml.matches("<failure ").count(), CALLS as usize);
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/junit.xsd");

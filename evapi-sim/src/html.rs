@@ -1,0 +1,457 @@
+//! HTML reports people look at: one self-contained file (no script, no network, no
+//! fonts to fetch) with the outcome table, the latency histogram and percentile curve,
+//! the rate over time and the answers per app, drawn as inline SVG by plotters.
+//!
+//! [`Page`] is plain data filled by `run` and `replay`; [`render`] turns it into HTML.
+//! A chart that cannot be drawn becomes a line saying so, never a failed run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+
+use crate::report::{Latency, BUCKETS_US};
+
+/// Width and height of each chart, pixels.
+const CHART: (u32, u32) = (760, 320);
+/// Colours of the series, in order (recorded, replayed; or one series).
+const COLOURS: [RGBColor; 3] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+];
+
+/// A table of the page.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    /// Its caption.
+    pub caption: String,
+    /// Column names.
+    pub header: Vec<String>,
+    /// Rows of cells.
+    pub rows: Vec<Vec<String>>,
+}
+
+/// Everything a report page shows.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The title, e.g. "evapi-sim replay day.jsonl".
+    pub title: String,
+    /// Whether the run passed (the banner's colour).
+    pub passed: bool,
+    /// One line under the title.
+    pub summary: String,
+    /// Outcome tables (above the charts).
+    pub tables: Vec<Table>,
+    /// Long tables (the differences), below the charts.
+    pub details: Vec<Table>,
+    /// Latency series, named (e.g. "recorded", "replayed").
+    pub latency: Vec<(String, Latency)>,
+    /// Answers per bin of `bin_ms` milliseconds since the start.
+    pub timeline: Vec<u64>,
+    /// The timeline's bin width, milliseconds.
+    pub bin_ms: u64,
+    /// Answers per app (its `conidx`, or a name).
+    pub per_app: BTreeMap<String, u64>,
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The page as one HTML document.
+#[must_use]
+pub fn render(page: &Page) -> String {
+    let mut out = String::with_capacity(64 * 1024);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>\
+         body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:820px;color:#222}}\
+         .banner{{padding:.6em 1em;border-radius:6px;color:#fff;background:{colour}}}\
+         table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}\
+         th{{background:#f4f4f4}}td.n{{text-align:right}}\
+         figure{{margin:1.5em 0}}figcaption{{font-weight:600;margin-bottom:.3em}}\
+         </style></head><body>\n<h1>{title}</h1>\n<p class=\"banner\" id=\"verdict\">{verdict}: {summary}</p>\n",
+        title = escape(&page.title),
+        colour = if page.passed { "#2e7d32" } else { "#c62828" },
+        verdict = if page.passed { "PASSED" } else { "FAILED" },
+        summary = escape(&page.summary),
+    );
+    out.push_str(&tables(&page.tables));
+    let measured: Vec<&(String, Latency)> =
+        page.latency.iter().filter(|(_, l)| l.count > 0).collect();
+    if !measured.is_empty() {
+        figure(
+            &mut out,
+            "latency-histogram",
+            "Answer latency: histogram",
+            histogram(&measured),
+        );
+        figure(
+            &mut out,
+            "latency-percentiles",
+            "Answer latency: percentile curve",
+            percentiles(&measured),
+        );
+        let mut table = Table {
+            caption: "Answer latency".into(),
+            header: ["series", "count", "p50", "p90", "p99", "p99.9", "max"]
+                .map(String::from)
+                .to_vec(),
+            rows: Vec::new(),
+        };
+        for (name, l) in &measured {
+            table.rows.push(vec![
+                name.clone(),
+                l.count.to_string(),
+                format!("{} us", l.p50_us),
+                format!("{} us", l.p90_us),
+                format!("{} us", l.p99_us),
+                format!("{} us", l.p999_us),
+                format!("{} us", l.max_us),
+            ]);
+        }
+        out.push_str(&tables(std::slice::from_ref(&table)));
+    }
+    if page.timeline.iter().any(|n| *n > 0) {
+        figure(
+            &mut out,
+            "rate",
+            "Answers per second over time",
+            rate(&page.timeline, page.bin_ms.max(1)),
+        );
+    }
+    if !page.per_app.is_empty() {
+        figure(
+            &mut out,
+            "per-app",
+            "Answers per app",
+            per_app(&page.per_app),
+        );
+    }
+    out.push_str(&tables(&page.details));
+    out.push_str("</body></html>\n");
+    out
+}
+
+fn tables(tables: &[Table]) -> String {
+    let mut out = String::new();
+    for table in tables {
+        let _ = write!(
+            out,
+            "<table><caption>{}</caption><tr>",
+            escape(&table.caption)
+        );
+        for h in &table.header {
+            let _ = write!(out, "<th>{}</th>", escape(h));
+        }
+        out.push_str("</tr>");
+        for row in &table.rows {
+            out.push_str("<tr>");
+            for cell in row {
+                let numeric = cell
+                    .strip_suffix(" us")
+                    .unwrap_or(cell)
+                    .parse::<f64>()
+                    .is_ok();
+                let class = if numeric { " class=\"n\"" } else { "" };
+                let _ = write!(out, "<td{class}>{}</td>", escape(cell));
+            }
+            out.push_str("</tr>");
+        }
+        out.push_str("</table>\n");
+    }
+    out
+}
+
+fn figure(out: &mut String, id: &str, caption: &str, svg: Result<String, String>) {
+    let _ = write!(
+        out,
+        "<figure id=\"{id}\"><figcaption>{}</figcaption>",
+        escape(caption)
+    );
+    match svg {
+        Ok(svg) => out.push_str(&svg),
+        Err(e) => {
+            let _ = write!(out, "<p>chart unavailable: {}</p>", escape(&e));
+        }
+    }
+    out.push_str("</figure>\n");
+}
+
+fn bucket_label(i: usize) -> String {
+    let us = |v: u64| {
+        if v >= 1_000_000 {
+            format!("{}s", v as f64 / 1e6)
+        } else if v >= 1000 {
+            format!("{}ms", v as f64 / 1e3)
+        } else {
+            format!("{v}us")
+        }
+    };
+    match BUCKETS_US.get(i) {
+        Some(le) => format!("<={}", us(*le)),
+        None => format!(">{}", us(BUCKETS_US[BUCKETS_US.len() - 1])),
+    }
+}
+
+/// Bars per latency bucket, one colour per series, side by side.
+fn histogram(series: &[&(String, Latency)]) -> Result<String, String> {
+    let buckets = BUCKETS_US.len() + 1;
+    // Leave out the empty tail above the slowest answer.
+    let last = series
+        .iter()
+        .filter_map(|(_, l)| l.buckets.iter().rposition(|b| b.count > 0))
+        .max()
+        .unwrap_or(0)
+        .min(buckets - 1);
+    let first = series
+        .iter()
+        .filter_map(|(_, l)| l.buckets.iter().position(|b| b.count > 0))
+        .min()
+        .unwrap_or(0);
+    let shown = first..last + 1;
+    let top = series
+        .iter()
+        .flat_map(|(_, l)| l.buckets.iter().map(|b| b.count))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, CHART).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(
+                shown.start as f64..shown.end as f64,
+                0u64..top + top / 10 + 1,
+            )
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(shown.len() * 2 + 1)
+            .x_label_formatter(&|x| {
+                // Labels at the middle of each bucket (x = i + 0.5), none at the edges.
+                if (x - x.floor() - 0.5).abs() < 0.01 {
+                    bucket_label(x.floor() as usize)
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("answers")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let width = 0.8 / series.len() as f64;
+        for (s, (name, l)) in series.iter().enumerate() {
+            let colour = COLOURS[s % COLOURS.len()];
+            chart
+                .draw_series(
+                    l.buckets
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| shown.contains(i))
+                        .map(|(i, b)| {
+                            let x0 = i as f64 + 0.1 + width * s as f64;
+                            Rectangle::new([(x0, 0), (x0 + width, b.count)], colour.filled())
+                        }),
+                )
+                .map_err(|e| e.to_string())?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+/// Latency (ms) at each percentile, one line per series.
+fn percentiles(series: &[&(String, Latency)]) -> Result<String, String> {
+    let top = series
+        .iter()
+        .flat_map(|(_, l)| l.curve.iter().map(|(_, us)| *us))
+        .max()
+        .unwrap_or(1) as f64
+        / 1000.0;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, CHART).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..100f64, 0f64..(top * 1.1).max(0.001))
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("percentile")
+            .y_desc("latency (ms)")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (s, (name, l)) in series.iter().enumerate() {
+            let colour = COLOURS[s % COLOURS.len()];
+            let points: Vec<(f64, f64)> = l
+                .curve
+                .iter()
+                .map(|(permille, us)| (f64::from(*permille) / 10.0, *us as f64 / 1000.0))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+/// Answers per second, per bin of `bin_ms`.
+fn rate(bins: &[u64], bin_ms: u64) -> Result<String, String> {
+    let per_s = |n: u64| n as f64 * 1000.0 / bin_ms as f64;
+    let top = bins.iter().map(|n| per_s(*n)).fold(0.0, f64::max);
+    let end = bins.len() as f64 * bin_ms as f64 / 1000.0;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, CHART).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..end.max(0.001), 0f64..(top * 1.1).max(1.0))
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since the start")
+            .y_desc("answers per second")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let points = bins
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ((i as f64 + 0.5) * bin_ms as f64 / 1000.0, per_s(*n)));
+        chart
+            .draw_series(LineSeries::new(points, COLOURS[0].stroke_width(2)))
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+/// One bar per app.
+fn per_app(apps: &BTreeMap<String, u64>) -> Result<String, String> {
+    let names: Vec<&String> = apps.keys().collect();
+    let top = apps.values().copied().max().unwrap_or(1).max(1);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, CHART).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..names.len() as f64, 0u64..top + top / 10 + 1)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(names.len() * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = x.floor() as usize;
+                if (x - x.floor() - 0.5).abs() < 0.01 {
+                    names.get(i).map(|n| format!("app {n}")).unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("answers")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(apps.values().enumerate().map(|(i, n)| {
+                Rectangle::new(
+                    [(i as f64 + 0.2, 0), (i as f64 + 0.8, *n)],
+                    COLOURS[2].filled(),
+                )
+            }))
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latency(values: &[u64]) -> Latency {
+        let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        for v in values {
+            h.record(*v).unwrap();
+        }
+        Latency::of(&h)
+    }
+
+    #[test]
+    fn a_page_has_its_charts_and_escapes_text() {
+        let page = Page {
+            title: "replay <day>".into(),
+            passed: false,
+            summary: "1 different".into(),
+            details: Vec::new(),
+            tables: vec![Table {
+                caption: "Verdicts".into(),
+                header: vec!["verdict".into(), "count".into()],
+                rows: vec![vec!["matched".into(), "3".into()]],
+            }],
+            latency: vec![
+                ("recorded".into(), latency(&[300, 400, 2000])),
+                ("replayed".into(), latency(&[350, 900, 1500])),
+            ],
+            timeline: vec![1, 2, 0, 3],
+            bin_ms: 100,
+            per_app: [("0".to_owned(), 3)].into_iter().collect(),
+        };
+        let html = render(&page);
+        assert!(html.contains("<title>replay &lt;day&gt;</title>"));
+        assert!(html.contains("FAILED: 1 different"));
+        for id in [
+            "latency-histogram",
+            "latency-percentiles",
+            "rate",
+            "per-app",
+        ] {
+            assert!(html.contains(&format!("<figure id=\"{id}\">")), "{id}");
+        }
+        assert_eq!(html.matches("<svg").count(), 4, "four charts");
+        assert!(!html.contains("chart unavailable"), "{html}");
+        assert!(!html.contains("<script"), "self-contained, no script");
+    }
+}

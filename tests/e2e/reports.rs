@@ -1,0 +1,119 @@
+//! Reports people look at: the HTML report of a run, rendered by a real browser
+//! (headless Chromium), and its JUnit file checked against docs/junit.xsd.
+
+use std::path::Path;
+use std::process::Command;
+
+use evapi_tests::{binary, require_tool};
+
+fn chromium(dir: &Path, args: &[&str], page: &Path) -> std::process::Output {
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs")
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    let be = |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
+    (be(16), be(20))
+}
+
+#[test]
+#[ignore = "needs chromium and xmllint (apt-get install chromium libxml2-utils); .ci/run runs it"]
+fn the_html_report_renders_its_charts_in_a_browser_and_the_junit_file_is_valid() {
+    require_tool("chromium", "chromium");
+    require_tool("xmllint", "libxml2-utils");
+    let dir = std::env::temp_dir().join(format!("evapi-reports-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (html, junit) = (dir.join("demo.html"), dir.join("demo.xml"));
+    let out = Command::new(binary("evapi-sim"))
+        .args(["demo", "--bind", "127.0.0.1:0", "--html"])
+        .arg(&html)
+        .arg("--junit")
+        .arg(&junit)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The browser's view of the page: the verdict and four charts, each an SVG with
+    // its marks (bars are rects, curves polylines).
+    let dom = chromium(&dir, &["--dump-dom"], &html);
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("PASSED: 10000 requests"), "{dom}");
+    for id in [
+        "latency-histogram",
+        "latency-percentiles",
+        "rate",
+        "per-app",
+    ] {
+        let at = dom
+            .find(&format!("<figure id=\"{id}\">"))
+            .unwrap_or_else(|| panic!("{id}"));
+        let figure = &dom[at..at + dom[at..].find("</figure>").unwrap()];
+        assert!(figure.contains("<svg"), "{id} has a chart");
+        assert!(
+            figure.contains("<rect") || figure.contains("<polyline"),
+            "{id} has marks"
+        );
+    }
+    assert!(!dom.contains("chart unavailable"));
+
+    // And a screenshot of it, at the size asked for.
+    let shot = dir.join("demo.png");
+    let out = chromium(
+        &dir,
+        &[
+            "--window-size=900,2000",
+            &format!("--screenshot={}", shot.display()),
+        ],
+        &html,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(png_size(&png), (900, 2000));
+    assert!(
+        png.len() > 20_000,
+        "a page with charts, not a blank one: {} bytes",
+        png.len()
+    );
+
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/junit.xsd");
+    let check = Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(&schema)
+        .arg(&junit)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"3\" failures=\"0\""), "{xml}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
