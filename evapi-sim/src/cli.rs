@@ -289,6 +289,10 @@ pub struct SipArgs {
     /// TLS, tokens, rate limit and keepalive of the evapi socket, as evapi-server's.
     #[command(flatten)]
     security: evapi_server::args::SecurityArgs,
+    /// On exit: the HTML report and the JUnit health checks (no drops, timeouts,
+    /// refused or invalid answers, undelivered events, unacknowledged finals).
+    #[command(flatten)]
+    outputs: OutputArgs,
 }
 
 /// Default `--max-transactions`: 100,000 waiting INVITEs (a few hundred MB at most,
@@ -416,6 +420,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 )
             })?;
             print!("{}", counters.summary());
+            sip.outputs
+                .write(|| counters.page(), || evapi_sim::junit::sip(&counters))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay(replay) => runtime.block_on(run_replay(&replay)),

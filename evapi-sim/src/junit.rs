@@ -110,6 +110,21 @@ pub fn replay(report: &ReplayReport) -> String {
     document("evapi-sim replay", &cases)
 }
 
+/// A SIP load test's health checks as test cases (each count should be 0).
+#[must_use]
+pub fn sip(counters: &crate::uas::UasCounters) -> String {
+    let cases: Vec<Case> = counters
+        .checks()
+        .iter()
+        .map(|(what, n)| Case {
+            name: format!("no {what}"),
+            seconds: 0.0,
+            failure: (*n > 0).then(|| (format!("{n} {what}"), format!("{what}: {n}, expected 0"))),
+        })
+        .collect();
+    document("evapi-sim sip", &cases)
+}
+
 /// A scenario run's expectations as test cases.
 #[must_use]
 pub fn run(report: &Report) -> String {

@@ -68,6 +68,15 @@ pub struct UasCounters {
     /// Datagrams the kernel dropped because the SIP socket's receive buffer was full
     /// (`None`: /proc did not say).
     pub kernel_drops: Option<u64>,
+    /// Suspend-to-final latency of answered INVITEs (HTML report).
+    #[serde(skip)]
+    pub latency: crate::report::Latency,
+    /// Final replies per [`crate::report::TIMELINE_BIN_MS`] since the start (HTML).
+    #[serde(skip)]
+    pub timeline: Vec<u64>,
+    /// Answers per app, by `conidx` (HTML).
+    #[serde(skip)]
+    pub per_app: BTreeMap<String, u64>,
 }
 
 /// Serve SIP on `socket` and the evapi socket on `listener` until `shutdown` resolves;
@@ -105,6 +114,11 @@ pub async fn run(
         malformed: 0,
         metrics,
         outgoing: Vec::new(),
+        latency: hdrhistogram::Histogram::new(3)
+            .expect("3 significant figures is a valid precision"),
+        timeline: Vec::new(),
+        started: clock::now(),
+        per_app: BTreeMap::new(),
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     tokio::pin!(shutdown);
@@ -131,9 +145,14 @@ pub async fn run(
             },
             msg = inbound.recv() => match msg {
                 Some(Inbound::Message(client, msg)) => {
-                    let got = uas.router.message(clock::now(), &client, &msg);
-                    if let Message::Register(tag) = got {
-                        apps::set_tag(&uas.handle, &client, &tag);
+                    match uas.router.message(clock::now(), &client, &msg) {
+                        Message::Register(tag) => {
+                            apps::set_tag(&uas.handle, &client, &tag);
+                        }
+                        Message::Resumed(_) => {
+                            *uas.per_app.entry(client.conidx.to_string()).or_default() += 1;
+                        }
+                        Message::Refused(_) | Message::Invalid(_) => {}
                     }
                 }
                 Some(Inbound::Connected) => {}
@@ -172,6 +191,9 @@ pub async fn run(
         sip: uas.ist.counters(),
         routing: uas.router.counters().clone(),
         kernel_drops,
+        latency: crate::report::Latency::of(&uas.latency),
+        timeline: uas.timeline,
+        per_app: uas.per_app,
     }
 }
 
@@ -186,6 +208,11 @@ struct Uas {
     metrics: SimMetrics,
     /// Datagrams of one flush, sent in batches (a buffer reused).
     outgoing: Vec<(std::sync::Arc<[u8]>, SocketAddr)>,
+    /// What the HTML report draws.
+    latency: hdrhistogram::Histogram<u64>,
+    timeline: Vec<u64>,
+    started: std::time::Instant,
+    per_app: BTreeMap<String, u64>,
 }
 
 impl Uas {
@@ -196,7 +223,13 @@ impl Uas {
         while let Some(reply) = self.router.poll_reply() {
             if let crate::router::Cause::Answered { latency } = reply.cause {
                 self.metrics.answered(latency);
+                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+                let _ = self.latency.record(us.max(1));
             }
+            crate::report::count_in(
+                &mut self.timeline,
+                now.saturating_duration_since(self.started),
+            );
             self.ist
                 .respond(now, &reply.data, reply.code, &reply.reason);
         }
@@ -272,6 +305,81 @@ impl Uas {
 }
 
 impl UasCounters {
+    /// The health checks of a load test, as `(what, count)`: each should be 0.
+    #[must_use]
+    pub fn checks(&self) -> [(&'static str, u64); 6] {
+        [
+            ("kernel drops", self.kernel_drops.unwrap_or(0)),
+            ("timeouts", self.routing.timeouts),
+            ("refused continues", self.routing.refused_total()),
+            ("invalid answers", self.routing.invalid_answers),
+            ("undelivered events", self.routing.undelivered),
+            ("unacknowledged finals", self.sip.unacked),
+        ]
+    }
+
+    /// The HTML report's content (see [`crate::html`]).
+    #[must_use]
+    pub fn page(&self) -> crate::html::Page {
+        use crate::html::{Page, Table};
+        let rows = |pairs: Vec<(String, u64)>| -> Vec<Vec<String>> {
+            pairs
+                .into_iter()
+                .map(|(k, v)| vec![k, v.to_string()])
+                .collect()
+        };
+        let requests = Table {
+            caption: "Requests and final responses".into(),
+            header: vec!["what".into(), "count".into()],
+            rows: rows(
+                self.requests
+                    .iter()
+                    .map(|(m, n)| (m.clone(), *n))
+                    .chain(
+                        self.routing
+                            .finals
+                            .iter()
+                            .map(|(c, n)| (format!("final {c}"), *n)),
+                    )
+                    .chain([
+                        ("busy (503)".to_owned(), self.routing.busy),
+                        ("no app".to_owned(), self.routing.no_app),
+                        ("retransmitted INVITEs".to_owned(), self.sip.retransmissions),
+                        ("final retransmits".to_owned(), self.sip.final_retransmits),
+                        ("malformed".to_owned(), self.malformed),
+                    ])
+                    .collect(),
+            ),
+        };
+        let checks = Table {
+            caption: "Health (each should be 0)".into(),
+            header: vec!["what".into(), "count".into()],
+            rows: rows(
+                self.checks()
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect(),
+            ),
+        };
+        let bad: u64 = self.checks().iter().map(|(_, n)| n).sum();
+        Page {
+            title: "evapi-sim sip".into(),
+            passed: bad == 0,
+            summary: format!(
+                "{} requests, {} final responses, {} answered by apps",
+                self.requests.values().sum::<u64>(),
+                self.routing.finals.values().sum::<u64>(),
+                self.latency.count
+            ),
+            tables: vec![requests, checks],
+            details: Vec::new(),
+            latency: vec![("suspend to final response".into(), self.latency.clone())],
+            timeline: self.timeline.clone(),
+            bin_ms: crate::report::TIMELINE_BIN_MS,
+            per_app: self.per_app.clone(),
+        }
+    }
+
     /// A table for people.
     #[must_use]
     pub fn summary(&self) -> String {

@@ -25,5 +25,5 @@ mod nats;
 mod sip_front;
 // Record through the proxy between Kamailio and an app, replay, compare (issue 16).
 mod replay;
-// HTML reports rendered by headless Chromium, JUnit checked by xmllint (issue 16).
+// HTML and JUnit reports: rendered by headless Chromium, checked by xmllint (issue 16).
 mod reports;

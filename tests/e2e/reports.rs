@@ -117,3 +117,65 @@ fn the_html_report_renders_its_charts_in_a_browser_and_the_junit_file_is_valid()
     assert!(xml.contains("tests=\"3\" failures=\"0\""), "{xml}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `evapi-sim sip --html --junit` writes both on exit: after a sipp burst answered by
+/// the responder, the page has the latency charts and the health checks all pass.
+#[test]
+#[ignore = "needs sipp and xmllint (apt-get install sip-tester libxml2-utils); .ci/run runs it"]
+fn the_sip_front_writes_its_reports_on_exit() {
+    evapi_tests::sipp::require();
+    require_tool("xmllint", "libxml2-utils");
+    let dir = std::env::temp_dir().join(format!("evapi-sip-reports-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (html, junit) = (dir.join("sip.html"), dir.join("sip.xml"));
+    let (html_arg, junit_arg) = (html.display().to_string(), junit.display().to_string());
+    let mut node = evapi_tests::sipp::SimNode::start(&["--html", &html_arg, "--junit", &junit_arg]);
+    let mut respond = Command::new(binary("evapi-client"));
+    respond.args(["--addr", &node.evapi, "respond", "--code", "486"]);
+    let _app = evapi_tests::Running::spawn(respond);
+    node.wait_for_app();
+    let out = evapi_tests::sipp::burst_486(&node.sip, 200, 200);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let counters = node.finish();
+    assert!(
+        counters.contains("final 486                     200"),
+        "{counters}"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("PASSED: 400 requests, 200 final responses, 200 answered by apps"),
+        "{page}"
+    );
+    for id in [
+        "latency-histogram",
+        "latency-percentiles",
+        "rate",
+        "per-app",
+    ] {
+        assert!(
+            page.contains(&format!("<figure id=\"{id}\"><figcaption>")),
+            "{id}"
+        );
+    }
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/junit.xsd");
+    let check = Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(&schema)
+        .arg(&junit)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"6\" failures=\"0\""), "{xml}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
