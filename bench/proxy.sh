@@ -18,23 +18,29 @@ RATE=${RATE:-2000}
 CALLS=${CALLS:-20000}
 ROUNDS=${ROUNDS:-3}
 THROUGHPUT_CALLS=${THROUGHPUT_CALLS:-100000}
+# direct, proxy (recording) and forward (the proxy without --record).
+MODES=${MODES:-"direct proxy forward"}
 work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+# wait_port PORT: until something listens there (without connecting: a probe would
+# count as an app).
+wait_port() { for _ in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; return 1; }
 
-# app_addr MODE NODE_PORT: start the proxy for MODE=proxy; print where the app connects.
-app_addr() {
-  if [ "$1" = proxy ]; then
-    local p; p=$(free_port tcp)
-    "$CLIENT" -q proxy --listen "127.0.0.1:$p" --upstream "127.0.0.1:$2" --record "$work/t.jsonl" >/dev/null 2>&1 &
-    pids+=($!); proxypid=$!
+# route MODE NODE_PORT: sets addr (where the app connects) and proxypid (the proxy:
+# recording for MODE=proxy, forwarding only for MODE=forward; empty for direct).
+route() {
+  if [ "$1" != direct ]; then
+    local p record=(); p=$(free_port tcp)
+    [ "$1" = proxy ] && record=(--record "$work/t.jsonl")
+    "$CLIENT" -q proxy --listen "127.0.0.1:$p" --upstream "127.0.0.1:$2" "${record[@]}" >/dev/null 2>&1 &
+    proxypid=$!; pids+=("$proxypid")
     wait_port "$p"
-    echo "127.0.0.1:$p"
+    addr="127.0.0.1:$p"
   else
     proxypid=""
-    echo "127.0.0.1:$2"
+    addr="127.0.0.1:$2"
   fi
 }
 stop() { for p in "$@"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; for p in "$@"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done; }
@@ -43,14 +49,14 @@ echo "# the recording proxy against a direct connection, $(date -u +%F), $(nproc
 echo
 echo "| round | mode | rate (calls/s) | p50 us | p99 us | failed |"
 echo "|---|---|---|---|---|---|"
-declare -A p99s
+declare -A p99s p50s
 for round in $(seq "$ROUNDS"); do
-  for mode in direct proxy; do
+  for mode in $MODES; do
     sip=$(free_port udp); node=$(free_port tcp)
     "$SIM" -q sip --listen "127.0.0.1:$sip" --bind "127.0.0.1:$node" >/dev/null 2>&1 &
     simpid=$!; pids+=("$simpid")
     wait_port "$node"
-    addr=$(app_addr "$mode" "$node")
+    route "$mode" "$node"
     "$CLIENT" -q --addr "$addr" respond --code 486 >/dev/null 2>&1 &
     resppid=$!; pids+=("$resppid")
     sleep 0.5
@@ -58,6 +64,7 @@ for round in $(seq "$ROUNDS"); do
     read -r p50 p99 failed < <(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["latency"]["p50_us"], r["latency"]["p99_us"], r["failed"])' "$out")
     echo "| $round | $mode | $RATE | $p50 | $p99 | $failed |"
     p99s[$mode]+="$p99 "
+    p50s[$mode]+="$p50 "
     stop "$resppid" "$proxypid" "$simpid"
   done
 done
@@ -71,12 +78,12 @@ cat > "$work/scenario.json" <<JSON
   "expect": { "timeouts": 0, "refused": 0, "invalid_answers": 0 } }
 JSON
 for round in $(seq "$ROUNDS"); do
-  for mode in direct proxy; do
+  for mode in $MODES; do
     node=$(free_port tcp)
     "$SIM" run "$work/scenario.json" --bind "127.0.0.1:$node" --no-progress --report "$work/report.json" >/dev/null 2>&1 &
     simpid=$!; pids+=("$simpid")
     wait_port "$node"
-    addr=$(app_addr "$mode" "$node")
+    route "$mode" "$node"
     "$CLIENT" -q --addr "$addr" respond --code 486 >/dev/null 2>&1 &
     resppid=$!; pids+=("$resppid")
     wait "$simpid" || true
@@ -87,11 +94,17 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 echo
-python3 - "${p99s[direct]}" "${p99s[proxy]}" "${rates[direct]}" "${rates[proxy]}" <<'PY'
+for mode in $MODES; do echo "$mode ${p50s[$mode]} / ${p99s[$mode]} / ${rates[$mode]}"; done | python3 -c '
 import statistics, sys
-d99, p99, dr, pr = ([float(x) for x in a.split()] for a in sys.argv[1:5])
-print(f"p99 added by the proxy (median of rounds): {statistics.median(p99) - statistics.median(d99):+.0f} us "
-      f"(direct {statistics.median(d99):.0f}, proxy {statistics.median(p99):.0f})")
-print(f"throughput through the proxy / direct (median of rounds): {statistics.median(pr) / statistics.median(dr):.2f} "
-      f"(direct {statistics.median(dr):.0f} calls/s, proxy {statistics.median(pr):.0f})")
-PY
+rows = {}
+for line in sys.stdin:
+    mode, rest = line.split(" ", 1)
+    rows[mode] = [[float(x) for x in part.split()] for part in rest.split("/")]
+med = {m: [statistics.median(v) if v else float("nan") for v in r] for m, r in rows.items()}
+d = med.get("direct")
+for m, (p50, p99, rate) in med.items():
+    if m == "direct" or d is None:
+        continue
+    print(f"{m}: p50 {p50 - d[0]:+.0f} us, p99 {p99 - d[1]:+.0f} us against direct (medians of rounds: {d[0]:.0f}/{d[1]:.0f} -> {p50:.0f}/{p99:.0f}); throughput {rate / d[2]:.2f} of direct ({d[2]:.0f} -> {rate:.0f} calls/s)")
+'
+

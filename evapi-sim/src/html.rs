@@ -184,6 +184,32 @@ fn figure(out: &mut String, id: &str, caption: &str, svg: Result<String, String>
     out.push_str("</figure>\n");
 }
 
+/// An SVG chart: a white canvas of [`CHART`] pixels handed to `draw`.
+fn svg(
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
+) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, CHART).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        draw(&root)?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+/// The frame every chart shares: margins and room for the axis labels.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60);
+    builder
+}
+
 fn bucket_label(i: usize) -> String {
     let us = |v: u64| {
         if v >= 1_000_000 {
@@ -222,14 +248,8 @@ fn histogram(series: &[&(String, Latency)]) -> Result<String, String> {
         .max()
         .unwrap_or(1)
         .max(1);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, CHART).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
+    svg(|root| {
+        let mut chart = frame(root)
             .build_cartesian_2d(
                 shown.start as f64..shown.end as f64,
                 0u64..top + top / 10 + 1,
@@ -276,9 +296,8 @@ fn histogram(series: &[&(String, Latency)]) -> Result<String, String> {
             .border_style(BLACK)
             .draw()
             .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// Latency (ms) at each percentile, one line per series.
@@ -289,14 +308,8 @@ fn percentiles(series: &[&(String, Latency)]) -> Result<String, String> {
         .max()
         .unwrap_or(1) as f64
         / 1000.0;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, CHART).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
+    svg(|root| {
+        let mut chart = frame(root)
             .build_cartesian_2d(0f64..100f64, 0f64..(top * 1.1).max(0.001))
             .map_err(|e| e.to_string())?;
         chart
@@ -327,9 +340,8 @@ fn percentiles(series: &[&(String, Latency)]) -> Result<String, String> {
             .border_style(BLACK)
             .draw()
             .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// Answers per second, per bin of `bin_ms`.
@@ -337,14 +349,8 @@ fn rate(bins: &[u64], bin_ms: u64) -> Result<String, String> {
     let per_s = |n: u64| n as f64 * 1000.0 / bin_ms as f64;
     let top = bins.iter().map(|n| per_s(*n)).fold(0.0, f64::max);
     let end = bins.len() as f64 * bin_ms as f64 / 1000.0;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, CHART).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
+    svg(|root| {
+        let mut chart = frame(root)
             .build_cartesian_2d(0f64..end.max(0.001), 0f64..(top * 1.1).max(1.0))
             .map_err(|e| e.to_string())?;
         chart
@@ -360,23 +366,16 @@ fn rate(bins: &[u64], bin_ms: u64) -> Result<String, String> {
         chart
             .draw_series(LineSeries::new(points, COLOURS[0].stroke_width(2)))
             .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// One bar per app.
 fn per_app(apps: &BTreeMap<String, u64>) -> Result<String, String> {
     let names: Vec<&String> = apps.keys().collect();
     let top = apps.values().copied().max().unwrap_or(1).max(1);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, CHART).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
+    svg(|root| {
+        let mut chart = frame(root)
             .build_cartesian_2d(0f64..names.len() as f64, 0u64..top + top / 10 + 1)
             .map_err(|e| e.to_string())?;
         chart
@@ -402,9 +401,8 @@ fn per_app(apps: &BTreeMap<String, u64>) -> Result<String, String> {
                 )
             }))
             .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -101,18 +101,7 @@ fn the_html_report_renders_its_charts_in_a_browser_and_the_junit_file_is_valid()
         png.len()
     );
 
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/junit.xsd");
-    let check = Command::new("xmllint")
-        .args(["--noout", "--schema"])
-        .arg(&schema)
-        .arg(&junit)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    evapi_tests::check_junit(&[&junit]);
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("tests=\"3\" failures=\"0\""), "{xml}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -163,18 +152,7 @@ fn the_sip_front_writes_its_reports_on_exit() {
             "{id}"
         );
     }
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/junit.xsd");
-    let check = Command::new("xmllint")
-        .args(["--noout", "--schema"])
-        .arg(&schema)
-        .arg(&junit)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    evapi_tests::check_junit(&[&junit]);
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("tests=\"6\" failures=\"0\""), "{xml}");
     let _ = std::fs::remove_dir_all(&dir);

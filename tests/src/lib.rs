@@ -214,3 +214,23 @@ pub fn wait_for(
         }
     }
 }
+
+/// Check JUnit files against `docs/junit.xsd` with xmllint (libxml2-utils).
+///
+/// # Panics
+///
+/// When one is not valid (with xmllint's message) or xmllint cannot run.
+pub fn check_junit(files: &[&std::path::Path]) {
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/junit.xsd");
+    let out = Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(&schema)
+        .args(files)
+        .output()
+        .expect("xmllint runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
