@@ -235,15 +235,9 @@ async fn pump(
             match codec.decode_frame(&mut pending) {
                 Ok(Some(frame)) => {
                     frames.fetch_add(1, Ordering::Relaxed);
-                    rec.record(
-                        Entry::Frame {
-                            t,
-                            conn,
-                            from: side,
-                            payload: Payload::of(&frame),
-                        },
-                        frame.len(),
-                    );
+                    // A copy of its own: the frame shares the read buffer's
+                    // allocation, which the recorder's byte bound would not count.
+                    rec.record_frame(t, conn, side, bytes::Bytes::copy_from_slice(&frame));
                 }
                 Ok(None) => break,
                 Err(e) => {

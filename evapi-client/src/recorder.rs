@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use evapi_proto::transcript::{self, part_path, Entry};
+use bytes::Bytes;
+use evapi_proto::transcript::{self, part_path, Entry, Payload, Side};
 use evapi_proto::Framing;
 use std::sync::mpsc;
 
@@ -63,11 +64,43 @@ pub struct Written {
 #[derive(Debug)]
 pub struct Recorder {
     start: Instant,
-    tx: mpsc::Sender<(Entry, usize)>,
+    tx: mpsc::Sender<(Queued, usize)>,
     queued: Arc<AtomicUsize>,
     lost: Arc<AtomicU64>,
     buffer_bytes: usize,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<std::io::Result<Written>>>>,
+}
+
+/// What waits for the writer: an entry, or a frame still as the bytes the proxy read
+/// (turned into text or base64 and JSON on the writer's thread, not the traffic's).
+#[derive(Debug)]
+enum Queued {
+    Entry(Entry),
+    Frame {
+        t: u64,
+        conn: u64,
+        from: Side,
+        bytes: Bytes,
+    },
+}
+
+impl Queued {
+    fn into_entry(self) -> Entry {
+        match self {
+            Queued::Entry(e) => e,
+            Queued::Frame {
+                t,
+                conn,
+                from,
+                bytes,
+            } => Entry::Frame {
+                t,
+                conn,
+                from,
+                payload: Payload::of(&bytes),
+            },
+        }
+    }
 }
 
 impl Recorder {
@@ -79,7 +112,7 @@ impl Recorder {
     pub fn start(config: RecorderConfig) -> std::io::Result<Self> {
         let started = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
         let first = open_part(&config, &started, 0)?;
-        let (tx, rx) = mpsc::channel::<(Entry, usize)>();
+        let (tx, rx) = mpsc::channel::<(Queued, usize)>();
         let queued = Arc::new(AtomicUsize::new(0));
         let lost = Arc::new(AtomicU64::new(0));
         let (q, l) = (Arc::clone(&queued), Arc::clone(&lost));
@@ -109,8 +142,9 @@ impl Recorder {
                             }
                         }
                     }
-                    for (entry, cost) in taken {
+                    for (queued, cost) in taken {
                         q.fetch_sub(cost, Ordering::Relaxed);
+                        let entry = queued.into_entry();
                         last_t = entry.t();
                         let dropped = l.load(Ordering::Relaxed);
                         let mut lines = Vec::with_capacity(2);
@@ -169,9 +203,29 @@ impl Recorder {
     /// Queue `entry` for the disk, carrying `payload` bytes; dropped (and counted) when
     /// the buffer is full or the writer has stopped.
     pub fn record(&self, entry: Entry, payload: usize) {
+        self.queue(Queued::Entry(entry), payload);
+    }
+
+    /// Queue a frame `from` a side of connection `conn` at `t`, as the bytes read (cheap
+    /// for the caller: the text or base64 and the JSON are made by the writer).
+    pub fn record_frame(&self, t: u64, conn: u64, from: Side, bytes: Bytes) {
+        let len = bytes.len();
+        self.queue(
+            Queued::Frame {
+                t,
+                conn,
+                from,
+                bytes,
+            },
+            len,
+        );
+    }
+
+    fn queue(&self, queued: Queued, payload: usize) {
         let cost = payload.saturating_add(ENTRY_OVERHEAD);
         let before = self.queued.fetch_add(cost, Ordering::Relaxed);
-        if before.saturating_add(cost) > self.buffer_bytes || self.tx.send((entry, cost)).is_err() {
+        if before.saturating_add(cost) > self.buffer_bytes || self.tx.send((queued, cost)).is_err()
+        {
             self.queued.fetch_sub(cost, Ordering::Relaxed);
             self.lost.fetch_add(1, Ordering::Relaxed);
         }
