@@ -260,3 +260,123 @@ async fn pump(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recorder::RecorderConfig;
+    use evapi_proto::transcript::Reader;
+
+    #[tokio::test]
+    async fn bytes_pass_unchanged_bad_framing_is_recorded_raw_and_max_clients_holds() {
+        // The node: echoes whatever it gets.
+        let node = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = node.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = node.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let dir = std::env::temp_dir().join(format!("evapi-proxy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.jsonl");
+        let recorder = Arc::new(
+            Recorder::start(RecorderConfig {
+                path: path.clone(),
+                rotate_bytes: 0,
+                buffer_bytes: 1 << 20,
+                source: "proxy",
+                node: upstream.clone(),
+                framing: Framing::Netstring,
+            })
+            .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = ProxyConfig {
+            upstream,
+            framing: Framing::Netstring,
+            max_frame: 16,
+            max_clients: 1,
+            connect_timeout: Duration::from_secs(2),
+        };
+        let task = tokio::spawn(run(listener, config, Some(Arc::clone(&recorder)), async {
+            let _ = stopped.await;
+        }));
+
+        // A frame, one over --max-frame (16 bytes), then garbage: all forwarded as sent.
+        let mut app = TcpStream::connect(addr).await.unwrap();
+        let sent = b"5:hello,20:aaaaaaaaaaaaaaaaaaaa,zz";
+        app.write_all(sent).await.unwrap();
+        let mut echoed = vec![0u8; sent.len()];
+        app.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(echoed, sent);
+
+        // At --max-clients 1 a second app is closed at once.
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(2), second.read(&mut [0u8; 8]))
+            .await
+            .expect("closed, not left waiting")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+
+        drop(app);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = stop.send(());
+        let counts = task.await.unwrap();
+        assert_eq!(counts.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.app_frames.load(Ordering::Relaxed), 1);
+        let recorder = Arc::try_unwrap(recorder).expect("the proxy let go of it");
+        recorder.finish().await.unwrap();
+
+        let file = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+        let entries: Vec<Entry> = Reader::new(file, 1 << 16)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let from_app = |e: &&Entry| {
+            matches!(
+                e,
+                Entry::Frame {
+                    from: Side::App,
+                    ..
+                } | Entry::Raw {
+                    from: Side::App,
+                    ..
+                }
+            )
+        };
+        let app_side: Vec<&Entry> = entries.iter().filter(from_app).collect();
+        assert!(
+            matches!(app_side[0], Entry::Frame { payload: Payload::Text(t), .. } if t == "hello")
+        );
+        let Entry::Raw {
+            error: Some(error),
+            payload,
+            ..
+        } = app_side[1]
+        else {
+            panic!("the oversized frame starts the raw record: {entries:?}")
+        };
+        assert!(error.contains("16"), "{error}");
+        // Every byte after the last good frame is in the raw record, in order.
+        let raw: Vec<u8> = app_side[1..]
+            .iter()
+            .flat_map(|e| match e {
+                Entry::Raw { payload, .. } => payload.bytes().unwrap(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(raw, b"20:aaaaaaaaaaaaaaaaaaaa,zz");
+        assert!(payload.bytes().is_ok());
+        assert!(entries
+            .iter()
+            .any(|e| matches!(e, Entry::Close { by: Side::App, .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
