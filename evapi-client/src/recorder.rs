@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use evapi_proto::transcript::{self, part_path, Entry, Payload, Side};
+use evapi_proto::transcript::{self, part_path, Entry, Side};
 use evapi_proto::Framing;
 use std::sync::mpsc;
 
@@ -85,21 +85,27 @@ enum Queued {
 }
 
 impl Queued {
-    fn into_entry(self) -> Entry {
+    fn t(&self) -> u64 {
         match self {
-            Queued::Entry(e) => e,
+            Queued::Entry(e) => e.t(),
+            Queued::Frame { t, .. } => *t,
+        }
+    }
+
+    /// Append its transcript line to `out`.
+    fn write(self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        match self {
+            Queued::Entry(e) => {
+                out.extend(transcript::line(&e).map_err(std::io::Error::other)?);
+            }
             Queued::Frame {
                 t,
                 conn,
                 from,
                 bytes,
-            } => Entry::Frame {
-                t,
-                conn,
-                from,
-                payload: Payload::of(&bytes),
-            },
+            } => transcript::write_frame(out, t, conn, from, &bytes),
         }
+        Ok(())
     }
 }
 
@@ -129,6 +135,8 @@ impl Recorder {
                 let mut reported = 0u64;
                 let mut last_t = 0u64;
                 let mut open = true;
+                // One entry's line (and a `lost` line before it), reused.
+                let mut line = Vec::with_capacity(4096);
                 while open {
                     std::thread::sleep(WRITE_EVERY);
                     let mut taken = Vec::new();
@@ -144,23 +152,20 @@ impl Recorder {
                     }
                     for (queued, cost) in taken {
                         q.fetch_sub(cost, Ordering::Relaxed);
-                        let entry = queued.into_entry();
-                        last_t = entry.t();
+                        last_t = queued.t();
+                        line.clear();
                         let dropped = l.load(Ordering::Relaxed);
-                        let mut lines = Vec::with_capacity(2);
                         if dropped > reported {
                             let missing = Entry::Lost {
-                                t: entry.t(),
+                                t: last_t,
                                 entries: dropped - reported,
                             };
-                            lines.push(transcript::line(&missing).map_err(std::io::Error::other)?);
+                            line.extend(transcript::line(&missing).map_err(std::io::Error::other)?);
                             reported = dropped;
                         }
-                        lines.push(transcript::line(&entry).map_err(std::io::Error::other)?);
-                        for line in lines {
-                            file.write_all(&line)?;
-                            bytes += line.len() as u64;
-                        }
+                        queued.write(&mut line)?;
+                        file.write_all(&line)?;
+                        bytes += line.len() as u64;
                         written.entries += 1;
                         if config.rotate_bytes > 0 && bytes >= config.rotate_bytes {
                             file.flush()?;

@@ -165,7 +165,7 @@ pub struct OutputArgs {
     #[arg(long, env = "EVAPI_HTML")]
     html: Option<PathBuf>,
     /// Write a JUnit XML file here (each expectation, or each replayed transaction, a
-    /// test case).
+    /// test case; a replay lists at most 1,000 failed and 1,000 passed).
     #[arg(long, env = "EVAPI_JUNIT")]
     junit: Option<PathBuf>,
 }
