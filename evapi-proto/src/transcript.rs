@@ -215,7 +215,7 @@ pub fn line<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
     Ok(out)
 }
 
-/// Append the line of a frame entry to `out`: the same bytes as [`line`] of an
+/// Append the line of a frame entry to `out`: the same bytes as [`line()`] of an
 /// [`Entry::Frame`] with [`Payload::of`]`(bytes)` (a property test holds them equal),
 /// without building the entry: a recorder writing hundreds of thousands of frames a
 /// second spends its time here.
