@@ -1,10 +1,13 @@
 //! The interactive prompt.
 //!
 //! Readline blocks, so it runs on its own thread; the network runs on a tokio runtime
-//! on another. Each typed line goes to the async side with a reply channel, and the
-//! terminal thread prints the command's output itself before the next prompt: every
-//! command's output and every error appears exactly once, in order. What arrives unasked
-//! (messages, automatic answers, connection changes) goes through rustyline's external
+//! on another. One printing thread is the only writer of output lines: the network side
+//! queues a command's output there before it answers the command, and what arrives
+//! unasked (messages, automatic answers, connection changes) in the order it happens,
+//! so a command's output and the notices it causes appear in the order they happened,
+//! and no line is ever written into the middle of another. After each command the
+//! terminal thread waits until the printer has written everything queued before it
+//! draws the next prompt. On a terminal the printer goes through rustyline's external
 //! printer, which prints above the prompt and redraws the half-typed line. The network
 //! side answers every line at once, connected or not, so quit and Ctrl-D never wait on
 //! a reconnection, and a line typed while disconnected is refused, never queued.
@@ -116,8 +119,8 @@ struct Request {
     reply: oneshot::Sender<Reply>,
 }
 
-/// What a line produced: printed by the terminal thread, in order, before the next
-/// prompt, so no command's output can be lost or reordered.
+/// What a line produced. The network side queues `lines` on the printer before it
+/// answers, so they come out in order with the notices around them, none lost.
 #[derive(Default)]
 struct Reply {
     lines: Vec<String>,
@@ -184,18 +187,21 @@ pub fn run(
             .create_external_printer()
             .context("cannot print above the prompt")?;
         editor = Some(ed);
-        printing_thread(move |text| {
-            let _ = printer.print(text);
+        // Every line ends with its newline: rustyline adds one only while the prompt
+        // is up, and a line printed between prompts would run into the next one.
+        Box::new(move |text: String| {
+            let _ = printer.print(text + "\n");
         })
     } else {
-        printing_thread(|text| println!("{text}"))
+        Box::new(|text: String| println!("{text}"))
     };
+    let (printer, print_queue) = printing_thread(printer);
     let session = Session {
         addr: addr.to_owned(),
         config: config.clone(),
         matcher,
         color,
-        printer,
+        printer: print_queue.clone(),
         auto: None,
         last: None,
         stats: Arc::new(Stats::default()),
@@ -210,11 +216,11 @@ pub fn run(
 
     let status = match editor {
         Some(mut editor) => {
-            println!(
+            printer.line(format!(
                 "connected to {addr} ({}); type help for commands",
                 config.framing
-            );
-            let status = interactive_loop(&mut editor, &requests_tx, &connected);
+            ));
+            let status = interactive_loop(&mut editor, &requests_tx, &printer, &connected);
             if let Some(path) = history_path() {
                 if let Some(dir) = path.parent() {
                     let _ = std::fs::create_dir_all(dir);
@@ -223,7 +229,7 @@ pub fn run(
             }
             status
         }
-        None => batch_loop(&requests_tx),
+        None => batch_loop(&requests_tx, &printer),
     };
     drop(requests_tx);
     if config.nats.is_some() {
@@ -236,37 +242,84 @@ pub fn run(
 }
 
 /// Lines waiting for the printing thread; past this, unasked output is dropped (and the
-/// loss said once the queue has room again) rather than stalling the network side.
+/// loss said once the queue has room again) rather than stalling the network side. A
+/// command's own output is never dropped: the network side waits for room.
 const PRINT_QUEUE: usize = 4096;
 
-/// A printer that never blocks its caller: lines go to a thread of their own, which may
-/// wait on the terminal (rustyline's external printer waits while no prompt is up).
-/// The network side must never wait there: the terminal thread may itself be waiting
-/// for that side's reply to a command (a deadlock seen as a lost command output).
-fn printing_thread(
-    mut print: impl FnMut(String) + Send + 'static,
-) -> Box<dyn FnMut(String) + Send> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(PRINT_QUEUE);
+/// What the printing thread is given: a line, or a marker it acknowledges once every
+/// line queued before it has been written.
+enum Print {
+    Line(String),
+    Written(std::sync::mpsc::SyncSender<()>),
+}
+
+/// The terminal thread's end of the printer.
+struct PrintHandle(mpsc::Sender<Print>);
+
+impl PrintHandle {
+    /// Queue a line (the terminal thread's own, e.g. the greeting).
+    fn line(&self, text: String) {
+        let _ = self.0.blocking_send(Print::Line(text));
+    }
+
+    /// Wait until every line queued so far is written: the next prompt comes after a
+    /// command's output and after the notices queued before that output.
+    fn wait_written(&self) {
+        let (done, written) = std::sync::mpsc::sync_channel(1);
+        if self.0.blocking_send(Print::Written(done)).is_ok() {
+            let _ = written.recv();
+        }
+    }
+}
+
+/// The network side's end of the printer.
+#[derive(Clone)]
+struct PrintQueue {
+    tx: mpsc::Sender<Print>,
+    /// Unasked lines dropped since the queue was last full.
+    dropped: u64,
+}
+
+impl PrintQueue {
+    /// Queue a line that arrived unasked; never waits (the queue full, it is dropped and
+    /// the loss said later).
+    fn unasked(&mut self, text: String) {
+        if self.dropped > 0 {
+            let notice = format!(
+                "!! {} lines of output dropped (terminal too slow)",
+                self.dropped
+            );
+            if self.tx.try_send(Print::Line(notice)).is_ok() {
+                self.dropped = 0;
+            }
+        }
+        if self.tx.try_send(Print::Line(text)).is_err() {
+            self.dropped += 1;
+        }
+    }
+
+    /// Queue a command's output; waits for room, so none of it is lost.
+    async fn asked(&mut self, lines: Vec<String>) {
+        for line in lines {
+            let _ = self.tx.send(Print::Line(line)).await;
+        }
+    }
+}
+
+/// Start the one thread that writes output lines with `print`.
+fn printing_thread(mut print: Box<dyn FnMut(String) + Send>) -> (PrintHandle, PrintQueue) {
+    let (tx, mut rx) = mpsc::channel::<Print>(PRINT_QUEUE);
     std::thread::spawn(move || {
-        for line in rx {
-            print(line);
+        while let Some(item) = rx.blocking_recv() {
+            match item {
+                Print::Line(text) => print(text),
+                Print::Written(done) => {
+                    let _ = done.send(());
+                }
+            }
         }
     });
-    let mut dropped = 0u64;
-    Box::new(move |text| {
-        if dropped > 0
-            && tx
-                .try_send(format!(
-                    "!! {dropped} lines of output dropped (terminal too slow)"
-                ))
-                .is_ok()
-        {
-            dropped = 0;
-        }
-        if tx.try_send(text).is_err() {
-            dropped += 1;
-        }
-    })
+    (PrintHandle(tx.clone()), PrintQueue { tx, dropped: 0 })
 }
 
 /// How long leaving waits for the network side to finish what it is doing.
@@ -283,8 +336,10 @@ fn execute(requests: &mpsc::Sender<Request>, line: String) -> Option<Reply> {
 fn interactive_loop(
     editor: &mut Editor<Commands, rustyline::history::DefaultHistory>,
     requests: &mpsc::Sender<Request>,
+    printer: &PrintHandle,
     connected: &AtomicBool,
 ) -> anyhow::Result<ExitCode> {
+    printer.wait_written();
     loop {
         let prompt = if connected.load(Ordering::Acquire) {
             "evapi> "
@@ -299,9 +354,7 @@ fn interactive_loop(
                 let Some(reply) = execute(requests, line) else {
                     return Ok(ExitCode::SUCCESS);
                 };
-                for l in &reply.lines {
-                    println!("{l}");
-                }
+                printer.wait_written();
                 if reply.quit {
                     return Ok(ExitCode::SUCCESS);
                 }
@@ -315,16 +368,14 @@ fn interactive_loop(
     }
 }
 
-fn batch_loop(requests: &mpsc::Sender<Request>) -> anyhow::Result<ExitCode> {
+fn batch_loop(requests: &mpsc::Sender<Request>, printer: &PrintHandle) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for line in std::io::stdin().lines() {
         let line = line.context("cannot read stdin")?;
         let Some(reply) = execute(requests, line) else {
             break;
         };
-        for l in &reply.lines {
-            println!("{l}");
-        }
+        printer.wait_written();
         failed |= reply.failed;
         if reply.quit {
             break;
@@ -349,9 +400,9 @@ struct Session {
     config: ClientConfig,
     matcher: SuspendMatcher,
     color: bool,
-    /// Prints what arrives unasked (messages, automatic answers, connection changes):
-    /// above the prompt on a terminal, plain lines in batch mode.
-    printer: Box<dyn FnMut(String) + Send>,
+    /// The printing thread: what arrives unasked (messages, automatic answers,
+    /// connection changes) and each command's output, in the order they happen.
+    printer: PrintQueue,
     auto: Option<(u16, String)>,
     last: Option<Bytes>,
     stats: Arc<Stats>,
@@ -410,7 +461,7 @@ async fn read_messages(
 
 impl Session {
     fn say(&mut self, text: String) {
-        (self.printer)(text);
+        self.printer.unasked(text);
     }
 
     fn render(&self, msg: &[u8]) -> String {
@@ -455,11 +506,13 @@ impl Session {
                         if dropped > 0 {
                             out.lines.push(format!("-- {dropped} pending suspends of the old server dropped"));
                         }
+                        self.printer.asked(std::mem::take(&mut out.lines)).await;
                         let _ = reply.send(out);
                         continue;
                     }
-                    let out = self.line(parsed, &mut writer).await;
+                    let mut out = self.line(parsed, &mut writer).await;
                     let quit = out.quit;
+                    self.printer.asked(std::mem::take(&mut out.lines)).await;
                     let _ = reply.send(out);
                     if quit {
                         return;
@@ -505,7 +558,7 @@ impl Session {
                         writer = Some(w);
                         tokio::spawn(read_messages(reader, net_tx.clone(), generation));
                         self.connected.store(true, Ordering::Release);
-                        self.say(format!("!! connected to {}", self.addr));
+                        self.say(format!("-- connected to {}", self.addr));
                     }
                     None => return,
                 },

@@ -106,7 +106,7 @@ fn the_repl_reconnects_when_the_server_drops_it() {
         .unwrap();
     p.exp_string("lost: closed by the server; reconnecting")
         .unwrap();
-    p.exp_string("!! connected to").unwrap();
+    p.exp_string("-- connected to").unwrap();
     let second = loop {
         match srv.next() {
             Ev::New(c) => break c,
@@ -322,7 +322,7 @@ fn help_filter_timestamps_and_connect() {
     p.send_line(&format!("connect {}", other.addr)).unwrap();
     p.exp_string(&format!("-- connecting to {}", other.addr))
         .unwrap();
-    p.exp_string(&format!("!! connected to {}", other.addr))
+    p.exp_string(&format!("-- connected to {}", other.addr))
         .unwrap();
     other.connected();
     p.send_line("send to the other").unwrap();
