@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 /// How long Kamailio may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Kamailio cannot listen on port 0 and say which port it got, so its ports are found
+/// free beforehand and another process may take one in between: it then exits at once,
+/// and it is started again on new ports, up to this many times.
+const START_ATTEMPTS: usize = 3;
 
 /// Settings passed to the config with `-A`.
 #[derive(Debug, Clone)]
@@ -75,6 +79,25 @@ impl Kamailio {
     /// When it does not start: the log is printed.
     #[must_use]
     pub fn start(options: &Options) -> Self {
+        for attempt in 1..=START_ATTEMPTS {
+            let mut kamailio = Self::spawn(options);
+            match kamailio.wait_ready() {
+                Ok(()) => return kamailio,
+                Err(exited) if attempt < START_ATTEMPTS => {
+                    eprintln!(
+                        "kamailio exited at start ({exited}; a port taken meanwhile?), again on new ports"
+                    );
+                }
+                Err(exited) => panic!(
+                    "kamailio exited at start {START_ATTEMPTS} times ({exited}):\n{}",
+                    kamailio.log()
+                ),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn spawn(options: &Options) -> Self {
         let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/kamailio.cfg");
         let dir = std::env::temp_dir().join(format!(
             "evapi-kamailio-{}-{}",
@@ -107,22 +130,24 @@ impl Kamailio {
             .stderr(log_file);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("kamailio starts");
-        let kamailio = Self {
+        Self {
             child,
             evapi,
             sip,
             log,
             dir,
-        };
-        kamailio.wait_ready();
-        kamailio
+        }
     }
 
     /// Connect once to the evapi socket, and wait for Kamailio to see that connection
-    /// close again, so the first test client finds every slot free.
-    fn wait_ready(&self) {
+    /// close again, so the first test client finds every slot free. `Err` with its exit
+    /// status when Kamailio exited instead.
+    fn wait_ready(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(status);
+            }
             if let Ok(probe) = std::net::TcpStream::connect(self.evapi) {
                 drop(probe);
                 break;
@@ -139,6 +164,7 @@ impl Kamailio {
             "kamailio did not report the probe connection:\n{}",
             self.log()
         );
+        Ok(())
     }
 
     /// Kamailio's log so far.
