@@ -73,7 +73,9 @@ fn the_shell_session_in_the_server_guide_runs_and_stops_the_server() {
 #[test]
 fn the_readme_demo_passes() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    assert!(readme.contains("cargo run --release -p evapi-sim -- demo"));
+    assert!(
+        readme.contains("cargo build --release --locked --bins && target/release/evapi-sim demo")
+    );
     let (out, err, code) = bash("evapi-sim demo --bind 127.0.0.1:0");
     assert_eq!(code, 0, "{out}{err}");
     assert!(

@@ -43,8 +43,20 @@ pub fn require_tool(program: &str, packages: &str) {
     );
 }
 
-/// Path of a workspace binary (`evapi-server`, `evapi-client`, `evapi-sim`), built once
-/// per test run if it is not there yet.
+/// Where [`binary`] takes the binaries from without building them: `.ci/run` sets it to
+/// the test build's directory once that build is done (nextest runs each test in a
+/// process of its own, and a cargo call in each one queued on cargo's lock for tens of
+/// seconds); point it at `/usr/bin` to test installed packages.
+pub const BINARIES_ENV: &str = "EVAPI_TEST_BINARIES";
+
+/// Path of a workspace binary (`evapi-server`, `evapi-client`, `evapi-sim`).
+///
+/// From [`BINARIES_ENV`] when it is set. Otherwise `cargo build` runs once per test
+/// executable: after `cargo test --workspace` it is a no-op (the test build made the
+/// binaries, with the same features), and `cargo test -p evapi-tests` alone never runs
+/// stale ones. Its flags select the same kinds of target as the test build (`--tests`
+/// turns dev-dependencies on): without them cargo resolves features differently and
+/// rebuilds tokio, hyper and the evapi libraries mid-test.
 ///
 /// # Panics
 ///
@@ -52,6 +64,15 @@ pub fn require_tool(program: &str, packages: &str) {
 /// cannot run without the binaries.
 #[must_use]
 pub fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os(BINARIES_ENV) {
+        let path = PathBuf::from(dir).join(name);
+        assert!(
+            path.exists(),
+            "{} is not there ({BINARIES_ENV} is set)",
+            path.display()
+        );
+        return path;
+    }
     let exe = std::env::current_exe().expect("the test executable has a path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe
@@ -62,16 +83,7 @@ pub fn binary(name: &str) -> PathBuf {
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--bins",
-            "-p",
-            "evapi-server",
-            "-p",
-            "evapi-client",
-            "-p",
-            "evapi-sim",
-        ]);
+        cmd.args(["build", "--workspace", "--bins", "--tests", "--quiet"]);
         if dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }
