@@ -20,6 +20,12 @@
 //! and sent as raw bytes. Errors come back as `{"ok":false,"error":"..."}` and the
 //! server goes on.
 //!
+//! Commands are checked strictly, because a controller's typo must not act: exactly one
+//! verb per line; the verbs that take no value (`drain`, `clients`, `stats`, and `close`
+//! with its target beside it) take `true` and nothing else (`{"drain":false}` is an
+//! error, not a drain); every field has its type; a field the verb does not take is an
+//! error that names it.
+//!
 //! Notifications: `{"route":"evapi:connection-new","conidx":0,"connid":0,"srcaddr":...,
 //! "srcport":...}`, likewise `evapi:connection-closed` (with `"reason"`) and
 //! `evapi:message-received` (with `"msg"` for UTF-8 payloads, else `"msg_b64"`).
@@ -43,6 +49,52 @@ use crate::Handle;
 /// The command names, for error messages.
 const COMMANDS: &str =
     "relay, multicast, unicast, close, close_tag, set_tag, clients, stats, drain";
+
+/// The verbs, and the fields each one takes beside itself and `id`.
+const VERBS: [(&str, &[&str]); 9] = [
+    ("relay", &["encoding"]),
+    ("multicast", &["encoding", "tag"]),
+    ("unicast", &["encoding", "tag", "policy", "key"]),
+    ("close", &["conidx", "connid"]),
+    ("close_tag", &[]),
+    ("set_tag", &["conidx", "connid"]),
+    ("clients", &[]),
+    ("stats", &[]),
+    ("drain", &[]),
+];
+
+/// The one verb of `cmd`, once every field is known to it.
+fn verb(cmd: &Map<String, Value>) -> Result<&'static str, String> {
+    let mut verbs = VERBS.iter().filter(|(v, _)| cmd.contains_key(*v));
+    let Some(&(verb, fields)) = verbs.next() else {
+        return Err(format!("unknown command: expected one of {COMMANDS}"));
+    };
+    if let Some((other, _)) = verbs.next() {
+        return Err(format!("one command per line: got {verb} and {other}"));
+    }
+    if let Some(field) = cmd
+        .keys()
+        .find(|k| *k != verb && *k != "id" && !fields.contains(&k.as_str()))
+    {
+        return Err(if fields.is_empty() {
+            format!("{verb} takes no field {field:?}")
+        } else {
+            format!(
+                "{verb} takes no field {field:?}; it takes {}",
+                fields.join(", ")
+            )
+        });
+    }
+    Ok(verb)
+}
+
+/// A verb that takes no value must be given `true`: `false`, `0` or `"no"` never act.
+fn must_be_true(cmd: &Map<String, Value>, key: &str) -> Result<(), String> {
+    match &cmd[key] {
+        Value::Bool(true) => Ok(()),
+        other => Err(format!("{key}: expected true, got {}", shown(other))),
+    }
+}
 
 /// Whether a control connection's first line is `{"auth":"<token>"}` with this
 /// token (compared in constant time).
@@ -84,57 +136,90 @@ pub fn execute(handle: &Handle, line: &str) -> String {
 }
 
 fn run(handle: &Handle, cmd: &Map<String, Value>) -> Result<Value, String> {
-    if cmd.contains_key("relay") {
-        let payload = payload(cmd, "relay")?;
-        delivered(handle.relay(&payload))
-    } else if cmd.contains_key("multicast") {
-        let payload = payload(cmd, "multicast")?;
-        delivered(handle.multicast(&payload, tag(cmd, "tag")?))
-    } else if cmd.contains_key("unicast") {
-        let payload = payload(cmd, "unicast")?;
-        let policy = match cmd.get("policy") {
-            None | Some(Value::Null) => handle.config().unicast_policy,
-            Some(Value::String(p)) => UnicastPolicy::from_name(p).ok_or_else(|| {
-                format!("policy: unknown {p:?}; expected first, round-robin, least-queued or hash")
-            })?,
-            Some(other) => return Err(format!("policy: expected a string, got {}", kind(other))),
-        };
-        let key = match cmd.get("key") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(k)) => Some(k.as_bytes()),
-            Some(other) => return Err(format!("key: expected a string, got {}", kind(other))),
-        };
-        delivered(handle.unicast_by(&payload, tag(cmd, "tag")?, policy, key))
-    } else if cmd.contains_key("close_tag") {
-        let n = handle
-            .close_tag(tag(cmd, "close_tag")?)
-            .map_err(|e| e.to_string())?;
-        Ok(json!({ "closed": n }))
-    } else if cmd.contains_key("drain") {
-        handle.drain();
-        Ok(json!({ "draining": handle.connected() }))
-    } else if let Some(target) = cmd.get("close") {
-        // One form for every command: the target as a field beside the verb
-        // (`{"close":true,"connid":C}`, as set_tag); the older value forms still work.
-        let target = match target {
-            _ if cmd.contains_key("connid") || cmd.contains_key("conidx") => target_of(cmd)?,
-            Value::Object(t) => target_of(t)?,
-            n => Target::Conidx(index(n, "close")?),
-        };
-        handle.close(target).map_err(|e| e.to_string())?;
-        Ok(Value::Null)
-    } else if cmd.contains_key("set_tag") {
-        let tag = tag(cmd, "set_tag")?;
-        handle
-            .set_tag(target_of(cmd)?, tag)
-            .map_err(|e| e.to_string())?;
-        Ok(Value::Null)
-    } else if cmd.contains_key("clients") {
-        Ok(json!({ "clients": handle.clients() }))
-    } else if cmd.contains_key("stats") {
-        Ok(json!({ "stats": handle.stats() }))
-    } else {
-        Err(format!("unknown command: expected one of {COMMANDS}"))
+    match verb(cmd)? {
+        "relay" => {
+            let payload = payload(cmd, "relay")?;
+            delivered(handle.relay(&payload))
+        }
+        "multicast" => {
+            let payload = payload(cmd, "multicast")?;
+            delivered(handle.multicast(&payload, tag(cmd, "tag")?))
+        }
+        "unicast" => {
+            let payload = payload(cmd, "unicast")?;
+            let policy = match cmd.get("policy") {
+                None | Some(Value::Null) => handle.config().unicast_policy,
+                Some(Value::String(p)) => UnicastPolicy::from_name(p).ok_or_else(|| {
+                    format!(
+                        "policy: unknown {p:?}; expected first, round-robin, least-queued or hash"
+                    )
+                })?,
+                Some(other) => {
+                    return Err(format!("policy: expected a string, got {}", kind(other)))
+                }
+            };
+            let key = match cmd.get("key") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(k)) => Some(k.as_bytes()),
+                Some(other) => return Err(format!("key: expected a string, got {}", kind(other))),
+            };
+            delivered(handle.unicast_by(&payload, tag(cmd, "tag")?, policy, key))
+        }
+        "close_tag" => {
+            let n = handle
+                .close_tag(tag(cmd, "close_tag")?)
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "closed": n }))
+        }
+        "drain" => {
+            must_be_true(cmd, "drain")?;
+            handle.drain();
+            Ok(json!({ "draining": handle.connected() }))
+        }
+        "close" => {
+            // One form for every command: the target as a field beside the verb
+            // (`{"close":true,"connid":C}`, as set_tag); the older value forms still work.
+            let target = if cmd.contains_key("connid") || cmd.contains_key("conidx") {
+                must_be_true(cmd, "close")?;
+                target_of(cmd)?
+            } else {
+                match &cmd["close"] {
+                    Value::Object(t) => {
+                        if let Some(field) = t.keys().find(|k| *k != "connid" && *k != "conidx") {
+                            return Err(format!(
+                                "close: unknown field {field:?}; expected conidx or connid"
+                            ));
+                        }
+                        target_of(t)?
+                    }
+                    Value::Number(_) => Target::Conidx(index(&cmd["close"], "close")?),
+                    other => {
+                        return Err(format!(
+                            "close: expected true beside conidx or connid, got {}",
+                            shown(other)
+                        ))
+                    }
+                }
+            };
+            handle.close(target).map_err(|e| e.to_string())?;
+            Ok(Value::Null)
+        }
+        "set_tag" => {
+            let tag = tag(cmd, "set_tag")?;
+            handle
+                .set_tag(target_of(cmd)?, tag)
+                .map_err(|e| e.to_string())?;
+            Ok(Value::Null)
+        }
+        "clients" => {
+            must_be_true(cmd, "clients")?;
+            Ok(json!({ "clients": handle.clients() }))
+        }
+        "stats" => {
+            must_be_true(cmd, "stats")?;
+            Ok(json!({ "stats": handle.stats() }))
+        }
+        other => unreachable!("verb() returns only names from VERBS, not {other}"),
     }
 }
 
@@ -199,6 +284,16 @@ fn index(value: &Value, key: &str) -> Result<usize, String> {
         .as_u64()
         .and_then(|n| usize::try_from(n).ok())
         .ok_or_else(|| format!("{key}: expected a non-negative integer, got {value}"))
+}
+
+/// A value as an error message shows it: short ones as written, long ones by their kind.
+fn shown(value: &Value) -> String {
+    let text = value.to_string();
+    if text.len() <= 32 {
+        text
+    } else {
+        kind(value).to_owned()
+    }
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -325,5 +420,138 @@ impl EventRoutes for JsonLines {
         let mut n = Notification::new("evapi:connection-closed", client);
         n.reason = Some(reason.name());
         self.emit(n.line());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, NoRoutes, Server};
+
+    fn reply(handle: &Handle, line: &str) -> Value {
+        serde_json::from_str(&execute(handle, line)).expect("replies are JSON")
+    }
+
+    fn error(handle: &Handle, line: &str) -> String {
+        let r = reply(handle, line);
+        assert_eq!(r["ok"], false, "{line} was accepted: {r}");
+        r["error"].as_str().expect("an error text").to_owned()
+    }
+
+    /// Regression (issue 24): `{"drain":false}`, `0`, `"no"` drained the server.
+    #[test]
+    fn verbs_without_a_value_take_true_only() {
+        let handle = Server::new(Config::default(), NoRoutes).handle();
+        for verb in ["drain", "clients", "stats"] {
+            for value in ["false", "0", "1", "\"no\"", "\"true\"", "null", "[]", "{}"] {
+                let e = error(&handle, &format!(r#"{{"{verb}":{value}}}"#));
+                assert_eq!(e, format!("{verb}: expected true, got {value}"));
+            }
+        }
+        assert!(!handle.is_draining(), "a refused drain drained");
+        assert_eq!(reply(&handle, r#"{"stats":true}"#)["ok"], true);
+        assert_eq!(reply(&handle, r#"{"drain":true,"id":7}"#)["id"], 7);
+        assert!(handle.is_draining());
+    }
+
+    #[test]
+    fn close_takes_true_beside_its_target_or_the_older_forms() {
+        let handle = Server::new(Config::default(), NoRoutes).handle();
+        assert_eq!(
+            error(&handle, r#"{"close":false,"connid":3}"#),
+            "close: expected true, got false"
+        );
+        assert_eq!(
+            error(&handle, r#"{"close":"3"}"#),
+            r#"close: expected true beside conidx or connid, got "3""#
+        );
+        assert_eq!(
+            error(&handle, r#"{"close":{"connid":3,"x":1}}"#),
+            r#"close: unknown field "x"; expected conidx or connid"#
+        );
+        assert_eq!(
+            error(&handle, r#"{"close":true,"connid":-1}"#),
+            "connid: expected a non-negative integer, got -1"
+        );
+        assert_eq!(
+            error(&handle, r#"{"close":true,"conidx":"0"}"#),
+            r#"conidx: expected a non-negative integer, got "0""#
+        );
+        // Well-formed, and no such client: an error from the server, not a type error.
+        for line in [
+            r#"{"close":true,"connid":3}"#,
+            r#"{"close":{"conidx":0}}"#,
+            r#"{"close":0}"#,
+        ] {
+            assert!(
+                !error(&handle, line).contains("expected"),
+                "{line} was read as ill-typed"
+            );
+        }
+    }
+
+    #[test]
+    fn every_field_has_its_type() {
+        let handle = Server::new(Config::default(), NoRoutes).handle();
+        for (line, expected) in [
+            (
+                r#"{"multicast":"x","tag":1}"#,
+                "tag: expected a string, got a number",
+            ),
+            (r#"{"multicast":"x"}"#, r#"missing "tag""#),
+            (
+                r#"{"unicast":"x","tag":"a","policy":2}"#,
+                "policy: expected a string, got a number",
+            ),
+            (
+                r#"{"unicast":"x","tag":"a","key":[]}"#,
+                "key: expected a string, got an array",
+            ),
+            (
+                r#"{"relay":"x","encoding":true}"#,
+                r#"encoding: expected a string ("base64"), got a boolean"#,
+            ),
+            (
+                r#"{"relay":1,"encoding":"base64"}"#,
+                "relay: base64 payload must be a string, got a number",
+            ),
+            (
+                r#"{"close_tag":false}"#,
+                "close_tag: expected a string, got a boolean",
+            ),
+            (
+                r#"{"set_tag":7,"conidx":0}"#,
+                "set_tag: expected a string, got a number",
+            ),
+            (r#"{"set_tag":"a"}"#, r#"missing "conidx" or "connid""#),
+        ] {
+            assert_eq!(error(&handle, line), expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn one_verb_per_line_and_no_unknown_fields() {
+        let handle = Server::new(Config::default(), NoRoutes).handle();
+        assert_eq!(
+            error(&handle, r#"{"relay":"x","drain":true}"#),
+            "one command per line: got relay and drain"
+        );
+        assert!(!handle.is_draining());
+        assert_eq!(
+            error(&handle, r#"{"drain":true,"conidx":1}"#),
+            r#"drain takes no field "conidx""#
+        );
+        assert_eq!(
+            error(&handle, r#"{"relay":"x","tags":"a"}"#),
+            r#"relay takes no field "tags"; it takes encoding"#
+        );
+        assert_eq!(
+            error(&handle, r#"{"nope":true}"#),
+            format!("unknown command: expected one of {COMMANDS}")
+        );
+        assert_eq!(
+            error(&handle, "[1]"),
+            "expected a JSON object, got an array"
+        );
     }
 }
