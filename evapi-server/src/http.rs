@@ -6,6 +6,15 @@
 //! small request buffer, no request bodies read. `/metrics` is open to whoever
 //! reaches the listener; everything else needs `Authorization: Bearer TOKEN` when a
 //! token is set, and without one is served only on a loopback listener.
+//!
+//! The admin API is safe from a browser on the same host (a web page, or a server with
+//! an SSRF bug, can send requests to loopback): an admin request is refused (403) when
+//! its `Host` is a name other than `localhost` (DNS rebinding: the attacker's name
+//! resolving to 127.0.0.1), when it carries an `Origin` other than the listener's own or
+//! `Sec-Fetch-Site` other than `same-origin`/`none` (a cross-site page), and a POST is
+//! refused (415) unless its `Content-Type` is `application/json`, which no simple
+//! cross-origin request can carry (it needs a CORS preflight, which is never granted).
+//! Path segments are percent-decoded (`/tags/a%20b/close` is the tag `a b`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -92,10 +101,31 @@ impl HttpApi {
         let Some(handle) = &self.handle else {
             return status(StatusCode::NOT_FOUND, "only /metrics here");
         };
+        if let Err((code, error)) = browser_safe(req) {
+            return json_response(code, &json!({ "ok": false, "error": error }));
+        }
         if let Err(resp) = self.authorize(req) {
             return resp;
         }
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let decoded: Vec<String> = match path
+            .trim_matches('/')
+            .split('/')
+            .map(|segment| {
+                percent_encoding::percent_decode_str(segment)
+                    .decode_utf8()
+                    .map(std::borrow::Cow::into_owned)
+            })
+            .collect::<Result<_, _>>()
+        {
+            Ok(d) => d,
+            Err(_) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({ "ok": false, "error": "a path segment is not UTF-8 once percent-decoded" }),
+                )
+            }
+        };
+        let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
         let result = match (req.method(), parts.as_slice()) {
             (&Method::GET, ["clients"]) => Ok(json!({ "clients": handle.clients() })),
             (&Method::GET, ["stats"]) => Ok(json!({ "stats": handle.stats() })),
@@ -148,7 +178,7 @@ impl HttpApi {
                     .headers()
                     .get(AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .and_then(bearer)
                     .unwrap_or("");
                 if crate::auth::token_matches(given.as_bytes(), token.as_bytes()) {
                     Ok(())
@@ -166,6 +196,94 @@ impl HttpApi {
             )),
         }
     }
+}
+
+/// The token of an `Authorization` value: the scheme `Bearer` in any case (RFC 9110
+/// section 11.1), then the token.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
+/// Whether an admin request could come from a web page: refused unless it names this
+/// host as an address or `localhost`, comes from no other origin, and (for a POST) is
+/// JSON. The reasons are in the module documentation.
+fn browser_safe(req: &Request<Incoming>) -> Result<(), (StatusCode, String)> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+    };
+    let host = header("host").unwrap_or("");
+    if !host_is_an_address(host) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "admin requests must name the listener by address or localhost, not Host {host:?}"
+            ),
+        ));
+    }
+    if let Some(origin) = header("origin") {
+        let own = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| o.eq_ignore_ascii_case(host));
+        if !own {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!("admin requests from another origin are refused: Origin {origin:?}"),
+            ));
+        }
+    }
+    if let Some(site) = header("sec-fetch-site") {
+        if site != "same-origin" && site != "none" {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!("admin requests from a web page are refused: Sec-Fetch-Site {site:?}"),
+            ));
+        }
+    }
+    if req.method() == Method::POST {
+        let json = header("content-type").is_some_and(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+        if !json {
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "admin POST requests need Content-Type: application/json".to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `Host` is an IP address or `localhost`, with or without a port: never a name that an
+/// attacker's DNS could point at this machine.
+fn host_is_an_address(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6] or [v6]:port
+        match rest.split_once(']') {
+            Some((v6, port)) if port.is_empty() || port.strip_prefix(':').is_some_and(is_port) => {
+                return v6.parse::<std::net::Ipv6Addr>().is_ok()
+            }
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 5 && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn status(code: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
@@ -230,5 +348,47 @@ pub async fn serve(listener: TcpListener, api: HttpApi, shutdown: impl Future<Ou
             }
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_must_be_an_address_or_localhost() {
+        for ok in [
+            "127.0.0.1:9100",
+            "127.0.0.1",
+            "localhost:9100",
+            "LOCALHOST",
+            "[::1]:9100",
+            "[::1]",
+            "10.1.2.3:80",
+        ] {
+            assert!(host_is_an_address(ok), "{ok}");
+        }
+        for refused in [
+            "",
+            "evil.example:9100",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:9100",
+            "[::1]x",
+            "[evil]:80",
+            "127.0.0.1:port",
+            "127.0.0.1:123456",
+            "::1",
+        ] {
+            assert!(!host_is_an_address(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn bearer_in_any_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER   abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
     }
 }

@@ -13,14 +13,25 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One HTTP/1.1 request; the status code and the body.
 pub(crate) fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    // What curl sends for `curl -X POST -H 'Content-Type: application/json' URL`.
+    let json = if method == "POST" {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    request(
+        addr,
+        &format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{json}"),
+    )
+}
+
+/// Send `head` (request line and headers, each ending in CRLF), then an empty body;
+/// the status and the body of the reply.
+pub(crate) fn request(addr: &str, head: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(s, "{head}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let code = raw
@@ -30,6 +41,78 @@ pub(crate) fn http(addr: &str, method: &str, path: &str, token: Option<&str>) ->
         .unwrap_or_else(|| panic!("no status in {raw:?}"));
     let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
     (code, body)
+}
+
+/// What a web page open in a browser on the operator's machine (or an SSRF bug) can
+/// send to a token-less admin API on loopback: none of it acts (issue 24: a
+/// cross-origin `POST /drain` with `Content-Type: text/plain` drained the server).
+#[test]
+fn a_web_page_cannot_drive_the_admin_api() {
+    let mut server = Kill(
+        Command::new(binary("evapi-server"))
+            .args(["--bind", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "-q"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let notes = stdout_lines(&mut server.0);
+    let hello: serde_json::Value =
+        serde_json::from_str(&wait_for(&notes, "listening", PATIENCE)).unwrap();
+    let (addr, metrics) = (
+        hello["listening"].as_str().unwrap().to_owned(),
+        hello["metrics"].as_str().unwrap().to_owned(),
+    );
+    let _client = TcpStream::connect(&addr).unwrap();
+    wait_for(&notes, "connection-new", PATIENCE);
+    let page = format!("Host: {metrics}\r\nOrigin: http://evil.example\r\n");
+    for (head, code, why) in [
+        // A form post or fetch(..., {mode: "no-cors"}) from another site.
+        (format!("POST /drain HTTP/1.1\r\n{page}Content-Type: text/plain\r\n"), 403, "foreign Origin"),
+        (format!("POST /clients/0/close HTTP/1.1\r\n{page}Content-Type: application/x-www-form-urlencoded\r\n"), 403, "foreign Origin"),
+        // No Origin (an old browser, a redirect), still not JSON.
+        (format!("POST /drain HTTP/1.1\r\nHost: {metrics}\r\nContent-Type: text/plain\r\n"), 415, "not JSON"),
+        (format!("POST /drain HTTP/1.1\r\nHost: {metrics}\r\n"), 415, "no content type"),
+        // Sec-Fetch-Site tells a cross-site request even without Origin.
+        (format!("POST /drain HTTP/1.1\r\nHost: {metrics}\r\nSec-Fetch-Site: cross-site\r\nContent-Type: application/json\r\n"), 403, "cross-site"),
+        // DNS rebinding: the attacker's name, now resolving to 127.0.0.1.
+        ("POST /drain HTTP/1.1\r\nHost: rebind.evil.example:9100\r\nContent-Type: application/json\r\n".to_owned(), 403, "a Host name"),
+        ("GET /clients HTTP/1.1\r\nHost: rebind.evil.example\r\n".to_owned(), 403, "a Host name"),
+        ("GET /clients HTTP/1.1\r\n".to_owned(), 403, "no Host"),
+    ] {
+        let (got, body) = request(&metrics, &head);
+        assert_eq!(got, code, "{why}: {body}");
+        assert!(body.contains(r#""ok":false"#), "{why}: {body}");
+    }
+    // Nothing acted: the client is there and the server takes new ones.
+    let (code, body) = http(&metrics, "GET", "/stats", None);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http(&metrics, "GET", "/clients", None);
+    assert_eq!(code, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["clients"].as_array().unwrap().len(), 1, "{body}");
+    TcpStream::connect(&addr).expect("still accepting: not drained");
+    wait_for(&notes, "connection-new", PATIENCE);
+    // The listener's own origin, `localhost`, `bearer` in any case and a
+    // percent-encoded tag all work.
+    let (code, body) = request(
+        &metrics,
+        &format!("POST /tags/a%20b/close HTTP/1.1\r\nHost: {metrics}\r\nOrigin: http://{metrics}\r\nContent-Type: application/json; charset=utf-8\r\n"),
+    );
+    assert_eq!(code, 404, "no client has the tag \"a b\": {body}");
+    assert!(
+        body.contains(r#"\"a b\""#) || body.contains("a b"),
+        "{body}"
+    );
+    let port = metrics.rsplit_once(':').unwrap().1;
+    let (code, _) = request(
+        &metrics,
+        &format!(
+            "GET /stats HTTP/1.1\r\nHost: localhost:{port}\r\nauthorization: bearer unused\r\n"
+        ),
+    );
+    assert_eq!(code, 200);
 }
 
 /// The value of one sample line (`name{labels} value`) in a scrape.
