@@ -55,9 +55,11 @@ pub struct Answer {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReasonError {
-    /// A control character (CR, LF, NUL, ...), which could end the status line.
+    /// A control character (CR, LF, NUL, the C1 controls such as U+0085 NEL) or a line or
+    /// paragraph separator (U+2028, U+2029), which some reader could take as the end of
+    /// the status line: its code point and byte offset.
     #[error("reason contains control character {0:#04x} at byte {1}")]
-    Control(u8, usize),
+    Control(u32, usize),
     /// Longer than [`MAX_REASON_LEN`].
     #[error("reason is {0} bytes, more than {max}", max = MAX_REASON_LEN)]
     TooLong(usize),
@@ -100,18 +102,17 @@ pub enum AnswerError {
 ///
 /// # Errors
 ///
-/// A [`ReasonError`] for a control character (other than HTAB) or a phrase over
-/// [`MAX_REASON_LEN`] bytes.
+/// A [`ReasonError`] for a control character (Unicode category Cc other than HTAB, or a
+/// line or paragraph separator) or a phrase over [`MAX_REASON_LEN`] bytes.
 pub fn check_reason(reason: &str) -> Result<(), ReasonError> {
     if reason.len() > MAX_REASON_LEN {
         return Err(ReasonError::TooLong(reason.len()));
     }
     match reason
-        .bytes()
-        .enumerate()
-        .find(|&(_, b)| (b < 0x20 && b != b'\t') || b == 0x7f)
+        .char_indices()
+        .find(|&(_, c)| (c.is_control() && c != '\t') || c == '\u{2028}' || c == '\u{2029}')
     {
-        Some((at, b)) => Err(ReasonError::Control(b, at)),
+        Some((at, c)) => Err(ReasonError::Control(u32::from(c), at)),
         None => Ok(()),
     }
 }
@@ -373,6 +374,22 @@ mod tests {
             err(r#"{"tindex":1,"tlabel":1,"code":486,"reason":"a\u0000"}"#),
             "reason contains control character 0x00 at byte 1"
         );
+        // Regression (issue 24): C1 controls and the Unicode line separators passed.
+        for (escaped, shown) in [
+            ("\\u0085", "0x85"),
+            ("\\u009b", "0x9b"),
+            ("\\u2028", "0x2028"),
+            ("\\u2029", "0x2029"),
+            ("\\u007f", "0x7f"),
+        ] {
+            assert_eq!(
+                err(&format!(
+                    r#"{{"tindex":1,"tlabel":1,"code":486,"reason":"ok{escaped}"}}"#
+                )),
+                format!("reason contains control character {shown} at byte 2")
+            );
+        }
+        assert!(check_reason("Busy Here \t é ü 忙").is_ok());
         let long = "x".repeat(MAX_REASON_LEN + 1);
         assert_eq!(
             err(&format!(

@@ -6,8 +6,15 @@
 //! $T(id_label)` and, where an app message is at hand, `$evapi(srcaddr)`,
 //! `$evapi(srcport)`, `$evapi(conidx)`, `$evapi(msg)`. `$$` is a literal `$`.
 //!
-//! Values are inserted as text, unescaped, as Kamailio does; a template is checked
-//! when the scenario loads, and an unknown variable is an error naming its column.
+//! A template that starts with `{` or `[` is JSON, and the values that go into it come
+//! from the caller (a Call-ID, a From URI): a variable inside a JSON string is
+//! JSON-escaped, so no header can close the string and add or change a field of the
+//! event (a Call-ID of `x","tindex":"7` stays one string); outside a string only the
+//! variables whose values are numbers (`$cs $sp $T(id_index) $T(id_label)
+//! $evapi(srcport) $evapi(conidx)`) may stand, and any other is refused when the
+//! template is parsed. Other templates (reason phrases, plain text) get values as text,
+//! unescaped, as Kamailio does. A template is checked when the scenario loads, and an
+//! unknown or misplaced variable is an error naming its column.
 
 use std::fmt::Write;
 
@@ -79,7 +86,38 @@ const NAMES: &[(&str, Pv)] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(String),
-    Var(Pv),
+    /// A variable, and whether it sits inside a JSON string (then it is escaped).
+    Var(Pv, bool),
+}
+
+impl Pv {
+    /// Whether every value of this variable is a number (or `<null>`): safe outside a
+    /// JSON string, as it cannot contain a quote, a comma or a brace.
+    fn is_numeric(self) -> bool {
+        matches!(
+            self,
+            Pv::CSeq | Pv::SrcPort | Pv::TIndex | Pv::TLabel | Pv::EvapiSrcPort | Pv::EvapiConidx
+        )
+    }
+}
+
+/// Where a JSON template's text stands: inside a string or not, after a backslash or not.
+#[derive(Debug, Default)]
+struct JsonLexer {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl JsonLexer {
+    fn push(&mut self, c: char) {
+        if self.escaped {
+            self.escaped = false;
+        } else if self.in_string && c == '\\' {
+            self.escaped = true;
+        } else if c == '"' {
+            self.in_string = !self.in_string;
+        }
+    }
 }
 
 /// A parsed template.
@@ -131,16 +169,20 @@ impl Template {
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
+        let json = text.trim_start().starts_with(['{', '[']);
+        let mut lexer = JsonLexer::default();
         let mut chars = text.char_indices().peekable();
         while let Some((at, c)) = chars.next() {
             if c != '$' {
                 literal.push(c);
+                lexer.push(c);
                 continue;
             }
             let column = text[..at].chars().count() + 1;
             if chars.peek().is_some_and(|(_, c)| *c == '$') {
                 chars.next();
                 literal.push('$');
+                lexer.push('$');
                 continue;
             }
             let rest = &text[at + 1..];
@@ -175,10 +217,19 @@ impl Template {
                     },
                 });
             };
+            if json && !lexer.in_string && !pv.is_numeric() {
+                return Err(TemplateError {
+                    column,
+                    reason: format!(
+                        "${name} outside a JSON string: its value could change the event's \
+                         fields; put it in quotes (\"${name}\")"
+                    ),
+                });
+            }
             if !literal.is_empty() {
                 parts.push(Part::Text(std::mem::take(&mut literal)));
             }
-            parts.push(Part::Var(*pv));
+            parts.push(Part::Var(*pv, json && lexer.in_string));
             for _ in 0..name.chars().count() {
                 chars.next();
             }
@@ -192,7 +243,9 @@ impl Template {
     /// Whether the template uses `pv`.
     #[must_use]
     pub fn uses(&self, pv: Pv) -> bool {
-        self.parts.contains(&Part::Var(pv))
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Var(v, _) if *v == pv))
     }
 
     /// Append the rendered template to `out`. A variable with no value renders as
@@ -201,7 +254,12 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Var(pv) => value(*pv, vars, out),
+                Part::Var(pv, false) => value(*pv, vars, out),
+                Part::Var(pv, true) => {
+                    let mut raw = String::new();
+                    value(*pv, vars, &mut raw);
+                    json_escape(&raw, out);
+                }
             }
         }
     }
@@ -255,6 +313,25 @@ fn value(pv: Pv, v: &Vars<'_>, out: &mut String) {
             }
             None => out.push_str(null),
         },
+    }
+}
+
+/// Append `text` as the inside of a JSON string: quotes, backslashes and control
+/// characters escaped (RFC 8259 section 7), and U+2028/U+2029, which some JavaScript
+/// readers take as line ends.
+fn json_escape(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
     }
 }
 
@@ -351,6 +428,86 @@ mod tests {
             "column 8: '$' must start a pseudo-variable (write $$ for a literal $)"
         );
         assert!(Template::parse("$rux").is_err(), "no prefix match");
+    }
+
+    fn vars_with_call_id(r: &mut Request, call_id: &str) {
+        r.call_id = call_id.to_owned();
+    }
+
+    /// Regression (issue 24): a Call-ID of `inj","tindex":"7",...` gave an event whose
+    /// tindex/tlabel were the caller's, and the app answered them.
+    #[test]
+    fn a_header_cannot_add_or_change_a_field_of_a_json_event() {
+        let t = Template::parse(crate::scenario::DEFAULT_EVENT).unwrap();
+        let mut r = request();
+        let evil = r#"inj","tindex":"7","tlabel":"7","x":"y"#;
+        vars_with_call_id(&mut r, evil);
+        let vars = Vars {
+            request: &r,
+            tid: Some(TransactionId { index: 1, label: 2 }),
+            evapi: None,
+        };
+        let event: serde_json::Value = serde_json::from_str(&t.render_string(&vars)).unwrap();
+        assert_eq!(event["tindex"], "1");
+        assert_eq!(event["tlabel"], "2");
+        assert_eq!(event["ci"], evil, "the Call-ID is carried unchanged");
+        assert!(event.get("x").is_none());
+    }
+
+    #[test]
+    fn outside_a_json_string_only_numbers_may_stand() {
+        let e = Template::parse(r#"{"ci":$ci}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "column 7: $ci outside a JSON string: its value could change the event's fields; \
+             put it in quotes (\"$ci\")"
+        );
+        assert!(Template::parse(r#"{"tindex":$T(id_index),"cs":$cs,"ci":"$ci"}"#).is_ok());
+        // A quote escaped inside a string does not end it.
+        assert!(Template::parse(r#"{"a":"say \"$ci\" twice"}"#).is_ok());
+        assert!(Template::parse(r#"{"a":"x\\","b":$ci}"#).is_err());
+        // Not JSON: text, as Kamailio inserts it.
+        let t = Template::parse("decided for $ci").unwrap();
+        let mut r = request();
+        vars_with_call_id(&mut r, "a\"b");
+        let vars = Vars {
+            request: &r,
+            tid: None,
+            evapi: None,
+        };
+        assert_eq!(t.render_string(&vars), "decided for a\"b");
+    }
+
+    proptest::proptest! {
+        /// Any header values in, a valid JSON event out whose fields carry them unchanged,
+        /// and no other field.
+        #[test]
+        fn any_header_value_gives_a_valid_event_with_the_value_unchanged(
+            call_id in "\\PC*|[\"\\\\\u{0}-\u{1f}\u{2028},:{}]{0,16}",
+            from in proptest::prelude::any::<String>(),
+            ruri in "[a-z\"\\\\]{0,12}",
+        ) {
+            let t = Template::parse(crate::scenario::DEFAULT_EVENT).unwrap();
+            let mut r = request();
+            r.call_id = call_id.clone();
+            r.from_uri = from.clone();
+            r.ruri = ruri.clone();
+            let vars = Vars {
+                request: &r,
+                tid: Some(TransactionId { index: 5, label: 6 }),
+                evapi: None,
+            };
+            let rendered = t.render_string(&vars);
+            let event: serde_json::Value = serde_json::from_str(&rendered)
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}: {rendered}")))?;
+            let fields = event.as_object().unwrap();
+            let keys: Vec<&str> = fields.keys().map(String::as_str).collect();
+            proptest::prop_assert_eq!(keys, ["event", "tindex", "tlabel", "rm", "ru", "fu", "ci"]);
+            proptest::prop_assert_eq!(&event["ci"], &serde_json::Value::from(call_id));
+            proptest::prop_assert_eq!(&event["fu"], &serde_json::Value::from(from));
+            proptest::prop_assert_eq!(&event["ru"], &serde_json::Value::from(ruri));
+            proptest::prop_assert_eq!(&event["tindex"], "5");
+        }
     }
 
     #[test]

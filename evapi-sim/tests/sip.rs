@@ -524,6 +524,60 @@ async fn an_app_cannot_write_sip_headers_or_send_codes_outside_200_to_699() {
     assert_eq!(counters.routing.finals.get(&486), None);
 }
 
+/// Regression (issue 24): a caller whose Call-ID carries `","tindex":"N","tlabel":"M`
+/// aimed the app's answer at another call. With the default event template the
+/// Call-ID stays one string, and the app's answer goes to the caller's own call.
+#[tokio::test(start_paused = true)]
+async fn a_call_id_cannot_aim_the_apps_answer_at_another_call() {
+    let mut uas = start(Duration::from_secs(30)).await;
+    uas.send(&request(
+        "INVITE",
+        "z9hG4bK-victim",
+        "victim",
+        "INVITE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 100 Trying");
+    let victim = uas.event().await;
+    let (vi, vl) = (
+        victim["tindex"].as_str().unwrap().to_owned(),
+        victim["tlabel"].as_str().unwrap().to_owned(),
+    );
+    let evil = format!(r#"inj","tindex":"{vi}","tlabel":"{vl}","x":"y"#);
+    uas.send(&request(
+        "INVITE",
+        "z9hG4bK-evil",
+        &evil,
+        "INVITE",
+        &uas.phone,
+    ))
+    .await;
+    assert_eq!(status(&uas.recv().await), "SIP/2.0 100 Trying");
+    let event = uas.event().await;
+    assert_eq!(event["ci"], evil.as_str(), "the Call-ID, unchanged");
+    assert_ne!(
+        (event["tindex"].as_str(), event["tlabel"].as_str()),
+        (Some(vi.as_str()), Some(vl.as_str())),
+        "the event names the caller's own transaction"
+    );
+    assert!(event.get("x").is_none());
+    // The app answers the event it read: the caller's call ends 486, the victim's waits.
+    uas.answer(&event, 486).await;
+    let reply = uas.recv().await;
+    assert_eq!(status(&reply), "SIP/2.0 486 Busy Here");
+    assert!(reply.contains("z9hG4bK-evil"), "{reply}");
+    uas.send(&request("ACK", "z9hG4bK-evil", &evil, "ACK", &uas.phone))
+        .await;
+    uas.nothing_for(Duration::from_secs(5)).await;
+    uas.answer(&victim, 200).await;
+    let reply = uas.recv().await;
+    assert_eq!(status(&reply), "SIP/2.0 200 OK");
+    assert!(reply.contains("z9hG4bK-victim"), "{reply}");
+    let counters = uas.finish().await;
+    assert_eq!(counters.routing.refused_total(), 0);
+}
+
 /// `--unicast TAG`: events go to the app that registered the tag (`{"tag": T}`); before
 /// any app has it, the event reaches nobody and the INVITE waits for its timer.
 #[tokio::test(start_paused = true)]
