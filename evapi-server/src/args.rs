@@ -60,6 +60,23 @@ pub struct SecurityArgs {
     #[arg(long, env = "EVAPI_AUTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub auth_timeout: Duration,
 
+    /// Connections still in their TLS handshake or before their token, at once. They
+    /// hold no --max-clients slot; when this many are pending, the oldest is closed to
+    /// make room, so silent connections cannot lock the apps out.
+    #[arg(long, env = "EVAPI_MAX_PENDING", default_value_t = crate::config::DEFAULT_MAX_PENDING, value_name = "N")]
+    pub max_pending: usize,
+
+    /// Pending connections from one IP address at once; past it that address's oldest
+    /// pending connection is closed (and counts as a failed authentication).
+    #[arg(long, env = "EVAPI_MAX_PENDING_PER_IP", default_value_t = crate::config::DEFAULT_MAX_PENDING_PER_IP, value_name = "N")]
+    pub max_pending_per_ip: usize,
+
+    /// Failed authentications per second from all addresses together; past it every
+    /// token check waits for the next second (guessing from many addresses is held to
+    /// about this rate). 0: no global ceiling.
+    #[arg(long, env = "EVAPI_MAX_AUTH_FAILURES", default_value_t = crate::config::DEFAULT_MAX_AUTH_FAILURES, value_name = "PER_SECOND")]
+    pub max_auth_failures: u32,
+
     /// Frames per second one client may send (empty ones included); past it, reading
     /// that client pauses (nothing is lost; TCP pushes back). Default: no limit.
     #[arg(long, env = "EVAPI_MAX_RATE", value_name = "FRAMES")]
@@ -107,6 +124,9 @@ impl SecurityArgs {
         }
         config.handshake_timeout = self.handshake_timeout;
         config.auth_timeout = self.auth_timeout;
+        config.max_pending = self.max_pending;
+        config.max_pending_per_ip = self.max_pending_per_ip;
+        config.max_auth_failures = self.max_auth_failures;
         config.max_rate = Rate {
             frames: self.max_rate,
             bytes: self.max_rate_bytes,

@@ -42,6 +42,12 @@ pub const DEFAULT_WORKER_QUEUE: usize = 1024;
 /// Most bytes one read takes in bare framing, where one read is one message: Kamailio
 /// 5.6 reads up to 32 KiB at a time, so a 20 KB write is one message from both.
 pub const BARE_READ: usize = 32 * 1024;
+/// Default for [`Config::max_pending`].
+pub const DEFAULT_MAX_PENDING: usize = 64;
+/// Default for [`Config::max_pending_per_ip`].
+pub const DEFAULT_MAX_PENDING_PER_IP: usize = 4;
+/// Default for [`Config::max_auth_failures`].
+pub const DEFAULT_MAX_AUTH_FAILURES: u32 = 50;
 /// Default for [`Config::handshake_timeout`].
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default for [`Config::auth_timeout`].
@@ -174,8 +180,10 @@ pub struct Config {
     /// (slowloris) hold a slot and a buffer each for as long as they like. Default
     /// [`DEFAULT_READ_TIMEOUT`].
     pub read_timeout: Duration,
-    /// Close a client that has sent nothing for this long (`idle-timeout`); `None`
-    /// (the default): never, since Kamailio apps may be silent for hours.
+    /// Close a client that has sent no complete frame for this long (`idle-timeout`):
+    /// white space between frames and partial frames are not activity, so a peer cannot
+    /// hold its slot by trickling bytes. `None` (the default): never, since Kamailio
+    /// apps may be silent for hours.
     pub idle_timeout: Option<Duration>,
     /// Connections from one IP address at once; one more is refused like one over
     /// `max_clients`. `None` (the default): no per-address cap.
@@ -197,6 +205,19 @@ pub struct Config {
     /// (after the TLS handshake), or the connection is closed (default
     /// [`DEFAULT_AUTH_TIMEOUT`]).
     pub auth_timeout: Duration,
+    /// Connections still in their TLS handshake or before their token, at once. They
+    /// hold none of `max_clients` (an app takes its slot once it has authenticated);
+    /// when the pool is full, the oldest pending connection is closed to make room, so
+    /// silent connections cannot lock the apps out. Default [`DEFAULT_MAX_PENDING`].
+    pub max_pending: usize,
+    /// Pending connections from one IP address at once; past it that address's oldest
+    /// pending connection is closed (and counts as its failure). Default
+    /// [`DEFAULT_MAX_PENDING_PER_IP`].
+    pub max_pending_per_ip: usize,
+    /// Failed authentications per second from all addresses together; past it every
+    /// token check waits for the next second, so guessing from many addresses is held
+    /// to about this rate. 0: no global ceiling. Default [`DEFAULT_MAX_AUTH_FAILURES`].
+    pub max_auth_failures: u32,
     /// Per-client limit on frames and bytes per second; past it the server stops
     /// reading that client for a while (nothing is lost, TCP pushes back). Default:
     /// none.
@@ -235,6 +256,9 @@ impl Default for Config {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             tokens: None,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_pending_per_ip: DEFAULT_MAX_PENDING_PER_IP,
+            max_auth_failures: DEFAULT_MAX_AUTH_FAILURES,
             max_rate: Rate::default(),
             keepalive: Some(DEFAULT_KEEPALIVE),
             unicast_policy: UnicastPolicy::First,

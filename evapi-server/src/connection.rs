@@ -1,9 +1,13 @@
-//! One client connection: admission, connection-new, the read loop, and the end.
+//! One client connection: admission, the pending stage, connection-new, the read loop,
+//! and the end.
 //!
-//! Admission is explicit and happens before any route: the allow-list, then a
-//! `max_clients` permit that lives as long as the connection. The read loop decodes
-//! frames as they arrive and hands each to message-received; a frame that breaks the
-//! framing closes only this connection, after the frames before it were delivered.
+//! Admission is explicit and happens before any route: the allow-list, the per-address
+//! cap and the throttle; then, where TLS or tokens are on, the pending stage (handshake
+//! and token, in the bounded pending pool of [`crate::pending`], holding no app slot);
+//! then a `max_clients` permit that lives as long as the connection. The read loop
+//! decodes frames as they arrive and hands each to message-received; a frame that
+//! breaks the framing closes only this connection, after the frames before it were
+//! delivered.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -15,13 +19,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::{Tokens, MAX_AUTH_FRAME};
 use crate::config::{OversizePolicy, BARE_READ, KEEPALIVE_PROBES};
 use crate::handle::{check_tag, Shared};
 use crate::outbox::Outbox;
+use crate::pending::Ticket;
 use crate::rate::Limiter;
+use crate::refusals::Refusal;
 use crate::registry::Conn;
 use crate::routes::{Admit, CloseReason, EventRoutes, Transport};
 use crate::transport::Accepted;
@@ -53,30 +61,91 @@ impl Drop for Registered {
 
 /// A connection that passed admission and holds its slot.
 pub(crate) struct Admitted {
-    stream: Accepted,
+    ready: Ready,
     conn: Arc<Conn>,
     permit: OwnedSemaphorePermit,
     registered: Registered,
 }
 
-/// Admission, run by the accept loop itself so slots are handed out in accept order
-/// (Kamailio's `conidx` follows connection order): the allow-list, the per-address
-/// cap and the authentication slowdown (not for Unix-socket clients: the socket
-/// file's permissions decide who they are), then a `max_clients` permit, then the
-/// lowest free slot. `None`: refused and closed.
-pub(crate) fn admit<R>(stream: Accepted, peer: SocketAddr, ctx: &Ctx<R>) -> Option<Admitted> {
+/// A stream ready to be an app: its TLS handshake done and its token checked, where
+/// those are asked for.
+pub(crate) struct Ready {
+    stream: Stream,
+    /// Bytes read after the authentication frame, for the read loop.
+    buf: BytesMut,
+    /// The token's name.
+    auth: Option<Arc<str>>,
+    /// The client certificate's subject.
+    tls_subject: Option<String>,
+}
+
+/// A stream before or after its TLS handshake.
+enum Stream {
+    Plain(Accepted),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// A new connection, from the accept loop. First the checks that cost nothing (the
+/// allow-list, the per-address cap, the throttle); then, when TLS or tokens are on, it
+/// is pending: it enters the pending pool and a task of its own, and takes an app's
+/// slot only once it has authenticated; otherwise it takes its slot at once, in accept
+/// order (Kamailio's `conidx` follows connection order). Refusals are counted and
+/// logged as periodic summaries, never a line each.
+pub(crate) fn accepted<R: EventRoutes>(
+    stream: Accepted,
+    peer: SocketAddr,
+    ctx: &Arc<Ctx<R>>,
+    tracker: &TaskTracker,
+) {
     let shared = &ctx.handle.shared;
-    let config = &shared.config;
     let local = matches!(stream, Accepted::Unix(_) | Accepted::Memory(_));
-    if !local && !config.allows(peer.ip()) {
+    if !screen(peer, local, shared) {
+        return;
+    }
+    let pending =
+        shared.tls().is_some() && matches!(stream, Accepted::Tcp(_)) || shared.tokens().is_some();
+    if pending {
+        let (ticket, _) = shared.pending().enter((!local).then(|| peer.ip()));
+        let in_pool = InPool {
+            shared: Arc::clone(shared),
+            ticket,
+        };
+        tracker.spawn(authenticate_then_serve(
+            stream,
+            peer,
+            in_pool,
+            Arc::clone(ctx),
+        ));
+    } else {
+        let ready = Ready {
+            stream: Stream::Plain(stream),
+            buf: BytesMut::new(),
+            auth: None,
+            tls_subject: None,
+        };
+        if let Some(admitted) = admit(ready, peer, ctx) {
+            tracker.spawn(serve(admitted, Arc::clone(ctx)));
+        }
+    }
+}
+
+/// The allow-list, the per-address cap and the authentication slowdown (not for
+/// Unix-socket clients: the socket file's permissions decide who they are).
+fn screen(peer: SocketAddr, local: bool, shared: &Shared) -> bool {
+    let config = &shared.config;
+    if local {
+        return true;
+    }
+    if !config.allows(peer.ip()) {
         shared
             .counters
             .refused_allow
             .fetch_add(1, Ordering::Relaxed);
-        warn!(%peer, "connection refused: address not in the allow-list");
-        return None;
+        shared.refusals.note(Refusal::Allow);
+        debug!(%peer, "connection refused: address not in the allow-list");
+        return false;
     }
-    if let Some(cap) = config.max_clients_per_ip.filter(|_| !local) {
+    if let Some(cap) = config.max_clients_per_ip {
         let mut from_ip = 0;
         shared.registry.for_each(|c| {
             if c.peer.ip() == peer.ip() && matches!(c.transport, Transport::Tcp | Transport::Tls) {
@@ -88,42 +157,263 @@ pub(crate) fn admit<R>(stream: Accepted, peer: SocketAddr, ctx: &Ctx<R>) -> Opti
                 .counters
                 .refused_per_ip
                 .fetch_add(1, Ordering::Relaxed);
-            warn!(%peer, max_clients_per_ip = cap, "connection refused: too many from this address");
-            return None;
+            shared.refusals.note(Refusal::PerIp);
+            debug!(%peer, max_clients_per_ip = cap, "connection refused: too many from this address");
+            return false;
         }
+    }
+    let blocked = shared
+        .throttle()
+        .blocked(peer.ip(), std::time::Instant::now());
+    if let Some(left) = blocked {
+        shared
+            .counters
+            .refused_throttled
+            .fetch_add(1, Ordering::Relaxed);
+        shared.refusals.note(Refusal::Throttled);
+        debug!(%peer, retry_in = ?left, "connection refused: too many failed authentications from this address");
+        return false;
+    }
+    true
+}
+
+/// A pending connection's place in the pool, given back however the task ends.
+struct InPool {
+    shared: Arc<Shared>,
+    ticket: Ticket,
+}
+
+impl Drop for InPool {
+    fn drop(&mut self) {
+        self.shared.pending().leave(&self.ticket);
+    }
+}
+
+/// The pending stage: the TLS handshake and the token, each within its timeout, while
+/// the pool may evict the connection to make room. Any way it ends other than a good
+/// token (or shutdown) is a failure of the address; a good token leaves the pool and
+/// takes an app's slot.
+async fn authenticate_then_serve<R: EventRoutes>(
+    stream: Accepted,
+    peer: SocketAddr,
+    in_pool: InPool,
+    ctx: Arc<Ctx<R>>,
+) {
+    let span = tracing::info_span!("pending", %peer);
+    async move {
+        let shared = Arc::clone(&ctx.handle.shared);
+        let local = matches!(stream, Accepted::Unix(_) | Accepted::Memory(_));
+        match pending(stream, peer, local, &in_pool.ticket, &shared).await {
+            Ok(ready) => {
+                drop(in_pool);
+                if ready.auth.is_some() && !local {
+                    shared.throttle().succeeded(peer.ip());
+                }
+                if let Some(admitted) = admit(ready, peer, &ctx) {
+                    serve(admitted, ctx).await;
+                }
+            }
+            Err(why) => {
+                drop(in_pool);
+                pending_failed(&shared, peer, local, why);
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Count a pending connection that ended without authenticating.
+fn pending_failed(shared: &Shared, peer: SocketAddr, local: bool, why: Refused) {
+    if why == Refused::Shutdown {
+        return;
     }
     if !local {
-        let blocked = shared
+        shared
             .throttle()
-            .blocked(peer.ip(), std::time::Instant::now());
-        if let Some(left) = blocked {
-            shared
-                .counters
-                .refused_throttled
-                .fetch_add(1, Ordering::Relaxed);
-            warn!(%peer, retry_in = ?left, "connection refused: too many failed authentications from this address");
-            return None;
+            .failed(peer.ip(), std::time::Instant::now());
+    }
+    let counters = &shared.counters;
+    let refusal = match why {
+        Refused::Handshake => {
+            counters.tls_failed.fetch_add(1, Ordering::Relaxed);
+            Refusal::Tls
+        }
+        Refused::Evicted => {
+            counters.pending_evicted.fetch_add(1, Ordering::Relaxed);
+            Refusal::Evicted
+        }
+        Refused::Throttled => {
+            counters.refused_throttled.fetch_add(1, Ordering::Relaxed);
+            Refusal::Throttled
+        }
+        _ => {
+            counters.auth_failed.fetch_add(1, Ordering::Relaxed);
+            Refusal::Auth
+        }
+    };
+    shared.refusals.note(refusal);
+    debug!(reason = why.describe(), "pending connection closed");
+}
+
+/// The TLS handshake (when on) and the token (when asked for).
+async fn pending(
+    stream: Accepted,
+    peer: SocketAddr,
+    local: bool,
+    ticket: &Ticket,
+    shared: &Shared,
+) -> Result<Ready, Refused> {
+    let config = &shared.config;
+    let (mut stream, tls_subject) = match (stream, shared.tls()) {
+        (Accepted::Tcp(tcp), Some(acceptor)) => {
+            tune(&tcp, config);
+            let handshake = tokio::select! {
+                biased;
+                () = shared.shutdown.cancelled() => return Err(Refused::Shutdown),
+                () = ticket.evicted.cancelled() => return Err(Refused::Evicted),
+                h = tokio::time::timeout(config.handshake_timeout, acceptor.accept(tcp)) => h,
+            };
+            match handshake {
+                Ok(Ok(tls)) => {
+                    let subject = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(crate::tls::identity);
+                    (Stream::Tls(Box::new(tls)), subject)
+                }
+                Ok(Err(e)) => {
+                    debug!(error = %e, "TLS handshake failed");
+                    return Err(Refused::Handshake);
+                }
+                Err(_) => {
+                    debug!(timeout = ?config.handshake_timeout, "TLS handshake not finished in time");
+                    return Err(Refused::Handshake);
+                }
+            }
+        }
+        (stream, _) => (Stream::Plain(stream), None),
+    };
+    let mut buf = BytesMut::new();
+    let auth = match shared.tokens() {
+        None => None,
+        Some(tokens) => {
+            let ip = (!local).then(|| peer.ip());
+            let frame = match &mut stream {
+                Stream::Plain(Accepted::Tcp(s)) => auth_frame(s, &mut buf, ticket, shared).await,
+                Stream::Plain(Accepted::Unix(s)) => auth_frame(s, &mut buf, ticket, shared).await,
+                Stream::Plain(Accepted::Memory(s)) => auth_frame(s, &mut buf, ticket, shared).await,
+                Stream::Tls(s) => auth_frame(s.as_mut(), &mut buf, ticket, shared).await,
+            }?;
+            Some(check_token(&frame, &tokens, ip, ticket, shared).await?)
+        }
+    };
+    Ok(Ready {
+        stream,
+        buf,
+        auth,
+        tls_subject,
+    })
+}
+
+/// Read the first frame within the auth timeout.
+async fn auth_frame<S: AsyncRead + Unpin>(
+    rd: &mut S,
+    buf: &mut BytesMut,
+    ticket: &Ticket,
+    shared: &Shared,
+) -> Result<bytes::Bytes, Refused> {
+    let config = &shared.config;
+    let mut codec = FrameCodec::new(config.framing, MAX_AUTH_FRAME.min(config.max_frame));
+    let deadline = Instant::now() + config.auth_timeout;
+    loop {
+        match codec.decode_frame(buf) {
+            Ok(Some(frame)) => return Ok(frame),
+            Ok(None) => {}
+            Err(_) => return Err(Refused::BadFrame),
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => return Err(Refused::Shutdown),
+            () = ticket.evicted.cancelled() => return Err(Refused::Evicted),
+            () = tokio::time::sleep_until(deadline) => return Err(Refused::Timeout),
+            read = rd.read_buf(buf) => read,
+        };
+        match read {
+            Ok(0) | Err(_) => return Err(Refused::Closed),
+            Ok(_) => {}
         }
     }
+}
+
+/// Check the token of `frame`: after the global ceiling lets it (guessing from many
+/// addresses waits for the next window) and unless its address got blocked while it
+/// was pending (connections opened together before the first failure).
+async fn check_token(
+    frame: &[u8],
+    tokens: &Tokens,
+    ip: Option<std::net::IpAddr>,
+    ticket: &Ticket,
+    shared: &Shared,
+) -> Result<Arc<str>, Refused> {
+    let limit = shared.config.max_auth_failures;
+    loop {
+        let wait = shared
+            .throttle()
+            .global_wait(std::time::Instant::now(), limit);
+        let Some(until) = wait else { break };
+        let until = Instant::from_std(until);
+        tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => return Err(Refused::Shutdown),
+            () = ticket.evicted.cancelled() => return Err(Refused::Evicted),
+            () = tokio::time::sleep_until(until) => {}
+        }
+    }
+    if let Some(ip) = ip {
+        if shared
+            .throttle()
+            .blocked(ip, std::time::Instant::now())
+            .is_some()
+        {
+            return Err(Refused::Throttled);
+        }
+    }
+    let token = crate::auth::parse_auth_frame(frame).map_err(|_| Refused::NotAuth)?;
+    let checked = tokens.check(token.as_bytes());
+    if checked.is_none() {
+        shared.counters.wrong_tokens.fetch_add(1, Ordering::Relaxed);
+    }
+    checked.ok_or(Refused::WrongToken)
+}
+
+/// An app's slot: a `max_clients` permit, then the lowest free `conidx`. `None`:
+/// refused and closed (counted).
+pub(crate) fn admit<R>(ready: Ready, peer: SocketAddr, ctx: &Ctx<R>) -> Option<Admitted> {
+    let shared = &ctx.handle.shared;
+    let config = &shared.config;
     let Ok(permit) = Arc::clone(&ctx.permits).try_acquire_owned() else {
         shared
             .counters
             .refused_max_clients
             .fetch_add(1, Ordering::Relaxed);
-        warn!(%peer, max_clients = config.max_clients, "connection refused: max clients reached");
+        shared.refusals.note(Refusal::MaxClients);
+        debug!(%peer, max_clients = config.max_clients, "connection refused: max clients reached");
         return None;
     };
-    let transport = match &stream {
-        Accepted::Tcp(tcp) => {
+    let transport = match &ready.stream {
+        Stream::Plain(Accepted::Tcp(tcp)) => {
             tune(tcp, config);
-            if shared.tls().is_some() {
-                Transport::Tls
-            } else {
-                Transport::Tcp
-            }
+            Transport::Tcp
         }
-        Accepted::Unix(_) => Transport::Unix,
-        Accepted::Memory(_) => Transport::Memory,
+        Stream::Tls(_) => Transport::Tls,
+        Stream::Plain(Accepted::Unix(_)) => Transport::Unix,
+        Stream::Plain(Accepted::Memory(_)) => Transport::Memory,
     };
     let closing = shared.shutdown.child_token();
     let (queue, queue_bytes) = (config.client_queue, config.client_queue_bytes);
@@ -132,21 +422,22 @@ pub(crate) fn admit<R>(stream: Accepted, peer: SocketAddr, ctx: &Ctx<R>) -> Opti
         let outbox = Outbox::new(queue, queue_bytes, total);
         Conn::new(conidx, connid, peer, transport, outbox, closing)
     });
+    if let Some(subject) = &ready.tls_subject {
+        let _ = conn.tls_subject.set(subject.as_str().into());
+    }
+    if let Some(name) = &ready.auth {
+        let _ = conn.auth.set(Arc::clone(name));
+    }
     let registered = Registered {
         shared: Arc::clone(shared),
         conn: Arc::clone(&conn),
     };
     Some(Admitted {
-        stream,
+        ready,
         conn,
         permit,
         registered,
     })
-}
-
-/// Whether a transport is local to this host (no address to throttle or cap).
-fn local(transport: Transport) -> bool {
-    matches!(transport, Transport::Unix | Transport::Memory)
 }
 
 /// Socket options for an accepted TCP connection.
@@ -170,7 +461,7 @@ fn tune(tcp: &TcpStream, config: &crate::Config) {
     }
 }
 
-/// Why a connection ended before connection-new (no route runs for it).
+/// Why a pending connection ended before connection-new (no route runs for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refused {
     Closed,
@@ -178,6 +469,10 @@ enum Refused {
     BadFrame,
     NotAuth,
     WrongToken,
+    Handshake,
+    Evicted,
+    Throttled,
+    Shutdown,
 }
 
 impl Refused {
@@ -188,13 +483,17 @@ impl Refused {
             Refused::BadFrame => "bytes that are not a frame",
             Refused::NotAuth => "the first frame is not {\"auth\": TOKEN}",
             Refused::WrongToken => "unknown token",
+            Refused::Handshake => "TLS handshake failed or not finished in time",
+            Refused::Evicted => "the pending pool was full and this was the oldest",
+            Refused::Throttled => "its address was blocked meanwhile",
+            Refused::Shutdown => "the server is shutting down",
         }
     }
 }
 
 pub(crate) async fn serve<R: EventRoutes>(admitted: Admitted, ctx: Arc<Ctx<R>>) {
     let Admitted {
-        stream,
+        ready,
         conn,
         permit,
         registered,
@@ -202,53 +501,26 @@ pub(crate) async fn serve<R: EventRoutes>(admitted: Admitted, ctx: Arc<Ctx<R>>) 
     let peer = conn.peer;
     let span = tracing::info_span!("conn", conidx = conn.conidx, connid = conn.connid, %peer);
     async move {
-        let shared = &ctx.handle.shared;
+        let Ready {
+            stream, buf, auth, ..
+        } = ready;
         match stream {
-            Accepted::Unix(unix) => {
+            Stream::Plain(Accepted::Unix(unix)) => {
                 let (rd, wr) = unix.into_split();
-                run(rd, wr, conn, registered, &ctx).await;
+                run(rd, wr, buf, auth, conn, registered, &ctx).await;
             }
-            Accepted::Memory(duplex) => {
+            Stream::Plain(Accepted::Memory(duplex)) => {
                 let (rd, wr) = tokio::io::split(duplex);
-                run(rd, wr, conn, registered, &ctx).await;
+                run(rd, wr, buf, auth, conn, registered, &ctx).await;
             }
-            Accepted::Tcp(tcp) => match shared.tls() {
-                None => {
-                    let (rd, wr) = tcp.into_split();
-                    run(rd, wr, conn, registered, &ctx).await;
-                }
-                Some(acceptor) => {
-                    let timeout = shared.config.handshake_timeout;
-                    let handshake = tokio::select! {
-                        biased;
-                        () = conn.closing.cancelled() => return,
-                        h = tokio::time::timeout(timeout, acceptor.accept(tcp)) => h,
-                    };
-                    match handshake {
-                        Ok(Ok(tls)) => {
-                            let subject = tls
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|chain| chain.first())
-                                .and_then(crate::tls::identity);
-                            if let Some(subject) = subject {
-                                let _ = conn.tls_subject.set(subject.into());
-                            }
-                            let (rd, wr) = tokio::io::split(tls);
-                            run(rd, wr, conn, registered, &ctx).await;
-                        }
-                        Ok(Err(e)) => {
-                            shared.counters.tls_failed.fetch_add(1, Ordering::Relaxed);
-                            warn!(error = %e, "TLS handshake failed, closing");
-                        }
-                        Err(_) => {
-                            shared.counters.tls_failed.fetch_add(1, Ordering::Relaxed);
-                            warn!(?timeout, "TLS handshake not finished in time, closing");
-                        }
-                    }
-                }
-            },
+            Stream::Plain(Accepted::Tcp(tcp)) => {
+                let (rd, wr) = tcp.into_split();
+                run(rd, wr, buf, auth, conn, registered, &ctx).await;
+            }
+            Stream::Tls(tls) => {
+                let (rd, wr) = tokio::io::split(*tls);
+                run(rd, wr, buf, auth, conn, registered, &ctx).await;
+            }
         }
         drop(permit);
     }
@@ -256,9 +528,18 @@ pub(crate) async fn serve<R: EventRoutes>(admitted: Admitted, ctx: Arc<Ctx<R>>) 
     .await;
 }
 
-/// Serve one connection over any transport, from authentication to connection-closed.
-async fn run<Rd, Wr, R>(rd: Rd, wr: Wr, conn: Arc<Conn>, registered: Registered, ctx: &Ctx<R>)
-where
+/// Serve one connection over any transport, from connection-new to connection-closed.
+/// `buf`: bytes read after the authentication frame; `auth`: the token's name, whose
+/// `{"auth":"ok"}` frame goes out before anything else.
+async fn run<Rd, Wr, R>(
+    rd: Rd,
+    wr: Wr,
+    buf: BytesMut,
+    auth: Option<Arc<str>>,
+    conn: Arc<Conn>,
+    registered: Registered,
+    ctx: &Ctx<R>,
+) where
     Rd: AsyncRead + Unpin + Send,
     Wr: AsyncWrite + Unpin + Send + 'static,
     R: EventRoutes,
@@ -266,37 +547,18 @@ where
     let shared = Arc::clone(&ctx.handle.shared);
     let writer =
         tokio::spawn(writer::run(wr, Arc::clone(&conn), Arc::clone(&shared)).in_current_span());
-    let mut input = Input {
-        rd,
-        buf: BytesMut::with_capacity(READ_CHUNK),
-    };
-    if let Some(tokens) = shared.tokens() {
-        let ip = conn.peer.ip();
-        match authenticate(&mut input, &tokens, &conn, &shared).await {
-            Ok(name) => {
-                if !local(conn.transport) {
-                    shared.throttle().succeeded(ip);
-                }
-                info!(auth = %name, "client authenticated");
-                let ok = crate::auth::ok_frame(&name);
-                let _ = conn.auth.set(name);
-                let mut frame = BytesMut::new();
-                let config = &shared.config;
-                if evapi_proto::encode(config.framing, &ok, config.max_frame, &mut frame).is_ok() {
-                    let _ = conn.outbox.push(&frame, None);
-                }
-            }
-            Err(why) => {
-                shared.counters.auth_failed.fetch_add(1, Ordering::Relaxed);
-                if !local(conn.transport) && why != Refused::Closed {
-                    shared.throttle().failed(ip, std::time::Instant::now());
-                }
-                warn!(reason = why.describe(), "authentication failed, closing");
-                conn.abort(CloseReason::Rejected);
-                drop(registered);
-                let _ = writer.await;
-                return;
-            }
+    let mut buf = buf;
+    if buf.capacity() < READ_CHUNK {
+        buf.reserve(READ_CHUNK);
+    }
+    let input = Input { rd, buf };
+    if let Some(name) = auth {
+        info!(auth = %name, "client authenticated");
+        let ok = crate::auth::ok_frame(&name);
+        let mut frame = BytesMut::new();
+        let config = &shared.config;
+        if evapi_proto::encode(config.framing, &ok, config.max_frame, &mut frame).is_ok() {
+            let _ = conn.outbox.push(&frame, None);
         }
     }
     info!(transport = %conn.transport, "client connected");
@@ -346,40 +608,6 @@ struct Input<Rd> {
     buf: BytesMut,
 }
 
-/// Read the first frame within the auth timeout and check its token.
-async fn authenticate<Rd: AsyncRead + Unpin>(
-    input: &mut Input<Rd>,
-    tokens: &Tokens,
-    conn: &Conn,
-    shared: &Shared,
-) -> Result<Arc<str>, Refused> {
-    let config = &shared.config;
-    let mut codec = FrameCodec::new(config.framing, MAX_AUTH_FRAME.min(config.max_frame));
-    let deadline = Instant::now() + config.auth_timeout;
-    let frame = loop {
-        match codec.decode_frame(&mut input.buf) {
-            Ok(Some(frame)) => break frame,
-            Ok(None) => {}
-            Err(_) => return Err(Refused::BadFrame),
-        }
-        if input.buf.capacity() - input.buf.len() < READ_CHUNK / 4 {
-            input.buf.reserve(READ_CHUNK);
-        }
-        let read = tokio::select! {
-            biased;
-            () = conn.closing.cancelled() => return Err(Refused::Closed),
-            () = tokio::time::sleep_until(deadline) => return Err(Refused::Timeout),
-            read = input.rd.read_buf(&mut input.buf) => read,
-        };
-        match read {
-            Ok(0) | Err(_) => return Err(Refused::Closed),
-            Ok(_) => {}
-        }
-    };
-    let token = crate::auth::parse_auth_frame(&frame).map_err(|_| Refused::NotAuth)?;
-    tokens.check(token.as_bytes()).ok_or(Refused::WrongToken)
-}
-
 async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
     input: Input<Rd>,
     conn: &Conn,
@@ -395,6 +623,8 @@ async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
     // When the frame now in `buf` began (None: no partial frame), and the last read.
     let mut frame_started: Option<Instant> = None;
     let mut last_read = Instant::now();
+    // Idle means no complete frame: white space and partial frames are not activity.
+    let mut last_frame = last_read;
     let mut limiter = config
         .max_rate
         .is_limited()
@@ -403,7 +633,7 @@ async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
     let mut carried = !buf.is_empty();
     loop {
         let read_deadline = frame_started.map(|t| t + config.read_timeout);
-        let idle_deadline = config.idle_timeout.map(|d| last_read + d);
+        let idle_deadline = config.idle_timeout.map(|d| last_frame + d);
         if bare && buf.capacity() - buf.len() < BARE_READ {
             buf.reserve(BARE_READ);
         } else if buf.capacity() - buf.len() < READ_CHUNK / 4 {
@@ -474,6 +704,7 @@ async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
                             warn!(hint, "first message from client");
                         }
                     }
+                    last_frame = last_read;
                     conn.counters.frames_in.fetch_add(1, Ordering::Relaxed);
                     conn.counters
                         .bytes_in

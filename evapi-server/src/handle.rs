@@ -47,6 +47,10 @@ pub(crate) struct Shared {
     tokens: RwLock<Option<Arc<Tokens>>>,
     /// Addresses that keep failing authentication.
     pub throttle: Mutex<Throttle>,
+    /// Connections in their TLS handshake or before their token.
+    pub pending: Mutex<crate::pending::Pool>,
+    /// Refusals since the last logged summary.
+    pub refusals: crate::refusals::Refusals,
 }
 
 impl Shared {
@@ -69,6 +73,10 @@ impl Shared {
 
     pub fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
         self.throttle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn pending(&self) -> std::sync::MutexGuard<'_, crate::pending::Pool> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -93,6 +101,8 @@ pub(crate) struct Counters {
     pub tls_failed: AtomicU64,
     pub auth_failed: AtomicU64,
     pub refused_throttled: AtomicU64,
+    pub pending_evicted: AtomicU64,
+    pub wrong_tokens: AtomicU64,
     pub rate_limited: AtomicU64,
     pub relay_no_client: AtomicU64,
     /// Connections ended, by [`CloseReason::index`].
@@ -253,9 +263,17 @@ pub struct Stats {
     /// Connections closed because authentication failed (wrong or missing token,
     /// timeout).
     pub auth_failed: u64,
-    /// Connections refused at once because their address failed authentication too
-    /// often lately.
+    /// Connections refused because their address failed authentication too often
+    /// lately (at connect, or at their token check).
     pub refused_throttled: u64,
+    /// Pending connections (TLS handshake or token still to come) now; they hold no
+    /// app slot.
+    pub pending: usize,
+    /// Pending connections closed to make room in the full pending pool (the oldest).
+    pub pending_evicted: u64,
+    /// Tokens checked and found wrong: the guesses that were actually tried (refusals
+    /// by the throttle come before any check and are not counted here).
+    pub wrong_tokens: u64,
     /// Times a client's reading was paused for going over [`Config::max_rate`].
     pub rate_limited: u64,
     /// Relay, multicast and unicast calls that found no client (or none with the tag).
@@ -278,6 +296,11 @@ impl Handle {
                 tls: RwLock::new(config.tls.clone()),
                 tokens: RwLock::new(config.tokens.clone()),
                 throttle: Mutex::new(Throttle::default()),
+                pending: Mutex::new(crate::pending::Pool::new(
+                    config.max_pending,
+                    config.max_pending_per_ip,
+                )),
+                refusals: crate::refusals::Refusals::default(),
                 config,
                 registry: Registry::default(),
                 counters: Counters::default(),
@@ -553,6 +576,9 @@ impl Handle {
             tls_failed: get(&c.tls_failed),
             auth_failed: get(&c.auth_failed),
             refused_throttled: get(&c.refused_throttled),
+            pending: self.shared.pending().len(),
+            pending_evicted: get(&c.pending_evicted),
+            wrong_tokens: get(&c.wrong_tokens),
             rate_limited: get(&c.rate_limited),
             relay_no_client: get(&c.relay_no_client),
             closed: CloseReason::ALL

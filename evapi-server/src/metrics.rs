@@ -141,14 +141,14 @@ impl Collector for ServerCollector {
         gauge(
             e,
             "evapi_clients",
-            "Clients connected now (pending ones included).",
+            "Clients holding an app slot now (those in connection-new included).",
             to_i64(s.connected),
         )?;
         gauge(
             e,
             "evapi_clients_pending",
-            "Clients connected but not yet accepted (TLS handshake, token, connection-new).",
-            to_i64(clients.iter().filter(|c| !c.accepted).count()),
+            "Connections not yet accepted: in the pending pool (TLS handshake, token) or in connection-new.",
+            to_i64(s.pending + clients.iter().filter(|c| !c.accepted).count()),
         )?;
         counter(
             e,
@@ -168,7 +168,14 @@ impl Collector for ServerCollector {
                 ("throttled", s.refused_throttled),
                 ("tls", s.tls_failed),
                 ("auth", s.auth_failed),
+                ("evicted", s.pending_evicted),
             ],
+        )?;
+        counter(
+            e,
+            "evapi_tokens_refused",
+            "Tokens checked and found wrong (the guesses actually tried).",
+            s.wrong_tokens,
         )?;
         labelled_counter(
             e,

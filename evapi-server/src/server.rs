@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::connection::{self, Ctx};
+use crate::refusals::{Refusals, SUMMARY_EVERY};
 use crate::routes::EventRoutes;
 use crate::transport::Listener;
 use crate::workers::Workers;
@@ -24,6 +25,13 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How often a draining server looks whether its last client left.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
+
+/// One warning line for what was refused since the last one (nothing when nothing was).
+fn log_refusals(refusals: &Refusals) {
+    if let Some(counts) = refusals.take_summary() {
+        warn!(refused = %counts, every = ?SUMMARY_EVERY, "connections refused or failed before becoming apps");
+    }
+}
 
 /// An evapi event socket with the embedder's routes.
 #[derive(Debug)]
@@ -65,6 +73,8 @@ impl<R: EventRoutes> Server<R> {
               max_clients = config.max_clients, tls = shared.tls().is_some(),
               auth = shared.tokens().is_some(), "listening");
         tokio::pin!(shutdown);
+        let mut summary = tokio::time::interval(SUMMARY_EVERY);
+        summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut drained = false;
         loop {
             tokio::select! {
@@ -74,12 +84,9 @@ impl<R: EventRoutes> Server<R> {
                     drained = true;
                     break;
                 }
+                _ = summary.tick() => log_refusals(&shared.refusals),
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        if let Some(admitted) = connection::admit(stream, peer, &ctx) {
-                            tracker.spawn(connection::serve(admitted, Arc::clone(&ctx)));
-                        }
-                    }
+                    Ok((stream, peer)) => connection::accepted(stream, peer, &ctx, &tracker),
                     Err(e) => {
                         error!(error = %e, "accept failed");
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -103,6 +110,7 @@ impl<R: EventRoutes> Server<R> {
                 }
             }
         }
+        log_refusals(&shared.refusals);
         info!(connected = shared.registry.len(), "shutting down");
         shared.shutdown.cancel();
         // The workers end once the last connection drops its copy of their queues.

@@ -433,6 +433,44 @@ async fn an_idle_client_is_closed_only_when_asked() {
     expect_eof(&mut idle).await;
 }
 
+/// Regression (issue 24): one space every few seconds kept a client past
+/// `--idle-timeout`. Idle means no complete frame: white space between frames and the
+/// bytes of a frame that never ends are not activity; whole frames are.
+#[tokio::test]
+async fn white_space_and_partial_frames_are_not_activity_whole_frames_are() {
+    let idle = std::time::Duration::from_millis(400);
+    let config = Config {
+        idle_timeout: Some(idle),
+        ..Config::default()
+    };
+    let mut server = start(config).await;
+    for (what, unit, opening) in [
+        ("white space", &b" "[..], &b""[..]),
+        ("a partial frame", &b"x"[..], &b"100:"[..]),
+    ] {
+        let mut raw = raw_client(&mut server).await;
+        raw.write_all(opening).await.unwrap();
+        let started = std::time::Instant::now();
+        let trickle = tokio::spawn(async move {
+            while raw.write_all(unit).await.is_ok() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
+        let (_, reason) = server.expect_closed().await;
+        assert_eq!(reason.name(), "idle-timeout", "{what}");
+        assert!(started.elapsed() >= idle, "{what}: closed early");
+        trickle.abort();
+    }
+    // Whole frames every 100 ms for three idle periods: served all along.
+    let mut raw = raw_client(&mut server).await;
+    for n in 0..12 {
+        raw.write_all(b"0:,").await.unwrap();
+        assert_eq!(server.expect_msg().await.1, "", "frame {n}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.handle.stats().connected, 1);
+}
+
 #[tokio::test]
 async fn connections_per_address_are_capped_when_asked() {
     let config = Config {

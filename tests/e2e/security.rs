@@ -380,9 +380,9 @@ async fn wrong_missing_and_late_tokens_are_closed_with_nothing_relayed() {
 async fn relays_sent_while_a_client_is_pending_never_reach_it() {
     let mut srv = Srv::start(token_config()).await;
     let mut raw = TcpStream::connect(srv.addr).await.unwrap();
-    // Connected but not authenticated: it is not a recipient.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(srv.handle.connected(), 1);
+    // Connected but not authenticated: pending, holding no app slot, not a recipient.
+    until(|| srv.handle.stats().pending == 1).await;
+    assert_eq!(srv.handle.connected(), 0);
     assert!(srv.handle.relay(b"early").is_err(), "no accepted client");
     let auth = format!(r#"{{"auth":"{ROUTER_TOKEN}"}}"#);
     // The token and a first message in one write: the message is kept.
@@ -400,6 +400,134 @@ async fn relays_sent_while_a_client_is_pending_never_reach_it() {
         .unwrap()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&got), want);
+}
+
+/// Wait until `cond` holds (within PATIENCE).
+async fn until(cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "condition not met in time");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A silent connection from `ip` (a loopback address of its own), or `None` when the
+/// server refused it at once.
+async fn silent_from(ip: [u8; 4], server: SocketAddr) -> Option<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((ip, 0))).unwrap();
+    socket.connect(server).await.ok()
+}
+
+/// Regression (issue 24): connections that never send their token held app slots, so 8
+/// silent connections from a few addresses, reopened as they were closed, let almost no
+/// app in. Pending connections now live in their own pool (the oldest evicted when it
+/// is full) and take no slot: 40 addresses open about 2,000 silent connections a
+/// second (far more than the 8-16 of the report) and hold them, and every one of 10 apps
+/// logs in at once and keeps its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_from_many_addresses_cannot_lock_the_apps_out() {
+    let mut srv = Srv::start(Config {
+        max_clients: 10,
+        ..token_config()
+    })
+    .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut churners = Vec::new();
+    for n in 0..4u8 {
+        let (stop, opened, addr) = (Arc::clone(&stop), Arc::clone(&opened), srv.addr);
+        churners.push(tokio::spawn(async move {
+            let mut held = std::collections::VecDeque::new();
+            let mut i = 0u8;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // 127.0.1.1 ..= 127.0.1.40, ten per task
+                let ip = [127, 0, 1, 1 + n * 10 + i % 10];
+                i = i.wrapping_add(1);
+                if let Some(c) = silent_from(ip, addr).await {
+                    opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    held.push_back(c);
+                    if held.len() > 256 {
+                        held.pop_front();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+    // The pool is full and evicting before the first app tries.
+    until(|| srv.handle.stats().pending_evicted > 20).await;
+    let mut apps = Vec::new();
+    for n in 0..10 {
+        let started = Instant::now();
+        let app = Client::connect(&srv.addr(), &with_token(ROUTER_TOKEN))
+            .await
+            .unwrap_or_else(|e| panic!("app {n} kept out: {e}"));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "app {n} took {:?}",
+            started.elapsed()
+        );
+        apps.push(app);
+        assert!(srv.handle.stats().pending <= evapi_server::config::DEFAULT_MAX_PENDING);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in churners {
+        c.await.unwrap();
+    }
+    let stats = srv.handle.stats();
+    assert_eq!(stats.connected, 10, "every app holds its slot");
+    assert_eq!(stats.refused_max_clients, 0);
+    eprintln!(
+        "{} silent connections opened, {} evicted from the pending pool, {} refused by the throttle",
+        opened.load(std::sync::atomic::Ordering::Relaxed),
+        stats.pending_evicted,
+        stats.refused_throttled
+    );
+    for _ in 0..10 {
+        assert_eq!(srv.next_new().await.auth.as_deref(), Some("router"));
+    }
+}
+
+/// Regression (issue 24): the throttle was consulted only at accept, so 200 connections
+/// opened at once from one address each had their wrong token checked. Now an address
+/// has at most `max_pending_per_ip` pending connections, every way a pending one ends
+/// without a good token counts against it, and a blocked address's pending tokens are
+/// refused unchecked: a handful of guesses, not 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_guesses_at_once_from_one_address_are_mostly_never_checked() {
+    let srv = Srv::start(token_config()).await;
+    let guess = r#"{"auth":"wrong-token-000000000000"}"#;
+    let frame = format!("{}:{guess},", guess.len());
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (addr, frame) = (srv.addr, frame.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Ok(mut c) = TcpStream::connect(addr).await {
+                let _ = c.write_all(frame.as_bytes()).await;
+                let _ = read_to_close(&mut c).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = srv.handle.stats();
+    let most = u64::from(evapi_server::auth::THROTTLE_FREE_FAILURES)
+        + 1
+        + evapi_server::config::DEFAULT_MAX_PENDING_PER_IP as u64;
+    assert!(
+        stats.wrong_tokens <= most,
+        "{} wrong tokens checked (at most {most})",
+        stats.wrong_tokens
+    );
+    // Every connection is accounted for, each refused one way.
+    assert_eq!(
+        stats.pending_evicted + stats.refused_throttled + stats.auth_failed,
+        200,
+        "{stats:?}"
+    );
+    assert_eq!(stats.connected, 0);
 }
 
 #[tokio::test]
