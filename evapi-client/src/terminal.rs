@@ -243,8 +243,12 @@ pub fn run(
 
 /// Lines waiting for the printing thread; past this, unasked output is dropped (and the
 /// loss said once the queue has room again) rather than stalling the network side. A
-/// command's own output is never dropped: the network side waits for room.
+/// command's own output is never dropped, and never waited for either: the printer may
+/// be held by rustyline until the next prompt, which comes only after the reply.
 const PRINT_QUEUE: usize = 4096;
+
+/// Longest wait for the printer before the next prompt (see [`PrintHandle::wait_written`]).
+const WRITTEN_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What the printing thread is given: a line, or a marker it acknowledges once every
 /// line queued before it has been written.
@@ -254,28 +258,46 @@ enum Print {
 }
 
 /// The terminal thread's end of the printer.
-struct PrintHandle(mpsc::Sender<Print>);
+struct PrintHandle(PrintQueue);
 
 impl PrintHandle {
     /// Queue a line (the terminal thread's own, e.g. the greeting).
     fn line(&self, text: String) {
-        let _ = self.0.blocking_send(Print::Line(text));
+        self.0.send(text);
     }
 
     /// Wait until every line queued so far is written: the next prompt comes after a
-    /// command's output and after the notices queued before that output.
+    /// command's output and after the notices queued before that output. At most
+    /// [`WRITTEN_WAIT`]: rustyline's external printer takes a line only while a prompt
+    /// is up when it was handed one during the prompt, so a printer caught that way
+    /// resumes only at the next prompt (the order of the lines holds either way; they
+    /// then appear above that prompt).
     fn wait_written(&self) {
         let (done, written) = std::sync::mpsc::sync_channel(1);
-        if self.0.blocking_send(Print::Written(done)).is_ok() {
+        if self.0.tx.send(Print::Written(done)).is_ok() {
+            let _ = written.recv_timeout(WRITTEN_WAIT);
+        }
+    }
+
+    /// Wait until every line queued so far is written, however long it takes: in batch
+    /// mode (no rustyline), so every result is out before the next command and before
+    /// the exit.
+    fn wait_all_written(&self) {
+        let (done, written) = std::sync::mpsc::sync_channel(1);
+        if self.0.tx.send(Print::Written(done)).is_ok() {
             let _ = written.recv();
         }
     }
 }
 
-/// The network side's end of the printer.
+/// The network side's end of the printer. The channel is unbounded, and bounded by
+/// use: unasked lines enter only while fewer than [`PRINT_QUEUE`] lines wait, and asked
+/// lines are the output of one command at a time (the terminal waits for each reply).
 #[derive(Clone)]
 struct PrintQueue {
-    tx: mpsc::Sender<Print>,
+    tx: mpsc::UnboundedSender<Print>,
+    /// Lines queued and not yet written (the printer counts them down).
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
     /// Unasked lines dropped since the queue was last full.
     dropped: u64,
 }
@@ -284,42 +306,61 @@ impl PrintQueue {
     /// Queue a line that arrived unasked; never waits (the queue full, it is dropped and
     /// the loss said later).
     fn unasked(&mut self, text: String) {
-        if self.dropped > 0 {
+        let full = |q: &Self| q.waiting.load(Ordering::Acquire) >= PRINT_QUEUE;
+        if self.dropped > 0 && !full(self) {
             let notice = format!(
                 "!! {} lines of output dropped (terminal too slow)",
                 self.dropped
             );
-            if self.tx.try_send(Print::Line(notice)).is_ok() {
-                self.dropped = 0;
-            }
+            self.dropped = 0;
+            self.send(notice);
         }
-        if self.tx.try_send(Print::Line(text)).is_err() {
+        if full(self) {
             self.dropped += 1;
+        } else {
+            self.send(text);
         }
     }
 
-    /// Queue a command's output; waits for room, so none of it is lost.
-    async fn asked(&mut self, lines: Vec<String>) {
+    /// Queue a command's output: never dropped, never waited for.
+    fn asked(&self, lines: Vec<String>) {
         for line in lines {
-            let _ = self.tx.send(Print::Line(line)).await;
+            self.send(line);
+        }
+    }
+
+    fn send(&self, line: String) {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(Print::Line(line)).is_err() {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
 /// Start the one thread that writes output lines with `print`.
 fn printing_thread(mut print: Box<dyn FnMut(String) + Send>) -> (PrintHandle, PrintQueue) {
-    let (tx, mut rx) = mpsc::channel::<Print>(PRINT_QUEUE);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Print>();
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&waiting);
     std::thread::spawn(move || {
         while let Some(item) = rx.blocking_recv() {
             match item {
-                Print::Line(text) => print(text),
+                Print::Line(text) => {
+                    print(text);
+                    counted.fetch_sub(1, Ordering::AcqRel);
+                }
                 Print::Written(done) => {
                     let _ = done.send(());
                 }
             }
         }
     });
-    (PrintHandle(tx.clone()), PrintQueue { tx, dropped: 0 })
+    let queue = PrintQueue {
+        tx,
+        waiting,
+        dropped: 0,
+    };
+    (PrintHandle(queue.clone()), queue)
 }
 
 /// How long leaving waits for the network side to finish what it is doing.
@@ -375,12 +416,13 @@ fn batch_loop(requests: &mpsc::Sender<Request>, printer: &PrintHandle) -> anyhow
         let Some(reply) = execute(requests, line) else {
             break;
         };
-        printer.wait_written();
+        printer.wait_all_written();
         failed |= reply.failed;
         if reply.quit {
             break;
         }
     }
+    printer.wait_all_written();
     Ok(if failed {
         ExitCode::from(crate::cli::EXIT_FAILED)
     } else {
@@ -506,13 +548,13 @@ impl Session {
                         if dropped > 0 {
                             out.lines.push(format!("-- {dropped} pending suspends of the old server dropped"));
                         }
-                        self.printer.asked(std::mem::take(&mut out.lines)).await;
+                        self.printer.asked(std::mem::take(&mut out.lines));
                         let _ = reply.send(out);
                         continue;
                     }
                     let mut out = self.line(parsed, &mut writer).await;
                     let quit = out.quit;
-                    self.printer.asked(std::mem::take(&mut out.lines)).await;
+                    self.printer.asked(std::mem::take(&mut out.lines));
                     let _ = reply.send(out);
                     if quit {
                         return;

@@ -164,6 +164,44 @@ fn every_command_prints_its_output_while_events_stream_in() {
     p.exp_eof().unwrap();
 }
 
+/// Regression (review of the one-printer change): Enter pressed during a flood of
+/// events left the printer inside rustyline's external printer while the terminal
+/// waited for it, and the REPL hung. Every command still prints during and after a
+/// flood.
+#[test]
+fn commands_print_during_and_after_a_flood_of_events() {
+    let srv = start(Framing::Netstring);
+    let (mut p, _home) = spawn_repl(&srv, "flood");
+    p.exp_string("evapi> ").unwrap();
+    srv.connected();
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let feeder = {
+        let (handle, flooding) = (srv.handle.clone(), std::sync::Arc::clone(&flooding));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = handle.relay(format!(r#"{{"event":"flood","n":{n}}}"#).as_bytes());
+                n += 1;
+                if n.is_multiple_of(64) {
+                    std::thread::yield_now();
+                }
+            }
+        })
+    };
+    for i in 0..5 {
+        p.send_line("stats").unwrap();
+        p.exp_string("-- sent 0, received")
+            .unwrap_or_else(|e| panic!("stats #{i} during the flood: {e}"));
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    feeder.join().unwrap();
+    p.send_line("help auto").unwrap();
+    p.exp_string("--pending")
+        .unwrap_or_else(|e| panic!("help after the flood: {e}"));
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+}
+
 /// With the server gone, a line is refused at once (never queued for a later server),
 /// and quit leaves at once.
 #[test]
