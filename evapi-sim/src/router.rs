@@ -303,7 +303,7 @@ impl<T: Clone> Router<T> {
     }
 
     /// The event for a request that starts no transaction (a MESSAGE relayed fire and
-    /// forget): `$T(...)` renders empty.
+    /// forget): `$T(...)` has no value (`<null>` in a string, `null` as a JSON value).
     pub fn render(&mut self, request: &Request) -> &[u8] {
         self.event.clear();
         self.config.event.render(

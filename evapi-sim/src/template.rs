@@ -86,8 +86,18 @@ const NAMES: &[(&str, Pv)] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(String),
-    /// A variable, and whether it sits inside a JSON string (then it is escaped).
-    Var(Pv, bool),
+    Var(Pv, Place),
+}
+
+/// Where a variable stands, which decides how its value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Not a JSON template: the value as text, as Kamailio inserts it.
+    Text,
+    /// Inside a JSON string value: JSON-escaped.
+    JsonString,
+    /// A JSON value of its own (numeric variables only): the number, or `null`.
+    JsonValue,
 }
 
 impl Pv {
@@ -101,21 +111,50 @@ impl Pv {
     }
 }
 
-/// Where a JSON template's text stands: inside a string or not, after a backslash or not.
+/// Where a JSON template's text stands: inside a string or not (and whether that string
+/// is an object key), right after a backslash or not.
 #[derive(Debug, Default)]
 struct JsonLexer {
     in_string: bool,
+    /// The string now open is an object key.
+    in_key: bool,
     escaped: bool,
+    /// Open objects (`true`) and arrays (`false`), innermost last.
+    containers: Vec<bool>,
+    /// The last character outside strings that is not white space.
+    last: Option<char>,
 }
 
 impl JsonLexer {
     fn push(&mut self, c: char) {
-        if self.escaped {
-            self.escaped = false;
-        } else if self.in_string && c == '\\' {
-            self.escaped = true;
-        } else if c == '"' {
-            self.in_string = !self.in_string;
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if c == '\\' {
+                self.escaped = true;
+            } else if c == '"' {
+                self.in_string = false;
+                self.in_key = false;
+                self.last = Some('"');
+            }
+            return;
+        }
+        match c {
+            '"' => {
+                self.in_string = true;
+                // A key: the first thing in an object, or after a comma in one.
+                self.in_key =
+                    self.containers.last() == Some(&true) && matches!(self.last, Some('{' | ','));
+            }
+            '{' => self.containers.push(true),
+            '[' => self.containers.push(false),
+            '}' | ']' => {
+                self.containers.pop();
+            }
+            _ => {}
+        }
+        if !c.is_whitespace() && c != '"' {
+            self.last = Some(c);
         }
     }
 }
@@ -169,7 +208,11 @@ impl Template {
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
-        let json = text.trim_start().starts_with(['{', '[']);
+        // A byte order mark or white space may come first; a JSON text is an object, an
+        // array or a string.
+        let json = text
+            .trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+            .starts_with(['{', '[', '"']);
         let mut lexer = JsonLexer::default();
         let mut chars = text.char_indices().peekable();
         while let Some((at, c)) = chars.next() {
@@ -217,19 +260,33 @@ impl Template {
                     },
                 });
             };
-            if json && !lexer.in_string && !pv.is_numeric() {
-                return Err(TemplateError {
-                    column,
-                    reason: format!(
-                        "${name} outside a JSON string: its value could change the event's \
-                         fields; put it in quotes (\"${name}\")"
-                    ),
-                });
-            }
+            let refuse = |reason: String| Err(TemplateError { column, reason });
+            let place = if !json {
+                Place::Text
+            } else if lexer.in_string && lexer.escaped {
+                return refuse(format!(
+                    "${name} right after a backslash: the backslash would escape its value's \
+                     first character"
+                ));
+            } else if lexer.in_key {
+                return refuse(format!(
+                    "${name} in an object key: a header could name (and so replace) a field; \
+                     put it in a value"
+                ));
+            } else if lexer.in_string {
+                Place::JsonString
+            } else if pv.is_numeric() {
+                Place::JsonValue
+            } else {
+                return refuse(format!(
+                    "${name} outside a JSON string: its value could change the event's \
+                     fields; put it in quotes (\"${name}\")"
+                ));
+            };
             if !literal.is_empty() {
                 parts.push(Part::Text(std::mem::take(&mut literal)));
             }
-            parts.push(Part::Var(*pv, json && lexer.in_string));
+            parts.push(Part::Var(*pv, place));
             for _ in 0..name.chars().count() {
                 chars.next();
             }
@@ -249,16 +306,26 @@ impl Template {
     }
 
     /// Append the rendered template to `out`. A variable with no value renders as
-    /// Kamailio's `<null>`.
+    /// Kamailio's `<null>` (as JSON's `null` where it stands as a JSON value).
     pub fn render(&self, vars: &Vars<'_>, out: &mut String) {
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Var(pv, false) => value(*pv, vars, out),
-                Part::Var(pv, true) => {
+                Part::Var(pv, Place::Text) => value(*pv, vars, out),
+                Part::Var(pv, Place::JsonString) => {
                     let mut raw = String::new();
                     value(*pv, vars, &mut raw);
                     json_escape(&raw, out);
+                }
+                Part::Var(pv, Place::JsonValue) => {
+                    let mut raw = String::new();
+                    value(*pv, vars, &mut raw);
+                    // A number, or JSON's null where Kamailio would write <null>.
+                    if raw.bytes().all(|b| b.is_ascii_digit()) && !raw.is_empty() {
+                        out.push_str(&raw);
+                    } else {
+                        out.push_str("null");
+                    }
                 }
             }
         }
@@ -398,6 +465,20 @@ mod tests {
     }
 
     #[test]
+    fn missing_numbers_outside_strings_render_as_json_null() {
+        let t = Template::parse(r#"{"tindex":$T(id_index),"tlabel":"$T(id_label)"}"#).unwrap();
+        let r = request();
+        let vars = Vars {
+            request: &r,
+            tid: None,
+            evapi: None,
+        };
+        let rendered = t.render_string(&vars);
+        assert_eq!(rendered, r#"{"tindex":null,"tlabel":"<null>"}"#);
+        serde_json::from_str::<serde_json::Value>(&rendered).unwrap();
+    }
+
+    #[test]
     fn missing_values_render_as_null() {
         let t = Template::parse("$T(id_index) $evapi(msg)").unwrap();
         let r = request();
@@ -466,6 +547,18 @@ mod tests {
         // A quote escaped inside a string does not end it.
         assert!(Template::parse(r#"{"a":"say \"$ci\" twice"}"#).is_ok());
         assert!(Template::parse(r#"{"a":"x\\","b":$ci}"#).is_err());
+        // Found in review: a backslash right before a variable, a variable in a key.
+        let e = Template::parse(r#"{"ci":"\$ci","fu":$fu}"#).unwrap_err();
+        assert_eq!(e.column, 9);
+        assert!(e.reason.contains("right after a backslash"), "{e}");
+        let e = Template::parse(r#"{"tindex":"$T(id_index)","$ci":"x"}"#).unwrap_err();
+        assert!(e.reason.contains("in an object key"), "{e}");
+        assert!(Template::parse(r#"{"a":{"$ci":1}}"#).is_err());
+        assert!(Template::parse(r#"{"a":["$ci","$fu"],"b":{"c":"$ci"}}"#).is_ok());
+        // A JSON string as the whole template, after a byte order mark.
+        assert!(Template::parse("\u{feff}\"$ci\"").is_ok());
+        assert!(Template::parse("\u{feff}$ci").is_ok(), "not JSON: text");
+        assert!(Template::parse(" \"x\" $ci").is_err());
         // Not JSON: text, as Kamailio inserts it.
         let t = Template::parse("decided for $ci").unwrap();
         let mut r = request();
