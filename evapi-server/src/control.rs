@@ -88,6 +88,39 @@ fn verb(cmd: &Map<String, Value>) -> Result<&'static str, String> {
     Ok(verb)
 }
 
+/// The first key given twice in the object `line` (serde_json keeps the last one
+/// silently, so `{"drain":false,"drain":true}` would drain).
+fn duplicate_key(line: &str) -> Option<String> {
+    struct FirstDuplicate(Option<String>);
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = FirstDuplicate;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<FirstDuplicate, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut duplicate = None;
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                if duplicate.is_none() && !seen.insert(key.clone()) {
+                    duplicate = Some(key);
+                }
+            }
+            Ok(FirstDuplicate(duplicate))
+        }
+    }
+    impl<'de> serde::Deserialize<'de> for FirstDuplicate {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(Keys)
+        }
+    }
+    serde_json::from_str::<FirstDuplicate>(line).ok()?.0
+}
+
 /// A verb that takes no value must be given `true`: `false`, `0` or `"no"` never act.
 fn must_be_true(cmd: &Map<String, Value>, key: &str) -> Result<(), String> {
     match &cmd[key] {
@@ -108,7 +141,13 @@ pub fn check_auth_line(line: &[u8], token: &str) -> bool {
 #[must_use]
 pub fn execute(handle: &Handle, line: &str) -> String {
     let (id, result) = match serde_json::from_str::<Value>(line) {
-        Ok(Value::Object(cmd)) => (cmd.get("id").cloned(), run(handle, &cmd)),
+        Ok(Value::Object(cmd)) => (
+            cmd.get("id").cloned(),
+            match duplicate_key(line) {
+                Some(key) => Err(format!("{key:?} given twice")),
+                None => run(handle, &cmd),
+            },
+        ),
         Ok(other) => (
             None,
             Err(format!("expected a JSON object, got {}", kind(&other))),
@@ -160,7 +199,8 @@ fn run(handle: &Handle, cmd: &Map<String, Value>) -> Result<Value, String> {
             };
             let key = match cmd.get("key") {
                 None | Some(Value::Null) => None,
-                Some(Value::String(k)) => Some(k.as_bytes()),
+                Some(Value::String(k)) if policy == UnicastPolicy::Hash => Some(k.as_bytes()),
+                Some(Value::String(_)) => return Err("key: only with policy hash".to_owned()),
                 Some(other) => return Err(format!("key: expected a string, got {}", kind(other))),
             };
             delivered(handle.unicast_by(&payload, tag(cmd, "tag")?, policy, key))
@@ -193,6 +233,7 @@ fn run(handle: &Handle, cmd: &Map<String, Value>) -> Result<Value, String> {
                         target_of(t)?
                     }
                     Value::Number(_) => Target::Conidx(index(&cmd["close"], "close")?),
+                    Value::Bool(true) => return Err("missing \"conidx\" or \"connid\"".to_owned()),
                     other => {
                         return Err(format!(
                             "close: expected true beside conidx or connid, got {}",
@@ -246,6 +287,9 @@ fn payload(cmd: &Map<String, Value>, key: &str) -> Result<Vec<u8>, String> {
     };
     match (encoding, value) {
         (None, Value::String(s)) => Ok(s.clone().into_bytes()),
+        (None, Value::Null | Value::Bool(_)) => Err(format!(
+            "{key}: expected a string, an object, an array or a number, got {value}"
+        )),
         (None, other) => Ok(other.to_string().into_bytes()),
         (Some("base64"), Value::String(s)) => base64::engine::general_purpose::STANDARD
             .decode(s)
@@ -267,6 +311,9 @@ fn tag<'a>(cmd: &'a Map<String, Value>, key: &str) -> Result<&'a str, String> {
 }
 
 fn target_of(fields: &Map<String, Value>) -> Result<Target, String> {
+    if fields.contains_key("connid") && fields.contains_key("conidx") {
+        return Err("give conidx or connid, not both".to_owned());
+    }
     if let Some(n) = fields.get("connid") {
         let id = n
             .as_u64()
@@ -527,6 +574,50 @@ mod tests {
         ] {
             assert_eq!(error(&handle, line), expected, "{line}");
         }
+    }
+
+    /// Found in review of the strict checks.
+    #[test]
+    fn duplicates_both_targets_and_odd_payloads_are_refused() {
+        let handle = Server::new(Config::default(), NoRoutes).handle();
+        assert_eq!(
+            error(&handle, r#"{"drain":false,"drain":true}"#),
+            r#""drain" given twice"#
+        );
+        assert!(!handle.is_draining());
+        assert_eq!(
+            error(&handle, r#"{"close":true}"#),
+            r#"missing "conidx" or "connid""#
+        );
+        for line in [
+            r#"{"set_tag":"x","conidx":99,"connid":0}"#,
+            r#"{"close":true,"conidx":1,"connid":0}"#,
+            r#"{"close":{"conidx":1,"connid":0}}"#,
+        ] {
+            assert_eq!(
+                error(&handle, line),
+                "give conidx or connid, not both",
+                "{line}"
+            );
+        }
+        for v in ["null", "false"] {
+            assert_eq!(
+                error(&handle, &format!(r#"{{"relay":{v}}}"#)),
+                format!("relay: expected a string, an object, an array or a number, got {v}")
+            );
+        }
+        assert_eq!(
+            error(&handle, r#"{"unicast":"x","tag":"a","key":"k"}"#),
+            "key: only with policy hash"
+        );
+        assert_eq!(
+            reply(
+                &handle,
+                r#"{"unicast":"x","tag":"a","policy":"hash","key":"k"}"#
+            )["ok"],
+            false,
+            "no client has the tag: a delivery error, not a type error"
+        );
     }
 
     #[test]
