@@ -9,12 +9,15 @@
 //!
 //! The admin API is safe from a browser on the same host (a web page, or a server with
 //! an SSRF bug, can send requests to loopback): an admin request is refused (403) when
-//! its `Host` is a name other than `localhost` (DNS rebinding: the attacker's name
-//! resolving to 127.0.0.1), when it carries an `Origin` other than the listener's own or
-//! `Sec-Fetch-Site` other than `same-origin`/`none` (a cross-site page), and a POST is
-//! refused (415) unless its `Content-Type` is `application/json`, which no simple
-//! cross-origin request can carry (it needs a CORS preflight, which is never granted).
-//! Path segments are percent-decoded (`/tags/a%20b/close` is the tag `a b`).
+//! it carries an `Origin` other than the listener's own or `Sec-Fetch-Site` other than
+//! `same-origin`/`none` (a cross-site page); without a token, also when its `Host` (or
+//! the request line's authority) is a name other than `localhost` (DNS rebinding: the
+//! attacker's name resolving to 127.0.0.1); a POST is refused (415) unless its
+//! `Content-Type` is `application/json`, which no simple cross-origin request can carry
+//! (it needs a CORS preflight, which is never granted). Two `Host` (or `Origin`)
+//! headers are refused (400). `/metrics` on a loopback listener takes the same `Host`
+//! check. Path parameters are percent-decoded (`/tags/a%20b/close` is the tag `a b`);
+//! fixed segments are matched as sent.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -77,6 +80,13 @@ impl HttpApi {
             if req.method() != Method::GET {
                 return status(StatusCode::METHOD_NOT_ALLOWED, "use GET");
             }
+            // On loopback, a page of another site could read the metrics through DNS
+            // rebinding; scrapers on the host name it by address or localhost.
+            if self.loopback {
+                if let Err((code, error)) = host_is_this_host(req) {
+                    return json_response(code, &json!({ "ok": false, "error": error }));
+                }
+            }
             let mut text = String::new();
             if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
                 return status(StatusCode::INTERNAL_SERVER_ERROR, "metrics did not encode");
@@ -101,31 +111,15 @@ impl HttpApi {
         let Some(handle) = &self.handle else {
             return status(StatusCode::NOT_FOUND, "only /metrics here");
         };
-        if let Err((code, error)) = browser_safe(req) {
+        if let Err((code, error)) = browser_safe(req, self.token.is_none()) {
             return json_response(code, &json!({ "ok": false, "error": error }));
         }
         if let Err(resp) = self.authorize(req) {
             return resp;
         }
-        let decoded: Vec<String> = match path
-            .trim_matches('/')
-            .split('/')
-            .map(|segment| {
-                percent_encoding::percent_decode_str(segment)
-                    .decode_utf8()
-                    .map(std::borrow::Cow::into_owned)
-            })
-            .collect::<Result<_, _>>()
-        {
-            Ok(d) => d,
-            Err(_) => {
-                return json_response(
-                    StatusCode::BAD_REQUEST,
-                    &json!({ "ok": false, "error": "a path segment is not UTF-8 once percent-decoded" }),
-                )
-            }
-        };
-        let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
+        // Fixed segments are matched as sent (`/%64rain` is not `/drain`, so a proxy
+        // rule on the literal path holds); parameters are percent-decoded.
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let result = match (req.method(), parts.as_slice()) {
             (&Method::GET, ["clients"]) => Ok(json!({ "clients": handle.clients() })),
             (&Method::GET, ["stats"]) => Ok(json!({ "stats": handle.stats() })),
@@ -141,16 +135,19 @@ impl HttpApi {
             (&Method::POST, ["clients", connid, "tag", tag]) => connid
                 .parse()
                 .map_err(|_| (StatusCode::BAD_REQUEST, format!("not a connid: {connid:?}")))
-                .and_then(|c| {
+                .and_then(|c| Ok((c, decoded(tag)?)))
+                .and_then(|(c, tag)| {
                     handle
-                        .set_tag(Target::Connid(c), tag)
+                        .set_tag(Target::Connid(c), &tag)
                         .map_err(|e| (StatusCode::NOT_FOUND, e.to_string()))
                 })
                 .map(|()| json!({})),
-            (&Method::POST, ["tags", tag, "close"]) => handle
-                .close_tag(tag)
-                .map(|n| json!({ "closed": n }))
-                .map_err(|e| (StatusCode::NOT_FOUND, e.to_string())),
+            (&Method::POST, ["tags", tag, "close"]) => decoded(tag).and_then(|tag| {
+                handle
+                    .close_tag(&tag)
+                    .map(|n| json!({ "closed": n }))
+                    .map_err(|e| (StatusCode::NOT_FOUND, e.to_string()))
+            }),
             (&Method::POST, ["drain"]) => {
                 handle.drain();
                 Ok(json!({ "draining": handle.connected() }))
@@ -207,25 +204,63 @@ fn bearer(value: &str) -> Option<&str> {
         .then(|| token.trim_start())
 }
 
-/// Whether an admin request could come from a web page: refused unless it names this
-/// host as an address or `localhost`, comes from no other origin, and (for a POST) is
-/// JSON. The reasons are in the module documentation.
-fn browser_safe(req: &Request<Incoming>) -> Result<(), (StatusCode, String)> {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
-    };
-    let host = header("host").unwrap_or("");
-    if !host_is_an_address(host) {
-        return Err((
-            StatusCode::FORBIDDEN,
-            format!(
-                "admin requests must name the listener by address or localhost, not Host {host:?}"
-            ),
-        ));
+/// A path parameter, percent-decoded.
+fn decoded(segment: &str) -> Result<String, (StatusCode, String)> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("{segment:?} is not UTF-8 once percent-decoded"),
+            )
+        })
+}
+
+/// The one value of header `name`: `Ok(None)` when absent, 400 when given twice
+/// (RFC 9112 section 3.2 for Host; two Origins are no better).
+fn single<'a>(
+    req: &'a Request<Incoming>,
+    name: &str,
+) -> Result<Option<&'a str>, (StatusCode, String)> {
+    let mut values = req.headers().get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err((StatusCode::BAD_REQUEST, format!("{name} given twice")));
     }
-    if let Some(origin) = header("origin") {
+    Ok(first.map(|v| v.to_str().unwrap_or("\u{fffd}")))
+}
+
+/// The request names this host by address or `localhost` (in `Host`, and in the
+/// request line's authority when it has one): never by a name that an attacker's DNS
+/// could point at this machine (DNS rebinding).
+fn host_is_this_host(req: &Request<Incoming>) -> Result<(), (StatusCode, String)> {
+    let host = single(req, "host")?.unwrap_or("");
+    let authority = req
+        .uri()
+        .authority()
+        .map(hyper::http::uri::Authority::as_str);
+    for name in std::iter::once(host).chain(authority) {
+        if !host_is_an_address(name) {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!("requests must name the listener by address or localhost, not {name:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether an admin request could come from a web page: refused unless it comes from
+/// no other origin and (for a POST) is JSON; without a token, also unless it names this
+/// host by address or `localhost` (with a token, a rebound page cannot send it: the
+/// token is not the page's to add). The reasons are in the module documentation.
+fn browser_safe(req: &Request<Incoming>, check_host: bool) -> Result<(), (StatusCode, String)> {
+    if check_host {
+        host_is_this_host(req)?;
+    }
+    let host = single(req, "host")?.unwrap_or("");
+    if let Some(origin) = single(req, "origin")? {
         let own = origin
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"))
@@ -237,7 +272,7 @@ fn browser_safe(req: &Request<Incoming>) -> Result<(), (StatusCode, String)> {
             ));
         }
     }
-    if let Some(site) = header("sec-fetch-site") {
+    if let Some(site) = single(req, "sec-fetch-site")? {
         if site != "same-origin" && site != "none" {
             return Err((
                 StatusCode::FORBIDDEN,
@@ -246,7 +281,7 @@ fn browser_safe(req: &Request<Incoming>) -> Result<(), (StatusCode, String)> {
         }
     }
     if req.method() == Method::POST {
-        let json = header("content-type").is_some_and(|t| {
+        let json = single(req, "content-type")?.is_some_and(|t| {
             t.split(';')
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))

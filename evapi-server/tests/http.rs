@@ -24,7 +24,7 @@ async fn listener() -> std::net::SocketAddr {
 async fn http_heads_are_bounded_in_time_and_size() {
     let addr = listener().await;
     let mut slow = TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
     let started = Instant::now();
@@ -37,7 +37,7 @@ async fn http_heads_are_bounded_in_time_and_size() {
 
     let mut big = TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {}\r\n\r\n",
         "a".repeat(HTTP_MAX_HEAD * 2)
     );
     let _ = big.write_all(head.as_bytes()).await;
@@ -51,7 +51,7 @@ async fn http_heads_are_bounded_in_time_and_size() {
 
     // A normal request still works.
     let mut ok = TcpStream::connect(addr).await.unwrap();
-    ok.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    ok.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut answer = String::new();
