@@ -450,6 +450,11 @@ pub struct RecordingArgs {
     /// Start a new file (FILE.1, FILE.2, ...) once one reaches this many bytes (0: never).
     #[arg(long, env = "EVAPI_ROTATE_BYTES", default_value_t = evapi_client::recorder::DEFAULT_ROTATE_BYTES)]
     rotate_bytes: u64,
+    /// Bytes of transcript on disk, all parts together (0: no bound); past it the oldest
+    /// parts are deleted (without rotation, recording stops there, and what is not
+    /// recorded is counted in a "lost" line).
+    #[arg(long, env = "EVAPI_RECORD_MAX_BYTES", default_value_t = evapi_client::recorder::DEFAULT_MAX_BYTES)]
+    record_max_bytes: u64,
     /// Payload bytes waiting for the disk at most; past it records are dropped (and
     /// counted, with a "lost" line in the transcript), never traffic.
     #[arg(long, env = "EVAPI_RECORD_BUFFER_BYTES", default_value_t = evapi_client::recorder::DEFAULT_BUFFER_BYTES)]
@@ -467,6 +472,7 @@ impl RecordingArgs {
         evapi_client::recorder::Recorder::start(evapi_client::recorder::RecorderConfig {
             path,
             rotate_bytes: self.rotate_bytes,
+            max_bytes: self.record_max_bytes,
             buffer_bytes: self.record_buffer_bytes,
             source,
             node: node.to_owned(),

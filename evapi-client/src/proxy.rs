@@ -288,6 +288,7 @@ mod tests {
             Recorder::start(RecorderConfig {
                 path: path.clone(),
                 rotate_bytes: 0,
+                max_bytes: 0,
                 buffer_bytes: 1 << 20,
                 source: "proxy",
                 node: upstream.clone(),

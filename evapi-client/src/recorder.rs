@@ -4,8 +4,13 @@
 //!
 //! Memory is bounded: entries waiting for the disk may hold at most `buffer_bytes` of
 //! payload; past it an entry is dropped and counted, and a `lost` line says so in the
-//! transcript. Traffic is never held back for the recording: a proxy in front of live
-//! calls forwards first and records what it can.
+//! transcript. Disk is bounded too: past `max_bytes` in all, the oldest parts are
+//! deleted (without rotation, recording stops there and what follows is counted lost).
+//! Traffic is never held back for the recording: a proxy in front of live calls
+//! forwards first and records what it can.
+//!
+//! An app's token never reaches the disk: a frame from the app that is an
+//! authentication object (`{"auth":"..."}`) is recorded as `{"auth":"<redacted>"}`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -21,6 +26,10 @@ use std::sync::mpsc;
 
 /// Default `rotate_bytes`: 256 MiB per file.
 pub const DEFAULT_ROTATE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default `max_bytes`: 1 GiB of transcript on disk, all parts together.
+pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+/// What replaces an app's token in the transcript.
+pub const REDACTED: &str = "<redacted>";
 /// Default `buffer_bytes`: 64 MiB of payload waiting for the disk.
 pub const DEFAULT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 /// What an entry costs in the buffer besides its payload (its other fields).
@@ -38,6 +47,9 @@ pub struct RecorderConfig {
     pub path: PathBuf,
     /// Start a new part once a file reaches this many bytes (0: never).
     pub rotate_bytes: u64,
+    /// Bytes on disk for all parts together (0: no bound). Past it the oldest parts are
+    /// deleted; without rotation, recording stops and the rest is counted lost.
+    pub max_bytes: u64,
     /// Payload bytes that may wait for the disk; past it entries are dropped (counted).
     pub buffer_bytes: usize,
     /// `"proxy"` or `"record"` (the header's `source`).
@@ -57,6 +69,8 @@ pub struct Written {
     pub lost: u64,
     /// Files written.
     pub files: u32,
+    /// Oldest parts deleted to stay within `max_bytes`.
+    pub deleted: u32,
 }
 
 /// A transcript being written. Cheap to share (`Arc`): every connection records
@@ -103,9 +117,29 @@ impl Queued {
                 conn,
                 from,
                 bytes,
-            } => transcript::write_frame(out, t, conn, from, &bytes),
+            } => match redacted(from, &bytes) {
+                Some(safe) => transcript::write_frame(out, t, conn, from, &safe),
+                None => transcript::write_frame(out, t, conn, from, &bytes),
+            },
         }
         Ok(())
+    }
+}
+
+/// A frame from the app that is an authentication object, with its token replaced by
+/// [`REDACTED`]; `None` for every other frame (recorded as it was).
+fn redacted(from: Side, bytes: &[u8]) -> Option<Bytes> {
+    if from != Side::App || !bytes.windows(6).any(|w| w == b"\"auth\"") {
+        return None;
+    }
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes).ok()?;
+    match object.get_mut("auth") {
+        Some(token @ serde_json::Value::String(_)) => {
+            *token = serde_json::Value::String(REDACTED.to_owned());
+            Some(Bytes::from(serde_json::Value::Object(object).to_string()))
+        }
+        _ => None,
     }
 }
 
@@ -128,6 +162,12 @@ impl Recorder {
             .spawn(move || {
                 let mut file = first;
                 let mut bytes = 0u64;
+                // Parts already closed, oldest first, with their sizes; and the total on
+                // disk, the part being written included.
+                let mut closed: std::collections::VecDeque<(PathBuf, u64)> =
+                    std::collections::VecDeque::new();
+                let mut total = 0u64;
+                let mut full = false;
                 let mut written = Written {
                     files: 1,
                     ..Written::default()
@@ -152,6 +192,10 @@ impl Recorder {
                     }
                     for (queued, cost) in taken {
                         q.fetch_sub(cost, Ordering::Relaxed);
+                        if full {
+                            l.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
                         last_t = queued.t();
                         line.clear();
                         let dropped = l.load(Ordering::Relaxed);
@@ -166,12 +210,27 @@ impl Recorder {
                         queued.write(&mut line)?;
                         file.write_all(&line)?;
                         bytes += line.len() as u64;
+                        total += line.len() as u64;
                         written.entries += 1;
                         if config.rotate_bytes > 0 && bytes >= config.rotate_bytes {
                             file.flush()?;
+                            closed.push_back((part_path(&config.path, written.files - 1), bytes));
                             file = open_part(&config, &started, written.files)?;
                             written.files += 1;
                             bytes = 0;
+                            while config.max_bytes > 0 && total > config.max_bytes {
+                                let Some((oldest, size)) = closed.pop_front() else {
+                                    break;
+                                };
+                                std::fs::remove_file(&oldest)?;
+                                total -= size;
+                                written.deleted += 1;
+                            }
+                        } else if config.rotate_bytes == 0
+                            && config.max_bytes > 0
+                            && total >= config.max_bytes
+                        {
+                            full = true;
                         }
                     }
                     // What was recorded is on disk (a reader tailing the file, or a crash,
@@ -296,6 +355,7 @@ mod tests {
         RecorderConfig {
             path: dir.join("t.jsonl"),
             rotate_bytes,
+            max_bytes: 0,
             buffer_bytes,
             source: "proxy",
             node: "127.0.0.1:8448".into(),
@@ -373,5 +433,103 @@ mod tests {
             })
             .sum();
         assert_eq!(said, lost, "every loss is in the transcript");
+    }
+
+    /// Regression (issue 24): rotation split files but deleted nothing (150 MB of
+    /// traffic became 516 MB on disk).
+    #[tokio::test]
+    async fn past_max_bytes_the_oldest_parts_are_deleted() {
+        let dir = tempdir("max");
+        let rec = Recorder::start(RecorderConfig {
+            max_bytes: 3000,
+            ..config(&dir, 1000, DEFAULT_BUFFER_BYTES)
+        })
+        .unwrap();
+        for i in 0..200 {
+            rec.record(frame(i), 10);
+        }
+        let written = rec.finish().await.unwrap();
+        assert_eq!(written.entries, 200);
+        assert!(written.deleted > 0, "{written:?}");
+        let on_disk: u64 = (0..written.files)
+            .filter_map(|part| std::fs::metadata(part_path(&dir.join("t.jsonl"), part)).ok())
+            .map(|m| m.len())
+            .sum();
+        // The bound plus the part being written when it was checked.
+        assert!(on_disk <= 3000 + 1300, "{on_disk} bytes on disk");
+        assert!(
+            !dir.join("t.jsonl").exists(),
+            "the oldest part is the first deleted"
+        );
+        // What is left is the newest entries, in order, ending with the last.
+        let last = read(&part_path(&dir.join("t.jsonl"), written.files - 1));
+        assert_eq!(last.last(), Some(&frame(199)));
+    }
+
+    #[tokio::test]
+    async fn without_rotation_recording_stops_at_max_bytes_and_says_what_it_lost() {
+        let dir = tempdir("stop");
+        let rec = Recorder::start(RecorderConfig {
+            max_bytes: 2000,
+            ..config(&dir, 0, DEFAULT_BUFFER_BYTES)
+        })
+        .unwrap();
+        for i in 0..200 {
+            rec.record(frame(i), 10);
+        }
+        let written = rec.finish().await.unwrap();
+        assert!(
+            written.lost > 0 && written.entries + written.lost == 200,
+            "{written:?}"
+        );
+        let size = std::fs::metadata(dir.join("t.jsonl")).unwrap().len();
+        assert!(size < 2000 + 300, "{size}");
+    }
+
+    /// Regression (issue 24): an app's `{"auth":"<token>"}` was written in clear.
+    #[tokio::test]
+    async fn an_apps_token_is_recorded_redacted() {
+        let dir = tempdir("redact");
+        let rec = Recorder::start(config(&dir, 0, DEFAULT_BUFFER_BYTES)).unwrap();
+        let token = "s3cret-router-token-1";
+        rec.record_frame(
+            1,
+            1,
+            Side::App,
+            Bytes::from(format!(r#"{{"auth":"{token}"}}"#)),
+        );
+        rec.record_frame(
+            2,
+            1,
+            Side::App,
+            Bytes::from_static(br#"{"tindex":1,"tlabel":2,"code":486}"#),
+        );
+        // What the node sends is its own business, kept as it was.
+        rec.record_frame(
+            3,
+            1,
+            Side::Node,
+            Bytes::from_static(br#"{"auth":"ok","name":"router"}"#),
+        );
+        rec.finish().await.unwrap();
+        let text = std::fs::read_to_string(dir.join("t.jsonl")).unwrap();
+        assert!(!text.contains(token), "{text}");
+        let frames: Vec<String> = read(&dir.join("t.jsonl"))
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Frame { payload, .. } => {
+                    Some(String::from_utf8(payload.bytes().unwrap().to_vec()).unwrap())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            frames,
+            [
+                r#"{"auth":"<redacted>"}"#,
+                r#"{"tindex":1,"tlabel":2,"code":486}"#,
+                r#"{"auth":"ok","name":"router"}"#,
+            ]
+        );
     }
 }

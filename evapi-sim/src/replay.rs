@@ -673,6 +673,19 @@ pub enum ReplayError {
 }
 
 /// Serve the evapi socket on `listener`, wait (up to `wait_app`) for an app, play
+/// The latest an event is played after the start, whatever its recorded offset and the
+/// speed (a transcript is input: `t` = 2^64-1 with `--speed 1e-7` must not overflow).
+pub const MAX_OFFSET: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// When an event recorded `at_us` microseconds after the first one is played at speed
+/// `factor`: saturating at [`MAX_OFFSET`].
+#[must_use]
+pub fn offset(at_us: u64, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(at_us as f64 / 1e6 / factor)
+        .unwrap_or(MAX_OFFSET)
+        .min(MAX_OFFSET)
+}
+
 /// `plan`'s events to every connected app at `speed` and judge the answers; returns the
 /// report once every event went out and every answer came or timed out.
 ///
@@ -720,7 +733,9 @@ pub async fn play(
                     now + Duration::from_secs(3600)
                 }
             }
-            Speed::Factor(f) => start + Duration::from_secs_f64(e.at_us as f64 / 1e6 / f),
+            Speed::Factor(f) => start
+                .checked_add(offset(e.at_us, f))
+                .unwrap_or(now + MAX_OFFSET),
         });
         if due.is_none() && judge.waiting() == 0 {
             break;
@@ -766,6 +781,32 @@ mod tests {
             conn: 1,
             from,
             payload: Payload::of(text.as_bytes()),
+        }
+    }
+
+    /// Regression (issue 24): `t` = 2^64-1 with `--speed 1e-7` panicked (exit 101).
+    #[test]
+    fn offsets_saturate_whatever_the_transcript_and_speed() {
+        assert_eq!(offset(2_000_000, 1.0), Duration::from_secs(2));
+        assert_eq!(offset(2_000_000, 10.0), Duration::from_millis(200));
+        for (t, f) in [
+            (u64::MAX, 1e-7),
+            (u64::MAX, f64::MIN_POSITIVE),
+            (u64::MAX, 1.0),
+            (1, f64::MIN_POSITIVE),
+        ] {
+            assert_eq!(offset(t, f), MAX_OFFSET, "{t} at {f}");
+        }
+        assert_eq!(offset(0, f64::MIN_POSITIVE), Duration::ZERO);
+        assert_eq!(offset(5, f64::MAX), Duration::ZERO);
+        let now = Instant::now();
+        assert!(now.checked_add(MAX_OFFSET).is_some());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_offset_and_speed_give_a_time_within_the_cap(t in proptest::num::u64::ANY, f in 1e-300f64..1e300) {
+            proptest::prop_assert!(offset(t, f) <= MAX_OFFSET);
         }
     }
 
