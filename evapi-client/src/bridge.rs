@@ -84,7 +84,7 @@ pub async fn run(
     stop.cancel();
     let c = &counts;
     println!(
-        "bridged {} events ({} confirmed, {} retried, {} shed, {} held), {} answers, {} dropped answers",
+        "bridged {} events ({} confirmed, {} retried, {} shed, {} held), {} answers, {} dropped answers, {} refused answers, {} answers past the buffer",
         c.events.load(Ordering::Relaxed),
         c.published.load(Ordering::Relaxed),
         c.retries.load(Ordering::Relaxed),
@@ -92,6 +92,8 @@ pub async fn run(
         c.buffered.load(Ordering::Relaxed),
         c.answers.load(Ordering::Relaxed),
         c.answers_dropped.load(Ordering::Relaxed),
+        c.answers_refused.load(Ordering::Relaxed),
+        c.answers_shed.load(Ordering::Relaxed),
     );
     result?;
     Ok(ExitCode::SUCCESS)
@@ -148,6 +150,24 @@ impl Collector for Metrics {
             "evapi_bridge_answers_dropped",
             "Answers from NATS too large for the node's framing, not written",
             get(&c.answers_dropped),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_answers_refused",
+            "Answers from NATS naming a transaction the bridge is not waiting for (forged, second or late), not written",
+            get(&c.answers_refused),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_answers_shed",
+            "Answers from NATS dropped past --answers-buffer-bytes (the node reads too slowly)",
+            get(&c.answers_shed),
+        )?;
+        gauge(
+            e,
+            "evapi_bridge_answers_buffered_bytes",
+            "Bytes of answers from NATS waiting for the node",
+            i64::try_from(get(&c.answers_buffered_bytes)).unwrap_or(i64::MAX),
         )?;
         counter(
             e,

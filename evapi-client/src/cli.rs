@@ -362,6 +362,15 @@ Examples:
         /// it new events are shed.
         #[arg(long, env = "EVAPI_BUFFER_BYTES", default_value_t = evapi_client::nats::DEFAULT_BUFFER_BYTES)]
         buffer_bytes: usize,
+        /// Bytes of answers from NATS waiting to be written to the node (a node that
+        /// reads slowly); past it answers are dropped and counted.
+        #[arg(long, env = "EVAPI_ANSWERS_BUFFER_BYTES", default_value_t = evapi_client::nats::DEFAULT_ANSWERS_BUFFER_BYTES)]
+        answers_buffer_bytes: usize,
+        /// For this long after it starts, the bridge writes answers naming transactions
+        /// it did not see (its predecessor may have published them before a restart);
+        /// later such answers are dropped as forged. 0s: never.
+        #[arg(long, env = "EVAPI_PREDECESSOR_GRACE", default_value = "120s", value_parser = humantime::parse_duration)]
+        predecessor_grace: Duration,
         /// Answer shed suspend events with this SIP code (e.g. 503) at once; without it
         /// they wait for the node's own timer (fr_inv_timer).
         #[arg(long, env = "EVAPI_SHED_CODE", value_parser = final_code)]
@@ -621,6 +630,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::Bridge {
                 window,
                 buffer_bytes,
+                answers_buffer_bytes,
+                predecessor_grace,
                 shed_code,
                 metrics,
                 ids,
@@ -632,6 +643,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     evapi_client::nats::BridgeConfig::new(node_name(args.nats.node.clone())?);
                 bridge.window = window;
                 bridge.buffer_bytes = buffer_bytes;
+                bridge.answers_buffer_bytes = answers_buffer_bytes;
+                bridge.predecessor_grace = predecessor_grace;
+                if let (Some(i), Some(l)) = (&ids.index_field, &ids.label_field) {
+                    bridge.ids =
+                        evapi_proto::answer::AnswerReader::with_fields([IdFields::new(i, l)]);
+                }
                 bridge.shed = shed_code
                     .map(|code| Responder::with(code, None, Duration::ZERO, ids.matcher()));
                 crate::bridge::run(&args.addr, &config, options, bridge, metrics.as_deref()).await

@@ -533,3 +533,131 @@ fn oversized_frames_from_nats_are_dropped_not_fatal() {
     );
     assert_eq!(count_before(&bridged, "dropped answers"), 1, "{bridged}");
 }
+
+/// The permissions of docs/scale-out.md, as written there: a bridge and an app with
+/// their own users do their job (every call answered), and nats-server refuses what
+/// they should not do and anyone without a user (issue 24: anyone who could publish on
+/// `evapi.NODE.answers` could resume any call of that node).
+#[test]
+#[ignore = "needs nats-server and sipp (apt-get install nats-server sip-tester)"]
+fn nats_permissions_keep_strangers_off_the_answers() {
+    sipp::require();
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/scale-out.md"),
+    )
+    .unwrap();
+    let config = doc
+        .split("```conf\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the permissions block in docs/scale-out.md");
+    let nats = Nats::start_with(config);
+    let bridge_user = [
+        "--nats-user",
+        "bridge-sip-a",
+        "--nats-password",
+        "BRIDGE_SIP_A_PASSWORD",
+    ];
+    let app_user = ["--nats-user", "app", "--nats-password", "APP_PASSWORD"];
+    let node = Node::with("sip-a", &nats, &[], &bridge_user);
+    let _responder = responder(&nats, &app_user);
+    assert_sipp_ok(&sipp::burst_486(&node.sip, 20, 20));
+    // What each may not do, in the NATS protocol itself.
+    let port = nats.url.rsplit(':').next().unwrap();
+    let try_publish = |user: Option<(&str, &str)>, subject: &str| -> String {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let auth = user.map_or(String::new(), |(u, p)| {
+            format!(r#","user":"{u}","pass":"{p}""#)
+        });
+        write!(
+            s,
+            "CONNECT {{\"verbose\":false,\"pedantic\":false{auth}}}\r\nPUB {subject} 2\r\nhi\r\nPING\r\n"
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if text.contains("PONG") || text.contains("-ERR") && text.contains("Violation") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    let violation = "Permissions Violation for Publish";
+    let app = Some(("app", "APP_PASSWORD"));
+    let bridge = Some(("bridge-sip-a", "BRIDGE_SIP_A_PASSWORD"));
+    assert!(
+        try_publish(app, "evapi.sip-a.events").contains(violation),
+        "an app forging an event"
+    );
+    assert!(
+        try_publish(bridge, "evapi.sip-a.answers").contains(violation),
+        "a bridge answering"
+    );
+    assert!(
+        try_publish(bridge, "evapi.sip-b.events").contains(violation),
+        "a bridge posing as another node"
+    );
+    assert!(
+        try_publish(None, "evapi.sip-a.answers").contains("Authorization Violation"),
+        "a stranger"
+    );
+    assert!(
+        !try_publish(app, "evapi.sip-a.answers").contains("Violation"),
+        "the app may answer"
+    );
+    let (counters, bridged) = node.finish();
+    assert!(
+        counters.contains("  final 486                      20"),
+        "{counters}"
+    );
+    // The app's stray "hi" above names no transaction: it passed to the node as a
+    // message, and nothing was refused as forged.
+    assert_eq!(count_before(&bridged, "refused answers"), 0, "{bridged}");
+}
+
+/// Answers on a node's subject that name transactions the bridge is not waiting for
+/// are dropped at the bridge (issue 24): a forged one (ids the node never suspended)
+/// after the predecessor grace, while the calls the app answered all completed.
+#[test]
+#[ignore = "needs nats-server and sipp (apt-get install nats-server sip-tester)"]
+fn forged_answers_are_dropped_at_the_bridge() {
+    sipp::require();
+    let nats = Nats::start();
+    let node = Node::with("node-f", &nats, &[], &["--predecessor-grace", "0s"]);
+    let _responder = responder(&nats, &[]);
+    assert_sipp_ok(&sipp::burst_486(&node.sip, 10, 10));
+    let send = |payload: &str| {
+        let out = Command::new(binary("evapi-client"))
+            .args(["--nats", &nats.url, "--node", "node-f", "send", payload])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    send(r#"{"tindex":"4242","tlabel":"4242","code":200}"#);
+    send(r#"{"data":{"index":"7","label":"7"},"code":200}"#);
+    let (counters, bridged) = node.finish();
+    assert!(
+        counters.contains("  final 486                      10"),
+        "{counters}"
+    );
+    assert_eq!(count_before(&bridged, "refused answers"), 2, "{bridged}");
+    // The node never saw them.
+    assert!(
+        counters.contains("  refused continues               0"),
+        "{counters}"
+    );
+}

@@ -9,8 +9,17 @@
 //!   (`Nats-Msg-Id: <node>-<boot>-<seq>`), keeps at most `window` confirmations
 //!   pending, and puts back first any event whose confirmation failed (NATS away):
 //!   the republication has the same id, and JetStream stores it once;
-//! - *answering* writes to the node what arrives on `evapi.<node>.answers`, and the
-//!   shed answers.
+//! - *collecting* takes what arrives on `evapi.<node>.answers` into a queue bounded by
+//!   `--answers-buffer-bytes` (past it an answer is dropped and counted: a node that
+//!   reads slowly cannot make the bridge hold gigabytes);
+//! - *answering* writes that queue to the node, and the shed answers. An answer that
+//!   names a transaction goes to the node only if the bridge read that transaction's
+//!   suspend event and nobody answered it yet ([`super::expected`]): forged answers and
+//!   second answers are dropped and counted. For the events' age bound after it starts,
+//!   the bridge also writes answers naming transactions it did not see (its predecessor
+//!   may have published them before a restart), counted as unverified; second answers
+//!   are refused all along. Messages that name no transaction (an app's `send --node`)
+//!   pass as they are: they cannot resume a call.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,6 +34,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::expected::{Expected, Verdict, MAX_EXPECTED};
 use super::outbox::Outbox;
 use super::{answers_subject, events_stream, events_subject, nats_error, Link, NatsError};
 use super::{EVENT_MAX_AGE, NODE_HEADER};
@@ -41,6 +51,10 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const SHED_LOG_EVERY: Duration = Duration::from_secs(5);
 /// How long JetStream has to confirm a publication before it is tried again.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default bound of answers from NATS waiting to be written to the node.
+pub const DEFAULT_ANSWERS_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+/// At most one warning about dropped answers per this long (with the counts since).
+const ANSWER_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// How a bridge runs.
 #[derive(Debug, Clone)]
@@ -55,6 +69,14 @@ pub struct BridgeConfig {
     /// Answer shed suspend events with this (e.g. 503); `None`: leave them to the
     /// node's own timer.
     pub shed: Option<Responder>,
+    /// Bytes of answers from NATS waiting for the node; past it answers are dropped.
+    pub answers_buffer_bytes: usize,
+    /// Where transaction ids are in events and answers.
+    pub ids: evapi_proto::answer::AnswerReader,
+    /// For this long after the bridge starts, answers naming transactions it did not
+    /// see are written (a predecessor may have published their events); later they are
+    /// dropped. Default: the events' age bound.
+    pub predecessor_grace: Duration,
 }
 
 impl BridgeConfig {
@@ -66,6 +88,9 @@ impl BridgeConfig {
             buffer_bytes: DEFAULT_BUFFER_BYTES,
             window: super::DEFAULT_WINDOW,
             shed: None,
+            answers_buffer_bytes: DEFAULT_ANSWERS_BUFFER_BYTES,
+            ids: evapi_proto::answer::AnswerReader::default(),
+            predecessor_grace: super::EVENT_MAX_AGE,
         }
     }
 }
@@ -87,6 +112,17 @@ pub struct BridgeCounts {
     pub answers: AtomicU64,
     /// Answers from NATS the node's framing could not carry (over `--max-frame`).
     pub answers_dropped: AtomicU64,
+    /// Answers from NATS dropped because they name a transaction the bridge is not
+    /// waiting for (forged, a second answer, or older than the events' age bound).
+    pub answers_refused: AtomicU64,
+    /// Answers from NATS naming a transaction this bridge did not see, written because
+    /// the bridge started less than the events' age bound ago (a predecessor may have
+    /// published the event; the node's tm refuses any that name no live call).
+    pub answers_unverified: AtomicU64,
+    /// Answers from NATS dropped because `answers_buffer_bytes` were waiting already.
+    pub answers_shed: AtomicU64,
+    /// Bytes of answers waiting for the node now.
+    pub answers_buffered_bytes: AtomicU64,
     /// Bytes held in the outbox now.
     pub buffered_bytes: AtomicU64,
     /// Events held in the outbox now.
@@ -130,6 +166,11 @@ pub async fn bridge(
     let queued = Notify::new();
     let node_gone = CancellationToken::new();
     let (shed_tx, mut shed_rx) = mpsc::channel::<Vec<u8>>(1024);
+    let expected = Mutex::new(Expected::new(super::EVENT_MAX_AGE, MAX_EXPECTED));
+    let expecting = || expected.lock().unwrap_or_else(PoisonError::into_inner);
+    let waiting = Mutex::new(AnswerQueue::default());
+    let answers_waiting = || waiting.lock().unwrap_or_else(PoisonError::into_inner);
+    let answer_arrived = Notify::new();
 
     let reading = async {
         let mut last_warning: Option<Instant> = None;
@@ -157,6 +198,9 @@ pub async fn bridge(
             };
             if accepted.is_some() {
                 counts.events.fetch_add(1, Ordering::Relaxed);
+                if let Some(id) = transaction(&config.ids, &msg) {
+                    expecting().event(id, Instant::now());
+                }
                 queued.notify_one();
                 continue;
             }
@@ -255,19 +299,102 @@ pub async fn bridge(
         }
     };
 
-    let answering = async {
+    let collecting = async {
         loop {
-            let answer = tokio::select! {
-                () = stop.cancelled() => return Ok::<(), NatsError>(()),
-                () = node_gone.cancelled() => return Ok(()),
+            let msg = tokio::select! {
+                () = stop.cancelled() => return,
+                () = node_gone.cancelled() => return,
                 msg = answers.next() => match msg {
-                    Some(msg) => {
-                        counts.answers.fetch_add(1, Ordering::Relaxed);
-                        msg.payload
-                    }
-                    None => return Ok(()),
+                    Some(msg) => msg,
+                    None => return,
                 },
-                Some(shed) = shed_rx.recv() => Bytes::from(shed),
+            };
+            counts.answers.fetch_add(1, Ordering::Relaxed);
+            let mut queue = answers_waiting();
+            if queue.bytes + msg.payload.len() > config.answers_buffer_bytes {
+                counts.answers_shed.fetch_add(1, Ordering::Relaxed);
+                queue.shed_since += 1;
+            } else {
+                queue.bytes += msg.payload.len();
+                queue.answers.push_back(msg.payload);
+            }
+            counts
+                .answers_buffered_bytes
+                .store(queue.bytes as u64, Ordering::Relaxed);
+            drop(queue);
+            answer_arrived.notify_one();
+        }
+    };
+
+    let answering = async {
+        let mut last_report = Instant::now();
+        let started = Instant::now();
+        loop {
+            let next = {
+                let mut queue = answers_waiting();
+                let next = queue.answers.pop_front();
+                if let Some(a) = &next {
+                    queue.bytes -= a.len();
+                    counts
+                        .answers_buffered_bytes
+                        .store(queue.bytes as u64, Ordering::Relaxed);
+                }
+                if last_report.elapsed() >= ANSWER_LOG_EVERY
+                    && (queue.shed_since > 0 || queue.refused_since > 0)
+                {
+                    warn!(
+                        node = %config.node,
+                        refused = queue.refused_since,
+                        shed = queue.shed_since,
+                        every = ?ANSWER_LOG_EVERY,
+                        "answers from NATS dropped: naming no transaction this bridge waits for (forged, second or late answers), or past --answers-buffer-bytes"
+                    );
+                    queue.shed_since = 0;
+                    queue.refused_since = 0;
+                    last_report = Instant::now();
+                }
+                next
+            };
+            // Shed answers first: they end calls at once, and a flood of answers from
+            // NATS must not hold them back.
+            if let Ok(shed) = shed_rx.try_recv() {
+                if let Err(e) = writer.send(&shed).await {
+                    if e.is_disconnect() {
+                        return Err(e.into());
+                    }
+                }
+                if let Some(answer) = next {
+                    let mut queue = answers_waiting();
+                    queue.bytes += answer.len();
+                    queue.answers.push_front(answer);
+                }
+                continue;
+            }
+            let answer = match next {
+                Some(answer) => {
+                    if let Some(id) = transaction(&config.ids, &answer) {
+                        let verdict = expecting().answer(id, Instant::now());
+                        let predecessor = started.elapsed() < config.predecessor_grace;
+                        match verdict {
+                            Verdict::Expected => {}
+                            Verdict::Unknown if predecessor => {
+                                counts.answers_unverified.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Verdict::Duplicate | Verdict::Unknown => {
+                                counts.answers_refused.fetch_add(1, Ordering::Relaxed);
+                                answers_waiting().refused_since += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    answer
+                }
+                None => tokio::select! {
+                    () = stop.cancelled() => return Ok::<(), NatsError>(()),
+                    () = node_gone.cancelled() => return Ok(()),
+                    () = answer_arrived.notified() => continue,
+                    Some(shed) = shed_rx.recv() => Bytes::from(shed),
+                },
             };
             if let Err(e) = writer.send(&answer).await {
                 if e.is_disconnect() {
@@ -281,6 +408,24 @@ pub async fn bridge(
         }
     };
 
-    let (read, (), answered) = tokio::join!(reading, publishing, answering);
+    let (read, (), (), answered) = tokio::join!(reading, publishing, collecting, answering);
     read.and(answered)
+}
+
+/// Answers from NATS waiting for the node, and what was dropped since the last warning.
+#[derive(Debug, Default)]
+struct AnswerQueue {
+    answers: std::collections::VecDeque<Bytes>,
+    bytes: usize,
+    shed_since: u64,
+    refused_since: u64,
+}
+
+/// The transaction a message names (an event's or an answer's ids), if any.
+fn transaction(
+    ids: &evapi_proto::answer::AnswerReader,
+    msg: &[u8],
+) -> Option<evapi_proto::TransactionId> {
+    let value: serde_json::Value = serde_json::from_slice(msg).ok()?;
+    ids.ids(&value).ok().flatten().map(|(id, _)| id)
 }

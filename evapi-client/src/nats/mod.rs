@@ -27,6 +27,7 @@ use crate::client::{ClientError, Secret};
 
 mod app;
 mod bridge;
+pub mod expected;
 
 /// The Rust example of docs/scale-out.md compiles (a doctest).
 #[cfg(doctest)]
@@ -35,7 +36,9 @@ pub struct ScaleOutGuide;
 pub mod outbox;
 
 pub use app::{app_io, respond, settle, App, AppConfig, AppMode, Event};
-pub use bridge::{bridge, BridgeConfig, BridgeCounts, DEFAULT_BUFFER_BYTES};
+pub use bridge::{
+    bridge, BridgeConfig, BridgeCounts, DEFAULT_ANSWERS_BUFFER_BYTES, DEFAULT_BUFFER_BYTES,
+};
 
 /// The JetStream stream that holds every node's events until a responder takes them.
 pub const STREAM: &str = "EVAPI_EVENTS";
