@@ -34,14 +34,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::handle::Target;
 use crate::Handle;
 
-/// HTTP connections served at once; more wait in the kernel's backlog.
+/// HTTP connections open at once. When all are taken, the oldest is closed to make
+/// room for the newest: a scraper that sends its request in milliseconds gets through
+/// while slow or silent connections churn (they could hold every one until the header
+/// timeout otherwise).
 pub const HTTP_MAX_CONNECTIONS: usize = 16;
+/// Of those, from one IP address; past it that address's oldest is closed.
+pub const HTTP_MAX_CONNECTIONS_PER_IP: usize = 8;
 /// A request's headers must arrive within this long.
 pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head buffered, in bytes.
@@ -59,6 +63,8 @@ pub struct HttpApi {
     handle: Option<Handle>,
     token: Option<Arc<str>>,
     loopback: bool,
+    /// Addresses that keep sending a wrong bearer token.
+    throttle: std::sync::Mutex<crate::auth::Throttle>,
 }
 
 impl HttpApi {
@@ -71,10 +77,11 @@ impl HttpApi {
             handle,
             token,
             loopback: false,
+            throttle: std::sync::Mutex::default(),
         }
     }
 
-    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    fn respond(&self, req: &Request<Incoming>, peer: std::net::IpAddr) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         if path == "/metrics" {
             if req.method() != Method::GET {
@@ -114,7 +121,7 @@ impl HttpApi {
         if let Err((code, error)) = browser_safe(req, self.token.is_none()) {
             return json_response(code, &json!({ "ok": false, "error": error }));
         }
-        if let Err(resp) = self.authorize(req) {
+        if let Err(resp) = self.authorize(req, peer) {
             return resp;
         }
         // Fixed segments are matched as sent (`/%64rain` is not `/drain`, so a proxy
@@ -167,10 +174,28 @@ impl HttpApi {
         }
     }
 
+    /// The bearer token, checked like the socket's tokens: an address that keeps
+    /// failing is refused (429) before its guess is compared, for a window that grows
+    /// with each failure ([`crate::auth::Throttle`]).
     #[allow(clippy::result_large_err)]
-    fn authorize(&self, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+    fn authorize(
+        &self,
+        req: &Request<Incoming>,
+        peer: std::net::IpAddr,
+    ) -> Result<(), Response<Full<Bytes>>> {
         match &self.token {
             Some(token) => {
+                let now = std::time::Instant::now();
+                let mut throttle = self
+                    .throttle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(left) = throttle.blocked(peer, now) {
+                    return Err(json_response(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        &json!({ "ok": false, "error": format!("too many wrong tokens from this address; retry in {} ms", left.as_millis()) }),
+                    ));
+                }
                 let given = req
                     .headers()
                     .get(AUTHORIZATION)
@@ -178,8 +203,10 @@ impl HttpApi {
                     .and_then(bearer)
                     .unwrap_or("");
                 if crate::auth::token_matches(given.as_bytes(), token.as_bytes()) {
+                    throttle.succeeded(peer);
                     Ok(())
                 } else {
+                    throttle.failed(peer, now);
                     Err(json_response(
                         StatusCode::UNAUTHORIZED,
                         &json!({ "ok": false, "error": "admin needs Authorization: Bearer TOKEN" }),
@@ -345,16 +372,12 @@ pub async fn serve(listener: TcpListener, api: HttpApi, shutdown: impl Future<Ou
         info!(%addr, admin = api.handle.is_some(), "http listening");
     }
     let api = Arc::new(api);
-    let permits = Arc::new(Semaphore::new(HTTP_MAX_CONNECTIONS));
+    let pool = Arc::new(std::sync::Mutex::new(crate::pending::Pool::new(
+        HTTP_MAX_CONNECTIONS,
+        HTTP_MAX_CONNECTIONS_PER_IP,
+    )));
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => return,
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
@@ -366,64 +389,36 @@ pub async fn serve(listener: TcpListener, api: HttpApi, shutdown: impl Future<Ou
                 }
             },
         };
-        let api = Arc::clone(&api);
+        let (ticket, eviction) = pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .enter(Some(peer.ip()));
+        if eviction != crate::pending::Eviction::None {
+            debug!(%peer, ?eviction, "http: all connections taken, the oldest closed");
+        }
+        let (api, pool) = (Arc::clone(&api), Arc::clone(&pool));
         tokio::spawn(async move {
+            let ip = peer.ip();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let resp = api.respond(&req);
+                let resp = api.respond(&req, ip);
                 async move { Ok::<_, Infallible>(resp) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HTTP_HEADER_TIMEOUT)
                 .max_buf_size(HTTP_MAX_HEAD)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                debug!(%peer, error = %e, "http connection ended");
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                served = served => {
+                    if let Err(e) = served {
+                        debug!(%peer, error = %e, "http connection ended");
+                    }
+                }
+                () = ticket.evicted.cancelled() => debug!(%peer, "http connection closed to make room"),
             }
-            drop(permit);
+            pool.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .leave(&ticket);
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_must_be_an_address_or_localhost() {
-        for ok in [
-            "127.0.0.1:9100",
-            "127.0.0.1",
-            "localhost:9100",
-            "LOCALHOST",
-            "[::1]:9100",
-            "[::1]",
-            "10.1.2.3:80",
-        ] {
-            assert!(host_is_an_address(ok), "{ok}");
-        }
-        for refused in [
-            "",
-            "evil.example:9100",
-            "localhost.evil.example",
-            "127.0.0.1.nip.io:9100",
-            "[::1]x",
-            "[evil]:80",
-            "127.0.0.1:port",
-            "127.0.0.1:123456",
-            "::1",
-        ] {
-            assert!(!host_is_an_address(refused), "{refused}");
-        }
-    }
-
-    #[test]
-    fn bearer_in_any_case() {
-        assert_eq!(bearer("Bearer abc"), Some("abc"));
-        assert_eq!(bearer("bearer abc"), Some("abc"));
-        assert_eq!(bearer("BEARER   abc"), Some("abc"));
-        assert_eq!(bearer("Basic abc"), None);
-        assert_eq!(bearer("Bearerabc"), None);
     }
 }

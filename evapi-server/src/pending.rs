@@ -6,7 +6,8 @@
 //! milliseconds is never the oldest for long, so it gets in while attackers churn.
 //!
 //! Plain data with no clock or socket: the connection task holds a [`Ticket`] while it is
-//! pending and watches its eviction token; the accept loop calls [`Pool::enter`].
+//! pending and watches its eviction token; the accept loop calls [`Pool::enter`]. The
+//! HTTP listener keeps its connections in a pool of its own the same way.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -59,3 +59,74 @@ async fn http_heads_are_bounded_in_time_and_size() {
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     assert!(answer.contains("evapi_clients 0"), "{answer}");
 }
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(PATIENCE, c.read_to_string(&mut answer)).await;
+    answer
+}
+
+/// Regression (issue 24): 40 silent connections, reopened as they were closed, held the
+/// 16 connections of the listener: 2 of 10 scrapes were served. The oldest connection is
+/// now closed to make room, so every scrape is served while 40 stay open.
+#[tokio::test]
+async fn silent_connections_cannot_keep_a_scraper_out() {
+    let addr = listener().await;
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    for n in 0..10 {
+        // More silent ones between scrapes, as an attacker reopening them would.
+        for _ in 0..4 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let answer = scrape(addr).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200 "),
+            "scrape {n}: {answer:?}"
+        );
+    }
+}
+
+/// The admin bearer token is throttled like the socket's tokens (issue 24: 5,823
+/// guesses a second): after a few wrong ones the address is refused before its guess
+/// is compared, even with the right token.
+#[tokio::test]
+async fn wrong_bearer_tokens_are_throttled() {
+    let server = Server::new(Config::default(), NoRoutes);
+    let handle = server.handle();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let token = "admin-token-0123456789";
+    let api = HttpApi::new(
+        evapi_server::metrics::registry(&handle),
+        Some(handle),
+        Some(token.into()),
+    );
+    tokio::spawn(serve(l, api, std::future::pending()));
+    let get = |bearer: &'static str| async move {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"
+        );
+        c.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        let _ = tokio::time::timeout(PATIENCE, c.read_to_string(&mut answer)).await;
+        answer
+    };
+    let free = evapi_server::auth::THROTTLE_FREE_FAILURES;
+    for n in 0..=free {
+        let answer = get("wrong-token-0000000000").await;
+        assert!(answer.starts_with("HTTP/1.1 401 "), "guess {n}: {answer}");
+    }
+    let answer = get("admin-token-0123456789").await;
+    assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+    tokio::time::sleep(evapi_server::auth::THROTTLE_FIRST).await;
+    let answer = get("admin-token-0123456789").await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+}
