@@ -14,7 +14,8 @@ use evapi_server::auth::MIN_TOKEN_LEN;
 use evapi_server::config::{
     DEFAULT_BIND, DEFAULT_CLIENT_QUEUE, DEFAULT_MAX_CLIENTS, DEFAULT_WORKERS,
 };
-use evapi_server::control::{self, JsonLines};
+use evapi_server::control::socket::{self, ControlLimits, ControlListener};
+use evapi_server::control::JsonLines;
 use evapi_server::{
     Config, Handle, Listener, OversizePolicy, Server, SlowClientPolicy, UnicastPolicy,
 };
@@ -22,26 +23,14 @@ use ipnet::IpNet;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// Default `--notify-queue`: lines waiting for stdout.
 pub const DEFAULT_NOTIFY_QUEUE: usize = 4096;
 /// Default `--control-max-line`: a relay of a 1 MiB frame in base64 (about 1.4 MB) fits.
 pub const DEFAULT_CONTROL_MAX_LINE: usize = 2 * 1024 * 1024;
-/// Replies waiting for a control connection's writer; past this, reading its next
-/// line waits (the controller must read its replies).
-const CONTROL_REPLY_QUEUE: usize = 64;
-/// Bytes reserved for each read of a control stream.
-const CONTROL_READ: usize = 8 * 1024;
 /// Default `--control-max-connections`.
 pub const DEFAULT_CONTROL_CONNECTIONS: usize = 8;
-/// First pause after a failed accept on the control socket (e.g. out of file
-/// descriptors); it doubles up to [`ACCEPT_BACKOFF_MAX`], so a failing accept cannot
-/// spin a core.
-const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
-/// Longest pause between failed accepts.
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
 /// A Kamailio-evapi-compatible event socket, driven by JSON lines.
 ///
 /// Applications connect over TCP. Control commands arrive as JSON lines on stdin (and on
@@ -373,7 +362,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         auth_timeout: args.security.auth_timeout,
     };
     let control_task = control.map(|l| {
-        tokio::spawn(control_listener(
+        tokio::spawn(socket::serve(
             ControlListener::Tcp(l),
             handle.clone(),
             limits.clone(),
@@ -381,7 +370,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     });
     // The socket file's permissions guard a Unix control socket: no token asked.
     let control_unix_task = control_unix.map(|l| {
-        tokio::spawn(control_listener(
+        tokio::spawn(socket::serve(
             ControlListener::Unix(l),
             handle.clone(),
             ControlLimits {
@@ -442,216 +431,9 @@ async fn write_lines(out: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<String
     }
 }
 
-/// Control lines from `input`, at most `max_line` bytes each: a reply per line on
-/// `replies`, in order. A line that is too long or not UTF-8 gets an error reply, and
-/// reading goes on (one bad line never ends control). With a `token`, the first line
-/// must be `{"auth":"TOKEN"}` within `auth_timeout`, or the connection ends after one
-/// error line. Ends when `input` ends or nobody takes replies any more.
-async fn control_lines(
-    handle: &Handle,
-    mut input: impl tokio::io::AsyncRead + Unpin,
-    max_line: usize,
-    replies: &mpsc::Sender<String>,
-    auth: Option<(&str, Duration)>,
-) -> std::io::Result<()> {
-    use tokio::io::AsyncReadExt as _;
-    use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder as _};
-    // The codec is driven by hand, not through FramedRead: FramedRead ends the stream
-    // after any error, and an overlong line must not end control. After that error the
-    // codec discards up to the next newline by itself.
-    let mut codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max_line);
-    let mut buf = bytes::BytesMut::with_capacity(CONTROL_READ.min(max_line + 1));
-    let mut eof = false;
-    let mut auth = auth.map(|(token, timeout)| (token, tokio::time::Instant::now() + timeout));
-    loop {
-        let line = if eof {
-            codec.decode_eof(&mut buf)
-        } else {
-            codec.decode(&mut buf)
-        };
-        let reply = match line {
-            Ok(None) if eof => return Ok(()),
-            Ok(None) => {
-                let read = match auth {
-                    Some((_, deadline)) => {
-                        match tokio::time::timeout_at(deadline, input.read_buf(&mut buf)).await {
-                            Ok(read) => read?,
-                            Err(_) => {
-                                let _ = replies
-                                    .send(error_line("no {\"auth\": TOKEN} line in time"))
-                                    .await;
-                                return Ok(());
-                            }
-                        }
-                    }
-                    None => input.read_buf(&mut buf).await?,
-                };
-                if read == 0 {
-                    eof = true;
-                }
-                continue;
-            }
-            Ok(Some(bytes)) if auth.is_some() => {
-                let Some((token, _)) = auth else { continue };
-                if control::check_auth_line(&bytes, token) {
-                    auth = None;
-                    serde_json::json!({ "ok": true, "auth": "ok" }).to_string()
-                } else {
-                    warn!("control connection: wrong or missing token, closing");
-                    let _ = replies
-                        .send(error_line(
-                            "authentication failed; the first line must be {\"auth\": TOKEN}",
-                        ))
-                        .await;
-                    return Ok(());
-                }
-            }
-            Ok(Some(bytes)) => match std::str::from_utf8(&bytes) {
-                Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => control::execute(handle, text.trim_end_matches('\r')),
-                Err(e) => error_line(&format!(
-                    "control line is not UTF-8 (invalid byte at {})",
-                    e.valid_up_to()
-                )),
-            },
-            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) if auth.is_some() => {
-                let _ = replies
-                    .send(error_line("authentication line too long"))
-                    .await;
-                return Ok(());
-            }
-            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => error_line(&format!(
-                "control line longer than {max_line} bytes, skipped"
-            )),
-            Err(AnyDelimiterCodecError::Io(e)) => return Err(e),
-        };
-        if replies.send(reply).await.is_err() {
-            return Ok(());
-        }
-    }
-}
-
-fn error_line(error: &str) -> String {
-    serde_json::json!({ "ok": false, "error": error }).to_string()
-}
-
 async fn control_stdin(handle: Handle, out: mpsc::Sender<String>, max_line: usize) {
     // stdin closed: keep serving; commands can still come over --control.
-    if let Err(e) = control_lines(&handle, tokio::io::stdin(), max_line, &out, None).await {
+    if let Err(e) = socket::stdin_lines(&handle, tokio::io::stdin(), max_line, &out).await {
         warn!(error = %e, "cannot read stdin; control on stdin stops");
     }
-}
-
-/// Limits and the token for control connections.
-#[derive(Debug, Clone)]
-struct ControlLimits {
-    max_line: usize,
-    max_connections: usize,
-    token: Option<Arc<str>>,
-    auth_timeout: Duration,
-}
-
-/// Where control connections come from.
-enum ControlListener {
-    Tcp(TcpListener),
-    Unix(UnixListener),
-}
-
-impl ControlListener {
-    async fn accept(&self) -> std::io::Result<(ControlStream, String)> {
-        match self {
-            ControlListener::Tcp(l) => {
-                let (s, peer) = l.accept().await?;
-                Ok((ControlStream::Tcp(s), peer.to_string()))
-            }
-            ControlListener::Unix(l) => {
-                let (s, _) = l.accept().await?;
-                Ok((ControlStream::Unix(s), "unix".to_owned()))
-            }
-        }
-    }
-}
-
-enum ControlStream {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn control_listener(listener: ControlListener, handle: Handle, limits: ControlLimits) {
-    let max_connections = limits.max_connections;
-    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let mut backoff = ACCEPT_BACKOFF_FIRST;
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => {
-                backoff = ACCEPT_BACKOFF_FIRST;
-                accepted
-            }
-            Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "control accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            warn!(%peer, max_connections, "control connection refused: too many");
-            tokio::spawn(async move {
-                let line = error_line(&format!(
-                    "too many control connections ({max_connections}); try again later"
-                )) + "\n";
-                let write = async {
-                    match stream {
-                        ControlStream::Tcp(mut s) => s.write_all(line.as_bytes()).await,
-                        ControlStream::Unix(mut s) => s.write_all(line.as_bytes()).await,
-                    }
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
-            });
-            continue;
-        };
-        let handle = handle.clone();
-        let limits = limits.clone();
-        tokio::spawn(async move {
-            info!(%peer, "controller connected");
-            let result = match stream {
-                ControlStream::Tcp(s) => {
-                    let (rd, wr) = s.into_split();
-                    control_connection(&handle, rd, wr, &limits).await
-                }
-                ControlStream::Unix(s) => {
-                    let (rd, wr) = s.into_split();
-                    control_connection(&handle, rd, wr, &limits).await
-                }
-            };
-            if let Err(e) = result {
-                debug!(%peer, error = %e, "control connection read failed");
-            }
-            drop(permit);
-            info!(%peer, "controller disconnected");
-        });
-    }
-}
-
-/// One control connection: lines in, replies out in order.
-async fn control_connection(
-    handle: &Handle,
-    rd: impl tokio::io::AsyncRead + Unpin,
-    mut wr: impl AsyncWrite + Unpin + Send + 'static,
-    limits: &ControlLimits,
-) -> std::io::Result<()> {
-    let (tx, mut rx) = mpsc::channel::<String>(CONTROL_REPLY_QUEUE);
-    let writer = tokio::spawn(async move {
-        while let Some(mut reply) = rx.recv().await {
-            reply.push('\n');
-            if wr.write_all(reply.as_bytes()).await.is_err() {
-                return;
-            }
-        }
-    });
-    let auth = limits.token.as_deref().map(|t| (t, limits.auth_timeout));
-    let result = control_lines(handle, rd, limits.max_line, &tx, auth).await;
-    drop(tx);
-    let _ = writer.await;
-    result
 }

@@ -19,3 +19,5 @@ mod binary;
 mod memory;
 // the operators' HTTP listener: bounds on request heads.
 mod http;
+// The control socket's admission: pending controllers, token throttle, slots.
+mod control;

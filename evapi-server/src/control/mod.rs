@@ -41,6 +41,8 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+pub mod socket;
+
 use crate::config::UnicastPolicy;
 use crate::handle::{Delivery, RelayError, Target};
 use crate::routes::{ClientEnv, CloseReason, EventRoutes, Transport};
