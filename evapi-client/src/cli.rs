@@ -413,9 +413,13 @@ Examples:
         record: Option<PathBuf>,
         #[command(flatten)]
         recording: RecordingArgs,
-        /// Apps connected through the proxy at once; more are closed at once.
+        /// Apps connected through the proxy at once; past it the connection quiet the
+        /// longest (no byte either way) is closed to make room for the new one.
         #[arg(long, env = "EVAPI_MAX_CLIENTS", default_value_t = evapi_client::proxy::DEFAULT_MAX_CLIENTS)]
         max_clients: usize,
+        /// Close a connection with no byte either way for this long (default: never).
+        #[arg(long, env = "EVAPI_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+        idle_timeout: Option<Duration>,
     },
     /// Record what a node's socket (--addr) sends, as one more listening client, to a
     /// transcript (docs/transcript.md). Ends on Ctrl-C, SIGTERM, --count or --duration.
@@ -668,6 +672,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 record,
                 recording,
                 max_clients,
+                idle_timeout,
             } => {
                 let recorder = match record {
                     Some(path) => {
@@ -681,6 +686,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     max_frame: args.max_frame,
                     max_clients,
                     connect_timeout: args.connect_timeout,
+                    idle_timeout,
                 };
                 run_proxy(&listen, config, recorder).await
             }

@@ -6,6 +6,11 @@
 //! Forwarding comes first: a byte read is written on before it is framed, a framing
 //! error only stops the framing of that direction (the rest is recorded raw), and a
 //! recorder that falls behind drops records, never traffic.
+//!
+//! Connections cannot be hoarded: at `max_clients`, the connection quiet the longest
+//! (no byte either way) is closed to make room for the new one, so idle connections
+//! cannot lock the apps out (an app that gets events is never the quietest for long),
+//! and `idle_timeout` closes a connection quiet for that long.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +50,9 @@ pub struct ProxyConfig {
     pub max_clients: usize,
     /// How long connecting to the node may take.
     pub connect_timeout: Duration,
+    /// Close a connection with no byte either way for this long; `None`: never (the
+    /// quietest is still closed first when `max_clients` are connected).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Counts of a proxy run.
@@ -52,8 +60,11 @@ pub struct ProxyConfig {
 pub struct ProxyCounts {
     /// Apps accepted and connected to the node.
     pub connections: AtomicU64,
-    /// Apps refused (at `max_clients`, or the node unreachable).
+    /// Apps refused (the node unreachable).
     pub refused: AtomicU64,
+    /// Connections closed to make room at `max_clients` (the quietest) or for being
+    /// idle past `idle_timeout`.
+    pub evicted: AtomicU64,
     /// Frames recorded from the node.
     pub node_frames: AtomicU64,
     /// Frames recorded from apps.
@@ -70,6 +81,7 @@ pub async fn run(
 ) -> Arc<ProxyCounts> {
     let counts = Arc::new(ProxyCounts::default());
     let config = Arc::new(config);
+    let live = Arc::new(Live::default());
     let mut tasks = JoinSet::new();
     let mut next_conn = 0u64;
     tokio::pin!(shutdown);
@@ -88,18 +100,96 @@ pub async fn run(
                 continue;
             }
         };
-        if tasks.len() >= config.max_clients {
-            warn!(%peer, max = config.max_clients, "too many apps through the proxy: closed");
-            counts.refused.fetch_add(1, Ordering::Relaxed);
-            continue;
+        if live.len() >= config.max_clients && live.evict_quietest() {
+            debug!(%peer, max = config.max_clients, "max apps through the proxy: the quietest connection closed to make room");
+            counts.evicted.fetch_add(1, Ordering::Relaxed);
         }
         next_conn += 1;
-        let (config, recorder, counts) =
-            (Arc::clone(&config), recorder.clone(), Arc::clone(&counts));
-        tasks.spawn(connection(app, peer, next_conn, config, recorder, counts));
+        let here = live.enter(next_conn);
+        let (config, recorder, counts, live) = (
+            Arc::clone(&config),
+            recorder.clone(),
+            Arc::clone(&counts),
+            Arc::clone(&live),
+        );
+        tasks.spawn(async move {
+            connection(app, peer, next_conn, config, recorder, &counts, &here).await;
+            live.leave(next_conn);
+        });
     }
     tasks.shutdown().await;
     counts
+}
+
+/// The connections now, with when each last carried a byte, for eviction.
+#[derive(Debug, Default)]
+struct Live {
+    started: std::sync::OnceLock<std::time::Instant>,
+    conns: std::sync::Mutex<std::collections::HashMap<u64, Arc<Here>>>,
+}
+
+/// One connection's activity and its way to be closed from outside.
+#[derive(Debug)]
+struct Here {
+    /// Milliseconds since the proxy started, at the last byte either way.
+    last: AtomicU64,
+    start: std::time::Instant,
+    close: tokio_util::sync::CancellationToken,
+}
+
+impl Here {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+impl Live {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Arc<Here>>> {
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn enter(&self, conn: u64) -> Arc<Here> {
+        let here = Arc::new(Here {
+            last: AtomicU64::new(0),
+            start: *self.started.get_or_init(std::time::Instant::now),
+            close: tokio_util::sync::CancellationToken::new(),
+        });
+        here.touch();
+        self.lock().insert(conn, Arc::clone(&here));
+        here
+    }
+
+    fn leave(&self, conn: u64) {
+        self.lock().remove(&conn);
+    }
+
+    /// Close the connection quiet the longest; false when there is none.
+    fn evict_quietest(&self) -> bool {
+        let mut conns = self.lock();
+        let quietest = conns
+            .iter()
+            .min_by_key(|(_, h)| h.last.load(Ordering::Relaxed))
+            .map(|(c, _)| *c);
+        match quietest.and_then(|c| conns.remove(&c)) {
+            Some(here) => {
+                here.close.cancel();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 async fn connection(
@@ -108,7 +198,8 @@ async fn connection(
     conn: u64,
     config: Arc<ProxyConfig>,
     recorder: Option<Arc<Recorder>>,
-    counts: Arc<ProxyCounts>,
+    counts: &ProxyCounts,
+    here: &Here,
 ) {
     let node = match tokio::time::timeout(
         config.connect_timeout,
@@ -151,7 +242,8 @@ async fn connection(
         node_write,
         &config,
         recorder.as_deref(),
-        &counts,
+        counts,
+        here,
     );
     let down = pump(
         Side::Node,
@@ -160,13 +252,50 @@ async fn connection(
         app_write,
         &config,
         recorder.as_deref(),
-        &counts,
+        counts,
+        here,
     );
     tokio::pin!(up, down);
-    let (first, result) = tokio::select! {
-        r = &mut up => (Side::App, r),
-        r = &mut down => (Side::Node, r),
+    let idle = async {
+        let Some(limit) = config.idle_timeout else {
+            return std::future::pending().await;
+        };
+        loop {
+            let quiet = here.quiet_for();
+            if quiet >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - quiet).await;
+        }
     };
+    let (first, result, by_proxy) = tokio::select! {
+        r = &mut up => (Side::App, r, false),
+        r = &mut down => (Side::Node, r, false),
+        () = here.close.cancelled() => {
+            info!(%peer, conn, "closed to make room for a new app (the quietest connection)");
+            (Side::App, Err(std::io::Error::other("closed by the proxy to make room")), true)
+        }
+        () = idle => {
+            counts.evicted.fetch_add(1, Ordering::Relaxed);
+            info!(%peer, conn, "closed: idle past --idle-timeout");
+            (Side::App, Err(std::io::Error::other("closed by the proxy: idle")), true)
+        }
+    };
+    if by_proxy {
+        // Nothing of either direction is waited for.
+        if let Some(rec) = &recorder {
+            rec.record(
+                Entry::Close {
+                    t: rec.t(),
+                    conn,
+                    by: first,
+                    error: result.as_ref().err().map(ToString::to_string),
+                },
+                0,
+            );
+        }
+        return;
+    }
     if let Some(rec) = &recorder {
         rec.record(
             Entry::Close {
@@ -191,6 +320,7 @@ async fn connection(
 
 /// Copy `from`'s bytes to `to` until end of stream (then shut `to`'s write side), framing
 /// a copy for the recorder.
+#[allow(clippy::too_many_arguments)]
 async fn pump(
     side: Side,
     conn: u64,
@@ -199,6 +329,7 @@ async fn pump(
     config: &ProxyConfig,
     recorder: Option<&Recorder>,
     counts: &ProxyCounts,
+    here: &Here,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; READ_BUFFER];
     let mut codec = FrameCodec::new(config.framing, config.max_frame);
@@ -210,6 +341,7 @@ async fn pump(
     };
     loop {
         let n = input.read(&mut buf).await?;
+        here.touch();
         if n == 0 {
             let _ = output.shutdown().await;
             return Ok(());
@@ -269,6 +401,8 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_pass_unchanged_bad_framing_is_recorded_raw_and_max_clients_holds() {
+        // (At max_clients the quietest connection makes room: regression of issue 24,
+        // where 64 idle connections kept every app out.)
         // The node: echoes whatever it gets.
         let node = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream = node.local_addr().unwrap().to_string();
@@ -305,6 +439,7 @@ mod tests {
             max_frame: 16,
             max_clients: 1,
             connect_timeout: Duration::from_secs(2),
+            idle_timeout: None,
         };
         let task = tokio::spawn(run(listener, config, Some(Arc::clone(&recorder)), async {
             let _ = stopped.await;
@@ -318,20 +453,26 @@ mod tests {
         app.read_exact(&mut echoed).await.unwrap();
         assert_eq!(echoed, sent);
 
-        // At --max-clients 1 a second app is closed at once.
+        // At --max-clients 1 a second app makes room: the first, now the quietest, is
+        // closed, and the second is served.
         let mut second = TcpStream::connect(addr).await.unwrap();
-        let n = tokio::time::timeout(Duration::from_secs(2), second.read(&mut [0u8; 8]))
+        let n = tokio::time::timeout(Duration::from_secs(2), app.read(&mut [0u8; 8]))
             .await
-            .expect("closed, not left waiting")
+            .expect("the quietest closed, not left open")
             .unwrap_or(0);
         assert_eq!(n, 0);
+        second.write_all(b"2:hi,").await.unwrap();
+        let mut echoed = [0u8; 5];
+        second.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"2:hi,");
 
         drop(app);
+        drop(second);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let _ = stop.send(());
         let counts = task.await.unwrap();
-        assert_eq!(counts.refused.load(Ordering::Relaxed), 1);
-        assert_eq!(counts.app_frames.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.evicted.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.app_frames.load(Ordering::Relaxed), 2);
         let recorder = Arc::try_unwrap(recorder).expect("the proxy let go of it");
         recorder.finish().await.unwrap();
 
@@ -379,5 +520,37 @@ mod tests {
             .iter()
             .any(|e| matches!(e, Entry::Close { by: Side::App, .. })));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_timeout_is_closed() {
+        let node = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = node.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = node.accept().await {
+                held.push(s);
+            }
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = ProxyConfig {
+            upstream,
+            framing: Framing::Netstring,
+            max_frame: 1024,
+            max_clients: 4,
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Some(Duration::from_millis(300)),
+        };
+        let task = tokio::spawn(run(listener, config, None, std::future::pending()));
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut [0u8; 8]))
+            .await
+            .expect("closed for being idle")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        task.abort();
     }
 }
