@@ -620,9 +620,74 @@ impl Handle {
         } else {
             let mut buf = BytesMut::with_capacity(payload.len() + 16);
             evapi_proto::encode(config.framing, payload, config.max_frame, &mut buf)?;
-            let frame = buf.freeze();
-            Ok(f(&frame, Some(&frame)))
+            // Counted in the total once, however many queues take it.
+            let (frame, counted) = self.counted_once(buf);
+            if counted {
+                Ok(f(&frame, Some(&frame)))
+            } else {
+                // Over the total: only clients that keep up (nothing queued) take it.
+                OVER_TOTAL.with(|over| over.set(true));
+                let result = f(&frame, Some(&frame));
+                OVER_TOTAL.with(|over| over.set(false));
+                Ok(result)
+            }
         }
+    }
+
+    /// A large frame counted once in the total, and whether it was. When the total is
+    /// full and the policy is to disconnect slow clients, the clients holding the most
+    /// queued bytes are cut off first, never one with nothing queued, until the frame
+    /// fits: a client that keeps up never pays for the ones that stopped reading. If it
+    /// still does not fit (or the policy is to drop), it goes uncounted and only the
+    /// clients with nothing queued take it (the others count it dropped).
+    fn counted_once(&self, mut buf: BytesMut) -> (Bytes, bool) {
+        let total = &self.shared.queued_total;
+        loop {
+            match total.shared(buf) {
+                Ok(frame) => return (frame, true),
+                Err(back) => {
+                    buf = back;
+                    if self.shared.config.slow_client != SlowClientPolicy::Disconnect
+                        || !self.cut_the_biggest_holder()
+                    {
+                        return (buf.freeze(), false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cut off the client holding the most queued bytes (its queue dropped at once);
+    /// false when no client holds any.
+    fn cut_the_biggest_holder(&self) -> bool {
+        let mut biggest: Option<(usize, Arc<Conn>)> = None;
+        self.shared.registry.for_each(|conn| {
+            let held = conn.outbox.bytes();
+            if held > 0
+                && !conn.closing.is_cancelled()
+                && biggest.as_ref().is_none_or(|(most, _)| held > *most)
+            {
+                biggest = Some((held, Arc::clone(conn)));
+            }
+        });
+        let Some((held, conn)) = biggest else {
+            return false;
+        };
+        warn!(
+            conidx = conn.conidx,
+            connid = conn.connid,
+            peer = %conn.peer,
+            queued_bytes = held,
+            max_queued_bytes = self.shared.config.max_queued_bytes,
+            "queued bytes of all clients at their bound: cutting off the client that holds the most"
+        );
+        self.shared
+            .counters
+            .slow_clients
+            .fetch_add(1, Ordering::Relaxed);
+        conn.outbox.discard();
+        conn.abort(CloseReason::SlowClient);
+        true
     }
 
     fn offer(&self, conn: &Conn, frame: &[u8], shared: Option<&Bytes>, delivery: &mut Delivery) {
@@ -630,7 +695,14 @@ impl Handle {
         if !conn.is_accepted() {
             return;
         }
-        match conn.outbox.push(frame, shared) {
+        // Only large (shared) frames can be over the total; small ones skip the lookup.
+        let over_total = shared.is_some() && OVER_TOTAL.with(std::cell::Cell::get);
+        let push = if over_total && conn.outbox.depth() > 0 {
+            Push::Full
+        } else {
+            conn.outbox.push(frame, shared)
+        };
+        match push {
             Push::Queued => delivery.queued += 1,
             Push::Full => {
                 delivery.dropped += 1;
@@ -681,6 +753,12 @@ impl Handle {
                 .ok_or(ControlError::NoConnid(id)),
         }
     }
+}
+
+thread_local! {
+    /// Set while a frame that did not fit the total is offered: only clients with
+    /// nothing queued take it.
+    static OVER_TOTAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Refuse tags over [`MAX_TAG_LEN`] bytes.

@@ -8,6 +8,10 @@
 //! segment at once and writes them with vectored writes. Frames are only ever appended
 //! whole, so a client never receives a torn frame.
 //!
+//! The total counts what the process holds: a coalesced small frame is a copy per client
+//! and counts per client, but a large frame shared by many queues counts once, from its
+//! encoding until the last queue lets go of it ([`Total::shared`]).
+//!
 //! The lock is a std mutex held for a copy or a swap, never across an `.await`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,6 +47,9 @@ struct Inner {
     frames: usize,
     /// Bytes queued.
     bytes: usize,
+    /// Of those, the bytes this queue counted in the total (its own copies: the
+    /// coalesced small frames; shared frames are counted once, by their owner).
+    counted: usize,
     closed: bool,
 }
 
@@ -78,6 +85,40 @@ impl Total {
     fn release(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::AcqRel);
     }
+
+    /// `frame` as `Bytes` that count against the total once, for as long as any clone
+    /// of them lives (every queue that holds the frame shares that one count).
+    ///
+    /// # Errors
+    ///
+    /// The frame back, when its bytes do not fit under the limit.
+    pub fn shared(self: &Arc<Self>, frame: BytesMut) -> Result<Bytes, BytesMut> {
+        if !self.reserve(frame.len()) {
+            return Err(frame);
+        }
+        Ok(Bytes::from_owner(Counted {
+            frame,
+            total: Arc::clone(self),
+        }))
+    }
+}
+
+/// A shared frame's bytes, released from the total when the last queue drops them.
+struct Counted {
+    frame: BytesMut,
+    total: Arc<Total>,
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.frame
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.total.release(self.frame.len());
+    }
 }
 
 /// One client's queue; see the module docs.
@@ -108,33 +149,36 @@ impl Outbox {
     }
 
     /// Queue one encoded frame. `shared` is the same frame as `Bytes`, given when the
-    /// caller has one (large frames), so it can be queued without copying.
+    /// caller has one (large frames, already counted in the total by
+    /// [`Total::shared`]), so it can be queued without copying or counting again.
     pub fn push(&self, frame: &[u8], shared: Option<&Bytes>) -> Push {
         let was_empty = {
             let mut inner = self.lock();
             if inner.closed {
                 return Push::Closed;
             }
+            let by_reference = shared.filter(|_| frame.len() > COALESCE_MAX);
             if inner.frames >= self.limit
                 || (inner.frames > 0 && inner.bytes + frame.len() > self.byte_limit)
-                || !self.total.reserve(frame.len())
+                || (by_reference.is_none() && !self.total.reserve(frame.len()))
             {
                 return Push::Full;
             }
             let was_empty = inner.frames == 0;
-            match shared {
-                Some(bytes) if frame.len() > COALESCE_MAX => {
+            match by_reference {
+                Some(bytes) => {
                     if !inner.tail.is_empty() {
                         let sealed = inner.tail.split().freeze();
                         inner.segments.push(sealed);
                     }
                     inner.segments.push(bytes.clone());
                 }
-                _ => {
+                None => {
                     if inner.tail.capacity() - inner.tail.len() < frame.len() {
                         inner.tail.reserve(frame.len().max(TAIL_CHUNK));
                     }
                     inner.tail.extend_from_slice(frame);
+                    inner.counted += frame.len();
                 }
             }
             inner.frames += 1;
@@ -152,7 +196,8 @@ impl Outbox {
     pub fn take(&self, out: &mut Vec<Bytes>) -> usize {
         let mut inner = self.lock();
         let frames = std::mem::take(&mut inner.frames);
-        self.total.release(std::mem::take(&mut inner.bytes));
+        inner.bytes = 0;
+        self.total.release(std::mem::take(&mut inner.counted));
         out.append(&mut inner.segments);
         if !inner.tail.is_empty() {
             out.push(inner.tail.split().freeze());
@@ -168,6 +213,20 @@ impl Outbox {
     /// Refuse further frames; what is queued stays for a final [`take`](Self::take).
     pub fn close(&self) {
         self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// Refuse further frames and drop what is queued (its bytes leave the total at
+    /// once, shared frames once no other queue holds them): for a client cut off.
+    pub fn discard(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.segments.clear();
+        inner.tail.clear();
+        inner.frames = 0;
+        inner.bytes = 0;
+        self.total.release(std::mem::take(&mut inner.counted));
+        drop(inner);
         self.ready.notify_one();
     }
 
@@ -191,7 +250,7 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         // What a gone client still had queued no longer counts against the total.
         let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
-        self.total.release(inner.bytes);
+        self.total.release(inner.counted);
     }
 }
 
@@ -241,6 +300,39 @@ mod tests {
         // One frame always fits an empty queue, whatever its own byte limit.
         let d = Outbox::new(100, 1, Arc::clone(&total));
         assert_eq!(d.push(b"3:big,", None), Push::Queued);
+    }
+
+    /// Regression (issue 24): a shared frame counted once per client, so 66 stalled
+    /// readers made the total look 66 times fuller than the memory held.
+    #[test]
+    fn a_shared_frame_counts_once_until_the_last_queue_lets_go() {
+        let total = Total::new(10 * COALESCE_MAX);
+        let big = BytesMut::from(&vec![b'x'; 2 * COALESCE_MAX][..]);
+        let frame = total.shared(big).expect("fits");
+        assert_eq!(total.used(), 2 * COALESCE_MAX);
+        let queues: Vec<Outbox> = (0..66)
+            .map(|_| Outbox::new(100, usize::MAX, Arc::clone(&total)))
+            .collect();
+        for q in &queues {
+            assert_eq!(q.push(&frame, Some(&frame)), Push::Queued);
+        }
+        drop(frame);
+        assert_eq!(total.used(), 2 * COALESCE_MAX, "66 queues, counted once");
+        let mut out = Vec::new();
+        for q in &queues[..65] {
+            q.take(&mut out);
+            out.clear();
+        }
+        assert_eq!(total.used(), 2 * COALESCE_MAX, "one queue still holds it");
+        queues[65].discard();
+        assert_eq!(total.used(), 0, "the last one let go");
+        assert!(
+            total
+                .shared(BytesMut::from(&vec![b'y'; 11 * COALESCE_MAX][..]))
+                .is_err(),
+            "over the limit"
+        );
+        assert_eq!(total.used(), 0);
     }
 
     #[test]

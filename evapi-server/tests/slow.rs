@@ -308,3 +308,64 @@ async fn the_total_queued_bytes_are_bounded() {
     assert!(dropped > 0, "the total bound refused frames");
     assert_eq!(server.handle.stats().connected, 4, "drop policy: they stay");
 }
+
+/// Regression (issue 24): a relayed frame counted once per client against
+/// --max-queued-bytes although the clients share its bytes, so 66 readers that stopped
+/// got the healthy one cut off as slow-client after 6 MB while the process held 19 MiB.
+/// Now a shared frame counts once, and when the total is full the clients holding the
+/// most are cut first: 66 stalled readers and 1 healthy one, 100 relays of 1 MiB, the
+/// healthy one gets every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_six_stalled_readers_never_cut_off_the_one_that_keeps_up() {
+    let mut server = start(Config {
+        max_clients: 80,
+        client_queue_bytes: 64 * MIB,
+        max_queued_bytes: 32 * MIB,
+        ..big_frames()
+    })
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..66 {
+        stalled.push(stalled_client(&mut server).await);
+    }
+    let (mut healthy, _) = server.connect().await;
+    let frame = vec![b'h'; MIB];
+    let (seen_tx, mut seen) = watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        let mut n = 0usize;
+        while let Some(Ok(got)) = healthy.next().await {
+            assert_eq!(got.len(), MIB);
+            n += 1;
+            seen_tx.send_replace(n);
+            if n == 100 {
+                break;
+            }
+        }
+        n
+    });
+    let mut peak = 0;
+    for i in 0..100usize {
+        // A reader that keeps up: at most 4 frames behind the sender.
+        tokio::time::timeout(PATIENCE, seen.wait_for(|n| n + 4 >= i))
+            .await
+            .expect("the healthy reader keeps up")
+            .unwrap();
+        let delivery = server.handle.relay(&frame).unwrap();
+        assert!(
+            delivery.queued >= 1,
+            "the healthy reader is always a recipient"
+        );
+        peak = peak.max(server.handle.stats().queued_bytes);
+    }
+    let got = tokio::time::timeout(PATIENCE, reader)
+        .await
+        .expect("the healthy reader got its frames in time")
+        .unwrap();
+    assert_eq!(got, 100, "the healthy reader got every frame");
+    assert!(peak <= 32 * MIB + MIB, "peak queued {peak} bytes");
+    let stats = server.handle.stats();
+    assert_eq!(
+        stats.slow_clients, 66,
+        "every stalled one was cut: {stats:?}"
+    );
+}
