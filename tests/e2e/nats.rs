@@ -70,9 +70,17 @@ fn count_before(text: &str, label: &str) -> u64 {
         .unwrap_or_else(|| panic!("a number before {label:?} in {text}"))
 }
 
+/// How long a NATS app may take to say it is ready.
+const READY: Duration = Duration::from_secs(15);
+/// What `respond`, `run` and `listen` over NATS say (at -v) once events reach them.
+const TAKING: &str = "taking events from JetStream";
+const WATCHING: &str = "watching events";
+
+/// A responder over NATS, returned once its consumer is set up (it says so).
 fn responder(nats: &Nats, extra: &[&str]) -> Running {
     let mut cmd = Command::new(binary("evapi-client"));
     cmd.args([
+        "-v",
         "respond",
         "--nats",
         &nats.url,
@@ -82,7 +90,9 @@ fn responder(nats: &Nats, extra: &[&str]) -> Running {
         "1s",
     ])
     .args(extra);
-    Running::spawn(cmd)
+    let mut running = Running::spawn(cmd);
+    running.wait_stderr(TAKING, READY);
+    running
 }
 
 fn assert_sipp_ok(out: &std::process::Output) {
@@ -220,9 +230,8 @@ fn past_the_buffer_bound_the_bridge_sheds_with_503_and_keeps_what_it_held() {
             &metrics,
         ],
     );
+    // Once the responder's consumer is set up, take NATS away.
     let _responder = responder(&nats, &[]);
-    // Let the responder set up its consumer, then take NATS away.
-    std::thread::sleep(Duration::from_millis(500));
     nats.kill();
     let sip = node.sip.clone();
     let calls = 60;
@@ -304,11 +313,19 @@ fn listen_run_and_send_work_over_nats() {
     let node = Node::start("node-l", &nats);
     let client = |args: &[&str]| {
         let mut cmd = Command::new(binary("evapi-client"));
-        cmd.args(["--nats", &nats.url, "--ack-wait", "30s", "--wait", "5s"])
-            .args(args);
+        cmd.args([
+            "-v",
+            "--nats",
+            &nats.url,
+            "--ack-wait",
+            "30s",
+            "--wait",
+            "5s",
+        ])
+        .args(args);
         cmd
     };
-    let listen = Running::spawn(client(&[
+    let mut listen = Running::spawn(client(&[
         "listen",
         "--json",
         "--count",
@@ -318,14 +335,15 @@ fn listen_run_and_send_work_over_nats() {
     ]));
     let script = std::env::temp_dir().join(format!("evapi-nats-{}.evapi", std::process::id()));
     std::fs::write(&script, "expect-contains \"suspend\"\n").unwrap();
-    let run = Running::spawn(client(&[
+    let mut run = Running::spawn(client(&[
         "run",
         script.to_str().unwrap(),
         "--timeout",
         "20s",
     ]));
-    // Give both time to subscribe, then one call.
-    std::thread::sleep(Duration::from_millis(1000));
+    // Both subscribed (they say so), then one call.
+    listen.wait_stderr(WATCHING, READY);
+    run.wait_stderr(TAKING, READY);
     let sip = node.sip.clone();
     let call = std::thread::spawn(move || sipp::burst_timed(&sip, 1, 1, 486));
     let (out, err, code) = run.finish(Duration::from_secs(30));
@@ -450,7 +468,6 @@ fn kamailio_through_nats_answers_every_call() {
         "the bridge connected"
     );
     let responders: Vec<Running> = (0..2).map(|_| responder(&nats, &[])).collect();
-    std::thread::sleep(Duration::from_millis(500));
     let calls = 300;
     assert_sipp_ok(&sipp::burst_486(&kam.sip.to_string(), calls, 150));
     let mut answered = Vec::new();
@@ -512,16 +529,11 @@ fn oversized_frames_from_nats_are_dropped_not_fatal() {
     );
     // An app whose frames are smaller than the node's events watches in vain, alive.
     let mut tiny = Command::new(binary("evapi-client"));
-    tiny.args(["--nats", &nats.url, "--max-frame", "64"]).args([
-        "listen",
-        "--count",
-        "1",
-        "--timeout",
-        "4s",
-    ]);
-    let tiny = Running::spawn(tiny);
+    tiny.args(["-v", "--nats", &nats.url, "--max-frame", "64"])
+        .args(["listen", "--count", "1", "--timeout", "4s"]);
+    let mut tiny = Running::spawn(tiny);
+    tiny.wait_stderr(WATCHING, READY);
     let _responder = responder(&nats, &[]);
-    std::thread::sleep(Duration::from_millis(500));
     assert_sipp_ok(&sipp::burst_486(&node.sip, 10, 10));
     let (_, err, code) = tiny.finish(Duration::from_secs(20));
     assert_eq!(code, 1, "listen timed out rather than failed: {err}");

@@ -99,6 +99,16 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct Running {
     /// The process.
     pub child: Child,
+    /// Once [`Running::wait_stderr`] started reading stderr: its lines as they come, and
+    /// everything read so far (for [`Running::finish`]).
+    stderr_seen: Option<StderrSeen>,
+}
+
+#[derive(Debug)]
+struct StderrSeen {
+    lines: std::sync::mpsc::Receiver<String>,
+    all: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Running {
@@ -115,7 +125,48 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the program starts");
-        Self { child }
+        Self {
+            child,
+            stderr_seen: None,
+        }
+    }
+
+    /// Wait until a stderr line contains `needle` (a readiness line, instead of a
+    /// sleep); stderr is read on a thread from then on and kept for [`Running::finish`].
+    ///
+    /// # Panics
+    ///
+    /// When no such line comes within `patience` (with what stderr said).
+    pub fn wait_stderr(&mut self, needle: &str, patience: std::time::Duration) {
+        if self.stderr_seen.is_none() {
+            let stderr = self.child.stderr.take().expect("stderr is piped");
+            let (tx, lines) = std::sync::mpsc::channel();
+            let all = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let kept = std::sync::Arc::clone(&all);
+            let reader = std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Ok(mut all) = kept.lock() {
+                        all.push_str(&line);
+                        all.push('\n');
+                    }
+                    let _ = tx.send(line);
+                }
+            });
+            self.stderr_seen = Some(StderrSeen { lines, all, reader });
+        }
+        let seen = self.stderr_seen.as_ref().expect("set above");
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match seen.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no stderr line with {needle:?} within {patience:?}; stderr:\n{}",
+                    seen.all.lock().map(|a| a.clone()).unwrap_or_default()
+                ),
+            }
+        }
     }
 
     /// Read stderr lines until one contains `needle`; returns that line and a reader
@@ -166,6 +217,10 @@ impl Running {
         }
         if let Some(mut e) = self.child.stderr.take() {
             let _ = e.read_to_string(&mut err);
+        }
+        if let Some(seen) = self.stderr_seen.take() {
+            let _ = seen.reader.join();
+            err = seen.all.lock().map(|a| a.clone()).unwrap_or_default();
         }
         (out, err, status.code().unwrap_or(-1))
     }

@@ -17,7 +17,7 @@ use evapi_proto::{FrameCodec, Framing, TransactionId};
 use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{answers_subject, events_stream, nats_error, valid_node, NatsError, NatsOptions};
 use super::{CONSUMER, DEFAULT_ACK_WAIT, EVENT_MAX_AGE, NODE_HEADER};
@@ -110,6 +110,8 @@ impl App {
             .messages()
             .await
             .map_err(nats_error)?;
+        // Scripts and tests wait for this line rather than sleeping (readiness).
+        info!(consumer = CONSUMER, "taking events from JetStream");
         Ok(Self {
             nats,
             source: Source::Take(Box::new(messages)),
@@ -123,7 +125,11 @@ impl App {
     /// NATS refuses the subscription.
     pub async fn observe(nats: async_nats::Client, node: Option<&str>) -> Result<Self, NatsError> {
         let subject = super::events_subject(node.unwrap_or("*"));
-        let sub = nats.subscribe(subject).await.map_err(nats_error)?;
+        let sub = nats.subscribe(subject.clone()).await.map_err(nats_error)?;
+        // The server knows the subscription once the flush returns: events published
+        // from now on are seen.
+        nats.flush().await.map_err(nats_error)?;
+        info!(%subject, "watching events");
         Ok(Self {
             nats,
             source: Source::Observe(sub),
