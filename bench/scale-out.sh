@@ -24,7 +24,7 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 SHAPES=${SHAPES:-"1:1 1:2 1:4 2:1 2:2 2:4"}
 TCK=$(getconf CLK_TCK)
 command -v nats-server >/dev/null || { echo "needs nats-server (apt-get install nats-server)" >&2; exit 2; }
-[ -x "$SIM" ] && [ -x "$CLIENT" ] || { echo "build first: cargo build --release -p evapi-sim -p evapi-client" >&2; exit 2; }
+[ -x "$SIM" ] && [ -x "$CLIENT" ] || { echo "build first: cargo build --release --locked --bins" >&2; exit 2; }
 free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
 work=$(mktemp -d)
 pids=()

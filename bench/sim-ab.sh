@@ -9,7 +9,7 @@
 #   RATES="2000 8000" SECONDS_PER_RUN=5 ROUNDS=3 bench/sim-ab.sh ...
 #
 # Build the old one from a worktree: git worktree add /tmp/old REV &&
-#   (cd /tmp/old && cargo build --release -p evapi-sim). Loopback only.
+#   (cd /tmp/old && cargo build --release --bins). Loopback only.
 set -euo pipefail
 A=${1:?usage: sim-ab.sh A_SIM B_SIM [CLIENT]}
 B=${2:?usage: sim-ab.sh A_SIM B_SIM [CLIENT]}

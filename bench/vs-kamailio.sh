@@ -40,7 +40,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -q -p evapi-sim -p evapi-client
+cargo build --release --locked -q --bins
 SIM=$PWD/target/release/evapi-sim
 CLIENT=$PWD/target/release/evapi-client
 CFG=$PWD/tests/interop/kamailio.cfg

@@ -281,21 +281,6 @@ async fn connection(
             (Side::App, Err(std::io::Error::other("closed by the proxy: idle")), true)
         }
     };
-    if by_proxy {
-        // Nothing of either direction is waited for.
-        if let Some(rec) = &recorder {
-            rec.record(
-                Entry::Close {
-                    t: rec.t(),
-                    conn,
-                    by: first,
-                    error: result.as_ref().err().map(ToString::to_string),
-                },
-                0,
-            );
-        }
-        return;
-    }
     if let Some(rec) = &recorder {
         rec.record(
             Entry::Close {
@@ -306,6 +291,10 @@ async fn connection(
             },
             0,
         );
+    }
+    if by_proxy {
+        // Closed by the proxy: nothing of either direction is waited for.
+        return;
     }
     debug!(
         conn,

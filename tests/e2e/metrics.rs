@@ -43,14 +43,15 @@ pub(crate) fn request(addr: &str, head: &str) -> (u16, String) {
     (code, body)
 }
 
-/// What a web page open in a browser on the operator's machine (or an SSRF bug) can
-/// send to a token-less admin API on loopback: none of it acts (issue 24: a
-/// cross-origin `POST /drain` with `Content-Type: text/plain` drained the server).
-#[test]
-fn a_web_page_cannot_drive_the_admin_api() {
+/// `evapi-server` on port 0 with `--metrics` on port 0 and `extra` flags: the process,
+/// its stdout lines, its socket's and its metrics listener's addresses.
+fn server_with_metrics(
+    extra: &[&str],
+) -> (Kill, std::sync::mpsc::Receiver<String>, String, String) {
     let mut server = Kill(
         Command::new(binary("evapi-server"))
             .args(["--bind", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "-q"])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -64,6 +65,15 @@ fn a_web_page_cannot_drive_the_admin_api() {
         hello["listening"].as_str().unwrap().to_owned(),
         hello["metrics"].as_str().unwrap().to_owned(),
     );
+    (server, notes, addr, metrics)
+}
+
+/// What a web page open in a browser on the operator's machine (or an SSRF bug) can
+/// send to a token-less admin API on loopback: none of it acts (issue 24: a
+/// cross-origin `POST /drain` with `Content-Type: text/plain` drained the server).
+#[test]
+fn a_web_page_cannot_drive_the_admin_api() {
+    let (_server, notes, addr, metrics) = server_with_metrics(&[]);
     let _client = TcpStream::connect(&addr).unwrap();
     wait_for(&notes, "connection-new", PATIENCE);
     let page = format!("Host: {metrics}\r\nOrigin: http://evil.example\r\n");
@@ -159,23 +169,7 @@ fn promtool(text: &str) {
 #[ignore = "needs promtool (apt-get install prometheus)"]
 fn the_servers_metrics_pass_promtool_and_admin_closes_by_tag() {
     let token = "admin-token-0123456789";
-    let mut server = Kill(
-        Command::new(binary("evapi-server"))
-            .args(["--bind", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-            .args(["--control-token", token, "-q"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let notes = stdout_lines(&mut server.0);
-    let hello: serde_json::Value =
-        serde_json::from_str(&wait_for(&notes, "listening", PATIENCE)).unwrap();
-    let (addr, metrics) = (
-        hello["listening"].as_str().unwrap().to_owned(),
-        hello["metrics"].as_str().unwrap().to_owned(),
-    );
+    let (mut server, notes, addr, metrics) = server_with_metrics(&["--control-token", token]);
     let mut stdin = server.0.stdin.take().unwrap();
     let mut clients = Vec::new();
     for _ in 0..3 {

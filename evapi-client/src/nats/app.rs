@@ -184,21 +184,14 @@ impl App {
         }
     }
 
-    /// Send `answer` to the node of `event`, then acknowledge the event. Both go out on
-    /// the one connection in that order, and the server handles them in order: a crash
-    /// in between gives a redelivery (and a second answer, which the node refuses),
-    /// never an acknowledged event without its answer. Nothing waits for the server
-    /// here (see [`App::flush`]).
+    /// Send `answer` to the node of `event` and acknowledge the event once the node's
+    /// bridge confirms it has the answer; see [`confirm_answer`].
     ///
     /// # Errors
     ///
-    /// NATS fails; the event is then redelivered after the ack wait.
+    /// No bridge confirmed the answer (the event was given back), or NATS fails.
     pub async fn answer(&self, event: &Event, answer: impl Into<Bytes>) -> Result<(), NatsError> {
-        self.nats
-            .publish(answers_subject(&event.node), answer.into())
-            .await
-            .map_err(nats_error)?;
-        self.ack(event).await
+        confirm_answer(&self.nats, event, answer.into()).await
     }
 
     /// Wait until the NATS server has everything sent so far.
@@ -257,6 +250,53 @@ impl App {
     }
 }
 
+/// How long an app waits for the bridge to confirm an answer before it gives the event
+/// back (to be redelivered and answered again).
+pub const ANSWER_CONFIRM: Duration = Duration::from_secs(2);
+/// Answers waiting for their confirmation at once in one responder; past it the
+/// responder waits for the oldest before taking the next event.
+const CONFIRMING_MAX: usize = 1024;
+
+/// Send `answer` to the node of `event` as a request, and acknowledge the event only once
+/// the node's bridge replies (it replies when it has written the answer to the node, or
+/// dropped it as forged, late or a second answer). Answers travel on core NATS, which
+/// keeps nothing for a subscriber that is not there: with no bridge subscribed (NATS
+/// restarting, the bridge restarting) the server says "no responders", or no reply comes
+/// within [`ANSWER_CONFIRM`]; the event is then given back and redelivered, so an answer
+/// is never lost while its event is acknowledged. A duplicate answer that may result is
+/// refused by the bridge (and the node's transaction table).
+///
+/// # Errors
+///
+/// No bridge confirmed the answer (the event was given back), or NATS fails.
+pub async fn confirm_answer(
+    nats: &async_nats::Client,
+    event: &Event,
+    answer: Bytes,
+) -> Result<(), NatsError> {
+    let request = async_nats::Request::new()
+        .payload(answer)
+        .timeout(Some(ANSWER_CONFIRM));
+    match nats
+        .send_request(answers_subject(&event.node), request)
+        .await
+    {
+        Ok(_) => match &event.msg {
+            Some(msg) => msg.ack().await.map_err(nats_error),
+            None => Ok(()),
+        },
+        Err(e) => {
+            if let Some(msg) = &event.msg {
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+            }
+            Err(NatsError::Nats(format!(
+                "no bridge of node {} confirmed the answer ({e}); the event is given back",
+                event.node
+            )))
+        }
+    }
+}
+
 /// The node an event came from (its header, else its subject) and its payload.
 fn node_of(msg: &async_nats::Message) -> (Option<String>, Bytes) {
     let node = msg
@@ -298,37 +338,58 @@ async fn answer_events(
     stop: &CancellationToken,
 ) -> Result<(), NatsError> {
     let mut answered = 0u64;
-    loop {
+    // Answers waiting for their bridge's confirmation, concurrently (bounded).
+    let mut confirming = tokio::task::JoinSet::new();
+    let result = loop {
+        while let Some(done) = confirming.try_join_next() {
+            report(done);
+        }
+        if confirming.len() >= CONFIRMING_MAX {
+            if let Some(done) = confirming.join_next().await {
+                report(done);
+            }
+        }
         let event = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
+            () = stop.cancelled() => break Ok(()),
             event = app.next() => event,
         };
-        let Some(event) = event else { return Ok(()) };
-        let result = match responder.answer(&event.payload, counts) {
+        let Some(event) = event else { break Ok(()) };
+        match responder.answer(&event.payload, counts) {
             Some(answer) => {
                 // A slow app (--delay): one event at a time, as it would be.
                 if !responder.delay.is_zero() {
                     tokio::time::sleep(responder.delay).await;
                 }
-                let sent = app.answer(&event, answer).await;
-                if sent.is_ok() {
-                    counts.answered.fetch_add(1, Ordering::Relaxed);
-                    answered += 1;
-                }
-                sent
+                counts.answered.fetch_add(1, Ordering::Relaxed);
+                answered += 1;
+                let nats = app.nats.clone();
+                confirming.spawn(async move {
+                    let result = confirm_answer(&nats, &event, Bytes::from(answer)).await;
+                    (event.node, result)
+                });
             }
             None => {
                 debug!("not a suspend event, acknowledged without an answer");
-                app.ack(&event).await
+                if let Err(e) = app.ack(&event).await {
+                    warn!(error = %e, node = %event.node, "cannot acknowledge an event; it will be redelivered");
+                }
             }
-        };
-        if let Err(e) = result {
-            // NATS away: the event comes back after the ack wait.
-            warn!(error = %e, node = %event.node, "answer not confirmed; the event will be redelivered");
         }
         if count.is_some_and(|n| answered >= n) {
-            return Ok(());
+            break Ok(());
         }
+    };
+    // The answers sent wait for their confirmations (each at most ANSWER_CONFIRM).
+    while let Some(done) = confirming.join_next().await {
+        report(done);
+    }
+    result
+}
+
+/// Log an answer its bridge did not confirm (its event was given back).
+fn report(done: Result<(String, Result<(), NatsError>), tokio::task::JoinError>) {
+    if let Ok((node, Err(e))) = done {
+        warn!(error = %e, %node, "answer not confirmed; the event will be redelivered");
     }
 }
 

@@ -312,11 +312,12 @@ pub async fn bridge(
             counts.answers.fetch_add(1, Ordering::Relaxed);
             let mut queue = answers_waiting();
             if queue.bytes + msg.payload.len() > config.answers_buffer_bytes {
+                // Not confirmed: the app gives the event back and it comes again.
                 counts.answers_shed.fetch_add(1, Ordering::Relaxed);
                 queue.shed_since += 1;
             } else {
                 queue.bytes += msg.payload.len();
-                queue.answers.push_back(msg.payload);
+                queue.answers.push_back((msg.payload, msg.reply));
             }
             counts
                 .answers_buffered_bytes
@@ -333,7 +334,7 @@ pub async fn bridge(
             let next = {
                 let mut queue = answers_waiting();
                 let next = queue.answers.pop_front();
-                if let Some(a) = &next {
+                if let Some((a, _)) = &next {
                     queue.bytes -= a.len();
                     counts
                         .answers_buffered_bytes
@@ -365,13 +366,13 @@ pub async fn bridge(
                 }
                 if let Some(answer) = next {
                     let mut queue = answers_waiting();
-                    queue.bytes += answer.len();
+                    queue.bytes += answer.0.len();
                     queue.answers.push_front(answer);
                 }
                 continue;
             }
-            let answer = match next {
-                Some(answer) => {
+            let (answer, reply) = match next {
+                Some((answer, reply)) => {
                     if let Some(id) = transaction(&config.ids, &answer) {
                         let verdict = expecting().answer(id, Instant::now());
                         let predecessor = started.elapsed() < config.predecessor_grace;
@@ -383,17 +384,19 @@ pub async fn bridge(
                             Verdict::Duplicate | Verdict::Unknown => {
                                 counts.answers_refused.fetch_add(1, Ordering::Relaxed);
                                 answers_waiting().refused_since += 1;
+                                // Decided: the app must not send it again.
+                                confirm(&nats, reply).await;
                                 continue;
                             }
                         }
                     }
-                    answer
+                    (answer, reply)
                 }
                 None => tokio::select! {
                     () = stop.cancelled() => return Ok::<(), NatsError>(()),
                     () = node_gone.cancelled() => return Ok(()),
                     () = answer_arrived.notified() => continue,
-                    Some(shed) = shed_rx.recv() => Bytes::from(shed),
+                    Some(shed) = shed_rx.recv() => (Bytes::from(shed), None),
                 },
             };
             if let Err(e) = writer.send(&answer).await {
@@ -405,6 +408,8 @@ pub async fn bridge(
                 counts.answers_dropped.fetch_add(1, Ordering::Relaxed);
                 warn!(error = %e, bytes = answer.len(), "answer from NATS not written to the node");
             }
+            // Written (or never writable): the app may acknowledge its event.
+            confirm(&nats, reply).await;
         }
     };
 
@@ -412,10 +417,18 @@ pub async fn bridge(
     read.and(answered)
 }
 
-/// Answers from NATS waiting for the node, and what was dropped since the last warning.
+/// Tell the app that sent an answer (as a request) that the bridge is done with it.
+async fn confirm(nats: &async_nats::Client, reply: Option<async_nats::Subject>) {
+    if let Some(reply) = reply {
+        let _ = nats.publish(reply, Bytes::new()).await;
+    }
+}
+
+/// Answers from NATS waiting for the node (with where to confirm each), and what was
+/// dropped since the last warning.
 #[derive(Debug, Default)]
 struct AnswerQueue {
-    answers: std::collections::VecDeque<Bytes>,
+    answers: std::collections::VecDeque<(Bytes, Option<async_nats::Subject>)>,
     bytes: usize,
     shed_since: u64,
     refused_since: u64,
