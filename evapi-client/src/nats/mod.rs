@@ -35,7 +35,9 @@ pub mod expected;
 pub struct ScaleOutGuide;
 pub mod outbox;
 
-pub use app::{app_io, respond, settle, App, AppConfig, AppMode, Event};
+pub use app::{
+    app_io, confirm_answer, respond, settle, App, AppConfig, AppMode, Event, ANSWER_CONFIRM,
+};
 pub use bridge::{
     bridge, BridgeConfig, BridgeCounts, DEFAULT_ANSWERS_BUFFER_BYTES, DEFAULT_BUFFER_BYTES,
 };
