@@ -902,9 +902,17 @@ async fn respond_nats(
     let counts = Counts::default();
     let stop = CancellationToken::new();
     let started = Instant::now();
+    let respond =
+        evapi_client::nats::respond(nats, responder, ack_wait, &counts, count, stop.clone());
+    tokio::pin!(respond);
     let result = tokio::select! {
-        r = evapi_client::nats::respond(nats, responder, ack_wait, &counts, count, stop.clone()) => r,
-        () = terminated() => Ok(()),
+        r = &mut respond => r,
+        // Stop taking, and wait for the answers sent to be confirmed (at most
+        // ANSWER_CONFIRM each; unconfirmed ones are given back).
+        () = terminated() => {
+            stop.cancel();
+            respond.await
+        }
     };
     let answered = counts.answered.load(Ordering::Relaxed);
     println!(

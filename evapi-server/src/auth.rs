@@ -249,14 +249,22 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// Count a failed attempt from `ip` at `now`.
-    pub fn failed(&mut self, ip: IpAddr, now: Instant) {
+    /// A token (or first frame) from `ip` was checked at `now` and was wrong: a failure
+    /// of the address, and one guess against the global ceiling.
+    pub fn guessed_wrong(&mut self, ip: IpAddr, now: Instant) {
         self.global = match self.global {
             Some((start, n)) if now.saturating_duration_since(start) < GLOBAL_WINDOW => {
                 Some((start, n.saturating_add(1)))
             }
             _ => Some((now, 1)),
         };
+        self.failed(ip, now);
+    }
+
+    /// Count a failed attempt from `ip` at `now` (a timeout, a close before the token,
+    /// a failed TLS handshake): a failure of the address only, since nothing was
+    /// guessed.
+    pub fn failed(&mut self, ip: IpAddr, now: Instant) {
         if self.records.len() >= THROTTLE_ADDRESSES && !self.records.contains_key(&ip) {
             self.make_room(now);
         }
@@ -494,17 +502,23 @@ mod tests {
         let mut throttle = Throttle::default();
         for i in 0..50u32 {
             assert_eq!(throttle.global_wait(t0, 50), None, "failure {i}");
-            throttle.failed(IpAddr::from(i.to_be_bytes()), t0);
+            throttle.guessed_wrong(IpAddr::from(i.to_be_bytes()), t0);
         }
         assert_eq!(throttle.global_wait(t0, 50), Some(t0 + GLOBAL_WINDOW));
         assert_eq!(throttle.global_wait(t0, 0), None, "0 turns it off");
         assert_eq!(throttle.global_wait(t0 + GLOBAL_WINDOW, 50), None);
-        throttle.failed(IpAddr::from([1, 1, 1, 1]), t0 + GLOBAL_WINDOW);
+        throttle.guessed_wrong(IpAddr::from([1, 1, 1, 1]), t0 + GLOBAL_WINDOW);
         assert_eq!(
             throttle.global_wait(t0 + GLOBAL_WINDOW, 50),
             None,
             "a new window"
         );
+        // Timeouts and closes count against their address, not as guesses.
+        let mut quiet = Throttle::default();
+        for i in 0..100u32 {
+            quiet.failed(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert_eq!(quiet.global_wait(t0, 50), None);
     }
 
     #[test]

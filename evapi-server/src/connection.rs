@@ -145,22 +145,8 @@ fn screen(peer: SocketAddr, local: bool, shared: &Shared) -> bool {
         debug!(%peer, "connection refused: address not in the allow-list");
         return false;
     }
-    if let Some(cap) = config.max_clients_per_ip {
-        let mut from_ip = 0;
-        shared.registry.for_each(|c| {
-            if c.peer.ip() == peer.ip() && matches!(c.transport, Transport::Tcp | Transport::Tls) {
-                from_ip += 1;
-            }
-        });
-        if from_ip >= cap {
-            shared
-                .counters
-                .refused_per_ip
-                .fetch_add(1, Ordering::Relaxed);
-            shared.refusals.note(Refusal::PerIp);
-            debug!(%peer, max_clients_per_ip = cap, "connection refused: too many from this address");
-            return false;
-        }
+    if !under_per_ip_cap(peer, shared) {
+        return false;
     }
     let blocked = shared
         .throttle()
@@ -175,6 +161,30 @@ fn screen(peer: SocketAddr, local: bool, shared: &Shared) -> bool {
         return false;
     }
     true
+}
+
+/// Whether `peer`'s address has fewer apps than `max_clients_per_ip` (counted and logged
+/// when not).
+fn under_per_ip_cap(peer: SocketAddr, shared: &Shared) -> bool {
+    let Some(cap) = shared.config.max_clients_per_ip else {
+        return true;
+    };
+    let mut from_ip = 0;
+    shared.registry.for_each(|c| {
+        if c.peer.ip() == peer.ip() && matches!(c.transport, Transport::Tcp | Transport::Tls) {
+            from_ip += 1;
+        }
+    });
+    if from_ip < cap {
+        return true;
+    }
+    shared
+        .counters
+        .refused_per_ip
+        .fetch_add(1, Ordering::Relaxed);
+    shared.refusals.note(Refusal::PerIp);
+    debug!(%peer, max_clients_per_ip = cap, "connection refused: too many from this address");
+    false
 }
 
 /// A pending connection's place in the pool, given back however the task ends.
@@ -228,10 +238,21 @@ fn pending_failed(shared: &Shared, peer: SocketAddr, local: bool, why: Refused) 
     if why == Refused::Shutdown {
         return;
     }
+    // A guess (a token or first frame checked and wrong) counts against the address and
+    // the global ceiling; a timeout, a close or a failed handshake against the address
+    // only; an eviction not at all (others caused it: charging it would let any address
+    // get an app's address throttled by churning connections).
     if !local {
-        shared
-            .throttle()
-            .failed(peer.ip(), std::time::Instant::now());
+        let now = std::time::Instant::now();
+        match why {
+            Refused::WrongToken | Refused::NotAuth | Refused::BadFrame | Refused::Throttled => {
+                shared.throttle().guessed_wrong(peer.ip(), now);
+            }
+            Refused::Closed | Refused::Timeout | Refused::Handshake => {
+                shared.throttle().failed(peer.ip(), now);
+            }
+            Refused::Evicted | Refused::Shutdown => {}
+        }
     }
     let counters = &shared.counters;
     let refusal = match why {
@@ -397,6 +418,15 @@ async fn check_token(
 pub(crate) fn admit<R>(ready: Ready, peer: SocketAddr, ctx: &Ctx<R>) -> Option<Admitted> {
     let shared = &ctx.handle.shared;
     let config = &shared.config;
+    let local = matches!(
+        ready.stream,
+        Stream::Plain(Accepted::Unix(_) | Accepted::Memory(_))
+    );
+    // Again after the pending stage: connections pending together were not counted at
+    // accept.
+    if !local && !under_per_ip_cap(peer, shared) {
+        return None;
+    }
     let Ok(permit) = Arc::clone(&ctx.permits).try_acquire_owned() else {
         shared
             .counters

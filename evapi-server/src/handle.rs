@@ -663,7 +663,9 @@ impl Handle {
         let mut biggest: Option<(usize, Arc<Conn>)> = None;
         self.shared.registry.for_each(|conn| {
             let held = conn.outbox.bytes();
+            // One frame waiting is a client that keeps up, never cut for the total.
             if held > 0
+                && conn.outbox.depth() > 1
                 && !conn.closing.is_cancelled()
                 && biggest.as_ref().is_none_or(|(most, _)| held > *most)
             {
@@ -697,14 +699,28 @@ impl Handle {
         }
         // Only large (shared) frames can be over the total; small ones skip the lookup.
         let over_total = shared.is_some() && OVER_TOTAL.with(std::cell::Cell::get);
-        let push = if over_total && conn.outbox.depth() > 0 {
+        let mut push = if over_total && conn.outbox.depth() > 0 {
             Push::Full
         } else {
             conn.outbox.push(frame, shared)
         };
+        // The total is full (small frames, copied per client): a client that keeps up
+        // (nothing queued) is never the one refused; with the disconnect policy the
+        // clients holding the most are cut first.
+        while push == Push::TotalFull {
+            if conn.outbox.depth() == 0 {
+                push = conn.outbox.push_over_total(frame, shared);
+            } else if self.shared.config.slow_client == SlowClientPolicy::Disconnect
+                && self.cut_the_biggest_holder()
+            {
+                push = conn.outbox.push(frame, shared);
+            } else {
+                push = Push::Full;
+            }
+        }
         match push {
             Push::Queued => delivery.queued += 1,
-            Push::Full => {
+            Push::Full | Push::TotalFull => {
                 delivery.dropped += 1;
                 conn.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);

@@ -206,7 +206,7 @@ impl HttpApi {
                     throttle.succeeded(peer);
                     Ok(())
                 } else {
-                    throttle.failed(peer, now);
+                    throttle.guessed_wrong(peer, now);
                     Err(json_response(
                         StatusCode::UNAUTHORIZED,
                         &json!({ "ok": false, "error": "admin needs Authorization: Bearer TOKEN" }),

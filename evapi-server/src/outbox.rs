@@ -30,9 +30,10 @@ const TAIL_CHUNK: usize = 16 * 1024;
 pub(crate) enum Push {
     /// Queued.
     Queued,
-    /// The queue holds its limit of frames or bytes, or every client's queues together
-    /// hold the total limit; nothing was queued.
+    /// The queue holds its limit of frames or bytes; nothing was queued.
     Full,
+    /// Every client's queues together hold the total limit; nothing was queued.
+    TotalFull,
     /// The connection is closing; nothing was queued.
     Closed,
 }
@@ -152,17 +153,36 @@ impl Outbox {
     /// caller has one (large frames, already counted in the total by
     /// [`Total::shared`]), so it can be queued without copying or counting again.
     pub fn push(&self, frame: &[u8], shared: Option<&Bytes>) -> Push {
+        self.push_inner(frame, shared, false)
+    }
+
+    /// [`push`](Self::push), counted in the total even past its limit: for a client
+    /// with nothing queued when the total is full (it keeps up; the bound is for those
+    /// that do not). The total then exceeds its limit by at most one small frame per
+    /// such client.
+    pub fn push_over_total(&self, frame: &[u8], shared: Option<&Bytes>) -> Push {
+        self.push_inner(frame, shared, true)
+    }
+
+    fn push_inner(&self, frame: &[u8], shared: Option<&Bytes>, force: bool) -> Push {
         let was_empty = {
             let mut inner = self.lock();
             if inner.closed {
                 return Push::Closed;
             }
-            let by_reference = shared.filter(|_| frame.len() > COALESCE_MAX);
+            // A shared frame was counted once by its owner ([`Total::shared`]) and is
+            // queued by reference, whatever its size.
+            let by_reference = shared;
             if inner.frames >= self.limit
                 || (inner.frames > 0 && inner.bytes + frame.len() > self.byte_limit)
-                || (by_reference.is_none() && !self.total.reserve(frame.len()))
             {
                 return Push::Full;
+            }
+            if by_reference.is_none() && !(force || self.total.reserve(frame.len())) {
+                return Push::TotalFull;
+            }
+            if by_reference.is_none() && force {
+                self.total.used.fetch_add(frame.len(), Ordering::AcqRel);
             }
             let was_empty = inner.frames == 0;
             match by_reference {
@@ -290,7 +310,7 @@ mod tests {
         assert_eq!(b.push(b"6:ghijkl,", None), Push::Queued);
         assert_eq!(total.used(), 18);
         let c = Outbox::new(100, 100, Arc::clone(&total));
-        assert_eq!(c.push(b"1:y,", None), Push::Full, "22 > 20 in total");
+        assert_eq!(c.push(b"1:y,", None), Push::TotalFull, "22 > 20 in total");
         let mut out = Vec::new();
         assert_eq!(a.take(&mut out), 1);
         assert_eq!(total.used(), 9, "taken bytes leave the total");

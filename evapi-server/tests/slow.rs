@@ -369,3 +369,53 @@ async fn sixty_six_stalled_readers_never_cut_off_the_one_that_keeps_up() {
         "every stalled one was cut: {stats:?}"
     );
 }
+
+/// Found in review: with small frames (copied per client) a full total refused the
+/// client that keeps up and cut it off. Now one with nothing queued always takes the
+/// frame, and the stalled ones are cut: 3 stalled readers and 1 that keeps up, 4,000
+/// relays of 4,000 bytes through a 1 MiB total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_small_frames_the_one_that_keeps_up_is_never_cut_off() {
+    let mut server = start(Config {
+        client_queue_bytes: 64 * MIB,
+        max_queued_bytes: MIB,
+        ..big_frames()
+    })
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        stalled.push(stalled_client(&mut server).await);
+    }
+    let (mut healthy, _) = server.connect().await;
+    let frame = vec![b's'; 4000];
+    let (seen_tx, mut seen) = watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        let mut n = 0usize;
+        while let Some(Ok(got)) = healthy.next().await {
+            assert_eq!(got.len(), 4000);
+            n += 1;
+            seen_tx.send_replace(n);
+            if n == 4000 {
+                break;
+            }
+        }
+        n
+    });
+    for i in 0..4000usize {
+        tokio::time::timeout(PATIENCE, seen.wait_for(|n| n + 16 >= i))
+            .await
+            .expect("the healthy reader keeps up")
+            .unwrap();
+        let delivery = server.handle.relay(&frame).unwrap();
+        assert!(
+            delivery.queued >= 1,
+            "relay {i}: the healthy reader is a recipient"
+        );
+    }
+    let got = tokio::time::timeout(PATIENCE, reader)
+        .await
+        .expect("the healthy reader got its frames in time")
+        .unwrap();
+    assert_eq!(got, 4000);
+    assert_eq!(server.handle.stats().slow_clients, 3);
+}

@@ -572,8 +572,16 @@ fn nats_permissions_keep_strangers_off_the_answers() {
     ];
     let app_user = ["--nats-user", "app", "--nats-password", "APP_PASSWORD"];
     let node = Node::with("sip-a", &nats, &[], &bridge_user);
-    let _responder = responder(&nats, &app_user);
+    let app = responder(&nats, &app_user);
     assert_sipp_ok(&sipp::burst_486(&node.sip, 20, 20));
+    // The bridge confirmed every answer (it may publish to the app's reply inbox): a
+    // stopped responder waits for the confirmations still due and names any missing.
+    Command::new("kill")
+        .args(["-INT", &app.child.id().to_string()])
+        .status()
+        .unwrap();
+    let (_, err, _) = app.finish(Duration::from_secs(15));
+    assert!(!err.contains("not confirmed"), "{err}");
     // What each may not do, in the NATS protocol itself.
     let port = nats.url.rsplit(':').next().unwrap();
     let try_publish = |user: Option<(&str, &str)>, subject: &str| -> String {

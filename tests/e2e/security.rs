@@ -530,6 +530,31 @@ async fn two_hundred_guesses_at_once_from_one_address_are_mostly_never_checked()
     assert_eq!(stats.connected, 0);
 }
 
+/// Found in review: `--max-clients-per-ip` was checked only at accept, so connections
+/// pending together all became apps. It is checked again when one takes its slot.
+#[tokio::test]
+async fn the_per_address_cap_holds_for_connections_pending_together() {
+    let mut srv = Srv::start(Config {
+        max_clients_per_ip: Some(1),
+        ..token_config()
+    })
+    .await;
+    let auth = format!(r#"{{"auth":"{ROUTER_TOKEN}"}}"#);
+    let frame = format!("{}:{auth},", auth.len());
+    let mut pending = Vec::new();
+    for _ in 0..4 {
+        pending.push(TcpStream::connect(srv.addr).await.unwrap());
+    }
+    until(|| srv.handle.stats().pending == 4).await;
+    for c in &mut pending {
+        c.write_all(frame.as_bytes()).await.unwrap();
+    }
+    let _ = srv.next_new().await;
+    until(|| srv.handle.stats().refused_per_ip == 3).await;
+    srv.quiet().await;
+    assert_eq!(srv.handle.stats().connected, 1);
+}
+
 #[tokio::test]
 async fn an_address_that_keeps_failing_is_refused_for_a_while() {
     let mut srv = Srv::start(token_config()).await;

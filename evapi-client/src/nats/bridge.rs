@@ -311,13 +311,16 @@ pub async fn bridge(
             };
             counts.answers.fetch_add(1, Ordering::Relaxed);
             let mut queue = answers_waiting();
-            if queue.bytes + msg.payload.len() > config.answers_buffer_bytes {
+            // What an entry holds: its payload, where to confirm it, and its own size.
+            let cost =
+                msg.payload.len() + msg.reply.as_ref().map_or(0, |r| r.len()) + ANSWER_OVERHEAD;
+            if queue.bytes + cost > config.answers_buffer_bytes {
                 // Not confirmed: the app gives the event back and it comes again.
                 counts.answers_shed.fetch_add(1, Ordering::Relaxed);
                 queue.shed_since += 1;
             } else {
-                queue.bytes += msg.payload.len();
-                queue.answers.push_back((msg.payload, msg.reply));
+                queue.bytes += cost;
+                queue.answers.push_back((msg.payload, msg.reply, cost));
             }
             counts
                 .answers_buffered_bytes
@@ -334,8 +337,8 @@ pub async fn bridge(
             let next = {
                 let mut queue = answers_waiting();
                 let next = queue.answers.pop_front();
-                if let Some((a, _)) = &next {
-                    queue.bytes -= a.len();
+                if let Some((_, _, cost)) = &next {
+                    queue.bytes -= cost;
                     counts
                         .answers_buffered_bytes
                         .store(queue.bytes as u64, Ordering::Relaxed);
@@ -366,13 +369,13 @@ pub async fn bridge(
                 }
                 if let Some(answer) = next {
                     let mut queue = answers_waiting();
-                    queue.bytes += answer.0.len();
+                    queue.bytes += answer.2;
                     queue.answers.push_front(answer);
                 }
                 continue;
             }
             let (answer, reply) = match next {
-                Some((answer, reply)) => {
+                Some((answer, reply, _)) => {
                     if let Some(id) = transaction(&config.ids, &answer) {
                         let verdict = expecting().answer(id, Instant::now());
                         let predecessor = started.elapsed() < config.predecessor_grace;
@@ -380,6 +383,8 @@ pub async fn bridge(
                             Verdict::Expected => {}
                             Verdict::Unknown if predecessor => {
                                 counts.answers_unverified.fetch_add(1, Ordering::Relaxed);
+                                // Remembered as answered: a second answer is refused.
+                                expecting().answered(id, Instant::now());
                             }
                             Verdict::Duplicate | Verdict::Unknown => {
                                 counts.answers_refused.fetch_add(1, Ordering::Relaxed);
@@ -418,17 +423,25 @@ pub async fn bridge(
 }
 
 /// Tell the app that sent an answer (as a request) that the bridge is done with it.
+/// Bounded in time: with NATS away the client's queue may not take it, and answers to
+/// the node (shed ones above all) must not wait for that; an unconfirmed answer's event
+/// comes again.
 async fn confirm(nats: &async_nats::Client, reply: Option<async_nats::Subject>) {
     if let Some(reply) = reply {
-        let _ = nats.publish(reply, Bytes::new()).await;
+        let _ = tokio::time::timeout(CONFIRM_PUBLISH, nats.publish(reply, Bytes::new())).await;
     }
 }
+
+/// Longest wait to hand a confirmation to the NATS client.
+const CONFIRM_PUBLISH: Duration = Duration::from_millis(100);
+/// What an answer waiting for the node costs besides its payload and reply subject.
+const ANSWER_OVERHEAD: usize = 64;
 
 /// Answers from NATS waiting for the node (with where to confirm each), and what was
 /// dropped since the last warning.
 #[derive(Debug, Default)]
 struct AnswerQueue {
-    answers: std::collections::VecDeque<(Bytes, Option<async_nats::Subject>)>,
+    answers: std::collections::VecDeque<(Bytes, Option<async_nats::Subject>, usize)>,
     bytes: usize,
     shed_since: u64,
     refused_since: u64,

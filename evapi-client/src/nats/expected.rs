@@ -87,6 +87,15 @@ impl Expected {
         }
     }
 
+    /// Remember `id` as answered at `now` (an answer the bridge let through without
+    /// having seen its event): a second answer is then a duplicate.
+    pub fn answered(&mut self, id: TransactionId, now: Instant) {
+        self.expire(now);
+        if self.ids.insert(id, (now, true)).is_none() {
+            self.order.push_back((now, id));
+        }
+    }
+
     /// Transactions remembered now (waiting, or answered within the age bound).
     #[must_use]
     pub fn len(&self) -> usize {

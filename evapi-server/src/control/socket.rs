@@ -214,14 +214,15 @@ impl Admission {
         }
     }
 
-    /// A wrong or missing token, or no token line in time: a failure of the address.
+    /// A wrong or missing token, or no token line in time: a failure of the address
+    /// (and a guess against the global ceiling when a line was checked).
     fn failed(&mut self) {
         self.leave_pool();
         if let Some(ip) = self.ip {
             self.handle
                 .shared
                 .throttle()
-                .failed(ip, std::time::Instant::now());
+                .guessed_wrong(ip, std::time::Instant::now());
         }
     }
 
