@@ -223,9 +223,10 @@ async fn authenticate_then_serve<R: EventRoutes>(
                     serve(admitted, ctx).await;
                 }
             }
-            Err(why) => {
+            Err((why, stream)) => {
                 drop(in_pool);
                 pending_failed(&shared, peer, local, why);
+                drop(stream);
             }
         }
     }
@@ -284,15 +285,15 @@ async fn pending(
     local: bool,
     ticket: &Ticket,
     shared: &Shared,
-) -> Result<Ready, Refused> {
+) -> Result<Ready, (Refused, Option<Stream>)> {
     let config = &shared.config;
     let (mut stream, tls_subject) = match (stream, shared.tls()) {
         (Accepted::Tcp(tcp), Some(acceptor)) => {
             tune(&tcp, config);
             let handshake = tokio::select! {
                 biased;
-                () = shared.shutdown.cancelled() => return Err(Refused::Shutdown),
-                () = ticket.evicted.cancelled() => return Err(Refused::Evicted),
+                () = shared.shutdown.cancelled() => return Err((Refused::Shutdown, None)),
+                () = ticket.evicted.cancelled() => return Err((Refused::Evicted, None)),
                 h = tokio::time::timeout(config.handshake_timeout, acceptor.accept(tcp)) => h,
             };
             match handshake {
@@ -307,11 +308,11 @@ async fn pending(
                 }
                 Ok(Err(e)) => {
                     debug!(error = %e, "TLS handshake failed");
-                    return Err(Refused::Handshake);
+                    return Err((Refused::Handshake, None));
                 }
                 Err(_) => {
                     debug!(timeout = ?config.handshake_timeout, "TLS handshake not finished in time");
-                    return Err(Refused::Handshake);
+                    return Err((Refused::Handshake, None));
                 }
             }
         }
@@ -327,8 +328,17 @@ async fn pending(
                 Stream::Plain(Accepted::Unix(s)) => auth_frame(s, &mut buf, ticket, shared).await,
                 Stream::Plain(Accepted::Memory(s)) => auth_frame(s, &mut buf, ticket, shared).await,
                 Stream::Tls(s) => auth_frame(s.as_mut(), &mut buf, ticket, shared).await,
-            }?;
-            Some(check_token(&frame, &tokens, ip, ticket, shared).await?)
+            };
+            let checked = match frame {
+                Ok(frame) => check_token(&frame, &tokens, ip, ticket, shared).await,
+                Err(why) => Err(why),
+            };
+            // The stream goes back with the refusal: it is closed once the failure is
+            // counted, so a client that sees the close finds its address charged.
+            match checked {
+                Ok(name) => Some(name),
+                Err(why) => return Err((why, Some(stream))),
+            }
         }
     };
     Ok(Ready {
