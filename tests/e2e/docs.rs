@@ -16,13 +16,7 @@ fn root() -> std::path::PathBuf {
 
 /// The first ```sh block of `doc` that contains `marker`.
 fn sh_block(doc: &str, marker: &str) -> String {
-    let text = std::fs::read_to_string(root().join(doc)).unwrap();
-    text.split("```sh\n")
-        .skip(1)
-        .filter_map(|b| b.split("```").next())
-        .find(|b| b.contains(marker))
-        .unwrap_or_else(|| panic!("no sh block with {marker:?} in {doc}"))
-        .to_owned()
+    evapi_tests::doc_block(doc, "sh", marker)
 }
 
 /// Run `script` with bash, the workspace binaries first on PATH.
@@ -192,13 +186,7 @@ fn the_repl_batch_example_in_the_client_guide_runs() {
 
 /// The first ```yaml block of `doc` that contains `marker`.
 fn yaml_block(doc: &str, marker: &str) -> String {
-    let text = std::fs::read_to_string(root().join(doc)).unwrap();
-    text.split("```yaml\n")
-        .skip(1)
-        .filter_map(|b| b.split("```").next())
-        .find(|b| b.contains(marker))
-        .unwrap_or_else(|| panic!("no yaml block with {marker:?} in {doc}"))
-        .to_owned()
+    evapi_tests::doc_block(doc, "yaml", marker)
 }
 
 /// The Prometheus configuration and alert rules in docs/operations.md: `promtool check

@@ -554,16 +554,8 @@ fn oversized_frames_from_nats_are_dropped_not_fatal() {
 #[ignore = "needs nats-server and sipp (apt-get install nats-server sip-tester)"]
 fn nats_permissions_keep_strangers_off_the_answers() {
     sipp::require();
-    let doc = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/scale-out.md"),
-    )
-    .unwrap();
-    let config = doc
-        .split("```conf\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("the permissions block in docs/scale-out.md");
-    let nats = Nats::start_with(config);
+    let config = evapi_tests::doc_block("docs/scale-out.md", "conf", "authorization");
+    let nats = Nats::start_with(&config);
     let bridge_user = [
         "--nats-user",
         "bridge-sip-a",

@@ -301,3 +301,23 @@ pub fn check_junit(files: &[&std::path::Path]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The first fenced block of `lang` in `doc` (a path from the repository root, e.g.
+/// `docs/scale-out.md`) that contains `marker`: doc examples run as written.
+///
+/// # Panics
+///
+/// When the file cannot be read or has no such block.
+#[must_use]
+pub fn doc_block(doc: &str, lang: &str, marker: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(doc);
+    let text = std::fs::read_to_string(&path).expect("the doc is readable");
+    text.split(&format!("```{lang}\n"))
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains(marker))
+        .unwrap_or_else(|| panic!("no {lang} block with {marker:?} in {doc}"))
+        .to_owned()
+}
