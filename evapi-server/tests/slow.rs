@@ -309,6 +309,29 @@ async fn the_total_queued_bytes_are_bounded() {
     assert_eq!(server.handle.stats().connected, 4, "drop policy: they stay");
 }
 
+/// A reader that keeps up: reads `total` frames of `size` bytes, publishing how many
+/// arrived (for the sender's pacing); its task returns the count.
+fn keeping_up(
+    mut client: Client,
+    size: usize,
+    total: usize,
+) -> (tokio::task::JoinHandle<usize>, watch::Receiver<usize>) {
+    let (seen_tx, seen) = watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        let mut n = 0usize;
+        while let Some(Ok(got)) = client.next().await {
+            assert_eq!(got.len(), size);
+            n += 1;
+            seen_tx.send_replace(n);
+            if n == total {
+                break;
+            }
+        }
+        n
+    });
+    (reader, seen)
+}
+
 /// Regression (issue 24): a relayed frame counted once per client against
 /// --max-queued-bytes although the clients share its bytes, so 66 readers that stopped
 /// got the healthy one cut off as slow-client after 6 MB while the process held 19 MiB.
@@ -328,21 +351,9 @@ async fn sixty_six_stalled_readers_never_cut_off_the_one_that_keeps_up() {
     for _ in 0..66 {
         stalled.push(stalled_client(&mut server).await);
     }
-    let (mut healthy, _) = server.connect().await;
+    let (healthy, _) = server.connect().await;
     let frame = vec![b'h'; MIB];
-    let (seen_tx, mut seen) = watch::channel(0usize);
-    let reader = tokio::spawn(async move {
-        let mut n = 0usize;
-        while let Some(Ok(got)) = healthy.next().await {
-            assert_eq!(got.len(), MIB);
-            n += 1;
-            seen_tx.send_replace(n);
-            if n == 100 {
-                break;
-            }
-        }
-        n
-    });
+    let (reader, mut seen) = keeping_up(healthy, MIB, 100);
     let mut peak = 0;
     for i in 0..100usize {
         // A reader that keeps up: at most 4 frames behind the sender.
@@ -386,21 +397,9 @@ async fn with_small_frames_the_one_that_keeps_up_is_never_cut_off() {
     for _ in 0..3 {
         stalled.push(stalled_client(&mut server).await);
     }
-    let (mut healthy, _) = server.connect().await;
+    let (healthy, _) = server.connect().await;
     let frame = vec![b's'; 4000];
-    let (seen_tx, mut seen) = watch::channel(0usize);
-    let reader = tokio::spawn(async move {
-        let mut n = 0usize;
-        while let Some(Ok(got)) = healthy.next().await {
-            assert_eq!(got.len(), 4000);
-            n += 1;
-            seen_tx.send_replace(n);
-            if n == 4000 {
-                break;
-            }
-        }
-        n
-    });
+    let (reader, mut seen) = keeping_up(healthy, 4000, 4000);
     for i in 0..4000usize {
         tokio::time::timeout(PATIENCE, seen.wait_for(|n| n + 16 >= i))
             .await
