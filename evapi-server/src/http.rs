@@ -422,3 +422,45 @@ pub async fn serve(listener: TcpListener, api: HttpApi, shutdown: impl Future<Ou
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_must_be_an_address_or_localhost() {
+        for ok in [
+            "127.0.0.1:9100",
+            "127.0.0.1",
+            "localhost:9100",
+            "LOCALHOST",
+            "[::1]:9100",
+            "[::1]",
+            "10.1.2.3:80",
+        ] {
+            assert!(host_is_an_address(ok), "{ok}");
+        }
+        for refused in [
+            "",
+            "evil.example:9100",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:9100",
+            "[::1]x",
+            "[evil]:80",
+            "127.0.0.1:port",
+            "127.0.0.1:123456",
+            "::1",
+        ] {
+            assert!(!host_is_an_address(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn bearer_in_any_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER   abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+    }
+}
