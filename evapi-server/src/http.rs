@@ -398,6 +398,11 @@ pub async fn serve(listener: TcpListener, api: HttpApi, shutdown: impl Future<Ou
         }
         let (api, pool) = (Arc::clone(&api), Arc::clone(&pool));
         tokio::spawn(async move {
+            // The entry goes back however the task ends (a panicking handler included).
+            let _in_pool = InPool {
+                pool,
+                ticket: &ticket,
+            };
             let ip = peer.ip();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let resp = api.respond(&req, ip);
@@ -416,10 +421,22 @@ pub async fn serve(listener: TcpListener, api: HttpApi, shutdown: impl Future<Ou
                 }
                 () = ticket.evicted.cancelled() => debug!(%peer, "http connection closed to make room"),
             }
-            pool.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .leave(&ticket);
         });
+    }
+}
+
+/// An HTTP connection's place in the listener's pool, given back on drop.
+struct InPool<'a> {
+    pool: Arc<std::sync::Mutex<crate::pending::Pool>>,
+    ticket: &'a crate::pending::Ticket,
+}
+
+impl Drop for InPool<'_> {
+    fn drop(&mut self) {
+        self.pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .leave(self.ticket);
     }
 }
 
