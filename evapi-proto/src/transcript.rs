@@ -175,6 +175,18 @@ impl Payload {
             Payload::B64(b64) => base64::engine::general_purpose::STANDARD.decode(b64),
         }
     }
+
+    /// The bytes, moved out of a text payload rather than copied.
+    ///
+    /// # Errors
+    ///
+    /// When a `b64` payload is not valid base64.
+    pub fn into_bytes(self) -> Result<Vec<u8>, base64::DecodeError> {
+        match self {
+            Payload::Text(text) => Ok(text.into_bytes()),
+            Payload::B64(b64) => base64::engine::general_purpose::STANDARD.decode(b64),
+        }
+    }
 }
 
 /// A header line for a recording that started at `started` (RFC 3339).

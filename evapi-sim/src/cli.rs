@@ -572,7 +572,9 @@ async fn scenario(
 
 async fn run_replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     use evapi_proto::transcript::Reader;
-    let mut entries = Vec::new();
+    let reader = evapi_proto::AnswerReader::with_fields(args.id_fields.clone());
+    // Entry by entry into the plan: the transcript is never held twice.
+    let mut plan = evapi_sim::replay::Plan::default();
     let mut framing = None;
     for part in 0u32.. {
         let path = evapi_proto::transcript::part_path(&args.file, part);
@@ -581,26 +583,25 @@ async fn run_replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
             Err(e) if part > 0 && e.kind() == std::io::ErrorKind::NotFound => break,
             Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
         };
-        let reader = Reader::new(
+        let entries = Reader::new(
             std::io::BufReader::new(file),
             evapi_proto::transcript::max_line(args.max_frame),
         )
         .with_context(|| format!("{}", path.display()))?;
-        framing.get_or_insert(reader.header().framing);
-        for entry in reader {
-            entries.push(entry.with_context(|| format!("{}", path.display()))?);
+        framing.get_or_insert(entries.header().framing);
+        for entry in entries {
+            let entry = entry.with_context(|| format!("{}", path.display()))?;
+            plan.add(entry, &reader)
+                .with_context(|| format!("{}: a payload in the transcript", path.display()))?;
         }
     }
-    let reader = evapi_proto::AnswerReader::with_fields(args.id_fields.clone());
-    let plan =
-        evapi_sim::replay::Plan::new(entries, &reader).context("a payload in the transcript")?;
     if plan.gaps > 0 {
         eprintln!(
             "evapi-sim replay: the transcript has {} gap(s) (unframed bytes or lost records): some events may be missing",
             plan.gaps
         );
     }
-    let judge = evapi_sim::replay::Judge::new(&plan, reader, &args.ignore, args.answer_timeout);
+    let judge = evapi_sim::replay::Judge::new(&mut plan, reader, &args.ignore, args.answer_timeout);
     let mut server = evapi_server::Config {
         framing: framing.unwrap_or_default(),
         max_frame: args.max_frame,

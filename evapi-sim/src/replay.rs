@@ -46,12 +46,27 @@ struct Recorded {
     latency_us: u64,
 }
 
+/// A suspended event of the recording: when it went out, and the app's answer if the
+/// recording has one. One map for both halves keeps a large transcript's plan small.
+#[derive(Debug, Clone)]
+struct Suspended {
+    sent: u64,
+    answer: Option<Recorded>,
+}
+
 /// What to play and what the recording says the answers were.
+///
+/// Built one entry at a time ([`Plan::add`]), so a transcript is never held twice: the
+/// plan keeps the payloads (moved out of the entries) and one map entry per suspended
+/// event.
 #[derive(Debug, Default)]
 pub struct Plan {
     /// The node's frames, in order.
     pub events: Vec<Planned>,
-    answers: HashMap<TransactionId, Recorded>,
+    recorded: HashMap<TransactionId, Suspended>,
+    answered: usize,
+    /// `t` of the first event.
+    first: Option<u64>,
     /// App frames in the recording that answered no recorded event (or carried no ids).
     pub unpaired: u64,
     /// Raw (unframed) chunks and lost entries in the transcript: the plan may miss
@@ -70,46 +85,58 @@ impl Plan {
         reader: &AnswerReader,
     ) -> Result<Self, base64::DecodeError> {
         let mut plan = Plan::default();
-        let mut first: Option<u64> = None;
-        let mut sent_at: HashMap<TransactionId, u64> = HashMap::new();
         for entry in entries {
-            match entry {
-                Entry::Frame {
-                    t, from, payload, ..
-                } => {
-                    let payload = payload.bytes()?;
-                    let ids = ids_of(reader, &payload);
-                    match from {
-                        Side::Node => {
-                            let start = *first.get_or_insert(t);
-                            if let Some(id) = ids {
-                                sent_at.insert(id, t);
-                            }
-                            plan.events.push(Planned {
-                                at_us: t.saturating_sub(start),
-                                payload,
-                                ids,
-                            });
-                        }
-                        Side::App => match ids.and_then(|id| sent_at.get(&id).map(|s| (id, *s))) {
-                            Some((id, sent)) if !plan.answers.contains_key(&id) => {
-                                plan.answers.insert(
-                                    id,
-                                    Recorded {
-                                        payload,
-                                        latency_us: t.saturating_sub(sent),
-                                    },
-                                );
-                            }
-                            _ => plan.unpaired += 1,
-                        },
-                    }
-                }
-                Entry::Raw { .. } | Entry::Lost { .. } => plan.gaps += 1,
-                Entry::Open { .. } | Entry::Close { .. } => {}
-            }
+            plan.add(entry, reader)?;
         }
         Ok(plan)
+    }
+
+    /// Add the transcript's next entry.
+    ///
+    /// # Errors
+    ///
+    /// A payload that is not valid base64.
+    pub fn add(&mut self, entry: Entry, reader: &AnswerReader) -> Result<(), base64::DecodeError> {
+        match entry {
+            Entry::Frame {
+                t, from, payload, ..
+            } => {
+                let payload = payload.into_bytes()?;
+                let ids = ids_of(reader, &payload);
+                match from {
+                    Side::Node => {
+                        let start = *self.first.get_or_insert(t);
+                        if let Some(id) = ids {
+                            self.recorded.insert(
+                                id,
+                                Suspended {
+                                    sent: t,
+                                    answer: None,
+                                },
+                            );
+                        }
+                        self.events.push(Planned {
+                            at_us: t.saturating_sub(start),
+                            payload,
+                            ids,
+                        });
+                    }
+                    Side::App => match ids.and_then(|id| self.recorded.get_mut(&id)) {
+                        Some(suspended) if suspended.answer.is_none() => {
+                            suspended.answer = Some(Recorded {
+                                payload,
+                                latency_us: t.saturating_sub(suspended.sent),
+                            });
+                            self.answered += 1;
+                        }
+                        _ => self.unpaired += 1,
+                    },
+                }
+            }
+            Entry::Raw { .. } | Entry::Lost { .. } => self.gaps += 1,
+            Entry::Open { .. } | Entry::Close { .. } => {}
+        }
+        Ok(())
     }
 
     /// Events that carry transaction ids.
@@ -121,7 +148,13 @@ impl Plan {
     /// Recorded answers.
     #[must_use]
     pub fn answered(&self) -> usize {
-        self.answers.len()
+        self.answered
+    }
+
+    /// The recorded answers, by the ids of the events they answered (taken by the
+    /// judge; the plan keeps the events and the counts).
+    fn take_answers(&mut self) -> HashMap<TransactionId, Suspended> {
+        std::mem::take(&mut self.recorded)
     }
 }
 
@@ -358,7 +391,7 @@ struct Live {
 pub struct Judge {
     reader: AnswerReader,
     ignore: Vec<Vec<String>>,
-    answers: HashMap<TransactionId, Recorded>,
+    answers: HashMap<TransactionId, Suspended>,
     table: Table<Live>,
     /// Recorded ids -> the tm table's.
     ours: HashMap<TransactionId, TransactionId>,
@@ -371,14 +404,19 @@ pub struct Judge {
 }
 
 impl Judge {
-    /// A judge for `plan`'s answers; an answer is awaited `timeout` (then missing), and
-    /// the dotted field paths in `ignore` are not compared.
+    /// A judge for `plan`'s answers (taken from it); an answer is awaited `timeout`
+    /// (then missing), and the dotted field paths in `ignore` are not compared.
     ///
     /// # Panics
     ///
     /// Never: the histogram bounds are constants that hdrhistogram accepts.
     #[must_use]
-    pub fn new(plan: &Plan, reader: AnswerReader, ignore: &[String], timeout: Duration) -> Self {
+    pub fn new(
+        plan: &mut Plan,
+        reader: AnswerReader,
+        ignore: &[String],
+        timeout: Duration,
+    ) -> Self {
         let tm = TmConfig {
             fr_timer: timeout,
             fr_inv_timer: timeout,
@@ -394,7 +432,7 @@ impl Judge {
                 .iter()
                 .map(|p| p.split('.').map(str::to_owned).collect())
                 .collect(),
-            answers: plan.answers.clone(),
+            answers: plan.take_answers(),
             table: Table::new(tm),
             ours: HashMap::new(),
             report: ReplayReport::default(),
@@ -452,7 +490,7 @@ impl Judge {
         let replayed_us =
             u64::try_from(now.saturating_duration_since(sent).as_micros()).unwrap_or(u64::MAX);
         let _ = self.replayed_h.record(replayed_us.max(1));
-        let outcome = match self.answers.get(&recorded) {
+        let outcome = match self.answers.get(&recorded).and_then(|s| s.answer.as_ref()) {
             None => Outcome {
                 id: recorded.to_string(),
                 verdict: Verdict::Extra,
@@ -498,7 +536,7 @@ impl Judge {
         self.table.handle_timeout(now, &mut expired);
         for e in expired {
             let recorded = e.data.recorded;
-            let outcome = match self.answers.get(&recorded) {
+            let outcome = match self.answers.get(&recorded).and_then(|s| s.answer.as_ref()) {
                 Some(rec) => Outcome {
                     id: recorded.to_string(),
                     verdict: Verdict::Missing,
@@ -846,11 +884,11 @@ mod tests {
 
     #[test]
     fn answers_are_judged_against_the_recording() {
-        let p = plan();
+        let mut p = plan();
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut j = Judge::new(
-            &p,
+            &mut p,
             AnswerReader::default(),
             &["ts".to_owned()],
             Duration::from_secs(5),
@@ -897,9 +935,9 @@ mod tests {
 
     #[test]
     fn a_silent_app_leaves_every_recorded_answer_missing() {
-        let p = plan();
+        let mut p = plan();
         let t0 = Instant::now();
-        let mut j = Judge::new(&p, AnswerReader::default(), &[], Duration::from_secs(1));
+        let mut j = Judge::new(&mut p, AnswerReader::default(), &[], Duration::from_secs(1));
         for e in &p.events {
             j.sent(t0, e);
         }

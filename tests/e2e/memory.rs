@@ -1,5 +1,6 @@
 //! Memory a peer cannot run out: the evapi-server binary's peak resident memory
-//! (VmHWM) under clients that never read and under 1,000 slowloris connections.
+//! (VmHWM) under clients that never read and under 1,000 slowloris connections; and
+//! `evapi-sim replay`'s, which holds a whole transcript, within 1.5x of the file.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -61,14 +62,19 @@ impl Server {
 
     /// Peak resident memory so far, in bytes (Linux VmHWM).
     fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status");
-        kib * 1024
+        peak_rss(self.child.id())
     }
+}
+
+/// Peak resident memory of process `pid` so far, in bytes (Linux VmHWM).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024
 }
 
 impl Drop for Server {
@@ -202,4 +208,62 @@ fn a_thousand_slowloris_connections_are_bounded_and_closed_while_an_app_is_serve
     assert!(peak < baseline + 100 * MIB, "peak {peak}");
     app.write_all(b"5:still,").unwrap();
     assert!(server.wait_for("message-received").contains("still"));
+}
+
+/// Write a proxy transcript of `pairs` small events (with transaction ids) and their
+/// answers, as `evapi-client proxy --record` writes them; its size in bytes.
+fn write_transcript(path: &std::path::Path, pairs: u32) -> u64 {
+    use evapi_proto::transcript::{header, line, write_frame, Side};
+    let mut out = line(&header(
+        "2026-12-02T00:00:00Z".into(),
+        "proxy",
+        "127.0.0.1:8448".into(),
+        evapi_proto::Framing::Netstring,
+        0,
+    ))
+    .unwrap();
+    for i in 0..pairs {
+        let t = u64::from(i) * 100;
+        let event = format!(
+            r#"{{"event":"invite","tindex":"{}","tlabel":"{i}","callid":"{i:08x}-replay@127.0.0.1","from":"sip:alice@example.com","ruri":"sip:bob@example.com"}}"#,
+            i % 4096
+        );
+        write_frame(&mut out, t, 1, Side::Node, event.as_bytes());
+        let answer = format!(r#"{{"tindex":"{}","tlabel":"{i}","code":200}}"#, i % 4096);
+        write_frame(&mut out, t + 50, 1, Side::App, answer.as_bytes());
+    }
+    std::fs::write(path, &out).unwrap();
+    out.len() as u64
+}
+
+/// `evapi-sim replay FILE`'s peak RSS once it has read the transcript (it says it waits
+/// for an app then).
+fn replay_peak(file: &std::path::Path) -> u64 {
+    let mut cmd = Command::new(binary("evapi-sim"));
+    cmd.arg("replay").arg(file).args(["--bind", "127.0.0.1:0"]);
+    let mut sim = evapi_tests::Running::spawn(cmd);
+    sim.wait_stderr("waiting for an app on", Duration::from_secs(120));
+    peak_rss(sim.child.id())
+}
+
+#[test]
+fn replay_holds_a_transcript_in_less_than_one_and_a_half_times_its_size() {
+    let dir = std::env::temp_dir().join(format!("evapi-replay-mem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let small = dir.join("small.jsonl");
+    let large = dir.join("large.jsonl");
+    write_transcript(&small, 10);
+    let size = write_transcript(&large, 150_000);
+    let baseline = replay_peak(&small);
+    let peak = replay_peak(&large);
+    let held = peak.saturating_sub(baseline);
+    eprintln!(
+        "replay of a {} MiB transcript (300,000 entries): peak RSS {} MiB, {} MiB over a 20-entry one: {:.2}x the file",
+        size / MIB,
+        peak / MIB,
+        held / MIB,
+        held as f64 / size as f64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(held * 2 < size * 3, "held {held} for a file of {size}");
 }
