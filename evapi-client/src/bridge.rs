@@ -30,10 +30,10 @@ pub async fn run(
             .with_context(|| format!("cannot listen on --metrics {metrics}"))?;
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Metrics(Arc::clone(&counts))));
-        let api = evapi_server::http::HttpApi::new(registry, None, None);
+        let api = evapi_ops::http::HttpApi::new(registry, None, None);
         let stop = stop.clone();
         tokio::spawn(async move {
-            evapi_server::http::serve(listener, api, stop.cancelled_owned()).await;
+            evapi_ops::http::serve(listener, api, stop.cancelled_owned()).await;
         });
     }
     let mut options = options.clone();
@@ -53,7 +53,7 @@ pub async fn run(
     // bridge, told by `stop`, publishes what it holds (for up to 5 s) and returns.
     let watcher = stop.clone();
     tokio::spawn(async move {
-        crate::cli::terminated().await;
+        evapi_ops::signal::terminated().await;
         watcher.cancel();
     });
     let mut first = true;
@@ -105,7 +105,7 @@ struct Metrics(Arc<BridgeCounts>);
 
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        use evapi_server::metrics::{counter, gauge};
+        use evapi_ops::metrics::{counter, gauge};
         let c = &self.0;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let e = &mut encoder;

@@ -844,6 +844,8 @@ async fn run_respond(
     }
     let mut failure = None;
     let mut interrupted = false;
+    // SIGINT or SIGTERM: stop answering and print the summary.
+    let mut signals = evapi_ops::signal::Signals::new();
     loop {
         tokio::select! {
             joined = tasks.join_next() => match joined {
@@ -861,7 +863,7 @@ async fn run_respond(
                     failure.get_or_insert(anyhow::anyhow!("responder task failed: {e}"));
                 }
             },
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            _ = signals.stop(), if !interrupted => {
                 interrupted = true;
                 stop.cancel();
             }
@@ -883,15 +885,6 @@ async fn run_respond(
     }
 }
 
-/// SIGINT or SIGTERM.
-pub(crate) async fn terminated() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        Some(()) = async { term.as_mut()?.recv().await } => {}
-    }
-}
-
 async fn respond_nats(
     options: &NatsOptions,
     responder: &Responder,
@@ -909,7 +902,7 @@ async fn respond_nats(
         r = &mut respond => r,
         // Stop taking, and wait for the answers sent to be confirmed (at most
         // ANSWER_CONFIRM each; unconfirmed ones are given back).
-        () = terminated() => {
+        () = evapi_ops::signal::terminated() => {
             stop.cancel();
             respond.await
         }
@@ -946,7 +939,13 @@ async fn run_proxy(
         },
     );
     let recorder = recorder.map(Arc::new);
-    let counts = evapi_client::proxy::run(listener, config, recorder.clone(), terminated()).await;
+    let counts = evapi_client::proxy::run(
+        listener,
+        config,
+        recorder.clone(),
+        evapi_ops::signal::terminated(),
+    )
+    .await;
     eprintln!(
         "evapi-client proxy: {} connection(s), {} refused; frames from the node {}, from apps {}",
         counts.connections.load(Ordering::Relaxed),
@@ -987,7 +986,7 @@ async fn record(
         }
         let next = tokio::select! {
             next = client.recv() => next,
-            () = terminated() => break None,
+            () = evapi_ops::signal::terminated() => break None,
             () = async { tokio::time::sleep_until(until.unwrap_or_else(tokio::time::Instant::now)).await }, if until.is_some() => break None,
         };
         match next {

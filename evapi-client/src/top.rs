@@ -180,7 +180,7 @@ pub async fn run(
         before = Some((samples(&clients), now));
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = evapi_ops::signal::terminated() => return Ok(()),
         }
     }
 }

@@ -8,9 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use evapi_ops::pem::{load_certs, load_key, load_roots};
 use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
@@ -22,34 +21,14 @@ pub use rustls;
 #[non_exhaustive]
 pub enum TlsSetupError {
     /// A PEM file could not be read or holds nothing usable.
-    #[error("{path}: {what}")]
-    File {
-        /// The file.
-        path: String,
-        /// What was wrong.
-        what: String,
-    },
+    #[error(transparent)]
+    File(#[from] evapi_ops::pem::PemError),
+    /// The system's trust store has no CA certificate.
+    #[error("no CA certificate in the system trust store; give one with --tls-ca")]
+    NoSystemRoots,
     /// rustls refused the settings.
-    #[error("{0}")]
+    #[error("rustls refused the TLS settings")]
     Rustls(#[from] rustls::Error),
-}
-
-fn file_error(path: &Path, what: impl std::fmt::Display) -> TlsSetupError {
-    TlsSetupError::File {
-        path: path.display().to_string(),
-        what: what.to_string(),
-    }
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, e))?;
-    if certs.is_empty() {
-        return Err(file_error(path, "no CERTIFICATE block in the file"));
-    }
-    Ok(certs)
 }
 
 /// A rustls client setup: servers are verified against the CAs in `ca` (PEM), or
@@ -63,26 +42,18 @@ pub fn client_config(
     ca: Option<&Path>,
     cert_and_key: Option<(&Path, &Path)>,
 ) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
-    let mut roots = RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            for cert in load_certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| file_error(path, format!("not a usable CA certificate: {e}")))?;
-            }
-        }
+    let roots = match ca {
+        Some(path) => load_roots(path)?,
         None => {
+            let mut roots = RootCertStore::empty();
             let found = rustls_native_certs::load_native_certs();
             let (added, _) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
-                return Err(TlsSetupError::File {
-                    path: "the system trust store".to_owned(),
-                    what: "no CA certificate found; give one with --tls-ca".to_owned(),
-                });
+                return Err(TlsSetupError::NoSystemRoots);
             }
+            roots
         }
-    }
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -90,7 +61,7 @@ pub fn client_config(
     let config = match cert_and_key {
         Some((cert, key)) => {
             let certs = load_certs(cert)?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;
+            let key = load_key(key)?;
             builder.with_client_auth_cert(certs, key)?
         }
         None => builder.with_no_client_auth(),

@@ -210,7 +210,15 @@ fn while_disconnected_lines_are_refused_and_quit_is_immediate() {
     let (mut p, _home) = spawn_repl(&srv, "gone");
     p.exp_string("evapi> ").unwrap();
     srv.connected();
+    let addr = srv.addr.clone();
     drop(srv);
+    // The port refuses connections from now on (a listener still being torn down could
+    // otherwise take the REPL's next attempt and flip its state once more).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(&addr).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "{addr} still accepts");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     p.exp_string("reconnecting").unwrap();
     // The prompt shows the state; a connection accepted while the server was going
     // away can flip it once more, so ask until it says disconnected.

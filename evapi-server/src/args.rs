@@ -175,12 +175,16 @@ fn parse_keepalive(s: &str) -> Result<Duration, String> {
 
 /// Wait for SIGHUP and reload TLS and tokens each time.
 pub async fn reload_on_hangup(security: SecurityArgs, handle: Handle) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+    use evapi_ops::signal::{Signal, Signals};
+    let mut signals = Signals::new();
+    if !signals.watches_hangup() {
         warn!("cannot listen for SIGHUP; no reloads");
         return;
-    };
-    while hangups.recv().await.is_some() {
+    }
+    loop {
+        if signals.recv().await != Signal::Hangup {
+            continue;
+        }
         info!("SIGHUP: reloading");
         if let Err(e) = security.reload(&handle) {
             warn!(

@@ -381,17 +381,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     });
     let reload_task = tokio::spawn(reload_on_hangup(args.security.clone(), handle.clone()));
     let metrics_task = metrics.map(|l| {
-        let api = evapi_server::http::HttpApi::new(
+        tokio::spawn(evapi_server::admin::serve(
+            l,
             evapi_server::metrics::registry(&handle),
-            Some(handle.clone()),
+            handle.clone(),
             args.control_token.clone().map(Arc::from),
-        );
-        tokio::spawn(evapi_server::http::serve(l, api, std::future::pending()))
+            std::future::pending(),
+        ))
     });
 
     server
         .run(listener, async {
-            evapi_server::signal::terminated().await;
+            evapi_ops::signal::terminated().await;
             info!("signal received");
         })
         .await;

@@ -132,6 +132,16 @@ pub struct Keepalive {
     pub interval: Duration,
 }
 
+/// A rustls server setup for the event socket (feature `tls`: an
+/// `Arc<rustls::ServerConfig>`, see [`tls::server_config`](crate::tls::server_config)).
+#[cfg(feature = "tls")]
+pub type TlsSetup = Arc<rustls::ServerConfig>;
+
+/// Without the feature `tls`, a type with no value: [`Config::tls`] is always `None`.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, Clone)]
+pub enum TlsSetup {}
+
 /// Everything a server needs to know; [`Config::default`] matches Kamailio's defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -192,7 +202,7 @@ pub struct Config {
     /// [`tls::server_config`](crate::tls::server_config)); `None` (the default):
     /// plain TCP, as Kamailio. Replaced at run time by
     /// [`Handle::set_tls`](crate::Handle::set_tls).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<TlsSetup>,
     /// A TLS handshake must finish within this long of the connect, or the
     /// connection is closed (default [`DEFAULT_HANDSHAKE_TIMEOUT`]); without it a
     /// client that never finishes holds a slot.

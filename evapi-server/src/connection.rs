@@ -3,7 +3,7 @@
 //!
 //! Admission is explicit and happens before any route: the allow-list, the per-address
 //! cap and the throttle; then, where TLS or tokens are on, the pending stage (handshake
-//! and token, in the bounded pending pool of [`crate::pending`], holding no app slot);
+//! and token, in the bounded pending pool of [`evapi_ops::pool`], holding no app slot);
 //! then a `max_clients` permit that lives as long as the connection. The read loop
 //! decodes frames as they arrive and hands each to message-received; a frame that
 //! breaks the framing closes only this connection, after the frames before it were
@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+#[cfg(feature = "tls")]
 use tokio_rustls::server::TlsStream;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
@@ -27,7 +28,6 @@ use crate::auth::{Tokens, MAX_AUTH_FRAME};
 use crate::config::{OversizePolicy, BARE_READ, KEEPALIVE_PROBES};
 use crate::handle::{check_tag, Shared};
 use crate::outbox::Outbox;
-use crate::pending::Ticket;
 use crate::rate::Limiter;
 use crate::refusals::Refusal;
 use crate::registry::Conn;
@@ -35,6 +35,7 @@ use crate::routes::{Admit, CloseReason, EventRoutes, Transport};
 use crate::transport::Accepted;
 use crate::workers::Workers;
 use crate::{writer, Handle};
+use evapi_ops::pool::Ticket;
 
 /// Bytes reserved for each socket read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -82,6 +83,7 @@ pub(crate) struct Ready {
 /// A stream before or after its TLS handshake.
 enum Stream {
     Plain(Accepted),
+    #[cfg(feature = "tls")]
     Tls(Box<TlsStream<TcpStream>>),
 }
 
@@ -103,7 +105,7 @@ pub(crate) fn accepted<R: EventRoutes>(
         return;
     }
     let pending =
-        shared.tls().is_some() && matches!(stream, Accepted::Tcp(_)) || shared.tokens().is_some();
+        shared.tls_on() && matches!(stream, Accepted::Tcp(_)) || shared.tokens().is_some();
     if pending {
         let (ticket, _) = shared.pending().enter((!local).then(|| peer.ip()));
         let in_pool = InPool {
@@ -286,8 +288,14 @@ async fn pending(
     ticket: &Ticket,
     shared: &Shared,
 ) -> Result<Ready, (Refused, Option<Stream>)> {
+    #[cfg(feature = "tls")]
     let config = &shared.config;
-    let (mut stream, tls_subject) = match (stream, shared.tls()) {
+    #[cfg(feature = "tls")]
+    let tls = shared.tls();
+    #[cfg(not(feature = "tls"))]
+    let tls: Option<std::convert::Infallible> = None;
+    let (mut stream, tls_subject) = match (stream, tls) {
+        #[cfg(feature = "tls")]
         (Accepted::Tcp(tcp), Some(acceptor)) => {
             tune(&tcp, config);
             let handshake = tokio::select! {
@@ -327,6 +335,7 @@ async fn pending(
                 Stream::Plain(Accepted::Tcp(s)) => auth_frame(s, &mut buf, ticket, shared).await,
                 Stream::Plain(Accepted::Unix(s)) => auth_frame(s, &mut buf, ticket, shared).await,
                 Stream::Plain(Accepted::Memory(s)) => auth_frame(s, &mut buf, ticket, shared).await,
+                #[cfg(feature = "tls")]
                 Stream::Tls(s) => auth_frame(s.as_mut(), &mut buf, ticket, shared).await,
             };
             let checked = match frame {
@@ -451,6 +460,7 @@ pub(crate) fn admit<R>(ready: Ready, peer: SocketAddr, ctx: &Ctx<R>) -> Option<A
             tune(tcp, config);
             Transport::Tcp
         }
+        #[cfg(feature = "tls")]
         Stream::Tls(_) => Transport::Tls,
         Stream::Plain(Accepted::Unix(_)) => Transport::Unix,
         Stream::Plain(Accepted::Memory(_)) => Transport::Memory,
@@ -509,6 +519,7 @@ enum Refused {
     BadFrame,
     NotAuth,
     WrongToken,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     Handshake,
     Evicted,
     Throttled,
@@ -557,6 +568,7 @@ pub(crate) async fn serve<R: EventRoutes>(admitted: Admitted, ctx: Arc<Ctx<R>>) 
                 let (rd, wr) = tcp.into_split();
                 run(rd, wr, buf, auth, conn, registered, &ctx).await;
             }
+            #[cfg(feature = "tls")]
             Stream::Tls(tls) => {
                 let (rd, wr) = tokio::io::split(*tls);
                 run(rd, wr, buf, auth, conn, registered, &ctx).await;
@@ -686,11 +698,11 @@ async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
             tokio::select! {
                 biased;
                 () = conn.closing.cancelled() => return conn.reason_or(CloseReason::Shutdown),
-                () = sleep_until(read_deadline) => {
+                () = evapi_ops::time::sleep_until(read_deadline) => {
                     warn!(timeout = ?config.read_timeout, buffered = buf.len(), "a frame did not arrive whole in time, closing");
                     return CloseReason::ReadTimeout;
                 }
-                () = sleep_until(idle_deadline) => {
+                () = evapi_ops::time::sleep_until(idle_deadline) => {
                     info!(timeout = ?config.idle_timeout, "client idle, closing");
                     return CloseReason::IdleTimeout;
                 }
@@ -799,13 +811,5 @@ async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
         } else {
             frame_started
         };
-    }
-}
-
-/// Sleep until `at`; forever when there is none.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

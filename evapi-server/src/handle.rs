@@ -20,14 +20,16 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+#[cfg(feature = "tls")]
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::{Throttle, Tokens};
+use crate::auth::Tokens;
 use crate::config::{Config, SlowClientPolicy, UnicastPolicy, MAX_TAG_LEN};
 use crate::outbox::{Push, COALESCE_MAX};
 use crate::registry::Tagged;
 use crate::registry::{Conn, Registry};
 use crate::routes::{CloseReason, Transport};
+use evapi_ops::throttle::Throttle;
 
 /// State shared by the handle, the accept loop and the connections.
 #[derive(Debug)]
@@ -42,19 +44,28 @@ pub(crate) struct Shared {
     /// Bytes queued for all clients, against [`Config::max_queued_bytes`].
     pub queued_total: Arc<crate::outbox::Total>,
     /// The TLS setup new connections get (replaced on reload; existing ones keep theirs).
-    tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    tls: RwLock<Option<crate::config::TlsSetup>>,
     /// The token table new connections are checked against (replaced on reload).
     tokens: RwLock<Option<Arc<Tokens>>>,
     /// Addresses that keep failing authentication.
     pub throttle: Mutex<Throttle>,
     /// Connections in their TLS handshake or before their token.
-    pub pending: Mutex<crate::pending::Pool>,
+    pub pending: Mutex<evapi_ops::pool::Pool>,
     /// Refusals since the last logged summary.
     pub refusals: crate::refusals::Refusals,
 }
 
 impl Shared {
+    /// Whether TLS is on.
+    pub fn tls_on(&self) -> bool {
+        self.tls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
     /// The TLS acceptor for a new connection, if TLS is on.
+    #[cfg(feature = "tls")]
     pub fn tls(&self) -> Option<TlsAcceptor> {
         self.tls
             .read()
@@ -75,7 +86,7 @@ impl Shared {
         self.throttle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn pending(&self) -> std::sync::MutexGuard<'_, crate::pending::Pool> {
+    pub fn pending(&self) -> std::sync::MutexGuard<'_, evapi_ops::pool::Pool> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -296,7 +307,7 @@ impl Handle {
                 tls: RwLock::new(config.tls.clone()),
                 tokens: RwLock::new(config.tokens.clone()),
                 throttle: Mutex::new(Throttle::default()),
-                pending: Mutex::new(crate::pending::Pool::new(
+                pending: Mutex::new(evapi_ops::pool::Pool::new(
                     config.max_pending,
                     config.max_pending_per_ip,
                 )),
@@ -324,7 +335,7 @@ impl Handle {
     ///
     /// [`ReloadError::NotEnabled`] when the server was started without TLS: turning TLS
     /// on at run time would change what every client must speak.
-    pub fn set_tls(&self, tls: Arc<rustls::ServerConfig>) -> Result<(), ReloadError> {
+    pub fn set_tls(&self, tls: crate::config::TlsSetup) -> Result<(), ReloadError> {
         let mut slot = self
             .shared
             .tls

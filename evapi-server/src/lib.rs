@@ -12,17 +12,26 @@
 //! - [`handle`]: [`Handle`]: relay, multicast, unicast, close, set_tag, clients, stats.
 //! - [`server`]: [`Server`]: accept loop, admission, graceful shutdown.
 //! - [`control`]: the JSON-lines control and notification interface of the binary.
-//! - [`signal`]: waiting for SIGINT/SIGTERM, for binaries; `args` (feature `cli`):
-//!   the security flags shared by the binaries that run a socket.
+//! - `args` (feature `cli`): the security flags shared by the binaries that run a socket.
 //! - [`transport`]: the [`Listener`] seam (TCP, Unix socket, in-memory streams for
-//!   tests and same-process clients); [`tls`]: rustls setup
-//!   and client identity; [`auth`]: tokens, the first-frame handshake, the slowdown
-//!   of failing addresses; [`rate`]: the per-client rate limit.
-//! - [`metrics`]: Prometheus metrics read from the server's counters at scrape time;
-//!   [`http`]: the operators' HTTP listener (`/metrics` and the admin API).
+//!   tests and same-process clients); `tls` (feature `tls`): rustls setup and client
+//!   identity; [`auth`]: tokens and the first-frame handshake; [`rate`]: the
+//!   per-client rate limit.
+//! - `metrics` and `admin` (feature `http`): Prometheus metrics read from the server's
+//!   counters at scrape time, and the admin API, served by `evapi_ops::http`.
 //! - `registry`, `connection`, `outbox`, `writer`, `workers` (private): the client
 //!   table, the per-connection reader, the per-client send queue, the batched vectored
 //!   writer, the worker pool.
+//!
+//! What every binary of the toolkit shares with this one (the pending pool, the failure
+//! throttle, signals, PEM files, the HTTP listener) is in `evapi-ops`.
+//!
+//! # Features
+//!
+//! `tls` (rustls, mutual TLS), `http` (Prometheus metrics and the admin API over HTTP)
+//! and `cli` (the binary; turns the other two on) are on by default. An embedder that
+//! wants the socket alone takes `default-features = false`: then neither rustls, hyper
+//! nor prometheus-client is built, and [`Config::tls`] has no value to hold.
 //!
 //! Deliberately absent: anything about SIP or transactions. Async relay (suspend a
 //! transaction, then relay) lives with the transactions, in `evapi-sim`.
@@ -47,6 +56,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "http")]
+pub mod admin;
 #[cfg(feature = "cli")]
 pub mod args;
 pub mod auth;
@@ -54,16 +65,15 @@ pub mod config;
 mod connection;
 pub mod control;
 pub mod handle;
-pub mod http;
+#[cfg(feature = "http")]
 pub mod metrics;
 mod outbox;
-mod pending;
 pub mod rate;
 mod refusals;
 mod registry;
 pub mod routes;
 pub mod server;
-pub mod signal;
+#[cfg(feature = "tls")]
 pub mod tls;
 pub mod transport;
 mod workers;

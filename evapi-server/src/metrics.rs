@@ -6,10 +6,9 @@
 //! Prometheus conventions: `_total` for counters, base units, one metric per meaning
 //! with labels for its dimensions. docs/operations.md lists them.
 
+use evapi_ops::metrics::{counter, gauge, labelled_counter};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 
 use crate::Handle;
@@ -34,99 +33,6 @@ pub fn registry(handle: &Handle) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ServerCollector::new(handle.clone())));
     registry
-}
-
-/// Encode one counter (for other crates' collectors too).
-///
-/// # Errors
-///
-/// When the encoder fails (a formatting error).
-pub fn counter(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> Result<(), std::fmt::Error> {
-    let metric = ConstCounter::new(value);
-    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
-}
-
-/// Encode one gauge (for other crates' collectors too).
-///
-/// # Errors
-///
-/// When the encoder fails (a formatting error).
-pub fn gauge(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    value: i64,
-) -> Result<(), std::fmt::Error> {
-    let metric = ConstGauge::new(value);
-    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
-}
-
-/// Encode a counter with one label, one series per `(label value, count)` (for other
-/// crates' collectors too).
-///
-/// # Errors
-///
-/// When the encoder fails (a formatting error).
-pub fn labelled_counter<'a>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    label: &str,
-    series: impl IntoIterator<Item = (&'a str, u64)>,
-) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Counter,
-    )?;
-    for (value, n) in series {
-        let labels = [(label, value)];
-        let metric = ConstCounter::new(n);
-        metric.encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-/// OpenMetrics text (what prometheus-client writes) as the classic Prometheus text
-/// format: a counter family `x` is named `x_total` in its `# HELP`/`# TYPE` lines, as
-/// its samples are; `# UNIT` and `# EOF` lines go.
-#[must_use]
-pub fn classic(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let head = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
-        match head {
-            Some((prefix, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                out.push_str(prefix);
-                out.push_str(name);
-                if counters.contains(name) {
-                    out.push_str("_total");
-                }
-                out.push(' ');
-                out.push_str(tail);
-            }
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
 }
 
 fn to_i64(n: usize) -> i64 {

@@ -70,7 +70,7 @@ impl<R: EventRoutes> Server<R> {
             permits: Arc::new(Semaphore::new(config.max_clients)),
         });
         info!(addr = %listener.describe(), framing = %config.framing, workers = config.workers,
-              max_clients = config.max_clients, tls = shared.tls().is_some(),
+              max_clients = config.max_clients, tls = shared.tls_on(),
               auth = shared.tokens().is_some(), "listening");
         tokio::pin!(shutdown);
         let mut summary = tokio::time::interval(SUMMARY_EVERY);

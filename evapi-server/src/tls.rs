@@ -7,13 +7,13 @@
 //! opens a connection and never finishes its handshake holds one slot for that long
 //! and delays nobody else.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use evapi_ops::pem::{load_certs, load_key, load_roots, PemError};
+use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
 
 pub use rustls;
 
@@ -33,12 +33,16 @@ pub struct TlsFiles {
 #[non_exhaustive]
 pub enum TlsError {
     /// A PEM file could not be read or holds nothing usable.
-    #[error("{path}: {what}")]
-    File {
+    #[error(transparent)]
+    File(#[from] PemError),
+    /// The client CA file cannot verify clients.
+    #[error("{}: cannot verify clients with it", path.display())]
+    ClientCa {
         /// The file.
         path: PathBuf,
-        /// What was wrong.
-        what: String,
+        /// rustls's reason.
+        #[source]
+        source: rustls::server::VerifierBuilderError,
     },
     /// rustls refused the certificate, key or CA set.
     #[error("{context}")]
@@ -49,53 +53,6 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
-}
-
-fn file_error(path: &Path, what: impl std::fmt::Display) -> TlsError {
-    TlsError::File {
-        path: path.to_owned(),
-        what: what.to_string(),
-    }
-}
-
-/// Every certificate in a PEM file, in order.
-///
-/// # Errors
-///
-/// The file cannot be read, is not PEM, or holds no certificate.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, e))?;
-    if certs.is_empty() {
-        return Err(file_error(path, "no CERTIFICATE block in the file"));
-    }
-    Ok(certs)
-}
-
-/// The first private key in a PEM file.
-///
-/// # Errors
-///
-/// The file cannot be read or holds no private key.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, e))
-}
-
-/// A root store of every certificate in a PEM file.
-///
-/// # Errors
-///
-/// The file cannot be read, or a certificate in it is not a usable trust anchor.
-pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for cert in load_certs(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| file_error(path, format!("not a usable CA certificate: {e}")))?;
-    }
-    Ok(roots)
 }
 
 /// The rustls crypto provider used throughout (ring), passed explicitly so an
@@ -133,7 +90,10 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             let roots = Arc::new(load_roots(ca)?);
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
                 .build()
-                .map_err(|e| file_error(ca, format!("cannot verify clients with it: {e}")))?;
+                .map_err(|source| TlsError::ClientCa {
+                    path: ca.clone(),
+                    source,
+                })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

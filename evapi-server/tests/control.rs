@@ -80,7 +80,7 @@ async fn silent_control_connections_cannot_lock_the_controller_out() {
 #[tokio::test]
 async fn wrong_control_tokens_are_throttled() {
     let (addr, _handle) = control_socket(8).await;
-    for n in 0..=evapi_server::auth::THROTTLE_FREE_FAILURES {
+    for n in 0..=evapi_ops::throttle::THROTTLE_FREE_FAILURES {
         let replies = converse(addr, "{\"auth\":\"wrong-token-0000000000\"}\n", 1).await;
         assert!(
             replies[0].contains("authentication failed"),
@@ -90,7 +90,7 @@ async fn wrong_control_tokens_are_throttled() {
     let right = format!("{{\"auth\":\"{TOKEN}\"}}\n");
     let replies = converse(addr, &right, 1).await;
     assert!(replies[0].contains("too many wrong tokens"), "{replies:?}");
-    tokio::time::sleep(evapi_server::auth::THROTTLE_FIRST).await;
+    tokio::time::sleep(evapi_ops::throttle::THROTTLE_FIRST).await;
     let replies = converse(addr, &right, 1).await;
     assert_eq!(replies, [r#"{"ok":true,"auth":"ok"}"#]);
 }

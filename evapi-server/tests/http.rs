@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
-use evapi_server::http::{serve, HttpApi, HTTP_HEADER_TIMEOUT, HTTP_MAX_HEAD};
+use evapi_ops::http::{HTTP_HEADER_TIMEOUT, HTTP_MAX_HEAD};
+use evapi_server::admin::serve;
 use evapi_server::{Config, NoRoutes, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -12,8 +13,8 @@ async fn listener() -> std::net::SocketAddr {
     let handle = server.handle();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let api = HttpApi::new(evapi_server::metrics::registry(&handle), Some(handle), None);
-    tokio::spawn(serve(l, api, std::future::pending()));
+    let registry = evapi_server::metrics::registry(&handle);
+    tokio::spawn(serve(l, registry, handle, None, std::future::pending()));
     addr
 }
 
@@ -103,12 +104,14 @@ async fn wrong_bearer_tokens_are_throttled() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let token = "admin-token-0123456789";
-    let api = HttpApi::new(
-        evapi_server::metrics::registry(&handle),
-        Some(handle),
+    let registry = evapi_server::metrics::registry(&handle);
+    tokio::spawn(serve(
+        l,
+        registry,
+        handle,
         Some(token.into()),
-    );
-    tokio::spawn(serve(l, api, std::future::pending()));
+        std::future::pending(),
+    ));
     let get = |bearer: &'static str| async move {
         let mut c = TcpStream::connect(addr).await.unwrap();
         let req = format!(
@@ -119,14 +122,14 @@ async fn wrong_bearer_tokens_are_throttled() {
         let _ = tokio::time::timeout(PATIENCE, c.read_to_string(&mut answer)).await;
         answer
     };
-    let free = evapi_server::auth::THROTTLE_FREE_FAILURES;
+    let free = evapi_ops::throttle::THROTTLE_FREE_FAILURES;
     for n in 0..=free {
         let answer = get("wrong-token-0000000000").await;
         assert!(answer.starts_with("HTTP/1.1 401 "), "guess {n}: {answer}");
     }
     let answer = get("admin-token-0123456789").await;
     assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
-    tokio::time::sleep(evapi_server::auth::THROTTLE_FIRST).await;
+    tokio::time::sleep(evapi_ops::throttle::THROTTLE_FIRST).await;
     let answer = get("admin-token-0123456789").await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 }

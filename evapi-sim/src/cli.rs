@@ -410,13 +410,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
                 eprintln!("SIP receive buffer: {rcvbuf} bytes");
                 anyhow::Ok(
-                    evapi_sim::uas::run(
-                        socket,
-                        listener,
-                        options,
-                        evapi_server::signal::terminated(),
-                    )
-                    .await,
+                    evapi_sim::uas::run(socket, listener, options, evapi_ops::signal::terminated())
+                        .await,
                 )
             })?;
             print!("{}", counters.summary());
@@ -536,7 +531,7 @@ async fn scenario(
     let interrupt = tokio_util::sync::CancellationToken::new();
     let on_signal = interrupt.clone();
     let signals = tokio::spawn(async move {
-        evapi_server::signal::terminated().await;
+        evapi_ops::signal::terminated().await;
         on_signal.cancel();
     });
     let options = RunOptions {

@@ -173,16 +173,11 @@ pub async fn run(
                     addr: at.to_string(),
                     source,
                 })?;
-            let mut registry = evapi_server::metrics::registry(&handle);
-            metrics.register(&mut registry);
-            let api = evapi_server::http::HttpApi::new(
-                registry,
-                Some(handle.clone()),
-                options.control_token.clone(),
-            );
-            Some(tokio::spawn(evapi_server::http::serve(
+            Some(tokio::spawn(evapi_server::admin::serve(
                 l,
-                api,
+                metrics.registry(&handle),
+                handle.clone(),
+                options.control_token.clone(),
                 std::future::pending(),
             )))
         }
@@ -319,7 +314,7 @@ impl<'a> Engine<'a> {
                 && (traffic.concurrency == 0 || self.open < traffic.concurrency)
             {
                 let due = start + due_at(next, traffic.rate);
-                wake = clock::earliest([wake, Some(due)]);
+                wake = evapi_ops::time::earliest([wake, Some(due)]);
             }
             tokio::select! {
                 biased;
@@ -335,7 +330,7 @@ impl<'a> Engine<'a> {
                         }
                     }
                 }
-                () = clock::sleep_until(wake) => self.router.handle_timeout(clock::now()),
+                () = evapi_ops::time::sleep_until(wake) => self.router.handle_timeout(clock::now()),
                 () = interrupt.cancelled() => {
                     interrupted = true;
                     break;

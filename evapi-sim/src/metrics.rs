@@ -80,6 +80,14 @@ impl SimMetrics {
         );
         registry.register_collector(Box::new(SnapshotCollector(Arc::clone(&self.snapshot))));
     }
+
+    /// The server's metrics (behind `handle`) with the simulator's beside them.
+    #[must_use]
+    pub fn registry(&self, handle: &evapi_server::Handle) -> Registry {
+        let mut registry = evapi_server::metrics::registry(handle);
+        self.register(&mut registry);
+        registry
+    }
 }
 
 #[derive(Debug)]
@@ -102,14 +110,14 @@ impl Collector for SnapshotCollector {
             suspended.metric_type(),
         )?)?;
         let codes: Vec<(String, u64)> = c.finals.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        evapi_server::metrics::labelled_counter(
+        evapi_ops::metrics::labelled_counter(
             e,
             "evapi_sim_final_replies",
             "Final replies sent, by SIP code.",
             "code",
             codes.iter().map(|(k, v)| (k.as_str(), *v)),
         )?;
-        evapi_server::metrics::labelled_counter(
+        evapi_ops::metrics::labelled_counter(
             e,
             "evapi_sim_refused_continues",
             "Answers the transaction table refused (late, duplicate, unknown...), by reason.",
@@ -147,7 +155,7 @@ impl Collector for SnapshotCollector {
             metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)?;
         }
         if let Some(drops) = s.kernel_drops {
-            evapi_server::metrics::counter(
+            evapi_ops::metrics::counter(
                 e,
                 "evapi_sim_sip_kernel_drops",
                 "SIP datagrams the kernel dropped because the socket's receive buffer was full.",

@@ -778,7 +778,7 @@ pub async fn play(
         if due.is_none() && judge.waiting() == 0 {
             break;
         }
-        let wake = crate::clock::earliest([due, judge.poll_timeout()]);
+        let wake = evapi_ops::time::earliest([due, judge.poll_timeout()]);
         tokio::select! {
             msg = inbound.recv() => match msg {
                 Some(Inbound::Message(client, msg)) => {
@@ -788,7 +788,7 @@ pub async fn play(
                 Some(Inbound::Connected) => {}
                 None => break,
             },
-            () = crate::clock::sleep_until(wake) => {
+            () = evapi_ops::time::sleep_until(wake) => {
                 let now = crate::clock::now();
                 judge.handle_timeout(now);
                 if let (Some(at), Some(event)) = (due, plan.events.get(next)) {

@@ -93,10 +93,13 @@ pub async fn run(
     let server_task = tokio::spawn(server.run(listener, std::future::pending()));
     let metrics = SimMetrics::new();
     let http_task = options.metrics.map(|(l, token)| {
-        let mut registry = evapi_server::metrics::registry(&handle);
-        metrics.register(&mut registry);
-        let api = evapi_server::http::HttpApi::new(registry, Some(handle.clone()), token);
-        tokio::spawn(evapi_server::http::serve(l, api, std::future::pending()))
+        tokio::spawn(evapi_server::admin::serve(
+            l,
+            metrics.registry(&handle),
+            handle.clone(),
+            token,
+            std::future::pending(),
+        ))
     });
     let mut publish = tokio::time::interval(crate::metrics::PUBLISH_EVERY);
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -123,7 +126,7 @@ pub async fn run(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     tokio::pin!(shutdown);
     loop {
-        let wake = clock::earliest([uas.router.poll_timeout(), uas.ist.poll_timeout()]);
+        let wake = evapi_ops::time::earliest([uas.router.poll_timeout(), uas.ist.poll_timeout()]);
         tokio::select! {
             () = &mut shutdown => break,
             got = uas.socket.recv_from(&mut buf) => match got {
@@ -158,7 +161,7 @@ pub async fn run(
                 Some(Inbound::Connected) => {}
                 None => break,
             },
-            () = clock::sleep_until(wake) => {
+            () = evapi_ops::time::sleep_until(wake) => {
                 let now = clock::now();
                 uas.router.handle_timeout(now);
                 uas.ist.handle_timeout(now);

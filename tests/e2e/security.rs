@@ -517,7 +517,7 @@ async fn two_hundred_guesses_at_once_from_one_address_are_mostly_never_checked()
     let refused = |s: &evapi_server::Stats| s.pending_evicted + s.refused_throttled + s.auth_failed;
     until(|| refused(&srv.handle.stats()) == 200).await;
     let stats = srv.handle.stats();
-    let most = u64::from(evapi_server::auth::THROTTLE_FREE_FAILURES)
+    let most = u64::from(evapi_ops::throttle::THROTTLE_FREE_FAILURES)
         + 1
         + evapi_server::config::DEFAULT_MAX_PENDING_PER_IP as u64;
     assert!(
@@ -556,7 +556,7 @@ async fn the_per_address_cap_holds_for_connections_pending_together() {
 #[tokio::test]
 async fn an_address_that_keeps_failing_is_refused_for_a_while() {
     let mut srv = Srv::start(token_config()).await;
-    let free = evapi_server::auth::THROTTLE_FREE_FAILURES;
+    let free = evapi_ops::throttle::THROTTLE_FREE_FAILURES;
     for _ in 0..=free {
         let err = Client::connect(&srv.addr(), &with_token("x-wrong-token-0000000"))
             .await
@@ -573,7 +573,7 @@ async fn an_address_that_keeps_failing_is_refused_for_a_while() {
     assert_eq!(stats.refused_throttled, 1);
     srv.quiet().await;
     // After the window, the right token works.
-    tokio::time::sleep(evapi_server::auth::THROTTLE_FIRST).await;
+    tokio::time::sleep(evapi_ops::throttle::THROTTLE_FIRST).await;
     let _c = Client::connect(&srv.addr(), &with_token(ROUTER_TOKEN))
         .await
         .unwrap();

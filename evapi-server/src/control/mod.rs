@@ -136,7 +136,7 @@ fn must_be_true(cmd: &Map<String, Value>, key: &str) -> Result<(), String> {
 #[must_use]
 pub fn check_auth_line(line: &[u8], token: &str) -> bool {
     crate::auth::parse_auth_frame(line)
-        .is_ok_and(|given| crate::auth::token_matches(given.as_bytes(), token.as_bytes()))
+        .is_ok_and(|given| evapi_ops::throttle::token_matches(given.as_bytes(), token.as_bytes()))
 }
 
 /// Run one control line against the server and return the reply line (no newline).

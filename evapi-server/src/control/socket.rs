@@ -91,7 +91,7 @@ pub fn error_line(error: &str) -> String {
 /// Serve control connections from `listener` until the task is dropped.
 pub async fn serve(listener: ControlListener, handle: Handle, limits: ControlLimits) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let pool = Arc::new(std::sync::Mutex::new(crate::pending::Pool::new(
+    let pool = Arc::new(std::sync::Mutex::new(evapi_ops::pool::Pool::new(
         CONTROL_MAX_PENDING,
         CONTROL_MAX_PENDING_PER_IP,
     )));
@@ -184,8 +184,8 @@ struct Admission {
     max: usize,
     permit: Option<OwnedSemaphorePermit>,
     pending: Option<(
-        Arc<std::sync::Mutex<crate::pending::Pool>>,
-        crate::pending::Ticket,
+        Arc<std::sync::Mutex<evapi_ops::pool::Pool>>,
+        evapi_ops::pool::Ticket,
     )>,
     ip: Option<IpAddr>,
     handle: Handle,

@@ -7,7 +7,8 @@
 //!
 //! Plain data with no clock or socket: the connection task holds a [`Ticket`] while it is
 //! pending and watches its eviction token; the accept loop calls [`Pool::enter`]. The
-//! HTTP listener keeps its connections in a pool of its own the same way.
+//! event socket, the control socket and the HTTP listener ([`crate::http`]) each keep
+//! one.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 /// connection code does it in a guard's `Drop`, so no path forgets it).
 #[derive(Debug)]
 #[must_use = "a ticket is given back with Pool::leave"]
-pub(crate) struct Ticket {
+pub struct Ticket {
     id: u64,
     /// Cancelled when the connection is evicted to make room: it must close.
     pub evicted: CancellationToken,
@@ -33,7 +34,7 @@ struct Entry {
 
 /// Who was evicted to make room for a new pending connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Eviction {
+pub enum Eviction {
     /// The pool had room.
     None,
     /// The oldest pending connection of the same address (its share was full).
@@ -44,7 +45,7 @@ pub(crate) enum Eviction {
 
 /// The pending connections, oldest first.
 #[derive(Debug)]
-pub(crate) struct Pool {
+pub struct Pool {
     max: usize,
     per_ip: usize,
     next: u64,
@@ -55,6 +56,7 @@ pub(crate) struct Pool {
 impl Pool {
     /// At most `max` pending connections, at most `per_ip` of them from one address
     /// (both at least 1).
+    #[must_use]
     pub fn new(max: usize, per_ip: usize) -> Self {
         Self {
             max: max.max(1),
@@ -65,8 +67,15 @@ impl Pool {
     }
 
     /// Pending connections now.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Whether no connection is pending.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// A new pending connection from `ip`: it always gets in. If its address already has

@@ -1,6 +1,6 @@
-//! The HTTP listener for operators: Prometheus metrics at `GET /metrics`, and the
-//! admin API as JSON (`GET /clients`, `GET /stats`, `POST /clients/{connid}/close`,
-//! `POST /clients/{connid}/tag/{tag}`, `POST /tags/{tag}/close`, `POST /drain`).
+//! The HTTP listener for operators: Prometheus metrics at `GET /metrics`, and an admin
+//! API as JSON behind it (the event socket's: `evapi_server::admin`), pluggable through
+//! [`Admin`].
 //!
 //! A minimal HTTP/1.1 server (hyper): bounded connections, a header read timeout, a
 //! small request buffer, no request bodies read. `/metrics` is open to whoever
@@ -16,8 +16,8 @@
 //! `Content-Type` is `application/json`, which no simple cross-origin request can carry
 //! (it needs a CORS preflight, which is never granted). Two `Host` (or `Origin`)
 //! headers are refused (400). `/metrics` on a loopback listener takes the same `Host`
-//! check. Path parameters are percent-decoded (`/tags/a%20b/close` is the tag `a b`);
-//! fixed segments are matched as sent.
+//! check. Path parameters are percent-decoded ([`param`]: `/tags/a%20b/close` is the
+//! tag `a b`); fixed segments are matched as sent.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -36,8 +36,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::handle::Target;
-use crate::Handle;
+use crate::pool::{Eviction, Pool, Ticket};
+use crate::throttle::{token_matches, Throttle};
 
 /// HTTP connections open at once. When all are taken, the oldest is closed to make
 /// room for the newest: a scraper that sends its request in milliseconds gets through
@@ -56,25 +56,38 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// What an admin request gives: a JSON object (`"ok": true` is added), or a status
+/// and the error's text (sent as `{"ok": false, "error": ...}`).
+pub type AdminResult = Result<serde_json::Value, (StatusCode, String)>;
+
+/// An admin API served beside `/metrics`: called only for requests that passed the
+/// browser checks and the token.
+pub trait Admin: Send + Sync + std::fmt::Debug {
+    /// Answer `method` on `path`. `parts` are the path's segments as sent: match fixed
+    /// segments as they are and decode parameters with [`param`]. Unknown paths give
+    /// 404, known paths with another method 405.
+    fn respond(&self, method: &Method, path: &str, parts: &[&str]) -> AdminResult;
+}
+
 /// What the listener serves.
 #[derive(Debug)]
 pub struct HttpApi {
     registry: Registry,
-    handle: Option<Handle>,
+    admin: Option<Box<dyn Admin>>,
     token: Option<Arc<str>>,
     loopback: bool,
     /// Addresses that keep sending a wrong bearer token.
-    throttle: std::sync::Mutex<crate::auth::Throttle>,
+    throttle: std::sync::Mutex<Throttle>,
 }
 
 impl HttpApi {
-    /// Metrics from `registry`, and the admin API over `handle` when given. `token`:
-    /// what admin requests must carry as `Authorization: Bearer TOKEN`.
+    /// Metrics from `registry`, and `admin` when given. `token`: what admin requests
+    /// must carry as `Authorization: Bearer TOKEN`.
     #[must_use]
-    pub fn new(registry: Registry, handle: Option<Handle>, token: Option<Arc<str>>) -> Self {
+    pub fn new(registry: Registry, admin: Option<Box<dyn Admin>>, token: Option<Arc<str>>) -> Self {
         Self {
             registry,
-            handle,
+            admin,
             token,
             loopback: false,
             throttle: std::sync::Mutex::default(),
@@ -115,7 +128,7 @@ impl HttpApi {
                 .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
             return resp;
         }
-        let Some(handle) = &self.handle else {
+        let Some(admin) = &self.admin else {
             return status(StatusCode::NOT_FOUND, "only /metrics here");
         };
         if let Err((code, error)) = browser_safe(req, self.token.is_none()) {
@@ -127,44 +140,7 @@ impl HttpApi {
         // Fixed segments are matched as sent (`/%64rain` is not `/drain`, so a proxy
         // rule on the literal path holds); parameters are percent-decoded.
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let result = match (req.method(), parts.as_slice()) {
-            (&Method::GET, ["clients"]) => Ok(json!({ "clients": handle.clients() })),
-            (&Method::GET, ["stats"]) => Ok(json!({ "stats": handle.stats() })),
-            (&Method::POST, ["clients", connid, "close"]) => connid
-                .parse()
-                .map_err(|_| (StatusCode::BAD_REQUEST, format!("not a connid: {connid:?}")))
-                .and_then(|c| {
-                    handle
-                        .close(Target::Connid(c))
-                        .map_err(|e| (StatusCode::NOT_FOUND, e.to_string()))
-                })
-                .map(|()| json!({})),
-            (&Method::POST, ["clients", connid, "tag", tag]) => connid
-                .parse()
-                .map_err(|_| (StatusCode::BAD_REQUEST, format!("not a connid: {connid:?}")))
-                .and_then(|c| Ok((c, decoded(tag)?)))
-                .and_then(|(c, tag)| {
-                    handle
-                        .set_tag(Target::Connid(c), &tag)
-                        .map_err(|e| (StatusCode::NOT_FOUND, e.to_string()))
-                })
-                .map(|()| json!({})),
-            (&Method::POST, ["tags", tag, "close"]) => decoded(tag).and_then(|tag| {
-                handle
-                    .close_tag(&tag)
-                    .map(|n| json!({ "closed": n }))
-                    .map_err(|e| (StatusCode::NOT_FOUND, e.to_string()))
-            }),
-            (&Method::POST, ["drain"]) => {
-                handle.drain();
-                Ok(json!({ "draining": handle.connected() }))
-            }
-            (_, ["clients" | "stats" | "drain", ..] | ["tags", ..]) => Err((
-                StatusCode::METHOD_NOT_ALLOWED,
-                "GET /clients, /stats; POST /clients/{connid}/close, /clients/{connid}/tag/{tag}, /tags/{tag}/close, /drain".to_owned(),
-            )),
-            _ => Err((StatusCode::NOT_FOUND, format!("no such path: {path}"))),
-        };
+        let result = admin.respond(req.method(), path, &parts);
         match result {
             Ok(mut body) => {
                 body["ok"] = true.into();
@@ -176,7 +152,7 @@ impl HttpApi {
 
     /// The bearer token, checked like the socket's tokens: an address that keeps
     /// failing is refused (429) before its guess is compared, for a window that grows
-    /// with each failure ([`crate::auth::Throttle`]).
+    /// with each failure ([`Throttle`]).
     #[allow(clippy::result_large_err)]
     fn authorize(
         &self,
@@ -202,7 +178,7 @@ impl HttpApi {
                     .and_then(|v| v.to_str().ok())
                     .and_then(bearer)
                     .unwrap_or("");
-                if crate::auth::token_matches(given.as_bytes(), token.as_bytes()) {
+                if token_matches(given.as_bytes(), token.as_bytes()) {
                     throttle.succeeded(peer);
                     Ok(())
                 } else {
@@ -232,7 +208,11 @@ fn bearer(value: &str) -> Option<&str> {
 }
 
 /// A path parameter, percent-decoded.
-fn decoded(segment: &str) -> Result<String, (StatusCode, String)> {
+///
+/// # Errors
+///
+/// 400 when the decoded bytes are not UTF-8.
+pub fn param(segment: &str) -> Result<String, (StatusCode, String)> {
     percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .map(std::borrow::Cow::into_owned)
@@ -369,10 +349,10 @@ pub async fn serve(listener: TcpListener, api: HttpApi, shutdown: impl Future<Ou
         .local_addr()
         .is_ok_and(|a: SocketAddr| a.ip().is_loopback());
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, admin = api.handle.is_some(), "http listening");
+        info!(%addr, admin = api.admin.is_some(), "http listening");
     }
     let api = Arc::new(api);
-    let pool = Arc::new(std::sync::Mutex::new(crate::pending::Pool::new(
+    let pool = Arc::new(std::sync::Mutex::new(Pool::new(
         HTTP_MAX_CONNECTIONS,
         HTTP_MAX_CONNECTIONS_PER_IP,
     )));
@@ -393,7 +373,7 @@ pub async fn serve(listener: TcpListener, api: HttpApi, shutdown: impl Future<Ou
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .enter(Some(peer.ip()));
-        if eviction != crate::pending::Eviction::None {
+        if eviction != Eviction::None {
             debug!(%peer, ?eviction, "http: all connections taken, the oldest closed");
         }
         let (api, pool) = (Arc::clone(&api), Arc::clone(&pool));
@@ -427,8 +407,8 @@ pub async fn serve(listener: TcpListener, api: HttpApi, shutdown: impl Future<Ou
 
 /// An HTTP connection's place in the listener's pool, given back on drop.
 struct InPool<'a> {
-    pool: Arc<std::sync::Mutex<crate::pending::Pool>>,
-    ticket: &'a crate::pending::Ticket,
+    pool: Arc<std::sync::Mutex<Pool>>,
+    ticket: &'a Ticket,
 }
 
 impl Drop for InPool<'_> {
