@@ -137,16 +137,15 @@ impl Args {
         } else {
             None
         };
-        Ok(ClientConfig {
-            framing: self.framing,
-            max_frame: self.max_frame,
-            connect_timeout: self.connect_timeout,
-            wait: self.wait,
-            tls,
-            tls_server_name: self.tls_server_name.clone(),
-            token: self.token.clone().map(evapi_client::Secret::new),
-            nats: None,
-        })
+        let mut config = ClientConfig::default();
+        config.framing = self.framing;
+        config.max_frame = self.max_frame;
+        config.connect_timeout = self.connect_timeout;
+        config.wait = self.wait;
+        config.tls = tls;
+        config.tls_server_name.clone_from(&self.tls_server_name);
+        config.token = self.token.clone().map(evapi_client::Secret::new);
+        Ok(config)
     }
 }
 
@@ -523,7 +522,9 @@ pub fn is_unreachable(err: &anyhow::Error) -> bool {
                 evapi_client::ClientError::Connect { .. }
                     | evapi_client::ClientError::ConnectTimeout { .. }
             )
-        )
+        ) || e
+            .downcast_ref::<evapi_client::nats::NatsError>()
+            .is_some_and(evapi_client::nats::NatsError::is_unreachable)
     })
 }
 
@@ -573,13 +574,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // The one-shot commands wait as long as --wait says; services for ever.
             let mut options = options.clone();
             options.wait = Some(args.wait);
-            config.nats = Some(Arc::new(AppConfig {
+            config = config.over_nats(AppConfig {
                 nats: options,
                 mode,
                 node: args.nats.node.clone(),
                 matcher,
                 ack_wait: args.nats.ack_wait,
-            }));
+            });
         }
     }
     if let Command::Repl { no_color, ids } = &args.command {
@@ -702,10 +703,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::Repl { .. } => unreachable!("handled before the runtime starts"),
         }
     });
-    if nats.is_some() {
-        // The connection is closed: what the app took and did not answer goes back.
-        runtime.block_on(evapi_client::nats::settle(Duration::from_secs(2)));
-    }
+    // The connection is closed: what the app took over NATS and did not answer goes back.
+    runtime.block_on(config.settle(Duration::from_secs(2)));
     // A blocking stdin read (send -) may still be pending; do not wait for it.
     runtime.shutdown_background();
     result

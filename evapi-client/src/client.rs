@@ -22,8 +22,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default evapi address, Kamailio's default port on loopback.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8448";
 
-/// How to connect.
+/// How to connect: start from [`ClientConfig::default`] and set the fields you need
+/// (more may come, so it cannot be written as a struct literal outside this crate).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Framing; must match the server's.
     pub framing: Framing,
@@ -43,10 +45,38 @@ pub struct ClientConfig {
     /// Authenticate with this token right after connecting (the server's
     /// `--auth-tokens`): send `{"auth":TOKEN}`, wait for `{"auth":"ok"}`.
     pub token: Option<Secret>,
-    /// Talk to apps' events over NATS instead of a socket (see [`crate::nats::app_io`]);
-    /// the address is then only a name in messages.
+    /// Set by [`ClientConfig::over_nats`].
     #[cfg(feature = "nats")]
-    pub nats: Option<Arc<crate::nats::AppConfig>>,
+    nats: Option<crate::nats::NatsRoute>,
+}
+
+#[cfg(feature = "nats")]
+impl ClientConfig {
+    /// Connections made with this configuration take apps' events from NATS instead of
+    /// a socket (each is an in-process pipe to the NATS side, see
+    /// [`crate::nats::app_io`]); the address is then only a name in messages. Call
+    /// [`ClientConfig::settle`] before the program exits.
+    #[must_use]
+    pub fn over_nats(mut self, app: crate::nats::AppConfig) -> Self {
+        self.nats = Some(crate::nats::NatsRoute::new(app));
+        self
+    }
+
+    /// Whether connections go over NATS ([`ClientConfig::over_nats`]).
+    #[must_use]
+    pub fn is_over_nats(&self) -> bool {
+        self.nats.is_some()
+    }
+
+    /// Wait, at most `patience`, for the NATS pipes of this configuration's connections
+    /// that are closed to finish: they give back the events their app took and did not
+    /// answer (redelivered at once instead of after the ack wait). Nothing to wait for
+    /// without NATS.
+    pub async fn settle(&self, patience: Duration) {
+        if let Some(route) = &self.nats {
+            route.settle(patience).await;
+        }
+    }
 }
 
 impl Default for ClientConfig {
@@ -257,8 +287,8 @@ impl Client {
             source,
         };
         #[cfg(feature = "nats")]
-        if let Some(app) = &config.nats {
-            let io = crate::nats::app_io(app, config.framing, config.max_frame).await?;
+        if let Some(route) = &config.nats {
+            let io = route.connect(config.framing, config.max_frame).await?;
             return Ok(Self {
                 addr: addr.to_owned(),
                 framed: Framed::new(io, FrameCodec::new(config.framing, config.max_frame)),

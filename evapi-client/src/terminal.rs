@@ -232,10 +232,8 @@ pub fn run(
         None => batch_loop(&requests_tx, &printer),
     };
     drop(requests_tx);
-    if config.nats.is_some() {
-        // Events taken over NATS and not answered go back to the other apps.
-        runtime.block_on(evapi_client::nats::settle(EXIT_WAIT));
-    }
+    // Events taken over NATS and not answered go back to the other apps.
+    runtime.block_on(config.settle(EXIT_WAIT));
     // Leave at once, whatever the network side is doing (e.g. reconnecting).
     runtime.shutdown_timeout(EXIT_WAIT);
     status

@@ -67,6 +67,7 @@ pub enum DecodeErrorKind {
 
 /// A decode error: what was wrong and where, as a byte offset from the start of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DecodeError {
     /// What was wrong.
     pub kind: DecodeErrorKind,
@@ -166,6 +167,6 @@ pub enum CodecError {
     #[error(transparent)]
     Encode(#[from] EncodeError),
     /// The socket failed.
-    #[error("i/o error: {0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }

@@ -263,7 +263,7 @@ pub fn write_frame(out: &mut Vec<u8>, t: u64, conn: u64, from: Side, bytes: &[u8
 #[non_exhaustive]
 pub enum TranscriptError {
     /// Reading failed.
-    #[error("line {line}: {source}")]
+    #[error("line {line}: cannot read")]
     Io {
         /// 1-based line number.
         line: u64,
@@ -286,7 +286,7 @@ pub enum TranscriptError {
         max: usize,
     },
     /// A line that is not a valid entry.
-    #[error("line {line}: {source}")]
+    #[error("line {line}: not a transcript entry")]
     Entry {
         /// 1-based line number.
         line: u64,

@@ -227,7 +227,6 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
 impl Args {
     fn config(&self) -> Config {
         Config {
-            bind: self.bind,
             framing: self.framing,
             workers: self.workers,
             max_clients: self.max_clients,
@@ -311,9 +310,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     let listener: Listener = match &args.unix {
         Some(path) => bind_unix(path, args.unix_mode)?.into(),
-        None => TcpListener::bind(config.bind)
+        None => TcpListener::bind(args.bind)
             .await
-            .with_context(|| format!("cannot bind {}", config.bind))?
+            .with_context(|| format!("cannot bind {}", args.bind))?
             .into(),
     };
     let control = match args.control {

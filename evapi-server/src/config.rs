@@ -2,7 +2,7 @@
 //!
 //! | Kamailio modparam   | field                                   | default          |
 //! |---------------------|-----------------------------------------|------------------|
-//! | `bind_addr`         | [`Config::bind`]                        | `127.0.0.1:8448` |
+//! | `bind_addr`         | the listener given to [`Server::run`](crate::Server::run) (binary: `--bind`) | `127.0.0.1:8448` ([`DEFAULT_BIND`]) |
 //! | `netstring_format`  | [`Config::framing`]                     | netstring        |
 //! | `workers`           | [`Config::workers`]                     | 1                |
 //! | `max_clients`       | [`Config::max_clients`]                 | 8                |
@@ -10,7 +10,6 @@
 //! | `context_mlimit`    | [`Config::queue_limit`]                 | 0 (no drops)     |
 //! | (ours)              | [`Config::max_frame`], [`Config::allow`], [`Config::client_queue`], [`Config::slow_client`] | |
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,8 +144,6 @@ pub enum TlsSetup {}
 /// Everything a server needs to know; [`Config::default`] matches Kamailio's defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where to listen. The library takes an already bound listener; this is for binaries.
-    pub bind: SocketAddr,
     /// Framing on every connection.
     pub framing: Framing,
     /// Tasks that run `message-received`. 0 runs it on the connection's own task, so a
@@ -243,9 +240,6 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            bind: DEFAULT_BIND
-                .parse()
-                .expect("DEFAULT_BIND is a valid socket address"),
             framing: Framing::Netstring,
             workers: DEFAULT_WORKERS,
             max_clients: DEFAULT_MAX_CLIENTS,

@@ -191,6 +191,7 @@ pub enum ReloadError {
 
 /// One connected client, as of the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ClientInfo {
     /// `$evapi(conidx)`.
     pub conidx: usize,
@@ -233,6 +234,7 @@ pub struct ClientInfo {
 
 /// Server-wide counters since start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Stats {
     /// Clients connected now.
     pub connected: usize,

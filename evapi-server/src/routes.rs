@@ -17,6 +17,7 @@ use crate::Handle;
 
 /// Who a route is about: Kamailio's `$evapi(...)` environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientEnv {
     /// `$evapi(conidx)`: the client's slot, reused after it disconnects (lowest free first).
     pub conidx: usize,
@@ -57,6 +58,7 @@ impl ClientEnv {
 /// How a client is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Transport {
     /// Plain TCP, as Kamailio.
     #[default]

@@ -4,7 +4,7 @@
 //! A thin driver of the async-relay core ([`crate::router`]): one task owns the
 //! [`Router`] and feeds it new requests (by rate or concurrency), answers from the apps
 //! (through the server's message-received route and a bounded channel) and timer ticks,
-//! all on [`crate::clock`]. Progress and addresses are reported to an [`Observer`]; the
+//! all on the simulator's clock (`clock`). Progress and addresses are reported to an [`Observer`]; the
 //! library prints nothing.
 
 use std::net::SocketAddr;
@@ -186,10 +186,8 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let mut responder_tasks = tokio::task::JoinSet::new();
-    let client_config = ClientConfig {
-        framing: sc.server.framing,
-        ..ClientConfig::default()
-    };
+    let mut client_config = ClientConfig::default();
+    client_config.framing = sc.server.framing;
     for spec in &sc.responders {
         let (spec, addr, cfg, ids, stop) = (
             spec.clone(),

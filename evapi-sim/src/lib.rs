@@ -15,34 +15,35 @@
 //! - [`template`], [`request`], [`sip`]: event templates with Kamailio pseudo-variables,
 //!   the request fields they read, and the SIP parser and response builder.
 //!
-//! Thin drivers that own sockets, tasks and the [`clock`]:
+//! Thin drivers that own sockets, tasks and the clock (`clock`, private):
 //!
-//! - [`engine`]: a [`scenario`] run with built-in [`responders`], giving a [`report`].
+//! - [`engine`]: a [`scenario`] run with built-in responders (`responders`), giving a
+//!   [`report`].
 //! - [`uas`]: SIP over UDP (`evapi-sim sip`), so sipp can drive the same core.
-//! - [`apps`]: the evapi-side routes that hand app messages to the driver.
+//! - `apps` (private): the evapi-side routes that hand app messages to the driver.
 //! - [`load`]: a SIP UAC load generator with microsecond latency (`evapi-sim load`).
-//! - [`metrics`]: Prometheus metrics of the core, published by the drivers.
+//! - `metrics` (private): Prometheus metrics of the core, published by the drivers.
 //!
 //! The library prints nothing: runs report to an [`engine::Observer`] and through
 //! `tracing`.
 
-pub mod apps;
-pub mod clock;
+mod apps;
+mod clock;
 pub mod engine;
 pub mod html;
 pub mod ist;
 pub mod junit;
 pub mod load;
-pub mod metrics;
+mod metrics;
 pub mod replay;
 pub mod report;
 pub mod request;
-pub mod responders;
+mod responders;
 pub mod router;
 pub mod scenario;
 pub mod sip;
 pub mod template;
 pub mod tm;
-pub mod trim;
+mod trim;
 pub mod uas;
 pub mod udp;

@@ -88,6 +88,7 @@ pub enum Delivery<'a> {
 
 /// The event to send for a new request.
 #[derive(Debug, Clone, Copy)]
+#[must_use = "the event must go out to the apps, or the suspended transaction waits for an answer to nothing"]
 pub struct Relay<'a> {
     /// The transaction created for it.
     pub id: TransactionId,

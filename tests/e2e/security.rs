@@ -144,10 +144,9 @@ fn client_tls(s: &Setup, cert: Option<(&str, &str)>) -> ClientConfig {
         pair.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
     )
     .unwrap();
-    ClientConfig {
-        tls: Some(tls),
-        ..ClientConfig::default()
-    }
+    let mut config = ClientConfig::default();
+    config.tls = Some(tls);
+    config
 }
 
 /// Relay `payload` and check the client receives exactly it next.
@@ -318,10 +317,9 @@ fn token_config() -> Config {
 }
 
 fn with_token(token: &str) -> ClientConfig {
-    ClientConfig {
-        token: Some(Secret::new(token)),
-        ..ClientConfig::default()
-    }
+    let mut config = ClientConfig::default();
+    config.token = Some(Secret::new(token));
+    config
 }
 
 #[tokio::test]

@@ -19,7 +19,9 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{answers_subject, events_stream, nats_error, valid_node, NatsError, NatsOptions};
+use super::{
+    answers_subject, events_stream, nats_error, setup_error, valid_node, NatsError, NatsOptions,
+};
 use super::{CONSUMER, DEFAULT_ACK_WAIT, EVENT_MAX_AGE, NODE_HEADER};
 use crate::client::ClientError;
 use crate::respond::{Counts, Responder};
@@ -106,10 +108,10 @@ impl App {
                 },
             )
             .await
-            .map_err(|e| NatsError::Setup(e.to_string()))?
+            .map_err(setup_error("the JetStream consumer"))?
             .messages()
             .await
-            .map_err(nats_error)?;
+            .map_err(nats_error("pull events"))?;
         // Scripts and tests wait for this line rather than sleeping (readiness).
         info!(consumer = CONSUMER, "taking events from JetStream");
         Ok(Self {
@@ -125,10 +127,13 @@ impl App {
     /// NATS refuses the subscription.
     pub async fn observe(nats: async_nats::Client, node: Option<&str>) -> Result<Self, NatsError> {
         let subject = super::events_subject(node.unwrap_or("*"));
-        let sub = nats.subscribe(subject.clone()).await.map_err(nats_error)?;
+        let sub = nats
+            .subscribe(subject.clone())
+            .await
+            .map_err(nats_error("subscribe"))?;
         // The server knows the subscription once the flush returns: events published
         // from now on are seen.
-        nats.flush().await.map_err(nats_error)?;
+        nats.flush().await.map_err(nats_error("flush"))?;
         info!(%subject, "watching events");
         Ok(Self {
             nats,
@@ -200,7 +205,7 @@ impl App {
     ///
     /// NATS fails.
     pub async fn flush(&self) -> Result<(), NatsError> {
-        self.nats.flush().await.map_err(nats_error)
+        self.nats.flush().await.map_err(nats_error("flush"))
     }
 
     /// Send `payload` to `node` (its bridge writes it to the node's socket); returns
@@ -213,7 +218,7 @@ impl App {
         self.nats
             .publish(answers_subject(node), payload.into())
             .await
-            .map_err(nats_error)?;
+            .map_err(nats_error("publish"))?;
         self.flush().await
     }
 
@@ -232,7 +237,7 @@ impl App {
     /// NATS fails.
     pub async fn ack(&self, event: &Event) -> Result<(), NatsError> {
         match &event.msg {
-            Some(msg) => msg.ack().await.map_err(nats_error),
+            Some(msg) => msg.ack().await.map_err(nats_error("acknowledge an event")),
             None => Ok(()),
         }
     }
@@ -244,7 +249,10 @@ impl App {
     /// NATS fails.
     pub async fn give_back(&self, event: &Event) -> Result<(), NatsError> {
         match &event.msg {
-            Some(msg) => msg.ack_with(AckKind::Nak(None)).await.map_err(nats_error),
+            Some(msg) => msg
+                .ack_with(AckKind::Nak(None))
+                .await
+                .map_err(nats_error("give an event back")),
             None => Ok(()),
         }
     }
@@ -282,17 +290,20 @@ pub async fn confirm_answer(
         .await
     {
         Ok(_) => match &event.msg {
-            Some(msg) => msg.ack().await.map_err(nats_error),
+            Some(msg) => msg.ack().await.map_err(nats_error("acknowledge an event")),
             None => Ok(()),
         },
         Err(e) => {
             if let Some(msg) = &event.msg {
                 let _ = msg.ack_with(AckKind::Nak(None)).await;
             }
-            Err(NatsError::Nats(format!(
-                "no bridge of node {} confirmed the answer ({e}); the event is given back",
-                event.node
-            )))
+            Err(NatsError::Nats {
+                what: format!(
+                    "confirm the answer: no bridge of node {} did (the event is given back)",
+                    event.node
+                ),
+                source: e.into(),
+            })
         }
     }
 }
@@ -396,8 +407,10 @@ fn report(done: Result<(String, Result<(), NatsError>), tokio::task::JoinError>)
 /// Capacity of the in-process pipe between an app and its NATS side.
 const PIPE_BYTES: usize = 256 * 1024;
 
-/// Connect `config`'s NATS and return a stream that behaves like an evapi socket: its
-/// frames are the events, and frames written to it are routed to the nodes.
+/// Connect `config`'s NATS and return a stream that behaves like an evapi socket (its
+/// frames are the events, and frames written to it are routed to the nodes), and the
+/// task that pipes it: once the stream is dropped, the task gives back what the app
+/// took and did not answer, then ends (await it before the program exits).
 ///
 /// # Errors
 ///
@@ -406,10 +419,10 @@ pub async fn app_io(
     config: &AppConfig,
     framing: Framing,
     max_frame: usize,
-) -> Result<Io, ClientError> {
+) -> Result<(Io, tokio::task::JoinHandle<()>), ClientError> {
     let failed = |e: NatsError| ClientError::Connect {
         addr: config.nats.url.clone(),
-        source: std::io::Error::other(e.to_string()),
+        source: std::io::Error::other(e),
     };
     let nats = config.nats.connect(None).await.map_err(failed)?;
     let app = match config.mode {
@@ -433,21 +446,43 @@ pub async fn app_io(
         config.matcher.clone(),
         max_frame,
     ));
-    let mut pipes = PIPES.lock().unwrap_or_else(PoisonError::into_inner);
-    pipes.retain(|t| !t.is_finished());
-    pipes.push(task);
-    Ok(Io::Memory(theirs))
+    Ok((Io::Memory(theirs), task))
 }
 
-/// The pipes of [`app_io`] still running.
-static PIPES: Mutex<Vec<tokio::task::JoinHandle<()>>> = Mutex::new(Vec::new());
+/// An [`AppConfig`] and the pipes of the connections made with it, for
+/// [`ClientConfig::over_nats`](crate::ClientConfig::over_nats): no state outside it.
+#[derive(Debug, Clone)]
+pub(crate) struct NatsRoute {
+    app: std::sync::Arc<AppConfig>,
+    pipes: std::sync::Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
 
-/// Wait, at most `patience`, for the pipes whose app side is closed to finish: they
-/// give back the events their app took and did not answer (redelivered at once
-/// instead of after the ack wait). A program calls it before it exits.
-pub async fn settle(patience: Duration) {
-    let pipes = std::mem::take(&mut *PIPES.lock().unwrap_or_else(PoisonError::into_inner));
-    let _ = tokio::time::timeout(patience, futures_util::future::join_all(pipes)).await;
+impl NatsRoute {
+    pub(crate) fn new(app: AppConfig) -> Self {
+        Self {
+            app: std::sync::Arc::new(app),
+            pipes: std::sync::Arc::default(),
+        }
+    }
+
+    /// A new pipe to the NATS side, kept until [`NatsRoute::settle`].
+    pub(crate) async fn connect(
+        &self,
+        framing: Framing,
+        max_frame: usize,
+    ) -> Result<Io, ClientError> {
+        let (io, task) = app_io(&self.app, framing, max_frame).await?;
+        let mut pipes = self.pipes.lock().unwrap_or_else(PoisonError::into_inner);
+        pipes.retain(|t| !t.is_finished());
+        pipes.push(task);
+        Ok(io)
+    }
+
+    /// Wait, at most `patience`, for the pipes whose app side is closed to finish.
+    pub(crate) async fn settle(&self, patience: Duration) {
+        let pipes = std::mem::take(&mut *self.pipes.lock().unwrap_or_else(PoisonError::into_inner));
+        let _ = tokio::time::timeout(patience, futures_util::future::join_all(pipes)).await;
+    }
 }
 
 /// Events taken and not yet answered, by transaction id (two nodes may use the same

@@ -159,7 +159,7 @@ pub async fn bridge(
     let mut answers = nats
         .subscribe(answers_subject(&config.node))
         .await
-        .map_err(nats_error)?;
+        .map_err(nats_error("subscribe to answers"))?;
     let (mut reader, mut writer) = node_conn.split();
     let outbox = Mutex::new(Outbox::new(config.buffer_bytes));
     let lock = || outbox.lock().unwrap_or_else(PoisonError::into_inner);

@@ -35,9 +35,8 @@ pub mod expected;
 pub struct ScaleOutGuide;
 pub mod outbox;
 
-pub use app::{
-    app_io, confirm_answer, respond, settle, App, AppConfig, AppMode, Event, ANSWER_CONFIRM,
-};
+pub(crate) use app::NatsRoute;
+pub use app::{app_io, confirm_answer, respond, App, AppConfig, AppMode, Event, ANSWER_CONFIRM};
 pub use bridge::{
     bridge, BridgeConfig, BridgeCounts, DEFAULT_ANSWERS_BUFFER_BYTES, DEFAULT_BUFFER_BYTES,
 };
@@ -83,22 +82,71 @@ pub fn valid_node(node: &str) -> bool {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NatsError {
-    /// The stream or consumer could not be set up.
-    #[error("JetStream setup: {0}")]
-    Setup(String),
+    /// The stream, the consumer or the connection's settings could not be set up.
+    #[error("{what}")]
+    Setup {
+        /// What was being set up.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: BoxError,
+    },
     /// NATS could not be reached, or refused the connection.
-    #[error("{0}")]
-    Connect(String),
-    /// Publishing or subscribing failed.
-    #[error("NATS: {0}")]
-    Nats(String),
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        /// The server URL(s).
+        url: String,
+        /// Nobody answered (as opposed to a refusal: credentials, a certificate).
+        unreachable: bool,
+        /// async-nats's reason.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// Publishing, subscribing or acknowledging failed.
+    #[error("NATS: cannot {what}")]
+    Nats {
+        /// What failed.
+        what: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
     /// The node's evapi socket failed.
     #[error(transparent)]
     Node(#[from] ClientError),
 }
 
-fn nats_error(e: impl std::fmt::Display) -> NatsError {
-    NatsError::Nats(e.to_string())
+/// Any error as a source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `.map_err(nats_error("flush"))`: a NATS operation that failed, with its cause kept.
+fn nats_error<E: Into<BoxError>>(what: &str) -> impl FnOnce(E) -> NatsError + '_ {
+    move |source| NatsError::Nats {
+        what: what.to_owned(),
+        source: source.into(),
+    }
+}
+
+/// `.map_err(setup_error("the JetStream stream"))`.
+fn setup_error<E: Into<BoxError>>(what: &str) -> impl FnOnce(E) -> NatsError + '_ {
+    move |source| NatsError::Setup {
+        what: what.to_owned(),
+        source: source.into(),
+    }
+}
+
+impl NatsError {
+    /// Whether NATS could not be reached (nobody listening, no route, a timeout).
+    #[must_use]
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            NatsError::Connect {
+                unreachable: true,
+                ..
+            }
+        )
+    }
 }
 
 /// How to reach NATS: the server(s), credentials and TLS, as async-nats takes them.
@@ -172,11 +220,12 @@ impl NatsOptions {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
-                Err(e) => {
-                    return Err(NatsError::Connect(format!(
-                        "cannot connect to NATS at {}: {e}",
-                        self.url
-                    )))
+                Err(source) => {
+                    return Err(NatsError::Connect {
+                        url: self.url.clone(),
+                        unreachable: unreachable(&source),
+                        source,
+                    })
                 }
             }
         }
@@ -188,9 +237,13 @@ impl NatsOptions {
             // Reconnect forever once connected; the bridge buffers meanwhile.
             .max_reconnects(None);
         if let Some(path) = &self.creds {
-            opts = opts.credentials_file(path).await.map_err(|e| {
-                NatsError::Setup(format!("credentials file {}: {e}", path.display()))
-            })?;
+            opts = opts
+                .credentials_file(path)
+                .await
+                .map_err(|source| NatsError::Setup {
+                    what: format!("credentials file {}", path.display()),
+                    source: source.into(),
+                })?;
         }
         if let Some(seed) = &self.nkey {
             opts = opts.nkey(seed.expose().to_owned());
@@ -287,7 +340,7 @@ pub async fn events_stream(
         ..Default::default()
     })
     .await
-    .map_err(|e| NatsError::Setup(e.to_string()))
+    .map_err(setup_error("the JetStream stream"))
 }
 
 #[cfg(test)]
