@@ -422,7 +422,7 @@ fn batch_loop(requests: &mpsc::Sender<Request>, printer: &PrintHandle) -> anyhow
     }
     printer.wait_all_written();
     Ok(if failed {
-        ExitCode::from(crate::cli::EXIT_FAILED)
+        ExitCode::from(crate::cmd::EXIT_FAILED)
     } else {
         ExitCode::SUCCESS
     })

@@ -5,17 +5,90 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use super::shared::{final_code, node_name, IdArgs};
+use super::Ctx;
 use anyhow::Context as _;
 use evapi_client::nats::{BridgeConfig, BridgeCounts, NatsOptions};
 use evapi_client::{Backoff, Client, ClientConfig};
+use evapi_proto::IdFields;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+/// Join a node's evapi socket (--addr) to NATS JetStream: every event is published
+/// on evapi.NODE.events, every answer on evapi.NODE.answers is written back.
+///
+/// The node's socket is read at full speed whatever NATS does: events JetStream has
+/// not confirmed are held (and published again when NATS is back) up to
+/// --buffer-bytes; past it new events are shed, answered with --shed-code when set.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  evapi-client --addr 127.0.0.1:8448 bridge --nats nats://127.0.0.1:4222 --node sip-a
+  evapi-client bridge --nats tls://nats.example.com:4222 --nats-tls-ca ca.pem \\
+      --nats-creds bridge.creds --shed-code 503 --metrics 127.0.0.1:9101")]
+pub struct BridgeArgs {
+    /// Events published and awaiting JetStream's confirmation at once.
+    #[arg(long, env = "EVAPI_WINDOW", default_value_t = evapi_client::nats::DEFAULT_WINDOW)]
+    pub window: usize,
+    /// Bytes of events held while JetStream does not confirm them (NATS away); past
+    /// it new events are shed.
+    #[arg(long, env = "EVAPI_BUFFER_BYTES", default_value_t = evapi_client::nats::DEFAULT_BUFFER_BYTES)]
+    pub buffer_bytes: usize,
+    /// Bytes of answers from NATS waiting to be written to the node (a node that
+    /// reads slowly); past it answers are dropped and counted.
+    #[arg(long, env = "EVAPI_ANSWERS_BUFFER_BYTES", default_value_t = evapi_client::nats::DEFAULT_ANSWERS_BUFFER_BYTES)]
+    pub answers_buffer_bytes: usize,
+    /// For this long after it starts, the bridge writes answers naming transactions
+    /// it did not see (its predecessor may have published them before a restart);
+    /// later such answers are dropped as forged. 0s: never.
+    #[arg(long, env = "EVAPI_PREDECESSOR_GRACE", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub predecessor_grace: Duration,
+    /// Answer shed suspend events with this SIP code (e.g. 503) at once; without it
+    /// they wait for the node's own timer (fr_inv_timer).
+    #[arg(long, env = "EVAPI_SHED_CODE", value_parser = final_code)]
+    pub shed_code: Option<u16>,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi_text)]
+    pub metrics: Option<String>,
+    #[command(flatten)]
+    pub ids: IdArgs,
+}
+
+impl BridgeArgs {
+    /// Bridge until SIGINT or SIGTERM.
+    pub(crate) async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        let Some(options) = &ctx.nats else {
+            anyhow::bail!("bridge needs --nats URL (the NATS server to publish to)");
+        };
+        let mut bridge = BridgeConfig::new(node_name(ctx.node.clone())?);
+        bridge.window = self.window;
+        bridge.buffer_bytes = self.buffer_bytes;
+        bridge.answers_buffer_bytes = self.answers_buffer_bytes;
+        bridge.predecessor_grace = self.predecessor_grace;
+        if let (Some(i), Some(l)) = (&self.ids.index_field, &self.ids.label_field) {
+            bridge.ids = evapi_proto::answer::AnswerReader::with_fields([IdFields::new(i, l)]);
+        }
+        bridge.shed = self.shed_code.map(|code| {
+            evapi_client::respond::Responder::with(code, None, Duration::ZERO, self.ids.matcher())
+        });
+        serve(
+            &ctx.node_addr,
+            &ctx.config,
+            options,
+            bridge,
+            self.metrics.as_deref(),
+        )
+        .await
+    }
+}
+
 /// Run the bridge until SIGINT/SIGTERM.
-pub async fn run(
+async fn serve(
     addr: &str,
     config: &ClientConfig,
     options: &NatsOptions,

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -140,13 +141,45 @@ fn samples(clients: &[Value]) -> HashMap<u64, Sample> {
         .collect()
 }
 
+/// The connected clients of a server's admin API (evapi-server --metrics ADDR),
+/// with frames in and out per second, refreshed in place; Ctrl-C ends it.
+#[derive(Debug, clap::Args)]
+pub struct TopArgs {
+    /// The server's --metrics address.
+    #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi_text)]
+    pub metrics: String,
+    /// The server's --control-token (admin requests need it when it is set).
+    #[arg(long, env = "EVAPI_CONTROL_TOKEN", hide_env_values = true)]
+    pub control_token: Option<String>,
+    /// Time between refreshes.
+    #[arg(long, env = "EVAPI_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub interval: Duration,
+    /// Print one table (two polls an interval apart, for the rates) and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+impl TopArgs {
+    /// Show the table until SIGINT or SIGTERM (or once).
+    pub(crate) async fn run(self, _ctx: &super::Ctx) -> anyhow::Result<ExitCode> {
+        show(
+            &self.metrics,
+            self.control_token.as_deref(),
+            self.interval,
+            self.once,
+        )
+        .await
+        .map(|()| ExitCode::SUCCESS)
+    }
+}
+
 /// Poll `addr`'s `/clients` every `interval` and print the table; with `once`, two
 /// polls `interval` apart and one table (for scripts). Ends on Ctrl-C.
 ///
 /// # Errors
 ///
 /// The admin listener cannot be reached, refuses the token, or answers nonsense.
-pub async fn run(
+async fn show(
     addr: &str,
     token: Option<&str>,
     interval: Duration,

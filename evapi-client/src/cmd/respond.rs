@@ -1,0 +1,167 @@
+//! `evapi-client respond`: answer every suspend event, on sockets or over NATS.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use evapi_client::nats::NatsOptions;
+use evapi_client::respond::{self, Counts, Responder, Stop};
+use evapi_client::{Client, ClientConfig, ReplyTemplate};
+use tokio_util::sync::CancellationToken;
+
+use super::shared::{final_code, reason_phrase, IdArgs};
+use super::Ctx;
+
+/// Answer every suspend event (async relay) automatically; the load-test partner.
+#[derive(Debug, clap::Args)]
+pub struct RespondArgs {
+    /// SIP code to answer with.
+    #[arg(long, env = "EVAPI_CODE", default_value_t = 200, value_parser = final_code)]
+    pub code: u16,
+    /// Reason phrase (default: the code's usual phrase); one line, at most 128 bytes.
+    #[arg(long, env = "EVAPI_REASON", value_parser = reason_phrase)]
+    pub reason: Option<String>,
+    /// Answer template: JSON where "$tindex", "$tlabel", "$code", "$reason" and
+    /// "$some.path" (into the event) are replaced, and "${...}" inside strings.
+    #[arg(long, env = "EVAPI_REPLY", value_name = "TEMPLATE")]
+    pub reply: Option<String>,
+    /// Wait this long before each answer.
+    #[arg(long, env = "EVAPI_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub delay: Duration,
+    /// Connections to open (each answers what it receives).
+    #[arg(long, env = "EVAPI_CONNECTIONS", default_value_t = 1)]
+    pub connections: usize,
+    /// Exit after this many answers in all.
+    #[arg(long, env = "EVAPI_COUNT")]
+    pub count: Option<u64>,
+    #[command(flatten)]
+    pub ids: IdArgs,
+}
+
+impl RespondArgs {
+    /// Answer until --count, SIGINT or SIGTERM; print the summary.
+    pub(crate) async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        let mut responder = Responder::with(self.code, self.reason, self.delay, self.ids.matcher());
+        if let Some(reply) = &self.reply {
+            responder.template = Some(ReplyTemplate::parse(reply)?);
+        }
+        match &ctx.nats {
+            Some(options) => over_nats(options, &responder, ctx.ack_wait, self.count).await,
+            None => {
+                on_sockets(
+                    &ctx.node_addr,
+                    &ctx.config,
+                    responder,
+                    self.connections.max(1),
+                    self.count,
+                )
+                .await
+            }
+        }
+    }
+}
+
+async fn on_sockets(
+    addr: &str,
+    config: &ClientConfig,
+    responder: Responder,
+    connections: usize,
+    count: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let responder = Arc::new(responder);
+    let counts = Arc::new(Counts::default());
+    let remaining = count.map(|n| Arc::new(AtomicU64::new(n)));
+    let stop = CancellationToken::new();
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(Client::connect(addr, config).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in clients {
+        let (responder, counts, remaining, stop) = (
+            Arc::clone(&responder),
+            Arc::clone(&counts),
+            remaining.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            respond::run(client, &responder, &counts, remaining.as_deref(), &stop).await
+        });
+    }
+    let mut failure = None;
+    let mut interrupted = false;
+    // SIGINT or SIGTERM: stop answering and print the summary.
+    let mut signals = evapi_ops::signal::Signals::new();
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(Stop::Done))) => {}
+                Some(Ok(Ok(Stop::Closed))) => {
+                    if !stop.is_cancelled() {
+                        failure.get_or_insert_with(|| anyhow::anyhow!("connection to {addr} closed by the server"));
+                    }
+                }
+                Some(Ok(Err(e))) => {
+                    failure.get_or_insert(e.into());
+                }
+                Some(Err(e)) => {
+                    failure.get_or_insert(anyhow::anyhow!("responder task failed: {e}"));
+                }
+            },
+            _ = signals.stop(), if !interrupted => {
+                interrupted = true;
+                stop.cancel();
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let answered = counts.answered.load(Ordering::Relaxed);
+    println!(
+        "answered {answered}, ignored {}, invalid {} on {connections} connection(s) in {secs:.2}s ({:.0}/s)",
+        counts.ignored.load(Ordering::Relaxed),
+        counts.invalid.load(Ordering::Relaxed),
+        answered as f64 / secs.max(1e-9),
+    );
+    // Reaching --count, or Ctrl-C, is success even if the server then closed.
+    let reached = count.is_some_and(|n| answered >= n);
+    match failure {
+        Some(e) if !reached && !interrupted => Err(e),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn over_nats(
+    options: &NatsOptions,
+    responder: &Responder,
+    ack_wait: Duration,
+    count: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let nats = options.connect(None).await?;
+    let counts = Counts::default();
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let respond =
+        evapi_client::nats::respond(nats, responder, ack_wait, &counts, count, stop.clone());
+    tokio::pin!(respond);
+    let result = tokio::select! {
+        r = &mut respond => r,
+        // Stop taking, and wait for the answers sent to be confirmed (at most
+        // ANSWER_CONFIRM each; unconfirmed ones are given back).
+        () = evapi_ops::signal::terminated() => {
+            stop.cancel();
+            respond.await
+        }
+    };
+    let answered = counts.answered.load(Ordering::Relaxed);
+    println!(
+        "answered {answered}, ignored {}, invalid {} over NATS in {:.2}s",
+        counts.ignored.load(Ordering::Relaxed),
+        counts.invalid.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+    );
+    result?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,74 @@
+//! `evapi-client send`: send payloads, then optionally wait for replies.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use evapi_client::Client;
+use tokio::io::AsyncBufReadExt as _;
+
+use super::{Ctx, EXIT_FAILED};
+
+/// Send payloads and exit.
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    /// Payloads to send, each one message; `-` reads one payload per stdin line.
+    #[arg(required = true)]
+    pub payloads: Vec<String>,
+    /// Then wait for N messages (1 if no number) and print them.
+    #[arg(long, env = "EVAPI_EXPECT_REPLY", num_args = 0..=1, default_missing_value = "1", value_name = "N")]
+    pub expect_reply: Option<usize>,
+    /// How long --expect-reply waits in all.
+    #[arg(long, env = "EVAPI_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+impl SendArgs {
+    /// Send, and print the replies asked for.
+    pub(crate) async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        let Self {
+            payloads,
+            expect_reply,
+            timeout,
+        } = self;
+        let (addr, config) = (ctx.addr.as_str(), &ctx.config);
+        let mut client = Client::connect(addr, config).await?;
+        for payload in payloads {
+            if payload == "-" {
+                let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+                while let Some(line) = lines.next_line().await.context("cannot read stdin")? {
+                    client.send(line.as_bytes()).await?;
+                }
+            } else {
+                client.send(payload.as_bytes()).await?;
+            }
+        }
+        let Some(n) = expect_reply else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = std::io::stdout().lock();
+        for got in 0..n {
+            match tokio::time::timeout_at(deadline, client.recv()).await {
+                Ok(Ok(Some(msg))) => {
+                    out.write_all(&msg)?;
+                    out.write_all(b"\n")?;
+                    out.flush()?;
+                }
+                Ok(Ok(None)) => {
+                    anyhow::bail!("connection to {addr} closed after {got} of {n} replies")
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    eprintln!(
+                        "evapi-client: {got} of {n} replies within {}",
+                        humantime::format_duration(timeout)
+                    );
+                    return Ok(ExitCode::from(EXIT_FAILED));
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
