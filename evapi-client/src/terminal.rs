@@ -18,17 +18,15 @@
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use colored_json::ColorMode;
 use evapi_client::client::Backoff;
-use evapi_client::repl::{self as cmd, Command, Which, COMMANDS, HELP};
-use evapi_client::respond::reason_phrase;
+use evapi_client::repl::{self, self as cmd, Command, COMMANDS};
 use evapi_client::{Client, ClientConfig, SuspendMatcher};
-use evapi_proto::{IdFields, TransactionId};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -119,11 +117,10 @@ struct Request {
     reply: oneshot::Sender<Reply>,
 }
 
-/// What a line produced. The network side queues `lines` on the printer before it
+/// What a line produced. The network side queues its lines on the printer before it
 /// answers, so they come out in order with the notices around them, none lost.
 #[derive(Default)]
 struct Reply {
-    lines: Vec<String>,
     failed: bool,
     quit: bool,
 }
@@ -196,23 +193,15 @@ pub fn run(
         Box::new(|text: String| println!("{text}"))
     };
     let (printer, print_queue) = printing_thread(printer);
-    let session = Session {
-        addr: addr.to_owned(),
+    let network = Network {
+        session: repl::Session::new(addr, matcher),
         config: config.clone(),
-        matcher,
         color,
         printer: print_queue.clone(),
-        auto: None,
-        last: None,
-        stats: Arc::new(Stats::default()),
         connected: Arc::clone(&connected),
-        pending: std::collections::VecDeque::new(),
-        next_number: 1,
         pending_numbers,
-        filter: None,
-        timestamps: false,
     };
-    let _net = runtime.spawn(session.run(client, requests_rx));
+    let _net = runtime.spawn(network.run(client, requests_rx));
 
     let status = match editor {
         Some(mut editor) => {
@@ -428,53 +417,24 @@ fn batch_loop(requests: &mpsc::Sender<Request>, printer: &PrintHandle) -> anyhow
     })
 }
 
-#[derive(Default)]
-struct Stats {
-    sent: AtomicU64,
-    received: AtomicU64,
-    answered: AtomicU64,
-}
-
-struct Session {
-    addr: String,
+/// The network side: the connection, and the REPL's state ([`repl::Session`]) whose
+/// outputs it carries out: lines to the printer, frames to the server.
+struct Network {
+    session: repl::Session,
     config: ClientConfig,
-    matcher: SuspendMatcher,
     color: bool,
     /// The printing thread: what arrives unasked (messages, automatic answers,
     /// connection changes) and each command's output, in the order they happen.
     printer: PrintQueue,
-    auto: Option<(u16, String)>,
-    last: Option<Bytes>,
-    stats: Arc<Stats>,
+    /// Whether the connection is up, for the prompt.
     connected: Arc<AtomicBool>,
-    /// Suspend events not answered yet, oldest first.
-    pending: std::collections::VecDeque<Pending>,
-    /// The number the next pending suspend gets.
-    next_number: u64,
     /// The pending numbers, for completion on the terminal thread.
     pending_numbers: Arc<std::sync::Mutex<Vec<u64>>>,
-    /// Show only incoming messages containing this (`filter TEXT`).
-    filter: Option<String>,
-    /// Prefix incoming messages with their arrival time.
-    timestamps: bool,
 }
 
 /// `connect`'s address with the default port, as `--addr` takes it.
 fn evapi_cli_addr(text: &str) -> String {
     evapi_cli::addr::with_port(text, evapi_cli::addr::EVAPI_PORT)
-}
-
-/// Most suspends kept in the pending list; past this the oldest is forgotten (said once
-/// per drop), so a flood of events cannot grow the REPL without bound.
-const PENDING_MAX: usize = 10_000;
-
-/// A suspend event waiting for an answer typed by hand.
-struct Pending {
-    number: u64,
-    id: TransactionId,
-    fields: IdFields,
-    since: std::time::Instant,
-    summary: String,
 }
 
 /// Messages read ahead of the session; past this the reader waits (TCP pushes back).
@@ -499,25 +459,68 @@ async fn read_messages(
     }
 }
 
-impl Session {
-    fn say(&mut self, text: String) {
-        self.printer.unasked(text);
+impl Network {
+    fn render(&self, line: repl::Line) -> String {
+        match line {
+            repl::Line::Message { prefix, bytes } => {
+                let shown = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                    Ok(v) => {
+                        let mode = if self.color {
+                            ColorMode::On
+                        } else {
+                            ColorMode::Off
+                        };
+                        colored_json::to_colored_json(&v, mode)
+                            .or_else(|_| serde_json::to_string_pretty(&v))
+                            .unwrap_or_else(|_| v.to_string())
+                    }
+                    Err(_) => evapi_client::script::show(&bytes),
+                };
+                format!("{prefix}{shown}")
+            }
+            repl::Line::Text(text) => text,
+            other => format!("{other:?}"),
+        }
     }
 
-    fn render(&self, msg: &[u8]) -> String {
-        match serde_json::from_slice::<serde_json::Value>(msg) {
-            Ok(v) => {
-                let mode = if self.color {
-                    ColorMode::On
-                } else {
-                    ColorMode::Off
-                };
-                colored_json::to_colored_json(&v, mode)
-                    .or_else(|_| serde_json::to_string_pretty(&v))
-                    .unwrap_or_else(|_| v.to_string())
+    /// Carry out `out`: send its frames (while connected), then hand its lines to the
+    /// printer, asked (a command's output) or not. Returns whether it failed and
+    /// whether the user asked to leave.
+    async fn carry_out(
+        &mut self,
+        mut out: repl::Output,
+        writer: &mut Option<evapi_client::client::Writer>,
+        automatic: bool,
+        asked: bool,
+    ) -> (bool, bool) {
+        let mut failed = out.failed;
+        if let Some(w) = writer.as_mut() {
+            for frame in std::mem::take(&mut out.send) {
+                match w.send(&frame).await {
+                    Ok(()) => self.session.sent(automatic),
+                    Err(e) => {
+                        out.lines
+                            .push(repl::Line::Text(format!("!! send failed: {e:#}")));
+                        failed = true;
+                        break;
+                    }
+                }
             }
-            Err(_) => evapi_client::script::show(msg),
         }
+        self.connected
+            .store(self.session.is_connected(), Ordering::Release);
+        if let Ok(mut numbers) = self.pending_numbers.lock() {
+            *numbers = self.session.pending_numbers();
+        }
+        let lines: Vec<String> = out.lines.into_iter().map(|l| self.render(l)).collect();
+        if asked {
+            self.printer.asked(lines);
+        } else {
+            for line in lines {
+                self.printer.unasked(line);
+            }
+        }
+        (failed, out.quit)
     }
 
     async fn run(mut self, client: Client, mut requests: mpsc::Receiver<Request>) {
@@ -530,30 +533,19 @@ impl Session {
             tokio::select! {
                 request = requests.recv() => {
                     let Some(Request { line, reply }) = request else { return };
-                    let parsed = cmd::parse(&line);
-                    if let Ok(Command::Connect(addr)) = parsed {
+                    let mut parsed = cmd::parse(&line);
+                    if let Ok(Command::Connect(addr)) = &mut parsed {
+                        *addr = evapi_cli_addr(addr);
+                    }
+                    let out = self.session.line(parsed, std::time::Instant::now());
+                    if let Some(addr) = &out.connect {
                         // Another server: the old connection's news is stale from now on.
                         generation += 1;
                         writer = None;
-                        self.connected.store(false, Ordering::Release);
-                        let dropped = self.pending.len();
-                        self.pending.clear();
-                        self.publish_pending();
-                        self.addr = evapi_cli_addr(&addr);
-                        self.reconnect(&net_tx, generation);
-                        let mut out = Reply::default();
-                        out.lines.push(format!("-- connecting to {}", self.addr));
-                        if dropped > 0 {
-                            out.lines.push(format!("-- {dropped} pending suspends of the old server dropped"));
-                        }
-                        self.printer.asked(std::mem::take(&mut out.lines));
-                        let _ = reply.send(out);
-                        continue;
+                        self.reconnect(addr.clone(), &net_tx, generation);
                     }
-                    let mut out = self.line(parsed, &mut writer).await;
-                    let quit = out.quit;
-                    self.printer.asked(std::mem::take(&mut out.lines));
-                    let _ = reply.send(out);
+                    let (failed, quit) = self.carry_out(out, &mut writer, false, true).await;
+                    let _ = reply.send(Reply { failed, quit });
                     if quit {
                         return;
                     }
@@ -561,35 +553,14 @@ impl Session {
                 event = net.recv() => match event {
                     Some(Net::Msg(g, _) | Net::Lost(g, _)) if g != generation => {}
                     Some(Net::Msg(_, msg)) => {
-                        self.stats.received.fetch_add(1, Ordering::Relaxed);
-                        if self.filter.as_ref().is_none_or(|f| evapi_client::script::contains(&msg, f.as_bytes())) {
-                            let shown = self.render(&msg);
-                            let stamp = if self.timestamps {
-                                format!("{} ", humantime::format_rfc3339_millis(std::time::SystemTime::now()))
-                            } else {
-                                String::new()
-                            };
-                            self.say(format!("{stamp}<< {shown}"));
-                        }
-                        if let Some(answer) = self.suspend(&msg) {
-                            if let Some(w) = writer.as_mut() {
-                                if w.send(&answer).await.is_ok() {
-                                    self.stats.answered.fetch_add(1, Ordering::Relaxed);
-                                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                                    self.say(format!(">> {}", String::from_utf8_lossy(&answer)));
-                                }
-                            }
-                        }
-                        self.last = Some(msg);
+                        let out = self.session.message(msg, std::time::Instant::now(), std::time::SystemTime::now());
+                        let _ = self.carry_out(out, &mut writer, true, false).await;
                     }
                     Some(Net::Lost(_, why)) => {
                         writer = None;
-                        self.connected.store(false, Ordering::Release);
-                        self.say(format!(
-                            "!! connection to {} lost: {why}; reconnecting (lines typed meanwhile are not sent)",
-                            self.addr
-                        ));
-                        self.reconnect(&net_tx, generation);
+                        let out = self.session.lost(&why);
+                        let _ = self.carry_out(out, &mut writer, false, false).await;
+                        self.reconnect(self.session.addr().to_owned(), &net_tx, generation);
                     }
                     // A connection made for an older generation is simply dropped.
                     Some(Net::Reconnected(g, _)) if g != generation => {}
@@ -597,8 +568,8 @@ impl Session {
                         let (reader, w) = (*client).split();
                         writer = Some(w);
                         tokio::spawn(read_messages(reader, net_tx.clone(), generation));
-                        self.connected.store(true, Ordering::Release);
-                        self.say(format!("-- connected to {}", self.addr));
+                        let out = self.session.reconnected();
+                        let _ = self.carry_out(out, &mut writer, false, false).await;
                     }
                     None => return,
                 },
@@ -606,10 +577,10 @@ impl Session {
         }
     }
 
-    /// Connect to `self.addr` in the background, retrying until it works; the result
-    /// comes back as a [`Net`] event of `generation`.
-    fn reconnect(&self, net: &mpsc::Sender<Net>, generation: u64) {
-        let (addr, config, tx) = (self.addr.clone(), self.config.clone(), net.clone());
+    /// Connect to `addr` in the background, retrying until it works; the result comes
+    /// back as a [`Net`] event of `generation`.
+    fn reconnect(&self, addr: String, net: &mpsc::Sender<Net>, generation: u64) {
+        let (config, tx) = (self.config.clone(), net.clone());
         tokio::spawn(async move {
             let backoff = Backoff {
                 attempts: None,
@@ -622,279 +593,6 @@ impl Session {
             let _ = tx.send(event).await;
         });
     }
-
-    /// Run one typed line; its output comes back to the terminal thread.
-    async fn line(
-        &mut self,
-        parsed: Result<Command, cmd::UsageError>,
-        writer: &mut Option<evapi_client::client::Writer>,
-    ) -> Reply {
-        let mut out = Reply::default();
-        let command = match parsed {
-            Ok(Command::Quit) => {
-                out.quit = true;
-                return out;
-            }
-            Ok(c) => c,
-            Err(e) => {
-                out.lines.push(format!("!! {e}"));
-                out.failed = true;
-                return out;
-            }
-        };
-        let Some(w) = writer.as_mut() else {
-            if sends(&command) {
-                out.lines.push(format!(
-                    "!! not connected (reconnecting to {}): not sent",
-                    self.addr
-                ));
-                out.failed = true;
-            } else {
-                let _ = self.command(command, &mut out.lines, &mut out.failed);
-            }
-            return out;
-        };
-        for payload in self.command(command, &mut out.lines, &mut out.failed) {
-            match w.send(&payload).await {
-                Ok(()) => {
-                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    out.lines.push(format!("!! send failed: {e:#}"));
-                    out.failed = true;
-                    break;
-                }
-            }
-        }
-        out
-    }
-
-    /// Handle a command, its output into `out` (`failed` set on a refusal); returns
-    /// the payloads to send.
-    fn command(
-        &mut self,
-        command: Command,
-        out: &mut Vec<String>,
-        failed: &mut bool,
-    ) -> Vec<Vec<u8>> {
-        match command {
-            Command::Send(text) => vec![text.into_bytes()],
-            Command::Json(v) => vec![v.to_string().into_bytes()],
-            Command::Continue {
-                which,
-                code,
-                reason,
-            } => {
-                let reason = reason.unwrap_or_else(|| reason_phrase(code).to_owned());
-                let Some((id, fields)) = self.take_pending(which, out) else {
-                    *failed = true;
-                    return Vec::new();
-                };
-                let answer = fields.answer(id, code, &reason).to_string();
-                out.push(format!(">> {answer}"));
-                vec![answer.into_bytes()]
-            }
-            Command::Pending => {
-                if self.pending.is_empty() {
-                    out.push("-- no suspend is waiting for an answer".to_owned());
-                }
-                for p in &self.pending {
-                    out.push(format!(
-                        "#{:<4} {:>6.1}s  {} {}  {}",
-                        p.number,
-                        p.since.elapsed().as_secs_f64(),
-                        p.fields.index,
-                        p.id,
-                        p.summary
-                    ));
-                }
-                Vec::new()
-            }
-            Command::Auto {
-                code,
-                reason,
-                pending,
-            } => {
-                let reason = reason.unwrap_or_else(|| reason_phrase(code).to_owned());
-                out.push(format!("-- answering every suspend with {code} {reason}"));
-                let mut answers = Vec::new();
-                if pending {
-                    for p in self.pending.drain(..) {
-                        answers.push(
-                            p.fields
-                                .answer(p.id, code, &reason)
-                                .to_string()
-                                .into_bytes(),
-                        );
-                    }
-                    out.push(format!("-- and the {} pending", answers.len()));
-                    self.publish_pending();
-                }
-                self.auto = Some((code, reason));
-                answers
-            }
-            Command::AutoOff => {
-                self.auto = None;
-                out.push("-- automatic answers off".to_owned());
-                Vec::new()
-            }
-            Command::Last => {
-                let text = match &self.last {
-                    Some(m) => self.render(m),
-                    None => "-- nothing received yet".to_owned(),
-                };
-                out.push(text);
-                Vec::new()
-            }
-            Command::Stats => {
-                let s = &self.stats;
-                out.push(format!(
-                    "-- sent {}, received {}, answered automatically {}",
-                    s.sent.load(Ordering::Relaxed),
-                    s.received.load(Ordering::Relaxed),
-                    s.answered.load(Ordering::Relaxed)
-                ));
-                Vec::new()
-            }
-            Command::Help(None) => {
-                out.push(HELP.to_owned());
-                Vec::new()
-            }
-            Command::Help(Some(name)) => {
-                match cmd::help_on(&name) {
-                    Some(text) => out.push(text),
-                    None => {
-                        out.push(format!("!! no command {name:?}; help lists them"));
-                        *failed = true;
-                    }
-                }
-                Vec::new()
-            }
-            Command::Filter(text) => {
-                out.push(match &text {
-                    Some(t) => format!("-- showing only messages that contain {t}"),
-                    None => "-- showing every message".to_owned(),
-                });
-                self.filter = text;
-                Vec::new()
-            }
-            Command::Timestamps(on) => {
-                self.timestamps = on;
-                out.push(format!("-- timestamps {}", if on { "on" } else { "off" }));
-                Vec::new()
-            }
-            // Handled by the session loop, which owns the connection.
-            Command::Connect(_) => Vec::new(),
-            Command::Nothing | Command::Quit => Vec::new(),
-        }
-    }
-
-    /// A suspend event: answered at once when `auto` is on (the answer is returned),
-    /// otherwise added to the pending list.
-    fn suspend(&mut self, msg: &[u8]) -> Option<Vec<u8>> {
-        let s = match self.matcher.parse(msg) {
-            Ok(Some(s)) => s,
-            Ok(None) => return None,
-            Err(e) => {
-                self.say(format!("!! a suspend with bad ids, not answerable: {e}"));
-                return None;
-            }
-        };
-        if let Some((code, reason)) = &self.auto {
-            return Some(s.answer(*code, reason));
-        }
-        let (id, fields) = (s.id, s.fields.clone());
-        let mut summary = s.event.to_string();
-        if summary.len() > SUMMARY_LEN {
-            let cut = (0..=SUMMARY_LEN)
-                .rev()
-                .find(|&i| summary.is_char_boundary(i))
-                .unwrap_or(0);
-            summary.truncate(cut);
-            summary.push_str("...");
-        }
-        let number = self.next_number;
-        self.next_number += 1;
-        if self.pending.len() >= PENDING_MAX {
-            if let Some(old) = self.pending.pop_front() {
-                self.say(format!(
-                    "!! pending list full: #{} ({}) forgotten",
-                    old.number, old.id
-                ));
-            }
-        }
-        self.pending.push_back(Pending {
-            number,
-            id,
-            fields,
-            since: std::time::Instant::now(),
-            summary,
-        });
-        self.publish_pending();
-        self.say(format!(
-            "-- pending #{number}: continue CODE answers the oldest, continue #{number} CODE this one"
-        ));
-        None
-    }
-
-    /// The transaction a `continue` answers, taken off the pending list; `None` after
-    /// saying why (nothing pending, no such number).
-    fn take_pending(
-        &mut self,
-        which: Which,
-        out: &mut Vec<String>,
-    ) -> Option<(TransactionId, IdFields)> {
-        let at = match which {
-            Which::Ids { tindex, tlabel } => {
-                let id = TransactionId {
-                    index: tindex,
-                    label: tlabel,
-                };
-                // Answered by hand with the ids: use the event's own field names when
-                // it is pending, else the common ones.
-                match self.pending.iter().position(|p| p.id == id) {
-                    Some(at) => at,
-                    None => return Some((id, IdFields::new("tindex", "tlabel"))),
-                }
-            }
-            Which::Oldest if self.pending.is_empty() => {
-                out.push("!! no suspend is waiting for an answer".to_owned());
-                return None;
-            }
-            Which::Oldest => 0,
-            Which::Number(n) => match self.pending.iter().position(|p| p.number == n) {
-                Some(at) => at,
-                None => {
-                    out.push(format!("!! no pending suspend #{n} (see pending)"));
-                    return None;
-                }
-            },
-        };
-        let p = self.pending.remove(at)?;
-        self.publish_pending();
-        Some((p.id, p.fields))
-    }
-
-    fn publish_pending(&self) {
-        if let Ok(mut numbers) = self.pending_numbers.lock() {
-            numbers.clear();
-            numbers.extend(self.pending.iter().map(|p| p.number));
-        }
-    }
-}
-
-/// Characters of an event shown in the pending list.
-const SUMMARY_LEN: usize = 60;
-
-/// Whether a command sends something (refused while disconnected).
-fn sends(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::Send(_)
-            | Command::Json(_)
-            | Command::Continue { .. }
-            | Command::Auto { pending: true, .. }
-    )
 }
 
 #[cfg(test)]

@@ -1,7 +1,13 @@
-//! The REPL's command language: a pure `line -> command` parser, unit tested on its own.
-//! The readline loop that uses it lives in the binary.
+//! The REPL as a library: its command language (a pure `line -> command` parser) and
+//! its state ([`Session`]: commands and network news in, lines and frames out), both
+//! unit tested here. The readline loop, the printer and the connection live in the
+//! binary.
 
 use serde_json::Value;
+
+pub mod session;
+
+pub use session::{Line, Output, Session};
 
 /// Command names, for completion and help.
 pub const COMMANDS: [&str; 14] = [
