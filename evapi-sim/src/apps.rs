@@ -73,3 +73,69 @@ pub fn deliver(handle: &Handle, to: Delivery<'_>, event: &[u8]) -> bool {
     };
     matches!(sent, Ok(d) if d.queued > 0)
 }
+
+/// The simulator's embedded evapi socket, as every driver (scenario runs, the SIP
+/// front, replay) starts it: the server with the simulator's routes and, when asked,
+/// its metrics (with the simulator's beside them) and admin API over HTTP.
+#[derive(Debug)]
+pub struct Embedded {
+    /// The running server.
+    pub handle: Handle,
+    /// What the routes hand over, in order.
+    pub inbound: mpsc::Receiver<Inbound>,
+    server: tokio::task::JoinHandle<()>,
+    http: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Where the embedded socket serves metrics and admin: the listener, the admin's bearer
+/// token, and the simulator's metrics to serve beside the server's.
+pub type HttpSetup<'a> = (
+    tokio::net::TcpListener,
+    Option<std::sync::Arc<str>>,
+    &'a crate::metrics::SimMetrics,
+);
+
+impl Embedded {
+    /// Serve `config` on `listener` (and HTTP as `http` says) until [`Embedded::stop`].
+    #[must_use]
+    pub fn start(
+        listener: tokio::net::TcpListener,
+        config: evapi_server::Config,
+        http: Option<HttpSetup<'_>>,
+    ) -> Self {
+        let (tx, inbound) = mpsc::channel(INBOUND_QUEUE);
+        let server = evapi_server::Server::new(config, SimRoutes::new(tx));
+        let handle = server.handle();
+        let server = tokio::spawn(server.run(listener, std::future::pending()));
+        let http = http.map(|(l, token, metrics)| {
+            tokio::spawn(evapi_server::admin::serve(
+                l,
+                metrics.registry(&handle),
+                handle.clone(),
+                token,
+                std::future::pending(),
+            ))
+        });
+        Self {
+            handle,
+            inbound,
+            server,
+            http,
+        }
+    }
+
+    /// Whether metrics are served (then the driver publishes its counters).
+    #[must_use]
+    pub fn serves_http(&self) -> bool {
+        self.http.is_some()
+    }
+
+    /// Close every connection and stop serving.
+    pub async fn stop(self) {
+        self.handle.shutdown();
+        let _ = self.server.await;
+        if let Some(task) = self.http {
+            task.abort();
+        }
+    }
+}

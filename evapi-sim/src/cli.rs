@@ -512,9 +512,11 @@ fn sip_options(sip: &SipArgs) -> Option<evapi_sim::uas::UasOptions> {
             workers: sip.workers,
             ..evapi_server::Config::default()
         },
-        final_retransmits: sip.final_retransmits,
-        retry_after: sip.retry_after,
-        trying_after: sip.trying_after,
+        sip: evapi_sim::front::SipSettings {
+            final_retransmits: sip.final_retransmits,
+            retry_after: sip.retry_after,
+            trying_after: sip.trying_after,
+        },
         metrics: None,
     })
 }

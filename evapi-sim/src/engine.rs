@@ -11,17 +11,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use evapi_client::ClientConfig;
-use evapi_server::{Config, Handle, Server};
-use hdrhistogram::Histogram;
+use evapi_server::{Config, Handle};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::apps::{self, Inbound, SimRoutes};
+use crate::apps::{self, Inbound};
 use crate::clock;
 use crate::metrics::SimMetrics;
-use crate::report::{Latency, Report};
+use crate::report::Report;
 use crate::request::Request;
 use crate::responders;
 use crate::router::{Cause, Message, Router};
@@ -154,35 +153,30 @@ pub async fn run(
     })?;
     observer.listening(addr);
 
-    let (tx, mut inbound) = mpsc::channel(apps::INBOUND_QUEUE);
     let config = Config {
         framing: sc.server.framing,
         max_clients: sc.server.max_clients,
         workers: sc.server.workers,
         ..Config::default()
     };
-    let server = Server::new(config, SimRoutes::new(tx));
-    let handle = server.handle();
-    let server_task = tokio::spawn(server.run(listener, std::future::pending()));
     let metrics = SimMetrics::new();
-    let http_task = match options.metrics {
-        Some(at) => {
-            let l = TcpListener::bind(at)
+    let http = match options.metrics {
+        Some(at) => Some(
+            TcpListener::bind(at)
                 .await
                 .map_err(|source| RunError::Bind {
                     addr: at.to_string(),
                     source,
-                })?;
-            Some(tokio::spawn(evapi_server::admin::serve(
-                l,
-                metrics.registry(&handle),
-                handle.clone(),
-                options.control_token.clone(),
-                std::future::pending(),
-            )))
-        }
+                })?,
+        ),
         None => None,
     };
+    let mut embedded = apps::Embedded::start(
+        listener,
+        config,
+        http.map(|l| (l, options.control_token.clone(), &metrics)),
+    );
+    let handle = embedded.handle.clone();
 
     let stop = CancellationToken::new();
     let mut responder_tasks = tokio::task::JoinSet::new();
@@ -200,7 +194,7 @@ pub async fn run(
     }
 
     let mut engine = Engine::new(loaded, handle.clone());
-    engine.metrics = http_task.as_ref().map(|_| metrics.clone());
+    engine.metrics = embedded.serves_http().then(|| metrics.clone());
     let apps = sc.responders.len() + sc.external;
     let tags = responders::tagged(&sc.responders);
     if sc.external > 0 {
@@ -221,7 +215,7 @@ pub async fn run(
                     waited: sc.external_timeout,
                 });
             }
-            msg = inbound.recv() => match msg {
+            msg = embedded.inbound.recv() => match msg {
                 Some(Inbound::Connected) => connected += 1,
                 Some(Inbound::Message(client, msg)) => {
                     if engine.inbound(&client, &msg) { tagged += 1 }
@@ -238,14 +232,12 @@ pub async fn run(
     }
 
     let interrupt = options.interrupt.clone().unwrap_or_default();
-    let report = engine.drive(&mut inbound, observer, &interrupt).await;
+    let report = engine
+        .drive(&mut embedded.inbound, observer, &interrupt)
+        .await;
     stop.cancel();
     while responder_tasks.join_next().await.is_some() {}
-    handle.shutdown();
-    let _ = server_task.await;
-    if let Some(task) = http_task {
-        task.abort();
-    }
+    embedded.stop().await;
     Ok(report)
 }
 
@@ -254,16 +246,13 @@ struct Engine<'a> {
     loaded: &'a Loaded,
     handle: Handle,
     router: Router<()>,
-    latency: Histogram<u64>,
+    stats: crate::report::RunStats,
     open: u64,
     done: u64,
     source: SocketAddr,
     /// Published to when metrics are served.
     metrics: Option<SimMetrics>,
     published: std::time::Instant,
-    started: std::time::Instant,
-    timeline: Vec<u64>,
-    per_app: std::collections::BTreeMap<String, u64>,
 }
 
 impl<'a> Engine<'a> {
@@ -272,15 +261,12 @@ impl<'a> Engine<'a> {
             loaded,
             handle,
             router: Router::new(loaded.router_config()),
-            latency: Histogram::new(3).expect("3 significant figures is a valid precision"),
+            stats: crate::report::RunStats::new(clock::now()),
             open: 0,
             done: 0,
             source: GENERATED_SOURCE,
             metrics: None,
             published: clock::now(),
-            started: clock::now(),
-            timeline: Vec::new(),
-            per_app: std::collections::BTreeMap::new(),
         }
     }
 
@@ -292,7 +278,7 @@ impl<'a> Engine<'a> {
     ) -> Report {
         let traffic = self.loaded.scenario.traffic.clone();
         let start = clock::now();
-        self.started = start;
+        self.stats.restart(start);
         let mut next = 0u64;
         let mut interrupted = false;
         while self.done < traffic.count {
@@ -361,6 +347,7 @@ impl<'a> Engine<'a> {
         self.replies();
         self.publish(true);
         let counters = self.router.counters().clone();
+        let (timeline, per_app) = self.stats.take();
         let mut report = Report {
             name: self.loaded.scenario.name.clone(),
             requests: if interrupted { next } else { traffic.count },
@@ -370,14 +357,14 @@ impl<'a> Engine<'a> {
             invalid_answers: counters.invalid_answers,
             undelivered: counters.undelivered,
             no_app: counters.no_app,
-            latency: Latency::of(&self.latency),
+            latency: self.stats.latency(),
             duration_ms: u64::try_from(clock::now().duration_since(start).as_millis())
                 .unwrap_or(u64::MAX),
             checks: Vec::new(),
             passed: true,
             interrupted,
-            timeline: std::mem::take(&mut self.timeline),
-            per_app: std::mem::take(&mut self.per_app),
+            timeline,
+            per_app,
         };
         report.check(&self.loaded.scenario.expect);
         report
@@ -407,7 +394,7 @@ impl<'a> Engine<'a> {
         match self.router.message(clock::now(), client, msg) {
             Message::Register(tag) => apps::set_tag(&self.handle, client, &tag),
             Message::Resumed(_) => {
-                *self.per_app.entry(client.conidx.to_string()).or_default() += 1;
+                self.stats.answered_by(client.conidx);
                 false
             }
             Message::Refused(_) | Message::Invalid(_) => false,
@@ -430,14 +417,7 @@ impl<'a> Engine<'a> {
             if let (Cause::Answered { latency }, Some(m)) = (reply.cause, &self.metrics) {
                 m.answered(latency);
             }
-            if let Cause::Answered { latency } = reply.cause {
-                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-                let _ = self.latency.record(us.max(1));
-            }
-            crate::report::count_in(
-                &mut self.timeline,
-                clock::now().saturating_duration_since(self.started),
-            );
+            self.stats.reply(clock::now(), &reply.cause);
             self.open -= 1;
             self.done += 1;
         }

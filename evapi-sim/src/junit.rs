@@ -88,7 +88,7 @@ pub fn replay(report: &ReplayReport) -> String {
 
 /// A SIP load test's health checks as test cases (each count should be 0).
 #[must_use]
-pub fn sip(counters: &crate::uas::UasCounters) -> String {
+pub fn sip(counters: &crate::front::UasCounters) -> String {
     let cases: Vec<Case> = counters
         .checks()
         .iter()

@@ -19,7 +19,8 @@
 //!
 //! - [`engine`]: a [`scenario`] run with built-in responders (`responders`), giving a
 //!   [`report`].
-//! - [`uas`]: SIP over UDP (`evapi-sim sip`), so sipp can drive the same core.
+//! - [`uas`]: SIP over UDP (`evapi-sim sip`), so sipp can drive the SIP front
+//!   ([`front`]: INVITE, CANCEL, the 503 cap and the other methods, sans-I/O).
 //! - `apps` (private): the evapi-side routes that hand app messages to the driver.
 //! - [`load`]: a SIP UAC load generator with microsecond latency (`evapi-sim load`).
 //! - `metrics` (private): Prometheus metrics of the core, published by the drivers.
@@ -30,6 +31,7 @@
 mod apps;
 mod clock;
 pub mod engine;
+pub mod front;
 pub mod html;
 pub mod ist;
 pub mod junit;

@@ -738,14 +738,11 @@ pub async fn play(
     speed: Speed,
     wait_app: Duration,
 ) -> Result<ReplayReport, ReplayError> {
-    use crate::apps::{self, Inbound, SimRoutes};
-    let (tx, mut inbound) = tokio::sync::mpsc::channel(apps::INBOUND_QUEUE);
-    let server = evapi_server::Server::new(server, SimRoutes::new(tx));
-    let handle = server.handle();
-    let server_task = tokio::spawn(server.run(listener, std::future::pending()));
+    use crate::apps::{self, Embedded, Inbound};
+    let mut embedded = Embedded::start(listener, server, None);
     let connected = tokio::time::timeout(wait_app, async {
         loop {
-            match inbound.recv().await {
+            match embedded.inbound.recv().await {
                 Some(Inbound::Connected) | None => break,
                 Some(Inbound::Message(..)) => {}
             }
@@ -753,8 +750,7 @@ pub async fn play(
     })
     .await;
     if connected.is_err() {
-        handle.shutdown();
-        let _ = server_task.await;
+        embedded.stop().await;
         return Err(ReplayError::NoApp(wait_app));
     }
     let start = crate::clock::now();
@@ -780,7 +776,7 @@ pub async fn play(
         }
         let wake = evapi_ops::time::earliest([due, judge.poll_timeout()]);
         tokio::select! {
-            msg = inbound.recv() => match msg {
+            msg = embedded.inbound.recv() => match msg {
                 Some(Inbound::Message(client, msg)) => {
                     *per_app.entry(client.conidx.to_string()).or_default() += 1;
                     judge.message(crate::clock::now(), &msg);
@@ -793,7 +789,7 @@ pub async fn play(
                 judge.handle_timeout(now);
                 if let (Some(at), Some(event)) = (due, plan.events.get(next)) {
                     if at <= now {
-                        apps::deliver(&handle, crate::router::Delivery::All, &event.payload);
+                        apps::deliver(&embedded.handle, crate::router::Delivery::All, &event.payload);
                         judge.sent(now, event);
                         next += 1;
                     }
@@ -801,8 +797,7 @@ pub async fn play(
             }
         }
     }
-    handle.shutdown();
-    let _ = server_task.await;
+    embedded.stop().await;
     let mut report = judge.finish();
     report.per_app = per_app;
     Ok(report)

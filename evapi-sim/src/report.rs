@@ -191,6 +191,71 @@ pub fn count_in(timeline: &mut Vec<u64>, elapsed: Duration) {
     timeline[bin] += 1;
 }
 
+/// What every driver counts of its final replies, for the reports: the latency of
+/// answered requests, final replies per [`TIMELINE_BIN_MS`] since the start, answers
+/// per app. Time is an input.
+#[derive(Debug)]
+pub struct RunStats {
+    latency: Histogram<u64>,
+    started: std::time::Instant,
+    timeline: Vec<u64>,
+    per_app: BTreeMap<String, u64>,
+}
+
+impl RunStats {
+    /// Counting from `started`.
+    ///
+    /// # Panics
+    ///
+    /// Never: 3 significant figures is a precision hdrhistogram accepts.
+    #[must_use]
+    pub fn new(started: std::time::Instant) -> Self {
+        Self {
+            latency: Histogram::new(3).expect("3 significant figures is a valid precision"),
+            started,
+            timeline: Vec::new(),
+            per_app: BTreeMap::new(),
+        }
+    }
+
+    /// Count from `started` instead (the run's first request).
+    pub fn restart(&mut self, started: std::time::Instant) {
+        self.started = started;
+    }
+
+    /// A final reply at `now`, for `cause`.
+    pub fn reply(&mut self, now: std::time::Instant, cause: &crate::router::Cause) {
+        if let crate::router::Cause::Answered { latency } = cause {
+            let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+            let _ = self.latency.record(us.max(1));
+        }
+        count_in(
+            &mut self.timeline,
+            now.saturating_duration_since(self.started),
+        );
+    }
+
+    /// An app (by `conidx`) resumed a transaction.
+    pub fn answered_by(&mut self, conidx: usize) {
+        *self.per_app.entry(conidx.to_string()).or_default() += 1;
+    }
+
+    /// The answer latencies so far.
+    #[must_use]
+    pub fn latency(&self) -> Latency {
+        Latency::of(&self.latency)
+    }
+
+    /// The timeline and the answers per app, for a report.
+    #[must_use]
+    pub fn take(&mut self) -> (Vec<u64>, BTreeMap<String, u64>) {
+        (
+            std::mem::take(&mut self.timeline),
+            std::mem::take(&mut self.per_app),
+        )
+    }
+}
+
 impl Report {
     /// The HTML report's content (see [`crate::html`]).
     #[must_use]
@@ -361,6 +426,114 @@ fn us(v: u64) -> String {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// The SIP front's report: its health checks, the HTML page and the summary.
+impl crate::front::UasCounters {
+    /// The health checks of a load test, as `(what, count)`: each should be 0.
+    #[must_use]
+    pub fn checks(&self) -> [(&'static str, u64); 6] {
+        [
+            ("kernel drops", self.kernel_drops.unwrap_or(0)),
+            ("timeouts", self.routing.timeouts),
+            ("refused continues", self.routing.refused_total()),
+            ("invalid answers", self.routing.invalid_answers),
+            ("undelivered events", self.routing.undelivered),
+            ("unacknowledged finals", self.sip.unacked),
+        ]
+    }
+
+    /// The HTML report's content (see [`crate::html`]).
+    #[must_use]
+    pub fn page(&self) -> crate::html::Page {
+        use crate::html::{Page, Table};
+        let rows = |pairs: Vec<(String, u64)>| -> Vec<Vec<String>> {
+            pairs
+                .into_iter()
+                .map(|(k, v)| vec![k, v.to_string()])
+                .collect()
+        };
+        let requests = Table {
+            caption: "Requests and final responses".into(),
+            header: vec!["what".into(), "count".into()],
+            rows: rows(
+                self.requests
+                    .iter()
+                    .map(|(m, n)| (m.clone(), *n))
+                    .chain(
+                        self.routing
+                            .finals
+                            .iter()
+                            .map(|(c, n)| (format!("final {c}"), *n)),
+                    )
+                    .chain([
+                        ("busy (503)".to_owned(), self.routing.busy),
+                        ("no app".to_owned(), self.routing.no_app),
+                        ("retransmitted INVITEs".to_owned(), self.sip.retransmissions),
+                        ("final retransmits".to_owned(), self.sip.final_retransmits),
+                        ("malformed".to_owned(), self.malformed),
+                    ])
+                    .collect(),
+            ),
+        };
+        let checks = Table {
+            caption: "Health (each should be 0)".into(),
+            header: vec!["what".into(), "count".into()],
+            rows: rows(
+                self.checks()
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect(),
+            ),
+        };
+        let bad: u64 = self.checks().iter().map(|(_, n)| n).sum();
+        Page {
+            title: "evapi-sim sip".into(),
+            passed: bad == 0,
+            summary: format!(
+                "{} requests, {} final responses, {} answered by apps",
+                self.requests.values().sum::<u64>(),
+                self.routing.finals.values().sum::<u64>(),
+                self.latency.count
+            ),
+            tables: vec![requests, checks],
+            details: Vec::new(),
+            latency: vec![("suspend to final response".into(), self.latency.clone())],
+            timeline: self.timeline.clone(),
+            bin_ms: crate::report::TIMELINE_BIN_MS,
+            per_app: self.per_app.clone(),
+        }
+    }
+
+    /// A table for people.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::from("evapi-sim sip: counters\n");
+        for (m, n) in &self.requests {
+            let _ = writeln!(s, "  {m:<24} {n:>8}");
+        }
+        for (c, n) in &self.routing.finals {
+            let _ = writeln!(s, "  final {c:<18} {n:>8}");
+        }
+        let rows = [
+            ("busy (503)", self.routing.busy),
+            ("no app", self.routing.no_app),
+            ("retransmissions", self.sip.retransmissions),
+            ("final retransmits", self.sip.final_retransmits),
+            ("unacknowledged finals", self.sip.unacked),
+            ("timeouts", self.routing.timeouts),
+            ("refused continues", self.routing.refused_total()),
+            ("invalid answers", self.routing.invalid_answers),
+            ("undelivered events", self.routing.undelivered),
+            ("malformed", self.malformed),
+            ("kernel drops", self.kernel_drops.unwrap_or(0)),
+        ];
+        for (what, n) in rows {
+            let _ = writeln!(s, "  {what:<24} {n:>8}");
+        }
+        s
+    }
 }
 
 #[cfg(test)]

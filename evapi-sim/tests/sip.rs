@@ -67,9 +67,11 @@ async fn start_routed(
             no_app_reply: None,
         },
         server: evapi_server::Config::default(),
-        final_retransmits: evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS,
-        retry_after: None,
-        trying_after: Duration::ZERO,
+        sip: evapi_sim::front::SipSettings {
+            final_retransmits: evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS,
+            retry_after: None,
+            trying_after: Duration::ZERO,
+        },
         metrics: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
@@ -704,9 +706,11 @@ async fn with_no_app_an_invite_is_answered_at_once() {
             no_app_reply: Some(503),
         },
         server: evapi_server::Config::default(),
-        final_retransmits: evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS,
-        retry_after: Some(5),
-        trying_after: Duration::ZERO,
+        sip: evapi_sim::front::SipSettings {
+            final_retransmits: evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS,
+            retry_after: Some(5),
+            trying_after: Duration::ZERO,
+        },
         metrics: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
