@@ -142,6 +142,12 @@ impl BridgeCounts {
 /// Bridge one node: its events to NATS, its answers back, until `stop` or the node's
 /// socket ends (then what is held is published for up to 5 s more).
 ///
+/// Four tasks share one [`Run`]: [`Run::read_node`] (the node's events into the
+/// outbox), [`Run::publish_events`] (the outbox to JetStream, confirmed),
+/// [`Run::collect_answers`] (answers from NATS into a bounded queue) and
+/// [`Run::write_answers`] (that queue, checked against the events published, to the
+/// node).
+///
 /// # Errors
 ///
 /// The stream cannot be set up, the answers cannot be subscribed, or the node's
@@ -156,79 +162,136 @@ pub async fn bridge(
     let mut js = jetstream::new(nats.clone());
     js.set_timeout(CONFIRM_TIMEOUT);
     events_stream(&js, EVENT_MAX_AGE).await?;
-    let mut answers = nats
+    let answers = nats
         .subscribe(answers_subject(&config.node))
         .await
         .map_err(nats_error("subscribe to answers"))?;
-    let (mut reader, mut writer) = node_conn.split();
-    let outbox = Mutex::new(Outbox::new(config.buffer_bytes));
-    let lock = || outbox.lock().unwrap_or_else(PoisonError::into_inner);
-    let queued = Notify::new();
-    let node_gone = CancellationToken::new();
-    let (shed_tx, mut shed_rx) = mpsc::channel::<Vec<u8>>(1024);
-    let expected = Mutex::new(Expected::new(super::EVENT_MAX_AGE, MAX_EXPECTED));
-    let expecting = || expected.lock().unwrap_or_else(PoisonError::into_inner);
-    let waiting = Mutex::new(AnswerQueue::default());
-    let answers_waiting = || waiting.lock().unwrap_or_else(PoisonError::into_inner);
-    let answer_arrived = Notify::new();
+    let (reader, writer) = node_conn.split();
+    let (shed_tx, shed_rx) = mpsc::channel::<Vec<u8>>(1024);
+    let run = Run {
+        config,
+        counts,
+        stop,
+        nats,
+        outbox: Mutex::new(Outbox::new(config.buffer_bytes)),
+        queued: Notify::new(),
+        node_gone: CancellationToken::new(),
+        expected: Mutex::new(Expected::new(super::EVENT_MAX_AGE, MAX_EXPECTED)),
+        waiting: Mutex::new(AnswerQueue::default()),
+        answer_arrived: Notify::new(),
+    };
+    let (read, (), (), answered) = tokio::join!(
+        run.read_node(reader, shed_tx),
+        run.publish_events(&js),
+        run.collect_answers(answers),
+        run.write_answers(writer, shed_rx),
+    );
+    read.and(answered)
+}
 
-    let reading = async {
+/// What the four tasks of one bridge share.
+struct Run<'a> {
+    config: &'a BridgeConfig,
+    counts: &'a BridgeCounts,
+    stop: CancellationToken,
+    nats: async_nats::Client,
+    /// Events read from the node, until JetStream confirms them.
+    outbox: Mutex<Outbox>,
+    /// An event was queued in the outbox.
+    queued: Notify,
+    /// The node's socket ended.
+    node_gone: CancellationToken,
+    /// Transactions of events published and not yet answered.
+    expected: Mutex<Expected>,
+    /// Answers from NATS waiting for the node.
+    waiting: Mutex<AnswerQueue>,
+    /// An answer was queued.
+    answer_arrived: Notify,
+}
+
+impl Run<'_> {
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn expecting(&self) -> std::sync::MutexGuard<'_, Expected> {
+        self.expected.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn answers_waiting(&self) -> std::sync::MutexGuard<'_, AnswerQueue> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The node's events into the outbox (shed past its bound, answered with the shed
+    /// code when set), until `stop` or the end of the node's socket.
+    async fn read_node(
+        &self,
+        mut reader: crate::client::Reader,
+        shed_tx: mpsc::Sender<Vec<u8>>,
+    ) -> Result<(), NatsError> {
         let mut last_warning: Option<Instant> = None;
         let mut shed_since = 0u64;
         let ignored = Counts::default();
         let result = loop {
             let msg = tokio::select! {
-                () = stop.cancelled() => break Ok(()),
+                () = self.stop.cancelled() => break Ok(()),
                 msg = reader.recv() => msg,
             };
             let msg = match msg {
                 Ok(Some(msg)) => msg,
                 Ok(None) => {
-                    info!(node = %config.node, "the node closed its evapi socket");
+                    info!(node = %self.config.node, "the node closed its evapi socket");
                     break Ok(());
                 }
                 Err(e) => break Err(NatsError::Node(e)),
             };
             let len = msg.len();
             let accepted = {
-                let mut out = lock();
+                let mut out = self.outbox();
                 let seq = out.offer(msg.clone());
-                counts.held(&out);
+                self.counts.held(&out);
                 seq
             };
             if accepted.is_some() {
-                counts.events.fetch_add(1, Ordering::Relaxed);
-                if let Some(id) = transaction(&config.ids, &msg) {
-                    expecting().event(id, Instant::now());
+                self.counts.events.fetch_add(1, Ordering::Relaxed);
+                if let Some(id) = transaction(&self.config.ids, &msg) {
+                    self.expecting().event(id, Instant::now());
                 }
-                queued.notify_one();
+                self.queued.notify_one();
                 continue;
             }
-            counts.shed.fetch_add(1, Ordering::Relaxed);
+            self.counts.shed.fetch_add(1, Ordering::Relaxed);
             shed_since += 1;
             if last_warning.is_none_or(|at| at.elapsed() >= SHED_LOG_EVERY) {
                 warn!(
-                    node = %config.node,
+                    node = %self.config.node,
                     shed = shed_since,
-                    buffered_bytes = lock().bytes(),
+                    buffered_bytes = self.outbox().bytes(),
                     event_bytes = len,
                     "NATS is not confirming and the buffer is full: shedding events"
                 );
                 last_warning = Some(Instant::now());
                 shed_since = 0;
             }
-            if let Some(answer) = config.shed.as_ref().and_then(|r| r.answer(&msg, &ignored)) {
+            if let Some(answer) = self
+                .config
+                .shed
+                .as_ref()
+                .and_then(|r| r.answer(&msg, &ignored))
+            {
                 if shed_tx.try_send(answer).is_ok() {
-                    counts.shed_answered.fetch_add(1, Ordering::Relaxed);
+                    self.counts.shed_answered.fetch_add(1, Ordering::Relaxed);
                 }
             }
         };
-        node_gone.cancel();
+        self.node_gone.cancel();
         result
-    };
+    }
 
-    let publishing = async {
-        let subject = events_subject(&config.node);
+    /// The outbox to JetStream, up to the window of unconfirmed publications; what is
+    /// not confirmed goes again. After `stop` or the node's end, for up to [`DRAIN`].
+    async fn publish_events(&self, js: &jetstream::Context) {
+        let subject = events_subject(&self.config.node);
         let boot = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -236,15 +299,15 @@ pub async fn bridge(
         let mut drain_until: Option<tokio::time::Instant> = None;
         loop {
             // Publish what is queued, up to the window.
-            while confirming.len() < config.window.max(1) {
-                let Some((seq, event)) = lock().take_next() else {
+            while confirming.len() < self.config.window.max(1) {
+                let Some((seq, event)) = self.outbox().take_next() else {
                     break;
                 };
                 let mut headers = HeaderMap::new();
-                headers.insert(NODE_HEADER, config.node.as_str());
+                headers.insert(NODE_HEADER, self.config.node.as_str());
                 headers.insert(
                     async_nats::header::NATS_MESSAGE_ID,
-                    format!("{}-{boot}-{seq}", config.node).as_str(),
+                    format!("{}-{boot}-{seq}", self.config.node).as_str(),
                 );
                 // Bounded: with NATS away the client's queue can fill and hold us.
                 let publish = js.publish_with_headers(subject.clone(), headers, event);
@@ -252,22 +315,22 @@ pub async fn bridge(
                     Ok(Ok(ack)) => confirming.push(async move { (seq, ack.await) }),
                     Ok(Err(e)) => {
                         warn!(error = %e, "cannot publish to JetStream, retrying");
-                        lock().failed(seq);
-                        counts.retries.fetch_add(1, Ordering::Relaxed);
+                        self.outbox().failed(seq);
+                        self.counts.retries.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(RETRY_PAUSE).await;
                     }
                     Err(_) => {
                         warn!("NATS is not taking publications, retrying");
-                        lock().failed(seq);
-                        counts.retries.fetch_add(1, Ordering::Relaxed);
+                        self.outbox().failed(seq);
+                        self.counts.retries.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(RETRY_PAUSE).await;
                     }
                 }
             }
-            if node_gone.is_cancelled() || stop.is_cancelled() {
+            if self.node_gone.is_cancelled() || self.stop.is_cancelled() {
                 let until = *drain_until.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN);
-                if lock().is_empty() || tokio::time::Instant::now() >= until {
-                    let held = lock().len();
+                if self.outbox().is_empty() || tokio::time::Instant::now() >= until {
+                    let held = self.outbox().len();
                     if held > 0 {
                         warn!(held, "stopping with events JetStream has not confirmed");
                     }
@@ -276,70 +339,77 @@ pub async fn bridge(
             }
             tokio::select! {
                 Some((seq, confirmation)) = confirming.next(), if !confirming.is_empty() => {
-                    let mut out = lock();
+                    let mut out = self.outbox();
                     match confirmation {
                         Ok(_) => {
                             if out.confirmed(seq) {
-                                counts.published.fetch_add(1, Ordering::Relaxed);
+                                self.counts.published.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                         Err(e) => {
                             warn!(error = %e, seq, "JetStream did not confirm an event, publishing it again");
                             out.failed(seq);
-                            counts.retries.fetch_add(1, Ordering::Relaxed);
+                            self.counts.retries.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    counts.held(&out);
+                    self.counts.held(&out);
                 }
-                () = queued.notified() => {}
-                () = node_gone.cancelled(), if drain_until.is_none() => {}
-                () = stop.cancelled(), if drain_until.is_none() => {}
+                () = self.queued.notified() => {}
+                () = self.node_gone.cancelled(), if drain_until.is_none() => {}
+                () = self.stop.cancelled(), if drain_until.is_none() => {}
                 () = tokio::time::sleep(RETRY_PAUSE), if drain_until.is_some() => {}
             }
         }
-    };
+    }
 
-    let collecting = async {
+    /// Answers from NATS into the queue for the node, within --answers-buffer-bytes.
+    async fn collect_answers(&self, mut answers: async_nats::Subscriber) {
         loop {
             let msg = tokio::select! {
-                () = stop.cancelled() => return,
-                () = node_gone.cancelled() => return,
+                () = self.stop.cancelled() => return,
+                () = self.node_gone.cancelled() => return,
                 msg = answers.next() => match msg {
                     Some(msg) => msg,
                     None => return,
                 },
             };
-            counts.answers.fetch_add(1, Ordering::Relaxed);
-            let mut queue = answers_waiting();
+            self.counts.answers.fetch_add(1, Ordering::Relaxed);
+            let mut queue = self.answers_waiting();
             // What an entry holds: its payload, where to confirm it, and its own size.
             let cost =
                 msg.payload.len() + msg.reply.as_ref().map_or(0, |r| r.len()) + ANSWER_OVERHEAD;
-            if queue.bytes + cost > config.answers_buffer_bytes {
+            if queue.bytes + cost > self.config.answers_buffer_bytes {
                 // Not confirmed: the app gives the event back and it comes again.
-                counts.answers_shed.fetch_add(1, Ordering::Relaxed);
+                self.counts.answers_shed.fetch_add(1, Ordering::Relaxed);
                 queue.shed_since += 1;
             } else {
                 queue.bytes += cost;
                 queue.answers.push_back((msg.payload, msg.reply, cost));
             }
-            counts
+            self.counts
                 .answers_buffered_bytes
                 .store(queue.bytes as u64, Ordering::Relaxed);
             drop(queue);
-            answer_arrived.notify_one();
+            self.answer_arrived.notify_one();
         }
-    };
+    }
 
-    let answering = async {
+    /// The queued answers (shed answers first) to the node, each checked against the
+    /// transactions this bridge published; then each is confirmed to its app.
+    async fn write_answers(
+        &self,
+        mut writer: crate::client::Writer,
+        mut shed_rx: mpsc::Receiver<Vec<u8>>,
+    ) -> Result<(), NatsError> {
         let mut last_report = Instant::now();
         let started = Instant::now();
         loop {
             let next = {
-                let mut queue = answers_waiting();
+                let mut queue = self.answers_waiting();
                 let next = queue.answers.pop_front();
                 if let Some((_, _, cost)) = &next {
                     queue.bytes -= cost;
-                    counts
+                    self.counts
                         .answers_buffered_bytes
                         .store(queue.bytes as u64, Ordering::Relaxed);
                 }
@@ -347,7 +417,7 @@ pub async fn bridge(
                     && (queue.shed_since > 0 || queue.refused_since > 0)
                 {
                     warn!(
-                        node = %config.node,
+                        node = %self.config.node,
                         refused = queue.refused_since,
                         shed = queue.shed_since,
                         every = ?ANSWER_LOG_EVERY,
@@ -368,7 +438,7 @@ pub async fn bridge(
                     }
                 }
                 if let Some(answer) = next {
-                    let mut queue = answers_waiting();
+                    let mut queue = self.answers_waiting();
                     queue.bytes += answer.2;
                     queue.answers.push_front(answer);
                 }
@@ -376,21 +446,23 @@ pub async fn bridge(
             }
             let (answer, reply) = match next {
                 Some((answer, reply, _)) => {
-                    if let Some(id) = transaction(&config.ids, &answer) {
-                        let verdict = expecting().answer(id, Instant::now());
-                        let predecessor = started.elapsed() < config.predecessor_grace;
+                    if let Some(id) = transaction(&self.config.ids, &answer) {
+                        let verdict = self.expecting().answer(id, Instant::now());
+                        let predecessor = started.elapsed() < self.config.predecessor_grace;
                         match verdict {
                             Verdict::Expected => {}
                             Verdict::Unknown if predecessor => {
-                                counts.answers_unverified.fetch_add(1, Ordering::Relaxed);
+                                self.counts
+                                    .answers_unverified
+                                    .fetch_add(1, Ordering::Relaxed);
                                 // Remembered as answered: a second answer is refused.
-                                expecting().answered(id, Instant::now());
+                                self.expecting().answered(id, Instant::now());
                             }
                             Verdict::Duplicate | Verdict::Unknown => {
-                                counts.answers_refused.fetch_add(1, Ordering::Relaxed);
-                                answers_waiting().refused_since += 1;
+                                self.counts.answers_refused.fetch_add(1, Ordering::Relaxed);
+                                self.answers_waiting().refused_since += 1;
                                 // Decided: the app must not send it again.
-                                confirm(&nats, reply).await;
+                                confirm(&self.nats, reply).await;
                                 continue;
                             }
                         }
@@ -398,9 +470,9 @@ pub async fn bridge(
                     (answer, reply)
                 }
                 None => tokio::select! {
-                    () = stop.cancelled() => return Ok::<(), NatsError>(()),
-                    () = node_gone.cancelled() => return Ok(()),
-                    () = answer_arrived.notified() => continue,
+                    () = self.stop.cancelled() => return Ok::<(), NatsError>(()),
+                    () = self.node_gone.cancelled() => return Ok(()),
+                    () = self.answer_arrived.notified() => continue,
                     Some(shed) = shed_rx.recv() => (Bytes::from(shed), None),
                 },
             };
@@ -410,16 +482,13 @@ pub async fn bridge(
                 }
                 // Anyone allowed to publish on the answers subject can send anything:
                 // a frame the node's framing cannot carry is dropped, not fatal.
-                counts.answers_dropped.fetch_add(1, Ordering::Relaxed);
+                self.counts.answers_dropped.fetch_add(1, Ordering::Relaxed);
                 warn!(error = %e, bytes = answer.len(), "answer from NATS not written to the node");
             }
             // Written (or never writable): the app may acknowledge its event.
-            confirm(&nats, reply).await;
+            confirm(&self.nats, reply).await;
         }
-    };
-
-    let (read, (), (), answered) = tokio::join!(reading, publishing, collecting, answering);
-    read.and(answered)
+    }
 }
 
 /// Tell the app that sent an answer (as a request) that the bridge is done with it.
