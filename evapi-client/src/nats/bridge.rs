@@ -142,11 +142,10 @@ impl BridgeCounts {
 /// Bridge one node: its events to NATS, its answers back, until `stop` or the node's
 /// socket ends (then what is held is published for up to 5 s more).
 ///
-/// Four tasks share one [`Run`]: [`Run::read_node`] (the node's events into the
-/// outbox), [`Run::publish_events`] (the outbox to JetStream, confirmed),
-/// [`Run::collect_answers`] (answers from NATS into a bounded queue) and
-/// [`Run::write_answers`] (that queue, checked against the events published, to the
-/// node).
+/// Four tasks share one `Run`: `read_node` (the node's events into the outbox),
+/// `publish_events` (the outbox to JetStream, confirmed), `collect_answers` (answers
+/// from NATS into a bounded queue) and `write_answers` (that queue, checked against the
+/// events published, to the node).
 ///
 /// # Errors
 ///
