@@ -12,11 +12,18 @@ use evapi_proto::{Framing, IdFields};
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "NATS (scale-out; see docs/scale-out.md)")]
 pub struct NatsArgs {
-    /// NATS server(s), comma-separated (nats://HOST:PORT, tls://HOST:PORT): respond,
+    /// NATS server(s): comma-separated or the flag repeated (nats://HOST:PORT,
+    /// tls://HOST:PORT; a cluster's servers); respond,
     /// run, repl and send take events from the JetStream work queue instead of
     /// --addr, listen watches them; bridge joins --addr to it.
-    #[arg(long, env = "EVAPI_NATS", value_name = "URL", global = true)]
-    pub nats: Option<String>,
+    #[arg(
+        long,
+        env = "EVAPI_NATS",
+        value_name = "URL",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub nats: Vec<String>,
     /// A node's name in subjects: bridge: this node's (default: the host name); listen:
     /// only its events; run, repl, send: where frames that answer no event go.
     #[arg(long, env = "EVAPI_NODE", global = true)]
@@ -84,9 +91,10 @@ impl NatsArgs {
     ///
     /// A bad --node, or an --nats-nkey file that cannot be read.
     pub fn options(&self) -> anyhow::Result<Option<NatsOptions>> {
-        let Some(url) = &self.nats else {
+        if self.nats.is_empty() {
             return Ok(None);
-        };
+        }
+        let url = self.nats.join(",");
         if let Some(node) = &self.node {
             anyhow::ensure!(
                 evapi_client::nats::valid_node(node),
@@ -102,7 +110,7 @@ impl NatsArgs {
             None => None,
         };
         Ok(Some(NatsOptions {
-            url: url.clone(),
+            url,
             creds: self.nats_creds.clone(),
             nkey,
             token: self.nats_token.clone().map(Secret::new),

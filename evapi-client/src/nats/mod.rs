@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::client::{ClientError, Secret};
 
@@ -206,17 +206,25 @@ impl NatsOptions {
     /// server within the wait.
     pub async fn connect(&self, link: Option<Arc<Link>>) -> Result<async_nats::Client, NatsError> {
         let link = link.unwrap_or_default();
+        let servers = self.servers()?;
         let deadline = self.wait.map(|w| tokio::time::Instant::now() + w);
         let mut pause = Duration::from_millis(100);
+        let mut warned = false;
         loop {
             let opts = self.options(&link).await?;
-            match opts.connect(self.url.as_str()).await {
+            match opts.connect(servers.clone()).await {
                 Ok(client) => return Ok(client),
                 Err(e)
                     if unreachable(&e)
                         && deadline.is_none_or(|d| tokio::time::Instant::now() + pause < d) =>
                 {
-                    warn!(url = %self.url, error = %e, retry_in = ?pause, "NATS not reachable yet");
+                    // Once at warn level; the retries after it at debug level.
+                    if warned {
+                        debug!(url = %self.url, error = %e, retry_in = ?pause, "NATS not reachable yet");
+                    } else {
+                        warn!(url = %self.url, error = %e, "NATS not reachable yet; retrying (every 100 ms doubling to 5 s)");
+                        warned = true;
+                    }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
@@ -229,6 +237,36 @@ impl NatsOptions {
                 }
             }
         }
+    }
+
+    /// The servers of [`NatsOptions::url`]: comma-separated URLs, each
+    /// `nats://HOST:PORT`, `tls://HOST:PORT` or `HOST:PORT`. A cluster's clients list
+    /// several; the client connects to one and moves to another when it is lost.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::Setup`] naming the URL that does not parse, or none given.
+    pub fn servers(&self) -> Result<Vec<async_nats::ServerAddr>, NatsError> {
+        let servers = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.parse::<async_nats::ServerAddr>()
+                    .map_err(|source| NatsError::Setup {
+                        what: format!("NATS server URL {u:?}"),
+                        source: source.into(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if servers.is_empty() {
+            return Err(NatsError::Setup {
+                what: "--nats".to_owned(),
+                source: "no server URL given".into(),
+            });
+        }
+        Ok(servers)
     }
 
     async fn options(&self, link: &Arc<Link>) -> Result<async_nats::ConnectOptions, NatsError> {
@@ -346,6 +384,24 @@ pub async fn events_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_servers_are_comma_separated_and_bad_ones_named() {
+        let options = |url: &str| NatsOptions {
+            url: url.to_owned(),
+            ..NatsOptions::default()
+        };
+        let servers = options("nats://127.0.0.1:4222, tls://10.0.0.2:4223,127.0.0.1:4224")
+            .servers()
+            .expect("three URLs");
+        assert_eq!(servers.len(), 3);
+        assert_eq!(servers[1].port(), 4223);
+        let err = options("nats://a:4222,nats://b:notaport")
+            .servers()
+            .unwrap_err();
+        assert!(err.to_string().contains("\"nats://b:notaport\""), "{err}");
+        assert!(options(" , ").servers().is_err());
+    }
 
     #[test]
     fn subjects_and_node_names() {
