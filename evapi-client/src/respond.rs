@@ -105,6 +105,8 @@ pub struct Counts {
     pub ignored: AtomicU64,
     /// Suspend events whose ids were not valid.
     pub invalid: AtomicU64,
+    /// Events skipped unanswered because their deadline had passed (over NATS).
+    pub expired: AtomicU64,
 }
 
 /// How long a stopping responder waits for the server to close after its last answer.

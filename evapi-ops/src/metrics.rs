@@ -36,6 +36,21 @@ pub fn gauge(
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
+/// Encode one gauge with a fractional value (seconds, ratios).
+///
+/// # Errors
+///
+/// When the encoder fails (a formatting error).
+pub fn gauge_f64(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
 /// Encode a counter with one label, one series per `(label value, count)`.
 ///
 /// # Errors

@@ -289,6 +289,56 @@ fn nats_server_restarted_mid_run() {
     assert!(affected > 0 && affected < 300, "{affected} calls affected");
 }
 
+/// NATS down 4 s while calls come in, with the node's `fr_inv_timer` and the bridge's
+/// `--event-ttl` at 2 s: the calls of the outage end at the node (408), and when NATS is
+/// back their held events are dropped unpublished (counted as expired), so no app spends
+/// time on a dead call and the node refuses no late answer. The calls after the outage
+/// are answered as usual.
+#[test]
+#[ignore = "needs nats-server and sipp (apt-get install nats-server sip-tester)"]
+fn events_of_calls_that_ended_during_an_outage_are_never_answered() {
+    sipp::require();
+    let mut nats = Nats::start();
+    let node = Node::with(
+        "node-t",
+        &nats,
+        &["--fr-inv-timer", "2s"],
+        &["--event-ttl", "2s"],
+    );
+    let _responder = responder(&nats, &[]);
+    let sip = node.sip.clone();
+    let calls = 300;
+    let burst = std::thread::spawn(move || sipp::burst_either(&sip, calls, 50, 486, 408));
+    std::thread::sleep(Duration::from_millis(300));
+    nats.restart(Duration::from_secs(4));
+    let (out, _) = burst.join().unwrap();
+    let (counters, bridged) = node.finish();
+    eprintln!("bridge: {bridged}node:\n{counters}");
+    assert_sipp_ok(&out);
+    let number = |label: &str| {
+        counters
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        number("final 408") > 50,
+        "the outage's calls timed out:\n{counters}"
+    );
+    assert!(
+        number("final 486") > 50,
+        "the calls after it were answered:\n{counters}"
+    );
+    assert_eq!(number("final 408") + number("final 486"), u64::from(calls));
+    assert_eq!(
+        number("refused continues"),
+        0,
+        "a dead call was answered:\n{counters}"
+    );
+    assert!(count_before(&bridged, "expired") > 0, "{bridged}");
+}
+
 /// NATS down: the bridge holds events up to --buffer-bytes and says so in its metrics;
 /// past the bound it sheds, answering 503 at once (--shed-code); when NATS is back, the
 /// held events are published and answered. Every call gets exactly one final reply.

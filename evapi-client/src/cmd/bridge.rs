@@ -48,6 +48,11 @@ pub struct BridgeArgs {
     /// later such answers are dropped as forged. 0s: never.
     #[arg(long, env = "EVAPI_PREDECESSOR_GRACE", default_value = "120s", value_parser = humantime::parse_duration)]
     pub predecessor_grace: Duration,
+    /// How long an event is of use: the node's fr_inv_timer. Each event carries its
+    /// deadline (header Evapi-Deadline); past it the bridge drops it unpublished (and
+    /// sheds it before a live one) and apps skip it. 0s: no deadline.
+    #[arg(long, env = "EVAPI_EVENT_TTL", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub event_ttl: Duration,
     /// Answer shed suspend events with this SIP code (e.g. 503) at once; without it
     /// they wait for the node's own timer (fr_inv_timer).
     #[arg(long, env = "EVAPI_SHED_CODE", value_parser = final_code)]
@@ -70,6 +75,7 @@ impl BridgeArgs {
         bridge.buffer_bytes = self.buffer_bytes;
         bridge.answers_buffer_bytes = self.answers_buffer_bytes;
         bridge.predecessor_grace = self.predecessor_grace;
+        bridge.event_ttl = (!self.event_ttl.is_zero()).then_some(self.event_ttl);
         if let (Some(i), Some(l)) = (&self.ids.index_field, &self.ids.label_field) {
             bridge.ids = evapi_proto::answer::AnswerReader::with_fields([IdFields::new(i, l)]);
         }
@@ -157,11 +163,12 @@ async fn serve(
     stop.cancel();
     let c = &counts;
     println!(
-        "bridged {} events ({} confirmed, {} retried, {} shed, {} held), {} answers, {} dropped answers, {} refused answers, {} answers past the buffer",
+        "bridged {} events ({} confirmed, {} retried, {} shed, {} expired, {} held), {} answers, {} dropped answers, {} refused answers, {} answers past the buffer",
         c.events.load(Ordering::Relaxed),
         c.published.load(Ordering::Relaxed),
         c.retries.load(Ordering::Relaxed),
         c.shed.load(Ordering::Relaxed),
+        c.expired.load(Ordering::Relaxed),
         c.buffered.load(Ordering::Relaxed),
         c.answers.load(Ordering::Relaxed),
         c.answers_dropped.load(Ordering::Relaxed),
@@ -259,6 +266,18 @@ impl Collector for Metrics {
             "evapi_bridge_buffered_events",
             "Events JetStream has not confirmed yet",
             i64::try_from(get(&c.buffered)).unwrap_or(i64::MAX),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_events_expired",
+            "Events dropped unpublished because their deadline (--event-ttl) passed: their calls had ended",
+            get(&c.expired),
+        )?;
+        evapi_ops::metrics::gauge_f64(
+            e,
+            "evapi_bridge_oldest_held_seconds",
+            "How long the oldest event JetStream has not confirmed has waited (0: none)",
+            get(&c.oldest_held_ms) as f64 / 1000.0,
         )?;
         gauge(
             e,

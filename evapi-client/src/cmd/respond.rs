@@ -157,9 +157,10 @@ async fn over_nats(
     };
     let answered = counts.answered.load(Ordering::Relaxed);
     println!(
-        "answered {answered}, ignored {}, invalid {} over NATS in {:.2}s",
+        "answered {answered}, ignored {}, invalid {}, expired {} over NATS in {:.2}s",
         counts.ignored.load(Ordering::Relaxed),
         counts.invalid.load(Ordering::Relaxed),
+        counts.expired.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64(),
     );
     result?;

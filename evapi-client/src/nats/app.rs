@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use super::{
     answers_subject, events_stream, nats_error, setup_error, valid_node, NatsError, NatsOptions,
 };
-use super::{CONSUMER, DEFAULT_ACK_WAIT, EVENT_MAX_AGE, NODE_HEADER};
+use super::{CONSUMER, DEADLINE_HEADER, DEFAULT_ACK_WAIT, EVENT_MAX_AGE, NODE_HEADER};
 use crate::client::ClientError;
 use crate::respond::{Counts, Responder};
 use crate::suspend::SuspendMatcher;
@@ -77,6 +77,8 @@ enum Source {
 pub struct App {
     nats: async_nats::Client,
     source: Source,
+    /// Events skipped (acknowledged unanswered) because their deadline had passed.
+    expired: u64,
 }
 
 impl std::fmt::Debug for App {
@@ -117,6 +119,7 @@ impl App {
         Ok(Self {
             nats,
             source: Source::Take(Box::new(messages)),
+            expired: 0,
         })
     }
 
@@ -138,7 +141,14 @@ impl App {
         Ok(Self {
             nats,
             source: Source::Observe(sub),
+            expired: 0,
         })
+    }
+
+    /// Events skipped so far because their deadline had passed (their calls had ended).
+    #[must_use]
+    pub fn expired(&self) -> u64 {
+        self.expired
     }
 
     /// Whether events are taken (and must be answered or acknowledged).
@@ -154,6 +164,14 @@ impl App {
             match &mut self.source {
                 Source::Take(stream) => match stream.next().await? {
                     Ok(msg) => {
+                        if expired(&msg.message, SystemTime::now()) {
+                            // Its call has ended at the node: an answer would be
+                            // refused, and would take an app's time from live calls.
+                            self.expired += 1;
+                            debug!(subject = %msg.subject, "event past its deadline, skipped");
+                            let _ = msg.ack().await;
+                            continue;
+                        }
                         let (node, payload) = node_of(&msg.message);
                         if let Some(node) = node {
                             return Some(Event {
@@ -309,6 +327,22 @@ pub async fn confirm_answer(
 }
 
 /// The node an event came from (its header, else its subject) and its payload.
+/// Whether `msg` carries a deadline (header [`DEADLINE_HEADER`]) that has passed at
+/// `now`. An unreadable deadline counts as none: the event is answered.
+fn expired(msg: &async_nats::Message, now: SystemTime) -> bool {
+    let Some(ms) = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(DEADLINE_HEADER))
+        .and_then(|v| v.as_str().parse::<u64>().ok())
+    else {
+        return false;
+    };
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .is_some_and(|deadline| deadline <= now)
+}
+
 fn node_of(msg: &async_nats::Message) -> (Option<String>, Bytes) {
     let node = msg
         .headers
@@ -364,6 +398,7 @@ async fn answer_events(
             () = stop.cancelled() => break Ok(()),
             event = app.next() => event,
         };
+        counts.expired.store(app.expired(), Ordering::Relaxed);
         let Some(event) = event else { break Ok(()) };
         match responder.answer(&event.payload, counts) {
             Some(answer) => {

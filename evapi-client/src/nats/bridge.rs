@@ -77,6 +77,12 @@ pub struct BridgeConfig {
     /// see are written (a predecessor may have published their events); later they are
     /// dropped. Default: the events' age bound.
     pub predecessor_grace: Duration,
+    /// How long an event is of use after it is read: the node's `fr_inv_timer`. Past it
+    /// the bridge drops the event instead of publishing it, sends it with this deadline
+    /// (header [`super::DEADLINE_HEADER`]) so apps skip it, and sheds it before a live
+    /// one. `None`: no deadline. Default: the events' age bound (120 s, Kamailio's
+    /// default `fr_inv_timer`).
+    pub event_ttl: Option<Duration>,
 }
 
 impl BridgeConfig {
@@ -91,6 +97,7 @@ impl BridgeConfig {
             answers_buffer_bytes: DEFAULT_ANSWERS_BUFFER_BYTES,
             ids: evapi_proto::answer::AnswerReader::default(),
             predecessor_grace: super::EVENT_MAX_AGE,
+            event_ttl: Some(super::EVENT_MAX_AGE),
         }
     }
 }
@@ -127,6 +134,10 @@ pub struct BridgeCounts {
     pub buffered_bytes: AtomicU64,
     /// Events held in the outbox now.
     pub buffered: AtomicU64,
+    /// Events dropped because their deadline passed before JetStream took them.
+    pub expired: AtomicU64,
+    /// Milliseconds the oldest held event has waited (0: none held).
+    pub oldest_held_ms: AtomicU64,
     /// The NATS connection's state.
     pub link: Arc<Link>,
 }
@@ -136,6 +147,11 @@ impl BridgeCounts {
         self.buffered_bytes
             .store(outbox.bytes() as u64, Ordering::Relaxed);
         self.buffered.store(outbox.len() as u64, Ordering::Relaxed);
+        self.expired.store(outbox.expired(), Ordering::Relaxed);
+        let oldest = outbox
+            .oldest_age(Instant::now())
+            .map_or(0, |a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX));
+        self.oldest_held_ms.store(oldest, Ordering::Relaxed);
     }
 }
 
@@ -247,7 +263,9 @@ impl Run<'_> {
             let len = msg.len();
             let accepted = {
                 let mut out = self.outbox();
-                let seq = out.offer(msg.clone());
+                let now = Instant::now();
+                let deadline = self.config.event_ttl.map(|ttl| now + ttl);
+                let seq = out.offer(msg.clone(), deadline, now);
                 self.counts.held(&out);
                 seq
             };
@@ -299,11 +317,20 @@ impl Run<'_> {
         loop {
             // Publish what is queued, up to the window.
             while confirming.len() < self.config.window.max(1) {
-                let Some((seq, event)) = self.outbox().take_next() else {
+                let next = {
+                    let mut out = self.outbox();
+                    let next = out.take_next(Instant::now());
+                    self.counts.held(&out);
+                    next
+                };
+                let Some((seq, event, deadline)) = next else {
                     break;
                 };
                 let mut headers = HeaderMap::new();
                 headers.insert(NODE_HEADER, self.config.node.as_str());
+                if let Some(ms) = deadline.and_then(wall_ms) {
+                    headers.insert(super::DEADLINE_HEADER, ms.to_string().as_str());
+                }
                 headers.insert(
                     async_nats::header::NATS_MESSAGE_ID,
                     format!("{}-{boot}-{seq}", self.config.node).as_str(),
@@ -522,4 +549,10 @@ fn transaction(
 ) -> Option<evapi_proto::TransactionId> {
     let value: serde_json::Value = serde_json::from_slice(msg).ok()?;
     ids.ids(&value).ok().flatten().map(|(id, _)| id)
+}
+
+/// `at` on the wall clock, in milliseconds since the Unix epoch (for other hosts).
+fn wall_ms(at: Instant) -> Option<u128> {
+    let wall = SystemTime::now().checked_add(at.saturating_duration_since(Instant::now()))?;
+    wall.duration_since(UNIX_EPOCH).ok().map(|d| d.as_millis())
 }

@@ -47,6 +47,10 @@ pub const STREAM: &str = "EVAPI_EVENTS";
 pub const CONSUMER: &str = "evapi-responders";
 /// The header naming the node an event came from.
 pub const NODE_HEADER: &str = "Evapi-Node";
+/// The header carrying an event's deadline: milliseconds since the Unix epoch after
+/// which its transaction has ended at the node (its `fr_inv_timer`), so an app must not
+/// answer it (apps on other hosts compare it with their own clock: keep clocks in sync).
+pub const DEADLINE_HEADER: &str = "Evapi-Deadline";
 /// Default ack wait: an event taken by a responder that then died is redelivered after
 /// this long (well inside fr_inv_timer and sipp's 32 s INVITE retransmissions).
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(5);
