@@ -42,12 +42,18 @@ impl Node {
 
     /// SIGTERM to both; the node's counters and the bridge's exit line.
     fn finish(self) -> (String, String) {
+        let (counters, out, _) = self.finish_logged();
+        (counters, out)
+    }
+
+    /// [`Node::finish`], with the bridge's log (stderr) too.
+    fn finish_logged(self) -> (String, String, String) {
         let Self { sim, bridge, .. } = self;
         let counters = sim.finish();
         term(&bridge);
         let (out, err, code) = bridge.finish(Duration::from_secs(15));
         assert_eq!(code, 0, "the bridge failed:\n{err}");
-        (counters, out)
+        (counters, out, err)
     }
 }
 
@@ -312,8 +318,18 @@ fn events_of_calls_that_ended_during_an_outage_are_never_answered() {
     std::thread::sleep(Duration::from_millis(300));
     nats.restart(Duration::from_secs(4));
     let (out, _) = burst.join().unwrap();
-    let (counters, bridged) = node.finish();
-    eprintln!("bridge: {bridged}node:\n{counters}");
+    let (counters, bridged, log) = node.finish_logged();
+    eprintln!("bridge: {bridged}node:\n{counters}\nbridge log:\n{log}");
+    // What an operator reads: NATS lost once, back once (with how long and how much
+    // was held), and the failed publications summed up, never one line per event.
+    assert_eq!(log.matches("lost NATS").count(), 1, "{log}");
+    assert_eq!(log.matches("NATS is back").count(), 1, "{log}");
+    assert!(log.contains("down_for="), "{log}");
+    let retry_lines = log.matches("publishing to JetStream again").count();
+    assert!(
+        retry_lines <= 3,
+        "{retry_lines} retry lines in a 4 s outage:\n{log}"
+    );
     assert_sipp_ok(&out);
     let number = |label: &str| {
         counters

@@ -164,7 +164,8 @@ impl App {
             match &mut self.source {
                 Source::Take(stream) => match stream.next().await? {
                     Ok(msg) => {
-                        if expired(&msg.message, SystemTime::now()) {
+                        // With less than this left, an answer would reach the node late.
+                        if expired(&msg.message, SystemTime::now() + DEADLINE_MARGIN) {
                             // Its call has ended at the node: an answer would be
                             // refused, and would take an app's time from live calls.
                             self.expired += 1;
@@ -327,6 +328,10 @@ pub async fn confirm_answer(
 }
 
 /// The node an event came from (its header, else its subject) and its payload.
+/// How long before an event's deadline an app gives it up (skips it): the answer has to
+/// travel to the node's bridge and be written.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+
 /// Whether `msg` carries a deadline (header [`DEADLINE_HEADER`]) that has passed at
 /// `now`. An unreadable deadline counts as none: the event is answered.
 fn expired(msg: &async_nats::Message, now: SystemTime) -> bool {

@@ -152,6 +152,7 @@ impl BridgeCounts {
             .oldest_age(Instant::now())
             .map_or(0, |a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX));
         self.oldest_held_ms.store(oldest, Ordering::Relaxed);
+        self.link.held.store(outbox.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -225,6 +226,15 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// How long before its deadline an event is given up: a twentieth of the event's
+    /// life, between 50 ms and 1 s (the node's timer started a little before the bridge
+    /// read the event, and the answer still has to travel back).
+    fn margin(&self) -> Duration {
+        self.config.event_ttl.map_or(Duration::ZERO, |ttl| {
+            (ttl / 20).clamp(Duration::from_millis(50), Duration::from_secs(1))
+        })
+    }
+
     fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
         self.outbox.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -314,12 +324,15 @@ impl Run<'_> {
             .map_or(0, |d| d.as_nanos());
         let mut confirming = FuturesUnordered::new();
         let mut drain_until: Option<tokio::time::Instant> = None;
+        let mut retrying = Retrying::default();
         loop {
             // Publish what is queued, up to the window.
             while confirming.len() < self.config.window.max(1) {
                 let next = {
                     let mut out = self.outbox();
-                    let next = out.take_next(Instant::now());
+                    // An event this close to its deadline is not published: its answer
+                    // could not reach the node in time.
+                    let next = out.take_next(Instant::now() + self.margin());
                     self.counts.held(&out);
                     next
                 };
@@ -340,13 +353,15 @@ impl Run<'_> {
                 match tokio::time::timeout(CONFIRM_TIMEOUT, publish).await {
                     Ok(Ok(ack)) => confirming.push(async move { (seq, ack.await) }),
                     Ok(Err(e)) => {
-                        warn!(error = %e, "cannot publish to JetStream, retrying");
+                        let held = self.outbox().len();
+                        retrying.note(&e.to_string(), &self.config.node, held);
                         self.outbox().failed(seq);
                         self.counts.retries.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(RETRY_PAUSE).await;
                     }
                     Err(_) => {
-                        warn!("NATS is not taking publications, retrying");
+                        let held = self.outbox().len();
+                        retrying.note("NATS is not taking publications", &self.config.node, held);
                         self.outbox().failed(seq);
                         self.counts.retries.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(RETRY_PAUSE).await;
@@ -373,7 +388,7 @@ impl Run<'_> {
                             }
                         }
                         Err(e) => {
-                            warn!(error = %e, seq, "JetStream did not confirm an event, publishing it again");
+                            retrying.note(&format!("JetStream did not confirm an event: {e}"), &self.config.node, out.len());
                             out.failed(seq);
                             self.counts.retries.fetch_add(1, Ordering::Relaxed);
                         }
@@ -555,4 +570,35 @@ fn transaction(
 fn wall_ms(at: Instant) -> Option<u128> {
     let wall = SystemTime::now().checked_add(at.saturating_duration_since(Instant::now()))?;
     wall.duration_since(UNIX_EPOCH).ok().map(|d| d.as_millis())
+}
+
+/// How often the bridge says that publications are being retried.
+const RETRY_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Failed publications, said as one line per [`RETRY_LOG_EVERY`] with the count and the
+/// last reason, never one line per event.
+#[derive(Debug, Default)]
+struct Retrying {
+    since_log: u64,
+    logged: Option<Instant>,
+}
+
+impl Retrying {
+    /// A publication failed for `why`; `held`: events held now (the caller may hold
+    /// the outbox's lock, so it is passed in).
+    fn note(&mut self, why: &str, node: &str, held: usize) {
+        self.since_log += 1;
+        if self.logged.is_none_or(|at| at.elapsed() >= RETRY_LOG_EVERY) {
+            warn!(
+                node,
+                retries = self.since_log,
+                held,
+                last_error = why,
+                every = ?RETRY_LOG_EVERY,
+                "publishing to JetStream again (NATS away or not confirming)"
+            );
+            self.since_log = 0;
+            self.logged = Some(Instant::now());
+        }
+    }
 }

@@ -186,6 +186,10 @@ pub struct Link {
     pub connected: AtomicBool,
     /// Times the connection was lost.
     pub disconnects: AtomicU64,
+    /// Events held for NATS now (a bridge's outbox), said when NATS is lost and back.
+    pub held: AtomicU64,
+    /// When the connection was lost, while it is.
+    down_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl NatsOptions {
@@ -316,12 +320,32 @@ impl NatsOptions {
                 match event {
                     async_nats::Event::Connected => {
                         state.connected.store(true, Ordering::Relaxed);
-                        info!(%url, "connected to NATS");
+                        let down = state
+                            .down_since
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .take();
+                        let held = state.held.load(Ordering::Relaxed);
+                        match down {
+                            Some(since) => warn!(
+                                %url,
+                                down_for = ?since.elapsed(),
+                                held,
+                                "NATS is back"
+                            ),
+                            None => info!(%url, "connected to NATS"),
+                        }
                     }
                     async_nats::Event::Disconnected => {
                         state.connected.store(false, Ordering::Relaxed);
                         state.disconnects.fetch_add(1, Ordering::Relaxed);
-                        warn!(%url, "lost NATS, reconnecting");
+                        state
+                            .down_since
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .get_or_insert_with(std::time::Instant::now);
+                        let held = state.held.load(Ordering::Relaxed);
+                        warn!(%url, held, "lost NATS, reconnecting (events are held meanwhile)");
                     }
                     other => warn!(%url, event = %other, "NATS"),
                 }
