@@ -28,6 +28,28 @@ pub fn with_port(text: &str, default_port: u16) -> String {
     }
 }
 
+/// What is wrong with the port `text` names, if it names one that is not a port:
+/// `host:abc`, `127.0.0.1:99999`, `[::1]:0`. (A bare IPv6 address has colons but no
+/// port.)
+fn port_problem(text: &str) -> Option<String> {
+    let text = text.trim();
+    if text.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    let port = match text.strip_prefix('[') {
+        Some(rest) => rest.split_once("]:").map(|(_, port)| port)?,
+        None => match text.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => port,
+            _ => return None,
+        },
+    };
+    match port.parse::<u32>() {
+        Ok(n) if (1..=65_535).contains(&n) => None,
+        Ok(_) => Some(format!("{text:?}: port {port} is out of range (1 to 65535)")),
+        Err(_) => Some(format!("{text:?}: port {port:?} is not a number (1 to 65535)")),
+    }
+}
+
 /// Resolve `text` to its first socket address, `default_port` where none is given.
 ///
 /// # Errors
@@ -35,6 +57,9 @@ pub fn with_port(text: &str, default_port: u16) -> String {
 /// A message naming the text, for what is not an address or a name that does not
 /// resolve.
 pub fn resolve(text: &str, default_port: u16) -> Result<SocketAddr, String> {
+    if let Some(problem) = port_problem(text) {
+        return Err(problem);
+    }
     let full = with_port(text, default_port);
     full.to_socket_addrs()
         .map_err(|e| {
@@ -73,6 +98,9 @@ pub fn evapi_text(text: &str) -> Result<String, String> {
         return Err(
             "an empty address; use IP, IP:port, [v6]:port, host:port or unix:PATH".to_owned(),
         );
+    }
+    if let Some(problem) = port_problem(text) {
+        return Err(problem);
     }
     Ok(with_port(text, EVAPI_PORT))
 }
@@ -115,11 +143,16 @@ mod tests {
 
     #[test]
     fn nonsense_is_refused_with_the_text() {
-        let e = evapi("127.0.0.1:99999").expect_err("port out of range");
-        assert!(
-            e.starts_with("\"127.0.0.1:99999\" is not a usable address"),
-            "{e}"
+        assert_eq!(
+            evapi("127.0.0.1:99999").expect_err("port out of range"),
+            "\"127.0.0.1:99999\": port 99999 is out of range (1 to 65535)"
         );
+        assert_eq!(
+            evapi_text("localhost:abc").expect_err("not a port"),
+            "\"localhost:abc\": port \"abc\" is not a number (1 to 65535)"
+        );
+        assert!(evapi_text("[::1]:0").is_err());
+        assert_eq!(evapi_text("::1"), Ok("[::1]:8448".to_owned()));
         assert!(evapi("no such host.invalid").is_err());
     }
 }
