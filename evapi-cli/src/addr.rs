@@ -43,10 +43,15 @@ fn port_problem(text: &str) -> Option<String> {
             _ => return None,
         },
     };
+    // 0 is a port to bind to: the system picks one.
     match port.parse::<u32>() {
-        Ok(n) if (1..=65_535).contains(&n) => None,
-        Ok(_) => Some(format!("{text:?}: port {port} is out of range (1 to 65535)")),
-        Err(_) => Some(format!("{text:?}: port {port:?} is not a number (1 to 65535)")),
+        Ok(n) if n <= 65_535 => None,
+        Ok(_) => Some(format!(
+            "{text:?}: port {port} is out of range (0 to 65535)"
+        )),
+        Err(_) => Some(format!(
+            "{text:?}: port {port:?} is not a number (0 to 65535)"
+        )),
     }
 }
 
@@ -145,13 +150,18 @@ mod tests {
     fn nonsense_is_refused_with_the_text() {
         assert_eq!(
             evapi("127.0.0.1:99999").expect_err("port out of range"),
-            "\"127.0.0.1:99999\": port 99999 is out of range (1 to 65535)"
+            "\"127.0.0.1:99999\": port 99999 is out of range (0 to 65535)"
         );
         assert_eq!(
             evapi_text("localhost:abc").expect_err("not a port"),
-            "\"localhost:abc\": port \"abc\" is not a number (1 to 65535)"
+            "\"localhost:abc\": port \"abc\" is not a number (0 to 65535)"
         );
-        assert!(evapi_text("[::1]:0").is_err());
+        assert!(evapi_text("[::1]:70000").is_err());
+        assert_eq!(
+            evapi("127.0.0.1:0").map(|a| a.port()),
+            Ok(0),
+            "bind: any port"
+        );
         assert_eq!(evapi_text("::1"), Ok("[::1]:8448".to_owned()));
         assert!(evapi("no such host.invalid").is_err());
     }

@@ -378,16 +378,15 @@ impl Client {
         config: &ClientConfig,
         backoff: &Backoff,
     ) -> Result<Self, ClientError> {
-        let mut wait = backoff.initial;
         let mut attempt = 1u32;
         loop {
             match Self::connect_once(addr, config).await {
                 Ok(client) => return Ok(client),
                 Err(e) if backoff.attempts.is_some_and(|n| attempt >= n) => return Err(e),
                 Err(e) => {
+                    let wait = crate::nodes::jittered(backoff, attempt);
                     info!(addr, attempt, error = %e, retry_in = ?wait, "connect failed, retrying");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(backoff.max);
                     attempt += 1;
                 }
             }

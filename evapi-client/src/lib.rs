@@ -10,6 +10,7 @@
 //! - [`repl`]: the REPL's command parser (the readline loop is in the binary).
 //! - `nats` (feature `nats`, on with `cli`): scale-out over NATS JetStream, the
 //!   bridge of a node and responders that share a work queue.
+//! - [`nodes`]: several nodes served by one app, each reconnected on its own.
 //! - [`proxy`]: a transparent proxy between a node and an app that records what passes.
 //! - [`recorder`]: transcripts written to disk (bounded memory, rotation).
 //! - [`transport`]: TCP, TLS (rustls) or Unix socket under one stream type, and TLS
@@ -21,6 +22,7 @@
 pub mod client;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod nodes;
 pub mod proxy;
 pub mod recorder;
 pub mod repl;

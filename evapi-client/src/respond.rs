@@ -147,6 +147,51 @@ pub async fn run(
     Ok(stopped)
 }
 
+/// Answer the suspend events of `node` until `stop` (or `remaining` reaching zero),
+/// reconnecting whenever its connection is lost (jittered backoff, forever): a node that
+/// is down or restarting never stops the others, and after a restart its new
+/// connection starts afresh (no answer carries an older connection's ids: answers are
+/// written on the connection their event came on). Says when the node is lost and back.
+///
+/// # Errors
+///
+/// Never while `stop` holds: losses are retried; the error type is kept for callers
+/// that pass a finite backoff later.
+pub async fn serve_node(
+    node: &crate::nodes::Node,
+    config: &crate::ClientConfig,
+    responder: &Responder,
+    counts: &Counts,
+    remaining: Option<&AtomicU64>,
+    stop: &CancellationToken,
+) -> Result<(), ClientError> {
+    let forever = crate::client::Backoff {
+        attempts: None,
+        ..crate::client::Backoff::default()
+    };
+    let mut lost_at: Option<Instant> = None;
+    loop {
+        let client = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            client = Client::connect_with_retry(&node.addr, config, &forever) => client?,
+        };
+        match lost_at.take() {
+            Some(at) => tracing::warn!(node = %node.name, down_for = ?at.elapsed(), "node back"),
+            None => tracing::info!(node = %node.name, addr = %node.addr, "connected"),
+        }
+        match run(client, responder, counts, remaining, stop).await {
+            Ok(Stop::Done) => return Ok(()),
+            Ok(Stop::Closed) => {
+                tracing::warn!(node = %node.name, "the node closed the connection; reconnecting");
+            }
+            Err(e) => {
+                tracing::warn!(node = %node.name, error = %e, "connection lost; reconnecting");
+            }
+        }
+        lost_at = Some(Instant::now());
+    }
+}
+
 async fn answer_loop(
     reader: &mut Reader,
     writer: &mut Writer,

@@ -30,61 +30,73 @@ fn json_lines_carry_text_or_base64_and_a_timestamp() {
     assert!(lines.iter().all(|l| l["ts"].as_f64().unwrap() > 1.7e9));
     assert_eq!(lines[0]["msg"], "héllo");
     assert_eq!(lines[1]["msg_b64"], "AP8B");
-}
-
-#[test]
-fn match_filters_and_timeout_before_count_exits_1() {
-    let srv = start(Framing::Netstring);
-    let run = Running::spawn(srv.client(&[
-        "listen",
-        "--match",
-        "suspend",
-        "--count",
-        "2",
-        "--timeout",
-        "1s",
-    ]));
-    srv.connected();
-    srv.relay(r#"{"event":"suspend","tindex":1}"#);
-    srv.relay(r#"{"event":"other"}"#);
-    let (out, err, code) = run.finish();
-    assert_eq!(out, "{\"event\":\"suspend\",\"tindex\":1}\n");
-    assert_eq!(err, "evapi-client: 1 of 2 messages before the timeout\n");
-    assert_eq!(code, 1);
-}
-
-#[test]
-fn a_timeout_without_count_ends_quietly() {
-    let srv = start(Framing::Netstring);
-    let (out, _, code) = output(srv.client(&["listen", "--timeout", "200ms"]));
-    assert_eq!((out.as_str(), code), ("", 0));
-}
-
-#[test]
-fn the_server_closing_is_an_error_exit_2() {
-    let srv = start(Framing::Netstring);
-    let run = Running::spawn(srv.client(&["listen"]));
-    let c = srv.connected();
-    srv.handle
-        .close(evapi_server::Target::Connid(c.connid))
-        .unwrap();
-    let (_, err, code) = run.finish();
-    assert_eq!(code, 2);
-    assert!(err.contains("closed by the server"), "{err}");
-}
-
-/// A netstring client on a line-framed server: the decode error says what the bytes
-/// look like, which is the usual mistake.
-#[test]
-fn a_framing_mismatch_is_named_in_the_error() {
-    let srv = start(Framing::Line);
-    let run = Running::spawn(srv.client(&["listen", "--count", "1"]));
-    srv.connected();
-    srv.relay(r#"{"event":"x"}"#);
-    let (_, err, code) = run.finish();
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("the bytes look like line or bare framing (no length prefix); is the peer started with --framing line or bare?"),
-        "{err}"
+    assert_eq!(
+        lines[0]["node"],
+        srv.addr.as_str(),
+        "an unnamed node is its address"
     );
+}
+
+#[test]
+fn two_named_nodes_each_line_says_which() {
+    let a = start(Framing::Netstring);
+    let b = start(Framing::Netstring);
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"));
+    cmd.args(["--addr", &format!("sip-a={},sip-b={}", a.addr, b.addr)])
+        .args(["listen", "--json", "--count", "2"])
+        .stdin(std::process::Stdio::null());
+    let run = Running::spawn(cmd);
+    a.connected();
+    b.connected();
+    a.relay("from a");
+    let mut text = std::process::Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"));
+    text.args([
+        "--addr",
+        &format!("sip-a={}", a.addr),
+        "--addr",
+        &format!("sip-b={}", b.addr),
+    ])
+    .args(["listen", "--count", "1"])
+    .stdin(std::process::Stdio::null());
+    let plain = Running::spawn(text);
+    a.connected();
+    b.connected();
+    b.relay("from b");
+    let (out, _, code) = run.finish();
+    assert_eq!(code, 0);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        (lines[0]["node"].as_str(), lines[0]["msg"].as_str()),
+        (Some("sip-a"), Some("from a"))
+    );
+    assert_eq!(
+        (lines[1]["node"].as_str(), lines[1]["msg"].as_str()),
+        (Some("sip-b"), Some("from b"))
+    );
+    let (out, _, code) = plain.finish();
+    assert_eq!((out.as_str(), code), ("[sip-b] from b\n", 0));
+}
+
+/// Stopped by a signal (a script's `kill`, Ctrl-C), listen exits 0 with what it showed.
+#[test]
+fn sigterm_ends_listen_cleanly() {
+    use std::io::BufRead as _;
+    let srv = start(Framing::Netstring);
+    let mut run = Running::spawn(srv.client(&["listen"]));
+    srv.connected();
+    srv.relay("one");
+    let stdout = run.0.stdout.take().expect("piped");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "one\n");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &run.0.id().to_string()])
+        .status();
+    let (_, _, code) = run.finish();
+    assert_eq!(code, 0, "SIGTERM is a clean end, not 143");
 }

@@ -119,3 +119,98 @@ fn several_connections_share_the_count() {
         "{out}"
     );
 }
+
+/// One responder for two nodes: each node's suspends are answered on that node's
+/// connection only; a node that goes away and comes back (a restart on the same
+/// address) is served again, with no answer on the other node meanwhile, and the other
+/// node is served throughout.
+#[test]
+fn one_responder_serves_two_nodes_and_outlives_a_restart_of_one() {
+    let a = start(Framing::Netstring);
+    let b = start(Framing::Netstring);
+    let b_addr = b.addr.clone();
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"));
+    cmd.args(["--addr", &format!("sip-a={}", a.addr)])
+        .args(["--addr", &format!("sip-b={b_addr}")])
+        .args(["respond", "--code", "486"])
+        .stdin(std::process::Stdio::null());
+    let run = Running::spawn(cmd);
+    a.connected();
+    b.connected();
+    a.relay(r#"{"tindex":1,"tlabel":1}"#);
+    b.relay(r#"{"tindex":2,"tlabel":2}"#);
+    assert_eq!(
+        a.msg(),
+        r#"{"tindex":1,"tlabel":1,"code":486,"reason":"Busy Here"}"#
+    );
+    assert_eq!(
+        b.msg(),
+        r#"{"tindex":2,"tlabel":2,"code":486,"reason":"Busy Here"}"#
+    );
+    // Node b restarts on the same address; node a is served meanwhile.
+    drop(b);
+    a.relay(r#"{"tindex":3,"tlabel":3}"#);
+    assert_eq!(
+        a.msg(),
+        r#"{"tindex":3,"tlabel":3,"code":486,"reason":"Busy Here"}"#
+    );
+    let b = start_on(Framing::Netstring, &b_addr);
+    b.connected();
+    b.relay(r#"{"tindex":4,"tlabel":4}"#);
+    assert_eq!(
+        b.msg(),
+        r#"{"tindex":4,"tlabel":4,"code":486,"reason":"Busy Here"}"#
+    );
+    // Nothing of b's reached a.
+    a.relay(r#"{"tindex":5,"tlabel":5}"#);
+    assert_eq!(
+        a.msg(),
+        r#"{"tindex":5,"tlabel":5,"code":486,"reason":"Busy Here"}"#
+    );
+    let pid = run.0.id();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let (out, err, code) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("answered 5, ignored 0, invalid 0 on 2 node(s)"),
+        "{out}"
+    );
+    assert!(err.contains("node back") && err.contains("sip-b"), "{err}");
+}
+
+/// Several --addr are for respond and listen only; the others say so.
+#[test]
+fn several_nodes_are_refused_where_one_is_meant() {
+    let (_, err, code) = output({
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"));
+        cmd.args(["--addr", "127.0.0.1:1,127.0.0.1:2", "send", "x"]);
+        cmd
+    });
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("only respond and listen serve several nodes"),
+        "{err}"
+    );
+}
+
+/// SIGTERM (what `kill` and service managers send) ends respond like Ctrl-C: exit 0
+/// with its summary, not 143 and silence.
+#[test]
+fn sigterm_prints_the_summary() {
+    let srv = start(Framing::Netstring);
+    let run = Running::spawn(srv.client(&["respond"]));
+    srv.connected();
+    srv.relay(r#"{"tindex":1,"tlabel":1}"#);
+    let _ = srv.msg();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &run.0.id().to_string()])
+        .status();
+    let (out, err, code) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("answered 1, ignored 0, invalid 0 on 1 connection(s)"),
+        "{out}"
+    );
+}

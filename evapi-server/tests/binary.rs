@@ -263,7 +263,7 @@ fn bind_takes_host_names_and_the_environment() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
-        stderr.contains("\"nonsense:port\": port \"port\" is not a number (1 to 65535)"),
+        stderr.contains("\"nonsense:port\": port \"port\" is not a number (0 to 65535)"),
         "{stderr}"
     );
 }

@@ -2,10 +2,13 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use bytes::Bytes;
 use evapi_client::{script, Client};
+use tracing::{info, warn};
 
 use super::{Ctx, EXIT_FAILED};
 
@@ -27,7 +30,8 @@ pub struct ListenArgs {
 }
 
 impl ListenArgs {
-    /// Print until --count, --timeout or the end of the connection.
+    /// Print until --count, --timeout, SIGINT/SIGTERM or the end of the connection
+    /// (with several nodes, each is reconnected when lost, and listening goes on).
     pub(crate) async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let Self {
             json,
@@ -35,31 +39,30 @@ impl ListenArgs {
             timeout,
             matching,
         } = self;
-        let (addr, config) = (ctx.addr.as_str(), &ctx.config);
-        let mut client = Client::connect(addr, config).await?;
+        let mut source = Source::open(ctx).await?;
+        let several = ctx.nodes.len() > 1;
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut signals = evapi_ops::signal::Signals::new();
         let mut seen = 0usize;
         let mut out = std::io::stdout().lock();
         loop {
             if count.is_some_and(|n| seen >= n) {
                 return Ok(ExitCode::SUCCESS);
             }
-            let next = match deadline {
-                Some(at) => match tokio::time::timeout_at(at, client.recv()).await {
-                    Ok(r) => r,
-                    Err(_) if count.is_some() => {
-                        eprintln!(
-                            "evapi-client: {seen} of {} messages before the timeout",
-                            count.unwrap_or(0)
-                        );
+            let next = tokio::select! {
+                () = evapi_ops::time::sleep_until(deadline) => {
+                    if let Some(n) = count {
+                        eprintln!("evapi-client: {seen} of {n} messages before the timeout");
                         return Ok(ExitCode::from(EXIT_FAILED));
                     }
-                    Err(_) => return Ok(ExitCode::SUCCESS),
-                },
-                None => client.recv().await,
+                    return Ok(ExitCode::SUCCESS);
+                }
+                // Stopped by hand (or by a script's kill): what was shown is the result.
+                _ = signals.stop() => return Ok(ExitCode::SUCCESS),
+                next = source.next() => next?,
             };
-            let Some(msg) = next? else {
-                anyhow::bail!("connection to {addr} closed by the server");
+            let Some((node, msg)) = next else {
+                anyhow::bail!("connection to {} closed by the server", ctx.addr);
             };
             if let Some(text) = &matching {
                 if !script::contains(&msg, text.as_bytes()) {
@@ -72,18 +75,101 @@ impl ListenArgs {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0.0, |d| d.as_secs_f64());
                 let line = match std::str::from_utf8(&msg) {
-                    Ok(text) => serde_json::json!({ "ts": ts, "msg": text }),
+                    Ok(text) => serde_json::json!({ "ts": ts, "node": &*node, "msg": text }),
                     Err(_) => serde_json::json!({
                         "ts": ts,
+                        "node": &*node,
                         "msg_b64": base64::engine::general_purpose::STANDARD.encode(&msg),
                     }),
                 };
                 writeln!(out, "{line}")?;
             } else {
+                if several {
+                    write!(out, "[{node}] ")?;
+                }
                 out.write_all(&msg)?;
                 out.write_all(b"\n")?;
             }
             out.flush()?;
         }
+    }
+}
+
+/// Where messages come from: one connection, or one per node (reconnected on its own).
+enum Source {
+    One(Box<Client>, Arc<str>),
+    Many(tokio::sync::mpsc::Receiver<(Arc<str>, Bytes)>),
+}
+
+/// Messages read ahead from several nodes; past this the readers wait.
+const MERGED: usize = 1024;
+
+impl Source {
+    async fn open(ctx: &Ctx) -> anyhow::Result<Self> {
+        if ctx.nodes.len() <= 1 {
+            let name = ctx
+                .nodes
+                .first()
+                .map_or_else(|| ctx.addr.clone(), |n| n.name.clone());
+            return Ok(Self::One(
+                Box::new(Client::connect(&ctx.addr, &ctx.config).await?),
+                name.into(),
+            ));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(MERGED);
+        for node in &ctx.nodes {
+            tokio::spawn(read_node(node.clone(), ctx.config.clone(), tx.clone()));
+        }
+        Ok(Self::Many(rx))
+    }
+
+    /// The next message and its node; `None` when the (single) connection ended.
+    async fn next(&mut self) -> anyhow::Result<Option<(Arc<str>, Bytes)>> {
+        match self {
+            Self::One(client, name) => Ok(client.recv().await?.map(|m| (Arc::clone(name), m))),
+            Self::Many(rx) => Ok(rx.recv().await),
+        }
+    }
+}
+
+/// Read `node` into `tx` for as long as the receiver lives, reconnecting (jittered
+/// backoff) whenever the connection is lost.
+async fn read_node(
+    node: evapi_client::nodes::Node,
+    config: evapi_client::ClientConfig,
+    tx: tokio::sync::mpsc::Sender<(Arc<str>, Bytes)>,
+) {
+    let name: Arc<str> = node.name.clone().into();
+    let forever = evapi_client::Backoff {
+        attempts: None,
+        ..evapi_client::Backoff::default()
+    };
+    let mut lost_at: Option<std::time::Instant> = None;
+    loop {
+        let Ok(mut client) = Client::connect_with_retry(&node.addr, &config, &forever).await else {
+            return;
+        };
+        match lost_at.take() {
+            Some(at) => warn!(node = %node.name, down_for = ?at.elapsed(), "node back"),
+            None => info!(node = %node.name, addr = %node.addr, "connected"),
+        }
+        loop {
+            match client.recv().await {
+                Ok(Some(msg)) => {
+                    if tx.send((Arc::clone(&name), msg)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    warn!(node = %node.name, "the node closed the connection; reconnecting");
+                    break;
+                }
+                Err(e) => {
+                    warn!(node = %node.name, error = %e, "connection lost; reconnecting");
+                    break;
+                }
+            }
+        }
+        lost_at = Some(std::time::Instant::now());
     }
 }

@@ -48,9 +48,19 @@ Exit codes: 0 success, 1 an expectation failed, 2 usage or I/O error."
 )]
 pub struct Args {
     /// Address of the evapi socket: IP, IP:port, [v6]:port or host:port (port 8448 when
-    /// none is given).
-    #[arg(long, env = "EVAPI_ADDR", default_value = DEFAULT_ADDR, global = true, value_parser = evapi_cli::addr::evapi_text)]
-    pub addr: String,
+    /// none is given). respond and listen serve several nodes: repeat it (or
+    /// comma-separate), each optionally named: --addr sip-a=10.0.0.1 --addr
+    /// sip-b=10.0.0.2.
+    #[arg(
+        long,
+        env = "EVAPI_ADDR",
+        default_value = DEFAULT_ADDR,
+        global = true,
+        value_delimiter = ',',
+        value_name = "[NAME=]ADDR",
+        value_parser = shared::node
+    )]
+    pub addr: Vec<evapi_client::nodes::Node>,
 
     /// Framing: netstring (Kamailio netstring_format=1), bare (=0) or line (NDJSON).
     #[arg(
@@ -177,6 +187,8 @@ pub(crate) struct Ctx {
     pub addr: String,
     /// --addr as given: the node's socket (bridge; respond without NATS).
     pub node_addr: String,
+    /// Every --addr (respond and listen serve several).
+    pub nodes: Vec<evapi_client::nodes::Node>,
     /// How to connect (over NATS for the app commands when --nats is given).
     pub config: ClientConfig,
     /// --nats and its settings.
@@ -265,7 +277,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn context(args: &Args) -> anyhow::Result<Ctx> {
     let mut config = args.client_config()?;
     let nats = args.nats.options()?;
-    let mut addr = args.addr.clone();
+    let nodes = args.addr.clone();
+    let first = nodes
+        .first()
+        .map(|n| n.addr.clone())
+        .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+    if nodes.len() > 1 {
+        let many = matches!(args.command, Command::Respond(_) | Command::Listen(_));
+        anyhow::ensure!(
+            many,
+            "several --addr: only respond and listen serve several nodes; give this command one"
+        );
+    }
+    let mut addr = first.clone();
     if let Some(options) = &nats {
         let (mode, matcher) = match &args.command {
             Command::Listen(_) => (AppMode::Observe, SuspendMatcher::default()),
@@ -301,7 +325,8 @@ fn context(args: &Args) -> anyhow::Result<Ctx> {
     }
     Ok(Ctx {
         addr,
-        node_addr: args.addr.clone(),
+        node_addr: first,
+        nodes,
         config,
         nats,
         node: args.nats.node.clone(),

@@ -48,6 +48,9 @@ impl RespondArgs {
         }
         match &ctx.nats {
             Some(options) => over_nats(options, &responder, ctx.ack_wait, self.count).await,
+            None if ctx.nodes.len() > 1 => {
+                on_nodes(&ctx.nodes, &ctx.config, responder, self.count).await
+            }
             None => {
                 on_sockets(
                     &ctx.node_addr,
@@ -59,6 +62,69 @@ impl RespondArgs {
                 .await
             }
         }
+    }
+}
+
+/// One connection per node, each answering its own node's events and reconnected on
+/// its own when lost, until --count, SIGINT or SIGTERM.
+async fn on_nodes(
+    nodes: &[evapi_client::nodes::Node],
+    config: &ClientConfig,
+    responder: Responder,
+    count: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let responder = Arc::new(responder);
+    let counts = Arc::new(Counts::default());
+    let remaining = count.map(|n| Arc::new(AtomicU64::new(n)));
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for node in nodes {
+        let (node, config, responder, counts, remaining, stop) = (
+            node.clone(),
+            config.clone(),
+            Arc::clone(&responder),
+            Arc::clone(&counts),
+            remaining.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            respond::serve_node(
+                &node,
+                &config,
+                &responder,
+                &counts,
+                remaining.as_deref(),
+                &stop,
+            )
+            .await
+        });
+    }
+    let mut signals = evapi_ops::signal::Signals::new();
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => { failure.get_or_insert(anyhow::Error::from(e)); stop.cancel(); }
+                Some(Err(e)) => { failure.get_or_insert(anyhow::anyhow!("responder task failed: {e}")); stop.cancel(); }
+            },
+            _ = signals.stop(), if !stop.is_cancelled() => stop.cancel(),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let answered = counts.answered.load(Ordering::Relaxed);
+    println!(
+        "answered {answered}, ignored {}, invalid {} on {} node(s) in {secs:.2}s ({:.0}/s)",
+        counts.ignored.load(Ordering::Relaxed),
+        counts.invalid.load(Ordering::Relaxed),
+        nodes.len(),
+        answered as f64 / secs.max(1e-9),
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -239,3 +239,8 @@ pub(crate) fn node_name(node: Option<String>) -> anyhow::Result<String> {
     );
     Ok(node)
 }
+
+/// `--addr`: `[NAME=]ADDR`, the address as every address flag takes it.
+pub(crate) fn node(text: &str) -> Result<evapi_client::nodes::Node, String> {
+    evapi_client::nodes::Node::parse(text, evapi_cli::addr::evapi_text)
+}

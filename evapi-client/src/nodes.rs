@@ -1,0 +1,132 @@
+//! The nodes an app serves: several SIP nodes (Kamailio or the simulator), each with its
+//! own evapi socket, named so that events and logs say which node they concern. Every
+//! node has its own connection, reconnected on its own (jittered exponential backoff),
+//! and answers go back on the connection their event came on, never to another node.
+
+use std::time::Duration;
+
+use crate::client::Backoff;
+
+/// A node: a name and its evapi socket's address, from `NAME=ADDR` or `ADDR` (the name
+/// is then the address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// What events and logs call it.
+    pub name: String,
+    /// Where to connect (`host:port`, `[v6]:port`, `unix:PATH`).
+    pub addr: String,
+}
+
+impl Node {
+    /// A node named by its address.
+    #[must_use]
+    pub fn at(addr: impl Into<String>) -> Self {
+        let addr = addr.into();
+        Self {
+            name: addr.clone(),
+            addr,
+        }
+    }
+
+    /// `NAME=ADDR` or `ADDR`; `addr` checks (and completes) the address part.
+    ///
+    /// # Errors
+    ///
+    /// An empty name, a name with other than letters, digits, `-`, `_` and `.`, or
+    /// what `addr` says of the address.
+    pub fn parse(
+        text: &str,
+        addr: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<Self, String> {
+        match text.split_once('=') {
+            Some((name, rest)) => {
+                let ok = !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if !ok {
+                    return Err(format!(
+                        "{name:?}: a node name is letters, digits, '-', '_' and '.', at most 64 (NAME=ADDR)"
+                    ));
+                }
+                Ok(Self {
+                    name: name.to_owned(),
+                    addr: addr(rest)?,
+                })
+            }
+            None => Ok(Self::at(addr(text)?)),
+        }
+    }
+}
+
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.name == self.addr {
+            f.write_str(&self.addr)
+        } else {
+            write!(f, "{} ({})", self.name, self.addr)
+        }
+    }
+}
+
+/// The wait before attempt `attempt` (1 = the second try) of `backoff`: doubling from
+/// `initial` up to `max`, then a random part of it taken off (up to half), so nodes
+/// and apps that lost the same server do not all come back in the same instant.
+#[must_use]
+pub fn jittered(backoff: &Backoff, attempt: u32) -> Duration {
+    let doubled = backoff
+        .initial
+        .checked_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .unwrap_or(backoff.max)
+        .min(backoff.max);
+    let keep = 0.5 + fastrand::f64() * 0.5;
+    doubled.mul_f64(keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Result<String, String> {
+        Ok(text.to_owned())
+    }
+
+    #[test]
+    fn names_and_addresses() {
+        assert_eq!(
+            Node::parse("sip-a=10.0.0.1:8448", ok),
+            Ok(Node {
+                name: "sip-a".into(),
+                addr: "10.0.0.1:8448".into()
+            })
+        );
+        assert_eq!(
+            Node::parse("10.0.0.1:8448", ok),
+            Ok(Node::at("10.0.0.1:8448"))
+        );
+        assert!(Node::parse("=10.0.0.1", ok).is_err());
+        assert!(Node::parse("a b=10.0.0.1", ok).is_err());
+        let refused = Node::parse("a=x", |_| Err("bad address".to_owned()));
+        assert_eq!(refused, Err("bad address".to_owned()));
+        assert_eq!(
+            Node::parse("sip-a=h:1", ok).unwrap().to_string(),
+            "sip-a (h:1)"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_below_it() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            attempts: None,
+        };
+        for _ in 0..100 {
+            let first = jittered(&b, 1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let late = jittered(&b, 40);
+            assert!(late >= Duration::from_millis(2500) && late <= Duration::from_secs(5));
+        }
+    }
+}
