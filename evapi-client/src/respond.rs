@@ -31,6 +31,21 @@ pub struct Responder {
     pub template: Option<ReplyTemplate>,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// An answer before this deadline whatever the handler takes: when the answer would
+    /// come later (`delay` past it), the fallback goes at the deadline instead and the
+    /// handler's answer is dropped (counted, never sent).
+    pub deadline: Option<Deadline>,
+}
+
+/// When an app must have answered, and with what when its handler has not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deadline {
+    /// Counted from the event's arrival; choose it below the node's `fr_inv_timer`.
+    pub after: Duration,
+    /// The fallback's SIP code (e.g. 503, or 200 to let calls through).
+    pub code: u16,
+    /// Its reason phrase.
+    pub reason: String,
 }
 
 impl Responder {
@@ -43,6 +58,7 @@ impl Responder {
             reason: reason_phrase(code).to_owned(),
             template: None,
             delay: Duration::ZERO,
+            deadline: None,
         }
     }
 
@@ -66,6 +82,18 @@ impl Responder {
 
     /// The answer to `msg`, or `None` when it is not a suspend event (counted in `counts`).
     pub fn answer(&self, msg: &[u8], counts: &Counts) -> Option<Vec<u8>> {
+        self.answer_as(msg, self.code, &self.reason, counts)
+    }
+
+    /// When the handler's answer (after `delay`) would miss the deadline: when to send
+    /// the fallback instead, after the event's arrival, and the fallback to `msg`.
+    fn fallback(&self, msg: &[u8], counts: &Counts) -> Option<(Duration, Vec<u8>)> {
+        let d = self.deadline.as_ref().filter(|d| self.delay > d.after)?;
+        Some((d.after, self.answer_as(msg, d.code, &d.reason, counts)?))
+    }
+
+    /// `msg` answered with `code` and `reason`, in the shape of every answer.
+    fn answer_as(&self, msg: &[u8], code: u16, reason: &str, counts: &Counts) -> Option<Vec<u8>> {
         // Fast path: ids at the top level, answered under the same names. Anything else,
         // including invalid ids (for the error message), takes the full parse below.
         if self.template.is_none() && self.matcher.top_level_first() {
@@ -73,14 +101,14 @@ impl Responder {
                 .ok()
                 .and_then(TopLevelIds::id)
             {
-                let answer = Continue::reply(id, self.code, self.reason.as_str());
+                let answer = Continue::reply(id, code, reason);
                 return serde_json::to_vec(&answer).ok();
             }
         }
         match self.matcher.parse(msg) {
             Ok(Some(s)) => Some(match &self.template {
-                Some(t) => t.render(&s, self.code, &self.reason),
-                None => s.answer(self.code, &self.reason),
+                Some(t) => t.render(&s, code, reason),
+                None => s.answer(code, reason),
             }),
             Ok(None) => {
                 counts.ignored.fetch_add(1, Ordering::Relaxed);
@@ -105,6 +133,9 @@ pub struct Counts {
     pub ignored: AtomicU64,
     /// Suspend events whose ids were not valid.
     pub invalid: AtomicU64,
+    /// Events answered with the fallback because the handler would have missed the
+    /// deadline (its answer dropped, never sent).
+    pub fallback: AtomicU64,
     /// Events skipped unanswered because their deadline had passed (over NATS).
     pub expired: AtomicU64,
 }
@@ -226,7 +257,11 @@ async fn answer_loop(
         };
         // Answer everything already readable, then flush once.
         loop {
-            if let Some(answer) = responder.answer(&msg, counts) {
+            if let Some((after, fallback)) = responder.fallback(&msg, counts) {
+                counts.fallback.fetch_add(1, Ordering::Relaxed);
+                debug!(deadline = ?after, "the handler would be late: the fallback goes at the deadline");
+                pending.push_back((Instant::now() + after, fallback));
+            } else if let Some(answer) = responder.answer(&msg, counts) {
                 if responder.delay.is_zero() {
                     if send_counted(writer, &answer, counts, remaining, stop).await? {
                         writer.flush().await?;

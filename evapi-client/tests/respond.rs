@@ -214,3 +214,41 @@ fn sigterm_prints_the_summary() {
         "{out}"
     );
 }
+
+/// A handler slower than the deadline: the fallback goes at the deadline (long before
+/// the handler's 30 s), the handler's answer is never sent, and the summary counts it.
+#[test]
+fn past_the_deadline_the_fallback_answers_and_the_late_answer_is_dropped() {
+    let srv = start(Framing::Netstring);
+    let run = Running::spawn(srv.client(&[
+        "respond",
+        "--code",
+        "200",
+        "--delay",
+        "30s",
+        "--deadline",
+        "100ms",
+        "--fallback-code",
+        "503",
+        "--fallback-reason",
+        "App Too Slow",
+    ]));
+    srv.connected();
+    srv.relay(r#"{"tindex":7,"tlabel":8}"#);
+    assert_eq!(
+        srv.msg(),
+        r#"{"tindex":7,"tlabel":8,"code":503,"reason":"App Too Slow"}"#
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &run.0.id().to_string()])
+        .status();
+    let (out, err, code) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("answered 1,"), "{out}");
+    assert!(
+        out.contains(", 1 with the fallback (the handler late)"),
+        "{out}"
+    );
+    let (_, err, code) = output(srv.client(&["respond", "--deadline", "1s"]));
+    assert_eq!(code, 2, "--deadline needs --fallback-code: {err}");
+}

@@ -29,6 +29,18 @@ pub struct RespondArgs {
     /// Wait this long before each answer.
     #[arg(long, env = "EVAPI_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub delay: Duration,
+    /// Answer every event within this long of its arrival: when the answer would come
+    /// later (--delay past it), --fallback-code goes at the deadline instead and the
+    /// late answer is dropped (counted, never sent). Choose it below the node's
+    /// fr_inv_timer.
+    #[arg(long, env = "EVAPI_DEADLINE", value_parser = humantime::parse_duration, requires = "fallback_code")]
+    pub deadline: Option<Duration>,
+    /// The fallback answer's SIP code (e.g. 503).
+    #[arg(long, env = "EVAPI_FALLBACK_CODE", value_parser = final_code, requires = "deadline")]
+    pub fallback_code: Option<u16>,
+    /// The fallback's reason phrase (default: the code's usual phrase).
+    #[arg(long, env = "EVAPI_FALLBACK_REASON", value_parser = reason_phrase, requires = "deadline")]
+    pub fallback_reason: Option<String>,
     /// Connections to open (each answers what it receives).
     #[arg(long, env = "EVAPI_CONNECTIONS", default_value_t = 1)]
     pub connections: usize,
@@ -43,6 +55,15 @@ impl RespondArgs {
     /// Answer until --count, SIGINT or SIGTERM; print the summary.
     pub(crate) async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let mut responder = Responder::with(self.code, self.reason, self.delay, self.ids.matcher());
+        if let (Some(after), Some(code)) = (self.deadline, self.fallback_code) {
+            responder.deadline = Some(evapi_client::respond::Deadline {
+                after,
+                code,
+                reason: self
+                    .fallback_reason
+                    .unwrap_or_else(|| evapi_client::respond::reason_phrase(code).to_owned()),
+            });
+        }
         if let Some(reply) = &self.reply {
             responder.template = Some(ReplyTemplate::parse(reply)?);
         }
@@ -186,10 +207,11 @@ async fn on_sockets(
     let secs = started.elapsed().as_secs_f64();
     let answered = counts.answered.load(Ordering::Relaxed);
     println!(
-        "answered {answered}, ignored {}, invalid {} on {connections} connection(s) in {secs:.2}s ({:.0}/s)",
+        "answered {answered}, ignored {}, invalid {} on {connections} connection(s) in {secs:.2}s ({:.0}/s){}",
         counts.ignored.load(Ordering::Relaxed),
         counts.invalid.load(Ordering::Relaxed),
         answered as f64 / secs.max(1e-9),
+        fallbacks(&counts),
     );
     // Reaching --count, or Ctrl-C, is success even if the server then closed.
     let reached = count.is_some_and(|n| answered >= n);
@@ -231,4 +253,12 @@ async fn over_nats(
     );
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// ", N with the fallback (the handler late)" when any went so.
+fn fallbacks(counts: &Counts) -> String {
+    match counts.fallback.load(Ordering::Relaxed) {
+        0 => String::new(),
+        n => format!(", {n} with the fallback (the handler late)"),
+    }
 }
