@@ -379,6 +379,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(if report.failed == 0 {
                 ExitCode::SUCCESS
             } else {
+                let got: Vec<String> = report
+                    .codes
+                    .iter()
+                    .filter(|(code, _)| **code != expect_code.to_string())
+                    .map(|(code, n)| format!("{code} x{n}"))
+                    .collect();
+                eprintln!(
+                    "evapi-sim load: {} of {} calls failed: expected {expect_code}, got {}",
+                    report.failed,
+                    report.calls,
+                    got.join(", ")
+                );
                 ExitCode::from(EXIT_FAILED)
             })
         }

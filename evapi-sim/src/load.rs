@@ -49,6 +49,9 @@ pub struct LoadReport {
     pub ok: u64,
     /// Calls that got another final code or none.
     pub failed: u64,
+    /// Final codes received, by code (the expected one included), and `"none"` for
+    /// calls that got none before the timeout: what a failure was.
+    pub codes: std::collections::BTreeMap<String, u64>,
     /// INVITEs retransmitted (Timer A).
     pub retransmissions: u64,
     /// First INVITE to final response, microseconds, successful calls.
@@ -83,6 +86,7 @@ pub async fn run(options: &LoadOptions) -> std::io::Result<LoadReport> {
     let mut retrans: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
     let mut latency = Histogram::<u64>::new(3).expect("3 significant figures is a valid precision");
     let (mut ok, mut failed, mut retransmissions, mut done) = (0u64, 0u64, 0u64, 0u64);
+    let mut codes: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     let start = Instant::now();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -112,6 +116,7 @@ pub async fn run(options: &LoadOptions) -> std::io::Result<LoadReport> {
                     if now - call.first_sent >= options.timeout {
                         call.state = State::Done;
                         failed += 1;
+                        *codes.entry("none".to_owned()).or_default() += 1;
                         done += 1;
                         continue;
                     }
@@ -145,6 +150,7 @@ pub async fn run(options: &LoadOptions) -> std::io::Result<LoadReport> {
                 }
                 call.state = State::Done;
                 done += 1;
+                *codes.entry(resp.code.to_string()).or_default() += 1;
                 if resp.code == options.expect_code {
                     ok += 1;
                     let us = u64::try_from((now - call.first_sent).as_micros()).unwrap_or(u64::MAX);
@@ -160,6 +166,7 @@ pub async fn run(options: &LoadOptions) -> std::io::Result<LoadReport> {
         calls: options.calls,
         ok,
         failed,
+        codes,
         retransmissions,
         latency: Latency::of(&latency),
         rate: options.calls.saturating_sub(1) as f64 / sending,
