@@ -374,6 +374,30 @@ fn the_simulators_metrics_match_its_own_counters() {
         Some(200.0),
         "one answer per call"
     );
+    // Expecting another code: exit 1, and the failure says what came instead.
+    let wrong = Command::new(binary("evapi-sim"))
+        .args([
+            "load",
+            &sip,
+            "--rate",
+            "200",
+            "--calls",
+            "20",
+            "--expect-code",
+            "200",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&wrong.stdout).contains(r#""codes":{"486":20}"#),
+        "{}",
+        String::from_utf8_lossy(&wrong.stdout)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&wrong.stderr).trim(),
+        "evapi-sim load: 20 of 20 calls failed: expected 200, got 486 x20"
+    );
 }
 
 #[test]
