@@ -22,6 +22,7 @@ pub const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
 /// The `-v` / `-q` flags, flattened into each binary's arguments.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
+#[command(next_help_heading = "Logging")]
 pub struct Verbosity {
     /// More logging on stderr, one level per -v (error, warn, info, debug, trace).
     /// RUST_LOG overrides.

@@ -17,6 +17,7 @@ use crate::{Config, Handle};
 
 /// TLS, authentication, rate and liveness flags, shared with `evapi-sim`'s socket.
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "TLS and authentication")]
 pub struct SecurityArgs {
     /// Serve TLS with this certificate chain (PEM, leaf first); needs --tls-key.
     /// evapi-server reloads it on SIGHUP.

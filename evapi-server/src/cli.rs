@@ -58,127 +58,156 @@ Commands (JSON lines):
 pub struct Args {
     /// Address to listen on (Kamailio's bind_addr).
     /// IP, IP:port, [v6]:port or host:port; the port defaults to 8448.
-    #[arg(long, env = "EVAPI_BIND", default_value = DEFAULT_BIND, value_parser = evapi_cli::addr::evapi)]
+    #[arg(help_heading = "Listening", long, env = "EVAPI_BIND", default_value = DEFAULT_BIND, value_parser = evapi_cli::addr::evapi)]
     pub bind: SocketAddr,
 
     /// Framing: netstring (Kamailio netstring_format=1), bare (=0) or line (NDJSON).
-    #[arg(long, env = "EVAPI_FRAMING", default_value = "netstring")]
+    #[arg(
+        help_heading = "Listening",
+        long,
+        env = "EVAPI_FRAMING",
+        default_value = "netstring"
+    )]
     pub framing: Framing,
 
     /// Tasks running message-received; 0 runs it on each connection's own task.
-    #[arg(long, env = "EVAPI_WORKERS", default_value_t = DEFAULT_WORKERS)]
+    #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_WORKERS", default_value_t = DEFAULT_WORKERS)]
     pub workers: usize,
 
     /// Clients served at once; one more is accepted and closed at once.
-    #[arg(long, env = "EVAPI_MAX_CLIENTS", default_value_t = DEFAULT_MAX_CLIENTS)]
+    #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_MAX_CLIENTS", default_value_t = DEFAULT_MAX_CLIENTS)]
     pub max_clients: usize,
 
     /// Longest frame in bytes, both ways.
-    #[arg(long, env = "EVAPI_MAX_FRAME", default_value_t = evapi_proto::DEFAULT_MAX_FRAME)]
+    #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_MAX_FRAME", default_value_t = evapi_proto::DEFAULT_MAX_FRAME)]
     pub max_frame: usize,
 
     /// Frames queued per client before the slow-client policy applies (the outgoing
     /// relay queue; what Kamailio's context_mlimit bounds).
-    #[arg(long, env = "EVAPI_CLIENT_QUEUE", default_value_t = DEFAULT_CLIENT_QUEUE)]
+    #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_CLIENT_QUEUE", default_value_t = DEFAULT_CLIENT_QUEUE)]
     pub client_queue: usize,
 
     /// Bytes queued per client before the slow-client policy applies.
-    #[arg(long, env = "EVAPI_CLIENT_QUEUE_BYTES", default_value_t = evapi_server::config::DEFAULT_CLIENT_QUEUE_BYTES)]
+    #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_CLIENT_QUEUE_BYTES", default_value_t = evapi_server::config::DEFAULT_CLIENT_QUEUE_BYTES)]
     pub client_queue_bytes: usize,
 
     /// Bytes queued for all clients together; past it, new frames are refused and the
     /// slow-client policy applies to the client that could not take one.
-    #[arg(long, env = "EVAPI_MAX_QUEUED_BYTES", default_value_t = evapi_server::config::DEFAULT_MAX_QUEUED_BYTES)]
+    #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_MAX_QUEUED_BYTES", default_value_t = evapi_server::config::DEFAULT_MAX_QUEUED_BYTES)]
     pub max_queued_bytes: usize,
 
     /// A write to a client that makes no progress this long disconnects it (e.g. 5s, 500ms).
-    #[arg(long, env = "EVAPI_SEND_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_SEND_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub send_timeout: Duration,
 
     /// Incoming messages waiting for the workers before new ones are dropped and
     /// counted; 0 = never drop, pause reading the client instead (TCP pushes back).
     /// Ours, not Kamailio's context_mlimit: that bounds the outgoing relay queue, which
     /// --client-queue bounds here.
-    #[arg(long, env = "EVAPI_QUEUE_LIMIT", default_value_t = 0)]
+    #[arg(
+        help_heading = "Delivery and limits",
+        long,
+        env = "EVAPI_QUEUE_LIMIT",
+        default_value_t = 0
+    )]
     pub queue_limit: usize,
 
     /// A frame must arrive whole within this long of its first byte, or the client is
     /// closed (slowloris defence).
-    #[arg(long, env = "EVAPI_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub read_timeout: Duration,
 
     /// Close a client that sends nothing for this long (off by default: Kamailio apps
     /// may be silent for hours).
-    #[arg(long, env = "EVAPI_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
 
     /// Connections from one IP address at once (default: no cap), so one host cannot
     /// take every slot.
-    #[arg(long, env = "EVAPI_MAX_CLIENTS_PER_IP")]
+    #[arg(
+        help_heading = "Delivery and limits",
+        long,
+        env = "EVAPI_MAX_CLIENTS_PER_IP"
+    )]
     pub max_clients_per_ip: Option<usize>,
 
     /// Only these clients may connect: CIDRs or addresses, repeat or comma-separate.
-    #[arg(long, env = "EVAPI_ALLOW", value_delimiter = ',', value_parser = parse_net)]
+    #[arg(help_heading = "Listening", long, env = "EVAPI_ALLOW", value_delimiter = ',', value_parser = parse_net)]
     pub allow: Vec<IpNet>,
 
     /// What to do with a client whose queue is full.
-    #[arg(long, env = "EVAPI_SLOW_CLIENT", value_enum, default_value_t = SlowClient::Disconnect)]
+    #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_SLOW_CLIENT", value_enum, default_value_t = SlowClient::Disconnect)]
     pub slow_client: SlowClient,
 
     /// What to do with a client frame over --max-frame: close the client, or skip the
     /// frame (without buffering it) and keep reading.
-    #[arg(long, env = "EVAPI_OVERSIZE", value_enum, default_value_t = Oversize::Close)]
+    #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_OVERSIZE", value_enum, default_value_t = Oversize::Close)]
     pub oversize: Oversize,
 
     /// Which client of a tag a unicast goes to: first (lowest conidx, as Kamailio),
     /// round-robin, least-queued, or hash (by the command's "key").
-    #[arg(long, env = "EVAPI_UNICAST_POLICY", default_value = "first", value_parser = parse_policy)]
+    #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_UNICAST_POLICY", default_value = "first", value_parser = parse_policy)]
     pub unicast_policy: UnicastPolicy,
 
     /// Serve Prometheus metrics at GET /metrics, and the admin API (/clients, /stats,
     /// POST /clients/{connid}/close, /tags/{tag}/close, /drain ...), on this address.
     /// Admin requests need `Authorization: Bearer` with --control-token when it is set;
     /// without one they are served on a loopback address only.
-    #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi)]
+    #[arg(help_heading = "Metrics and admin API", long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi)]
     pub metrics: Option<SocketAddr>,
 
     /// Also accept control connections (JSON lines over TCP) on this address.
-    #[arg(long, env = "EVAPI_CONTROL", value_parser = evapi_cli::addr::evapi)]
+    #[arg(help_heading = "Control interface", long, env = "EVAPI_CONTROL", value_parser = evapi_cli::addr::evapi)]
     pub control: Option<SocketAddr>,
 
     /// Lines waiting to be written to stdout; past this, notifications are dropped and
     /// counted (a controller that stops reading stdout must not stall intake from every
     /// client), while command replies wait.
-    #[arg(long, env = "EVAPI_NOTIFY_QUEUE", default_value_t = DEFAULT_NOTIFY_QUEUE)]
+    #[arg(help_heading = "Control interface", long, env = "EVAPI_NOTIFY_QUEUE", default_value_t = DEFAULT_NOTIFY_QUEUE)]
     pub notify_queue: usize,
 
     /// Longest control line in bytes (stdin and --control); a longer one is answered
     /// with an error and skipped, never buffered whole.
-    #[arg(long, env = "EVAPI_CONTROL_MAX_LINE", default_value_t = DEFAULT_CONTROL_MAX_LINE)]
+    #[arg(help_heading = "Control interface", long, env = "EVAPI_CONTROL_MAX_LINE", default_value_t = DEFAULT_CONTROL_MAX_LINE)]
     pub control_max_line: usize,
 
     /// Control connections served at once; more are closed at once with an error line.
-    #[arg(long, env = "EVAPI_CONTROL_MAX_CONNECTIONS", default_value_t = DEFAULT_CONTROL_CONNECTIONS)]
+    #[arg(help_heading = "Control interface", long, env = "EVAPI_CONTROL_MAX_CONNECTIONS", default_value_t = DEFAULT_CONTROL_CONNECTIONS)]
     pub control_max_connections: usize,
 
     /// Listen on this Unix domain socket instead of --bind (for apps on this host; its
     /// permissions, --unix-mode, decide who may connect). A stale socket file is replaced.
-    #[arg(long, env = "EVAPI_UNIX", value_name = "PATH")]
+    #[arg(
+        help_heading = "Listening",
+        long,
+        env = "EVAPI_UNIX",
+        value_name = "PATH"
+    )]
     pub unix: Option<PathBuf>,
 
     /// Take control commands on this Unix domain socket too (the recommended way to
     /// control from another process; permissions from --unix-mode).
-    #[arg(long, env = "EVAPI_CONTROL_UNIX", value_name = "PATH")]
+    #[arg(
+        help_heading = "Control interface",
+        long,
+        env = "EVAPI_CONTROL_UNIX",
+        value_name = "PATH"
+    )]
     pub control_unix: Option<PathBuf>,
 
     /// Permissions of the Unix socket files, in octal.
-    #[arg(long, env = "EVAPI_UNIX_MODE", default_value = "600", value_parser = parse_mode)]
+    #[arg(help_heading = "Listening", long, env = "EVAPI_UNIX_MODE", default_value = "600", value_parser = parse_mode)]
     pub unix_mode: u32,
 
     /// Token that a --control TCP connection must send first, as {"auth":"TOKEN"};
     /// required when --control is not a loopback address. Prefer the variable to the
     /// flag (flags show in `ps`).
-    #[arg(long, env = "EVAPI_CONTROL_TOKEN", hide_env_values = true)]
+    #[arg(
+        help_heading = "Control interface",
+        long,
+        env = "EVAPI_CONTROL_TOKEN",
+        hide_env_values = true
+    )]
     pub control_token: Option<String>,
 
     #[command(flatten)]

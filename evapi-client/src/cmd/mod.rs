@@ -52,6 +52,7 @@ pub struct Args {
     /// comma-separate), each optionally named: --addr sip-a=10.0.0.1 --addr
     /// sip-b=10.0.0.2.
     #[arg(
+        help_heading = "Connecting (every subcommand)",
         long,
         env = "EVAPI_ADDR",
         default_value = DEFAULT_ADDR,
@@ -64,6 +65,7 @@ pub struct Args {
 
     /// Framing: netstring (Kamailio netstring_format=1), bare (=0) or line (NDJSON).
     #[arg(
+        help_heading = "Connecting (every subcommand)",
         long,
         env = "EVAPI_FRAMING",
         default_value = "netstring",
@@ -72,30 +74,42 @@ pub struct Args {
     pub framing: Framing,
 
     /// Longest frame accepted or sent, in bytes.
-    #[arg(long, env = "EVAPI_MAX_FRAME", default_value_t = DEFAULT_MAX_FRAME, global = true)]
+    #[arg(help_heading = "Connecting (every subcommand)", long, env = "EVAPI_MAX_FRAME", default_value_t = DEFAULT_MAX_FRAME, global = true)]
     pub max_frame: usize,
 
     /// Give up connecting after this long.
-    #[arg(long, env = "EVAPI_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(help_heading = "Connecting (every subcommand)", long, env = "EVAPI_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub connect_timeout: Duration,
 
     /// Keep retrying to connect for this long, for a client started before its server
     /// (e.g. 10s in CI); 0s tries once.
-    #[arg(long, env = "EVAPI_WAIT", default_value = "0s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(help_heading = "Connecting (every subcommand)", long, env = "EVAPI_WAIT", default_value = "0s", value_parser = humantime::parse_duration, global = true)]
     pub wait: Duration,
 
     /// Speak TLS; the server's certificate is checked against --tls-ca (or the
     /// system's trust store) and the host name in --addr (or --tls-server-name).
-    #[arg(long, env = "EVAPI_TLS", global = true)]
+    #[arg(
+        help_heading = "Connecting (every subcommand)",
+        long,
+        env = "EVAPI_TLS",
+        global = true
+    )]
     pub tls: bool,
 
     /// CA certificates (PEM) to verify the server with; implies --tls.
-    #[arg(long, env = "EVAPI_TLS_CA", value_name = "FILE", global = true)]
+    #[arg(
+        help_heading = "Connecting (every subcommand)",
+        long,
+        env = "EVAPI_TLS_CA",
+        value_name = "FILE",
+        global = true
+    )]
     pub tls_ca: Option<PathBuf>,
 
     /// Client certificate (PEM) for servers that require one (mutual TLS); implies
     /// --tls, needs --tls-key.
     #[arg(
+        help_heading = "Connecting (every subcommand)",
         long,
         env = "EVAPI_TLS_CERT",
         value_name = "FILE",
@@ -106,6 +120,7 @@ pub struct Args {
 
     /// The private key of --tls-cert (PEM).
     #[arg(
+        help_heading = "Connecting (every subcommand)",
         long,
         env = "EVAPI_TLS_KEY",
         value_name = "FILE",
@@ -116,6 +131,7 @@ pub struct Args {
 
     /// The name the server's certificate must carry, when not the host in --addr.
     #[arg(
+        help_heading = "Connecting (every subcommand)",
         long,
         env = "EVAPI_TLS_SERVER_NAME",
         value_name = "NAME",
@@ -125,7 +141,13 @@ pub struct Args {
 
     /// Authenticate with this token (a server started with --auth-tokens). Prefer the
     /// variable to the flag: flags show in `ps`.
-    #[arg(long, env = "EVAPI_TOKEN", hide_env_values = true, global = true)]
+    #[arg(
+        help_heading = "Connecting (every subcommand)",
+        long,
+        env = "EVAPI_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
     pub token: Option<String>,
 
     #[command(flatten)]
