@@ -349,6 +349,9 @@ impl Client {
         let answer = match tokio::time::timeout(timeout, self.recv()).await {
             Err(_) => return Err(fail(format!("no answer within {timeout:?}"))),
             Ok(Ok(Some(answer))) => answer,
+            Ok(Err(ClientError::Lost { source, .. })) if tls_refusal(&source).is_some() => {
+                return Err(fail(tls_refusal(&source).unwrap_or_default()));
+            }
             Ok(Ok(None) | Err(ClientError::Lost { .. })) => {
                 return Err(fail(
                     "the server closed the connection (wrong token, or not expected)".to_owned(),
@@ -538,4 +541,24 @@ impl Writer {
             .await
             .map_err(|e| ClientError::from_codec(&self.addr, e))
     }
+}/// What a TLS alert from the server means for the user, when `e` carries one: with TLS
+/// 1.3 a server that refuses the client's certificate (or its absence) says so only
+/// after the handshake, on the first read.
+fn tls_refusal(e: &io::Error) -> Option<String> {
+    use rustls::AlertDescription as A;
+    let rustls::Error::AlertReceived(alert) = e.get_ref()?.downcast_ref::<rustls::Error>()? else {
+        return None;
+    };
+    Some(match alert {
+        A::CertificateRequired => {
+            "the server requires a client certificate (mutual TLS): give --tls-cert and --tls-key".to_owned()
+        }
+        A::BadCertificate | A::UnknownCA | A::CertificateUnknown | A::CertificateExpired
+        | A::CertificateRevoked | A::UnsupportedCertificate => format!(
+            "the server refused the client certificate ({alert:?}): is it signed by the CA the server trusts, and valid now?"
+        ),
+        other => format!("the server ended TLS with the alert {other:?}"),
+    })
 }
+
+

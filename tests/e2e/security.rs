@@ -278,6 +278,28 @@ async fn mutual_tls_names_the_client_and_refuses_missing_untrusted_and_expired_c
     relayed(&srv, &mut good, "still served").await;
 }
 
+/// With mutual TLS and tokens, a client that has the right token but no certificate is
+/// told that the certificate is missing, not that its token was wrong (TLS 1.3 says so
+/// only on the first read, which is the token's answer).
+#[tokio::test]
+async fn a_missing_client_certificate_is_named_not_blamed_on_the_token() {
+    let s = setup(true);
+    let srv = Srv::start(Config {
+        tokens: Some(tokens()),
+        ..tls_config(&s)
+    })
+    .await;
+    let mut config = client_tls(&s, None);
+    config.token = Some(Secret::new(BILLING_TOKEN));
+    let err = Client::connect(&srv.addr(), &config).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("the server requires a client certificate (mutual TLS): give --tls-cert and --tls-key"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong token"), "{text}");
+}
+
 #[tokio::test]
 async fn an_unfinished_handshake_is_closed_after_the_handshake_timeout() {
     let s = setup(false);
