@@ -541,7 +541,8 @@ impl Writer {
             .await
             .map_err(|e| ClientError::from_codec(&self.addr, e))
     }
-}/// What a TLS alert from the server means for the user, when `e` carries one: with TLS
+}
+/// What a TLS alert from the server means for the user, when `e` carries one: with TLS
 /// 1.3 a server that refuses the client's certificate (or its absence) says so only
 /// after the handshake, on the first read.
 fn tls_refusal(e: &io::Error) -> Option<String> {
@@ -560,5 +561,3 @@ fn tls_refusal(e: &io::Error) -> Option<String> {
         other => format!("the server ended TLS with the alert {other:?}"),
     })
 }
-
-

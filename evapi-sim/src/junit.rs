@@ -20,6 +20,12 @@ struct Case {
 /// The cases as one suite of one report, serialized by quick-junit (which escapes the
 /// text and drops characters XML 1.0 cannot hold).
 fn document(suite: &str, cases: &[Case]) -> String {
+    document_timed(suite, cases, None)
+}
+
+/// [`document`], with the run's wall-clock duration as the suite's time when the cases
+/// have none of their own (checks of a whole run).
+fn document_timed(suite: &str, cases: &[Case], run_seconds: Option<f64>) -> String {
     let mut test_suite = TestSuite::new(suite);
     for case in cases {
         let status = match &case.failure {
@@ -39,7 +45,9 @@ fn document(suite: &str, cases: &[Case]) -> String {
             .set_time(Duration::from_secs_f64(case.seconds.max(0.0)));
         test_suite.add_test_case(test_case);
     }
-    let total: f64 = cases.iter().map(|c| c.seconds.max(0.0)).sum();
+    let total: f64 = run_seconds
+        .unwrap_or_else(|| cases.iter().map(|c| c.seconds.max(0.0)).sum())
+        .max(0.0);
     test_suite.set_time(Duration::from_secs_f64(total));
     let mut report = Junit::new(suite);
     report
@@ -101,9 +109,21 @@ pub fn sip(counters: &crate::front::UasCounters) -> String {
     document("evapi-sim sip", &cases)
 }
 
-/// A scenario run's expectations as test cases.
+/// A scenario run's expectations as test cases, timed by the run; a failed count says
+/// what came instead (the final codes received, by code).
 #[must_use]
 pub fn run(report: &Report) -> String {
+    let came: Vec<String> = report
+        .finals
+        .iter()
+        .map(|(code, n)| format!("{n} x {code}"))
+        .chain((report.timeouts > 0).then(|| format!("{} timed out", report.timeouts)))
+        .collect();
+    let came = if came.is_empty() {
+        "no final reply".to_owned()
+    } else {
+        came.join(", ")
+    };
     let cases: Vec<Case> = report
         .checks
         .iter()
@@ -113,12 +133,19 @@ pub fn run(report: &Report) -> String {
             failure: (!c.ok).then(|| {
                 (
                     format!("{}: expected {}, got {}", c.what, c.expected, c.actual),
-                    format!("expected {}, got {}", c.expected, c.actual),
+                    format!(
+                        "expected {}, got {}; final replies of the run: {came}",
+                        c.expected, c.actual
+                    ),
                 )
             }),
         })
         .collect();
-    document(&format!("evapi-sim run {}", report.name), &cases)
+    document_timed(
+        &format!("evapi-sim run {}", report.name),
+        &cases,
+        Some(report.duration_ms as f64 / 1000.0),
+    )
 }
 
 #[cfg(test)]
@@ -162,6 +189,38 @@ mod tests {
             xml.contains(
                 "<failure message=\"m&lt;\" type=\"mismatch\">code: 200 -&gt; 503</failure>"
             ),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn a_run_is_timed_and_a_failed_count_says_what_came() {
+        let report = Report {
+            name: "demo".into(),
+            requests: 10,
+            finals: [(486, 10)].into_iter().collect(),
+            timeouts: 0,
+            refused: std::collections::BTreeMap::new(),
+            invalid_answers: 0,
+            undelivered: 0,
+            no_app: 0,
+            latency: crate::report::Latency::default(),
+            duration_ms: 3750,
+            checks: vec![crate::report::Check {
+                what: "final 200".into(),
+                expected: 10,
+                actual: 0,
+                ok: false,
+            }],
+            passed: false,
+            interrupted: false,
+            timeline: Vec::new(),
+            per_app: std::collections::BTreeMap::new(),
+        };
+        let xml = run(&report);
+        assert!(xml.contains("time=\"3.750\""), "{xml}");
+        assert!(
+            xml.contains("expected 10, got 0; final replies of the run: 10 x 486</failure>"),
             "{xml}"
         );
     }

@@ -294,7 +294,9 @@ async fn a_missing_client_certificate_is_named_not_blamed_on_the_token() {
     let err = Client::connect(&srv.addr(), &config).await.unwrap_err();
     let text = format!("{err:#}");
     assert!(
-        text.contains("the server requires a client certificate (mutual TLS): give --tls-cert and --tls-key"),
+        text.contains(
+            "the server requires a client certificate (mutual TLS): give --tls-cert and --tls-key"
+        ),
         "{text}"
     );
     assert!(!text.contains("wrong token"), "{text}");
