@@ -471,3 +471,85 @@ fn a_scenario_runs_metrics_match_its_report() {
     );
     assert_eq!(sample(&text, "evapi_sim_transactions_suspended"), Some(0.0));
 }
+
+/// The Grafana dashboard (packaging/grafana/evapi-dashboard.json): every query is valid
+/// PromQL (promtool checks them as recording rules), and every metric it names is one
+/// the toolkit exports: the event socket's as a live evapi-server serves them, the
+/// simulator's and the bridge's as docs/operations.md and docs/scale-out.md list them
+/// (their own tests hold those lists to the scrapes).
+#[test]
+#[ignore = "needs promtool (apt-get install prometheus)"]
+fn the_grafana_dashboard_queries_only_metrics_we_export() {
+    evapi_tests::require_tool("promtool", "prometheus");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("packaging/grafana/evapi-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            // Grafana's variables, as a rule file cannot hold them.
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$instance", ".*");
+            exprs.push(expr);
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let pki = evapi_tests::certs::Pki::new();
+    let rules: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("      - record: dashboard:{i}\n        expr: '{e}'\n"))
+        .collect();
+    pki.write(
+        "dashboard.yml",
+        &format!("groups:\n  - name: dashboard\n    rules:\n{rules}"),
+    );
+    let out = Command::new("promtool")
+        .args(["check", "rules", "dashboard.yml"])
+        .current_dir(pki.dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What a live server exports, and what the guides list for the others.
+    let (_server, _notes, _addr, metrics) = server_with_metrics(&[]);
+    let (_, scraped) = http(&metrics, "GET", "/metrics", None);
+    let mut known: std::collections::BTreeSet<String> = scraped
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    for doc in ["docs/operations.md", "docs/scale-out.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        known.extend(
+            text.split('`')
+                .filter(|w| w.starts_with("evapi_sim_") || w.starts_with("evapi_bridge_"))
+                .map(str::to_owned),
+        );
+    }
+    for expr in &exprs {
+        for name in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("evapi_"))
+        {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                known.contains(name) || known.contains(base),
+                "{name} in {expr:?} is not exported (known: {known:?})"
+            );
+        }
+    }
+}
