@@ -62,7 +62,8 @@ pub enum Command {
     },
     /// Run a scenario file.
     Run {
-        /// The scenario (JSON; see docs/simulator.md).
+        /// The scenario (JSON; simulator.md in the docs, /usr/share/doc/evapi-sim when
+        /// packaged).
         scenario: PathBuf,
         /// Listen here instead of the scenario's server.bind.
         #[arg(long, env = "EVAPI_BIND")]

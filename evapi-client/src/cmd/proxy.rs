@@ -12,7 +12,8 @@ use super::shared::{finish_recording, RecordingArgs};
 use super::Ctx;
 
 /// A transparent proxy between a node's evapi socket (--upstream) and its apps,
-/// recording every frame both ways to a transcript (--record; see docs/transcript.md).
+/// recording every frame both ways to a transcript (--record; format: transcript.md in
+/// the docs, /usr/share/doc/evapi-client when packaged).
 ///
 /// Point the apps at --listen instead of the node. Bytes pass unchanged; a copy of
 /// each direction is framed (--framing) to timestamp whole frames. Ends on Ctrl-C

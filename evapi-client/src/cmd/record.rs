@@ -10,7 +10,8 @@ use super::shared::{finish_recording, RecordingArgs};
 use super::Ctx;
 
 /// Record what a node's socket (--addr) sends, as one more listening client, to a
-/// transcript (docs/transcript.md). Ends on Ctrl-C, SIGTERM, --count or --duration.
+/// transcript (transcript.md in the docs, /usr/share/doc/evapi-client when packaged).
+/// Ends on Ctrl-C, SIGTERM, --count or --duration.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:

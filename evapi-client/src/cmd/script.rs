@@ -9,7 +9,8 @@ use evapi_client::script::{self, RunError};
 
 use super::{Ctx, EXIT_FAILED};
 
-/// Run a send/expect script (see docs/client.md); `-` reads it from stdin.
+/// Run a send/expect script (the language: client.md in the docs,
+/// /usr/share/doc/evapi-client when packaged); `-` reads it from stdin.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The script file.

@@ -10,7 +10,7 @@ use evapi_proto::{Framing, IdFields};
 
 /// NATS: where events come from instead of --addr (and where `bridge` sends them).
 #[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "NATS (scale-out; see docs/scale-out.md)")]
+#[command(next_help_heading = "NATS (scale-out: scale-out.md in the docs)")]
 pub struct NatsArgs {
     /// NATS server(s): comma-separated or the flag repeated (nats://HOST:PORT,
     /// tls://HOST:PORT; a cluster's servers); respond,
