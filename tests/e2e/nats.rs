@@ -172,6 +172,66 @@ fn a_responder_killed_mid_run_loses_no_call() {
     );
 }
 
+/// One slow app (3 s per answer, at most 4 events in hand) beside a fast one: the slow
+/// one takes only what it works on, so every other call is answered by the fast one at
+/// once, with no duplicate answer; stopped with SIGTERM mid-run, the slow one gives its
+/// held events back at once (the ack wait here is 10 s: no call waits for it).
+#[test]
+#[ignore = "needs nats-server and sipp (apt-get install nats-server sip-tester)"]
+fn a_slow_app_takes_only_what_it_can_work_on_and_gives_it_back_on_sigterm() {
+    sipp::require();
+    let nats = Nats::start();
+    let node = Node::start("node-s", &nats);
+    let app = |extra: &[&str]| {
+        let mut cmd = Command::new(binary("evapi-client"));
+        cmd.args([
+            "-v",
+            "respond",
+            "--nats",
+            &nats.url,
+            "--code",
+            "486",
+            "--ack-wait",
+            "10s",
+        ])
+        .args(extra);
+        let mut running = Running::spawn(cmd);
+        running.wait_stderr(TAKING, READY);
+        running
+    };
+    let slow = app(&["--delay", "3s", "--max-in-flight", "4"]);
+    let _fast = app(&[]);
+    let sip = node.sip.clone();
+    let calls = 300;
+    let burst = std::thread::spawn(move || sipp::burst_timed(&sip, calls, 100, 486));
+    std::thread::sleep(Duration::from_millis(1500));
+    term(&slow);
+    let (slow_out, slow_err, code) = slow.finish(Duration::from_secs(15));
+    assert_eq!(code, 0, "{slow_err}");
+    let (out, times) = burst.join().unwrap();
+    let (counters, _) = node.finish();
+    let slow_calls = times.iter().filter(|ms| **ms >= 1000).count();
+    eprintln!(
+        "slow app: {slow_out}{slow_calls} of {calls} calls took 1 s or more (slowest {} ms)\n{counters}",
+        times.iter().max().unwrap_or(&0)
+    );
+    assert_sipp_ok(&out);
+    assert!(
+        counters.contains("  final 486                     300"),
+        "{counters}"
+    );
+    assert!(
+        counters.contains("  refused continues               0"),
+        "{counters}"
+    );
+    // Only what the slow app held waited: at most a few pulls of 4, never the ack wait.
+    assert!(slow_calls <= 12, "{slow_calls} calls waited");
+    assert!(
+        times.iter().all(|ms| *ms < 9000),
+        "a call waited for the ack wait: {times:?}"
+    );
+}
+
 /// The bridge killed (`kill -9`) in the middle of a sipp run and a new one started 1 s
 /// later for the same node, under 100 calls/s. No answer is lost: an app acknowledges
 /// its event only once a bridge confirmed the answer; until then the event comes back

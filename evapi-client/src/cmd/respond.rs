@@ -41,6 +41,11 @@ pub struct RespondArgs {
     /// The fallback's reason phrase (default: the code's usual phrase).
     #[arg(long, env = "EVAPI_FALLBACK_REASON", value_parser = reason_phrase, requires = "deadline")]
     pub fallback_reason: Option<String>,
+    /// Over NATS: events in hand at once (taken, not yet answered), answered
+    /// concurrently (each after --delay); a slow app takes only this many, the rest go
+    /// to the other apps.
+    #[arg(long, env = "EVAPI_MAX_IN_FLIGHT", default_value_t = evapi_client::nats::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
     /// Connections to open (each answers what it receives).
     #[arg(long, env = "EVAPI_CONNECTIONS", default_value_t = 1)]
     pub connections: usize,
@@ -68,7 +73,16 @@ impl RespondArgs {
             responder.template = Some(ReplyTemplate::parse(reply)?);
         }
         match &ctx.nats {
-            Some(options) => over_nats(options, &responder, ctx.ack_wait, self.count).await,
+            Some(options) => {
+                over_nats(
+                    options,
+                    &responder,
+                    ctx.ack_wait,
+                    self.max_in_flight,
+                    self.count,
+                )
+                .await
+            }
             None if ctx.nodes.len() > 1 => {
                 on_nodes(&ctx.nodes, &ctx.config, responder, self.count).await
             }
@@ -225,14 +239,22 @@ async fn over_nats(
     options: &NatsOptions,
     responder: &Responder,
     ack_wait: Duration,
+    max_in_flight: usize,
     count: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
     let nats = options.connect(None).await?;
     let counts = Counts::default();
     let stop = CancellationToken::new();
     let started = Instant::now();
-    let respond =
-        evapi_client::nats::respond(nats, responder, ack_wait, &counts, count, stop.clone());
+    let respond = evapi_client::nats::respond(
+        nats,
+        responder,
+        ack_wait,
+        max_in_flight,
+        &counts,
+        count,
+        stop.clone(),
+    );
     tokio::pin!(respond);
     let result = tokio::select! {
         r = &mut respond => r,

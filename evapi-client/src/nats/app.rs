@@ -97,6 +97,21 @@ impl App {
     ///
     /// JetStream refuses the stream or the consumer.
     pub async fn take(nats: async_nats::Client, ack_wait: Duration) -> Result<Self, NatsError> {
+        Self::take_at_most(nats, ack_wait, DEFAULT_MAX_IN_FLIGHT).await
+    }
+
+    /// [`App::take`], holding at most about `max_in_flight` events at once: each pull
+    /// from the work queue asks for that many (async-nats asks for 200 by default), so
+    /// a slow app takes only what it can work on and the rest go to the other apps.
+    ///
+    /// # Errors
+    ///
+    /// JetStream refuses the stream or the consumer.
+    pub async fn take_at_most(
+        nats: async_nats::Client,
+        ack_wait: Duration,
+        max_in_flight: usize,
+    ) -> Result<Self, NatsError> {
         let js = jetstream::new(nats.clone());
         let stream = events_stream(&js, EVENT_MAX_AGE).await?;
         let messages = stream
@@ -111,6 +126,9 @@ impl App {
             )
             .await
             .map_err(setup_error("the JetStream consumer"))?
+            .stream()
+            .max_messages_per_batch(max_in_flight.max(1))
+            .heartbeat(Duration::from_secs(15))
             .messages()
             .await
             .map_err(nats_error("pull events"))?;
@@ -241,6 +259,26 @@ impl App {
         self.flush().await
     }
 
+    /// Stop taking, and give back (negative acknowledgement: redelivered to another app
+    /// at once) the events already pulled for this app and not yet handed out: the ones
+    /// buffered, and those that arrive within `patience` (a pull asked for them). They
+    /// are collected first and given back once the pull has ended, so the server cannot
+    /// hand them straight back to this app. Returns how many went back.
+    pub async fn give_back_pulled(&mut self, patience: Duration) -> u64 {
+        let mut pulled = Vec::new();
+        if let Source::Take(stream) = &mut self.source {
+            let until = tokio::time::Instant::now() + patience;
+            while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, stream.next()).await {
+                pulled.push(msg);
+            }
+        }
+        self.stop_taking().await;
+        for msg in &pulled {
+            let _ = msg.ack_with(AckKind::Nak(None)).await;
+        }
+        pulled.len() as u64
+    }
+
     /// Take no more events: the pull subscription ends, and once the server knows it
     /// (flushed) it hands this app nothing more. Call it before giving events back, or
     /// the server may hand them straight back to this app's pending pull.
@@ -283,6 +321,13 @@ pub const ANSWER_CONFIRM: Duration = Duration::from_secs(2);
 /// Answers waiting for their confirmation at once in one responder; past it the
 /// responder waits for the oldest before taking the next event.
 const CONFIRMING_MAX: usize = 1024;
+
+/// How long a stopping app waits for events a pull already asked for, to give them
+/// back rather than leave them to the ack wait.
+const GIVE_BACK_PATIENCE: Duration = Duration::from_millis(200);
+
+/// Events an app holds at once by default (taken, not yet answered and confirmed).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 
 /// Send `answer` to the node of `event` as a request, and acknowledge the event only once
 /// the node's bridge replies (it replies when it has written the answer to the node, or
@@ -360,7 +405,9 @@ fn node_of(msg: &async_nats::Message) -> (Option<String>, Bytes) {
 }
 
 /// Answer events from every node with `responder`, as one of the instances sharing
-/// the work queue, until `stop` or `count` answers.
+/// the work queue, until `stop` or `count` answers. At most `max_in_flight` events are
+/// in hand at once (answered concurrently, each after `responder.delay`); on `stop` the
+/// ones still waiting for their answer are given back at once, for another app.
 ///
 /// # Errors
 ///
@@ -369,12 +416,13 @@ pub async fn respond(
     nats: async_nats::Client,
     responder: &Responder,
     ack_wait: Duration,
+    max_in_flight: usize,
     counts: &Counts,
     count: Option<u64>,
     stop: CancellationToken,
 ) -> Result<(), NatsError> {
-    let mut app = App::take(nats, ack_wait).await?;
-    let result = answer_events(&mut app, responder, counts, count, &stop).await;
+    let mut app = App::take_at_most(nats, ack_wait, max_in_flight).await?;
+    let result = answer_events(&mut app, responder, max_in_flight, counts, count, &stop).await;
     // What was answered reaches the server before we go.
     let _ = app.flush().await;
     result
@@ -383,21 +431,29 @@ pub async fn respond(
 async fn answer_events(
     app: &mut App,
     responder: &Responder,
+    max_in_flight: usize,
     counts: &Counts,
     count: Option<u64>,
     stop: &CancellationToken,
 ) -> Result<(), NatsError> {
     let mut answered = 0u64;
-    // Answers waiting for their bridge's confirmation, concurrently (bounded).
-    let mut confirming = tokio::task::JoinSet::new();
+    let limit = max_in_flight.clamp(1, CONFIRMING_MAX);
+    // Events in hand: waiting for their answer (--delay), then for their bridge's
+    // confirmation.
+    let mut in_hand = tokio::task::JoinSet::new();
+    // Cancelled once this app has stopped pulling: the events still waiting for their
+    // answer then go back (before, the server could hand them back to this app).
+    let release = CancellationToken::new();
     let result = loop {
-        while let Some(done) = confirming.try_join_next() {
-            report(done);
+        while let Some(done) = in_hand.try_join_next() {
+            report(done, counts);
         }
-        if confirming.len() >= CONFIRMING_MAX {
-            if let Some(done) = confirming.join_next().await {
-                report(done);
+        if in_hand.len() >= limit {
+            tokio::select! {
+                () = stop.cancelled() => break Ok(()),
+                done = in_hand.join_next() => if let Some(done) = done { report(done, counts) },
             }
+            continue;
         }
         let event = tokio::select! {
             () = stop.cancelled() => break Ok(()),
@@ -407,16 +463,23 @@ async fn answer_events(
         let Some(event) = event else { break Ok(()) };
         match responder.answer(&event.payload, counts) {
             Some(answer) => {
-                // A slow app (--delay): one event at a time, as it would be.
-                if !responder.delay.is_zero() {
-                    tokio::time::sleep(responder.delay).await;
-                }
-                counts.answered.fetch_add(1, Ordering::Relaxed);
                 answered += 1;
-                let nats = app.nats.clone();
-                confirming.spawn(async move {
+                let (nats, delay, release) = (app.nats.clone(), responder.delay, release.clone());
+                in_hand.spawn(async move {
+                    // A slow app (--delay): the answer comes after it, concurrently
+                    // with the other events in hand; stopped meanwhile, the event goes
+                    // back to the work queue at once instead of after the ack wait.
+                    if !delay.is_zero() {
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = release.cancelled() => {
+                                give_back(&event).await;
+                                return (event.node, None);
+                            }
+                        }
+                    }
                     let result = confirm_answer(&nats, &event, Bytes::from(answer)).await;
-                    (event.node, result)
+                    (event.node, Some(result))
                 });
             }
             None => {
@@ -430,17 +493,47 @@ async fn answer_events(
             break Ok(());
         }
     };
-    // The answers sent wait for their confirmations (each at most ANSWER_CONFIRM).
-    while let Some(done) = confirming.join_next().await {
-        report(done);
+    // Stopped: what was pulled for us and not handed out goes back, and so do the events
+    // still waiting for their answer; the answers sent wait for their confirmations (each
+    // at most ANSWER_CONFIRM).
+    let given = app.give_back_pulled(GIVE_BACK_PATIENCE).await;
+    if given > 0 {
+        info!(given, "events pulled and not started given back");
+    }
+    // Stopped by the caller: what is still waiting for its answer goes back too (with
+    // --count reached, those are answered).
+    if stop.is_cancelled() {
+        release.cancel();
+    }
+    while let Some(done) = in_hand.join_next().await {
+        report(done, counts);
     }
     result
 }
 
+/// Give `event` back to the work queue (a negative acknowledgement): redelivered to
+/// an app at once.
+async fn give_back(event: &Event) {
+    if let Some(msg) = &event.msg {
+        let _ = msg.ack_with(AckKind::Nak(None)).await;
+    }
+}
+
 /// Log an answer its bridge did not confirm (its event was given back).
-fn report(done: Result<(String, Result<(), NatsError>), tokio::task::JoinError>) {
-    if let Ok((node, Err(e))) = done {
-        warn!(error = %e, %node, "answer not confirmed; the event will be redelivered");
+/// What became of an event in hand: its node, and `Some` with the confirmation's result
+/// when it was answered (`None`: given back unanswered).
+type Handled = (String, Option<Result<(), NatsError>>);
+
+fn report(done: Result<Handled, tokio::task::JoinError>, counts: &Counts) {
+    match done {
+        Ok((_, Some(Ok(())))) => {
+            counts.answered.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((node, Some(Err(e)))) => {
+            counts.answered.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, %node, "answer not confirmed; the event will be redelivered");
+        }
+        Ok((_, None)) | Err(_) => {}
     }
 }
 

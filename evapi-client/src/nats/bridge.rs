@@ -143,11 +143,12 @@ pub struct BridgeCounts {
 }
 
 impl BridgeCounts {
-    fn held(&self, outbox: &Outbox) {
+    fn held(&self, outbox: &mut Outbox) {
         self.buffered_bytes
             .store(outbox.bytes() as u64, Ordering::Relaxed);
         self.buffered.store(outbox.len() as u64, Ordering::Relaxed);
-        self.expired.store(outbox.expired(), Ordering::Relaxed);
+        self.expired
+            .fetch_add(outbox.take_expired(), Ordering::Relaxed);
         let oldest = outbox
             .oldest_age(Instant::now())
             .map_or(0, |a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX));
@@ -276,7 +277,7 @@ impl Run<'_> {
                 let now = Instant::now();
                 let deadline = self.config.event_ttl.map(|ttl| now + ttl);
                 let seq = out.offer(msg.clone(), deadline, now);
-                self.counts.held(&out);
+                self.counts.held(&mut out);
                 seq
             };
             if accepted.is_some() {
@@ -333,7 +334,7 @@ impl Run<'_> {
                     // An event this close to its deadline is not published: its answer
                     // could not reach the node in time.
                     let next = out.take_next(Instant::now() + self.margin());
-                    self.counts.held(&out);
+                    self.counts.held(&mut out);
                     next
                 };
                 let Some((seq, event, deadline)) = next else {
@@ -393,7 +394,7 @@ impl Run<'_> {
                             self.counts.retries.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    self.counts.held(&out);
+                    self.counts.held(&mut out);
                 }
                 () = self.queued.notified() => {}
                 () = self.node_gone.cancelled(), if drain_until.is_none() => {}

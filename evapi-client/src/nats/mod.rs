@@ -36,7 +36,10 @@ pub struct ScaleOutGuide;
 pub mod outbox;
 
 pub(crate) use app::NatsRoute;
-pub use app::{app_io, confirm_answer, respond, App, AppConfig, AppMode, Event, ANSWER_CONFIRM};
+pub use app::{
+    app_io, confirm_answer, respond, App, AppConfig, AppMode, Event, ANSWER_CONFIRM,
+    DEFAULT_MAX_IN_FLIGHT,
+};
 pub use bridge::{
     bridge, BridgeConfig, BridgeCounts, DEFAULT_ANSWERS_BUFFER_BYTES, DEFAULT_BUFFER_BYTES,
 };
