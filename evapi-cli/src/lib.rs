@@ -11,6 +11,10 @@
 //! Only the binaries depend on this crate (behind each crate's `cli` feature); the
 //! libraries never print and never install a subscriber.
 
+/// `--version` of the binaries: the version and the commit they were built from
+/// (`git describe`, "-dirty" with uncommitted changes).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("EVAPI_COMMIT"), ")");
+
 pub mod addr;
 pub mod exit;
 pub mod generate;

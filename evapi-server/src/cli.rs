@@ -40,7 +40,7 @@ pub const DEFAULT_CONTROL_CONNECTIONS: usize = 8;
 #[derive(Debug, Parser)]
 #[command(
     name = "evapi-server",
-    version,
+    version = evapi_cli::VERSION,
     after_help = "\
 Examples:
   evapi-server                                   # 127.0.0.1:8448, netstring, as Kamailio

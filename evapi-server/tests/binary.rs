@@ -644,3 +644,22 @@ fn log_format_json_gives_one_object_per_line_with_the_connection_fields() {
         .unwrap()
         .starts_with("127.0.0.1:"));
 }
+
+/// `-V` names the version and the commit the binary was built from.
+#[test]
+fn version_names_the_commit() {
+    let out = Command::new(assert_cmd::cargo::cargo_bin!("evapi-server"))
+        .arg("-V")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rest = text
+        .trim()
+        .strip_prefix(concat!("evapi-server ", env!("CARGO_PKG_VERSION"), " ("))
+        .unwrap_or_else(|| panic!("{text}"));
+    let commit = rest.strip_suffix(')').unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        commit == "unknown commit" || commit.chars().take(7).all(|c| c.is_ascii_hexdigit()),
+        "{text}"
+    );
+}

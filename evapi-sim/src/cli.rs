@@ -23,7 +23,7 @@ use evapi_cli::exit::{
 #[derive(Debug, Parser)]
 #[command(
     name = "evapi-sim",
-    version,
+    version = evapi_cli::VERSION,
     after_help = "\
 Examples:
   evapi-sim demo                                   # 10,000 INVITEs, built-in responder, summary

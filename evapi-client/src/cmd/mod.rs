@@ -33,7 +33,7 @@ pub const EXIT_FAILED: u8 = 1;
 #[derive(Debug, Parser)]
 #[command(
     name = "evapi-client",
-    version,
+    version = evapi_cli::VERSION,
     after_help = "\
 Examples:
   evapi-client repl                                  # interactive, events shown as they come
