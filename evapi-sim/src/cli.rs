@@ -178,7 +178,9 @@ impl OutputArgs {
         junit: impl FnOnce() -> String,
     ) -> anyhow::Result<()> {
         if let Some(path) = &self.html {
-            std::fs::write(path, evapi_sim::html::render(&page()))
+            let mut page = page();
+            page.made_by(&format!("evapi-sim {}", evapi_cli::VERSION));
+            std::fs::write(path, evapi_sim::html::render(&page))
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         if let Some(path) = &self.junit {

@@ -53,6 +53,29 @@ pub struct Page {
     pub bin_ms: u64,
     /// Answers per app (its `conidx`, or a name).
     pub per_app: BTreeMap<String, u64>,
+    /// How the report was made (date, version and commit, host, command line): a
+    /// table at the end, so the page can be filed as evidence.
+    pub provenance: Vec<(String, String)>,
+}
+
+impl Page {
+    /// Fill [`Page::provenance`] for this process: the date (UTC), `version` (with its
+    /// commit), the host and the command line.
+    pub fn made_by(&mut self, version: &str) {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned());
+        let command: Vec<String> = std::env::args().collect();
+        self.provenance = vec![
+            (
+                "date".to_owned(),
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            ),
+            ("version".to_owned(), version.to_owned()),
+            ("host".to_owned(), host),
+            ("command".to_owned(), command.join(" ")),
+        ];
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -135,6 +158,20 @@ pub fn render(page: &Page) -> String {
         );
     }
     out.push_str(&tables(&page.details));
+    if !page.provenance.is_empty() {
+        let made = Table {
+            caption: "How this report was made".to_owned(),
+            header: vec!["".to_owned(), "".to_owned()],
+            rows: page
+                .provenance
+                .iter()
+                .map(|(k, v)| vec![k.clone(), v.clone()])
+                .collect(),
+        };
+        out.push_str("<section id=\"provenance\">");
+        out.push_str(&tables(std::slice::from_ref(&made)));
+        out.push_str("</section>\n");
+    }
     out.push_str("</body></html>\n");
     out
 }
@@ -436,6 +473,7 @@ mod tests {
             timeline: vec![1, 2, 0, 3],
             bin_ms: 100,
             per_app: [("0".to_owned(), 3)].into_iter().collect(),
+            provenance: Vec::new(),
         };
         let html = render(&page);
         assert!(html.contains("<title>replay &lt;day&gt;</title>"));

@@ -316,6 +316,7 @@ impl Report {
             timeline: self.timeline.clone(),
             bin_ms: TIMELINE_BIN_MS,
             per_app: self.per_app.clone(),
+            provenance: Vec::new(),
         }
     }
 
@@ -502,6 +503,7 @@ impl crate::front::UasCounters {
             timeline: self.timeline.clone(),
             bin_ms: crate::report::TIMELINE_BIN_MS,
             per_app: self.per_app.clone(),
+            provenance: Vec::new(),
         }
     }
 

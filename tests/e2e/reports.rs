@@ -77,6 +77,25 @@ fn the_html_report_renders_its_charts_in_a_browser_and_the_junit_file_is_valid()
         );
     }
     assert!(!dom.contains("chart unavailable"));
+    // Evidence: when, by which build, where and how.
+    let at = dom
+        .find("<section id=\"provenance\">")
+        .expect("the provenance section");
+    let made = &dom[at..at + dom[at..].find("</section>").unwrap()];
+    for want in [
+        "How this report was made",
+        "<td>date</td><td>20",
+        concat!(
+            "<td>version</td><td>evapi-sim ",
+            env!("CARGO_PKG_VERSION"),
+            " ("
+        ),
+        "<td>host</td>",
+        "<td>command</td>",
+        " demo --bind 127.0.0.1:0 --html ",
+    ] {
+        assert!(made.contains(want), "{want:?} in {made}");
+    }
 
     // And a screenshot of it, at the size asked for.
     let shot = dir.join("demo.png");

@@ -163,6 +163,7 @@ impl ReplayReport {
             timeline: self.timeline.clone(),
             bin_ms: crate::report::TIMELINE_BIN_MS,
             per_app: self.per_app.clone(),
+            provenance: Vec::new(),
         }
     }
 
