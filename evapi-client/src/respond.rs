@@ -136,6 +136,10 @@ pub struct Counts {
     /// Events answered with the fallback because the handler would have missed the
     /// deadline (its answer dropped, never sent).
     pub fallback: AtomicU64,
+    /// Events given back unanswered (over NATS: stopping, or pulled and not started).
+    pub given_back: AtomicU64,
+    /// Events in hand now (over NATS: taken, not yet answered and confirmed).
+    pub in_flight: AtomicU64,
     /// Events skipped unanswered because their deadline had passed (over NATS).
     pub expired: AtomicU64,
 }

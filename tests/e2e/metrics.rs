@@ -553,3 +553,63 @@ fn the_grafana_dashboard_queries_only_metrics_we_export() {
         }
     }
 }
+
+/// An app's own metrics: `respond --metrics` counts what it answered and ignored, and
+/// its scrape passes promtool.
+#[test]
+#[ignore = "needs promtool (apt-get install prometheus)"]
+fn the_responders_metrics_count_its_answers() {
+    let (mut server, notes, addr, _) = server_with_metrics(&[]);
+    let at = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .to_string();
+    let _app = Kill(
+        Command::new(binary("evapi-client"))
+            .args([
+                "--addr",
+                &addr,
+                "respond",
+                "--code",
+                "486",
+                "--metrics",
+                &at,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&notes, "connection-new", PATIENCE);
+    let stdin = server.0.stdin.as_mut().unwrap();
+    for n in 1..=3 {
+        writeln!(stdin, r#"{{"relay":"{{\"tindex\":{n},\"tlabel\":{n}}}"}}"#).unwrap();
+        wait_for(&notes, "message-received", PATIENCE);
+    }
+    writeln!(stdin, r#"{{"relay":"{{\"event\":\"hello\"}}"}}"#).unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let text = loop {
+        let (_, text) = http(&at, "GET", "/metrics", None);
+        if sample(&text, "evapi_respond_ignored_total") == Some(1.0) {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    promtool(&text);
+    assert_eq!(
+        sample(&text, "evapi_respond_answered_total"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "evapi_respond_invalid_total"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "evapi_respond_in_flight"),
+        Some(0.0),
+        "{text}"
+    );
+}

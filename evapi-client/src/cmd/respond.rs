@@ -52,6 +52,10 @@ pub struct RespondArgs {
     /// Exit after this many answers in all.
     #[arg(long, env = "EVAPI_COUNT")]
     pub count: Option<u64>,
+    /// Serve Prometheus metrics on this address (GET /metrics): answered, ignored,
+    /// invalid, expired, given back, fallbacks, events in hand.
+    #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi_text)]
+    pub metrics: Option<String>,
     #[command(flatten)]
     pub ids: IdArgs,
 }
@@ -72,6 +76,10 @@ impl RespondArgs {
         if let Some(reply) = &self.reply {
             responder.template = Some(ReplyTemplate::parse(reply)?);
         }
+        let counts = Arc::new(Counts::default());
+        if let Some(at) = &self.metrics {
+            serve_metrics(at, Arc::clone(&counts)).await?;
+        }
         match &ctx.nats {
             Some(options) => {
                 over_nats(
@@ -80,11 +88,12 @@ impl RespondArgs {
                     ctx.ack_wait,
                     self.max_in_flight,
                     self.count,
+                    counts,
                 )
                 .await
             }
             None if ctx.nodes.len() > 1 => {
-                on_nodes(&ctx.nodes, &ctx.config, responder, self.count).await
+                on_nodes(&ctx.nodes, &ctx.config, responder, self.count, counts).await
             }
             None => {
                 on_sockets(
@@ -93,6 +102,7 @@ impl RespondArgs {
                     responder,
                     self.connections.max(1),
                     self.count,
+                    counts,
                 )
                 .await
             }
@@ -107,9 +117,9 @@ async fn on_nodes(
     config: &ClientConfig,
     responder: Responder,
     count: Option<u64>,
+    counts: Arc<Counts>,
 ) -> anyhow::Result<ExitCode> {
     let responder = Arc::new(responder);
-    let counts = Arc::new(Counts::default());
     let remaining = count.map(|n| Arc::new(AtomicU64::new(n)));
     let stop = CancellationToken::new();
     let started = Instant::now();
@@ -169,9 +179,9 @@ async fn on_sockets(
     responder: Responder,
     connections: usize,
     count: Option<u64>,
+    counts: Arc<Counts>,
 ) -> anyhow::Result<ExitCode> {
     let responder = Arc::new(responder);
-    let counts = Arc::new(Counts::default());
     let remaining = count.map(|n| Arc::new(AtomicU64::new(n)));
     let stop = CancellationToken::new();
     let mut clients = Vec::with_capacity(connections);
@@ -241,9 +251,9 @@ async fn over_nats(
     ack_wait: Duration,
     max_in_flight: usize,
     count: Option<u64>,
+    counts: Arc<Counts>,
 ) -> anyhow::Result<ExitCode> {
     let nats = options.connect(None).await?;
-    let counts = Counts::default();
     let stop = CancellationToken::new();
     let started = Instant::now();
     let respond = evapi_client::nats::respond(
@@ -282,5 +292,81 @@ fn fallbacks(counts: &Counts) -> String {
     match counts.fallback.load(Ordering::Relaxed) {
         0 => String::new(),
         n => format!(", {n} with the fallback (the handler late)"),
+    }
+}
+
+/// Serve the responder's counters as Prometheus metrics at `at` for as long as it runs.
+async fn serve_metrics(at: &str, counts: Arc<Counts>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .with_context(|| format!("cannot listen on --metrics {at}"))?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(Metrics(counts)));
+    let api = evapi_ops::http::HttpApi::new(registry, None, None);
+    tokio::spawn(evapi_ops::http::serve(
+        listener,
+        api,
+        std::future::pending(),
+    ));
+    Ok(())
+}
+
+/// The responder's counters, read at scrape time.
+#[derive(Debug)]
+struct Metrics(Arc<Counts>);
+
+impl prometheus_client::collector::Collector for Metrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use evapi_ops::metrics::{counter, gauge};
+        let c = &self.0;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let e = &mut encoder;
+        counter(
+            e,
+            "evapi_respond_answered",
+            "Events answered (sent, and over NATS confirmed or not).",
+            get(&c.answered),
+        )?;
+        counter(
+            e,
+            "evapi_respond_ignored",
+            "Messages that were not suspend events.",
+            get(&c.ignored),
+        )?;
+        counter(
+            e,
+            "evapi_respond_invalid",
+            "Suspend events with ids that are not numbers, not answered.",
+            get(&c.invalid),
+        )?;
+        counter(
+            e,
+            "evapi_respond_expired",
+            "Events skipped unanswered over NATS: their deadline had passed.",
+            get(&c.expired),
+        )?;
+        counter(
+            e,
+            "evapi_respond_fallback",
+            "Events answered with --fallback-code: the handler would have missed --deadline.",
+            get(&c.fallback),
+        )?;
+        counter(
+            e,
+            "evapi_respond_given_back",
+            "Events given back to the work queue over NATS (stopping, or pulled and not started).",
+            get(&c.given_back),
+        )?;
+        gauge(
+            e,
+            "evapi_respond_in_flight",
+            "Events in hand over NATS now: taken, not yet answered and confirmed.",
+            i64::try_from(get(&c.in_flight)).unwrap_or(i64::MAX),
+        )?;
+        Ok(())
     }
 }

@@ -445,6 +445,9 @@ async fn answer_events(
     // answer then go back (before, the server could hand them back to this app).
     let release = CancellationToken::new();
     let result = loop {
+        counts
+            .in_flight
+            .store(in_hand.len() as u64, Ordering::Relaxed);
         while let Some(done) = in_hand.try_join_next() {
             report(done, counts);
         }
@@ -497,6 +500,7 @@ async fn answer_events(
     // still waiting for their answer; the answers sent wait for their confirmations (each
     // at most ANSWER_CONFIRM).
     let given = app.give_back_pulled(GIVE_BACK_PATIENCE).await;
+    counts.given_back.fetch_add(given, Ordering::Relaxed);
     if given > 0 {
         info!(given, "events pulled and not started given back");
     }
@@ -508,6 +512,7 @@ async fn answer_events(
     while let Some(done) = in_hand.join_next().await {
         report(done, counts);
     }
+    counts.in_flight.store(0, Ordering::Relaxed);
     result
 }
 
@@ -533,7 +538,10 @@ fn report(done: Result<Handled, tokio::task::JoinError>, counts: &Counts) {
             counts.answered.fetch_add(1, Ordering::Relaxed);
             warn!(error = %e, %node, "answer not confirmed; the event will be redelivered");
         }
-        Ok((_, None)) | Err(_) => {}
+        Ok((_, None)) => {
+            counts.given_back.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => {}
     }
 }
 
