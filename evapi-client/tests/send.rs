@@ -169,3 +169,17 @@ fn connect_timeout_gives_up_on_a_server_that_never_answers() {
     assert!(err.contains("no answer within 300ms"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// Sent with the wrong framing, the payload breaks the server's framing and the server
+/// closes the connection: send says so and fails, rather than exiting 0 for a payload
+/// that went nowhere.
+#[test]
+fn a_payload_the_server_refuses_is_not_reported_as_sent() {
+    let srv = start(Framing::Netstring);
+    let (_, err, code) = output(srv.client(&["--framing", "bare", "send", r#"{"event":"x"}"#]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("closed the connection right after the payloads"),
+        "{err}"
+    );
+}

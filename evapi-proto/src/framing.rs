@@ -56,6 +56,9 @@ impl Framing {
     ///     Some("the bytes look like line or bare framing (no length prefix); is the peer started with --framing line or bare?")
     /// );
     /// assert_eq!(Framing::mismatch_hint(b"16:{\"event\":\"x\"},", Framing::Netstring), None);
+    /// // A TLS alert from a server that speaks TLS, whatever the framing.
+    /// assert!(Framing::mismatch_hint(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32], Framing::Bare)
+    ///     .is_some_and(|h| h.contains("--tls")));
     /// ```
     #[must_use]
     pub fn mismatch_hint(first: &[u8], expected: Framing) -> Option<&'static str> {
@@ -63,6 +66,12 @@ impl Framing {
             .iter()
             .position(|b| !b.is_ascii_whitespace())
             .map_or(&[][..], |at| &first[at..]);
+        // A TLS record: an alert (0x15) or a handshake (0x16), version 3.x.
+        if matches!(first, [0x15 | 0x16, 0x03, ..]) {
+            return Some(
+                "the bytes are TLS: the peer speaks TLS; connect with --tls (and --tls-ca)",
+            );
+        }
         let digits = start.iter().take_while(|b| b.is_ascii_digit()).count();
         let netstring_like = digits > 0 && start.get(digits) == Some(&b':');
         match expected {

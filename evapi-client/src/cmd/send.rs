@@ -45,7 +45,7 @@ impl SendArgs {
             }
         }
         let Some(n) = expect_reply else {
-            return Ok(ExitCode::SUCCESS);
+            return refused_meanwhile(&mut client, addr).await;
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let mut out = std::io::stdout().lock();
@@ -70,5 +70,25 @@ impl SendArgs {
             }
         }
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// How long `send` listens after its payloads for a server that refuses them.
+const REFUSAL_GRACE: Duration = Duration::from_millis(150);
+
+/// Success, unless the server refused what was sent within [`REFUSAL_GRACE`]: it closed
+/// the connection (an evapi-server closes a client whose bytes break its framing) or
+/// sent bytes that are no frame (a TLS alert: the server speaks TLS). Kamailio drops a
+/// bad read silently and keeps the connection: nothing to see then.
+async fn refused_meanwhile(client: &mut Client, addr: &str) -> anyhow::Result<ExitCode> {
+    match tokio::time::timeout(REFUSAL_GRACE, client.recv()).await {
+        // Quiet, or an event for us: the server took what we sent.
+        Err(_) | Ok(Ok(Some(_))) => Ok(ExitCode::SUCCESS),
+        Ok(Ok(None)) => anyhow::bail!(
+            "{addr} closed the connection right after the payloads: they were probably refused (does --framing match the server's? see its log)"
+        ),
+        Ok(Err(e)) => Err(anyhow::Error::from(e).context(format!(
+            "{addr} refused the payloads"
+        ))),
     }
 }
