@@ -157,6 +157,16 @@ pub struct ReplayArgs {
     security: evapi_server::args::SecurityArgs,
 }
 
+/// What the demo's numbers mean, and what to try next (printed after its summary).
+const DEMO_EXPLAINED: &str = concat!(
+    "\n  What it means: the 10,000 INVITEs were all sent at once, so the latency above is\n",
+    "  mostly queueing (each waits for the ones before it), not the responder's speed;\n",
+    "  `evapi-sim load` measures calls one by one at a fixed rate.\n",
+    "  Try next: `evapi-sim run SCENARIO.json --html report.html` (your traffic, your\n",
+    "  checks, charts), or your own app against `evapi-sim sip` driven by sipp\n",
+    "  (simulator.md in the docs).",
+);
+
 /// Reports people and CI systems read, for `demo`, `run` and `replay`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct OutputArgs {
@@ -353,13 +363,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 metrics: metrics.metrics,
                 control_token: metrics.control_token.map(Into::into),
             };
-            runtime.block_on(scenario(
+            let code = runtime.block_on(scenario(
                 &Scenario::demo(),
                 &options,
                 true,
                 report.as_deref(),
                 &outputs,
-            ))
+            ))?;
+            println!("{DEMO_EXPLAINED}");
+            Ok(code)
         }
         Command::Load {
             target,

@@ -73,7 +73,9 @@ fn the_readme_demo_passes() {
     let (out, err, code) = bash("evapi-sim demo --bind 127.0.0.1:0");
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("final 200               10000") && out.ends_with("PASSED\n"),
+        out.contains("final 200               10000")
+            && out.contains("\n  PASSED\n")
+            && out.contains("What it means: the 10,000 INVITEs were all sent at once"),
         "{out}"
     );
 }
