@@ -304,7 +304,7 @@ impl Report {
                 .collect(),
         };
         Page {
-            title: format!("evapi-sim run: {}", self.name),
+            title: format!("{} (evapi-sim)", self.name),
             passed: self.passed,
             summary: format!(
                 "{} requests in {} ms, {} answered",
