@@ -884,3 +884,35 @@ fn forged_answers_are_dropped_at_the_bridge() {
         "{counters}"
     );
 }
+
+/// The stream's settings: more replicas than servers is refused with the reason, and an
+/// existing stream that differs from what is asked is named, with how to change it,
+/// instead of being used silently.
+#[test]
+#[ignore = "needs nats-server (apt-get install nats-server)"]
+fn stream_settings_that_cannot_hold_are_refused_with_the_reason() {
+    let nats = Nats::start();
+    let run = |extra: &[&str]| {
+        Command::new(binary("evapi-client"))
+            .args(["respond", "--nats", &nats.url, "--count", "1"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--replicas", "3"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("EVAPI_EVENTS (3 replica(s), file storage; more replicas than servers"),
+        "{err}"
+    );
+    // A responder with the defaults makes the stream; a memory one is then told.
+    let _first = responder(&nats, &[]);
+    let out = run(&["--storage", "memory"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("exists with 1 replica(s) and file storage, not the 1 and memory asked"),
+        "{err}"
+    );
+}

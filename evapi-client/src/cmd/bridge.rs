@@ -76,6 +76,7 @@ impl BridgeArgs {
         bridge.answers_buffer_bytes = self.answers_buffer_bytes;
         bridge.predecessor_grace = self.predecessor_grace;
         bridge.event_ttl = (!self.event_ttl.is_zero()).then_some(self.event_ttl);
+        bridge.stream = options.stream;
         if let (Some(i), Some(l)) = (&self.ids.index_field, &self.ids.label_field) {
             bridge.ids = evapi_proto::answer::AnswerReader::with_fields([IdFields::new(i, l)]);
         }

@@ -256,15 +256,13 @@ async fn over_nats(
     let nats = options.connect(None).await?;
     let stop = CancellationToken::new();
     let started = Instant::now();
-    let respond = evapi_client::nats::respond(
-        nats,
-        responder,
+    let taking = evapi_client::nats::Taking {
         ack_wait,
         max_in_flight,
-        &counts,
-        count,
-        stop.clone(),
-    );
+        stream: options.stream,
+    };
+    let respond =
+        evapi_client::nats::respond(nats, responder, taking, &counts, count, stop.clone());
     tokio::pin!(respond);
     let result = tokio::select! {
         r = &mut respond => r,

@@ -82,6 +82,19 @@ pub struct NatsArgs {
     /// Refuse to talk to NATS without TLS.
     #[arg(long, env = "EVAPI_NATS_REQUIRE_TLS", global = true)]
     pub nats_require_tls: bool,
+    /// Copies of each event in a JetStream cluster (the events' stream is made with
+    /// it; an existing stream that differs is refused, with how to change it).
+    #[arg(long, env = "EVAPI_REPLICAS", default_value_t = 1, global = true)]
+    pub replicas: usize,
+    /// Where JetStream keeps the events: file (survives a nats-server restart) or
+    /// memory (faster; what it holds is lost when the server goes).
+    #[arg(long, env = "EVAPI_STORAGE", default_value = "file", value_parser = ["file", "memory"], global = true)]
+    pub storage: String,
+    /// Events taken and not yet acknowledged at once by all apps together (the
+    /// consumer's max_ack_pending; default: the server's, 1,000 in nats-server 2.9);
+    /// size it for the fleet: apps x --max-in-flight.
+    #[arg(long, env = "EVAPI_MAX_ACK_PENDING", global = true)]
+    pub max_ack_pending: Option<i64>,
 }
 
 impl NatsArgs {
@@ -122,6 +135,11 @@ impl NatsArgs {
             tls_cert: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
             require_tls: self.nats_require_tls,
             name: Some(format!("evapi-client {}", std::process::id())),
+            stream: evapi_client::nats::StreamSettings {
+                replicas: self.replicas.max(1),
+                memory: self.storage == "memory",
+                max_ack_pending: self.max_ack_pending,
+            },
             wait: None,
         }))
     }

@@ -22,7 +22,9 @@ use tracing::{debug, info, warn};
 use super::{
     answers_subject, events_stream, nats_error, setup_error, valid_node, NatsError, NatsOptions,
 };
-use super::{CONSUMER, DEADLINE_HEADER, DEFAULT_ACK_WAIT, EVENT_MAX_AGE, NODE_HEADER};
+use super::{
+    StreamSettings, CONSUMER, DEADLINE_HEADER, DEFAULT_ACK_WAIT, EVENT_MAX_AGE, NODE_HEADER,
+};
 use crate::client::ClientError;
 use crate::respond::{Counts, Responder};
 use crate::suspend::SuspendMatcher;
@@ -97,10 +99,17 @@ impl App {
     ///
     /// JetStream refuses the stream or the consumer.
     pub async fn take(nats: async_nats::Client, ack_wait: Duration) -> Result<Self, NatsError> {
-        Self::take_at_most(nats, ack_wait, DEFAULT_MAX_IN_FLIGHT).await
+        Self::take_at_most(
+            nats,
+            ack_wait,
+            DEFAULT_MAX_IN_FLIGHT,
+            StreamSettings::default(),
+        )
+        .await
     }
 
-    /// [`App::take`], holding at most about `max_in_flight` events at once: each pull
+    /// [`App::take`], with the stream made as `settings` say (see [`StreamSettings`]),
+    /// holding at most about `max_in_flight` events at once: each pull
     /// from the work queue asks for that many (async-nats asks for 200 by default), so
     /// a slow app takes only what it can work on and the rest go to the other apps.
     ///
@@ -111,9 +120,10 @@ impl App {
         nats: async_nats::Client,
         ack_wait: Duration,
         max_in_flight: usize,
+        settings: StreamSettings,
     ) -> Result<Self, NatsError> {
         let js = jetstream::new(nats.clone());
-        let stream = events_stream(&js, EVENT_MAX_AGE).await?;
+        let stream = events_stream(&js, EVENT_MAX_AGE, settings).await?;
         let messages = stream
             .get_or_create_consumer(
                 CONSUMER,
@@ -121,6 +131,7 @@ impl App {
                     durable_name: Some(CONSUMER.to_owned()),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait,
+                    max_ack_pending: settings.max_ack_pending.unwrap_or_default(),
                     ..Default::default()
                 },
             )
@@ -326,6 +337,17 @@ const CONFIRMING_MAX: usize = 1024;
 /// back rather than leave them to the ack wait.
 const GIVE_BACK_PATIENCE: Duration = Duration::from_millis(200);
 
+/// How an app takes events: the ack wait, events in hand at once, the stream's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Taking {
+    /// An event taken and not answered within this long goes to another app.
+    pub ack_wait: Duration,
+    /// Events in hand at once.
+    pub max_in_flight: usize,
+    /// How the stream and the consumer are made.
+    pub stream: StreamSettings,
+}
+
 /// Events an app holds at once by default (taken, not yet answered and confirmed).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 
@@ -415,13 +437,14 @@ fn node_of(msg: &async_nats::Message) -> (Option<String>, Bytes) {
 pub async fn respond(
     nats: async_nats::Client,
     responder: &Responder,
-    ack_wait: Duration,
-    max_in_flight: usize,
+    taking: Taking,
     counts: &Counts,
     count: Option<u64>,
     stop: CancellationToken,
 ) -> Result<(), NatsError> {
-    let mut app = App::take_at_most(nats, ack_wait, max_in_flight).await?;
+    let mut app =
+        App::take_at_most(nats, taking.ack_wait, taking.max_in_flight, taking.stream).await?;
+    let max_in_flight = taking.max_in_flight;
     let result = answer_events(&mut app, responder, max_in_flight, counts, count, &stop).await;
     // What was answered reaches the server before we go.
     let _ = app.flush().await;
@@ -573,7 +596,7 @@ pub async fn app_io(
             } else {
                 config.ack_wait
             };
-            App::take(nats, wait).await
+            App::take_at_most(nats, wait, DEFAULT_MAX_IN_FLIGHT, config.nats.stream).await
         }
         AppMode::Observe => App::observe(nats, config.node.as_deref()).await,
     }

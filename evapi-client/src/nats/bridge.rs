@@ -83,6 +83,8 @@ pub struct BridgeConfig {
     /// one. `None`: no deadline. Default: the events' age bound (120 s, Kamailio's
     /// default `fr_inv_timer`).
     pub event_ttl: Option<Duration>,
+    /// How the events' stream is made (replicas, storage).
+    pub stream: super::StreamSettings,
 }
 
 impl BridgeConfig {
@@ -98,6 +100,7 @@ impl BridgeConfig {
             ids: evapi_proto::answer::AnswerReader::default(),
             predecessor_grace: super::EVENT_MAX_AGE,
             event_ttl: Some(super::EVENT_MAX_AGE),
+            stream: super::StreamSettings::default(),
         }
     }
 }
@@ -178,7 +181,7 @@ pub async fn bridge(
 ) -> Result<(), NatsError> {
     let mut js = jetstream::new(nats.clone());
     js.set_timeout(CONFIRM_TIMEOUT);
-    events_stream(&js, EVENT_MAX_AGE).await?;
+    events_stream(&js, EVENT_MAX_AGE, config.stream).await?;
     let answers = nats
         .subscribe(answers_subject(&config.node))
         .await

@@ -37,7 +37,7 @@ pub mod outbox;
 
 pub(crate) use app::NatsRoute;
 pub use app::{
-    app_io, confirm_answer, respond, App, AppConfig, AppMode, Event, ANSWER_CONFIRM,
+    app_io, confirm_answer, respond, App, AppConfig, AppMode, Event, Taking, ANSWER_CONFIRM,
     DEFAULT_MAX_IN_FLIGHT,
 };
 pub use bridge::{
@@ -180,6 +180,9 @@ pub struct NatsOptions {
     /// How long to keep trying a server that cannot be reached at first; `None`:
     /// for ever.
     pub wait: Option<Duration>,
+    /// How the events' stream and the apps' consumer are made (when this process
+    /// creates them) and must be (when they exist).
+    pub stream: StreamSettings,
 }
 
 /// The state of a NATS connection, kept by its event callback: for logs and metrics.
@@ -396,20 +399,93 @@ fn unreachable(e: &async_nats::ConnectError) -> bool {
 pub async fn events_stream(
     js: &jetstream::Context,
     max_age: Duration,
+    settings: StreamSettings,
 ) -> Result<stream::Stream, NatsError> {
-    js.get_or_create_stream(stream::Config {
-        name: STREAM.to_owned(),
-        subjects: vec!["evapi.*.events".to_owned()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        max_age,
-        // Republished events (after a lost confirmation) carry the same message id;
-        // JetStream stores each once within this window.
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    })
-    .await
-    .map_err(setup_error("the JetStream stream"))
+    let storage = if settings.memory {
+        stream::StorageType::Memory
+    } else {
+        stream::StorageType::File
+    };
+    let mut stream = js
+        .get_or_create_stream(stream::Config {
+            name: STREAM.to_owned(),
+            subjects: vec!["evapi.*.events".to_owned()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage,
+            num_replicas: settings.replicas.max(1),
+            max_age,
+            // Republished events (after a lost confirmation) carry the same message id;
+            // JetStream stores each once within this window.
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|source| NatsError::Setup {
+            what: format!(
+                "the JetStream stream {STREAM} ({} replica(s), {} storage; more replicas than servers in the cluster is refused)",
+                settings.replicas.max(1),
+                settings.storage_name()
+            ),
+            source: source.into(),
+        })?;
+    // An existing stream is not changed: say so when it differs from what was asked.
+    let info = stream
+        .info()
+        .await
+        .map_err(setup_error("the JetStream stream's settings"))?;
+    let (replicas, memory) = (
+        info.config.num_replicas.max(1),
+        info.config.storage == stream::StorageType::Memory,
+    );
+    if replicas != settings.replicas.max(1) || memory != settings.memory {
+        return Err(NatsError::Setup {
+            what: format!(
+                "the JetStream stream {STREAM} exists with {replicas} replica(s) and {} storage, not the {} and {} asked (--replicas, --storage)",
+                if memory { "memory" } else { "file" },
+                settings.replicas.max(1),
+                settings.storage_name()
+            ),
+            source: "change it with `nats stream edit` (replicas) or remove it while no event waits, then start again"
+                .into(),
+        });
+    }
+    Ok(stream)
+}
+
+/// How the events' stream is made: JetStream replicas (a cluster's servers hold that
+/// many copies, so one can die without losing events) and storage (file survives a
+/// restart of nats-server; memory is faster and loses what it holds when the server
+/// goes); and, for the apps' consumer, how many events may be taken and unacknowledged
+/// at once across every app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Copies of each event in a cluster (1: a single server).
+    pub replicas: usize,
+    /// Memory storage instead of file.
+    pub memory: bool,
+    /// The consumer's `max_ack_pending` for the whole fleet of apps; `None`: the
+    /// server's default (1,000 in nats-server 2.9).
+    pub max_ack_pending: Option<i64>,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            memory: false,
+            max_ack_pending: None,
+        }
+    }
+}
+
+impl StreamSettings {
+    fn storage_name(self) -> &'static str {
+        if self.memory {
+            "memory"
+        } else {
+            "file"
+        }
+    }
 }
 
 #[cfg(test)]
