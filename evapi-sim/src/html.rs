@@ -49,6 +49,8 @@ pub struct Page {
     pub latency: Vec<(String, Latency)>,
     /// Answers per bin of `bin_ms` milliseconds since the start.
     pub timeline: Vec<u64>,
+    /// What the timeline counts ("final replies", "answers"): said on its chart.
+    pub timeline_of: String,
     /// The timeline's bin width, milliseconds.
     pub bin_ms: u64,
     /// Answers per app (its `conidx`, or a name).
@@ -142,11 +144,23 @@ pub fn render(page: &Page) -> String {
         out.push_str(&tables(std::slice::from_ref(&table)));
     }
     if page.timeline.iter().any(|n| *n > 0) {
+        let what = if page.timeline_of.is_empty() {
+            "final replies"
+        } else {
+            page.timeline_of.as_str()
+        };
+        let mut caption = String::new();
+        let _ = write!(
+            caption,
+            "{} per second over time ({} ms bins; the last, lighter, may cover only part of its bin)",
+            what[..1].to_uppercase() + &what[1..],
+            page.bin_ms.max(1)
+        );
         figure(
             &mut out,
             "rate",
-            "Answers per second over time",
-            rate(&page.timeline, page.bin_ms.max(1)),
+            &caption,
+            rate(&page.timeline, page.bin_ms.max(1), what),
         );
     }
     if !page.per_app.is_empty() {
@@ -161,7 +175,7 @@ pub fn render(page: &Page) -> String {
     if !page.provenance.is_empty() {
         let made = Table {
             caption: "How this report was made".to_owned(),
-            header: vec!["".to_owned(), "".to_owned()],
+            header: vec!["what".to_owned(), "value".to_owned()],
             rows: page
                 .provenance
                 .iter()
@@ -346,13 +360,23 @@ fn percentiles(series: &[&(String, Latency)]) -> Result<String, String> {
         .unwrap_or(1) as f64
         / 1000.0;
     svg(|root| {
+        // The x axis counts nines (HDR style): p90 at 1, p99 at 2, p99.9 at 3, so the
+        // tail is not squeezed into the last pixels of a linear 0-100 axis.
         let mut chart = frame(root)
-            .build_cartesian_2d(0f64..100f64, 0f64..(top * 1.1).max(0.001))
+            .build_cartesian_2d(0f64..NINES, 0f64..(top * 1.1).max(0.001))
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
-            .x_desc("percentile")
+            .x_desc("percentile (log scale of the tail)")
             .y_desc("latency (ms)")
+            .x_labels(5)
+            .x_label_formatter(&|x| match x.round() as i64 {
+                0 => "p0".to_owned(),
+                1 => "p90".to_owned(),
+                2 => "p99".to_owned(),
+                3 => "p99.9".to_owned(),
+                _ => "p99.99".to_owned(),
+            })
             .draw()
             .map_err(|e| e.to_string())?;
         for (s, (name, l)) in series.iter().enumerate() {
@@ -360,7 +384,7 @@ fn percentiles(series: &[&(String, Latency)]) -> Result<String, String> {
             let points: Vec<(f64, f64)> = l
                 .curve
                 .iter()
-                .map(|(permille, us)| (f64::from(*permille) / 10.0, *us as f64 / 1000.0))
+                .map(|(permille, us)| (nines(*permille), *us as f64 / 1000.0))
                 .collect();
             chart
                 .draw_series(LineSeries::new(points, colour.stroke_width(2)))
@@ -381,8 +405,24 @@ fn percentiles(series: &[&(String, Latency)]) -> Result<String, String> {
     })
 }
 
-/// Answers per second, per bin of `bin_ms`.
-fn rate(bins: &[u64], bin_ms: u64) -> Result<String, String> {
+/// The percentile chart's x extent: up to p99.99.
+const NINES: f64 = 4.0;
+
+/// Where percentile `permille` (in tenths of a percent) sits on the chart's x axis:
+/// -log10(1 - p), capped at [`NINES`] (the maximum, p100, is drawn there).
+fn nines(permille: u32) -> f64 {
+    let rest = 1.0 - f64::from(permille.min(1000)) / 1000.0;
+    if rest <= 0.0 {
+        NINES
+    } else {
+        (-rest.log10()).min(NINES)
+    }
+}
+
+/// `what` per second, one bar per bin of `bin_ms` (bars, not a line: a short run has
+/// few bins, and a line between two points suggests a trend that is not there); the
+/// last bin, which the run may have ended inside, is drawn lighter.
+fn rate(bins: &[u64], bin_ms: u64, what: &str) -> Result<String, String> {
     let per_s = |n: u64| n as f64 * 1000.0 / bin_ms as f64;
     let top = bins.iter().map(|n| per_s(*n)).fold(0.0, f64::max);
     let end = bins.len() as f64 * bin_ms as f64 / 1000.0;
@@ -393,16 +433,21 @@ fn rate(bins: &[u64], bin_ms: u64) -> Result<String, String> {
         chart
             .configure_mesh()
             .x_desc("seconds since the start")
-            .y_desc("answers per second")
+            .y_desc(format!("{what} per second"))
             .draw()
             .map_err(|e| e.to_string())?;
-        let points = bins
-            .iter()
-            .enumerate()
-            .map(|(i, n)| ((i as f64 + 0.5) * bin_ms as f64 / 1000.0, per_s(*n)));
-        chart
-            .draw_series(LineSeries::new(points, COLOURS[0].stroke_width(2)))
-            .map_err(|e| e.to_string())?;
+        let width = bin_ms as f64 / 1000.0;
+        let last = bins.len().saturating_sub(1);
+        let bars = bins.iter().enumerate().map(|(i, n)| {
+            let x = i as f64 * width;
+            let colour = if i == last {
+                COLOURS[0].mix(0.35).filled()
+            } else {
+                COLOURS[0].filled()
+            };
+            Rectangle::new([(x, 0.0), (x + width * 0.9, per_s(*n))], colour)
+        });
+        chart.draw_series(bars).map_err(|e| e.to_string())?;
         Ok(())
     })
 }
@@ -474,6 +519,7 @@ mod tests {
             bin_ms: 100,
             per_app: [("0".to_owned(), 3)].into_iter().collect(),
             provenance: Vec::new(),
+            timeline_of: "final replies".into(),
         };
         let html = render(&page);
         assert!(html.contains("<title>replay &lt;day&gt;</title>"));
@@ -489,5 +535,15 @@ mod tests {
         assert_eq!(html.matches("<svg").count(), 4, "four charts");
         assert!(!html.contains("chart unavailable"), "{html}");
         assert!(!html.contains("<script"), "self-contained, no script");
+    }
+
+    #[test]
+    fn the_percentile_axis_counts_nines() {
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(near(nines(900), 1.0));
+        assert!(near(nines(990), 2.0));
+        assert!(near(nines(999), 3.0));
+        assert!(near(nines(1000), NINES), "the maximum at the end");
+        assert!(nines(500) > 0.3 && nines(500) < 0.31);
     }
 }

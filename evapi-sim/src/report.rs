@@ -317,6 +317,7 @@ impl Report {
             bin_ms: TIMELINE_BIN_MS,
             per_app: self.per_app.clone(),
             provenance: Vec::new(),
+            timeline_of: "final replies".into(),
         }
     }
 
@@ -504,6 +505,7 @@ impl crate::front::UasCounters {
             bin_ms: crate::report::TIMELINE_BIN_MS,
             per_app: self.per_app.clone(),
             provenance: Vec::new(),
+            timeline_of: "final replies".into(),
         }
     }
 

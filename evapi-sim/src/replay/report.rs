@@ -164,6 +164,7 @@ impl ReplayReport {
             bin_ms: crate::report::TIMELINE_BIN_MS,
             per_app: self.per_app.clone(),
             provenance: Vec::new(),
+            timeline_of: "answers".into(),
         }
     }
 
