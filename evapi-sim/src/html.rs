@@ -123,6 +123,8 @@ pub fn render(page: &Page) -> String {
             "Answer latency: percentile curve",
             percentiles(&measured),
         );
+        // Milliseconds, as on the charts: one time unit on the page.
+        let ms = |us: u64| format!("{:.3} ms", us as f64 / 1000.0);
         let mut table = Table {
             caption: "Answer latency".into(),
             header: ["series", "count", "p50", "p90", "p99", "p99.9", "max"]
@@ -134,11 +136,11 @@ pub fn render(page: &Page) -> String {
             table.rows.push(vec![
                 name.clone(),
                 l.count.to_string(),
-                format!("{} us", l.p50_us),
-                format!("{} us", l.p90_us),
-                format!("{} us", l.p99_us),
-                format!("{} us", l.p999_us),
-                format!("{} us", l.max_us),
+                ms(l.p50_us),
+                ms(l.p90_us),
+                ms(l.p99_us),
+                ms(l.p999_us),
+                ms(l.max_us),
             ]);
         }
         out.push_str(&tables(std::slice::from_ref(&table)));
@@ -207,6 +209,7 @@ fn tables(tables: &[Table]) -> String {
             for cell in row {
                 let numeric = cell
                     .strip_suffix(" us")
+                    .or_else(|| cell.strip_suffix(" ms"))
                     .unwrap_or(cell)
                     .parse::<f64>()
                     .is_ok();
