@@ -194,4 +194,31 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn the_summary_says_how_many_failures_it_did_not_list() {
+        let mut r = ReplayReport {
+            different: 25,
+            ..ReplayReport::default()
+        };
+        r.outcomes = (0..25)
+            .map(|n| Outcome {
+                id: format!("{n}:{n}"),
+                verdict: Verdict::Different,
+                diff: vec!["code: 200 -> 486".into()],
+                recorded_us: None,
+                replayed_us: None,
+            })
+            .collect();
+        let text = r.summary();
+        assert_eq!(
+            text.matches(" different: code: 200 -> 486").count(),
+            20,
+            "{text}"
+        );
+        assert!(
+            text.contains("  ... and 5 more (listed, up to 1,000,"),
+            "{text}"
+        );
+    }
 }

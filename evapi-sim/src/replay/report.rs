@@ -213,12 +213,21 @@ impl ReplayReport {
             "answer latency, replayed: {}",
             self.replayed_latency.line()
         );
-        for o in self.outcomes.iter().filter(|o| o.failed()).take(20) {
+        const SHOWN: usize = 20;
+        for o in self.outcomes.iter().filter(|o| o.failed()).take(SHOWN) {
             let _ = write!(out, "  {} {}", o.id, o.verdict.name());
             if !o.diff.is_empty() {
                 let _ = write!(out, ": {}", o.diff.join("; "));
             }
             out.push('\n');
+        }
+        let failed = self.different + self.missing + self.extra;
+        if failed > SHOWN as u64 {
+            let _ = writeln!(
+                out,
+                "  ... and {} more (listed, up to 1,000, in --report, --junit and --html files)",
+                failed - SHOWN as u64
+            );
         }
         out
     }
