@@ -76,14 +76,29 @@ fn count_before(text: &str, label: &str) -> u64 {
         .unwrap_or_else(|| panic!("a number before {label:?} in {text}"))
 }
 
+/// The count on the line of the node's counters that starts with `label` (0 when none).
+fn counter(counters: &str, label: &str) -> u64 {
+    counters
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 /// How long a NATS app may take to say it is ready.
 const READY: Duration = Duration::from_secs(15);
 /// What `respond`, `run` and `listen` over NATS say (at -v) once events reach them.
 const TAKING: &str = "taking events from JetStream";
 const WATCHING: &str = "watching events";
 
-/// A responder over NATS, returned once its consumer is set up (it says so).
+/// A responder over NATS (ack wait 1 s), returned once its consumer is set up (it says
+/// so).
 fn responder(nats: &Nats, extra: &[&str]) -> Running {
+    responder_waiting(nats, "1s", extra)
+}
+
+/// [`responder`] with another ack wait.
+fn responder_waiting(nats: &Nats, ack_wait: &str, extra: &[&str]) -> Running {
     let mut cmd = Command::new(binary("evapi-client"));
     cmd.args([
         "-v",
@@ -93,7 +108,7 @@ fn responder(nats: &Nats, extra: &[&str]) -> Running {
         "--code",
         "486",
         "--ack-wait",
-        "1s",
+        ack_wait,
     ])
     .args(extra);
     let mut running = Running::spawn(cmd);
@@ -182,25 +197,8 @@ fn a_slow_app_takes_only_what_it_can_work_on_and_gives_it_back_on_sigterm() {
     sipp::require();
     let nats = Nats::start();
     let node = Node::start("node-s", &nats);
-    let app = |extra: &[&str]| {
-        let mut cmd = Command::new(binary("evapi-client"));
-        cmd.args([
-            "-v",
-            "respond",
-            "--nats",
-            &nats.url,
-            "--code",
-            "486",
-            "--ack-wait",
-            "10s",
-        ])
-        .args(extra);
-        let mut running = Running::spawn(cmd);
-        running.wait_stderr(TAKING, READY);
-        running
-    };
-    let slow = app(&["--delay", "3s", "--max-in-flight", "4"]);
-    let _fast = app(&[]);
+    let slow = responder_waiting(&nats, "10s", &["--delay", "3s", "--max-in-flight", "4"]);
+    let _fast = responder_waiting(&nats, "10s", &[]);
     let sip = node.sip.clone();
     let calls = 300;
     let burst = std::thread::spawn(move || sipp::burst_timed(&sip, calls, 100, 486));
@@ -280,29 +278,15 @@ fn a_bridge_killed_and_restarted_mid_run_loses_no_answer() {
         "slowest call {} ms; bridge: {bridged}node:\n{counters}",
         times.iter().max().unwrap_or(&0)
     );
-    let number = |label: &str| {
-        counters
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(label))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let number = |label: &str| counter(&counters, label);
     let timeouts = number("timeouts");
     eprintln!("{timeouts} call(s) whose event died with the bridge");
     assert!(timeouts <= 10, "{counters}");
     if timeouts == 0 {
         assert_sipp_ok(&out);
     }
-    let final_486 = counters
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("final 486"))
-        .and_then(|n| n.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    let no_app = counters
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("no app"))
-        .and_then(|n| n.trim().parse::<u64>().ok())
-        .unwrap_or(0);
+    let final_486 = number("final 486");
+    let no_app = number("no app");
     assert_eq!(
         final_486 + no_app + timeouts,
         u64::from(calls),
@@ -391,13 +375,7 @@ fn events_of_calls_that_ended_during_an_outage_are_never_answered() {
         "{retry_lines} retry lines in a 4 s outage:\n{log}"
     );
     assert_sipp_ok(&out);
-    let number = |label: &str| {
-        counters
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(label))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let number = |label: &str| counter(&counters, label);
     assert!(
         number("final 408") > 50,
         "the outage's calls timed out:\n{counters}"
