@@ -560,11 +560,7 @@ fn the_grafana_dashboard_queries_only_metrics_we_export() {
 #[ignore = "needs promtool (apt-get install prometheus)"]
 fn the_responders_metrics_count_its_answers() {
     let (mut server, notes, addr, _) = server_with_metrics(&[]);
-    let at = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .to_string();
-    let _app = Kill(
+    let mut app = Kill(
         Command::new(binary("evapi-client"))
             .args([
                 "--addr",
@@ -573,13 +569,24 @@ fn the_responders_metrics_count_its_answers() {
                 "--code",
                 "486",
                 "--metrics",
-                &at,
+                "127.0.0.1:0",
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
+    // It says where it serves them (port 0: the system picked one).
+    let mut line = String::new();
+    // Kept open until the end: the app may log more.
+    let mut log = std::io::BufReader::new(app.0.stderr.take().unwrap());
+    log.read_line(&mut line).unwrap();
+    let at = line
+        .trim()
+        .strip_prefix("evapi-client respond: metrics on http://")
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
     wait_for(&notes, "connection-new", PATIENCE);
     let stdin = server.0.stdin.as_mut().unwrap();
     for n in 1..=3 {

@@ -299,6 +299,10 @@ async fn serve_metrics(at: &str, counts: Arc<Counts>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(at)
         .await
         .with_context(|| format!("cannot listen on --metrics {at}"))?;
+    // The address bound (port 0 picks one): scripts and tests read it here.
+    if let Ok(addr) = listener.local_addr() {
+        eprintln!("evapi-client respond: metrics on http://{addr}/metrics");
+    }
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(Metrics(counts)));
     let api = evapi_ops::http::HttpApi::new(registry, None, None);
