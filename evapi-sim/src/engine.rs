@@ -394,7 +394,7 @@ impl<'a> Engine<'a> {
         match self.router.message(clock::now(), client, msg) {
             Message::Register(tag) => apps::set_tag(&self.handle, client, &tag),
             Message::Resumed(_) => {
-                self.stats.answered_by(client.conidx);
+                self.stats.answered_by(client);
                 false
             }
             Message::Refused(_) | Message::Invalid(_) => false,

@@ -179,7 +179,7 @@ impl Front {
         match self.router.message(now, app, msg) {
             Message::Register(tag) => Some(tag),
             Message::Resumed(_) => {
-                self.stats.answered_by(app.conidx);
+                self.stats.answered_by(app);
                 None
             }
             Message::Refused(_) | Message::Invalid(_) => None,
@@ -361,7 +361,7 @@ mod tests {
         assert_eq!(c.requests["INVITE"], 1);
         assert_eq!(c.routing.finals[&486], 1);
         assert_eq!(c.routing.refused_total(), 1);
-        assert_eq!(c.per_app["0"], 1);
+        assert_eq!(c.per_app["0 127.0.0.1:40000"], 1, "{:?}", c.per_app);
         assert_eq!(c.latency.count, 1);
     }
 

@@ -53,7 +53,7 @@ pub struct Page {
     pub timeline_of: String,
     /// The timeline's bin width, milliseconds.
     pub bin_ms: u64,
-    /// Answers per app (its `conidx`, or a name).
+    /// Answers per app, by [`crate::report::app_label`] (conidx, address, tag, token).
     pub per_app: BTreeMap<String, u64>,
     /// How the report was made (date, version and commit, host, command line): a
     /// table at the end, so the page can be filed as evidence.

@@ -191,6 +191,20 @@ pub fn count_in(timeline: &mut Vec<u64>, elapsed: Duration) {
     timeline[bin] += 1;
 }
 
+/// How reports name an app: its `conidx`, its address and port, and its tag and token
+/// name when it has them (`0 127.0.0.1:40312 tag billing token router`).
+#[must_use]
+pub fn app_label(app: &evapi_server::ClientEnv) -> String {
+    let mut label = format!("{} {}:{}", app.conidx, app.srcaddr, app.srcport);
+    if let Some(tag) = &app.tag {
+        let _ = write!(label, " tag {tag}");
+    }
+    if let Some(auth) = &app.auth {
+        let _ = write!(label, " token {auth}");
+    }
+    label
+}
+
 /// What every driver counts of its final replies, for the reports: the latency of
 /// answered requests, final replies per [`TIMELINE_BIN_MS`] since the start, answers
 /// per app. Time is an input.
@@ -235,9 +249,9 @@ impl RunStats {
         );
     }
 
-    /// An app (by `conidx`) resumed a transaction.
-    pub fn answered_by(&mut self, conidx: usize) {
-        *self.per_app.entry(conidx.to_string()).or_default() += 1;
+    /// An app resumed a transaction.
+    pub fn answered_by(&mut self, app: &evapi_server::ClientEnv) {
+        *self.per_app.entry(app_label(app)).or_default() += 1;
     }
 
     /// The answer latencies so far.
@@ -564,5 +578,18 @@ mod tests {
         assert_eq!(l.buckets.last().map(|b| b.le_us), Some(None));
         assert!(l.line().starts_with("p50 150us p90 "), "{}", l.line());
         assert!(l.line().ends_with("5 answers)"), "{}", l.line());
+    }
+
+    #[test]
+    fn apps_are_named_by_slot_address_tag_and_token() {
+        let mut app =
+            evapi_server::ClientEnv::tcp(2, 9, (std::net::Ipv4Addr::LOCALHOST, 40312).into());
+        assert_eq!(app_label(&app), "2 127.0.0.1:40312");
+        app.tag = Some("billing".into());
+        app.auth = Some("router".into());
+        assert_eq!(
+            app_label(&app),
+            "2 127.0.0.1:40312 tag billing token router"
+        );
     }
 }

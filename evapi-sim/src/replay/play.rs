@@ -110,7 +110,7 @@ pub async fn play(
         tokio::select! {
             msg = embedded.inbound.recv() => match msg {
                 Some(Inbound::Message(client, msg)) => {
-                    *per_app.entry(client.conidx.to_string()).or_default() += 1;
+                    *per_app.entry(crate::report::app_label(&client)).or_default() += 1;
                     judge.message(crate::clock::now(), &msg);
                 }
                 Some(Inbound::Connected) => {}
