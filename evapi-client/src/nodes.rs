@@ -70,6 +70,62 @@ impl std::fmt::Display for Node {
     }
 }
 
+/// One node's connection over its whole life: connected again whenever it is lost
+/// (jittered backoff, for ever), saying when it is connected, lost, and back (with how
+/// long it was away). Every app that serves several nodes keeps one per node.
+#[derive(Debug)]
+pub struct Link<'a> {
+    node: &'a Node,
+    config: &'a crate::ClientConfig,
+    lost_at: Option<std::time::Instant>,
+}
+
+impl<'a> Link<'a> {
+    /// The link to `node`, not connected yet.
+    #[must_use]
+    pub fn new(node: &'a Node, config: &'a crate::ClientConfig) -> Self {
+        Self {
+            node,
+            config,
+            lost_at: None,
+        }
+    }
+
+    /// A connection to the node, once it answers (tried for ever).
+    ///
+    /// # Errors
+    ///
+    /// A setting that can never work (a TLS setup refused): not a node that is away.
+    pub async fn connect(&mut self) -> Result<crate::Client, crate::ClientError> {
+        let forever = Backoff {
+            attempts: None,
+            ..Backoff::default()
+        };
+        let client =
+            crate::Client::connect_with_retry(&self.node.addr, self.config, &forever).await?;
+        match self.lost_at.take() {
+            Some(at) => {
+                tracing::warn!(node = %self.node.name, down_for = ?at.elapsed(), "node back")
+            }
+            None => tracing::info!(node = %self.node.name, addr = %self.node.addr, "connected"),
+        }
+        Ok(client)
+    }
+
+    /// The connection ended: `why` is `None` when the node closed it.
+    pub fn lost(&mut self, why: Option<&crate::ClientError>) {
+        match why {
+            None => {
+                tracing::warn!(node = %self.node.name, "the node closed the connection; reconnecting")
+            }
+            Some(e) => {
+                tracing::warn!(node = %self.node.name, error = %e, "connection lost; reconnecting")
+            }
+        }
+        self.lost_at = Some(std::time::Instant::now());
+    }
+}
+
 /// The wait before attempt `attempt` (1 = the second try) of `backoff`: doubling from
 /// `initial` up to `max`, then a random part of it taken off (up to half), so nodes
 /// and apps that lost the same server do not all come back in the same instant.

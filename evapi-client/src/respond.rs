@@ -200,30 +200,17 @@ pub async fn serve_node(
     remaining: Option<&AtomicU64>,
     stop: &CancellationToken,
 ) -> Result<(), ClientError> {
-    let forever = crate::client::Backoff {
-        attempts: None,
-        ..crate::client::Backoff::default()
-    };
-    let mut lost_at: Option<Instant> = None;
+    let mut link = crate::nodes::Link::new(node, config);
     loop {
         let client = tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            client = Client::connect_with_retry(&node.addr, config, &forever) => client?,
+            client = link.connect() => client?,
         };
-        match lost_at.take() {
-            Some(at) => tracing::warn!(node = %node.name, down_for = ?at.elapsed(), "node back"),
-            None => tracing::info!(node = %node.name, addr = %node.addr, "connected"),
-        }
         match run(client, responder, counts, remaining, stop).await {
             Ok(Stop::Done) => return Ok(()),
-            Ok(Stop::Closed) => {
-                tracing::warn!(node = %node.name, "the node closed the connection; reconnecting");
-            }
-            Err(e) => {
-                tracing::warn!(node = %node.name, error = %e, "connection lost; reconnecting");
-            }
+            Ok(Stop::Closed) => link.lost(None),
+            Err(e) => link.lost(Some(&e)),
         }
-        lost_at = Some(Instant::now());
     }
 }
 

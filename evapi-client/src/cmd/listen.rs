@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use bytes::Bytes;
 use evapi_client::{script, Client};
-use tracing::{info, warn};
 
 use super::{Ctx, EXIT_FAILED};
 
@@ -140,36 +139,22 @@ async fn read_node(
     tx: tokio::sync::mpsc::Sender<(Arc<str>, Bytes)>,
 ) {
     let name: Arc<str> = node.name.clone().into();
-    let forever = evapi_client::Backoff {
-        attempts: None,
-        ..evapi_client::Backoff::default()
-    };
-    let mut lost_at: Option<std::time::Instant> = None;
+    let mut link = evapi_client::nodes::Link::new(&node, &config);
     loop {
-        let Ok(mut client) = Client::connect_with_retry(&node.addr, &config, &forever).await else {
+        let Ok(mut client) = link.connect().await else {
             return;
         };
-        match lost_at.take() {
-            Some(at) => warn!(node = %node.name, down_for = ?at.elapsed(), "node back"),
-            None => info!(node = %node.name, addr = %node.addr, "connected"),
-        }
-        loop {
+        let ended = loop {
             match client.recv().await {
                 Ok(Some(msg)) => {
                     if tx.send((Arc::clone(&name), msg)).await.is_err() {
                         return;
                     }
                 }
-                Ok(None) => {
-                    warn!(node = %node.name, "the node closed the connection; reconnecting");
-                    break;
-                }
-                Err(e) => {
-                    warn!(node = %node.name, error = %e, "connection lost; reconnecting");
-                    break;
-                }
+                Ok(None) => break None,
+                Err(e) => break Some(e),
             }
-        }
-        lost_at = Some(std::time::Instant::now());
+        };
+        link.lost(ended.as_ref());
     }
 }

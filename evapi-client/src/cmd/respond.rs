@@ -158,15 +158,7 @@ async fn on_nodes(
             _ = signals.stop(), if !stop.is_cancelled() => stop.cancel(),
         }
     }
-    let secs = started.elapsed().as_secs_f64();
-    let answered = counts.answered.load(Ordering::Relaxed);
-    println!(
-        "answered {answered}, ignored {}, invalid {} on {} node(s) in {secs:.2}s ({:.0}/s)",
-        counts.ignored.load(Ordering::Relaxed),
-        counts.invalid.load(Ordering::Relaxed),
-        nodes.len(),
-        answered as f64 / secs.max(1e-9),
-    );
+    summary(&counts, started, &format!("{} node(s)", nodes.len()));
     match failure {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
@@ -228,15 +220,7 @@ async fn on_sockets(
             }
         }
     }
-    let secs = started.elapsed().as_secs_f64();
-    let answered = counts.answered.load(Ordering::Relaxed);
-    println!(
-        "answered {answered}, ignored {}, invalid {} on {connections} connection(s) in {secs:.2}s ({:.0}/s){}",
-        counts.ignored.load(Ordering::Relaxed),
-        counts.invalid.load(Ordering::Relaxed),
-        answered as f64 / secs.max(1e-9),
-        fallbacks(&counts),
-    );
+    let answered = summary(&counts, started, &format!("{connections} connection(s)"));
     // Reaching --count, or Ctrl-C, is success even if the server then closed.
     let reached = count.is_some_and(|n| answered >= n);
     match failure {
@@ -283,6 +267,21 @@ async fn over_nats(
     );
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Print the summary line of a run on `over` (its connections or nodes) since
+/// `started`; the answers.
+fn summary(counts: &Counts, started: Instant, over: &str) -> u64 {
+    let secs = started.elapsed().as_secs_f64();
+    let answered = counts.answered.load(Ordering::Relaxed);
+    println!(
+        "answered {answered}, ignored {}, invalid {} on {over} in {secs:.2}s ({:.0}/s){}",
+        counts.ignored.load(Ordering::Relaxed),
+        counts.invalid.load(Ordering::Relaxed),
+        answered as f64 / secs.max(1e-9),
+        fallbacks(counts),
+    );
+    answered
 }
 
 /// ", N with the fallback (the handler late)" when any went so.
