@@ -196,6 +196,19 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// The TLS server ended the connection with an alert that refuses this client
+    /// (with TLS 1.3 it comes on the first read, after the handshake: a missing or
+    /// untrusted client certificate).
+    #[error("TLS with {addr} refused: {reason}")]
+    TlsRefused {
+        /// The peer.
+        addr: String,
+        /// What the alert means for the user.
+        reason: String,
+        /// The alert.
+        #[source]
+        source: io::Error,
+    },
     /// The server did not accept the token.
     #[error("authentication with {addr} failed: {reason}")]
     Auth {
@@ -230,9 +243,16 @@ impl ClientError {
                 hint: None,
             },
             CodecError::Encode(e) => ClientError::Encode(e),
-            CodecError::Io(source) => ClientError::Lost {
-                addr: addr.to_owned(),
-                source,
+            CodecError::Io(source) => match tls_refusal(&source) {
+                Some(reason) => ClientError::TlsRefused {
+                    addr: addr.to_owned(),
+                    reason,
+                    source,
+                },
+                None => ClientError::Lost {
+                    addr: addr.to_owned(),
+                    source,
+                },
             },
             // CodecError is non_exhaustive; anything new is a lost connection to us.
             other => ClientError::Lost {
@@ -349,9 +369,6 @@ impl Client {
         let answer = match tokio::time::timeout(timeout, self.recv()).await {
             Err(_) => return Err(fail(format!("no answer within {timeout:?}"))),
             Ok(Ok(Some(answer))) => answer,
-            Ok(Err(ClientError::Lost { source, .. })) if tls_refusal(&source).is_some() => {
-                return Err(fail(tls_refusal(&source).unwrap_or_default()));
-            }
             Ok(Ok(None) | Err(ClientError::Lost { .. })) => {
                 return Err(fail(
                     "the server closed the connection (wrong token, or not expected)".to_owned(),
@@ -542,7 +559,8 @@ impl Writer {
             .map_err(|e| ClientError::from_codec(&self.addr, e))
     }
 }
-/// What a TLS alert from the server means for the user, when `e` carries one: with TLS
+/// What a TLS alert from the server means for the user, when `e` carries one (read by
+/// every receive, so a refusal reads the same on any command): with TLS
 /// 1.3 a server that refuses the client's certificate (or its absence) says so only
 /// after the handshake, on the first read.
 fn tls_refusal(e: &io::Error) -> Option<String> {
