@@ -559,6 +559,7 @@ impl Writer {
             .map_err(|e| ClientError::from_codec(&self.addr, e))
     }
 }
+
 /// What a TLS alert from the server means for the user, when `e` carries one (read by
 /// every receive, so a refusal reads the same on any command): with TLS
 /// 1.3 a server that refuses the client's certificate (or its absence) says so only

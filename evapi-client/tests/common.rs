@@ -129,6 +129,13 @@ pub fn output(mut cmd: Command) -> (String, String, i32) {
 pub struct Running(pub Child);
 
 impl Running {
+    /// SIGTERM, as a service manager or `kill` stops it.
+    pub fn term(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+    }
+
     pub fn spawn(mut cmd: Command) -> Self {
         Running(
             cmd.stdout(Stdio::piped())

@@ -94,9 +94,7 @@ fn sigterm_ends_listen_cleanly() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line, "one\n");
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &run.0.id().to_string()])
-        .status();
+    run.term();
     let (_, _, code) = run.finish();
     assert_eq!(code, 0, "SIGTERM is a clean end, not 143");
 }

@@ -167,10 +167,7 @@ fn one_responder_serves_two_nodes_and_outlives_a_restart_of_one() {
         a.msg(),
         r#"{"tindex":5,"tlabel":5,"code":486,"reason":"Busy Here"}"#
     );
-    let pid = run.0.id();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    run.term();
     let (out, err, code) = run.finish();
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -204,9 +201,7 @@ fn sigterm_prints_the_summary() {
     srv.connected();
     srv.relay(r#"{"tindex":1,"tlabel":1}"#);
     let _ = srv.msg();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &run.0.id().to_string()])
-        .status();
+    run.term();
     let (out, err, code) = run.finish();
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -239,9 +234,7 @@ fn past_the_deadline_the_fallback_answers_and_the_late_answer_is_dropped() {
         srv.msg(),
         r#"{"tindex":7,"tlabel":8,"code":503,"reason":"App Too Slow"}"#
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &run.0.id().to_string()])
-        .status();
+    run.term();
     let (out, err, code) = run.finish();
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("answered 1,"), "{out}");

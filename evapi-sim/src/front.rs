@@ -303,6 +303,23 @@ mod tests {
             .collect()
     }
 
+    /// `method` (call `call`, CSeq method `cseq`) from [`peer`] at `now`.
+    fn request_to(
+        f: &mut Front,
+        apps: &mut Apps,
+        now: Instant,
+        method: &str,
+        call: &str,
+        cseq: &str,
+    ) {
+        f.datagram(
+            now,
+            &request(method, call, cseq),
+            peer(),
+            &mut apps.deliver(),
+        );
+    }
+
     /// Events the apps got.
     #[derive(Default)]
     struct Apps {
@@ -340,12 +357,7 @@ mod tests {
             up: true,
             ..Apps::default()
         };
-        f.datagram(
-            t0,
-            &request("INVITE", "c1", "INVITE"),
-            peer(),
-            &mut apps.deliver(),
-        );
+        request_to(&mut f, &mut apps, t0, "INVITE", "c1", "INVITE");
         assert_eq!(apps.events.len(), 1);
         assert!(sent(&mut f, t0).is_empty(), "nothing before the answer");
         // No answer within trying_after: 100 Trying.
@@ -373,18 +385,8 @@ mod tests {
             up: true,
             ..Apps::default()
         };
-        f.datagram(
-            t0,
-            &request("INVITE", "c2", "INVITE"),
-            peer(),
-            &mut apps.deliver(),
-        );
-        f.datagram(
-            t0,
-            &request("CANCEL", "c2", "CANCEL"),
-            peer(),
-            &mut apps.deliver(),
-        );
+        request_to(&mut f, &mut apps, t0, "INVITE", "c2", "INVITE");
+        request_to(&mut f, &mut apps, t0, "CANCEL", "c2", "CANCEL");
         let lines = sent(&mut f, t0);
         assert!(lines.contains(&"SIP/2.0 200 OK".to_owned()), "{lines:?}");
         assert!(
@@ -404,18 +406,8 @@ mod tests {
             up: true,
             ..Apps::default()
         };
-        f.datagram(
-            t0,
-            &request("INVITE", "a", "INVITE"),
-            peer(),
-            &mut apps.deliver(),
-        );
-        f.datagram(
-            t0,
-            &request("INVITE", "b", "INVITE"),
-            peer(),
-            &mut apps.deliver(),
-        );
+        request_to(&mut f, &mut apps, t0, "INVITE", "a", "INVITE");
+        request_to(&mut f, &mut apps, t0, "INVITE", "b", "INVITE");
         let t = f.poll_transmit(t0).expect("a 503");
         let text = String::from_utf8_lossy(&t.bytes).into_owned();
         assert!(
@@ -425,12 +417,7 @@ mod tests {
         assert!(text.contains("\r\nRetry-After: 5\r\n"), "{text}");
         assert_eq!(apps.events.len(), 1, "no event for the refused INVITE");
         // Its retransmission while still full: 503 again, no transaction.
-        f.datagram(
-            t0,
-            &request("INVITE", "b", "INVITE"),
-            peer(),
-            &mut apps.deliver(),
-        );
+        request_to(&mut f, &mut apps, t0, "INVITE", "b", "INVITE");
         assert_eq!(sent(&mut f, t0), ["SIP/2.0 503 Service Unavailable"]);
         assert_eq!(f.finish(None).routing.busy, 2);
     }
@@ -440,12 +427,7 @@ mod tests {
         let t0 = Instant::now();
         let mut f = front(None, t0);
         let mut nobody = Apps::default();
-        f.datagram(
-            t0,
-            &request("INVITE", "n", "INVITE"),
-            peer(),
-            &mut nobody.deliver(),
-        );
+        request_to(&mut f, &mut nobody, t0, "INVITE", "n", "INVITE");
         let mut t = t0;
         let mut lines = Vec::new();
         for _ in 0..200 {
@@ -475,25 +457,10 @@ mod tests {
             up: true,
             ..Apps::default()
         };
-        f.datagram(
-            t0,
-            &request("OPTIONS", "o", "OPTIONS"),
-            peer(),
-            &mut apps.deliver(),
-        );
-        f.datagram(t0, &request("BYE", "b", "BYE"), peer(), &mut apps.deliver());
-        f.datagram(
-            t0,
-            &request("SUBSCRIBE", "s", "SUBSCRIBE"),
-            peer(),
-            &mut apps.deliver(),
-        );
-        f.datagram(
-            t0,
-            &request("MESSAGE", "m", "MESSAGE"),
-            peer(),
-            &mut apps.deliver(),
-        );
+        request_to(&mut f, &mut apps, t0, "OPTIONS", "o", "OPTIONS");
+        request_to(&mut f, &mut apps, t0, "BYE", "b", "BYE");
+        request_to(&mut f, &mut apps, t0, "SUBSCRIBE", "s", "SUBSCRIBE");
+        request_to(&mut f, &mut apps, t0, "MESSAGE", "m", "MESSAGE");
         assert_eq!(
             sent(&mut f, t0),
             [
