@@ -272,15 +272,20 @@ impl App {
 
     /// Stop taking, and give back (negative acknowledgement: redelivered to another app
     /// at once) the events already pulled for this app and not yet handed out: the ones
-    /// buffered, and those that arrive within `patience` (a pull asked for them). They
-    /// are collected first and given back once the pull has ended, so the server cannot
-    /// hand them straight back to this app. Returns how many went back.
-    pub async fn give_back_pulled(&mut self, patience: Duration) -> u64 {
+    /// buffered, and those that arrive within `patience` (a pull asked for them), at
+    /// most `at_most` (one pull's batch: the stream would otherwise keep pulling more,
+    /// only to give them back). They are collected first and given back once the pull
+    /// has ended, so the server cannot hand them straight back to this app. Returns how
+    /// many went back.
+    pub async fn give_back_pulled(&mut self, patience: Duration, at_most: usize) -> u64 {
         let mut pulled = Vec::new();
         if let Source::Take(stream) = &mut self.source {
             let until = tokio::time::Instant::now() + patience;
-            while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, stream.next()).await {
-                pulled.push(msg);
+            while pulled.len() < at_most {
+                match tokio::time::timeout_at(until, stream.next()).await {
+                    Ok(Some(Ok(msg))) => pulled.push(msg),
+                    _ => break,
+                }
             }
         }
         self.stop_taking().await;
@@ -522,7 +527,7 @@ async fn answer_events(
     // Stopped: what was pulled for us and not handed out goes back, and so do the events
     // still waiting for their answer; the answers sent wait for their confirmations (each
     // at most ANSWER_CONFIRM).
-    let given = app.give_back_pulled(GIVE_BACK_PATIENCE).await;
+    let given = app.give_back_pulled(GIVE_BACK_PATIENCE, limit).await;
     counts.given_back.fetch_add(given, Ordering::Relaxed);
     if given > 0 {
         info!(given, "events pulled and not started given back");
