@@ -417,7 +417,7 @@ impl<'a> Engine<'a> {
             if let (Cause::Answered { latency }, Some(m)) = (reply.cause, &self.metrics) {
                 m.answered(latency);
             }
-            self.stats.reply(clock::now(), &reply.cause);
+            self.stats.reply(clock::now(), reply.code, &reply.cause);
             self.open -= 1;
             self.done += 1;
         }

@@ -66,7 +66,7 @@ pub struct UasCounters {
     pub latency: crate::report::Latency,
     /// Final replies per [`crate::report::TIMELINE_BIN_MS`] since the start (HTML).
     #[serde(skip)]
-    pub timeline: Vec<u64>,
+    pub timeline: crate::report::Timeline,
     /// Answers per app, by `conidx` (HTML).
     #[serde(skip)]
     pub per_app: BTreeMap<String, u64>,
@@ -207,7 +207,7 @@ impl Front {
             {
                 m.answered(latency);
             }
-            self.stats.reply(now, &reply.cause);
+            self.stats.reply(now, reply.code, &reply.cause);
             self.ist
                 .respond(now, &reply.data, reply.code, &reply.reason);
         }

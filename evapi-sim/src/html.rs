@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use crate::report::{Latency, BUCKETS_US};
+use crate::report::{Latency, Timeline, BUCKETS_US};
 
 /// Width and height of each chart, pixels.
 const CHART: (u32, u32) = (760, 320);
@@ -19,6 +19,17 @@ const COLOURS: [RGBColor; 3] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
+];
+/// Colours of the rate chart's series (one per code and cause), in label order.
+const SERIES: [RGBColor; 8] = [
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
 ];
 
 /// A table of the page.
@@ -47,8 +58,9 @@ pub struct Page {
     pub details: Vec<Table>,
     /// Latency series, named (e.g. "recorded", "replayed").
     pub latency: Vec<(String, Latency)>,
-    /// Answers per bin of `bin_ms` milliseconds since the start.
-    pub timeline: Vec<u64>,
+    /// Counts per bin of `bin_ms` milliseconds since the start, one series per label
+    /// (drawn stacked, one colour each).
+    pub timeline: Timeline,
     /// What the timeline counts ("final replies", "answers"): said on its chart.
     pub timeline_of: String,
     /// The timeline's bin width, milliseconds.
@@ -145,7 +157,7 @@ pub fn render(page: &Page) -> String {
         }
         out.push_str(&tables(std::slice::from_ref(&table)));
     }
-    if page.timeline.iter().any(|n| *n > 0) {
+    if !page.timeline.is_empty() {
         let what = if page.timeline_of.is_empty() {
             "final replies"
         } else {
@@ -154,7 +166,7 @@ pub fn render(page: &Page) -> String {
         let mut caption = String::new();
         let _ = write!(
             caption,
-            "{} per second over time ({} ms bins; the last, lighter, may cover only part of its bin)",
+            "{} per second over time, by code ({} ms bins; the last, lighter, may cover only part of its bin)",
             what[..1].to_uppercase() + &what[1..],
             page.bin_ms.max(1)
         );
@@ -422,13 +434,18 @@ fn nines(permille: u32) -> f64 {
     }
 }
 
-/// `what` per second, one bar per bin of `bin_ms` (bars, not a line: a short run has
-/// few bins, and a line between two points suggests a trend that is not there); the
-/// last bin, which the run may have ended inside, is drawn lighter.
-fn rate(bins: &[u64], bin_ms: u64, what: &str) -> Result<String, String> {
+/// `what` per second, one stacked bar per bin of `bin_ms` with a colour per series
+/// (bars, not a line: a short run has few bins, and a line between two points
+/// suggests a trend that is not there); the last bin, which the run may have ended
+/// inside, is drawn lighter.
+fn rate(timeline: &Timeline, bin_ms: u64, what: &str) -> Result<String, String> {
     let per_s = |n: u64| n as f64 * 1000.0 / bin_ms as f64;
-    let top = bins.iter().map(|n| per_s(*n)).fold(0.0, f64::max);
-    let end = bins.len() as f64 * bin_ms as f64 / 1000.0;
+    let bins = timeline.bins();
+    let at = |bins: &Vec<u64>, i: usize| bins.get(i).copied().unwrap_or(0);
+    let top = (0..bins)
+        .map(|i| per_s(timeline.series.values().map(|s| at(s, i)).sum()))
+        .fold(0.0, f64::max);
+    let end = bins as f64 * bin_ms as f64 / 1000.0;
     svg(|root| {
         let mut chart = frame(root)
             .build_cartesian_2d(0f64..end.max(0.001), 0f64..(top * 1.1).max(1.0))
@@ -440,17 +457,38 @@ fn rate(bins: &[u64], bin_ms: u64, what: &str) -> Result<String, String> {
             .draw()
             .map_err(|e| e.to_string())?;
         let width = bin_ms as f64 / 1000.0;
-        let last = bins.len().saturating_sub(1);
-        let bars = bins.iter().enumerate().map(|(i, n)| {
-            let x = i as f64 * width;
-            let colour = if i == last {
-                COLOURS[0].mix(0.35).filled()
-            } else {
-                COLOURS[0].filled()
-            };
-            Rectangle::new([(x, 0.0), (x + width * 0.9, per_s(*n))], colour)
-        });
-        chart.draw_series(bars).map_err(|e| e.to_string())?;
+        let last = bins.saturating_sub(1);
+        let mut below = vec![0.0; bins];
+        for (s, (label, series)) in timeline.series.iter().enumerate() {
+            let colour = SERIES[s % SERIES.len()];
+            let bars: Vec<_> = (0..bins)
+                .map(|i| {
+                    let x = i as f64 * width;
+                    let (y0, y1) = (below[i], below[i] + per_s(at(series, i)));
+                    below[i] = y1;
+                    let style = if i == last {
+                        colour.mix(0.35).filled()
+                    } else {
+                        colour.filled()
+                    };
+                    Rectangle::new([(x, y0), (x + width * 0.9, y1)], style)
+                })
+                .collect();
+            chart
+                .draw_series(bars)
+                .map_err(|e| e.to_string())?
+                .label(label.as_str())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
         Ok(())
     })
 }
@@ -518,7 +556,17 @@ mod tests {
                 ("recorded".into(), latency(&[300, 400, 2000])),
                 ("replayed".into(), latency(&[350, 900, 1500])),
             ],
-            timeline: vec![1, 2, 0, 3],
+            timeline: {
+                let mut t = Timeline::default();
+                for (label, ms) in [
+                    ("200 answered", 10),
+                    ("408 timer", 150),
+                    ("200 answered", 320),
+                ] {
+                    t.count(label, std::time::Duration::from_millis(ms));
+                }
+                t
+            },
             bin_ms: 100,
             per_app: [("0".to_owned(), 3)].into_iter().collect(),
             provenance: Vec::new(),
@@ -536,6 +584,12 @@ mod tests {
             assert!(html.contains(&format!("<figure id=\"{id}\">")), "{id}");
         }
         assert_eq!(html.matches("<svg").count(), 4, "four charts");
+        let rate = &html[html.find("<figure id=\"rate\">").unwrap()..];
+        let rate = &rate[..rate.find("</figure>").unwrap()];
+        assert!(rate.contains("by code"), "{rate}");
+        for series in ["200 answered", "408 timer"] {
+            assert!(rate.contains(series), "{series} in the legend: {rate}");
+        }
         assert!(!html.contains("chart unavailable"), "{html}");
         assert!(!html.contains("<script"), "self-contained, no script");
     }

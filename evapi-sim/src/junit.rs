@@ -214,7 +214,7 @@ mod tests {
             }],
             passed: false,
             interrupted: false,
-            timeline: Vec::new(),
+            timeline: crate::report::Timeline::default(),
             per_app: std::collections::BTreeMap::new(),
         };
         let xml = run(&report);

@@ -167,9 +167,10 @@ pub struct Report {
     /// Whether the run was stopped before the end (Ctrl-C); the counts are partial and
     /// `passed` is false.
     pub interrupted: bool,
-    /// Final replies per [`TIMELINE_BIN_MS`] since the start (HTML report only).
+    /// Final replies per [`TIMELINE_BIN_MS`] since the start, by code and cause (HTML
+    /// report only).
     #[serde(skip)]
-    pub timeline: Vec<u64>,
+    pub timeline: Timeline,
     /// Answers per app, by `conidx` (HTML report only).
     #[serde(skip)]
     pub per_app: BTreeMap<String, u64>,
@@ -178,17 +179,60 @@ pub struct Report {
 /// Width of a timeline bin, milliseconds.
 pub const TIMELINE_BIN_MS: u64 = 100;
 
-/// Count one event at `elapsed` since the start in `timeline`'s bins of
-/// [`TIMELINE_BIN_MS`] (bins are added as time goes; past an hour, the last bin).
-pub fn count_in(timeline: &mut Vec<u64>, elapsed: Duration) {
-    const MAX_BINS: usize = 36_000;
-    let bin = usize::try_from(elapsed.as_millis() / u128::from(TIMELINE_BIN_MS))
-        .unwrap_or(usize::MAX)
-        .min(MAX_BINS - 1);
-    if timeline.len() <= bin {
-        timeline.resize(bin + 1, 0);
+/// Counts per bin of [`TIMELINE_BIN_MS`] since the start, one series per kind of
+/// outcome ("486 answered", "408 timer"), so that a rate chart says what it counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Timeline {
+    /// Count per bin, by label.
+    pub series: BTreeMap<String, Vec<u64>>,
+}
+
+impl Timeline {
+    /// Count one `label` at `elapsed` since the start (bins are added as time goes;
+    /// past an hour, the last bin).
+    pub fn count(&mut self, label: &str, elapsed: Duration) {
+        const MAX_BINS: usize = 36_000;
+        let bin = usize::try_from(elapsed.as_millis() / u128::from(TIMELINE_BIN_MS))
+            .unwrap_or(usize::MAX)
+            .min(MAX_BINS - 1);
+        let bins = match self.series.get_mut(label) {
+            Some(bins) => bins,
+            None => self.series.entry(label.to_owned()).or_default(),
+        };
+        if bins.len() <= bin {
+            bins.resize(bin + 1, 0);
+        }
+        bins[bin] += 1;
     }
-    timeline[bin] += 1;
+
+    /// How many bins the longest series has.
+    #[must_use]
+    pub fn bins(&self) -> usize {
+        self.series.values().map(Vec::len).max().unwrap_or(0)
+    }
+
+    /// Whether nothing was counted.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.series
+            .values()
+            .all(|bins| bins.iter().all(|n| *n == 0))
+    }
+}
+
+/// A final reply's series on the rate chart: its code and why it was sent
+/// (`486 answered`, `408 timer`, `487 cancelled`, `503 no app`, `200 relayed`).
+#[must_use]
+pub fn reply_label(code: u16, cause: &crate::router::Cause) -> String {
+    use crate::router::Cause;
+    let why = match cause {
+        Cause::Answered { .. } => "answered",
+        Cause::Relayed => "relayed",
+        Cause::TimedOut => "timer",
+        Cause::Cancelled => "cancelled",
+        Cause::NoApp => "no app",
+    };
+    format!("{code} {why}")
 }
 
 /// How reports name an app: its `conidx`, its address and port, and its tag and token
@@ -206,13 +250,13 @@ pub fn app_label(app: &evapi_server::ClientEnv) -> String {
 }
 
 /// What every driver counts of its final replies, for the reports: the latency of
-/// answered requests, final replies per [`TIMELINE_BIN_MS`] since the start, answers
-/// per app. Time is an input.
+/// answered requests, final replies per [`TIMELINE_BIN_MS`] since the start by code and
+/// cause, answers per app. Time is an input.
 #[derive(Debug)]
 pub struct RunStats {
     latency: Histogram<u64>,
     started: std::time::Instant,
-    timeline: Vec<u64>,
+    timeline: Timeline,
     per_app: BTreeMap<String, u64>,
 }
 
@@ -227,7 +271,7 @@ impl RunStats {
         Self {
             latency: Histogram::new(3).expect("3 significant figures is a valid precision"),
             started,
-            timeline: Vec::new(),
+            timeline: Timeline::default(),
             per_app: BTreeMap::new(),
         }
     }
@@ -237,14 +281,14 @@ impl RunStats {
         self.started = started;
     }
 
-    /// A final reply at `now`, for `cause`.
-    pub fn reply(&mut self, now: std::time::Instant, cause: &crate::router::Cause) {
+    /// A final reply of `code` at `now`, for `cause`.
+    pub fn reply(&mut self, now: std::time::Instant, code: u16, cause: &crate::router::Cause) {
         if let crate::router::Cause::Answered { latency } = cause {
             let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
             let _ = self.latency.record(us.max(1));
         }
-        count_in(
-            &mut self.timeline,
+        self.timeline.count(
+            &reply_label(code, cause),
             now.saturating_duration_since(self.started),
         );
     }
@@ -262,7 +306,7 @@ impl RunStats {
 
     /// The timeline and the answers per app, for a report.
     #[must_use]
-    pub fn take(&mut self) -> (Vec<u64>, BTreeMap<String, u64>) {
+    pub fn take(&mut self) -> (Timeline, BTreeMap<String, u64>) {
         (
             std::mem::take(&mut self.timeline),
             std::mem::take(&mut self.per_app),

@@ -77,6 +77,9 @@ fn the_html_report_renders_its_charts_in_a_browser_and_the_junit_file_is_valid()
         );
     }
     assert!(!dom.contains("chart unavailable"));
+    // The rate says what it counts: the demo's answers, by code.
+    let rate = &dom[dom.find("<figure id=\"rate\">").unwrap()..];
+    assert!(rate[..rate.find("</figure>").unwrap()].contains("200 answered"));
     // Evidence: when, by which build, where and how.
     let at = dom
         .find("<section id=\"provenance\">")

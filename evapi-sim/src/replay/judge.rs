@@ -116,10 +116,9 @@ impl Judge {
             }
         };
         if let Some(start) = self.started {
-            crate::report::count_in(
-                &mut self.report.timeline,
-                now.saturating_duration_since(start),
-            );
+            self.report
+                .timeline
+                .count("answers", now.saturating_duration_since(start));
         }
         let replayed_us =
             u64::try_from(now.saturating_duration_since(sent).as_micros()).unwrap_or(u64::MAX);

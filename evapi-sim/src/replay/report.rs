@@ -94,7 +94,7 @@ pub struct ReplayReport {
     pub outcomes: Vec<Outcome>,
     /// Answers per [`crate::report::TIMELINE_BIN_MS`] since the first event (HTML only).
     #[serde(skip)]
-    pub timeline: Vec<u64>,
+    pub timeline: crate::report::Timeline,
     /// Messages per app, by `conidx` (HTML only).
     #[serde(skip)]
     pub per_app: std::collections::BTreeMap<String, u64>,
