@@ -549,6 +549,7 @@ fn listen_run_and_send_work_over_nats() {
     let (seen, err, code) = listen.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "listen --nats: {err}");
     let line: serde_json::Value = serde_json::from_str(seen.trim()).unwrap();
+    assert_eq!(line["node"], "node-l", "the line names its node: {seen}");
     assert!(
         line["msg"]
             .as_str()

@@ -39,7 +39,8 @@ impl ListenArgs {
             matching,
         } = self;
         let mut source = Source::open(ctx).await?;
-        let several = ctx.nodes.len() > 1;
+        // Lines name their node when several may speak.
+        let several = ctx.nodes.len() > 1 || ctx.nats.is_some() && ctx.node.is_none();
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut signals = evapi_ops::signal::Signals::new();
         let mut seen = 0usize;
@@ -58,7 +59,7 @@ impl ListenArgs {
                 }
                 // Stopped by hand (or by a script's kill): what was shown is the result.
                 _ = signals.stop() => return Ok(ExitCode::SUCCESS),
-                next = source.next() => next?,
+                next = source.next(ctx.max_frame) => next?,
             };
             let Some((node, msg)) = next else {
                 anyhow::bail!("connection to {} closed by the server", ctx.addr);
@@ -94,10 +95,12 @@ impl ListenArgs {
     }
 }
 
-/// Where messages come from: one connection, or one per node (reconnected on its own).
+/// Where messages come from: one connection, one per node (reconnected on its own),
+/// or the nodes' events on NATS (each names its node).
 enum Source {
     One(Box<Client>, Arc<str>),
     Many(tokio::sync::mpsc::Receiver<(Arc<str>, Bytes)>),
+    Nats(Box<evapi_client::nats::App>),
 }
 
 /// Messages read ahead from several nodes; past this the readers wait.
@@ -105,6 +108,13 @@ const MERGED: usize = 1024;
 
 impl Source {
     async fn open(ctx: &Ctx) -> anyhow::Result<Self> {
+        if let Some(options) = &ctx.nats {
+            let mut options = options.clone();
+            options.wait = Some(ctx.wait);
+            let nats = options.connect(None).await?;
+            let app = evapi_client::nats::App::observe(nats, ctx.node.as_deref()).await?;
+            return Ok(Self::Nats(Box::new(app)));
+        }
         if ctx.nodes.len() <= 1 {
             let name = ctx
                 .nodes
@@ -123,10 +133,26 @@ impl Source {
     }
 
     /// The next message and its node; `None` when the (single) connection ended.
-    async fn next(&mut self) -> anyhow::Result<Option<(Arc<str>, Bytes)>> {
+    async fn next(&mut self, max_frame: usize) -> anyhow::Result<Option<(Arc<str>, Bytes)>> {
         match self {
             Self::One(client, name) => Ok(client.recv().await?.map(|m| (Arc::clone(name), m))),
             Self::Many(rx) => Ok(rx.recv().await),
+            Self::Nats(app) => loop {
+                let Some(event) = app.next().await else {
+                    return Ok(None);
+                };
+                // What a socket with this --max-frame would not have taken.
+                if event.payload.len() > max_frame {
+                    tracing::warn!(
+                        bytes = event.payload.len(),
+                        max_frame,
+                        node = %event.node,
+                        "event larger than --max-frame, skipped"
+                    );
+                    continue;
+                }
+                return Ok(Some((Arc::from(event.node), event.payload)));
+            },
         }
     }
 }

@@ -225,6 +225,8 @@ pub(crate) struct Ctx {
     pub max_frame: usize,
     /// --connect-timeout.
     pub connect_timeout: Duration,
+    /// --wait.
+    pub wait: Duration,
 }
 
 /// Default log level (see `evapi_cli::Verbosity` for the ladder).
@@ -356,6 +358,7 @@ fn context(args: &Args) -> anyhow::Result<Ctx> {
         framing: args.framing,
         max_frame: args.max_frame,
         connect_timeout: args.connect_timeout,
+        wait: args.wait,
     })
 }
 
