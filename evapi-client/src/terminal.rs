@@ -16,6 +16,7 @@
 //! their results and the messages that arrive are printed as lines, and the exit code
 //! says whether every command succeeded.
 
+use std::borrow::Cow;
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +45,9 @@ const HISTORY_MAX: usize = 1000;
 struct Commands {
     /// Numbers of the suspends still pending, kept by the network side.
     pending: Arc<std::sync::Mutex<Vec<u64>>>,
+    /// Whether the connection is up, kept by the network side: the prompt shows it
+    /// even while a line is being typed (see [`Commands::highlight_prompt`]).
+    connected: Arc<AtomicBool>,
 }
 
 impl Completer for Commands {
@@ -88,7 +92,43 @@ fn candidates(words: &[impl AsRef<str>], partial: &str, shown_prefix: &str) -> V
 impl Hinter for Commands {
     type Hint = String;
 }
-impl Highlighter for Commands {}
+/// The prompt for a connection state.
+fn prompt(connected: bool) -> &'static str {
+    if connected {
+        "evapi> "
+    } else {
+        "evapi (disconnected)> "
+    }
+}
+
+/// `want` in exactly `width` columns (rustyline places the cursor by the prompt the
+/// line was started with): padded when shorter; when longer, the short form of a
+/// lost connection (`evapi! `), the line above saying what happened.
+fn fit_prompt(want: &str, width: usize) -> String {
+    if want.len() <= width {
+        format!("{want:width$}")
+    } else {
+        let short = "evapi! ";
+        format!("{short:width$}")
+    }
+}
+
+impl Highlighter for Commands {
+    /// Called at every redraw, including after a notice printed above the prompt: the
+    /// prompt follows the connection as it changes, not only after Enter.
+    fn highlight_prompt<'b, 's: 'b, 'p: 'b>(
+        &'s self,
+        shown: &'p str,
+        _default: bool,
+    ) -> Cow<'b, str> {
+        let now = prompt(self.connected.load(Ordering::Acquire));
+        if now == shown {
+            Cow::Borrowed(shown)
+        } else {
+            Cow::Owned(fit_prompt(now, shown.chars().count()))
+        }
+    }
+}
 impl Validator for Commands {}
 impl Helper for Commands {}
 
@@ -176,6 +216,7 @@ pub fn run(
             Editor::with_config(rl_config).context("cannot set up the terminal")?;
         ed.set_helper(Some(Commands {
             pending: Arc::clone(&pending_numbers),
+            connected: Arc::clone(&connected),
         }));
         if let Some(path) = history_path() {
             let _ = ed.load_history(&path);
@@ -369,12 +410,7 @@ fn interactive_loop(
 ) -> anyhow::Result<ExitCode> {
     printer.wait_written();
     loop {
-        let prompt = if connected.load(Ordering::Acquire) {
-            "evapi> "
-        } else {
-            "evapi (disconnected)> "
-        };
-        match editor.readline(prompt) {
+        match editor.readline(prompt(connected.load(Ordering::Acquire))) {
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
@@ -598,6 +634,16 @@ impl Network {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prompt_changed_mid_line_keeps_the_width_it_was_drawn_with() {
+        let up = prompt(true);
+        let down = prompt(false);
+        assert_eq!(fit_prompt(down, up.len()), "evapi! ");
+        let back = fit_prompt(up, down.len());
+        assert_eq!(back.chars().count(), down.len());
+        assert!(back.starts_with("evapi> "), "{back:?}");
+    }
 
     #[test]
     fn options_complete_after_their_command() {

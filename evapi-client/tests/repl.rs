@@ -220,6 +220,8 @@ fn while_disconnected_lines_are_refused_and_quit_is_immediate() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     p.exp_string("reconnecting").unwrap();
+    // The prompt being typed at says so at once, in the width it was drawn with.
+    p.exp_string("evapi! ").unwrap();
     // One Enter: the next prompt shows the state (the port refuses, so it cannot flip
     // back). A single line at a time: lines typed ahead of the prompts made this test
     // wait on a prompt that had already been matched.
