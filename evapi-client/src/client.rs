@@ -45,6 +45,11 @@ pub struct ClientConfig {
     /// Authenticate with this token right after connecting (the server's
     /// `--auth-tokens`): send `{"auth":TOKEN}`, wait for `{"auth":"ok"}`.
     pub token: Option<Secret>,
+    /// Send this frame first (after the token) on every connection made with this
+    /// configuration, so what an app declares on connect (a hello that the node's
+    /// message route answers with `evapi_set_tag`, say) is declared again after every
+    /// reconnect. Not sent over NATS (the bridge holds the node's connection).
+    pub hello: Option<Bytes>,
     /// Set by [`ClientConfig::over_nats`].
     #[cfg(feature = "nats")]
     nats: Option<crate::nats::NatsRoute>,
@@ -89,6 +94,7 @@ impl Default for ClientConfig {
             tls: None,
             tls_server_name: None,
             token: None,
+            hello: None,
             #[cfg(feature = "nats")]
             nats: None,
         }
@@ -356,6 +362,10 @@ impl Client {
         };
         if let Some(token) = &config.token {
             client.authenticate(token, timeout).await?;
+        }
+        if let Some(hello) = &config.hello {
+            client.send(hello).await?;
+            debug!(addr, "hello sent");
         }
         Ok(client)
     }

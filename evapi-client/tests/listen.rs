@@ -80,6 +80,38 @@ fn two_named_nodes_each_line_says_which() {
     assert_eq!((out.as_str(), code), ("[sip-b] from b\n", 0));
 }
 
+/// `--hello` is the first frame on every connection, again after a node dropped it: a
+/// restarted node's message route can set the app's tag again.
+#[test]
+fn the_hello_frame_opens_every_connection_again_after_a_reconnect() {
+    let a = start(Framing::Netstring);
+    let b = start(Framing::Netstring);
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"));
+    cmd.args(["--addr", &format!("sip-a={},sip-b={}", a.addr, b.addr)])
+        .args(["--hello", r#"{"hello":"billing"}"#])
+        .args(["listen", "--count", "1"])
+        .stdin(std::process::Stdio::null());
+    let run = Running::spawn(cmd);
+    let first = a.connected();
+    assert_eq!(a.msg(), r#"{"hello":"billing"}"#);
+    b.connected();
+    assert_eq!(b.msg(), r#"{"hello":"billing"}"#);
+    a.handle
+        .close(evapi_server::Target::Connid(first.connid))
+        .unwrap();
+    let again = loop {
+        match a.next() {
+            Ev::New(c) => break c,
+            Ev::Closed(_) | Ev::Msg(_) => {}
+        }
+    };
+    assert_ne!(again.connid, first.connid);
+    assert_eq!(a.msg(), r#"{"hello":"billing"}"#, "declared again");
+    a.relay("after the restart");
+    let (out, _, code) = run.finish();
+    assert_eq!((out.as_str(), code), ("[sip-a] after the restart\n", 0));
+}
+
 /// Stopped by a signal (a script's `kill`, Ctrl-C), listen exits 0 with what it showed.
 #[test]
 fn sigterm_ends_listen_cleanly() {

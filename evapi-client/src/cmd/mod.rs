@@ -150,6 +150,18 @@ pub struct Args {
     )]
     pub token: Option<String>,
 
+    /// Send this frame first on every connection, and again after each reconnect (e.g.
+    /// '{"hello":"billing"}' that the node's message route answers with
+    /// evapi_set_tag): what the app declared is never lost with a restarted node.
+    #[arg(
+        help_heading = "Connecting (every subcommand)",
+        long,
+        env = "EVAPI_HELLO",
+        value_name = "FRAME",
+        global = true
+    )]
+    pub hello: Option<String>,
+
     #[command(flatten)]
     pub nats: shared::NatsArgs,
 
@@ -184,6 +196,7 @@ impl Args {
         config.tls = tls;
         config.tls_server_name.clone_from(&self.tls_server_name);
         config.token = self.token.clone().map(evapi_client::Secret::new);
+        config.hello = self.hello.clone().map(bytes::Bytes::from);
         Ok(config)
     }
 }
