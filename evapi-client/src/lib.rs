@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`app`]: an app in a few lines: a handler per event over several nodes, ordered
+//!   concurrency per call, deadlines with a fallback answer ([`app::App`]).
 //! - [`client`]: [`Client`]: connect (timeout, retry with backoff), send, receive, split.
 //! - [`suspend`]: recognise async-relay suspend events under the field names found in
 //!   the wild, and build the answers that resume them ([`SuspendMatcher`], [`ReplyTemplate`]).
@@ -19,6 +21,7 @@
 //! The `evapi-client` binary puts these behind `repl`, `send`, `listen`, `respond`, `run`,
 //! `proxy`, `record`.
 
+pub mod app;
 pub mod client;
 #[cfg(feature = "nats")]
 pub mod nats;

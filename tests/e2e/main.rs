@@ -25,5 +25,7 @@ mod nats;
 mod sip_front;
 // Record through the proxy between Kamailio and an app, replay, compare (issue 16).
 mod replay;
+// Apps on evapi_client::app (the allow_list example) serving two nodes under sipp.
+mod apps;
 // HTML and JUnit reports: rendered by headless Chromium, checked by xmllint (issue 16).
 mod reports;

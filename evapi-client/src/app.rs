@@ -1,0 +1,903 @@
+//! An app in a few lines: a handler called for every event of every node, whose answer
+//! goes back to the node the event came from.
+//!
+//! [`App`] serves several nodes at once (each with its own connection, reconnected on
+//! its own, the [`ClientConfig::hello`] frame sent again after each reconnect), runs
+//! handlers concurrently across calls and in order within a call ([`OrderBy`]), holds at
+//! most [`App::max_in_flight`] events at a time (past it, the sockets are not read, and
+//! the nodes hold their events), and answers a suspend event with a fallback when the
+//! handler has not answered within [`App::deadline`]: the call is never left to the
+//! node's `fr_inv_timer`, and the handler's late answer is dropped and counted.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use evapi_client::app::{Answer, App, Event};
+//! use evapi_client::{nodes::Node, ClientConfig};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn app() {
+//! let nodes = [Node::at("127.0.0.1:8448"), Node::at("127.0.0.1:8449")];
+//! let app = App::new(nodes, ClientConfig::default())
+//!     .deadline(Duration::from_secs(2), Answer::new(503));
+//! app.run(
+//!     |event: Event| async move {
+//!         let from = event.str("/fu").unwrap_or_default();
+//!         Some(Answer::new(if from.contains("spam") { 403 } else { 200 }))
+//!     },
+//!     CancellationToken::new(),
+//! )
+//! .await;
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`Lanes`]: the ordered-concurrency core, without I/O: events in, which to start
+//!   now out, one FIFO per call, a bound on events in hand.
+//! - [`App::run`]: the shell: one task per node (connect, read, write answers), one
+//!   dispatcher over [`Lanes`], one task per event being handled.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use evapi_proto::{IdFields, TransactionId};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::nodes::{Link, Node};
+use crate::suspend::SuspendMatcher;
+use crate::ClientConfig;
+
+/// One event, from one node.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Event {
+    /// The node it came from (its name, see [`Node`]).
+    pub node: Arc<str>,
+    /// The event as the node wrote it.
+    pub payload: Bytes,
+    /// The event parsed, when it is JSON.
+    pub json: Option<serde_json::Value>,
+    /// The suspended transaction, when it is a suspend event (its answer resumes it).
+    pub id: Option<TransactionId>,
+    /// When it was read: deadlines count from here.
+    pub arrived: Instant,
+    /// Where the ids were, to answer under the same names.
+    fields: Option<IdFields>,
+}
+
+impl Event {
+    /// `payload` from `node`, read at `arrived`, recognised with `matcher`.
+    #[must_use]
+    pub fn new(node: Arc<str>, payload: Bytes, arrived: Instant, matcher: &SuspendMatcher) -> Self {
+        let (json, id, fields) = match matcher.parse(&payload) {
+            Ok(Some(s)) => (Some(s.event), Some(s.id), Some(s.fields.clone())),
+            Ok(None) | Err(_) => (serde_json::from_slice(&payload).ok(), None, None),
+        };
+        Self {
+            node,
+            payload,
+            json,
+            id,
+            arrived,
+            fields,
+        }
+    }
+
+    /// The text at `pointer` (RFC 6901: `/fu`, `/data/rU`) in the JSON event.
+    #[must_use]
+    pub fn str(&self, pointer: &str) -> Option<&str> {
+        self.json.as_ref()?.pointer(pointer)?.as_str()
+    }
+
+    /// The answer that resumes this event's transaction with `answer`; `None` when it is
+    /// not a suspend event.
+    #[must_use]
+    pub fn reply(&self, answer: &Answer) -> Option<Vec<u8>> {
+        let (id, fields) = self.id.zip(self.fields.as_ref())?;
+        Some(
+            fields
+                .answer(id, answer.code, &answer.reason)
+                .to_string()
+                .into_bytes(),
+        )
+    }
+}
+
+/// What a handler answers a suspend event with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// SIP code.
+    pub code: u16,
+    /// Reason phrase (checked with [`evapi_proto::check_reason`] before it is sent).
+    pub reason: String,
+}
+
+impl Answer {
+    /// `code` with its usual reason phrase.
+    #[must_use]
+    pub fn new(code: u16) -> Self {
+        Self {
+            code,
+            reason: evapi_proto::answer::reason_phrase(code).to_owned(),
+        }
+    }
+
+    /// `code` with `reason`.
+    #[must_use]
+    pub fn with_reason(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What happened to an app's connections, for [`Handler::notice`] (each is logged
+/// too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// First connected to `node`.
+    Connected {
+        /// Which node.
+        node: Arc<str>,
+    },
+    /// The connection to `node` ended; its `unanswered` events in hand will not be
+    /// answered (their ids belong to that connection: a restarted node gives them to
+    /// other calls), and events may have been missed until [`Notice::Reconnected`].
+    Lost {
+        /// Which node.
+        node: Arc<str>,
+        /// Events of that connection still in hand.
+        unanswered: usize,
+    },
+    /// Connected to `node` again after `down_for`.
+    Reconnected {
+        /// Which node.
+        node: Arc<str>,
+        /// How long it was away.
+        down_for: Duration,
+    },
+}
+
+/// What an app does with each event; a closure `Fn(Event) -> impl Future<Output =
+/// Option<Answer>>` is one.
+pub trait Handler: Send + Sync + 'static {
+    /// The answer to `event`: `Some` resumes a suspend event's transaction (ignored for
+    /// other events); `None` answers nothing (the fallback goes at the deadline, if
+    /// one is set).
+    fn handle(&self, event: Event) -> impl Future<Output = Option<Answer>> + Send;
+
+    /// A connection was made, lost or made again (already logged; nothing by default).
+    fn notice(&self, notice: Notice) {
+        let _ = notice;
+    }
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Event) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<Answer>> + Send,
+{
+    fn handle(&self, event: Event) -> impl Future<Output = Option<Answer>> + Send {
+        self(event)
+    }
+}
+
+/// Which events must be handled one after the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OrderBy {
+    /// Events of the same call, by its Call-ID: the first of `callid`, `call_id`, `ci`
+    /// present at the top level of the event (the default).
+    CallId,
+    /// Events with the same text at this JSON pointer (e.g. `/data/ci`).
+    Pointer(String),
+    /// None: every event is handled as soon as there is room.
+    Nothing,
+}
+
+impl OrderBy {
+    /// The key of `event`'s lane: its node and the ordering text; `None` (handled at
+    /// once) when it has none.
+    fn key(&self, event: &Event) -> Option<(Arc<str>, String)> {
+        let text = match self {
+            Self::CallId => ["/callid", "/call_id", "/ci"]
+                .iter()
+                .find_map(|p| event.str(p)),
+            Self::Pointer(p) => event.str(p),
+            Self::Nothing => None,
+        }?;
+        Some((Arc::clone(&event.node), text.to_owned()))
+    }
+}
+
+/// Ordered concurrency without I/O: items enter with a key; an item starts at once
+/// unless an item of the same key is being handled, in which case it waits its turn;
+/// items without a key start at once. At most `max` are in hand (waiting or handled).
+#[derive(Debug)]
+pub struct Lanes<K, T> {
+    waiting: HashMap<K, VecDeque<T>>,
+    in_hand: usize,
+    max: usize,
+}
+
+impl<K: Hash + Eq + Clone, T> Lanes<K, T> {
+    /// At most `max` in hand (at least one).
+    #[must_use]
+    pub fn new(max: usize) -> Self {
+        Self {
+            waiting: HashMap::new(),
+            in_hand: 0,
+            max: max.max(1),
+        }
+    }
+
+    /// Whether another item may enter.
+    #[must_use]
+    pub fn has_room(&self) -> bool {
+        self.in_hand < self.max
+    }
+
+    /// Items in hand.
+    #[must_use]
+    pub fn in_hand(&self) -> usize {
+        self.in_hand
+    }
+
+    /// `item` enters with `key`: returned when it may start now, kept otherwise.
+    pub fn push(&mut self, key: Option<K>, item: T) -> Option<T> {
+        self.in_hand += 1;
+        let Some(key) = key else {
+            return Some(item);
+        };
+        match self.waiting.get_mut(&key) {
+            Some(lane) => {
+                lane.push_back(item);
+                None
+            }
+            None => {
+                self.waiting.insert(key, VecDeque::new());
+                Some(item)
+            }
+        }
+    }
+
+    /// The item of `key` finished: the next of its lane, to start now.
+    pub fn finish(&mut self, key: Option<&K>) -> Option<T> {
+        self.in_hand = self.in_hand.saturating_sub(1);
+        let key = key?;
+        let lane = self.waiting.get_mut(key)?;
+        match lane.pop_front() {
+            Some(next) => Some(next),
+            None => {
+                self.waiting.remove(key);
+                None
+            }
+        }
+    }
+}
+
+/// What an app did, counted as it goes (read them while it runs).
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Events read.
+    pub events: AtomicU64,
+    /// Answers the handler gave, sent.
+    pub answered: AtomicU64,
+    /// Fallbacks sent at the deadline.
+    pub fallback: AtomicU64,
+    /// Handler answers that came after the fallback: dropped, never sent.
+    pub late: AtomicU64,
+    /// Answers dropped because their connection had gone (never sent to a newer one).
+    pub stale: AtomicU64,
+    /// Answers dropped because the node was not reading (its queue full).
+    pub undeliverable: AtomicU64,
+    /// Answers the handler gave with a reason no node would accept: not sent.
+    pub invalid: AtomicU64,
+    /// Events in hand now (waiting their turn or being handled).
+    pub in_flight: AtomicU64,
+    /// The most events in hand at once so far.
+    pub most_in_flight: AtomicU64,
+}
+
+/// Answers queued for one connection; past this the node is not reading, and answers
+/// are dropped (counted) rather than held.
+const ANSWER_QUEUE: usize = 4096;
+
+/// Events read ahead of the dispatcher, for all nodes together.
+const READ_AHEAD: usize = 64;
+
+/// An app: the nodes it serves and how it handles their events.
+#[derive(Debug, Clone)]
+pub struct App {
+    nodes: Vec<Node>,
+    config: ClientConfig,
+    matcher: SuspendMatcher,
+    order: OrderBy,
+    max_in_flight: usize,
+    deadline: Option<(Duration, Answer)>,
+    drain: Duration,
+    counters: Arc<Counters>,
+}
+
+impl App {
+    /// Serve `nodes`, connecting with `config` (token, TLS, hello frame, framing), with
+    /// events of one call in order, at most 1,000 in hand, no deadline.
+    #[must_use]
+    pub fn new(nodes: impl IntoIterator<Item = Node>, config: ClientConfig) -> Self {
+        Self {
+            nodes: nodes.into_iter().collect(),
+            config,
+            matcher: SuspendMatcher::default(),
+            order: OrderBy::CallId,
+            max_in_flight: 1000,
+            deadline: None,
+            drain: Duration::from_secs(5),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Which events are handled one after the other (default [`OrderBy::CallId`]).
+    #[must_use]
+    pub fn order_by(mut self, order: OrderBy) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// At most `n` events in hand, waiting their turn or being handled (default 1,000):
+    /// past it, the nodes' sockets are not read until one finishes.
+    #[must_use]
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Answer a suspend event with `fallback` when the handler has not answered it
+    /// within `after` of its arrival (choose `after` below the node's `fr_inv_timer`,
+    /// with room for the answer's trip); the handler's answer is then dropped.
+    #[must_use]
+    pub fn deadline(mut self, after: Duration, fallback: Answer) -> Self {
+        self.deadline = Some((after, fallback));
+        self
+    }
+
+    /// Recognise suspend events with `matcher` (default: the usual id fields).
+    #[must_use]
+    pub fn matcher(mut self, matcher: SuspendMatcher) -> Self {
+        self.matcher = matcher;
+        self
+    }
+
+    /// On stop, wait at most this long for the events in hand to be answered (default
+    /// 5 s).
+    #[must_use]
+    pub fn drain(mut self, patience: Duration) -> Self {
+        self.drain = patience;
+        self
+    }
+
+    /// The counters, to read while the app runs (e.g. for metrics).
+    #[must_use]
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Serve every node until `stop`: then stop reading, let the events in hand be
+    /// answered (at most [`App::drain`]), and close.
+    pub async fn run<H: Handler>(self, handler: H, stop: CancellationToken) {
+        let handler = Arc::new(handler);
+        let shared = Arc::new(Shared {
+            matcher: self.matcher,
+            deadline: self.deadline,
+            counters: Arc::clone(&self.counters),
+        });
+        let (events_tx, events_rx) = mpsc::channel(READ_AHEAD);
+        let reading = stop.child_token();
+        let mut nodes = tokio::task::JoinSet::new();
+        for node in self.nodes {
+            nodes.spawn(serve_node(
+                node,
+                self.config.clone(),
+                Arc::clone(&shared),
+                Arc::clone(&handler),
+                events_tx.clone(),
+                reading.clone(),
+            ));
+        }
+        drop(events_tx);
+        dispatch(
+            events_rx,
+            &self.order,
+            self.max_in_flight,
+            &handler,
+            &shared,
+            &stop,
+            self.drain,
+        )
+        .await;
+        // The events in hand are done: every connection's answers are written, then
+        // the connections close.
+        let _ = tokio::time::timeout(self.drain, async {
+            while nodes.join_next().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+/// What every task of a running app shares.
+#[derive(Debug)]
+struct Shared {
+    matcher: SuspendMatcher,
+    deadline: Option<(Duration, Answer)>,
+    counters: Arc<Counters>,
+}
+
+/// One connection to a node: where its events' answers go.
+#[derive(Debug)]
+struct Conn {
+    answers: mpsc::Sender<Vec<u8>>,
+    /// Cancelled when the connection is lost: its answers are dropped from then on.
+    gone: CancellationToken,
+    in_hand: AtomicUsize,
+}
+
+type Lane = Option<(Arc<str>, String)>;
+
+/// Hand events to handlers: in order within a lane, at most `max` in hand.
+async fn dispatch<H: Handler>(
+    mut events: mpsc::Receiver<(Arc<Conn>, Event)>,
+    order: &OrderBy,
+    max: usize,
+    handler: &Arc<H>,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+    drain: Duration,
+) {
+    let mut lanes: Lanes<(Arc<str>, String), (Arc<Conn>, Event)> = Lanes::new(max);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Lane>();
+    let start = |lane: Lane, (conn, event): (Arc<Conn>, Event)| {
+        let (handler, shared, done) = (Arc::clone(handler), Arc::clone(shared), done_tx.clone());
+        tokio::spawn(async move {
+            handle_one(&*handler, &conn, event, &shared).await;
+            conn.in_hand.fetch_sub(1, Ordering::AcqRel);
+            let _ = done.send(lane);
+        });
+    };
+    let mut drained_by: Option<Instant> = None;
+    loop {
+        let counters = &shared.counters;
+        let in_hand = lanes.in_hand() as u64;
+        counters.in_flight.store(in_hand, Ordering::Relaxed);
+        counters
+            .most_in_flight
+            .fetch_max(in_hand, Ordering::Relaxed);
+        if drained_by.is_some() && lanes.in_hand() == 0 {
+            return;
+        }
+        tokio::select! {
+            biased;
+            Some(lane) = done_rx.recv() => {
+                if let Some(next) = lanes.finish(lane.as_ref()) {
+                    start(lane, next);
+                }
+            }
+            () = stop.cancelled(), if drained_by.is_none() => {
+                drained_by = Some(Instant::now() + drain);
+            }
+            () = evapi_ops::time::sleep_until(drained_by) => {
+                warn!(in_hand = lanes.in_hand(), "stopping with events still being handled");
+                return;
+            }
+            got = events.recv(), if drained_by.is_none() && lanes.has_room() => {
+                let Some((conn, event)) = got else {
+                    drained_by = Some(Instant::now() + drain);
+                    continue;
+                };
+                let lane = order.key(&event);
+                if let Some(item) = lanes.push(lane.clone(), (conn, event)) {
+                    start(lane, item);
+                }
+            }
+        }
+    }
+}
+
+/// Handle one event: the handler's answer, or the fallback at the deadline (the
+/// handler's answer then dropped), written to the connection the event came on.
+async fn handle_one<H: Handler>(handler: &H, conn: &Conn, event: Event, shared: &Shared) {
+    let counters = &shared.counters;
+    let deadline = shared
+        .deadline
+        .as_ref()
+        .filter(|_| event.id.is_some())
+        .map(|(after, fallback)| (event.arrived + *after, fallback));
+    let probe = event.clone();
+    let work = handler.handle(event);
+    let answer = match deadline {
+        None => work.await,
+        Some((at, fallback)) => {
+            tokio::pin!(work);
+            tokio::select! {
+                answer = &mut work => answer,
+                () = tokio::time::sleep_until(at) => {
+                    counters.fallback.fetch_add(1, Ordering::Relaxed);
+                    warn!(node = %probe.node, id = ?probe.id, code = fallback.code, "the handler missed the deadline: fallback sent");
+                    send(conn, &probe, fallback, counters);
+                    // The handler finishes (the call's next events wait for it), but
+                    // its answer is never sent: the node has its final reply.
+                    if work.await.is_some() {
+                        counters.late.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
+            }
+        }
+    };
+    let Some(answer) = answer else { return };
+    if evapi_proto::check_reason(&answer.reason).is_err() {
+        counters.invalid.fetch_add(1, Ordering::Relaxed);
+        warn!(node = %probe.node, reason = ?answer.reason, "the handler's reason phrase is not valid: not sent");
+        if let Some((at, fallback)) = deadline {
+            tokio::time::sleep_until(at).await;
+            counters.fallback.fetch_add(1, Ordering::Relaxed);
+            send(conn, &probe, fallback, counters);
+        }
+        return;
+    }
+    if send(conn, &probe, &answer, counters) {
+        counters.answered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Queue `answer` to `event` on `conn`; whether it was queued.
+fn send(conn: &Conn, event: &Event, answer: &Answer, counters: &Counters) -> bool {
+    let Some(frame) = event.reply(answer) else {
+        return false;
+    };
+    if conn.gone.is_cancelled() {
+        counters.stale.fetch_add(1, Ordering::Relaxed);
+        debug!(node = %event.node, "answer for a connection that is gone: dropped");
+        return false;
+    }
+    match conn.answers.try_send(frame) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            counters.stale.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            counters.undeliverable.fetch_add(1, Ordering::Relaxed);
+            warn!(node = %event.node, "the node is not reading its answers: answer dropped");
+            false
+        }
+    }
+}
+
+/// Serve `node` until `stop`: connect (again whenever lost), read events into
+/// `events`, write answers.
+async fn serve_node<H: Handler>(
+    node: Node,
+    config: ClientConfig,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    events: mpsc::Sender<(Arc<Conn>, Event)>,
+    stop: CancellationToken,
+) {
+    let name: Arc<str> = node.name.clone().into();
+    let mut link = Link::new(&node, &config);
+    let mut lost_at: Option<Instant> = None;
+    loop {
+        let client = tokio::select! {
+            () = stop.cancelled() => return,
+            client = link.connect() => match client {
+                Ok(client) => client,
+                Err(e) => {
+                    warn!(node = %name, error = %e, "cannot connect, and retrying cannot help");
+                    return;
+                }
+            },
+        };
+        handler.notice(match lost_at.take() {
+            Some(at) => Notice::Reconnected {
+                node: Arc::clone(&name),
+                down_for: at.elapsed(),
+            },
+            None => Notice::Connected {
+                node: Arc::clone(&name),
+            },
+        });
+        let (mut reader, writer) = client.split();
+        let (answers, queued) = mpsc::channel(ANSWER_QUEUE);
+        let conn = Arc::new(Conn {
+            answers,
+            gone: CancellationToken::new(),
+            in_hand: AtomicUsize::new(0),
+        });
+        let writing = tokio::spawn(write_answers(writer, queued, conn.gone.clone()));
+        let lost = loop {
+            let msg = tokio::select! {
+                () = stop.cancelled() => break None,
+                msg = reader.recv() => msg,
+            };
+            let payload = match msg {
+                Ok(Some(payload)) => payload,
+                Ok(None) => break Some(None),
+                Err(e) => break Some(Some(e)),
+            };
+            shared.counters.events.fetch_add(1, Ordering::Relaxed);
+            let event = Event::new(Arc::clone(&name), payload, Instant::now(), &shared.matcher);
+            conn.in_hand.fetch_add(1, Ordering::AcqRel);
+            tokio::select! {
+                () = stop.cancelled() => break None,
+                sent = events.send((Arc::clone(&conn), event)) => if sent.is_err() { break None },
+            }
+        };
+        match lost {
+            // Stopping: the answers of the events in hand are still written; the
+            // writer ends once the last of them is (every sender dropped).
+            None => {
+                drop(conn);
+                let _ = writing.await;
+                return;
+            }
+            Some(why) => {
+                conn.gone.cancel();
+                let unanswered = conn.in_hand.load(Ordering::Acquire);
+                if unanswered > 0 {
+                    warn!(node = %name, unanswered, "connection lost with events in hand: their answers are dropped");
+                }
+                handler.notice(Notice::Lost {
+                    node: Arc::clone(&name),
+                    unanswered,
+                });
+                link.lost(why.as_ref());
+                lost_at = Some(Instant::now());
+            }
+        }
+    }
+}
+
+/// Write a connection's answers, flushing when none is waiting, until every sender is
+/// gone or the connection is.
+async fn write_answers(
+    mut writer: crate::Writer,
+    mut queued: mpsc::Receiver<Vec<u8>>,
+    gone: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            () = gone.cancelled() => return,
+            first = queued.recv() => first,
+        };
+        let Some(first) = first else {
+            let _ = writer.close().await;
+            return;
+        };
+        if writer.feed(&first).await.is_err() {
+            return;
+        }
+        while let Ok(more) = queued.try_recv() {
+            if writer.feed(&more).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_lane_at_a_time_and_never_more_than_max_in_hand() {
+        let mut lanes: Lanes<&str, u32> = Lanes::new(4);
+        assert_eq!(
+            lanes.push(Some("a"), 1),
+            Some(1),
+            "an idle lane starts at once"
+        );
+        assert_eq!(lanes.push(Some("a"), 2), None, "its next waits");
+        assert_eq!(lanes.push(Some("b"), 3), Some(3), "another call does not");
+        assert_eq!(lanes.push(None, 4), Some(4), "no key: at once");
+        assert!(!lanes.has_room(), "4 in hand");
+        assert_eq!(lanes.finish(None), None);
+        assert!(lanes.has_room());
+        assert_eq!(lanes.finish(Some(&"a")), Some(2), "then a's next");
+        assert_eq!(lanes.finish(Some(&"a")), None, "a is idle again");
+        assert_eq!(lanes.push(Some("a"), 5), Some(5), "and starts at once");
+        assert_eq!(lanes.in_hand(), 2);
+    }
+
+    fn suspend(node: &str, call: &str, index: u32) -> Event {
+        let payload = format!(r#"{{"event":"suspend","tindex":{index},"tlabel":1,"ci":"{call}"}}"#);
+        Event::new(
+            node.into(),
+            Bytes::from(payload),
+            Instant::now(),
+            &SuspendMatcher::default(),
+        )
+    }
+
+    #[test]
+    fn events_know_their_call_and_how_to_answer() {
+        let e = suspend("sip-a", "c1", 7);
+        assert_eq!(e.id, Some(TransactionId { index: 7, label: 1 }));
+        assert_eq!(OrderBy::CallId.key(&e), Some(("sip-a".into(), "c1".into())));
+        assert_eq!(OrderBy::Nothing.key(&e), None);
+        assert_eq!(
+            OrderBy::Pointer("/event".into()).key(&e),
+            Some(("sip-a".into(), "suspend".into()))
+        );
+        let reply: serde_json::Value =
+            serde_json::from_slice(&e.reply(&Answer::new(486)).unwrap()).unwrap();
+        assert_eq!(reply["tindex"], 7);
+        assert_eq!(reply["code"], 486);
+        assert_eq!(reply["reason"], "Busy Here");
+        let plain = Event::new(
+            "n".into(),
+            Bytes::from_static(b"hello"),
+            Instant::now(),
+            &SuspendMatcher::default(),
+        );
+        assert!(plain.json.is_none() && plain.reply(&Answer::new(200)).is_none());
+    }
+
+    fn conn() -> (Conn, mpsc::Receiver<Vec<u8>>) {
+        let (answers, rx) = mpsc::channel(8);
+        let conn = Conn {
+            answers,
+            gone: CancellationToken::new(),
+            in_hand: AtomicUsize::new(0),
+        };
+        (conn, rx)
+    }
+
+    fn shared(deadline: Option<Duration>) -> Shared {
+        Shared {
+            matcher: SuspendMatcher::default(),
+            deadline: deadline.map(|d| (d, Answer::with_reason(503, "Try Later"))),
+            counters: Arc::default(),
+        }
+    }
+
+    fn code(frame: &[u8]) -> u64 {
+        serde_json::from_slice::<serde_json::Value>(frame).unwrap()["code"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// A handler slower than the deadline: the fallback goes at the deadline, the
+    /// handler's answer is counted late and never sent.
+    #[tokio::test(start_paused = true)]
+    async fn past_the_deadline_the_fallback_goes_and_the_late_answer_is_dropped() {
+        let (conn, mut rx) = conn();
+        let shared = shared(Some(Duration::from_secs(2)));
+        let slow = |_: Event| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Some(Answer::new(200))
+        };
+        let started = Instant::now();
+        let event = suspend("n", "c", 1);
+        let handled = handle_one(&slow, &conn, event, &shared);
+        let watch = async {
+            let frame = rx.recv().await.unwrap();
+            (frame, started.elapsed())
+        };
+        let ((), (frame, at)) = tokio::join!(handled, watch);
+        assert_eq!(code(&frame), 503);
+        assert_eq!(at, Duration::from_secs(2), "at the deadline, not later");
+        assert!(rx.try_recv().is_err(), "the late 200 was never sent");
+        assert_eq!(shared.counters.late.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.counters.fallback.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.counters.answered.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "the handler finished"
+        );
+
+        // In time: the handler's answer, no fallback.
+        let quick = |_: Event| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some(Answer::new(486))
+        };
+        handle_one(&quick, &conn, suspend("n", "c", 2), &shared).await;
+        assert_eq!(code(&rx.recv().await.unwrap()), 486);
+        assert_eq!(shared.counters.answered.load(Ordering::Relaxed), 1);
+    }
+
+    /// An answer whose connection is gone is dropped, never written anywhere.
+    #[tokio::test(start_paused = true)]
+    async fn answers_for_a_lost_connection_are_dropped() {
+        let (conn, mut rx) = conn();
+        let shared = shared(None);
+        conn.gone.cancel();
+        let answer = |_: Event| async { Some(Answer::new(200)) };
+        handle_one(&answer, &conn, suspend("n", "c", 1), &shared).await;
+        assert!(rx.try_recv().is_err());
+        assert_eq!(shared.counters.stale.load(Ordering::Relaxed), 1);
+    }
+
+    /// A reason no node would accept is not sent; with a deadline, the fallback goes.
+    #[tokio::test(start_paused = true)]
+    async fn an_invalid_reason_is_not_sent() {
+        let (conn, mut rx) = conn();
+        let shared = shared(Some(Duration::from_secs(1)));
+        let bad = |_: Event| async { Some(Answer::with_reason(200, "OK\r\nX: y")) };
+        handle_one(&bad, &conn, suspend("n", "c", 1), &shared).await;
+        assert_eq!(code(&rx.recv().await.unwrap()), 503);
+        assert_eq!(shared.counters.invalid.load(Ordering::Relaxed), 1);
+    }
+
+    /// Events of one call are handled in order while many calls are handled at once:
+    /// 1,000 calls of 3 events each, handlers that take a random while; every call's
+    /// events in order, and hundreds in hand at once.
+    #[tokio::test(start_paused = true)]
+    async fn one_call_in_order_a_thousand_calls_at_once() {
+        let seen: Arc<std::sync::Mutex<HashMap<String, Vec<u32>>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let handler = Arc::new(move |e: Event| {
+            let log = Arc::clone(&log);
+            async move {
+                // Later events of a call are quicker: out of order if run at once.
+                let step = e.id.map_or(0, |id| id.index % 3);
+                tokio::time::sleep(Duration::from_millis(u64::from(30 - 10 * step))).await;
+                let call = e.str("/ci").unwrap_or_default().to_owned();
+                log.lock().unwrap().entry(call).or_default().push(step);
+                Some(Answer::new(200))
+            }
+        });
+        let shared = Arc::new(shared(None));
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let (answers, mut written) = mpsc::channel(ANSWER_QUEUE);
+        let conn = Arc::new(Conn {
+            answers,
+            gone: CancellationToken::new(),
+            in_hand: AtomicUsize::new(0),
+        });
+        let feed = async {
+            for call in 0..1000u32 {
+                for step in 0..3 {
+                    let e = suspend("n", &format!("call-{call}"), call * 3 + step);
+                    tx.send((Arc::clone(&conn), e)).await.unwrap();
+                }
+            }
+        };
+        let stop = CancellationToken::new();
+        let run = dispatch(
+            rx,
+            &OrderBy::CallId,
+            5000,
+            &handler,
+            &shared,
+            &stop,
+            Duration::from_secs(1),
+        );
+        let count = async {
+            for _ in 0..3000 {
+                written.recv().await.unwrap();
+            }
+            stop.cancel();
+        };
+        let ((), (), ()) = tokio::join!(feed, run, count);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1000);
+        assert!(seen.values().all(|steps| steps == &[0, 1, 2]), "in order");
+        let most = shared.counters.most_in_flight.load(Ordering::Relaxed);
+        assert!(most >= 500, "concurrently: {most} in hand at most");
+        assert_eq!(shared.counters.answered.load(Ordering::Relaxed), 3000);
+    }
+}

@@ -1,0 +1,132 @@
+//! Apps built on `evapi_client::app`, end to end: the `allow_list` example serving two
+//! `evapi-sim sip` nodes under sipp, without a broker (issue 26).
+
+use std::process::Command;
+use std::time::Duration;
+
+use evapi_tests::sipp::{self, SimNode};
+use evapi_tests::{binary, Running};
+
+/// The count on the line of a node's counters that starts with `label` (0 when none).
+fn counter(counters: &str, label: &str) -> u64 {
+    counters
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+fn assert_sipp_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "sipp failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One app process, two nodes, calls on both at once. The handler is slower than the
+/// deadline (1.5 s) for every tenth call: those calls get the fallback 503 well before
+/// the nodes' `fr_inv_timer` (5 s), every other call its handler's answer, on its own
+/// node; the handler's late answers are dropped, never sent (no node refuses anything).
+/// Then the deny list changes on disk and the next calls are denied.
+#[test]
+#[ignore = "needs sipp (apt-get install sip-tester)"]
+fn one_app_serves_two_nodes_answers_before_the_deadline_and_reloads_its_list() {
+    sipp::require();
+    let timer = ["--fr-inv-timer", "5s"];
+    let mut a = SimNode::start(&timer);
+    let mut b = SimNode::start(&timer);
+    let dir = std::env::temp_dir().join(format!("evapi-app-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let deny = dir.join("deny.txt");
+    std::fs::write(&deny, "# nobody yet\nsip:nobody@\n").unwrap();
+    let mut app = Command::new(binary("examples/allow_list"));
+    app.arg(&deny)
+        .arg(format!("sip-a={}", a.evapi))
+        .arg(format!("sip-b={}", b.evapi))
+        .env("SLOW_EVERY", "10");
+    let app = Running::spawn(app);
+    a.wait_for_app();
+    b.wait_for_app();
+
+    // 100 calls, 50 on each node at once: calls 10, 20, ... 100 are slow.
+    let (sip_a, sip_b) = (a.sip.clone(), b.sip.clone());
+    let on_b = std::thread::spawn(move || sipp::burst_either(&sip_b, 50, 50, 200, 503));
+    let (out, times_a) = sipp::burst_either(&sip_a, 50, 50, 200, 503);
+    assert_sipp_ok(&out);
+    let (out, times_b) = on_b.join().unwrap();
+    assert_sipp_ok(&out);
+    let slowest = times_a.iter().chain(&times_b).max().copied().unwrap_or(0);
+    assert!(
+        (1500..4000).contains(&slowest),
+        "the fallback went at the deadline, before fr_inv_timer: {slowest} ms"
+    );
+
+    // The list changes on disk: the app reads it again within about a second.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&deny, "sip:caller@\n").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    // Calls 101 ... 110: denied, the 110th slow.
+    assert_sipp_ok(&sipp::burst_either(&a.sip, 10, 10, 403, 503).0);
+
+    // Let the last late handler finish, then stop the app: what it did.
+    std::thread::sleep(Duration::from_secs(2));
+    Command::new("kill")
+        .args(["-TERM", &app.child.id().to_string()])
+        .status()
+        .unwrap();
+    let (out, err, code) = app.finish(Duration::from_secs(15));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("events 110, answered 99, fallback 11, late 11, stale 0"),
+        "{out}{err}"
+    );
+    let (a, b) = (a.finish(), b.finish());
+    let both = |label: &str| counter(&a, label) + counter(&b, label);
+    assert_eq!(both("final 200"), 90, "{a}{b}");
+    assert_eq!(both("final 503"), 11, "{a}{b}");
+    assert_eq!(counter(&a, "final 403"), 9, "{a}");
+    assert_eq!(counter(&a, "refused continues"), 0, "{a}");
+    assert_eq!(counter(&b, "refused continues"), 0, "{b}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// docs/writing-an-app.md from its app to its CI job: the app in the guide is
+/// `examples/first_app.rs` word for word, and the guide's scenario and recipe, run as
+/// written (port made free, `my-app` being that example), pass.
+#[test]
+fn the_first_app_of_the_app_guide_passes_its_ci_recipe() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let guide = "docs/writing-an-app.md";
+    let code = evapi_tests::doc_block(guide, "rust", "fn main");
+    let example = std::fs::read_to_string(root.join("evapi-client/examples/first_app.rs")).unwrap();
+    assert_eq!(code, example, "the guide's app is examples/first_app.rs");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let dir = std::env::temp_dir().join(format!("evapi-first-app-{}", std::process::id()));
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let scenario = evapi_tests::doc_block(guide, "json", "\"external\": 1");
+    std::fs::write(dir.join("my-app.json"), scenario.replace("8448", &port)).unwrap();
+    std::os::unix::fs::symlink(binary("examples/first_app"), bin.join("my-app")).unwrap();
+    std::os::unix::fs::symlink(binary("evapi-sim"), bin.join("evapi-sim")).unwrap();
+    let recipe = evapi_tests::doc_block(guide, "sh", "my-app 127.0.0.1:8448");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &recipe.replace("8448", &port)])
+        .current_dir(&dir)
+        .env("PATH", path);
+    let (out, err, code) = Running::spawn(cmd).finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("PASSED"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
