@@ -14,3 +14,5 @@ mod respond;
 mod run;
 // repl: a real pseudo-terminal.
 mod repl;
+// app: the library's App against in-process nodes (drops, stalls).
+mod app;
