@@ -71,9 +71,8 @@ fn a_node_that_drops_the_app_is_served_again_and_gets_no_stale_answer() {
         .close(evapi_server::Target::Connid(first.connid))
         .unwrap();
     let lost = loop {
-        match notices.recv_timeout(PATIENCE).unwrap() {
-            n @ Notice::Lost { .. } => break n,
-            _ => {}
+        if let n @ Notice::Lost { .. } = notices.recv_timeout(PATIENCE).unwrap() {
+            break n;
         }
     };
     assert!(
@@ -88,9 +87,8 @@ fn a_node_that_drops_the_app_is_served_again_and_gets_no_stale_answer() {
     };
     assert_ne!(again.connid, first.connid);
     let back = loop {
-        match notices.recv_timeout(PATIENCE).unwrap() {
-            n @ Notice::Reconnected { .. } => break n,
-            _ => {}
+        if let n @ Notice::Reconnected { .. } = notices.recv_timeout(PATIENCE).unwrap() {
+            break n;
         }
     };
     assert!(
