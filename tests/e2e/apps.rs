@@ -130,3 +130,59 @@ fn the_first_app_of_the_app_guide_passes_its_ci_recipe() {
     assert!(out.contains("PASSED"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The same app against two real Kamailio 5.6 nodes (tests/interop/kamailio.cfg:
+/// `evapi_async_relay` of every INVITE, `t_continue` on the answer): every call of each
+/// node answered on its own socket, every tenth past the deadline answered 503 by the
+/// fallback at 1.5 s, long before Kamailio's `fr_inv_timer` (30 s), and Kamailio never
+/// sees the late answers.
+#[test]
+#[ignore = "needs kamailio and sipp (apt-get install kamailio kamailio-extra-modules sip-tester); .ci/run runs it"]
+fn one_app_serves_two_kamailio_nodes_and_answers_before_the_deadline() {
+    use evapi_tests::kamailio::{self, Kamailio, Options};
+    kamailio::require();
+    sipp::require();
+    let k1 = Kamailio::start(&Options::default());
+    let k2 = Kamailio::start(&Options::default());
+    let dir = std::env::temp_dir().join(format!("evapi-app-kam-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let deny = dir.join("deny.txt");
+    std::fs::write(&deny, "sip:nobody@\n").unwrap();
+    let mut app = Command::new(binary("examples/allow_list"));
+    app.arg(&deny)
+        .arg(format!("k1={}", k1.evapi))
+        .arg(format!("k2={}", k2.evapi))
+        .env("SLOW_EVERY", "10");
+    let app = Running::spawn(app);
+    assert!(k1.wait_clients(1, Duration::from_secs(10)), "{}", k1.log());
+    assert!(k2.wait_clients(1, Duration::from_secs(10)), "{}", k2.log());
+
+    let sip2 = k2.sip.to_string();
+    let on_k2 = std::thread::spawn(move || sipp::burst_either(&sip2, 50, 50, 200, 503));
+    let (out, times_1) = sipp::burst_either(&k1.sip.to_string(), 50, 50, 200, 503);
+    assert_sipp_ok(&out);
+    let (out, times_2) = on_k2.join().unwrap();
+    assert_sipp_ok(&out);
+    let slowest = times_1.iter().chain(&times_2).max().copied().unwrap_or(0);
+    assert!(
+        (1500..4000).contains(&slowest),
+        "the fallback went at the deadline: {slowest} ms"
+    );
+
+    std::thread::sleep(Duration::from_secs(2));
+    Command::new("kill")
+        .args(["-TERM", &app.child.id().to_string()])
+        .status()
+        .unwrap();
+    let (out, err, code) = app.finish(Duration::from_secs(15));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("events 100, answered 90, fallback 10, late 10, stale 0"),
+        "{out}{err}"
+    );
+    for k in [&k1, &k2] {
+        let log = k.log();
+        assert!(!log.contains("t_continue"), "t_continue trouble:\n{log}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
