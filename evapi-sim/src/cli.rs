@@ -527,6 +527,9 @@ fn sip_options(sip: &SipArgs) -> Option<evapi_sim::uas::UasOptions> {
             tm: evapi_sim::tm::TmConfig {
                 fr_inv_timer: sip.fr_inv_timer,
                 timeout_code: sip.code_on_timeout,
+                // Labels from a random start, as Kamailio's: answers held for this
+                // node's previous life (a durable NATS stream) cannot resume new calls.
+                label_seed: fastrand::u64(1..),
                 ..evapi_sim::tm::TmConfig::default()
             },
             max_transactions: Some(sip.max_transactions.max(1)),

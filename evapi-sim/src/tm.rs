@@ -46,6 +46,11 @@ pub struct TmConfig {
     pub timeout_code: u16,
     /// How long ended transactions are remembered.
     pub wait_time: Duration,
+    /// Where each slot's labels start: 0, every slot at 0 (predictable, for tests);
+    /// otherwise a slot's first label is drawn from this seed, as Kamailio draws them
+    /// at random when it starts, so that a restarted node does not hand the ids of its
+    /// previous life to new calls (an answer held for the old one would resume them).
+    pub label_seed: u64,
 }
 
 impl Default for TmConfig {
@@ -56,6 +61,7 @@ impl Default for TmConfig {
             fr_inv_timer: DEFAULT_FR_INV_TIMER,
             timeout_code: DEFAULT_TIMEOUT_CODE,
             wait_time: DEFAULT_WAIT_TIME,
+            label_seed: 0,
         }
     }
 }
@@ -217,10 +223,17 @@ impl<T> Table<T> {
     #[must_use]
     pub fn new(config: TmConfig) -> Self {
         let slots = config.hash_size.max(1) as usize;
+        let next_label = match config.label_seed {
+            0 => vec![0; slots],
+            seed => {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                (0..slots).map(|_| rng.u32(..)).collect()
+            }
+        };
         Self {
             config,
             txs: HashMap::new(),
-            next_label: vec![0; slots],
+            next_label,
             per_slot: vec![0; slots],
             fr: VecDeque::new(),
             fr_inv: VecDeque::new(),
@@ -499,6 +512,20 @@ impl fmt::Display for Timer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_start_where_the_seed_says() {
+        let seeded = |seed| {
+            Table::<u32>::new(TmConfig {
+                label_seed: seed,
+                ..TmConfig::default()
+            })
+            .next_label
+        };
+        assert!(seeded(0).iter().all(|l| *l == 0), "predictable for tests");
+        assert_eq!(seeded(7), seeded(7));
+        assert_ne!(seeded(7), seeded(8), "another life, other labels");
+    }
 
     fn table() -> (Table<u32>, Instant) {
         let config = TmConfig {

@@ -164,7 +164,7 @@ async fn serve(
     stop.cancel();
     let c = &counts;
     println!(
-        "bridged {} events ({} confirmed, {} retried, {} shed, {} expired, {} held), {} answers, {} dropped answers, {} refused answers, {} answers past the buffer",
+        "bridged {} events ({} confirmed, {} retried, {} shed, {} expired, {} held), {} answers, {} dropped answers, {} refused answers, {} answers past the buffer, {} answers expired, {} answers redelivered, {} answers to a predecessor's events",
         c.events.load(Ordering::Relaxed),
         c.published.load(Ordering::Relaxed),
         c.retries.load(Ordering::Relaxed),
@@ -175,6 +175,9 @@ async fn serve(
         c.answers_dropped.load(Ordering::Relaxed),
         c.answers_refused.load(Ordering::Relaxed),
         c.answers_shed.load(Ordering::Relaxed),
+        c.answers_expired.load(Ordering::Relaxed),
+        c.answers_redelivered.load(Ordering::Relaxed),
+        c.answers_unverified.load(Ordering::Relaxed),
     );
     result?;
     Ok(ExitCode::SUCCESS)
@@ -241,8 +244,20 @@ impl Collector for Metrics {
         counter(
             e,
             "evapi_bridge_answers_shed",
-            "Answers from NATS dropped past --answers-buffer-bytes (the node reads too slowly)",
+            "Answers from NATS given back to the stream for later past --answers-buffer-bytes (the node reads too slowly)",
             get(&c.answers_shed),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_answers_expired",
+            "Answers dropped because the deadline of their event had passed (the call had ended at the node)",
+            get(&c.answers_expired),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_answers_redelivered",
+            "Answers JetStream delivered again (a bridge stopped before acknowledging them)",
+            get(&c.answers_redelivered),
         )?;
         gauge(
             e,

@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    answers_subject, events_stream, nats_error, setup_error, valid_node, NatsError, NatsOptions,
+    answers_stream, answers_subject, events_stream, nats_error, setup_error, valid_node, NatsError,
+    NatsOptions,
 };
 use super::{
     StreamSettings, CONSUMER, DEADLINE_HEADER, DEFAULT_ACK_WAIT, EVENT_MAX_AGE, NODE_HEADER,
@@ -78,6 +79,8 @@ enum Source {
 /// Events from NATS and the way back to their nodes.
 pub struct App {
     nats: async_nats::Client,
+    /// Where answers are published (and stored until their bridge writes them).
+    js: jetstream::Context,
     source: Source,
     /// Events skipped (acknowledged unanswered) because their deadline had passed.
     expired: u64,
@@ -122,8 +125,9 @@ impl App {
         max_in_flight: usize,
         settings: StreamSettings,
     ) -> Result<Self, NatsError> {
-        let js = jetstream::new(nats.clone());
+        let js = answers_context(&nats);
         let stream = events_stream(&js, EVENT_MAX_AGE, settings).await?;
+        answers_stream(&js, settings).await?;
         let messages = stream
             .get_or_create_consumer(
                 CONSUMER,
@@ -147,6 +151,7 @@ impl App {
         info!(consumer = CONSUMER, "taking events from JetStream");
         Ok(Self {
             nats,
+            js,
             source: Source::Take(Box::new(messages)),
             expired: 0,
         })
@@ -168,6 +173,7 @@ impl App {
         nats.flush().await.map_err(nats_error("flush"))?;
         info!(%subject, "watching events");
         Ok(Self {
+            js: answers_context(&nats),
             nats,
             source: Source::Observe(sub),
             expired: 0,
@@ -244,7 +250,7 @@ impl App {
     ///
     /// No bridge confirmed the answer (the event was given back), or NATS fails.
     pub async fn answer(&self, event: &Event, answer: impl Into<Bytes>) -> Result<(), NatsError> {
-        confirm_answer(&self.nats, event, answer.into()).await
+        confirm_answer(&self.js, event, answer.into()).await
     }
 
     /// Wait until the NATS server has everything sent so far.
@@ -331,7 +337,7 @@ impl App {
     }
 }
 
-/// How long an app waits for the bridge to confirm an answer before it gives the event
+/// How long an app waits for JetStream to store an answer before it gives the event
 /// back (to be redelivered and answered again).
 pub const ANSWER_CONFIRM: Duration = Duration::from_secs(2);
 /// Answers waiting for their confirmation at once in one responder; past it the
@@ -356,30 +362,41 @@ pub struct Taking {
 /// Events an app holds at once by default (taken, not yet answered and confirmed).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 
-/// Send `answer` to the node of `event` as a request, and acknowledge the event only once
-/// the node's bridge replies (it replies when it has written the answer to the node, or
-/// dropped it as forged, late or a second answer). Answers travel on core NATS, which
-/// keeps nothing for a subscriber that is not there: with no bridge subscribed (NATS
-/// restarting, the bridge restarting) the server says "no responders", or no reply comes
-/// within [`ANSWER_CONFIRM`]; the event is then given back and redelivered, so an answer
-/// is never lost while its event is acknowledged. A duplicate answer that may result is
-/// refused by the bridge (and the node's transaction table).
+/// Publish `answer` for the node of `event` to JetStream (the stream
+/// [`super::ANSWERS_STREAM`]), and acknowledge the event only once JetStream has stored
+/// it: the answer then waits in the stream for the node's bridge, even one that is
+/// restarting, and is written to the node once. Its message id names the event
+/// (`answer-<node>-<event's stream sequence>`), so a second answer to the same event
+/// (it was redelivered to another app) is stored once, not twice; the event's deadline
+/// goes with it, and a bridge drops an answer whose call has ended. When JetStream does
+/// not confirm within [`ANSWER_CONFIRM`] (NATS away), the event is given back and
+/// redelivered, so an answer is never lost while its event is acknowledged.
 ///
 /// # Errors
 ///
-/// No bridge confirmed the answer (the event was given back), or NATS fails.
+/// JetStream did not store the answer (the event was given back).
 pub async fn confirm_answer(
-    nats: &async_nats::Client,
+    js: &jetstream::Context,
     event: &Event,
     answer: Bytes,
 ) -> Result<(), NatsError> {
-    let request = async_nats::Request::new()
-        .payload(answer)
-        .timeout(Some(ANSWER_CONFIRM));
-    match nats
-        .send_request(answers_subject(&event.node), request)
-        .await
-    {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(msg) = &event.msg {
+        if let Ok(info) = msg.info() {
+            let id = format!("answer-{}-{}", event.node, info.stream_sequence);
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        }
+        if let Some(deadline) = msg.headers.as_ref().and_then(|h| h.get(DEADLINE_HEADER)) {
+            headers.insert(DEADLINE_HEADER, deadline.as_str());
+        }
+    }
+    let stored = async {
+        js.publish_with_headers(answers_subject(&event.node), headers, answer)
+            .await?
+            .await
+            .map_err(async_nats::Error::from)
+    };
+    match stored.await {
         Ok(_) => match &event.msg {
             Some(msg) => msg.ack().await.map_err(nats_error("acknowledge an event")),
             None => Ok(()),
@@ -390,13 +407,21 @@ pub async fn confirm_answer(
             }
             Err(NatsError::Nats {
                 what: format!(
-                    "confirm the answer: no bridge of node {} did (the event is given back)",
+                    "store the answer for node {} (JetStream did not confirm; the event is given back)",
                     event.node
                 ),
-                source: e.into(),
+                source: e,
             })
         }
     }
+}
+
+/// A JetStream context whose publications wait at most [`ANSWER_CONFIRM`] for their
+/// confirmation.
+fn answers_context(nats: &async_nats::Client) -> jetstream::Context {
+    let mut js = jetstream::new(nats.clone());
+    js.set_timeout(ANSWER_CONFIRM);
+    js
 }
 
 /// The node an event came from (its header, else its subject) and its payload.
@@ -406,7 +431,7 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
 /// Whether `msg` carries a deadline (header [`DEADLINE_HEADER`]) that has passed at
 /// `now`. An unreadable deadline counts as none: the event is answered.
-fn expired(msg: &async_nats::Message, now: SystemTime) -> bool {
+pub(super) fn expired(msg: &async_nats::Message, now: SystemTime) -> bool {
     let Some(ms) = msg
         .headers
         .as_ref()
@@ -495,7 +520,7 @@ async fn answer_events(
         match responder.answer(&event.payload, counts) {
             Some(answer) => {
                 answered += 1;
-                let (nats, delay, release) = (app.nats.clone(), responder.delay, release.clone());
+                let (js, delay, release) = (app.js.clone(), responder.delay, release.clone());
                 in_hand.spawn(async move {
                     // A slow app (--delay): the answer comes after it, concurrently
                     // with the other events in hand; stopped meanwhile, the event goes
@@ -509,7 +534,7 @@ async fn answer_events(
                             }
                         }
                     }
-                    let result = confirm_answer(&nats, &event, Bytes::from(answer)).await;
+                    let result = confirm_answer(&js, &event, Bytes::from(answer)).await;
                     (event.node, Some(result))
                 });
             }

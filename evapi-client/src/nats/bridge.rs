@@ -9,10 +9,14 @@
 //!   (`Nats-Msg-Id: <node>-<boot>-<seq>`), keeps at most `window` confirmations
 //!   pending, and puts back first any event whose confirmation failed (NATS away):
 //!   the republication has the same id, and JetStream stores it once;
-//! - *collecting* takes what arrives on `evapi.<node>.answers` into a queue bounded by
-//!   `--answers-buffer-bytes` (past it an answer is dropped and counted: a node that
-//!   reads slowly cannot make the bridge hold gigabytes);
-//! - *answering* writes that queue to the node, and the shed answers. An answer that
+//! - *collecting* pulls the node's answers from JetStream (the stream
+//!   [`super::ANSWERS_STREAM`], durable consumer `answers-<node>`: what apps answered
+//!   while this bridge was away waits there) into a queue bounded by
+//!   `--answers-buffer-bytes` (past it an answer is given back to the stream for later
+//!   and counted: a node that reads slowly cannot make the bridge hold gigabytes);
+//! - *answering* writes that queue to the node, and the shed answers, acknowledging
+//!   each answer to JetStream once written (an answer whose call has ended, by the
+//!   deadline it carries, is dropped and counted). An answer that
 //!   names a transaction goes to the node only if the bridge read that transaction's
 //!   suspend event and nobody answered it yet ([`super::expected`]): forged answers and
 //!   second answers are dropped and counted. For the events' age bound after it starts,
@@ -25,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, consumer::pull, AckKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
@@ -36,7 +40,8 @@ use tracing::{info, warn};
 
 use super::expected::{Expected, Verdict, MAX_EXPECTED};
 use super::outbox::Outbox;
-use super::{answers_subject, events_stream, events_subject, nats_error, Link, NatsError};
+use super::{answers_stream, answers_subject, events_stream, events_subject};
+use super::{nats_error, setup_error, Link, NatsError};
 use super::{EVENT_MAX_AGE, NODE_HEADER};
 use crate::client::Client;
 use crate::respond::{Counts, Responder};
@@ -129,8 +134,15 @@ pub struct BridgeCounts {
     /// the bridge started less than the events' age bound ago (a predecessor may have
     /// published the event; the node's tm refuses any that name no live call).
     pub answers_unverified: AtomicU64,
-    /// Answers from NATS dropped because `answers_buffer_bytes` were waiting already.
+    /// Answers from NATS given back to the stream (for later) because
+    /// `answers_buffer_bytes` were waiting already.
     pub answers_shed: AtomicU64,
+    /// Answers dropped because the deadline they carry (their event's) had passed: the
+    /// call has ended at the node.
+    pub answers_expired: AtomicU64,
+    /// Answers JetStream delivered more than once (a bridge stopped or failed before
+    /// acknowledging them; the node refuses a second answer to a call).
+    pub answers_redelivered: AtomicU64,
     /// Bytes of answers waiting for the node now.
     pub answers_buffered_bytes: AtomicU64,
     /// Bytes held in the outbox now.
@@ -182,17 +194,13 @@ pub async fn bridge(
     let mut js = jetstream::new(nats.clone());
     js.set_timeout(CONFIRM_TIMEOUT);
     events_stream(&js, EVENT_MAX_AGE, config.stream).await?;
-    let answers = nats
-        .subscribe(answers_subject(&config.node))
-        .await
-        .map_err(nats_error("subscribe to answers"))?;
+    let answers = answers_consumer(&js, &config.node, config.stream).await?;
     let (reader, writer) = node_conn.split();
     let (shed_tx, shed_rx) = mpsc::channel::<Vec<u8>>(1024);
     let run = Run {
         config,
         counts,
         stop,
-        nats,
         outbox: Mutex::new(Outbox::new(config.buffer_bytes)),
         queued: Notify::new(),
         node_gone: CancellationToken::new(),
@@ -214,7 +222,6 @@ struct Run<'a> {
     config: &'a BridgeConfig,
     counts: &'a BridgeCounts,
     stop: CancellationToken,
-    nats: async_nats::Client,
     /// Events read from the node, until JetStream confirms them.
     outbox: Mutex<Outbox>,
     /// An event was queued in the outbox.
@@ -407,34 +414,55 @@ impl Run<'_> {
         }
     }
 
-    /// Answers from NATS into the queue for the node, within --answers-buffer-bytes.
-    async fn collect_answers(&self, mut answers: async_nats::Subscriber) {
+    /// Answers from JetStream into the queue for the node, within
+    /// --answers-buffer-bytes (past it an answer goes back to the stream for a second
+    /// later). Errors of the pull (NATS away, missed heartbeats) are waited out.
+    async fn collect_answers(&self, mut answers: pull::Stream) {
+        let mut failing = Retrying::default();
         loop {
             let msg = tokio::select! {
                 () = self.stop.cancelled() => return,
                 () = self.node_gone.cancelled() => return,
                 msg = answers.next() => match msg {
-                    Some(msg) => msg,
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) => {
+                        failing.note_answers(&e.to_string(), &self.config.node);
+                        continue;
+                    }
                     None => return,
                 },
             };
             self.counts.answers.fetch_add(1, Ordering::Relaxed);
-            let mut queue = self.answers_waiting();
-            // What an entry holds: its payload, where to confirm it, and its own size.
-            let cost =
-                msg.payload.len() + msg.reply.as_ref().map_or(0, |r| r.len()) + ANSWER_OVERHEAD;
-            if queue.bytes + cost > self.config.answers_buffer_bytes {
-                // Not confirmed: the app gives the event back and it comes again.
-                self.counts.answers_shed.fetch_add(1, Ordering::Relaxed);
-                queue.shed_since += 1;
-            } else {
-                queue.bytes += cost;
-                queue.answers.push_back((msg.payload, msg.reply, cost));
+            if msg.info().is_ok_and(|i| i.delivered > 1) {
+                self.counts
+                    .answers_redelivered
+                    .fetch_add(1, Ordering::Relaxed);
             }
-            self.counts
-                .answers_buffered_bytes
-                .store(queue.bytes as u64, Ordering::Relaxed);
-            drop(queue);
+            // What an entry holds: its message (payload, headers, where to acknowledge
+            // it) and its own size.
+            let cost = msg.payload.len() + msg.subject.len() + ANSWER_OVERHEAD;
+            let past_bound = {
+                let mut queue = self.answers_waiting();
+                let past = queue.bytes + cost > self.config.answers_buffer_bytes;
+                if past {
+                    self.counts.answers_shed.fetch_add(1, Ordering::Relaxed);
+                    queue.shed_since += 1;
+                    Some(msg)
+                } else {
+                    queue.bytes += cost;
+                    queue
+                        .answers
+                        .push_back((msg.payload.clone(), Some(msg), cost));
+                    self.counts
+                        .answers_buffered_bytes
+                        .store(queue.bytes as u64, Ordering::Relaxed);
+                    None
+                }
+            };
+            if let Some(msg) = past_bound {
+                let _ = msg.ack_with(AckKind::Nak(Some(ANSWER_LATER))).await;
+                continue;
+            }
             self.answer_arrived.notify_one();
         }
     }
@@ -491,6 +519,15 @@ impl Run<'_> {
             }
             let (answer, reply) = match next {
                 Some((answer, reply, _)) => {
+                    let ended = reply
+                        .as_ref()
+                        .is_some_and(|m| super::app::expired(&m.message, SystemTime::now()));
+                    if ended {
+                        // Its call has ended at the node: written, it would be refused.
+                        self.counts.answers_expired.fetch_add(1, Ordering::Relaxed);
+                        done(reply).await;
+                        continue;
+                    }
                     if let Some(id) = transaction(&self.config.ids, &answer) {
                         let verdict = self.expecting().answer(id, Instant::now());
                         let predecessor = started.elapsed() < self.config.predecessor_grace;
@@ -506,8 +543,8 @@ impl Run<'_> {
                             Verdict::Duplicate | Verdict::Unknown => {
                                 self.counts.answers_refused.fetch_add(1, Ordering::Relaxed);
                                 self.answers_waiting().refused_since += 1;
-                                // Decided: the app must not send it again.
-                                confirm(&self.nats, reply).await;
+                                // Decided: not to be delivered again.
+                                done(reply).await;
                                 continue;
                             }
                         }
@@ -530,24 +567,61 @@ impl Run<'_> {
                 self.counts.answers_dropped.fetch_add(1, Ordering::Relaxed);
                 warn!(error = %e, bytes = answer.len(), "answer from NATS not written to the node");
             }
-            // Written (or never writable): the app may acknowledge its event.
-            confirm(&self.nats, reply).await;
+            // Written (or never writable): out of the stream.
+            done(reply).await;
         }
     }
 }
 
-/// Tell the app that sent an answer (as a request) that the bridge is done with it.
-/// Bounded in time: with NATS away the client's queue may not take it, and answers to
-/// the node (shed ones above all) must not wait for that; an unconfirmed answer's event
-/// comes again.
-async fn confirm(nats: &async_nats::Client, reply: Option<async_nats::Subject>) {
-    if let Some(reply) = reply {
-        let _ = tokio::time::timeout(CONFIRM_PUBLISH, nats.publish(reply, Bytes::new())).await;
+/// Acknowledge an answer to JetStream: the bridge is done with it (written, or dropped
+/// for good). Bounded in time: with NATS away the client's queue may not take it, and
+/// answers to the node (shed ones above all) must not wait for that; an answer not
+/// acknowledged comes again after the ack wait, and the node refuses a second answer.
+async fn done(answer: Option<jetstream::Message>) {
+    if let Some(msg) = answer {
+        let _ = tokio::time::timeout(ACK_PUBLISH, msg.ack()).await;
     }
 }
 
-/// Longest wait to hand a confirmation to the NATS client.
-const CONFIRM_PUBLISH: Duration = Duration::from_millis(100);
+/// The node's answers, from its durable consumer of the answers stream (created when
+/// missing): whatever was published for the node and not yet acknowledged by one of
+/// its bridges, in order.
+async fn answers_consumer(
+    js: &jetstream::Context,
+    node: &str,
+    settings: super::StreamSettings,
+) -> Result<pull::Stream, NatsError> {
+    let stream = answers_stream(js, settings).await?;
+    let name = format!("answers-{node}");
+    stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: answers_subject(node),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: ANSWER_ACK_WAIT,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(setup_error("the answers' JetStream consumer"))?
+        .stream()
+        .max_messages_per_batch(ANSWER_BATCH)
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await
+        .map_err(nats_error("pull answers"))
+}
+
+/// Longest wait to hand an acknowledgement to the NATS client.
+const ACK_PUBLISH: Duration = Duration::from_millis(100);
+/// An answer taken by a bridge that then stopped is delivered again after this long.
+const ANSWER_ACK_WAIT: Duration = Duration::from_secs(5);
+/// Answers asked for at once from the stream.
+const ANSWER_BATCH: usize = 1024;
+/// An answer given back (the queue for the node was full) comes again after this long.
+const ANSWER_LATER: Duration = Duration::from_secs(1);
 /// What an answer waiting for the node costs besides its payload and reply subject.
 const ANSWER_OVERHEAD: usize = 64;
 
@@ -555,7 +629,7 @@ const ANSWER_OVERHEAD: usize = 64;
 /// dropped since the last warning.
 #[derive(Debug, Default)]
 struct AnswerQueue {
-    answers: std::collections::VecDeque<(Bytes, Option<async_nats::Subject>, usize)>,
+    answers: std::collections::VecDeque<(Bytes, Option<jetstream::Message>, usize)>,
     bytes: usize,
     shed_since: u64,
     refused_since: u64,
@@ -588,6 +662,17 @@ struct Retrying {
 }
 
 impl Retrying {
+    /// Pulling answers failed for `why` (NATS away): said once per
+    /// [`RETRY_LOG_EVERY`] with the count.
+    fn note_answers(&mut self, why: &str, node: &str) {
+        self.since_log += 1;
+        if self.logged.is_none_or(|at| at.elapsed() >= RETRY_LOG_EVERY) {
+            warn!(node, failures = self.since_log, last_error = why, every = ?RETRY_LOG_EVERY, "pulling answers from JetStream failed; trying on");
+            self.since_log = 0;
+            self.logged = Some(Instant::now());
+        }
+    }
+
     /// A publication failed for `why`; `held`: events held now (the caller may hold
     /// the outbox's lock, so it is passed in).
     fn note(&mut self, why: &str, node: &str, held: usize) {

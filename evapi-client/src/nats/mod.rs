@@ -3,11 +3,14 @@
 //!
 //! - The **bridge** reads a node's evapi socket at full speed and publishes every
 //!   event to the JetStream stream [`STREAM`] on `evapi.<node>.events`, with the header
-//!   [`NODE_HEADER`]; it subscribes to `evapi.<node>.answers` (core NATS) and writes
-//!   each answer to the node's socket.
+//!   [`NODE_HEADER`]; it takes `evapi.<node>.answers` from the JetStream stream
+//!   [`ANSWERS_STREAM`] (its durable consumer `answers-<node>`), writes each answer to
+//!   the node's socket, then acknowledges it: answers published while the bridge was
+//!   away (restarting, or NATS failing over) wait in the stream and are written once.
 //! - **Responders** share the durable pull consumer [`CONSUMER`] of that work-queue
 //!   stream: each event goes to one of them; its answer is published to the answers
-//!   subject of the node named in the event's header, then the event is acknowledged.
+//!   subject of the node named in the event's header and stored by JetStream (one per
+//!   event: its message id names the event), then the event is acknowledged.
 //!   A responder that dies before acknowledging has its events redelivered to another
 //!   after the ack wait; a second answer to the same transaction is refused by the
 //!   node's transaction table (exactly one final reply).
@@ -46,6 +49,9 @@ pub use bridge::{
 
 /// The JetStream stream that holds every node's events until a responder takes them.
 pub const STREAM: &str = "EVAPI_EVENTS";
+/// The JetStream stream that holds every node's answers until its bridge has written
+/// them to the node.
+pub const ANSWERS_STREAM: &str = "EVAPI_ANSWERS";
 /// The durable consumer the responders share (a work queue: one responder per event).
 pub const CONSUMER: &str = "evapi-responders";
 /// The header naming the node an event came from.
@@ -395,9 +401,44 @@ fn unreachable(e: &async_nats::ConnectError) -> bool {
 ///
 /// # Errors
 ///
-/// [`NatsError::Setup`] when JetStream refuses.
+/// [`NatsError::Setup`] when JetStream refuses, or the stream exists with other
+/// replicas or storage.
 pub async fn events_stream(
     js: &jetstream::Context,
+    max_age: Duration,
+    settings: StreamSettings,
+) -> Result<stream::Stream, NatsError> {
+    ensure_stream(js, STREAM, "evapi.*.events", max_age, settings).await
+}
+
+/// The answers stream, created when missing: subjects `evapi.*.answers`, work-queue
+/// retention (an answer is gone once its node's bridge wrote it and acknowledged it),
+/// at most [`EVENT_MAX_AGE`] old (an answer older than its call is of no use), the same
+/// replicas and storage as the events.
+///
+/// # Errors
+///
+/// As [`events_stream`].
+pub async fn answers_stream(
+    js: &jetstream::Context,
+    settings: StreamSettings,
+) -> Result<stream::Stream, NatsError> {
+    ensure_stream(
+        js,
+        ANSWERS_STREAM,
+        "evapi.*.answers",
+        EVENT_MAX_AGE,
+        settings,
+    )
+    .await
+}
+
+/// The stream `name` on `subjects`, created when missing; an existing one must have
+/// the replicas and storage asked for (it is not changed).
+async fn ensure_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subjects: &str,
     max_age: Duration,
     settings: StreamSettings,
 ) -> Result<stream::Stream, NatsError> {
@@ -408,13 +449,13 @@ pub async fn events_stream(
     };
     let mut stream = js
         .get_or_create_stream(stream::Config {
-            name: STREAM.to_owned(),
-            subjects: vec!["evapi.*.events".to_owned()],
+            name: name.to_owned(),
+            subjects: vec![subjects.to_owned()],
             retention: stream::RetentionPolicy::WorkQueue,
             storage,
             num_replicas: settings.replicas.max(1),
             max_age,
-            // Republished events (after a lost confirmation) carry the same message id;
+            // Republications (after a lost confirmation) carry the same message id;
             // JetStream stores each once within this window.
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
@@ -422,7 +463,7 @@ pub async fn events_stream(
         .await
         .map_err(|source| NatsError::Setup {
             what: format!(
-                "the JetStream stream {STREAM} ({} replica(s), {} storage; more replicas than servers in the cluster is refused)",
+                "the JetStream stream {name} ({} replica(s), {} storage; more replicas than servers in the cluster is refused)",
                 settings.replicas.max(1),
                 settings.storage_name()
             ),
@@ -440,12 +481,12 @@ pub async fn events_stream(
     if replicas != settings.replicas.max(1) || memory != settings.memory {
         return Err(NatsError::Setup {
             what: format!(
-                "the JetStream stream {STREAM} exists with {replicas} replica(s) and {} storage, not the {} and {} asked (--replicas, --storage)",
+                "the JetStream stream {name} exists with {replicas} replica(s) and {} storage, not the {} and {} asked (--replicas, --storage)",
                 if memory { "memory" } else { "file" },
                 settings.replicas.max(1),
                 settings.storage_name()
             ),
-            source: "change it with `nats stream edit` (replicas) or remove it while no event waits, then start again"
+            source: "change it with `nats stream edit` (replicas) or remove it while nothing waits in it, then start again"
                 .into(),
         });
     }
