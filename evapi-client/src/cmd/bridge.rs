@@ -40,7 +40,7 @@ pub struct BridgeArgs {
     #[arg(long, env = "EVAPI_BUFFER_BYTES", default_value_t = evapi_client::nats::DEFAULT_BUFFER_BYTES)]
     pub buffer_bytes: usize,
     /// Bytes of answers from NATS waiting to be written to the node (a node that
-    /// reads slowly); past it answers are dropped and counted.
+    /// reads slowly); past it answers go back to the stream for a second later, counted.
     #[arg(long, env = "EVAPI_ANSWERS_BUFFER_BYTES", default_value_t = evapi_client::nats::DEFAULT_ANSWERS_BUFFER_BYTES)]
     pub answers_buffer_bytes: usize,
     /// For this long after it starts, the bridge writes answers naming transactions

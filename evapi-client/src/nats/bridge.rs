@@ -74,7 +74,7 @@ pub struct BridgeConfig {
     /// Answer shed suspend events with this (e.g. 503); `None`: leave them to the
     /// node's own timer.
     pub shed: Option<Responder>,
-    /// Bytes of answers from NATS waiting for the node; past it answers are dropped.
+    /// Bytes of answers from NATS waiting for the node; past it answers go back to the stream for a second later.
     pub answers_buffer_bytes: usize,
     /// Where transaction ids are in events and answers.
     pub ids: evapi_proto::answer::AnswerReader,
