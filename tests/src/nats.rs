@@ -144,3 +144,128 @@ impl Drop for Nats {
         let _ = std::fs::remove_dir_all(&self.store);
     }
 }
+
+/// Three nats-servers in one JetStream cluster on loopback (free client, route and
+/// monitoring ports, each with its own store), for failover tests.
+#[derive(Debug)]
+pub struct Cluster {
+    servers: Vec<(Child, u16)>,
+    dir: PathBuf,
+    /// `nats://127.0.0.1:P1,nats://127.0.0.1:P2,nats://127.0.0.1:P3`.
+    pub urls: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Cluster {
+    /// Start three servers (`n1`, `n2`, `n3`) and wait until JetStream has a meta
+    /// leader and three peers.
+    ///
+    /// # Panics
+    ///
+    /// When the cluster does not form within 30 s.
+    #[must_use]
+    pub fn start() -> Self {
+        require();
+        let dir = std::env::temp_dir().join(format!("evapi-nats-cluster-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let ports: Vec<(u16, u16, u16)> = (0..3)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, route, _)| format!("nats-route://127.0.0.1:{route}"))
+            .collect();
+        let mut servers = Vec::new();
+        for (i, (client, route, monitor)) in ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let config = format!(
+                "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+                 jetstream {{ store_dir: \"{}\" }}\n\
+                 cluster {{ name: evapi, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
+                dir.join(&name).display(),
+                routes.join(", ")
+            );
+            let file = dir.join(format!("{name}.conf"));
+            std::fs::write(&file, config).expect("nats-server config");
+            let child = Command::new("nats-server")
+                .arg("-c")
+                .arg(&file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server starts");
+            servers.push((child, *monitor));
+        }
+        let urls = ports
+            .iter()
+            .map(|(client, _, _)| format!("nats://127.0.0.1:{client}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let cluster = Self { servers, dir, urls };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // Every server knows the meta leader and the three peers.
+            let ready = (0..3).all(|i| {
+                cluster.monitor(i, "/jsz").is_some_and(|jsz| {
+                    jsz.contains("\"leader\"") && jsz.contains("\"cluster_size\": 3")
+                })
+            });
+            if ready {
+                return cluster;
+            }
+            assert!(Instant::now() < deadline, "the NATS cluster did not form");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The body of `GET path` on server `i`'s monitoring port (`None`: it does not
+    /// answer).
+    #[must_use]
+    pub fn monitor(&self, i: usize, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let (_, port) = self.servers.get(i)?;
+        let mut s = TcpStream::connect(("127.0.0.1", *port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+    }
+
+    /// Kill server `i` (`n{i+1}`) with `kill -9`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some((child, _)) = self.servers.get_mut(i) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Cluster {
+    /// Put server `i` in lame duck mode (SIGUSR2): it hands its stream leaderships to
+    /// the others and sends its clients away, as an operator's clean stop does.
+    pub fn lame_duck(&mut self, i: usize) {
+        if let Some((child, _)) = self.servers.get(i) {
+            let _ = Command::new("kill")
+                .args(["-USR2", &child.id().to_string()])
+                .status();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.servers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -301,6 +301,12 @@ impl Collector for Metrics {
             "1 while connected to NATS",
             i64::from(c.link.connected.load(Ordering::Relaxed)),
         )?;
+        gauge(
+            e,
+            "evapi_bridge_publishing_failing",
+            "1 while JetStream refuses or does not confirm publications (NATS away, or a cluster electing a stream leader: connected but not storing)",
+            i64::from(c.failing.load(Ordering::Relaxed)),
+        )?;
         Ok(())
     }
 }

@@ -153,6 +153,9 @@ pub struct BridgeCounts {
     pub expired: AtomicU64,
     /// Milliseconds the oldest held event has waited (0: none held).
     pub oldest_held_ms: AtomicU64,
+    /// Whether publications are failing now (NATS away, or a stream without a leader
+    /// while a cluster elects one): the bridge is connected but cannot store events.
+    pub failing: std::sync::atomic::AtomicBool,
     /// The NATS connection's state.
     pub link: Arc<Link>,
 }
@@ -336,9 +339,13 @@ impl Run<'_> {
         let mut confirming = FuturesUnordered::new();
         let mut drain_until: Option<tokio::time::Instant> = None;
         let mut retrying = Retrying::default();
+        let mut backoff = Backoff::default();
         loop {
-            // Publish what is queued, up to the window.
-            while confirming.len() < self.config.window.max(1) {
+            // Publish what is queued, up to the window; while publications fail (NATS
+            // away, a stream electing its leader), one at a time after a pause.
+            while confirming.len() < backoff.window(self.config.window.max(1))
+                && backoff.may_publish(tokio::time::Instant::now())
+            {
                 let next = {
                     let mut out = self.outbox();
                     // An event this close to its deadline is not published: its answer
@@ -368,14 +375,14 @@ impl Run<'_> {
                         retrying.note(&e.to_string(), &self.config.node, held);
                         self.outbox().failed(seq);
                         self.counts.retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(RETRY_PAUSE).await;
+                        backoff.failed(tokio::time::Instant::now());
                     }
                     Err(_) => {
                         let held = self.outbox().len();
                         retrying.note("NATS is not taking publications", &self.config.node, held);
                         self.outbox().failed(seq);
                         self.counts.retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(RETRY_PAUSE).await;
+                        backoff.failed(tokio::time::Instant::now());
                     }
                 }
             }
@@ -397,15 +404,19 @@ impl Run<'_> {
                             if out.confirmed(seq) {
                                 self.counts.published.fetch_add(1, Ordering::Relaxed);
                             }
+                            backoff.succeeded();
                         }
                         Err(e) => {
                             retrying.note(&format!("JetStream did not confirm an event: {e}"), &self.config.node, out.len());
                             out.failed(seq);
                             self.counts.retries.fetch_add(1, Ordering::Relaxed);
+                            backoff.failed(tokio::time::Instant::now());
                         }
                     }
                     self.counts.held(&mut out);
+                    self.counts.failing.store(backoff.is_failing(), Ordering::Relaxed);
                 }
+                () = evapi_ops::time::sleep_until(backoff.resume_at()) => {}
                 () = self.queued.notified() => {}
                 () = self.node_gone.cancelled(), if drain_until.is_none() => {}
                 () = self.stop.cancelled(), if drain_until.is_none() => {}
@@ -650,6 +661,67 @@ fn wall_ms(at: Instant) -> Option<u128> {
     wall.duration_since(UNIX_EPOCH).ok().map(|d| d.as_millis())
 }
 
+/// Publishing while JetStream refuses (a cluster electing a stream leader answers at
+/// once, "no responders"): after a failure, a pause that doubles from
+/// [`BACKOFF_FIRST`] to [`BACKOFF_MAX`], then one publication at a time until one is
+/// confirmed, then the whole window again. A failover costs a few retries a second,
+/// not a storm of the whole window republished as fast as refusals come back.
+#[derive(Debug, Default)]
+struct Backoff {
+    pause: Option<Duration>,
+    resume_at: Option<tokio::time::Instant>,
+}
+
+/// The first pause after a failed publication.
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+/// The longest pause (the stall a recovery may add).
+const BACKOFF_MAX: Duration = Duration::from_millis(400);
+
+impl Backoff {
+    /// A publication failed at `now`: pause (the pause doubles, unless a pause is
+    /// already running: the other publications in flight fail with the same cause).
+    fn failed(&mut self, now: tokio::time::Instant) {
+        if self.resume_at.is_some_and(|at| at > now) {
+            return;
+        }
+        let pause = self
+            .pause
+            .map_or(BACKOFF_FIRST, |p| (p * 2).min(BACKOFF_MAX));
+        self.pause = Some(pause);
+        self.resume_at = Some(now + pause);
+    }
+
+    /// A publication was confirmed: the whole window again.
+    fn succeeded(&mut self) {
+        self.pause = None;
+        self.resume_at = None;
+    }
+
+    fn is_failing(&self) -> bool {
+        self.pause.is_some()
+    }
+
+    /// Publications in flight allowed: `window`, or one while failing.
+    fn window(&self, window: usize) -> usize {
+        if self.is_failing() {
+            1
+        } else {
+            window
+        }
+    }
+
+    /// Whether the pause is over at `now`.
+    fn may_publish(&self, now: tokio::time::Instant) -> bool {
+        self.resume_at.is_none_or(|at| now >= at)
+    }
+
+    /// When the running pause ends (`None`: none running).
+    fn resume_at(&self) -> Option<tokio::time::Instant> {
+        self.resume_at
+            .filter(|at| *at > tokio::time::Instant::now())
+    }
+}
+
 /// How often the bridge says that publications are being retried.
 const RETRY_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -689,5 +761,40 @@ impl Retrying {
             self.since_log = 0;
             self.logged = Some(Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refusals pause publishing (the pause doubling to its cap, not pushed further by
+    /// the other refusals of the same moment), one probe at a time, then the whole
+    /// window once a publication is confirmed.
+    #[test]
+    fn refusals_pause_then_probe_then_open_the_window() {
+        let t0 = tokio::time::Instant::now();
+        let mut b = Backoff::default();
+        assert_eq!(b.window(4096), 4096);
+        assert!(b.may_publish(t0));
+        b.failed(t0);
+        b.failed(t0 + Duration::from_millis(1));
+        assert_eq!(
+            b.resume_at,
+            Some(t0 + BACKOFF_FIRST),
+            "one pause for a burst"
+        );
+        assert!(!b.may_publish(t0 + Duration::from_millis(49)));
+        assert!(b.may_publish(t0 + BACKOFF_FIRST));
+        assert_eq!(b.window(4096), 1, "a probe");
+        let mut at = t0 + BACKOFF_FIRST;
+        for _ in 0..10 {
+            b.failed(at);
+            at = b.resume_at.unwrap();
+        }
+        assert_eq!(b.pause, Some(BACKOFF_MAX), "capped");
+        b.succeeded();
+        assert_eq!(b.window(4096), 4096);
+        assert!(b.may_publish(at) && !b.is_failing());
     }
 }
