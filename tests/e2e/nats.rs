@@ -1046,3 +1046,22 @@ fn cluster_failover(clean: bool) {
     let counters = sim.finish();
     assert_eq!(counter(&counters, "final 486"), 1000, "{counters}");
 }
+
+/// A responder stopped (SIGTERM) while nats-server is down exits within seconds with
+/// its summary, rather than waiting for NATS to come back (it waited for ever: a
+/// flush with no server).
+#[test]
+#[ignore = "needs nats-server (apt-get install nats-server)"]
+fn a_responder_stopped_while_nats_is_down_exits() {
+    let mut nats = Nats::start();
+    let app = responder(&nats, &[]);
+    nats.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = std::time::Instant::now();
+    term(&app);
+    let (out, err, code) = app.finish(Duration::from_secs(20));
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(8), "took {took:?}: {err}");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("answered 0"), "{out}");
+}

@@ -170,7 +170,13 @@ impl App {
             .map_err(nats_error("subscribe"))?;
         // The server knows the subscription once the flush returns: events published
         // from now on are seen.
-        nats.flush().await.map_err(nats_error("flush"))?;
+        tokio::time::timeout(FLUSH_PATIENCE, nats.flush())
+            .await
+            .map_err(|e| NatsError::Nats {
+                what: "flush: NATS did not answer".to_owned(),
+                source: e.into(),
+            })?
+            .map_err(nats_error("flush"))?;
         info!(%subject, "watching events");
         Ok(Self {
             js: answers_context(&nats),
@@ -253,13 +259,21 @@ impl App {
         confirm_answer(&self.js, event, answer.into()).await
     }
 
-    /// Wait until the NATS server has everything sent so far.
+    /// Wait until the NATS server has everything sent so far, at most
+    /// [`FLUSH_PATIENCE`] (with NATS away it would wait for its return: a stopping app
+    /// must not hang on it).
     ///
     /// # Errors
     ///
-    /// NATS fails.
+    /// NATS fails, or does not answer in time.
     pub async fn flush(&self) -> Result<(), NatsError> {
-        self.nats.flush().await.map_err(nats_error("flush"))
+        match tokio::time::timeout(FLUSH_PATIENCE, self.nats.flush()).await {
+            Ok(flushed) => flushed.map_err(nats_error("flush")),
+            Err(elapsed) => Err(NatsError::Nats {
+                what: format!("flush: NATS did not answer within {FLUSH_PATIENCE:?}"),
+                source: elapsed.into(),
+            }),
+        }
     }
 
     /// Send `payload` to `node` (its bridge writes it to the node's socket); returns
@@ -337,6 +351,8 @@ impl App {
     }
 }
 
+/// The longest wait for NATS to confirm what an app sent ([`App::flush`]).
+pub const FLUSH_PATIENCE: Duration = Duration::from_secs(2);
 /// How long an app waits for JetStream to store an answer before it gives the event
 /// back (to be redelivered and answered again).
 pub const ANSWER_CONFIRM: Duration = Duration::from_secs(2);
