@@ -12,6 +12,7 @@
 #
 #   bench/scale-out.sh [BIN_DIR]                 # BIN_DIR: target/release by default
 #   RATES="1000 4000" SECONDS_PER_RUN=5 bench/scale-out.sh
+#   STORAGE=memory bench/scale-out.sh          # JetStream streams in memory (default file)
 #
 # Loopback only; every process is started here and stopped by PID.
 set -euo pipefail
@@ -22,13 +23,14 @@ RATES=${RATES:-"1000 4000"}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 # "nodes:responders" for the NATS rows; the direct rows have one responder per node.
 SHAPES=${SHAPES:-"1:1 1:2 1:4 2:1 2:2 2:4"}
+STORAGE=${STORAGE:-file}
 TCK=$(getconf CLK_TCK)
 command -v nats-server >/dev/null || { echo "needs nats-server (apt-get install nats-server)" >&2; exit 2; }
 [ -x "$SIM" ] && [ -x "$CLIENT" ] || { echo "build first: cargo build --release --locked --bins" >&2; exit 2; }
 free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
 work=$(mktemp -d)
 pids=()
-stop_all() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; for p in "${pids[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done; pids=(); }
+stop_all() { local rev=(); for p in "${pids[@]:-}"; do rev=("$p" "${rev[@]}"); done; pids=("${rev[@]}"); for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; for p in "${pids[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done; pids=(); }
 trap 'stop_all; rm -rf "$work"' EXIT
 ticks() { local t=0 p; for p in "$@"; do [ -n "$p" ] || continue; t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
 
@@ -49,7 +51,7 @@ run_row() {
     pids+=($!); path+=($!); role_nodes+=($!); sips+=("127.0.0.1:$sip")
     for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$evapi") 2>/dev/null && break; sleep 0.1; done
     if [ "$mode" = nats ]; then
-      "$CLIENT" -q --addr "127.0.0.1:$evapi" --wait 5s bridge --nats "$nats" --node "node-$i" >/dev/null 2>&1 &
+      "$CLIENT" -q --addr "127.0.0.1:$evapi" --wait 5s bridge --nats "$nats" --node "node-$i" --storage "$STORAGE" >/dev/null 2>&1 &
       role_bridges+=($!)
     else
       "$CLIENT" -q --addr "127.0.0.1:$evapi" --wait 5s respond --code 486 >/dev/null 2>&1 &
@@ -59,7 +61,7 @@ run_row() {
   done
   if [ "$mode" = nats ]; then
     for i in $(seq "$resp"); do
-      "$CLIENT" -q respond --nats "$nats" --code 486 >/dev/null 2>&1 &
+      "$CLIENT" -q respond --nats "$nats" --storage "$STORAGE" --code 486 >/dev/null 2>&1 &
       pids+=($!); path+=($!); role_resp+=($!)
     done
   fi

@@ -1065,3 +1065,58 @@ fn a_responder_stopped_while_nats_is_down_exits() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("answered 0"), "{out}");
 }
+
+/// What docs/scale-out.md tells Kamailio operators to configure so calls are not left
+/// to `fr_inv_timer` while their node has no bridge (tests/interop/kamailio.cfg with
+/// NOAPP503: a count of connected evapi clients kept by the connection routes, and the
+/// request route answering 503 when it is 0): before the bridge connects, every call
+/// gets 503 at once; with the bridge and a responder, 486; the bridge killed, 503 at
+/// once again.
+#[test]
+#[ignore = "needs kamailio, nats-server and sipp; .ci/run runs it"]
+fn kamailio_answers_503_at_once_while_its_node_has_no_bridge() {
+    use evapi_tests::kamailio::{self, Kamailio, Options};
+    kamailio::require();
+    sipp::require();
+    let nats = Nats::start();
+    let kam = Kamailio::start(&Options {
+        no_app_503: true,
+        ..Options::default()
+    });
+    let quick = |times: &[u64]| times.iter().all(|ms| *ms < 500);
+    let (out, times) = sipp::burst_timed(&kam.sip.to_string(), 20, 20, 503);
+    assert_sipp_ok(&out);
+    assert!(quick(&times), "503 at once: {times:?}");
+
+    let mut bridge = Command::new(binary("evapi-client"));
+    bridge
+        .args([
+            "--addr",
+            &kam.evapi.to_string(),
+            "bridge",
+            "--nats",
+            &nats.url,
+        ])
+        .args(["--node", "kamailio-1"]);
+    let mut bridge = Running::spawn(bridge);
+    assert!(
+        kam.wait_clients(1, Duration::from_secs(10)),
+        "{}",
+        kam.log()
+    );
+    let _responder = responder(&nats, &[]);
+    assert_sipp_ok(&sipp::burst_486(&kam.sip.to_string(), 20, 20));
+
+    bridge.child.kill().unwrap();
+    let _ = bridge.child.wait();
+    assert!(
+        // The readiness probe's close, then the bridge's.
+        kam.wait_log_count("evapi connection-closed", 2, Duration::from_secs(10)),
+        "{}",
+        kam.log()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let (out, times) = sipp::burst_timed(&kam.sip.to_string(), 20, 20, 503);
+    assert_sipp_ok(&out);
+    assert!(quick(&times), "503 at once again: {times:?}");
+}

@@ -24,6 +24,8 @@ pub struct Options {
     pub netstring: bool,
     /// Shared memory in MiB (`-m`).
     pub shm_mib: usize,
+    /// `-A NOAPP503`: INVITEs get 503 at once while no evapi client is connected.
+    pub no_app_503: bool,
 }
 
 impl Default for Options {
@@ -32,6 +34,7 @@ impl Default for Options {
             max_clients: 8,
             netstring: true,
             shm_mib: 64,
+            no_app_503: false,
         }
     }
 }
@@ -124,8 +127,11 @@ impl Kamailio {
             .arg("-A")
             .arg(format!("MAXCLIENTS={}", options.max_clients))
             .arg("-A")
-            .arg(format!("NETSTRING={}", u8::from(options.netstring)))
-            .stdin(Stdio::null())
+            .arg(format!("NETSTRING={}", u8::from(options.netstring)));
+        if options.no_app_503 {
+            cmd.args(["-A", "NOAPP503"]);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log handle"))
             .stderr(log_file);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
