@@ -41,7 +41,7 @@ pub mod outbox;
 pub(crate) use app::NatsRoute;
 pub use app::{
     app_io, confirm_answer, respond, App, AppConfig, AppMode, Event, Taking, ANSWER_CONFIRM,
-    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_IN_FLIGHT, FLUSH_PATIENCE,
 };
 pub use bridge::{
     bridge, BridgeConfig, BridgeCounts, DEFAULT_ANSWERS_BUFFER_BYTES, DEFAULT_BUFFER_BYTES,
