@@ -25,6 +25,41 @@ fn assert_sipp_ok(out: &std::process::Output) {
     );
 }
 
+/// The `allow_list` example with `deny` serving `nodes` (`NAME=ADDR`), every tenth call
+/// slower than its 1.5 s deadline.
+fn allow_list(deny: &std::path::Path, nodes: [String; 2]) -> Running {
+    let mut app = Command::new(binary("examples/allow_list"));
+    app.arg(deny).args(nodes).env("SLOW_EVERY", "10");
+    Running::spawn(app)
+}
+
+/// 50 calls on each of two nodes at once, each answered 200 or (the slow ones) 503:
+/// sipp passes on both, and the slowest call took the deadline, not `fr_inv_timer`.
+fn calls_on_both(sip_a: String, sip_b: String) {
+    let on_b = std::thread::spawn(move || sipp::burst_either(&sip_b, 50, 50, 200, 503));
+    let (out, times_a) = sipp::burst_either(&sip_a, 50, 50, 200, 503);
+    assert_sipp_ok(&out);
+    let (out, times_b) = on_b.join().unwrap();
+    assert_sipp_ok(&out);
+    let slowest = times_a.iter().chain(&times_b).max().copied().unwrap_or(0);
+    assert!(
+        (1500..4000).contains(&slowest),
+        "the fallback went at the deadline, before fr_inv_timer: {slowest} ms"
+    );
+}
+
+/// After the last late handler is done, SIGTERM: the app's exit line.
+fn stop(app: Running) -> String {
+    std::thread::sleep(Duration::from_secs(2));
+    Command::new("kill")
+        .args(["-TERM", &app.child.id().to_string()])
+        .status()
+        .unwrap();
+    let (out, err, code) = app.finish(Duration::from_secs(15));
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
 /// One app process, two nodes, calls on both at once. The handler is slower than the
 /// deadline (1.5 s) for every tenth call: those calls get the fallback 503 well before
 /// the nodes' `fr_inv_timer` (5 s), every other call its handler's answer, on its own
@@ -41,27 +76,15 @@ fn one_app_serves_two_nodes_answers_before_the_deadline_and_reloads_its_list() {
     std::fs::create_dir_all(&dir).unwrap();
     let deny = dir.join("deny.txt");
     std::fs::write(&deny, "# nobody yet\nsip:nobody@\n").unwrap();
-    let mut app = Command::new(binary("examples/allow_list"));
-    app.arg(&deny)
-        .arg(format!("sip-a={}", a.evapi))
-        .arg(format!("sip-b={}", b.evapi))
-        .env("SLOW_EVERY", "10");
-    let app = Running::spawn(app);
+    let app = allow_list(
+        &deny,
+        [format!("sip-a={}", a.evapi), format!("sip-b={}", b.evapi)],
+    );
     a.wait_for_app();
     b.wait_for_app();
 
     // 100 calls, 50 on each node at once: calls 10, 20, ... 100 are slow.
-    let (sip_a, sip_b) = (a.sip.clone(), b.sip.clone());
-    let on_b = std::thread::spawn(move || sipp::burst_either(&sip_b, 50, 50, 200, 503));
-    let (out, times_a) = sipp::burst_either(&sip_a, 50, 50, 200, 503);
-    assert_sipp_ok(&out);
-    let (out, times_b) = on_b.join().unwrap();
-    assert_sipp_ok(&out);
-    let slowest = times_a.iter().chain(&times_b).max().copied().unwrap_or(0);
-    assert!(
-        (1500..4000).contains(&slowest),
-        "the fallback went at the deadline, before fr_inv_timer: {slowest} ms"
-    );
+    calls_on_both(a.sip.clone(), b.sip.clone());
 
     // The list changes on disk: the app reads it again within about a second.
     std::thread::sleep(Duration::from_millis(1100));
@@ -71,16 +94,10 @@ fn one_app_serves_two_nodes_answers_before_the_deadline_and_reloads_its_list() {
     assert_sipp_ok(&sipp::burst_either(&a.sip, 10, 10, 403, 503).0);
 
     // Let the last late handler finish, then stop the app: what it did.
-    std::thread::sleep(Duration::from_secs(2));
-    Command::new("kill")
-        .args(["-TERM", &app.child.id().to_string()])
-        .status()
-        .unwrap();
-    let (out, err, code) = app.finish(Duration::from_secs(15));
-    assert_eq!(code, 0, "{err}");
+    let out = stop(app);
     assert!(
         out.contains("events 110, answered 99, fallback 11, late 11, stale 0"),
-        "{out}{err}"
+        "{out}"
     );
     let (a, b) = (a.finish(), b.finish());
     let both = |label: &str| counter(&a, label) + counter(&b, label);
@@ -148,37 +165,19 @@ fn one_app_serves_two_kamailio_nodes_and_answers_before_the_deadline() {
     std::fs::create_dir_all(&dir).unwrap();
     let deny = dir.join("deny.txt");
     std::fs::write(&deny, "sip:nobody@\n").unwrap();
-    let mut app = Command::new(binary("examples/allow_list"));
-    app.arg(&deny)
-        .arg(format!("k1={}", k1.evapi))
-        .arg(format!("k2={}", k2.evapi))
-        .env("SLOW_EVERY", "10");
-    let app = Running::spawn(app);
+    let app = allow_list(
+        &deny,
+        [format!("k1={}", k1.evapi), format!("k2={}", k2.evapi)],
+    );
     assert!(k1.wait_clients(1, Duration::from_secs(10)), "{}", k1.log());
     assert!(k2.wait_clients(1, Duration::from_secs(10)), "{}", k2.log());
 
-    let sip2 = k2.sip.to_string();
-    let on_k2 = std::thread::spawn(move || sipp::burst_either(&sip2, 50, 50, 200, 503));
-    let (out, times_1) = sipp::burst_either(&k1.sip.to_string(), 50, 50, 200, 503);
-    assert_sipp_ok(&out);
-    let (out, times_2) = on_k2.join().unwrap();
-    assert_sipp_ok(&out);
-    let slowest = times_1.iter().chain(&times_2).max().copied().unwrap_or(0);
-    assert!(
-        (1500..4000).contains(&slowest),
-        "the fallback went at the deadline: {slowest} ms"
-    );
+    calls_on_both(k1.sip.to_string(), k2.sip.to_string());
 
-    std::thread::sleep(Duration::from_secs(2));
-    Command::new("kill")
-        .args(["-TERM", &app.child.id().to_string()])
-        .status()
-        .unwrap();
-    let (out, err, code) = app.finish(Duration::from_secs(15));
-    assert_eq!(code, 0, "{err}");
+    let out = stop(app);
     assert!(
         out.contains("events 100, answered 90, fallback 10, late 10, stale 0"),
-        "{out}{err}"
+        "{out}"
     );
     for k in [&k1, &k2] {
         let log = k.log();
