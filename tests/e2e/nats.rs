@@ -1120,3 +1120,34 @@ fn kamailio_answers_503_at_once_while_its_node_has_no_bridge() {
     assert_sipp_ok(&out);
     assert!(quick(&times), "503 at once again: {times:?}");
 }
+
+/// `--stream-max-bytes` bounds what JetStream stores (issue 25: what an app with
+/// credentials, or a backlog, can make it hold): with a 2 KiB bound and no app yet,
+/// the stream refuses events past it and the bridge holds them (retrying, counted);
+/// once an app comes, every call is answered: the bound lost nothing.
+#[test]
+#[ignore = "needs nats-server and sipp (apt-get install nats-server sip-tester)"]
+fn a_full_stream_refuses_events_and_loses_none() {
+    sipp::require();
+    let nats = Nats::start();
+    let bound = ["--stream-max-bytes", "2048"];
+    let node = Node::with("node-f", &nats, &["--fr-inv-timer", "20s"], &bound);
+    let sip = node.sip.clone();
+    let calls = sipp_calls_in_thread(sip, 30);
+    std::thread::sleep(Duration::from_secs(2));
+    let _responder = responder_waiting(&nats, "1s", &bound);
+    let out = calls.join().unwrap();
+    assert_sipp_ok(&out);
+    let (counters, bridged) = node.finish();
+    assert_eq!(counter(&counters, "final 486"), 30, "{counters}");
+    assert!(
+        count_before(&bridged, "retried") > 0,
+        "the full stream refused publications: {bridged}"
+    );
+    assert_eq!(count_before(&bridged, "shed"), 0, "{bridged}");
+}
+
+/// `calls` INVITEs at 30/s to `sip`, each expecting 486, in a thread.
+fn sipp_calls_in_thread(sip: String, calls: u32) -> std::thread::JoinHandle<std::process::Output> {
+    std::thread::spawn(move || sipp::burst_486(&sip, calls, 30))
+}

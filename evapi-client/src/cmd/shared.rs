@@ -95,6 +95,11 @@ pub struct NatsArgs {
     /// size it for the fleet: apps x --max-in-flight.
     #[arg(long, env = "EVAPI_MAX_ACK_PENDING", global = true)]
     pub max_ack_pending: Option<i64>,
+    /// Most bytes each JetStream stream holds (events; answers) when it is made; past
+    /// it new messages are refused, nothing stored is dropped (the bridge holds and
+    /// sheds, apps give events back).
+    #[arg(long, env = "EVAPI_STREAM_MAX_BYTES", default_value_t = evapi_client::nats::DEFAULT_STREAM_MAX_BYTES, value_parser = clap::value_parser!(i64).range(1024..), global = true)]
+    pub stream_max_bytes: i64,
 }
 
 impl NatsArgs {
@@ -139,6 +144,7 @@ impl NatsArgs {
                 replicas: self.replicas.max(1),
                 memory: self.storage == "memory",
                 max_ack_pending: self.max_ack_pending,
+                max_bytes: self.stream_max_bytes,
             },
             wait: None,
         }))

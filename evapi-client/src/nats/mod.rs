@@ -455,6 +455,8 @@ async fn ensure_stream(
             storage,
             num_replicas: settings.replicas.max(1),
             max_age,
+            max_bytes: settings.max_bytes,
+            discard: stream::DiscardPolicy::New,
             // Republications (after a lost confirmation) carry the same message id;
             // JetStream stores each once within this window.
             duplicate_window: Duration::from_secs(120),
@@ -507,7 +509,15 @@ pub struct StreamSettings {
     /// The consumer's `max_ack_pending` for the whole fleet of apps; `None`: the
     /// server's default (1,000 in nats-server 2.9).
     pub max_ack_pending: Option<i64>,
+    /// Most bytes each stream holds (events; answers); past it JetStream refuses new
+    /// messages (discard new: nothing stored is dropped): the bridge holds its events,
+    /// an app gives its event back. Bounds what an app with credentials can make
+    /// JetStream store. Applies when a stream is made.
+    pub max_bytes: i64,
 }
+
+/// Default of [`StreamSettings::max_bytes`]: 256 MiB per stream.
+pub const DEFAULT_STREAM_MAX_BYTES: i64 = 256 * 1024 * 1024;
 
 impl Default for StreamSettings {
     fn default() -> Self {
@@ -515,6 +525,7 @@ impl Default for StreamSettings {
             replicas: 1,
             memory: false,
             max_ack_pending: None,
+            max_bytes: DEFAULT_STREAM_MAX_BYTES,
         }
     }
 }
