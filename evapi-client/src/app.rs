@@ -453,6 +453,23 @@ struct Conn {
 
 type Lane = Option<(Arc<str>, String)>;
 
+/// Says that an event's handling ended: its connection holds one event less, and its
+/// lane may start the next.
+struct Finished {
+    conn: Arc<Conn>,
+    lane: Option<Lane>,
+    done: mpsc::UnboundedSender<Lane>,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.conn.in_hand.fetch_sub(1, Ordering::AcqRel);
+        if let Some(lane) = self.lane.take() {
+            let _ = self.done.send(lane);
+        }
+    }
+}
+
 /// Hand events to handlers: in order within a lane, at most `max` in hand.
 async fn dispatch<H: Handler>(
     mut events: mpsc::Receiver<(Arc<Conn>, Event)>,
@@ -468,9 +485,14 @@ async fn dispatch<H: Handler>(
     let start = |lane: Lane, (conn, event): (Arc<Conn>, Event)| {
         let (handler, shared, done) = (Arc::clone(handler), Arc::clone(shared), done_tx.clone());
         tokio::spawn(async move {
+            // Dropped when the handling ends, however it ends (a handler that panics
+            // too): the lane goes on and the event leaves the count in hand.
+            let _finished = Finished {
+                conn: Arc::clone(&conn),
+                lane: Some(lane),
+                done,
+            };
             handle_one(&*handler, &conn, event, &shared).await;
-            conn.in_hand.fetch_sub(1, Ordering::AcqRel);
-            let _ = done.send(lane);
         });
     };
     let mut drained_by: Option<Instant> = None;
@@ -840,6 +862,51 @@ mod tests {
         handle_one(&bad, &conn, suspend("n", "c", 1), &shared).await;
         assert_eq!(code(&rx.recv().await.unwrap()), 503);
         assert_eq!(shared.counters.invalid.load(Ordering::Relaxed), 1);
+    }
+
+    /// A handler that panics on an event does not stop its call's lane: the call's next
+    /// event is handled, and nothing is left counted in hand.
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_handler_does_not_block_its_call() {
+        let handler = Arc::new(|e: Event| async move {
+            assert!(
+                e.id.is_some_and(|id| id.index != 1),
+                "the handler's own bug"
+            );
+            Some(Answer::new(200))
+        });
+        let shared = Arc::new(shared(None));
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let (answers, mut written) = mpsc::channel(8);
+        let conn = Arc::new(Conn {
+            answers,
+            gone: CancellationToken::new(),
+            in_hand: AtomicUsize::new(0),
+        });
+        for index in [1, 2] {
+            conn.in_hand.fetch_add(1, Ordering::AcqRel);
+            tx.send((Arc::clone(&conn), suspend("n", "same-call", index)))
+                .await
+                .unwrap();
+        }
+        let stop = CancellationToken::new();
+        let run = dispatch(
+            rx,
+            &OrderBy::CallId,
+            10,
+            &handler,
+            &shared,
+            &stop,
+            Duration::from_secs(1),
+        );
+        let check = async {
+            let frame = written.recv().await.unwrap();
+            let reply: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+            assert_eq!(reply["tindex"], 2, "the call's next event was handled");
+            stop.cancel();
+        };
+        let ((), ()) = tokio::join!(run, check);
+        assert_eq!(conn.in_hand.load(Ordering::Acquire), 0);
     }
 
     /// Events of one call are handled in order while many calls are handled at once:
