@@ -453,17 +453,83 @@ struct Conn {
 
 type Lane = Option<(Arc<str>, String)>;
 
-/// Says that an event's handling ended: its connection holds one event less, and its
-/// lane may start the next.
-struct Finished {
+/// One event's answer, decided once: by its handler, or by the fallback at its
+/// deadline, whichever comes first (the other is dropped). The deadline is watched
+/// from the moment the event is read, so an event still waiting its turn behind a slow
+/// handler of the same call gets its fallback on time too.
+struct Decision {
     conn: Arc<Conn>,
+    event: Event,
+    /// Whether a watchdog sends the fallback at the deadline (a suspend event, with a
+    /// deadline set).
+    watched: bool,
+    decided: std::sync::atomic::AtomicBool,
+    /// Cancelled once decided: the watchdog stops waiting.
+    settled: CancellationToken,
+}
+
+impl Decision {
+    fn new(conn: Arc<Conn>, event: Event, shared: &Shared) -> Arc<Self> {
+        let watched = shared.deadline.is_some() && event.id.is_some();
+        Arc::new(Self {
+            conn,
+            event,
+            watched,
+            decided: std::sync::atomic::AtomicBool::new(false),
+            settled: CancellationToken::new(),
+        })
+    }
+
+    /// Claim the decision: true for the first caller only, and the event then leaves
+    /// its connection's count in hand (it will not be answered by anyone else).
+    fn claim(&self) -> bool {
+        if self.decided.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.conn.in_hand.fetch_sub(1, Ordering::AcqRel);
+        self.settled.cancel();
+        true
+    }
+
+    fn is_decided(&self) -> bool {
+        self.decided.load(Ordering::Acquire)
+    }
+}
+
+/// Watch `decision`'s deadline (when it has one): at the deadline, unless decided by
+/// then, the fallback is sent.
+fn watch(decision: &Arc<Decision>, shared: &Arc<Shared>) {
+    let Some((after, fallback)) = shared.deadline.clone().filter(|_| decision.watched) else {
+        return;
+    };
+    let (decision, shared) = (Arc::clone(decision), Arc::clone(shared));
+    tokio::spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep_until(decision.event.arrived + after) => {
+                if decision.claim() && send(&decision.conn, &decision.event, &fallback, &shared.counters) {
+                    shared.counters.fallback.fetch_add(1, Ordering::Relaxed);
+                    warn!(node = %decision.event.node, id = ?decision.event.id, code = fallback.code, "no answer from the handler by the deadline: fallback sent");
+                }
+            }
+            () = decision.settled.cancelled() => {}
+        }
+    });
+}
+
+/// Says that an event's handling ended, however it ended (a handler that panics too):
+/// its lane may start the next event, and an event nobody will answer leaves the count
+/// in hand.
+struct Finished {
+    decision: Arc<Decision>,
     lane: Option<Lane>,
     done: mpsc::UnboundedSender<Lane>,
 }
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        self.conn.in_hand.fetch_sub(1, Ordering::AcqRel);
+        if !self.decision.watched {
+            self.decision.claim();
+        }
         if let Some(lane) = self.lane.take() {
             let _ = self.done.send(lane);
         }
@@ -480,19 +546,17 @@ async fn dispatch<H: Handler>(
     stop: &CancellationToken,
     drain: Duration,
 ) {
-    let mut lanes: Lanes<(Arc<str>, String), (Arc<Conn>, Event)> = Lanes::new(max);
+    let mut lanes: Lanes<(Arc<str>, String), Arc<Decision>> = Lanes::new(max);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Lane>();
-    let start = |lane: Lane, (conn, event): (Arc<Conn>, Event)| {
+    let start = |lane: Lane, decision: Arc<Decision>| {
         let (handler, shared, done) = (Arc::clone(handler), Arc::clone(shared), done_tx.clone());
         tokio::spawn(async move {
-            // Dropped when the handling ends, however it ends (a handler that panics
-            // too): the lane goes on and the event leaves the count in hand.
             let _finished = Finished {
-                conn: Arc::clone(&conn),
+                decision: Arc::clone(&decision),
                 lane: Some(lane),
                 done,
             };
-            handle_one(&*handler, &conn, event, &shared).await;
+            handle_one(&*handler, &decision, &shared).await;
         });
     };
     let mut drained_by: Option<Instant> = None;
@@ -526,7 +590,9 @@ async fn dispatch<H: Handler>(
                     continue;
                 };
                 let lane = order.key(&event);
-                if let Some(item) = lanes.push(lane.clone(), (conn, event)) {
+                let decision = Decision::new(conn, event, shared);
+                watch(&decision, shared);
+                if let Some(item) = lanes.push(lane.clone(), decision) {
                     start(lane, item);
                 }
             }
@@ -534,49 +600,32 @@ async fn dispatch<H: Handler>(
     }
 }
 
-/// Handle one event: the handler's answer, or the fallback at the deadline (the
-/// handler's answer then dropped), written to the connection the event came on.
-async fn handle_one<H: Handler>(handler: &H, conn: &Conn, event: Event, shared: &Shared) {
+/// Handle one event: the handler's answer, written to the connection the event came
+/// on, unless the fallback went first (the answer is then dropped, counted late). An
+/// event whose fallback went while it waited its turn is not handed to the handler.
+async fn handle_one<H: Handler>(handler: &H, decision: &Decision, shared: &Shared) {
     let counters = &shared.counters;
-    let deadline = shared
-        .deadline
-        .as_ref()
-        .filter(|_| event.id.is_some())
-        .map(|(after, fallback)| (event.arrived + *after, fallback));
-    let probe = event.clone();
-    let work = handler.handle(event);
-    let answer = match deadline {
-        None => work.await,
-        Some((at, fallback)) => {
-            tokio::pin!(work);
-            tokio::select! {
-                answer = &mut work => answer,
-                () = tokio::time::sleep_until(at) => {
-                    counters.fallback.fetch_add(1, Ordering::Relaxed);
-                    warn!(node = %probe.node, id = ?probe.id, code = fallback.code, "the handler missed the deadline: fallback sent");
-                    send(conn, &probe, fallback, counters);
-                    // The handler finishes (the call's next events wait for it), but
-                    // its answer is never sent: the node has its final reply.
-                    if work.await.is_some() {
-                        counters.late.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return;
-                }
-            }
-        }
-    };
-    let Some(answer) = answer else { return };
-    if evapi_proto::check_reason(&answer.reason).is_err() {
-        counters.invalid.fetch_add(1, Ordering::Relaxed);
-        warn!(node = %probe.node, reason = ?answer.reason, "the handler's reason phrase is not valid: not sent");
-        if let Some((at, fallback)) = deadline {
-            tokio::time::sleep_until(at).await;
-            counters.fallback.fetch_add(1, Ordering::Relaxed);
-            send(conn, &probe, fallback, counters);
-        }
+    if decision.is_decided() {
         return;
     }
-    if send(conn, &probe, &answer, counters) {
+    let event = &decision.event;
+    let Some(answer) = handler.handle(event.clone()).await else {
+        return;
+    };
+    if event.id.is_none() {
+        return;
+    }
+    if evapi_proto::check_reason(&answer.reason).is_err() {
+        counters.invalid.fetch_add(1, Ordering::Relaxed);
+        warn!(node = %event.node, reason = ?answer.reason, "the handler's reason phrase is not valid: not sent");
+        return;
+    }
+    if !decision.claim() {
+        // The fallback went first: the node has its final reply.
+        counters.late.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if send(&decision.conn, event, &answer, counters) {
         counters.answered.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -777,28 +826,36 @@ mod tests {
         assert!(plain.json.is_none() && plain.reply(&Answer::new(200)).is_none());
     }
 
-    fn conn() -> (Conn, mpsc::Receiver<Vec<u8>>) {
+    fn conn() -> (Arc<Conn>, mpsc::Receiver<Vec<u8>>) {
         let (answers, rx) = mpsc::channel(8);
         let conn = Conn {
             answers,
             gone: CancellationToken::new(),
             in_hand: AtomicUsize::new(0),
         };
-        (conn, rx)
+        (Arc::new(conn), rx)
     }
 
-    fn shared(deadline: Option<Duration>) -> Shared {
-        Shared {
+    fn shared(deadline: Option<Duration>) -> Arc<Shared> {
+        Arc::new(Shared {
             matcher: SuspendMatcher::default(),
             deadline: deadline.map(|d| (d, Answer::with_reason(503, "Try Later"))),
             counters: Arc::default(),
-        }
+        })
     }
 
     fn code(frame: &[u8]) -> u64 {
         serde_json::from_slice::<serde_json::Value>(frame).unwrap()["code"]
             .as_u64()
             .unwrap()
+    }
+
+    /// `event` read on `conn` (counted in hand), its deadline watched, then handled.
+    async fn handle<H: Handler>(handler: &H, conn: &Arc<Conn>, event: Event, shared: &Arc<Shared>) {
+        conn.in_hand.fetch_add(1, Ordering::AcqRel);
+        let decision = Decision::new(Arc::clone(conn), event, shared);
+        watch(&decision, shared);
+        handle_one(handler, &decision, shared).await;
     }
 
     /// A handler slower than the deadline: the fallback goes at the deadline, the
@@ -813,14 +870,22 @@ mod tests {
         };
         let started = Instant::now();
         let event = suspend("n", "c", 1);
-        let handled = handle_one(&slow, &conn, event, &shared);
-        let watch = async {
+        let handled = handle(&slow, &conn, event, &shared);
+        let watching = async {
             let frame = rx.recv().await.unwrap();
-            (frame, started.elapsed())
+            (
+                frame,
+                started.elapsed(),
+                conn.in_hand.load(Ordering::Acquire),
+            )
         };
-        let ((), (frame, at)) = tokio::join!(handled, watch);
+        let ((), (frame, at, in_hand)) = tokio::join!(handled, watching);
         assert_eq!(code(&frame), 503);
         assert_eq!(at, Duration::from_secs(2), "at the deadline, not later");
+        assert_eq!(
+            in_hand, 0,
+            "decided: no longer in hand, though still handled"
+        );
         assert!(rx.try_recv().is_err(), "the late 200 was never sent");
         assert_eq!(shared.counters.late.load(Ordering::Relaxed), 1);
         assert_eq!(shared.counters.fallback.load(Ordering::Relaxed), 1);
@@ -836,9 +901,24 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
             Some(Answer::new(486))
         };
-        handle_one(&quick, &conn, suspend("n", "c", 2), &shared).await;
+        handle(&quick, &conn, suspend("n", "c", 2), &shared).await;
         assert_eq!(code(&rx.recv().await.unwrap()), 486);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(rx.try_recv().is_err(), "no fallback after an answer");
         assert_eq!(shared.counters.answered.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.counters.fallback.load(Ordering::Relaxed), 1);
+    }
+
+    /// A handler that answers nothing (or panics) for a suspend event: the fallback
+    /// goes at the deadline all the same.
+    #[tokio::test(start_paused = true)]
+    async fn no_answer_from_the_handler_means_the_fallback() {
+        let (conn, mut rx) = conn();
+        let shared = shared(Some(Duration::from_secs(1)));
+        let silent = |_: Event| async { None };
+        handle(&silent, &conn, suspend("n", "c", 1), &shared).await;
+        assert_eq!(code(&rx.recv().await.unwrap()), 503);
+        assert_eq!(shared.counters.fallback.load(Ordering::Relaxed), 1);
     }
 
     /// An answer whose connection is gone is dropped, never written anywhere.
@@ -848,7 +928,7 @@ mod tests {
         let shared = shared(None);
         conn.gone.cancel();
         let answer = |_: Event| async { Some(Answer::new(200)) };
-        handle_one(&answer, &conn, suspend("n", "c", 1), &shared).await;
+        handle(&answer, &conn, suspend("n", "c", 1), &shared).await;
         assert!(rx.try_recv().is_err());
         assert_eq!(shared.counters.stale.load(Ordering::Relaxed), 1);
     }
@@ -859,9 +939,53 @@ mod tests {
         let (conn, mut rx) = conn();
         let shared = shared(Some(Duration::from_secs(1)));
         let bad = |_: Event| async { Some(Answer::with_reason(200, "OK\r\nX: y")) };
-        handle_one(&bad, &conn, suspend("n", "c", 1), &shared).await;
+        handle(&bad, &conn, suspend("n", "c", 1), &shared).await;
         assert_eq!(code(&rx.recv().await.unwrap()), 503);
         assert_eq!(shared.counters.invalid.load(Ordering::Relaxed), 1);
+    }
+
+    /// Events of one call queued behind a handler that never returns: each gets its
+    /// fallback at its own deadline, counted from its arrival, not from its turn.
+    #[tokio::test(start_paused = true)]
+    async fn events_waiting_their_turn_get_their_fallback_on_time() {
+        let stuck = Arc::new(|_: Event| async {
+            std::future::pending::<()>().await;
+            Some(Answer::new(200))
+        });
+        let shared = shared(Some(Duration::from_millis(1500)));
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let (conn, mut written) = conn();
+        let started = Instant::now();
+        for index in 1..=3 {
+            conn.in_hand.fetch_add(1, Ordering::AcqRel);
+            tx.send((Arc::clone(&conn), suspend("n", "same-call", index)))
+                .await
+                .unwrap();
+        }
+        let stop = CancellationToken::new();
+        let run = dispatch(
+            rx,
+            &OrderBy::CallId,
+            10,
+            &stuck,
+            &shared,
+            &stop,
+            Duration::from_millis(10),
+        );
+        let check = async {
+            for _ in 0..3 {
+                assert_eq!(code(&written.recv().await.unwrap()), 503);
+            }
+            assert_eq!(
+                started.elapsed(),
+                Duration::from_millis(1500),
+                "all three on time"
+            );
+            assert_eq!(conn.in_hand.load(Ordering::Acquire), 0, "Lost would say 0");
+            stop.cancel();
+        };
+        let ((), ()) = tokio::join!(run, check);
+        assert_eq!(shared.counters.fallback.load(Ordering::Relaxed), 3);
     }
 
     /// A handler that panics on an event does not stop its call's lane: the call's next
@@ -875,7 +999,7 @@ mod tests {
             );
             Some(Answer::new(200))
         });
-        let shared = Arc::new(shared(None));
+        let shared = shared(None);
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         let (answers, mut written) = mpsc::channel(8);
         let conn = Arc::new(Conn {
@@ -927,7 +1051,7 @@ mod tests {
                 Some(Answer::new(200))
             }
         });
-        let shared = Arc::new(shared(None));
+        let shared = shared(None);
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         let (answers, mut written) = mpsc::channel(ANSWER_QUEUE);
         let conn = Arc::new(Conn {
@@ -939,6 +1063,7 @@ mod tests {
             for call in 0..1000u32 {
                 for step in 0..3 {
                     let e = suspend("n", &format!("call-{call}"), call * 3 + step);
+                    conn.in_hand.fetch_add(1, Ordering::AcqRel);
                     tx.send((Arc::clone(&conn), e)).await.unwrap();
                 }
             }
@@ -966,5 +1091,6 @@ mod tests {
         let most = shared.counters.most_in_flight.load(Ordering::Relaxed);
         assert!(most >= 500, "concurrently: {most} in hand at most");
         assert_eq!(shared.counters.answered.load(Ordering::Relaxed), 3000);
+        assert_eq!(conn.in_hand.load(Ordering::Acquire), 0);
     }
 }
