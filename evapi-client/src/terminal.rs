@@ -119,8 +119,12 @@ impl Highlighter for Commands {
     fn highlight_prompt<'b, 's: 'b, 'p: 'b>(
         &'s self,
         shown: &'p str,
-        _default: bool,
+        default: bool,
     ) -> Cow<'b, str> {
+        // Not ours (Ctrl-R's "(reverse-i-search)" prompt): as it is.
+        if !default {
+            return Cow::Borrowed(shown);
+        }
         let now = prompt(self.connected.load(Ordering::Acquire));
         if now == shown {
             Cow::Borrowed(shown)

@@ -1151,3 +1151,36 @@ fn a_full_stream_refuses_events_and_loses_none() {
 fn sipp_calls_in_thread(sip: String, calls: u32) -> std::thread::JoinHandle<std::process::Output> {
     std::thread::spawn(move || sipp::burst_486(&sip, calls, 30))
 }
+
+/// The answers' consumer of a node deleted while its bridge runs (`nats consumer rm
+/// EVAPI_ANSWERS answers-NODE`, or the stream removed): the bridge makes it again and
+/// the calls after it are answered (it used to stop taking answers, and every call
+/// timed out).
+#[test]
+#[ignore = "needs nats-server and sipp (apt-get install nats-server sip-tester)"]
+fn a_deleted_answers_consumer_is_made_again() {
+    use std::io::{Read, Write};
+    sipp::require();
+    let nats = Nats::start();
+    let node = Node::start("node-d", &nats);
+    let _responder = responder(&nats, &[]);
+    assert_sipp_ok(&sipp::burst_486(&node.sip, 10, 10));
+    let port: u16 = nats.url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let request = "CONNECT {\"verbose\":false}\r\nSUB _INBOX.del 1\r\n\
+                   PUB $JS.API.CONSUMER.DELETE.EVAPI_ANSWERS.answers-node-d _INBOX.del 0\r\n\r\nPING\r\n";
+    s.write_all(request.as_bytes()).unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains("\"success\"") && !got.contains("\"error\"") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "nats-server closed: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.contains("\"success\":true"), "deleted: {got}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_sipp_ok(&sipp::burst_486(&node.sip, 10, 10));
+    let (counters, _) = node.finish();
+    assert_eq!(counter(&counters, "final 486"), 20, "{counters}");
+}

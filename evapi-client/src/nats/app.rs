@@ -351,6 +351,8 @@ impl App {
     }
 }
 
+/// An event whose answer JetStream did not store comes again after this long.
+const ANSWER_RETRY: Duration = Duration::from_millis(500);
 /// The longest wait for NATS to confirm what an app sent ([`App::flush`]).
 pub const FLUSH_PATIENCE: Duration = Duration::from_secs(2);
 /// How long an app waits for JetStream to store an answer before it gives the event
@@ -398,8 +400,20 @@ pub async fn confirm_answer(
 ) -> Result<(), NatsError> {
     let mut headers = async_nats::HeaderMap::new();
     if let Some(msg) = &event.msg {
-        if let Ok(info) = msg.info() {
-            let id = format!("answer-{}-{}", event.node, info.stream_sequence);
+        // The event's own id (`<node>-<boot>-<seq>`, unique even if the stream is made
+        // again), else its place in the stream.
+        let event_id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|v| v.as_str().to_owned())
+            .or_else(|| {
+                msg.info()
+                    .ok()
+                    .map(|i| format!("{}-{}", event.node, i.stream_sequence))
+            });
+        if let Some(event_id) = event_id {
+            let id = format!("answer-{event_id}");
             headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
         }
         if let Some(deadline) = msg.headers.as_ref().and_then(|h| h.get(DEADLINE_HEADER)) {
@@ -419,7 +433,8 @@ pub async fn confirm_answer(
         },
         Err(e) => {
             if let Some(msg) = &event.msg {
-                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                // Not at once: JetStream is away or full, and would refuse it again.
+                let _ = msg.ack_with(AckKind::Nak(Some(ANSWER_RETRY))).await;
             }
             Err(NatsError::Nats {
                 what: format!(

@@ -200,7 +200,9 @@ pub async fn bridge(
     let answers = answers_consumer(&js, &config.node, config.stream).await?;
     let (reader, writer) = node_conn.split();
     let (shed_tx, shed_rx) = mpsc::channel::<Vec<u8>>(1024);
+    let (acks, acks_rx) = mpsc::channel::<jetstream::Message>(ACKS_QUEUED);
     let run = Run {
+        acks,
         config,
         counts,
         stop,
@@ -211,11 +213,12 @@ pub async fn bridge(
         waiting: Mutex::new(AnswerQueue::default()),
         answer_arrived: Notify::new(),
     };
-    let (read, (), (), answered) = tokio::join!(
+    let (read, (), (), answered, ()) = tokio::join!(
         run.read_node(reader, shed_tx),
         run.publish_events(&js),
-        run.collect_answers(answers),
+        run.collect_answers(&js, answers),
         run.write_answers(writer, shed_rx),
+        run.ack_answers(acks_rx),
     );
     read.and(answered)
 }
@@ -237,6 +240,9 @@ struct Run<'a> {
     waiting: Mutex<AnswerQueue>,
     /// An answer was queued.
     answer_arrived: Notify,
+    /// Answers done with, to acknowledge to JetStream (by their own task: the writer
+    /// to the node never waits on NATS).
+    acks: mpsc::Sender<jetstream::Message>,
 }
 
 impl Run<'_> {
@@ -376,6 +382,7 @@ impl Run<'_> {
                         self.outbox().failed(seq);
                         self.counts.retries.fetch_add(1, Ordering::Relaxed);
                         backoff.failed(tokio::time::Instant::now());
+                        self.counts.failing.store(true, Ordering::Relaxed);
                     }
                     Err(_) => {
                         let held = self.outbox().len();
@@ -383,6 +390,7 @@ impl Run<'_> {
                         self.outbox().failed(seq);
                         self.counts.retries.fetch_add(1, Ordering::Relaxed);
                         backoff.failed(tokio::time::Instant::now());
+                        self.counts.failing.store(true, Ordering::Relaxed);
                     }
                 }
             }
@@ -428,7 +436,7 @@ impl Run<'_> {
     /// Answers from JetStream into the queue for the node, within
     /// --answers-buffer-bytes (past it an answer goes back to the stream for a second
     /// later). Errors of the pull (NATS away, missed heartbeats) are waited out.
-    async fn collect_answers(&self, mut answers: pull::Stream) {
+    async fn collect_answers(&self, js: &jetstream::Context, mut answers: pull::Stream) {
         let mut failing = Retrying::default();
         loop {
             let msg = tokio::select! {
@@ -440,7 +448,15 @@ impl Run<'_> {
                         failing.note_answers(&e.to_string(), &self.config.node);
                         continue;
                     }
-                    None => return,
+                    // The consumer is gone (deleted, or its stream): made again, or
+                    // no answer would reach the node any more.
+                    None => match self.answers_again(js).await {
+                        Some(again) => {
+                            answers = again;
+                            continue;
+                        }
+                        None => return,
+                    },
                 },
             };
             self.counts.answers.fetch_add(1, Ordering::Relaxed);
@@ -536,7 +552,7 @@ impl Run<'_> {
                     if ended {
                         // Its call has ended at the node: written, it would be refused.
                         self.counts.answers_expired.fetch_add(1, Ordering::Relaxed);
-                        done(reply).await;
+                        self.done(reply);
                         continue;
                     }
                     if let Some(id) = transaction(&self.config.ids, &answer) {
@@ -555,7 +571,7 @@ impl Run<'_> {
                                 self.counts.answers_refused.fetch_add(1, Ordering::Relaxed);
                                 self.answers_waiting().refused_since += 1;
                                 // Decided: not to be delivered again.
-                                done(reply).await;
+                                self.done(reply);
                                 continue;
                             }
                         }
@@ -579,18 +595,56 @@ impl Run<'_> {
                 warn!(error = %e, bytes = answer.len(), "answer from NATS not written to the node");
             }
             // Written (or never writable): out of the stream.
-            done(reply).await;
+            self.done(reply);
         }
     }
 }
 
-/// Acknowledge an answer to JetStream: the bridge is done with it (written, or dropped
-/// for good). Bounded in time: with NATS away the client's queue may not take it, and
-/// answers to the node (shed ones above all) must not wait for that; an answer not
-/// acknowledged comes again after the ack wait, and the node refuses a second answer.
-async fn done(answer: Option<jetstream::Message>) {
-    if let Some(msg) = answer {
-        let _ = tokio::time::timeout(ACK_PUBLISH, msg.ack()).await;
+impl Run<'_> {
+    /// The bridge is done with an answer (written, or dropped for good): acknowledged
+    /// by [`Run::ack_answers`], never waited for here. Past [`ACKS_QUEUED`] waiting
+    /// (NATS away) it is not acknowledged: it comes again after the ack wait, and the
+    /// node refuses a second answer.
+    fn done(&self, answer: Option<jetstream::Message>) {
+        if let Some(msg) = answer {
+            let _ = self.acks.try_send(msg);
+        }
+    }
+
+    /// Acknowledge answers as they are done with, until the bridge stops (then what
+    /// is queued, each within [`ACK_PUBLISH`]).
+    async fn ack_answers(&self, mut acks: mpsc::Receiver<jetstream::Message>) {
+        loop {
+            let msg = tokio::select! {
+                msg = acks.recv() => msg,
+                () = self.stop.cancelled() => None,
+                () = self.node_gone.cancelled() => None,
+            };
+            let Some(msg) = msg else { break };
+            let _ = msg.ack().await;
+        }
+        while let Ok(msg) = acks.try_recv() {
+            let _ = tokio::time::timeout(ACK_PUBLISH, msg.ack()).await;
+        }
+    }
+
+    /// The answers' consumer again, after it ended: tried every second until made
+    /// (`None`: the bridge stops meanwhile).
+    async fn answers_again(&self, js: &jetstream::Context) -> Option<pull::Stream> {
+        loop {
+            warn!(node = %self.config.node, "the answers' consumer ended (deleted?): making it again");
+            tokio::select! {
+                () = self.stop.cancelled() => return None,
+                () = self.node_gone.cancelled() => return None,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            match answers_consumer(js, &self.config.node, self.config.stream).await {
+                Ok(answers) => return Some(answers),
+                Err(e) => {
+                    warn!(node = %self.config.node, error = %e, "cannot make the answers' consumer yet")
+                }
+            }
+        }
     }
 }
 
@@ -625,8 +679,10 @@ async fn answers_consumer(
         .map_err(nats_error("pull answers"))
 }
 
-/// Longest wait to hand an acknowledgement to the NATS client.
+/// Longest wait to hand an acknowledgement to the NATS client when stopping.
 const ACK_PUBLISH: Duration = Duration::from_millis(100);
+/// Acknowledgements waiting for the NATS client at most.
+const ACKS_QUEUED: usize = 16 * 1024;
 /// An answer taken by a bridge that then stopped is delivered again after this long.
 const ANSWER_ACK_WAIT: Duration = Duration::from_secs(5);
 /// Answers asked for at once from the stream.
