@@ -256,7 +256,7 @@ impl Collector for Metrics {
         counter(
             e,
             "evapi_bridge_answers_redelivered",
-            "Answers JetStream delivered again (a bridge stopped before acknowledging them)",
+            "Answers JetStream delivered again (a bridge stopped before acknowledging them, one held them past the 5 s ack wait, or gave them back past --answers-buffer-bytes)",
             get(&c.answers_redelivered),
         )?;
         gauge(

@@ -140,8 +140,10 @@ pub struct BridgeCounts {
     /// Answers dropped because the deadline they carry (their event's) had passed: the
     /// call has ended at the node.
     pub answers_expired: AtomicU64,
-    /// Answers JetStream delivered more than once (a bridge stopped or failed before
-    /// acknowledging them; the node refuses a second answer to a call).
+    /// Answers JetStream delivered more than once: a bridge stopped or failed before
+    /// acknowledging them, held them past the ack wait (5 s) while the node read
+    /// slowly, or gave them back past `answers_buffer_bytes`. A second answer to a
+    /// call is refused (here, or by the node).
     pub answers_redelivered: AtomicU64,
     /// Bytes of answers waiting for the node now.
     pub answers_buffered_bytes: AtomicU64,
