@@ -62,6 +62,9 @@ impl ListenArgs {
                 next = source.next(ctx.max_frame) => next?,
             };
             let Some((node, msg)) = next else {
+                if ctx.nats.is_some() {
+                    anyhow::bail!("the NATS subscription at {} ended", ctx.addr);
+                }
                 anyhow::bail!("connection to {} closed by the server", ctx.addr);
             };
             if let Some(text) = &matching {
