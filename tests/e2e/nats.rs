@@ -945,9 +945,11 @@ fn stream_leader(cluster: &evapi_tests::nats::Cluster, stream: &str) -> Option<u
 /// servers: the server leading the events' stream is killed (`kill -9`) in the middle
 /// of the calls (issue 25). No call is lost (sipp gets every 486), the bridges and apps
 /// move to the other servers, and the test prints how long the slowest call waited
-/// (the stall of the failover: 5-7 s here, nats-server's election wait) and holds it
-/// under 10 s; publishing backs off meanwhile (about 15 retries per bridge, where
-/// republishing the whole window at once made 85,000).
+/// (the stall of the failover: 4.5-15.6 s over ten runs here, nats-server's election
+/// wait of 4-9 s, sometimes twice) and holds it under 25 s; publishing backs off meanwhile (about 15 retries per bridge,
+/// where republishing the whole window at once made 85,000). Answers delivered again
+/// because an acknowledgement was lost in the failover are refused at the bridge: the
+/// node counts exactly one final reply per call.
 #[test]
 #[ignore = "needs nats-server, kamailio and sipp; .ci/run runs it"]
 fn a_nats_cluster_loses_no_call_when_its_stream_leader_dies() {
@@ -957,7 +959,7 @@ fn a_nats_cluster_loses_no_call_when_its_stream_leader_dies() {
 /// The same, the leader stopped cleanly (lame duck mode, what `nats-server --signal
 /// ldm` and a service stop before maintenance do): it hands its leaderships over
 /// first, and the stall is far shorter than a `kill -9`'s election wait (slowest call
-/// 0.6 s here; held under 2 s).
+/// 0.2-2.2 s here; held under 5 s).
 #[test]
 #[ignore = "needs nats-server, kamailio and sipp; .ci/run runs it"]
 fn a_nats_cluster_stream_leader_stopped_cleanly_stalls_briefly() {
@@ -986,13 +988,26 @@ fn cluster_failover(clean: bool) {
         "{}",
         kam.log()
     );
+    // The bridges made both streams; each has a leader before the apps come (a
+    // cluster that has just formed takes a few seconds to place 3 replicas).
+    let placed = std::time::Instant::now() + Duration::from_secs(30);
+    while ["EVAPI_EVENTS", "EVAPI_ANSWERS"]
+        .iter()
+        .any(|s| stream_leader(&cluster, s).is_none())
+    {
+        assert!(
+            std::time::Instant::now() < placed,
+            "the streams have no leader"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let responders: Vec<Running> = (0..2)
         .map(|_| {
             let mut cmd = Command::new(binary("evapi-client"));
             cmd.args(["-v", "respond", "--nats", &urls, "--code", "486"])
                 .args(["--ack-wait", "5s", "--replicas", "3"]);
             let mut r = Running::spawn(cmd);
-            r.wait_stderr(TAKING, READY);
+            r.wait_stderr(TAKING, Duration::from_secs(30));
             r
         })
         .collect();
@@ -1029,7 +1044,8 @@ fn cluster_failover(clean: bool) {
     // A kill -9 costs nats-server 2.9's election wait (its followers wait 4-9 s
     // without the leader's heartbeat before electing another); a clean stop hands
     // the leadership over at once.
-    let bound = if clean { 2_000 } else { 10_000 };
+    // Under sipp's 30 s timeout and Kamailio's fr_inv_timer (30 s in its config).
+    let bound = if clean { 5_000 } else { 25_000 };
     assert!(slowest(&times_sim).max(slowest(&times_kam)) < bound);
     for r in responders {
         term(&r);
@@ -1040,11 +1056,13 @@ fn cluster_failover(clean: bool) {
         term(&b);
         let (out, err, code) = b.finish(Duration::from_secs(15));
         assert_eq!(code, 0, "{err}");
+        // An acknowledgement lost in the failover brings an answer again: refused at
+        // the bridge as a second answer, never written (the node's count below).
         eprintln!("{out}");
-        assert_eq!(count_before(&out, "refused answers"), 0, "{out}");
     }
     let counters = sim.finish();
     assert_eq!(counter(&counters, "final 486"), 1000, "{counters}");
+    assert_eq!(counter(&counters, "refused continues"), 0, "{counters}");
 }
 
 /// A responder stopped (SIGTERM) while nats-server is down exits within seconds with

@@ -126,8 +126,9 @@ impl App {
         settings: StreamSettings,
     ) -> Result<Self, NatsError> {
         let js = answers_context(&nats);
-        let stream = events_stream(&js, EVENT_MAX_AGE, settings).await?;
-        answers_stream(&js, settings).await?;
+        let setup = super::setup_context(&nats);
+        let stream = events_stream(&setup, EVENT_MAX_AGE, settings).await?;
+        answers_stream(&setup, settings).await?;
         let messages = stream
             .get_or_create_consumer(
                 CONSUMER,

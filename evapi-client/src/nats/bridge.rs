@@ -198,8 +198,9 @@ pub async fn bridge(
 ) -> Result<(), NatsError> {
     let mut js = jetstream::new(nats.clone());
     js.set_timeout(CONFIRM_TIMEOUT);
-    events_stream(&js, EVENT_MAX_AGE, config.stream).await?;
-    let answers = answers_consumer(&js, &config.node, config.stream).await?;
+    let setup = super::setup_context(&nats);
+    events_stream(&setup, EVENT_MAX_AGE, config.stream).await?;
+    let answers = answers_consumer(&setup, &config.node, config.stream).await?;
     let (reader, writer) = node_conn.split();
     let (shed_tx, shed_rx) = mpsc::channel::<Vec<u8>>(1024);
     let (acks, acks_rx) = mpsc::channel::<jetstream::Message>(ACKS_QUEUED);
@@ -218,7 +219,7 @@ pub async fn bridge(
     let (read, (), (), answered, ()) = tokio::join!(
         run.read_node(reader, shed_tx),
         run.publish_events(&js),
-        run.collect_answers(&js, answers),
+        run.collect_answers(&setup, answers),
         run.write_answers(writer, shed_rx),
         run.ack_answers(acks_rx),
     );

@@ -411,6 +411,18 @@ pub async fn events_stream(
     ensure_stream(js, STREAM, "evapi.*.events", max_age, settings).await
 }
 
+/// A JetStream context for making or checking streams and consumers: in a cluster that
+/// has just formed, or is electing leaders, that takes seconds (publications have
+/// their own, shorter, wait).
+pub(crate) fn setup_context(nats: &async_nats::Client) -> jetstream::Context {
+    let mut js = jetstream::new(nats.clone());
+    js.set_timeout(SETUP_TIMEOUT);
+    js
+}
+
+/// How long JetStream may take to make or check a stream or a consumer.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The answers stream, created when missing: subjects `evapi.*.answers`, work-queue
 /// retention (an answer is gone once its node's bridge wrote it and acknowledged it),
 /// at most [`EVENT_MAX_AGE`] old (an answer older than its call is of no use), the same
