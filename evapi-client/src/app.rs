@@ -858,6 +858,22 @@ mod tests {
         handle_one(handler, &decision, shared).await;
     }
 
+    /// Events `indices` of `call`, read on `conn` (counted in hand) and queued for the
+    /// dispatcher.
+    async fn read(
+        tx: &mpsc::Sender<(Arc<Conn>, Event)>,
+        conn: &Arc<Conn>,
+        call: &str,
+        indices: impl IntoIterator<Item = u32>,
+    ) {
+        for index in indices {
+            conn.in_hand.fetch_add(1, Ordering::AcqRel);
+            tx.send((Arc::clone(conn), suspend("n", call, index)))
+                .await
+                .unwrap();
+        }
+    }
+
     /// A handler slower than the deadline: the fallback goes at the deadline, the
     /// handler's answer is counted late and never sent.
     #[tokio::test(start_paused = true)]
@@ -956,12 +972,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         let (conn, mut written) = conn();
         let started = Instant::now();
-        for index in 1..=3 {
-            conn.in_hand.fetch_add(1, Ordering::AcqRel);
-            tx.send((Arc::clone(&conn), suspend("n", "same-call", index)))
-                .await
-                .unwrap();
-        }
+        read(&tx, &conn, "same-call", 1..=3).await;
         let stop = CancellationToken::new();
         let run = dispatch(
             rx,
@@ -1001,18 +1012,8 @@ mod tests {
         });
         let shared = shared(None);
         let (tx, rx) = mpsc::channel(READ_AHEAD);
-        let (answers, mut written) = mpsc::channel(8);
-        let conn = Arc::new(Conn {
-            answers,
-            gone: CancellationToken::new(),
-            in_hand: AtomicUsize::new(0),
-        });
-        for index in [1, 2] {
-            conn.in_hand.fetch_add(1, Ordering::AcqRel);
-            tx.send((Arc::clone(&conn), suspend("n", "same-call", index)))
-                .await
-                .unwrap();
-        }
+        let (conn, mut written) = conn();
+        read(&tx, &conn, "same-call", [1, 2]).await;
         let stop = CancellationToken::new();
         let run = dispatch(
             rx,
@@ -1061,11 +1062,13 @@ mod tests {
         });
         let feed = async {
             for call in 0..1000u32 {
-                for step in 0..3 {
-                    let e = suspend("n", &format!("call-{call}"), call * 3 + step);
-                    conn.in_hand.fetch_add(1, Ordering::AcqRel);
-                    tx.send((Arc::clone(&conn), e)).await.unwrap();
-                }
+                read(
+                    &tx,
+                    &conn,
+                    &format!("call-{call}"),
+                    (0..3).map(|step| call * 3 + step),
+                )
+                .await;
             }
         };
         let stop = CancellationToken::new();
