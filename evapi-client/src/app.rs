@@ -97,6 +97,20 @@ impl Event {
         self.json.as_ref()?.pointer(pointer)?.as_str()
     }
 
+    /// What an answer to it needs (node, ids, arrival), without the parsed JSON: kept
+    /// by the deadline's watchdog while the event itself goes to the handler, so no
+    /// event is deep-copied.
+    fn for_reply(&self) -> Self {
+        Self {
+            node: Arc::clone(&self.node),
+            payload: Bytes::new(),
+            json: None,
+            id: self.id,
+            arrived: self.arrived,
+            fields: self.fields.clone(),
+        }
+    }
+
     /// The answer that resumes this event's transaction with `answer`; `None` when it is
     /// not a suspend event.
     #[must_use]
@@ -459,6 +473,7 @@ type Lane = Option<(Arc<str>, String)>;
 /// handler of the same call gets its fallback on time too.
 struct Decision {
     conn: Arc<Conn>,
+    /// The event's node, ids and arrival ([`Event::for_reply`]).
     event: Event,
     /// Whether a watchdog sends the fallback at the deadline (a suspend event, with a
     /// deadline set).
@@ -469,11 +484,11 @@ struct Decision {
 }
 
 impl Decision {
-    fn new(conn: Arc<Conn>, event: Event, shared: &Shared) -> Arc<Self> {
+    fn new(conn: Arc<Conn>, event: &Event, shared: &Shared) -> Arc<Self> {
         let watched = shared.deadline.is_some() && event.id.is_some();
         Arc::new(Self {
             conn,
-            event,
+            event: event.for_reply(),
             watched,
             decided: std::sync::atomic::AtomicBool::new(false),
             settled: CancellationToken::new(),
@@ -546,9 +561,9 @@ async fn dispatch<H: Handler>(
     stop: &CancellationToken,
     drain: Duration,
 ) {
-    let mut lanes: Lanes<(Arc<str>, String), Arc<Decision>> = Lanes::new(max);
+    let mut lanes: Lanes<(Arc<str>, String), (Arc<Decision>, Event)> = Lanes::new(max);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Lane>();
-    let start = |lane: Lane, decision: Arc<Decision>| {
+    let start = |lane: Lane, (decision, event): (Arc<Decision>, Event)| {
         let (handler, shared, done) = (Arc::clone(handler), Arc::clone(shared), done_tx.clone());
         tokio::spawn(async move {
             let _finished = Finished {
@@ -556,7 +571,7 @@ async fn dispatch<H: Handler>(
                 lane: Some(lane),
                 done,
             };
-            handle_one(&*handler, &decision, &shared).await;
+            handle_one(&*handler, &decision, event, &shared).await;
         });
     };
     let mut drained_by: Option<Instant> = None;
@@ -590,9 +605,9 @@ async fn dispatch<H: Handler>(
                     continue;
                 };
                 let lane = order.key(&event);
-                let decision = Decision::new(conn, event, shared);
+                let decision = Decision::new(conn, &event, shared);
                 watch(&decision, shared);
-                if let Some(item) = lanes.push(lane.clone(), decision) {
+                if let Some(item) = lanes.push(lane.clone(), (decision, event)) {
                     start(lane, item);
                 }
             }
@@ -603,15 +618,15 @@ async fn dispatch<H: Handler>(
 /// Handle one event: the handler's answer, written to the connection the event came
 /// on, unless the fallback went first (the answer is then dropped, counted late). An
 /// event whose fallback went while it waited its turn is not handed to the handler.
-async fn handle_one<H: Handler>(handler: &H, decision: &Decision, shared: &Shared) {
+async fn handle_one<H: Handler>(handler: &H, decision: &Decision, event: Event, shared: &Shared) {
     let counters = &shared.counters;
     if decision.is_decided() {
         return;
     }
-    let event = &decision.event;
-    let Some(answer) = handler.handle(event.clone()).await else {
+    let Some(answer) = handler.handle(event).await else {
         return;
     };
+    let event = &decision.event;
     if event.id.is_none() {
         return;
     }
@@ -853,9 +868,9 @@ mod tests {
     /// `event` read on `conn` (counted in hand), its deadline watched, then handled.
     async fn handle<H: Handler>(handler: &H, conn: &Arc<Conn>, event: Event, shared: &Arc<Shared>) {
         conn.in_hand.fetch_add(1, Ordering::AcqRel);
-        let decision = Decision::new(Arc::clone(conn), event, shared);
+        let decision = Decision::new(Arc::clone(conn), &event, shared);
         watch(&decision, shared);
-        handle_one(handler, &decision, shared).await;
+        handle_one(handler, &decision, event, shared).await;
     }
 
     /// Events `indices` of `call`, read on `conn` (counted in hand) and queued for the
