@@ -1133,7 +1133,7 @@ fn kamailio_answers_503_at_once_while_its_node_has_no_bridge() {
         "{}",
         kam.log()
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // (The route counts the close before it logs it.)
     let (out, times) = sipp::burst_timed(&kam.sip.to_string(), 20, 20, 503);
     assert_sipp_ok(&out);
     assert!(quick(&times), "503 at once again: {times:?}");
@@ -1180,7 +1180,7 @@ fn a_deleted_answers_consumer_is_made_again() {
     use std::io::{Read, Write};
     sipp::require();
     let nats = Nats::start();
-    let node = Node::start("node-d", &nats);
+    let mut node = Node::start("node-d", &nats);
     let _responder = responder(&nats, &[]);
     assert_sipp_ok(&sipp::burst_486(&node.sip, 10, 10));
     let port: u16 = nats.url.rsplit(':').next().unwrap().parse().unwrap();
@@ -1197,7 +1197,8 @@ fn a_deleted_answers_consumer_is_made_again() {
         got.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     assert!(got.contains("\"success\":true"), "deleted: {got}");
-    std::thread::sleep(Duration::from_secs(2));
+    node.bridge
+        .wait_stderr("answers' consumer made again", Duration::from_secs(15));
     assert_sipp_ok(&sipp::burst_486(&node.sip, 10, 10));
     let (counters, _) = node.finish();
     assert_eq!(counter(&counters, "final 486"), 20, "{counters}");

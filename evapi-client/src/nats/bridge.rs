@@ -642,7 +642,10 @@ impl Run<'_> {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             match answers_consumer(js, &self.config.node, self.config.stream).await {
-                Ok(answers) => return Some(answers),
+                Ok(answers) => {
+                    warn!(node = %self.config.node, "the answers' consumer made again: answers flow");
+                    return Some(answers);
+                }
                 Err(e) => {
                     warn!(node = %self.config.node, error = %e, "cannot make the answers' consumer yet")
                 }
