@@ -22,12 +22,12 @@ ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 TCK=$(getconf CLK_TCK)
 [ -x "$SIM" ] && [ -x "$CLIENT" ] || { echo "build first: cargo build --release --locked --bins" >&2; exit 2; }
-free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
+BENCH=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 work=$(mktemp -d)
 pids=()
-stop_all() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; for p in "${pids[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done; pids=(); }
 trap 'stop_all; rm -rf "$work"' EXIT
-ticks() { local t=0 p; for p in "$@"; do [ -n "$p" ] || continue; t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
 
 # run_row MODE RATE -> "answered_per_s responder_cpu_ms_per_1000 p50 p99 failed"
 run_row() {
@@ -59,20 +59,12 @@ run_row() {
   end=$(date +%s.%N)
   after=$(ticks "${resp[@]}")
   stop_all
-  python3 - "$work" "$((after - before))" "$TCK" "$start" "$end" <<'PY'
-import json, sys
+  PYTHONPATH="$BENCH" python3 - "$work" "$((after - before))" "$TCK" "$start" "$end" <<'PY'
+import sys
+from loads import summary
 work, ticks, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 secs = float(sys.argv[5]) - float(sys.argv[4])
-reports = []
-for i in (1, 2):
-    try:
-        reports.append(json.load(open(f"{work}/load-{i}.json")))
-    except (OSError, ValueError):
-        reports.append({})
-ok = sum(r.get('ok', 0) for r in reports)
-failed = sum(r.get('failed', 0) for r in reports)
-p50 = max(r.get('latency', {}).get('p50_us', 0) for r in reports)
-p99 = max(r.get('latency', {}).get('p99_us', 0) for r in reports)
+ok, failed, p50, p99 = summary(work, 2)
 print(f"{ok / secs:.0f} {ticks * 1000 / tck * 1000 / max(ok, 1):.1f} {p50} {p99} {failed}")
 PY
 }

@@ -27,12 +27,12 @@ STORAGE=${STORAGE:-file}
 TCK=$(getconf CLK_TCK)
 command -v nats-server >/dev/null || { echo "needs nats-server (apt-get install nats-server)" >&2; exit 2; }
 [ -x "$SIM" ] && [ -x "$CLIENT" ] || { echo "build first: cargo build --release --locked --bins" >&2; exit 2; }
-free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
+BENCH=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 work=$(mktemp -d)
 pids=()
-stop_all() { local rev=(); for p in "${pids[@]:-}"; do rev=("$p" "${rev[@]}"); done; pids=("${rev[@]}"); for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; for p in "${pids[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done; pids=(); }
 trap 'stop_all; rm -rf "$work"' EXIT
-ticks() { local t=0 p; for p in "$@"; do [ -n "$p" ] || continue; t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
 
 # run_row MODE NODES RESPONDERS RATE -> "answered_per_s cpu_ms_per_1000 p50 p99 failed split"
 # (split: CPU ms per 1,000 calls of nodes/bridges/responders/nats-server)
@@ -83,21 +83,13 @@ run_row() {
   local split
   split="$(( $(ticks "${role_nodes[@]}") - b_nodes )),$(( $(ticks "${role_bridges[@]:-}") - b_bridges )),$(( $(ticks "${role_resp[@]}") - b_resp )),$(( $(ticks "${role_nats[@]:-}") - b_nats ))"
   stop_all
-  python3 - "$work" "$nodes" "$((after - before))" "$TCK" "$start" "$end" "$split" <<'PY'
-import json, sys
+  PYTHONPATH="$BENCH" python3 - "$work" "$nodes" "$((after - before))" "$TCK" "$start" "$end" "$split" <<'PY'
+import sys
+from loads import summary
 work, nodes, ticks, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 split = [int(t) for t in sys.argv[7].split(',')]
 secs = float(sys.argv[6]) - float(sys.argv[5])
-reports = []
-for i in range(1, nodes + 1):
-    try:
-        reports.append(json.load(open(f"{work}/load-{i}.json")))
-    except (OSError, ValueError):
-        reports.append({})
-ok = sum(r.get('ok', 0) for r in reports)
-failed = sum(r.get('failed', 0) for r in reports)
-p50 = max(r.get('latency', {}).get('p50_us', 0) for r in reports)
-p99 = max(r.get('latency', {}).get('p99_us', 0) for r in reports)
+ok, failed, p50, p99 = summary(work, nodes)
 per = lambda t: t * 1000 / tck * 1000 / max(ok, 1)
 print(f"{ok / secs:.0f} {per(ticks):.1f} {p50} {p99} {failed} " + "/".join(f"{per(t):.0f}" for t in split))
 PY
