@@ -170,7 +170,7 @@ impl Cluster {
     ///
     /// # Panics
     ///
-    /// When the cluster does not form within 30 s, [`START_ATTEMPTS`] times.
+    /// When the cluster does not form within 30 s, three times.
     #[must_use]
     pub fn start() -> Self {
         require();
