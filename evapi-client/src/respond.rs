@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use evapi_ops::time::sleep_until;
 use evapi_proto::{Continue, TopLevelIds};
 use futures_util::FutureExt;
 use tokio::time::Instant;
@@ -273,13 +274,6 @@ async fn answer_loop(
             }
         }
         writer.flush().await?;
-    }
-}
-
-async fn sleep_until(due: Option<Instant>) {
-    match due {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -6,30 +6,26 @@
 //! events arrive as frames, and a frame the app writes is routed by the transaction ids
 //! in it to the node whose event carried them.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use bytes::Bytes;
-use evapi_proto::{FrameCodec, Framing, TransactionId};
-use futures_util::{SinkExt, StreamExt};
-use tokio_util::codec::Framed;
-use tokio_util::sync::CancellationToken;
+use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::{
     answers_stream, answers_subject, events_stream, nats_error, setup_error, valid_node, NatsError,
     NatsOptions,
 };
-use super::{
-    StreamSettings, CONSUMER, DEADLINE_HEADER, DEFAULT_ACK_WAIT, EVENT_MAX_AGE, NODE_HEADER,
-};
-use crate::client::ClientError;
-use crate::respond::{Counts, Responder};
+use super::{StreamSettings, CONSUMER, DEADLINE_HEADER, EVENT_MAX_AGE, NODE_HEADER};
 use crate::suspend::SuspendMatcher;
-use crate::transport::Io;
+
+mod pipe;
+mod respond;
+
+pub use pipe::app_io;
+pub(crate) use pipe::NatsRoute;
+pub use respond::respond;
 
 /// How an app takes events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,7 +51,7 @@ pub struct AppConfig {
     /// Where suspend events keep their transaction ids.
     pub matcher: SuspendMatcher,
     /// An event taken and not answered within this long goes to another app
-    /// (zero: [`DEFAULT_ACK_WAIT`]).
+    /// (zero: [`DEFAULT_ACK_WAIT`](crate::nats::DEFAULT_ACK_WAIT)).
     pub ack_wait: Duration,
 }
 
@@ -486,320 +482,4 @@ fn node_of(msg: &async_nats::Message) -> (Option<String>, Bytes) {
         .or_else(|| msg.subject.split('.').nth(1).map(str::to_owned))
         .filter(|n| valid_node(n));
     (node, msg.payload.clone())
-}
-
-/// Answer events from every node with `responder`, as one of the instances sharing
-/// the work queue, until `stop` or `count` answers. At most `max_in_flight` events are
-/// in hand at once (answered concurrently, each after `responder.delay`); on `stop` the
-/// ones still waiting for their answer are given back at once, for another app.
-///
-/// # Errors
-///
-/// The stream or consumer cannot be set up.
-pub async fn respond(
-    nats: async_nats::Client,
-    responder: &Responder,
-    taking: Taking,
-    counts: &Counts,
-    count: Option<u64>,
-    stop: CancellationToken,
-) -> Result<(), NatsError> {
-    let mut app =
-        App::take_at_most(nats, taking.ack_wait, taking.max_in_flight, taking.stream).await?;
-    let max_in_flight = taking.max_in_flight;
-    let result = answer_events(&mut app, responder, max_in_flight, counts, count, &stop).await;
-    // What was answered reaches the server before we go.
-    let _ = app.flush().await;
-    result
-}
-
-async fn answer_events(
-    app: &mut App,
-    responder: &Responder,
-    max_in_flight: usize,
-    counts: &Counts,
-    count: Option<u64>,
-    stop: &CancellationToken,
-) -> Result<(), NatsError> {
-    let mut answered = 0u64;
-    let limit = max_in_flight.clamp(1, CONFIRMING_MAX);
-    // Events in hand: waiting for their answer (--delay), then for their bridge's
-    // confirmation.
-    let mut in_hand = tokio::task::JoinSet::new();
-    // Cancelled once this app has stopped pulling: the events still waiting for their
-    // answer then go back (before, the server could hand them back to this app).
-    let release = CancellationToken::new();
-    let result = loop {
-        counts
-            .in_flight
-            .store(in_hand.len() as u64, Ordering::Relaxed);
-        while let Some(done) = in_hand.try_join_next() {
-            report(done, counts);
-        }
-        if in_hand.len() >= limit {
-            tokio::select! {
-                () = stop.cancelled() => break Ok(()),
-                done = in_hand.join_next() => if let Some(done) = done { report(done, counts) },
-            }
-            continue;
-        }
-        let event = tokio::select! {
-            () = stop.cancelled() => break Ok(()),
-            event = app.next() => event,
-        };
-        counts.expired.store(app.expired(), Ordering::Relaxed);
-        let Some(event) = event else { break Ok(()) };
-        match responder.answer(&event.payload, counts) {
-            Some(answer) => {
-                answered += 1;
-                let (js, delay, release) = (app.js.clone(), responder.delay, release.clone());
-                in_hand.spawn(async move {
-                    // A slow app (--delay): the answer comes after it, concurrently
-                    // with the other events in hand; stopped meanwhile, the event goes
-                    // back to the work queue at once instead of after the ack wait.
-                    if !delay.is_zero() {
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = release.cancelled() => {
-                                give_back(&event).await;
-                                return (event.node, None);
-                            }
-                        }
-                    }
-                    let result = confirm_answer(&js, &event, Bytes::from(answer)).await;
-                    (event.node, Some(result))
-                });
-            }
-            None => {
-                debug!("not a suspend event, acknowledged without an answer");
-                if let Err(e) = app.ack(&event).await {
-                    warn!(error = %e, node = %event.node, "cannot acknowledge an event; it will be redelivered");
-                }
-            }
-        }
-        if count.is_some_and(|n| answered >= n) {
-            break Ok(());
-        }
-    };
-    // Stopped: what was pulled for us and not handed out goes back, and so do the events
-    // still waiting for their answer; the answers sent wait for their confirmations (each
-    // at most ANSWER_CONFIRM).
-    let given = app.give_back_pulled(GIVE_BACK_PATIENCE, limit).await;
-    counts.given_back.fetch_add(given, Ordering::Relaxed);
-    if given > 0 {
-        info!(given, "events pulled and not started given back");
-    }
-    // Stopped by the caller: what is still waiting for its answer goes back too (with
-    // --count reached, those are answered).
-    if stop.is_cancelled() {
-        release.cancel();
-    }
-    while let Some(done) = in_hand.join_next().await {
-        report(done, counts);
-    }
-    counts.in_flight.store(0, Ordering::Relaxed);
-    result
-}
-
-/// Give `event` back to the work queue (a negative acknowledgement): redelivered to
-/// an app at once.
-async fn give_back(event: &Event) {
-    if let Some(msg) = &event.msg {
-        let _ = msg.ack_with(AckKind::Nak(None)).await;
-    }
-}
-
-/// Log an answer its bridge did not confirm (its event was given back).
-/// What became of an event in hand: its node, and `Some` with the confirmation's result
-/// when it was answered (`None`: given back unanswered).
-type Handled = (String, Option<Result<(), NatsError>>);
-
-fn report(done: Result<Handled, tokio::task::JoinError>, counts: &Counts) {
-    match done {
-        Ok((_, Some(Ok(())))) => {
-            counts.answered.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok((node, Some(Err(e)))) => {
-            counts.answered.fetch_add(1, Ordering::Relaxed);
-            warn!(error = %e, %node, "answer not confirmed; the event will be redelivered");
-        }
-        Ok((_, None)) => {
-            counts.given_back.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(_) => {}
-    }
-}
-
-/// Capacity of the in-process pipe between an app and its NATS side.
-const PIPE_BYTES: usize = 256 * 1024;
-
-/// Connect `config`'s NATS and return a stream that behaves like an evapi socket (its
-/// frames are the events, and frames written to it are routed to the nodes), and the
-/// task that pipes it: once the stream is dropped, the task gives back what the app
-/// took and did not answer, then ends (await it before the program exits).
-///
-/// # Errors
-///
-/// NATS cannot be reached or refuses the subscription.
-pub async fn app_io(
-    config: &AppConfig,
-    framing: Framing,
-    max_frame: usize,
-) -> Result<(Io, tokio::task::JoinHandle<()>), ClientError> {
-    let failed = |e: NatsError| ClientError::Connect {
-        addr: config.nats.url.clone(),
-        source: std::io::Error::other(e),
-    };
-    let nats = config.nats.connect(None).await.map_err(failed)?;
-    let app = match config.mode {
-        AppMode::Take => {
-            let wait = if config.ack_wait.is_zero() {
-                DEFAULT_ACK_WAIT
-            } else {
-                config.ack_wait
-            };
-            App::take_at_most(nats, wait, DEFAULT_MAX_IN_FLIGHT, config.nats.stream).await
-        }
-        AppMode::Observe => App::observe(nats, config.node.as_deref()).await,
-    }
-    .map_err(failed)?;
-    let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
-    let framed = Framed::new(ours, FrameCodec::new(framing, max_frame));
-    let task = tokio::spawn(pipe(
-        app,
-        framed,
-        config.node.clone(),
-        config.matcher.clone(),
-        max_frame,
-    ));
-    Ok((Io::Memory(theirs), task))
-}
-
-/// An [`AppConfig`] and the pipes of the connections made with it, for
-/// [`ClientConfig::over_nats`](crate::ClientConfig::over_nats): no state outside it.
-#[derive(Debug, Clone)]
-pub(crate) struct NatsRoute {
-    app: std::sync::Arc<AppConfig>,
-    pipes: std::sync::Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl NatsRoute {
-    pub(crate) fn new(app: AppConfig) -> Self {
-        Self {
-            app: std::sync::Arc::new(app),
-            pipes: std::sync::Arc::default(),
-        }
-    }
-
-    /// A new pipe to the NATS side, kept until [`NatsRoute::settle`].
-    pub(crate) async fn connect(
-        &self,
-        framing: Framing,
-        max_frame: usize,
-    ) -> Result<Io, ClientError> {
-        let (io, task) = app_io(&self.app, framing, max_frame).await?;
-        let mut pipes = self.pipes.lock().unwrap_or_else(PoisonError::into_inner);
-        pipes.retain(|t| !t.is_finished());
-        pipes.push(task);
-        Ok(io)
-    }
-
-    /// Wait, at most `patience`, for the pipes whose app side is closed to finish.
-    pub(crate) async fn settle(&self, patience: Duration) {
-        let pipes = std::mem::take(&mut *self.pipes.lock().unwrap_or_else(PoisonError::into_inner));
-        let _ = tokio::time::timeout(patience, futures_util::future::join_all(pipes)).await;
-    }
-}
-
-/// Events taken and not yet answered, by transaction id (two nodes may use the same
-/// ids: the oldest event with those ids gets the next answer carrying them).
-type Taken = HashMap<TransactionId, VecDeque<Event>>;
-
-async fn pipe(
-    mut app: App,
-    mut framed: Framed<tokio::io::DuplexStream, FrameCodec>,
-    node: Option<String>,
-    matcher: SuspendMatcher,
-    max_frame: usize,
-) {
-    let mut taken = Taken::new();
-    loop {
-        tokio::select! {
-            event = app.next() => {
-                let Some(event) = event else { break };
-                let payload = event.payload.clone();
-                if payload.len() > max_frame {
-                    // Not for this app's framing: taken, it goes to no one (answered by
-                    // nobody, the node's timer ends the call); watched, it is skipped.
-                    warn!(bytes = payload.len(), max_frame, node = %event.node, "event larger than --max-frame, skipped");
-                    if let Some(msg) = &event.msg {
-                        let _ = msg.ack_with(AckKind::Term).await;
-                    }
-                    continue;
-                }
-                if app.takes() {
-                    match matcher.parse(&payload) {
-                        Ok(Some(s)) => taken.entry(s.id).or_default().push_back(event),
-                        _ => {
-                            if let Err(e) = app.ack(&event).await {
-                                warn!(error = %e, "cannot acknowledge an event");
-                            }
-                        }
-                    }
-                }
-                if framed.send(payload).await.is_err() {
-                    break;
-                }
-            }
-            frame = framed.next() => match frame {
-                Some(Ok(frame)) => route(&app, &mut taken, node.as_deref(), &matcher, frame).await,
-                Some(Err(e)) => {
-                    warn!(error = %e, "bad frame from the app");
-                    break;
-                }
-                None => break,
-            },
-        }
-    }
-    // The app left: what it took and did not answer goes to another app at once
-    // (after the server stopped handing events to this one).
-    app.stop_taking().await;
-    for event in taken.into_values().flatten() {
-        let _ = app.give_back(&event).await;
-    }
-    // Answers and acknowledgements reach the server before the program exits.
-    let _ = app.flush().await;
-}
-
-/// Send `frame` to the node whose event it answers, or to `node`.
-async fn route(
-    app: &App,
-    taken: &mut Taken,
-    node: Option<&str>,
-    matcher: &SuspendMatcher,
-    frame: Bytes,
-) {
-    let id = matcher.parse(&frame).ok().flatten().map(|s| s.id);
-    let event = id.and_then(|id| {
-        let queue = taken.get_mut(&id)?;
-        let event = queue.pop_front();
-        if queue.is_empty() {
-            taken.remove(&id);
-        }
-        event
-    });
-    let result = match (event, node) {
-        (Some(event), _) => app.answer(&event, frame).await,
-        (None, Some(node)) => app.send(node, frame).await,
-        (None, None) => {
-            warn!(
-                frame = %String::from_utf8_lossy(&frame[..frame.len().min(120)]),
-                "not sent: it answers no event taken here, and no --node says where to send it"
-            );
-            Ok(())
-        }
-    };
-    if let Err(e) = result {
-        warn!(error = %e, "cannot send to NATS");
-    }
 }

@@ -37,15 +37,10 @@
 //! - [`App::run`]: the shell: one task per node (connect, read, write answers), one
 //!   dispatcher over [`Lanes`], one task per event being handled.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use evapi_proto::{IdFields, TransactionId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -55,156 +50,11 @@ use crate::nodes::{Link, Node};
 use crate::suspend::SuspendMatcher;
 use crate::ClientConfig;
 
-/// One event, from one node.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Event {
-    /// The node it came from (its name, see [`Node`]).
-    pub node: Arc<str>,
-    /// The event as the node wrote it.
-    pub payload: Bytes,
-    /// The event parsed, when it is JSON.
-    pub json: Option<serde_json::Value>,
-    /// The suspended transaction, when it is a suspend event (its answer resumes it).
-    pub id: Option<TransactionId>,
-    /// When it was read: deadlines count from here.
-    pub arrived: Instant,
-    /// Where the ids were, to answer under the same names.
-    fields: Option<IdFields>,
-}
+mod event;
+mod lanes;
 
-impl Event {
-    /// `payload` from `node`, read at `arrived`, recognised with `matcher`.
-    #[must_use]
-    pub fn new(node: Arc<str>, payload: Bytes, arrived: Instant, matcher: &SuspendMatcher) -> Self {
-        let (json, id, fields) = match matcher.parse(&payload) {
-            Ok(Some(s)) => (Some(s.event), Some(s.id), Some(s.fields.clone())),
-            Ok(None) | Err(_) => (serde_json::from_slice(&payload).ok(), None, None),
-        };
-        Self {
-            node,
-            payload,
-            json,
-            id,
-            arrived,
-            fields,
-        }
-    }
-
-    /// The text at `pointer` (RFC 6901: `/fu`, `/data/rU`) in the JSON event.
-    #[must_use]
-    pub fn str(&self, pointer: &str) -> Option<&str> {
-        self.json.as_ref()?.pointer(pointer)?.as_str()
-    }
-
-    /// What an answer to it needs (node, ids, arrival), without the parsed JSON: kept
-    /// by the deadline's watchdog while the event itself goes to the handler, so no
-    /// event is deep-copied.
-    fn for_reply(&self) -> Self {
-        Self {
-            node: Arc::clone(&self.node),
-            payload: Bytes::new(),
-            json: None,
-            id: self.id,
-            arrived: self.arrived,
-            fields: self.fields.clone(),
-        }
-    }
-
-    /// The answer that resumes this event's transaction with `answer`; `None` when it is
-    /// not a suspend event.
-    #[must_use]
-    pub fn reply(&self, answer: &Answer) -> Option<Vec<u8>> {
-        let (id, fields) = self.id.zip(self.fields.as_ref())?;
-        Some(
-            fields
-                .answer(id, answer.code, &answer.reason)
-                .to_string()
-                .into_bytes(),
-        )
-    }
-}
-
-/// What a handler answers a suspend event with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    /// SIP code.
-    pub code: u16,
-    /// Reason phrase (checked with [`evapi_proto::check_reason`] before it is sent).
-    pub reason: String,
-}
-
-impl Answer {
-    /// `code` with its usual reason phrase.
-    #[must_use]
-    pub fn new(code: u16) -> Self {
-        Self {
-            code,
-            reason: evapi_proto::answer::reason_phrase(code).to_owned(),
-        }
-    }
-
-    /// `code` with `reason`.
-    #[must_use]
-    pub fn with_reason(code: u16, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-        }
-    }
-}
-
-/// What happened to an app's connections, for [`Handler::notice`] (each is logged
-/// too).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Notice {
-    /// First connected to `node`.
-    Connected {
-        /// Which node.
-        node: Arc<str>,
-    },
-    /// The connection to `node` ended; its `unanswered` events in hand will not be
-    /// answered (their ids belong to that connection: a restarted node gives them to
-    /// other calls), and events may have been missed until [`Notice::Reconnected`].
-    Lost {
-        /// Which node.
-        node: Arc<str>,
-        /// Events of that connection still in hand.
-        unanswered: usize,
-    },
-    /// Connected to `node` again after `down_for`.
-    Reconnected {
-        /// Which node.
-        node: Arc<str>,
-        /// How long it was away.
-        down_for: Duration,
-    },
-}
-
-/// What an app does with each event; a closure `Fn(Event) -> impl Future<Output =
-/// Option<Answer>>` is one.
-pub trait Handler: Send + Sync + 'static {
-    /// The answer to `event`: `Some` resumes a suspend event's transaction (ignored for
-    /// other events); `None` answers nothing (the fallback goes at the deadline, if
-    /// one is set).
-    fn handle(&self, event: Event) -> impl Future<Output = Option<Answer>> + Send;
-
-    /// A connection was made, lost or made again (already logged; nothing by default).
-    fn notice(&self, notice: Notice) {
-        let _ = notice;
-    }
-}
-
-impl<F, Fut> Handler for F
-where
-    F: Fn(Event) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Option<Answer>> + Send,
-{
-    fn handle(&self, event: Event) -> impl Future<Output = Option<Answer>> + Send {
-        self(event)
-    }
-}
+pub use event::{Answer, Event, Handler, Notice};
+pub use lanes::Lanes;
 
 /// Which events must be handled one after the other.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,72 +81,6 @@ impl OrderBy {
             Self::Nothing => None,
         }?;
         Some((Arc::clone(&event.node), text.to_owned()))
-    }
-}
-
-/// Ordered concurrency without I/O: items enter with a key; an item starts at once
-/// unless an item of the same key is being handled, in which case it waits its turn;
-/// items without a key start at once. At most `max` are in hand (waiting or handled).
-#[derive(Debug)]
-pub struct Lanes<K, T> {
-    waiting: HashMap<K, VecDeque<T>>,
-    in_hand: usize,
-    max: usize,
-}
-
-impl<K: Hash + Eq + Clone, T> Lanes<K, T> {
-    /// At most `max` in hand (at least one).
-    #[must_use]
-    pub fn new(max: usize) -> Self {
-        Self {
-            waiting: HashMap::new(),
-            in_hand: 0,
-            max: max.max(1),
-        }
-    }
-
-    /// Whether another item may enter.
-    #[must_use]
-    pub fn has_room(&self) -> bool {
-        self.in_hand < self.max
-    }
-
-    /// Items in hand.
-    #[must_use]
-    pub fn in_hand(&self) -> usize {
-        self.in_hand
-    }
-
-    /// `item` enters with `key`: returned when it may start now, kept otherwise.
-    pub fn push(&mut self, key: Option<K>, item: T) -> Option<T> {
-        self.in_hand += 1;
-        let Some(key) = key else {
-            return Some(item);
-        };
-        match self.waiting.get_mut(&key) {
-            Some(lane) => {
-                lane.push_back(item);
-                None
-            }
-            None => {
-                self.waiting.insert(key, VecDeque::new());
-                Some(item)
-            }
-        }
-    }
-
-    /// The item of `key` finished: the next of its lane, to start now.
-    pub fn finish(&mut self, key: Option<&K>) -> Option<T> {
-        self.in_hand = self.in_hand.saturating_sub(1);
-        let key = key?;
-        let lane = self.waiting.get_mut(key)?;
-        match lane.pop_front() {
-            Some(next) => Some(next),
-            None => {
-                self.waiting.remove(key);
-                None
-            }
-        }
     }
 }
 
@@ -786,26 +570,8 @@ async fn write_answers(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_lane_at_a_time_and_never_more_than_max_in_hand() {
-        let mut lanes: Lanes<&str, u32> = Lanes::new(4);
-        assert_eq!(
-            lanes.push(Some("a"), 1),
-            Some(1),
-            "an idle lane starts at once"
-        );
-        assert_eq!(lanes.push(Some("a"), 2), None, "its next waits");
-        assert_eq!(lanes.push(Some("b"), 3), Some(3), "another call does not");
-        assert_eq!(lanes.push(None, 4), Some(4), "no key: at once");
-        assert!(!lanes.has_room(), "4 in hand");
-        assert_eq!(lanes.finish(None), None);
-        assert!(lanes.has_room());
-        assert_eq!(lanes.finish(Some(&"a")), Some(2), "then a's next");
-        assert_eq!(lanes.finish(Some(&"a")), None, "a is idle again");
-        assert_eq!(lanes.push(Some("a"), 5), Some(5), "and starts at once");
-        assert_eq!(lanes.in_hand(), 2);
-    }
+    use bytes::Bytes;
+    use evapi_proto::TransactionId;
 
     fn suspend(node: &str, call: &str, index: u32) -> Event {
         let payload = format!(r#"{{"event":"suspend","tindex":{index},"tlabel":1,"ci":"{call}"}}"#);
@@ -1054,7 +820,8 @@ mod tests {
     /// events in order, and hundreds in hand at once.
     #[tokio::test(start_paused = true)]
     async fn one_call_in_order_a_thousand_calls_at_once() {
-        let seen: Arc<std::sync::Mutex<HashMap<String, Vec<u32>>>> = Arc::default();
+        let seen: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u32>>>> =
+            Arc::default();
         let log = Arc::clone(&seen);
         let handler = Arc::new(move |e: Event| {
             let log = Arc::clone(&log);
