@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::pool::{Eviction, Pool, Ticket};
-use crate::throttle::{token_matches, Throttle};
+use crate::throttle::{lock, token_matches, until_checkable, SharedThrottle};
 
 /// HTTP connections open at once. When all are taken, the oldest is closed to make
 /// room for the newest: a scraper that sends its request in milliseconds gets through
@@ -76,8 +76,11 @@ pub struct HttpApi {
     admin: Option<Box<dyn Admin>>,
     token: Option<Arc<str>>,
     loopback: bool,
-    /// Addresses that keep sending a wrong bearer token.
-    throttle: std::sync::Mutex<Throttle>,
+    /// Addresses that keep sending a wrong bearer token (shared with the server's other
+    /// doors when given with [`HttpApi::throttle`]).
+    throttle: SharedThrottle,
+    /// Wrong bearer tokens per window from all addresses before checks wait.
+    max_auth_failures: u32,
 }
 
 impl HttpApi {
@@ -90,11 +93,28 @@ impl HttpApi {
             admin,
             token,
             loopback: false,
-            throttle: std::sync::Mutex::default(),
+            throttle: SharedThrottle::default(),
+            max_auth_failures: crate::throttle::DEFAULT_MAX_AUTH_FAILURES,
         }
     }
 
-    fn respond(&self, req: &Request<Incoming>, peer: std::net::IpAddr) -> Response<Full<Bytes>> {
+    /// Count wrong bearer tokens in `throttle` (the server's, so an address guessing
+    /// here is slowed at its other doors too, and the other way round), and past
+    /// `max_auth_failures` wrong guesses per window from all addresses together
+    /// (0: no ceiling), hold each request until the next window before its token is
+    /// compared.
+    #[must_use]
+    pub fn throttle(mut self, throttle: SharedThrottle, max_auth_failures: u32) -> Self {
+        self.throttle = throttle;
+        self.max_auth_failures = max_auth_failures;
+        self
+    }
+
+    async fn respond(
+        &self,
+        req: &Request<Incoming>,
+        peer: std::net::IpAddr,
+    ) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         if path == "/metrics" {
             if req.method() != Method::GET {
@@ -134,7 +154,7 @@ impl HttpApi {
         if let Err((code, error)) = browser_safe(req, self.token.is_none()) {
             return json_response(code, &json!({ "ok": false, "error": error }));
         }
-        if let Err(resp) = self.authorize(req, peer) {
+        if let Err(resp) = self.authorize(req, peer).await {
             return resp;
         }
         // Fixed segments are matched as sent (`/%64rain` is not `/drain`, so a proxy
@@ -152,25 +172,30 @@ impl HttpApi {
 
     /// The bearer token, checked like the socket's tokens: an address that keeps
     /// failing is refused (429) before its guess is compared, for a window that grows
-    /// with each failure ([`Throttle`]).
+    /// with each failure, and at the global ceiling the check waits for the next window
+    /// ([`crate::throttle`]).
     #[allow(clippy::result_large_err)]
-    fn authorize(
+    async fn authorize(
         &self,
         req: &Request<Incoming>,
         peer: std::net::IpAddr,
     ) -> Result<(), Response<Full<Bytes>>> {
         match &self.token {
             Some(token) => {
-                let now = std::time::Instant::now();
-                let mut throttle = self
-                    .throttle
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(left) = throttle.blocked(peer, now) {
-                    return Err(json_response(
+                let refused = |left: std::time::Duration| {
+                    json_response(
                         StatusCode::TOO_MANY_REQUESTS,
                         &json!({ "ok": false, "error": format!("too many wrong tokens from this address; retry in {} ms", left.as_millis()) }),
-                    ));
+                    )
+                };
+                if let Some(left) = lock(&self.throttle).blocked(peer, std::time::Instant::now()) {
+                    return Err(refused(left));
+                }
+                until_checkable(&self.throttle, self.max_auth_failures).await;
+                let now = std::time::Instant::now();
+                let mut throttle = lock(&self.throttle);
+                if let Some(left) = throttle.blocked(peer, now) {
+                    return Err(refused(left));
                 }
                 let given = req
                     .headers()
@@ -385,8 +410,8 @@ pub async fn serve(listener: TcpListener, api: HttpApi, shutdown: impl Future<Ou
             };
             let ip = peer.ip();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let resp = api.respond(&req, ip);
-                async move { Ok::<_, Infallible>(resp) }
+                let api = Arc::clone(&api);
+                async move { Ok::<_, Infallible>(api.respond(&req, ip).await) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

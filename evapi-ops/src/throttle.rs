@@ -3,10 +3,13 @@
 //! [`token_matches`] compares SHA-256 digests in constant time, so neither the content
 //! nor the length of a configured token leaks through timing. [`Throttle`] is sans-I/O
 //! (time is an input): the event socket's token handshake, the control socket's
-//! `--control-token` and the admin API's bearer token each keep one behind a mutex.
+//! `--control-token` and the admin API's bearer token share one per server
+//! ([`SharedThrottle`]), so an address that guesses at one door is slowed at all three,
+//! and guesses at all three count against one global ceiling ([`until_checkable`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
@@ -51,6 +54,30 @@ pub const THROTTLE_FORGET: Duration = Duration::from_secs(300);
 pub const THROTTLE_ADDRESSES: usize = 65_536;
 /// The window of the global failure count ([`Throttle::global_wait`]).
 pub const GLOBAL_WINDOW: Duration = Duration::from_secs(1);
+/// Default global ceiling: wrong guesses per [`GLOBAL_WINDOW`] from all addresses
+/// together before every further check waits for the next window.
+pub const DEFAULT_MAX_AUTH_FAILURES: u32 = 50;
+
+/// One throttle shared by the doors of a server (socket, control, admin).
+pub type SharedThrottle = Arc<Mutex<Throttle>>;
+
+/// Lock `throttle` (a panic elsewhere while it was held does not matter: its state is
+/// counts and times, valid at every step).
+pub fn lock(throttle: &Mutex<Throttle>) -> std::sync::MutexGuard<'_, Throttle> {
+    throttle.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Wait until a token may be checked: while `limit` wrong guesses from all addresses
+/// together were counted in the current [`GLOBAL_WINDOW`], until that window ends (then
+/// look again). Returns at once below the ceiling or with `limit` 0. Callers race it
+/// against their own ends (shutdown, eviction).
+pub async fn until_checkable(throttle: &Mutex<Throttle>, limit: u32) {
+    loop {
+        let wait = lock(throttle).global_wait(Instant::now(), limit);
+        let Some(until) = wait else { return };
+        tokio::time::sleep_until(until.into()).await;
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Record {
@@ -185,6 +212,29 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checks wait for the end of the window in which the ceiling was reached, and
+    /// not at all below it (real time: the throttle takes `std` instants).
+    #[tokio::test]
+    async fn at_the_global_ceiling_checks_wait_for_the_next_window() {
+        let throttle = Mutex::new(Throttle::default());
+        let quick = tokio::time::timeout(Duration::from_millis(50), until_checkable(&throttle, 2));
+        quick.await.expect("no failure yet: at once");
+        // Two guesses in a window that began 800 ms ago: the ceiling of 2 is reached
+        // and the window ends in 200 ms.
+        let begun = Instant::now() - Duration::from_millis(800);
+        lock(&throttle).guessed_wrong([192, 0, 2, 1].into(), begun);
+        lock(&throttle).guessed_wrong([192, 0, 2, 2].into(), begun);
+        let t0 = Instant::now();
+        until_checkable(&throttle, 2).await;
+        assert!(
+            Instant::now() >= begun + GLOBAL_WINDOW,
+            "checked {:?} after the ceiling, before its window ended",
+            t0.elapsed()
+        );
+        let off = tokio::time::timeout(Duration::from_millis(50), until_checkable(&throttle, 0));
+        off.await.expect("0: no ceiling");
+    }
 
     #[test]
     fn repeated_failures_from_one_address_are_refused_for_a_growing_window() {

@@ -78,6 +78,11 @@ pub async fn serve(
     token: Option<std::sync::Arc<str>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let api = evapi_ops::http::HttpApi::new(registry, Some(AdminApi::boxed(handle)), token);
+    let throttle = (
+        std::sync::Arc::clone(&handle.shared.throttle),
+        handle.shared.config.max_auth_failures,
+    );
+    let api = evapi_ops::http::HttpApi::new(registry, Some(AdminApi::boxed(handle)), token)
+        .throttle(throttle.0, throttle.1);
     evapi_ops::http::serve(listener, api, shutdown).await;
 }

@@ -72,9 +72,10 @@ pub struct SecurityArgs {
     #[arg(long, env = "EVAPI_MAX_PENDING_PER_IP", default_value_t = crate::config::DEFAULT_MAX_PENDING_PER_IP, value_name = "N")]
     pub max_pending_per_ip: usize,
 
-    /// Failed authentications per second from all addresses together; past it every
-    /// token check waits for the next second (guessing from many addresses is held to
-    /// about this rate). 0: no global ceiling.
+    /// Failed authentications per second from all addresses together (app tokens,
+    /// --control-token and the admin bearer token alike); past it every token check
+    /// waits for the next second (guessing from many addresses is held to about this
+    /// rate). 0: no global ceiling.
     #[arg(long, env = "EVAPI_MAX_AUTH_FAILURES", default_value_t = crate::config::DEFAULT_MAX_AUTH_FAILURES, value_name = "PER_SECOND")]
     pub max_auth_failures: u32,
 

@@ -46,7 +46,7 @@ pub const DEFAULT_MAX_PENDING: usize = 64;
 /// Default for [`Config::max_pending_per_ip`].
 pub const DEFAULT_MAX_PENDING_PER_IP: usize = 4;
 /// Default for [`Config::max_auth_failures`].
-pub const DEFAULT_MAX_AUTH_FAILURES: u32 = 50;
+pub const DEFAULT_MAX_AUTH_FAILURES: u32 = evapi_ops::throttle::DEFAULT_MAX_AUTH_FAILURES;
 /// Default for [`Config::handshake_timeout`].
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default for [`Config::auth_timeout`].
@@ -221,9 +221,9 @@ pub struct Config {
     /// pending connection is closed (and counts as its failure). Default
     /// [`DEFAULT_MAX_PENDING_PER_IP`].
     pub max_pending_per_ip: usize,
-    /// Failed authentications per second from all addresses together; past it every
-    /// token check waits for the next second, so guessing from many addresses is held
-    /// to about this rate. 0: no global ceiling. Default [`DEFAULT_MAX_AUTH_FAILURES`].
+    /// Failed authentications per second from all addresses together (app tokens,
+    /// control tokens and admin bearer tokens alike); past it every token check waits
+    /// for the next second, so guessing from many addresses is held to about this rate. 0: no global ceiling. Default [`DEFAULT_MAX_AUTH_FAILURES`].
     pub max_auth_failures: u32,
     /// Per-client limit on frames and bytes per second; past it the server stops
     /// reading that client for a while (nothing is lost, TCP pushes back). Default:

@@ -133,3 +133,102 @@ async fn wrong_bearer_tokens_are_throttled() {
     let answer = get("admin-token-0123456789").await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 }
+
+/// Connect to `addr` from `ip` (a loopback address of 127.0.0.0/8).
+async fn connect_from(ip: [u8; 4], addr: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((ip, 0))).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// One throttle for the server's doors (issue 24: "the same throttle for
+/// --control-token and the admin bearer token"): an address that guessed control tokens
+/// is refused at the admin API with the right bearer token, and wrong guesses at the
+/// control socket from many addresses count against the one global ceiling
+/// (`--max-auth-failures`), so the admin's next token check waits for the next window.
+#[tokio::test]
+async fn the_doors_share_one_throttle_and_one_global_ceiling() {
+    use evapi_ops::throttle::{GLOBAL_WINDOW, THROTTLE_FREE_FAILURES};
+    use evapi_server::control::socket::{serve as control, ControlLimits, ControlListener};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let config = Config {
+        max_auth_failures: 2,
+        ..Config::default()
+    };
+    let handle = Server::new(config, NoRoutes).handle();
+    let admin_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin_l.local_addr().unwrap();
+    let registry = evapi_server::metrics::registry(&handle);
+    let token = "admin-token-0123456789";
+    tokio::spawn(serve(
+        admin_l,
+        registry,
+        handle.clone(),
+        Some(token.into()),
+        std::future::pending(),
+    ));
+    let control_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control_addr = control_l.local_addr().unwrap();
+    let limits = ControlLimits {
+        max_line: 1 << 20,
+        max_connections: 8,
+        token: Some("control-token-0123456789".into()),
+        auth_timeout: Duration::from_secs(5),
+    };
+    tokio::spawn(control(ControlListener::Tcp(control_l), handle, limits));
+
+    let guess = |ip: [u8; 4]| async move {
+        let c = connect_from(ip, control_addr).await;
+        let (rd, mut wr) = c.into_split();
+        wr.write_all(b"{\"auth\":\"wrong-token-0000000000\"}\n")
+            .await
+            .unwrap();
+        let mut line = String::new();
+        let _ = tokio::time::timeout(PATIENCE, BufReader::new(rd).read_line(&mut line)).await;
+        line
+    };
+    let admin = |ip: [u8; 4]| async move {
+        let mut c = connect_from(ip, admin_addr).await;
+        let req = format!(
+            "GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
+        c.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        let _ = tokio::time::timeout(PATIENCE, c.read_to_string(&mut answer)).await;
+        answer
+    };
+
+    // Global ceiling: 2 wrong guesses from 2 addresses within one window; the admin's
+    // right token from a third address is checked only once that window has ended.
+    let before = Instant::now();
+    for n in 1..=2 {
+        let reply = guess([127, 0, 5, n]).await;
+        assert!(reply.contains("authentication failed"), "{reply}");
+    }
+    let guessed_in = before.elapsed();
+    assert!(
+        guessed_in < GLOBAL_WINDOW,
+        "two guesses took {guessed_in:?}: machine too slow for this test"
+    );
+    let answer = admin([127, 0, 5, 3]).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        before.elapsed() >= GLOBAL_WINDOW,
+        "the admin's token was checked {:?} after the ceiling was reached, within its window",
+        before.elapsed()
+    );
+
+    // One throttle: an address blocked for control guesses is refused at the admin API.
+    tokio::time::sleep(GLOBAL_WINDOW).await;
+    for _ in 0..=THROTTLE_FREE_FAILURES {
+        guess([127, 0, 6, 1]).await;
+    }
+    let answer = admin([127, 0, 6, 1]).await;
+    assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+    let answer = admin([127, 0, 6, 2]).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200 "),
+        "another address is served: {answer}"
+    );
+}

@@ -18,6 +18,7 @@ use crate::refusals::Refusal;
 use crate::routes::EventRoutes;
 use crate::transport::Accepted;
 use evapi_ops::pool::Ticket;
+use evapi_ops::throttle::until_checkable;
 use evapi_proto::FrameCodec;
 
 /// A pending connection's place in the pool, given back however the task ends.
@@ -232,19 +233,11 @@ async fn check_token(
     ticket: &Ticket,
     shared: &Shared,
 ) -> Result<Arc<str>, Refused> {
-    let limit = shared.config.max_auth_failures;
-    loop {
-        let wait = shared
-            .throttle()
-            .global_wait(std::time::Instant::now(), limit);
-        let Some(until) = wait else { break };
-        let until = Instant::from_std(until);
-        tokio::select! {
-            biased;
-            () = shared.shutdown.cancelled() => return Err(Refused::Shutdown),
-            () = ticket.evicted.cancelled() => return Err(Refused::Evicted),
-            () = tokio::time::sleep_until(until) => {}
-        }
+    tokio::select! {
+        biased;
+        () = shared.shutdown.cancelled() => return Err(Refused::Shutdown),
+        () = ticket.evicted.cancelled() => return Err(Refused::Evicted),
+        () = until_checkable(&shared.throttle, shared.config.max_auth_failures) => {}
     }
     if let Some(ip) = ip {
         if shared

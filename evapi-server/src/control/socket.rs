@@ -6,8 +6,10 @@
 //! ([`CONTROL_MAX_PENDING`], [`CONTROL_MAX_PENDING_PER_IP`] from one address, the
 //! oldest closed to make room), and takes one of `max_connections` only once it has
 //! authenticated, so silent connections cannot lock the controller out. A wrong token
-//! counts against its address in the server's throttle, as a wrong app token does, and
-//! a blocked address is refused before its line is read.
+//! counts against its address in the server's throttle (the one the event socket and
+//! the admin API use), a blocked address is refused before its line is read, and at
+//! the server's global ceiling of wrong guesses (`--max-auth-failures`) token lines
+//! wait for the next window before they are checked.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::Handle;
+use evapi_ops::throttle::until_checkable;
 
 /// Replies waiting for a control connection's writer; past this, reading its next
 /// line waits (the controller must read its replies).
@@ -214,15 +217,43 @@ impl Admission {
         }
     }
 
-    /// A wrong or missing token, or no token line in time: a failure of the address
-    /// (and a guess against the global ceiling when a line was checked).
-    fn failed(&mut self) {
+    /// Before its token line is checked: wait while the server's global ceiling of
+    /// wrong guesses is reached (guessing from many addresses, at any of the server's
+    /// doors), and refuse when the address got blocked while it was pending (several
+    /// connections opened together before the first failure).
+    async fn may_check(&self) -> Result<(), &'static str> {
+        let shared = &self.handle.shared;
+        until_checkable(&shared.throttle, shared.config.max_auth_failures).await;
+        let now = std::time::Instant::now();
+        match self.ip {
+            Some(ip) if shared.throttle().blocked(ip, now).is_some() => {
+                Err("too many wrong tokens from this address; try again later")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A token line was checked and was wrong (or not a token line): a failure of the
+    /// address, and a guess against the global ceiling.
+    fn guessed_wrong(&mut self) {
         self.leave_pool();
         if let Some(ip) = self.ip {
             self.handle
                 .shared
                 .throttle()
                 .guessed_wrong(ip, std::time::Instant::now());
+        }
+    }
+
+    /// No token line in time, a close, or an overlong line: a failure of the address
+    /// only (nothing was checked).
+    fn failed(&mut self) {
+        self.leave_pool();
+        if let Some(ip) = self.ip {
+            self.handle
+                .shared
+                .throttle()
+                .failed(ip, std::time::Instant::now());
         }
     }
 
@@ -284,8 +315,9 @@ async fn connection(
         match ended {
             Some(r) => r,
             None => {
-                // Evicted while pending: a failure of its address, as on the socket.
-                admission.failed();
+                // Evicted while pending: charged to nobody, as on the socket (others
+                // caused it: charging it would let anyone get an address throttled).
+                admission.leave_pool();
                 let _ = tx
                     .send(error_line("closed to make room: no token line yet"))
                     .await;
@@ -374,6 +406,11 @@ async fn lines(
             }
             Ok(Some(bytes)) if auth.is_some() => {
                 let Some(a) = auth.take() else { continue };
+                if let Err(why) = a.admission.may_check().await {
+                    a.admission.guessed_wrong();
+                    let _ = replies.send(error_line(why)).await;
+                    return Ok(());
+                }
                 if super::check_auth_line(&bytes, a.token) {
                     if let Err(why) = a.admission.take_slot() {
                         let _ = replies.send(error_line(&why)).await;
@@ -381,7 +418,7 @@ async fn lines(
                     }
                     serde_json::json!({ "ok": true, "auth": "ok" }).to_string()
                 } else {
-                    a.admission.failed();
+                    a.admission.guessed_wrong();
                     debug!("control connection: wrong or missing token, closing");
                     let _ = replies
                         .send(error_line(

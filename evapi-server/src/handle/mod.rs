@@ -29,7 +29,7 @@ use crate::routes::CloseReason;
 
 mod info;
 
-use evapi_ops::throttle::Throttle;
+use evapi_ops::throttle::{SharedThrottle, Throttle};
 pub use info::{ClientInfo, ControlError, Delivery, RelayError, ReloadError, Stats, Target};
 
 /// State shared by the handle, the accept loop and the connections.
@@ -48,8 +48,9 @@ pub(crate) struct Shared {
     tls: RwLock<Option<crate::config::TlsSetup>>,
     /// The token table new connections are checked against (replaced on reload).
     tokens: RwLock<Option<Arc<Tokens>>>,
-    /// Addresses that keep failing authentication.
-    pub throttle: Mutex<Throttle>,
+    /// Addresses that keep failing authentication, at the socket, the control socket
+    /// and the admin API alike.
+    pub throttle: SharedThrottle,
     /// Connections in their TLS handshake or before their token.
     pub pending: Mutex<evapi_ops::pool::Pool>,
     /// Refusals since the last logged summary.
@@ -84,7 +85,7 @@ impl Shared {
     }
 
     pub fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
-        self.throttle.lock().unwrap_or_else(PoisonError::into_inner)
+        evapi_ops::throttle::lock(&self.throttle)
     }
 
     pub fn pending(&self) -> std::sync::MutexGuard<'_, evapi_ops::pool::Pool> {
@@ -134,7 +135,7 @@ impl Handle {
                 queued_total: crate::outbox::Total::new(config.max_queued_bytes),
                 tls: RwLock::new(config.tls.clone()),
                 tokens: RwLock::new(config.tokens.clone()),
-                throttle: Mutex::new(Throttle::default()),
+                throttle: SharedThrottle::default(),
                 pending: Mutex::new(evapi_ops::pool::Pool::new(
                     config.max_pending,
                     config.max_pending_per_ip,
