@@ -203,8 +203,9 @@ impl HttpApi {
                     .and_then(|v| v.to_str().ok())
                     .and_then(bearer)
                     .unwrap_or("");
+                // A good token leaves the address's failures as they are: they age out
+                // (THROTTLE_FORGET), so holding one token buys no fresh guesses.
                 if token_matches(given.as_bytes(), token.as_bytes()) {
-                    throttle.succeeded(peer);
                     Ok(())
                 } else {
                     throttle.guessed_wrong(peer, now);

@@ -196,11 +196,6 @@ impl Throttle {
         (limit > 0 && n >= limit && now < end).then_some(end)
     }
 
-    /// A good token from `ip`: forget its failures.
-    pub fn succeeded(&mut self, ip: IpAddr) {
-        self.records.remove(&ip);
-    }
-
     /// How much longer `ip` is refused at `now`, if it is.
     #[must_use]
     pub fn blocked(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
@@ -263,8 +258,6 @@ mod tests {
         // Long quiet: afresh.
         let later = t0 + THROTTLE_FORGET;
         throttle.failed(ip, later);
-        assert_eq!(throttle.blocked(ip, later), None);
-        throttle.succeeded(ip);
         assert_eq!(throttle.blocked(ip, later), None);
     }
 

@@ -49,10 +49,9 @@ pub(super) async fn authenticate_then_serve<R: EventRoutes>(
         let local = matches!(stream, Accepted::Unix(_) | Accepted::Memory(_));
         match pending(stream, peer, local, &in_pool.ticket, &shared).await {
             Ok(ready) => {
+                // A good token does not clear the address's failures (they age out):
+                // one token held must not buy fresh guesses at others.
                 drop(in_pool);
-                if ready.auth.is_some() && !local {
-                    shared.throttle().succeeded(peer.ip());
-                }
                 if let Some(admitted) = admit(ready, peer, &ctx) {
                     serve(admitted, ctx).await;
                 }
