@@ -19,6 +19,10 @@ mod decode;
 mod sip_parse;
 #[path = "../fuzz/invariants/skip_oversize.rs"]
 mod skip_oversize;
+#[path = "../fuzz/invariants/template.rs"]
+mod template;
+#[path = "../fuzz/invariants/transcript.rs"]
+mod transcript;
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -69,6 +73,16 @@ fn skip_oversize_corpus() {
     replay("skip_oversize", skip_oversize::check);
 }
 
+#[test]
+fn template_corpus() {
+    replay("template", template::check);
+}
+
+#[test]
+fn transcript_corpus() {
+    replay("transcript", transcript::check);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -115,5 +129,33 @@ proptest! {
     #[test]
     fn auth_frame_random(input in "\\{\"auth\":(\"[a-z0-9-]{0,30}\"|[0-9]+|null)(,\"[a-z]{1,4}\":1)?\\}") {
         auth_frame::check(input.as_bytes());
+    }
+
+    #[test]
+    fn template_random(
+        template in "[ {\\[]?(\"?[a-z:,\\\\\" {}\\[\\]]{0,6}(\\$(ci|fu|ru|rU|rd|tU|cs|sp|T\\(id_index\\)|evapi\\(msg\\)|evapi\\(conidx\\)|\\$)))*[\" }\\]]{0,3}",
+        values in proptest::collection::vec("\\PC{0,8}|[\"\\\\\u{0}-\u{1f}\u{2028}\u{85},:{}\\[\\]]{0,8}", 0..8),
+    ) {
+        let mut input = template.into_bytes();
+        for v in values {
+            input.push(0);
+            input.extend_from_slice(v.as_bytes());
+        }
+        template::check(&input);
+    }
+
+    #[test]
+    fn transcript_random(
+        t in proptest::num::u64::ANY,
+        lines in proptest::collection::vec("\\{\"kind\":\"(frame|open|close|raw|lost)\",\"t\":[0-9]{1,20},\"conn\":[0-9]{1,3},\"from\":\"(node|app)\",\"(text|b64)\":\"[a-zA-Z0-9+/=\\\\\"{}:,]{0,40}\"\\}", 0..12),
+    ) {
+        let mut input = b"{\"format\":\"evapi-transcript\",\"version\":1,\"started\":\"2026-12-01T10:00:00Z\",\"source\":\"proxy\",\"node\":\"n\",\"framing\":\"netstring\",\"part\":0}\n".to_vec();
+        for l in lines {
+            input.extend_from_slice(l.as_bytes());
+            input.push(b'\n');
+        }
+        // The speed, from the last 8 bytes.
+        input.extend_from_slice(&t.to_le_bytes());
+        transcript::check(&input);
     }
 }
