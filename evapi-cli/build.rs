@@ -12,9 +12,19 @@ fn main() {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown commit".to_owned());
     println!("cargo:rustc-env=EVAPI_COMMIT={commit}");
-    // Built again when HEAD moves (a commit, a checkout), not on every edit.
-    for path in ["../.git/HEAD", "../.git/index"] {
-        if std::path::Path::new(path).exists() {
+    // Built again when the commit changes (HEAD moved to another branch, or the branch
+    // to another commit), not on every `git add` or `git status` (the index changes with
+    // those, and everything downstream of this crate would be rebuilt). `-dirty` is
+    // therefore as of the last build after a commit; release builds come from clean
+    // checkouts.
+    let mut watched = vec!["../.git/HEAD".to_owned(), "../.git/packed-refs".to_owned()];
+    if let Ok(head) = std::fs::read_to_string("../.git/HEAD") {
+        if let Some(branch) = head.trim().strip_prefix("ref: ") {
+            watched.push(format!("../.git/{branch}"));
+        }
+    }
+    for path in watched {
+        if std::path::Path::new(&path).exists() {
             println!("cargo:rerun-if-changed={path}");
         }
     }
