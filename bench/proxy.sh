@@ -23,7 +23,8 @@ MODES=${MODES:-"direct proxy forward"}
 work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 # wait_port PORT: until something listens there (without connecting: a probe would
 # count as an app).
 wait_port() { for _ in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; return 1; }

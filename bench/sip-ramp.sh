@@ -32,7 +32,8 @@ UAC=$PWD/bench/sipp/uac-486.xml
 work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]:-}"; do [ -n "$p" ] && { kill -TERM -- "-$p" 2>/dev/null; kill "$p" 2>/dev/null; } || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 # drops PORT: the drops column of the UDP socket bound to 127.0.0.1:PORT.
 drops() { python3 - "$1" <<'PY'
 import sys
@@ -49,7 +50,9 @@ PY
 procs() { if [ "$kind" = kamailio ]; then ps -o pid= -g "$1" | tr -d ' '; else echo "$1"; fi; }
 # Memory in MB: proportional set size summed over the server's processes.
 mem_mb() { local p t=0; for p in $(procs "$1"); do t=$((t + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0))); done; echo $((t / 1024)); }
-ticks() { local p t=0; for p in $(procs "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+# CPU ticks of a server's processes (lib.sh's ticks over procs).
+# shellcheck disable=SC2046
+server_ticks() { ticks $(procs "$1"); }
 
 echo "| server | rate (calls/s) | kernel drops | sipp retransmissions | failed | p99 ms | server CPU % of a core | memory MB (PSS) |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -72,13 +75,13 @@ for sim in "$@"; do
   sleep 0.5
   idle=$(mem_mb "$simpid"); no_retrans=0; no_fail=0
   for rate in $RATES; do
-    d0=$(drops "$sip"); t0=$(ticks "$simpid"); s0=$(date +%s.%N)
+    d0=$(drops "$sip"); t0=$(server_ticks "$simpid"); s0=$(date +%s.%N)
     dir=$(mktemp -d "$work/sipp.XXXX")
     (cd "$dir" && sipp "127.0.0.1:$sip" -sf "$UAC" -m $((rate * STEP_SECONDS)) -r "$rate" -rp 1000 \
         -l $((rate * 4 + 100)) -i 127.0.0.1 -p "$(free_port udp)" -nostdin -nd \
         -buff_size 4194304 -timeout $((STEP_SECONDS * 3 + 20))s -timeout_error \
         -trace_stat -stf stat.csv -fd 1 -trace_rtt -rtt_freq 500 > sipp.out 2>&1) || true
-    d1=$(drops "$sip"); t1=$(ticks "$simpid"); s1=$(date +%s.%N)
+    d1=$(drops "$sip"); t1=$(server_ticks "$simpid"); s1=$(date +%s.%N)
     read -r retrans failed < <(python3 - "$dir/stat.csv" <<'PY'
 import sys
 rows = open(sys.argv[1]).read().splitlines()

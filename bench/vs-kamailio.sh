@@ -48,17 +48,9 @@ UAC=$PWD/bench/sipp/uac-486.xml
 UAC_MSG=$PWD/bench/sipp/uac-message.xml
 TCK=$(getconf CLK_TCK)
 
-free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-# CPU ticks (user+system) of the given pids, summed.
-ticks() {
-  local total=0 p
-  for p in "$@"; do
-    [ -r "/proc/$p/stat" ] || continue
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$total"
-}
 group_pids() { ps -o pid= -g "$1" | tr -d ' ' | tr '\n' ' '; }
 
 wait_tcp() {

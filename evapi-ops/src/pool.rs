@@ -1,16 +1,20 @@
 //! The pool of pending connections: accepted, but not yet an app, because their TLS
 //! handshake or their token has still to come. They never hold one of `max_clients`
 //! (an app takes its slot only once it has authenticated), so silent connections cannot
-//! lock the apps out: the pool has its own bound, a share per address, and when it is
-//! full the oldest pending connection goes first. An app that authenticates in
-//! milliseconds is never the oldest for long, so it gets in while attackers churn.
+//! lock the apps out: the pool has its own bound and a share per address; an address
+//! over its share loses its own oldest pending connection, and when the pool is full
+//! the address with the most pending connections loses its oldest. An app has one or
+//! two connections pending at a time, so attackers churning silent connections evict
+//! each other first, however long the app's TLS handshake takes: to evict it they need
+//! more addresses than the pool has places (then the oldest of the one-connection
+//! addresses goes first, and an app that authenticates quickly is rarely the oldest).
 //!
 //! Plain data with no clock or socket: the connection task holds a [`Ticket`] while it is
 //! pending and watches its eviction token; the accept loop calls [`Pool::enter`]. The
 //! event socket, the control socket and the HTTP listener ([`crate::http`]) each keep
 //! one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use tokio_util::sync::CancellationToken;
@@ -39,8 +43,9 @@ pub enum Eviction {
     None,
     /// The oldest pending connection of the same address (its share was full).
     SameAddress,
-    /// The oldest pending connection of all (the pool was full).
-    Oldest,
+    /// The oldest pending connection of the address with the most pending (the pool
+    /// was full; among addresses with as many, the oldest connection of all).
+    Busiest,
 }
 
 /// The pending connections, oldest first.
@@ -51,6 +56,8 @@ pub struct Pool {
     next: u64,
     /// By entry order: the first is the oldest.
     entries: BTreeMap<u64, Entry>,
+    /// Pending connections per address (`None`: local transports, counted together).
+    per_address: HashMap<Option<IpAddr>, usize>,
 }
 
 impl Pool {
@@ -63,6 +70,7 @@ impl Pool {
             per_ip: per_ip.max(1),
             next: 0,
             entries: BTreeMap::new(),
+            per_address: HashMap::new(),
         }
     }
 
@@ -80,22 +88,25 @@ impl Pool {
 
     /// A new pending connection from `ip`: it always gets in. If its address already has
     /// its share, that address's oldest pending connection is evicted; else, if the pool
-    /// is full, the oldest of all is. The evicted one's token is cancelled.
+    /// is full, the oldest of the address with the most pending connections is. The
+    /// evicted one's token is cancelled.
     pub fn enter(&mut self, ip: Option<IpAddr>) -> (Ticket, Eviction) {
         let mut eviction = Eviction::None;
-        if ip.is_some() {
-            let mut same = self.entries.iter().filter(|(_, e)| e.ip == ip);
-            if let Some((&oldest, _)) = same.next() {
-                if 1 + same.count() >= self.per_ip {
-                    self.evict(oldest);
-                    eviction = Eviction::SameAddress;
-                }
-            }
+        if ip.is_some() && self.per_address.get(&ip).copied().unwrap_or(0) >= self.per_ip {
+            self.evict_oldest_of(ip);
+            eviction = Eviction::SameAddress;
         }
         if eviction == Eviction::None && self.entries.len() >= self.max {
-            if let Some(&oldest) = self.entries.keys().next() {
-                self.evict(oldest);
-                eviction = Eviction::Oldest;
+            let most = self.per_address.values().copied().max().unwrap_or(0);
+            // The oldest connection among the addresses with `most` pending.
+            let victim = self
+                .entries
+                .iter()
+                .find(|(_, e)| self.per_address.get(&e.ip).copied() == Some(most))
+                .map(|(&id, _)| id);
+            if let Some(id) = victim {
+                self.evict(id);
+                eviction = Eviction::Busiest;
             }
         }
         let id = self.next;
@@ -108,18 +119,41 @@ impl Pool {
                 evicted: evicted.clone(),
             },
         );
+        *self.per_address.entry(ip).or_insert(0) += 1;
         (Ticket { id, evicted }, eviction)
     }
 
     /// The connection of `ticket` is no longer pending (authenticated, refused or gone).
     pub fn leave(&mut self, ticket: &Ticket) {
-        self.entries.remove(&ticket.id);
+        self.remove(ticket.id);
+    }
+
+    fn evict_oldest_of(&mut self, ip: Option<IpAddr>) {
+        let oldest = self
+            .entries
+            .iter()
+            .find(|(_, e)| e.ip == ip)
+            .map(|(&id, _)| id);
+        if let Some(id) = oldest {
+            self.evict(id);
+        }
     }
 
     fn evict(&mut self, id: u64) {
-        if let Some(entry) = self.entries.remove(&id) {
-            entry.evicted.cancel();
+        if let Some(evicted) = self.remove(id) {
+            evicted.cancel();
         }
+    }
+
+    fn remove(&mut self, id: u64) -> Option<CancellationToken> {
+        let entry = self.entries.remove(&id)?;
+        if let Some(n) = self.per_address.get_mut(&entry.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&entry.ip);
+            }
+        }
+        Some(entry.evicted)
     }
 }
 
@@ -138,7 +172,7 @@ mod tests {
         let (b, _) = pool.enter(ip(2));
         let (c, _) = pool.enter(ip(3));
         let (d, eviction) = pool.enter(ip(4));
-        assert_eq!(eviction, Eviction::Oldest);
+        assert_eq!(eviction, Eviction::Busiest);
         assert!(a.evicted.is_cancelled());
         assert!(!b.evicted.is_cancelled() && !c.evicted.is_cancelled());
         assert!(!d.evicted.is_cancelled());
@@ -186,6 +220,29 @@ mod tests {
         assert!(pool.len() <= 64);
     }
 
+    /// Found by an attack on the TLS socket: 16 addresses holding their 4 pending each,
+    /// every connection reopened at once, evicted an app whose handshake took 30-50 ms
+    /// every time (it was always the oldest). Now they evict each other, and the app,
+    /// older than any of them, stays.
+    #[test]
+    fn attackers_at_their_share_evict_each_other_not_a_slow_app() {
+        let mut pool = Pool::new(64, 4);
+        let mut attackers = Vec::new();
+        for n in 0..64u32 {
+            attackers.push(pool.enter(ip(1 + (n % 16) as u8)).0);
+        }
+        let (app, eviction) = pool.enter(ip(200));
+        assert_eq!(eviction, Eviction::Busiest);
+        for n in 0..100_000u32 {
+            // Each attacker address reopens what was closed, as fast as it can.
+            let (ticket, _) = pool.enter(ip(1 + (n % 16) as u8));
+            attackers.push(ticket);
+            attackers.retain(|t| !t.evicted.is_cancelled());
+            assert!(!app.evicted.is_cancelled(), "the app was evicted at {n}");
+        }
+        assert_eq!(pool.len(), 64);
+    }
+
     #[test]
     fn local_connections_have_no_share_but_count_in_the_pool() {
         let mut pool = Pool::new(2, 1);
@@ -193,7 +250,7 @@ mod tests {
         let (_l2, eviction) = pool.enter(None);
         assert_eq!(eviction, Eviction::None);
         let (_l3, eviction) = pool.enter(None);
-        assert_eq!(eviction, Eviction::Oldest);
+        assert_eq!(eviction, Eviction::Busiest);
         assert!(l1.evicted.is_cancelled());
     }
 }

@@ -62,8 +62,9 @@ pub struct SecurityArgs {
     pub auth_timeout: Duration,
 
     /// Connections still in their TLS handshake or before their token, at once. They
-    /// hold no --max-clients slot; when this many are pending, the oldest is closed to
-    /// make room, so silent connections cannot lock the apps out.
+    /// hold no --max-clients slot; when this many are pending, the oldest of the
+    /// address with the most pending is closed to make room, so silent connections
+    /// cannot lock the apps out.
     #[arg(long, env = "EVAPI_MAX_PENDING", default_value_t = crate::config::DEFAULT_MAX_PENDING, value_name = "N")]
     pub max_pending: usize,
 

@@ -214,8 +214,8 @@ pub struct Config {
     pub auth_timeout: Duration,
     /// Connections still in their TLS handshake or before their token, at once. They
     /// hold none of `max_clients` (an app takes its slot once it has authenticated);
-    /// when the pool is full, the oldest pending connection is closed to make room, so
-    /// silent connections cannot lock the apps out. Default [`DEFAULT_MAX_PENDING`].
+    /// when the pool is full, the oldest pending connection of the address with the most
+    /// is closed to make room, so silent connections cannot lock the apps out. Default [`DEFAULT_MAX_PENDING`].
     pub max_pending: usize,
     /// Pending connections from one IP address at once; past it that address's oldest
     /// pending connection is closed (and counts as its failure). Default

@@ -27,7 +27,7 @@ pub(crate) enum Refusal {
     Auth,
     /// The TLS handshake failed or did not finish in time.
     Tls,
-    /// Evicted from the full pending pool as its oldest connection.
+    /// Evicted from the full pending pool (the oldest of the busiest address).
     Evicted,
 }
 

@@ -443,54 +443,167 @@ async fn silent_from(ip: [u8; 4], server: SocketAddr) -> Option<TcpStream> {
 
 /// Regression (issue 24): connections that never send their token held app slots, so 8
 /// silent connections from a few addresses, reopened as they were closed, let almost no
-/// app in. Pending connections now live in their own pool (the oldest evicted when it
-/// is full) and take no slot: 40 addresses open about 2,000 silent connections a
-/// second (far more than the 8-16 of the report) and hold them, and every one of 10 apps
-/// logs in at once and keeps its slot.
+/// app in. Pending connections now live in their own pool and take no slot: 40
+/// addresses open about 2,000 silent connections a second (far more than the 8-16 of
+/// the report) and hold them, and every one of 10 apps logs in at once and keeps its
+/// slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_from_many_addresses_cannot_lock_the_apps_out() {
-    let mut srv = Srv::start(Config {
+    let config = Config {
         max_clients: 10,
         ..token_config()
-    })
-    .await;
+    };
+    let churn = Churn {
+        addresses: 40,
+        pause: Duration::from_millis(2),
+        evicted_first: 20,
+    };
+    let apps = Apps::Client(with_token(ROUTER_TOKEN));
+    apps_get_in_while_silent_connections_churn(config, apps, churn).await;
+}
+
+/// Found by a re-test of issue 24: with TLS, 16 addresses each reopening more than
+/// their share of silent connections kept every app out (0 of 10): the app's handshake
+/// (30-50 ms in a debug build) made it the oldest pending connection, evicted first.
+/// The full pool now evicts from the address with the most pending, so the attackers
+/// evict each other: 10 of 10 apps in, each within 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_addresses_cannot_lock_tls_apps_out() {
+    let s = setup(false);
+    let config = Config {
+        max_clients: 10,
+        ..Config {
+            tls: tls_config(&s).tls,
+            ..token_config()
+        }
+    };
+    let mut client = client_tls(&s, None);
+    client.token = Some(Secret::new(ROUTER_TOKEN));
+    let churn = Churn {
+        addresses: 16,
+        pause: Duration::ZERO,
+        evicted_first: 2000,
+    };
+    apps_get_in_while_silent_connections_churn(config, Apps::Client(client), churn).await;
+}
+
+/// The same attack against apps whose token comes 150 ms after they connect (a slow
+/// link; a slow TLS handshake is the same to the pool): before, each was the oldest
+/// pending connection within a few milliseconds and evicted; now the 16 addresses
+/// evict each other and every app gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_addresses_cannot_evict_an_app_whose_token_comes_late() {
+    let config = Config {
+        max_clients: 10,
+        auth_timeout: Duration::from_secs(2),
+        ..token_config()
+    };
+    let churn = Churn {
+        addresses: 16,
+        pause: Duration::ZERO,
+        evicted_first: 2000,
+    };
+    let apps = Apps::SlowToken(Duration::from_millis(150));
+    apps_get_in_while_silent_connections_churn(config, apps, churn).await;
+}
+
+/// How the apps log in.
+enum Apps {
+    /// With our client library and this configuration.
+    Client(ClientConfig),
+    /// Over plain TCP, the router's token sent this long after connecting (a slow link,
+    /// or a TLS handshake that takes that long).
+    SlowToken(Duration),
+}
+
+/// Attackers opening silent connections.
+struct Churn {
+    /// From 127.0.1.1 on (a multiple of 4: one task per quarter).
+    addresses: u8,
+    /// Between two connections of a task.
+    pause: Duration,
+    /// Evictions from the pending pool before the first app tries.
+    evicted_first: u64,
+}
+
+/// Start a server with `config`, have `churn.addresses` loopback addresses open silent
+/// connections (each holding up to 64 open, far over its pending share), then log 10
+/// apps in with `client` while they go on: each must get in within 2 s and keep its
+/// slot.
+async fn apps_get_in_while_silent_connections_churn(config: Config, apps: Apps, churn: Churn) {
+    let Churn {
+        addresses,
+        pause,
+        evicted_first,
+    } = churn;
+    let mut srv = Srv::start(config).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut churners = Vec::new();
+    let per_task = addresses / 4;
     for n in 0..4u8 {
         let (stop, opened, addr) = (Arc::clone(&stop), Arc::clone(&opened), srv.addr);
         churners.push(tokio::spawn(async move {
             let mut held = std::collections::VecDeque::new();
             let mut i = 0u8;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // 127.0.1.1 ..= 127.0.1.40, ten per task
-                let ip = [127, 0, 1, 1 + n * 10 + i % 10];
+                let ip = [127, 0, 1, 1 + n * per_task + i % per_task];
                 i = i.wrapping_add(1);
                 if let Some(c) = silent_from(ip, addr).await {
                     opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     held.push_back(c);
-                    if held.len() > 256 {
+                    if held.len() > 64 * usize::from(per_task) {
                         held.pop_front();
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                if pause.is_zero() {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(pause).await;
+                }
             }
         }));
     }
     // The pool is full and evicting before the first app tries.
-    until(|| srv.handle.stats().pending_evicted > 20).await;
-    let mut apps = Vec::new();
+    until(|| srv.handle.stats().pending_evicted > evicted_first).await;
+    let mut clients = Vec::new();
+    let mut raw = Vec::new();
     for n in 0..10 {
         let started = Instant::now();
-        let app = Client::connect(&srv.addr(), &with_token(ROUTER_TOKEN))
-            .await
-            .unwrap_or_else(|e| panic!("app {n} kept out: {e}"));
+        match &apps {
+            Apps::Client(config) => {
+                let app = Client::connect(&srv.addr(), config)
+                    .await
+                    .unwrap_or_else(|e| panic!("app {n} kept out: {e}"));
+                clients.push(app);
+            }
+            Apps::SlowToken(after) => {
+                let mut app = TcpStream::connect(srv.addr).await.unwrap();
+                tokio::time::sleep(*after).await;
+                let auth = format!(r#"{{"auth":"{ROUTER_TOKEN}"}}"#);
+                let sent = app
+                    .write_all(format!("{}:{auth},", auth.len()).as_bytes())
+                    .await;
+                assert!(sent.is_ok(), "app {n} closed before its token");
+                let deadline = Instant::now() + PATIENCE;
+                while srv.handle.stats().connected < n + 1 {
+                    let mut byte = [0u8; 1];
+                    let read =
+                        tokio::time::timeout(Duration::from_millis(5), app.read(&mut byte)).await;
+                    assert!(
+                        !matches!(read, Ok(Ok(0) | Err(_))),
+                        "app {n} was closed (evicted) before it got in"
+                    );
+                    assert!(Instant::now() < deadline, "app {n} not in");
+                }
+                raw.push(app);
+            }
+        }
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "app {n} took {:?}",
             started.elapsed()
         );
-        apps.push(app);
         assert!(srv.handle.stats().pending <= evapi_server::config::DEFAULT_MAX_PENDING);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -501,7 +614,7 @@ async fn silent_connections_from_many_addresses_cannot_lock_the_apps_out() {
     assert_eq!(stats.connected, 10, "every app holds its slot");
     assert_eq!(stats.refused_max_clients, 0);
     eprintln!(
-        "{} silent connections opened, {} evicted from the pending pool, {} refused by the throttle",
+        "{} silent connections opened from {addresses} addresses, {} evicted from the pending pool, {} refused by the throttle",
         opened.load(std::sync::atomic::Ordering::Relaxed),
         stats.pending_evicted,
         stats.refused_throttled

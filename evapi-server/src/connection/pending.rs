@@ -279,7 +279,9 @@ impl Refused {
             Refused::NotAuth => "the first frame is not {\"auth\": TOKEN}",
             Refused::WrongToken => "unknown token",
             Refused::Handshake => "TLS handshake failed or not finished in time",
-            Refused::Evicted => "the pending pool was full and this was the oldest",
+            Refused::Evicted => {
+                "the pending pool was full and this was the oldest of the busiest address"
+            }
             Refused::Throttled => "its address was blocked meanwhile",
             Refused::Shutdown => "the server is shutting down",
         }

@@ -4,7 +4,7 @@
 //! Control connections are bounded like the event socket's: with a token, a connection
 //! is *pending* until its `{"auth":"TOKEN"}` line, in a pool of its own
 //! ([`CONTROL_MAX_PENDING`], [`CONTROL_MAX_PENDING_PER_IP`] from one address, the
-//! oldest closed to make room), and takes one of `max_connections` only once it has
+//! busiest address's oldest closed to make room), and takes one of `max_connections` only once it has
 //! authenticated, so silent connections cannot lock the controller out. A wrong token
 //! counts against its address in the server's throttle (the one the event socket and
 //! the admin API use), a blocked address is refused before its line is read, and at
@@ -29,8 +29,8 @@ use evapi_ops::throttle::until_checkable;
 pub const CONTROL_REPLY_QUEUE: usize = 64;
 /// Bytes reserved for each read of a control stream.
 const CONTROL_READ: usize = 8 * 1024;
-/// Control connections waiting for their token line at once; past it the oldest is
-/// closed to make room.
+/// Control connections waiting for their token line at once; past it the oldest of the
+/// address with the most waiting is closed to make room.
 pub const CONTROL_MAX_PENDING: usize = 16;
 /// Of those, from one address; past it that address's oldest is closed.
 pub const CONTROL_MAX_PENDING_PER_IP: usize = 4;

@@ -170,7 +170,8 @@ pub struct Stats {
     /// Pending connections (TLS handshake or token still to come) now; they hold no
     /// app slot.
     pub pending: usize,
-    /// Pending connections closed to make room in the full pending pool (the oldest).
+    /// Pending connections closed to make room in the full pending pool (the oldest of
+    /// the address with the most pending).
     pub pending_evicted: u64,
     /// Tokens checked and found wrong: the guesses that were actually tried (refusals
     /// by the throttle come before any check and are not counted here).
