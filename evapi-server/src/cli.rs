@@ -117,8 +117,9 @@ pub struct Args {
     #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub read_timeout: Duration,
 
-    /// Close a client that sends nothing for this long (off by default: Kamailio apps
-    /// may be silent for hours).
+    /// Close a client that sends no frame with content for this long (white space,
+    /// empty or blank frames and partial frames do not count); off by default: Kamailio
+    /// apps may be silent for hours.
     #[arg(help_heading = "Delivery and limits", long, env = "EVAPI_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
 

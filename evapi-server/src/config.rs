@@ -187,9 +187,10 @@ pub struct Config {
     /// (slowloris) hold a slot and a buffer each for as long as they like. Default
     /// [`DEFAULT_READ_TIMEOUT`].
     pub read_timeout: Duration,
-    /// Close a client that has sent no complete frame for this long (`idle-timeout`):
-    /// white space between frames and partial frames are not activity, so a peer cannot
-    /// hold its slot by trickling bytes. `None` (the default): never, since Kamailio
+    /// Close a client that has sent no frame with content for this long
+    /// (`idle-timeout`): white space between frames, frames of white space only (an
+    /// empty netstring, an empty line, a lone space in bare framing) and partial frames
+    /// are not activity, so a peer cannot hold its slot by trickling bytes. `None` (the default): never, since Kamailio
     /// apps may be silent for hours.
     pub idle_timeout: Option<Duration>,
     /// Connections from one IP address at once; one more is refused like one over

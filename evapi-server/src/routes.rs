@@ -126,7 +126,7 @@ pub enum CloseReason {
     /// A frame did not arrive whole within the read timeout of its first byte
     /// (a slowloris client holding a slot and a buffer).
     ReadTimeout,
-    /// Nothing arrived for the idle timeout (opt-in).
+    /// No frame with content arrived for the idle timeout (opt-in).
     IdleTimeout,
 }
 

@@ -434,41 +434,83 @@ async fn an_idle_client_is_closed_only_when_asked() {
 }
 
 /// Regression (issue 24): one space every few seconds kept a client past
-/// `--idle-timeout`. Idle means no complete frame: white space between frames and the
-/// bytes of a frame that never ends are not activity; whole frames are.
+/// `--idle-timeout`. Idle means no frame with content: white space between frames,
+/// frames of nothing but white space (an empty netstring, an empty line, a space read
+/// alone in bare framing: a re-test found these two kept a client for good) and the
+/// bytes of a frame that never ends are not activity; frames with content are, in
+/// every framing.
 #[tokio::test]
 async fn white_space_and_partial_frames_are_not_activity_whole_frames_are() {
     let idle = std::time::Duration::from_millis(400);
-    let config = Config {
-        idle_timeout: Some(idle),
-        ..Config::default()
-    };
-    let mut server = start(config).await;
-    for (what, unit, opening) in [
-        ("white space", &b" "[..], &b""[..]),
-        ("a partial frame", &b"x"[..], &b"100:"[..]),
+    let mut servers = Vec::new();
+    for (framing, cases, whole) in [
+        (
+            Framing::Netstring,
+            &[
+                ("white space", &b" "[..], &b""[..]),
+                ("an empty frame", &b"0:,"[..], &b""[..]),
+                ("a blank frame", &b"1: ,"[..], &b""[..]),
+                ("a partial frame", &b"x"[..], &b"100:"[..]),
+            ][..],
+            &b"2:{},"[..],
+        ),
+        (
+            Framing::Bare,
+            &[("a lone space", &b" "[..], &b""[..])][..],
+            &b"{}"[..],
+        ),
+        (
+            Framing::Line,
+            &[
+                ("an empty line", &b"\n"[..], &b""[..]),
+                ("a blank line", &b" \r\n"[..], &b""[..]),
+                ("a partial line", &b"x"[..], &b""[..]),
+            ][..],
+            &b"{}\n"[..],
+        ),
     ] {
+        let mut server = start(Config {
+            idle_timeout: Some(idle),
+            ..config(framing)
+        })
+        .await;
+        for &(what, unit, opening) in cases {
+            // From before the connection: the idle time counts from its accept.
+            let started = std::time::Instant::now();
+            let mut raw = raw_client(&mut server).await;
+            raw.write_all(opening).await.unwrap();
+            let trickle = tokio::spawn(async move {
+                while raw.write_all(unit).await.is_ok() {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            });
+            let reason = loop {
+                assert!(
+                    started.elapsed() < idle * 5,
+                    "{framing} {what}: still open after {:?}",
+                    started.elapsed()
+                );
+                match server.next().await {
+                    Ev::Closed(_, reason) => break reason,
+                    Ev::Msg(..) => {}
+                    other => panic!("{framing} {what}: {other:?}"),
+                }
+            };
+            assert_eq!(reason.name(), "idle-timeout", "{framing} {what}");
+            assert!(started.elapsed() >= idle, "{framing} {what}: closed early");
+            trickle.abort();
+        }
+        // Frames with content every 100 ms for three idle periods: served all along.
         let mut raw = raw_client(&mut server).await;
-        raw.write_all(opening).await.unwrap();
-        let started = std::time::Instant::now();
-        let trickle = tokio::spawn(async move {
-            while raw.write_all(unit).await.is_ok() {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        });
-        let (_, reason) = server.expect_closed().await;
-        assert_eq!(reason.name(), "idle-timeout", "{what}");
-        assert!(started.elapsed() >= idle, "{what}: closed early");
-        trickle.abort();
+        for n in 0..12 {
+            raw.write_all(whole).await.unwrap();
+            assert_eq!(server.expect_msg().await.1, "{}", "{framing} frame {n}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(server.handle.stats().connected, 1, "{framing}");
+        // Kept to the end: its routes report to this test while its clients close.
+        servers.push(server);
     }
-    // Whole frames every 100 ms for three idle periods: served all along.
-    let mut raw = raw_client(&mut server).await;
-    for n in 0..12 {
-        raw.write_all(b"0:,").await.unwrap();
-        assert_eq!(server.expect_msg().await.1, "", "frame {n}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(server.handle.stats().connected, 1);
 }
 
 #[tokio::test]

@@ -402,7 +402,8 @@ async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
     // When the frame now in `buf` began (None: no partial frame), and the last read.
     let mut frame_started: Option<Instant> = None;
     let mut last_read = Instant::now();
-    // Idle means no complete frame: white space and partial frames are not activity.
+    // Idle means no frame with content: white space, frames of white space only and
+    // partial frames are not activity.
     let mut last_frame = last_read;
     let mut limiter = config
         .max_rate
@@ -483,7 +484,11 @@ async fn read_loop<Rd: AsyncRead + Unpin, R: EventRoutes>(
                             warn!(hint, "first message from client");
                         }
                     }
-                    last_frame = last_read;
+                    // A frame of nothing but white space (an empty netstring, an empty
+                    // line, a lone space in bare framing) is not activity either.
+                    if !msg.iter().all(u8::is_ascii_whitespace) {
+                        last_frame = last_read;
+                    }
                     conn.counters.frames_in.fetch_add(1, Ordering::Relaxed);
                     conn.counters
                         .bytes_in
