@@ -5,7 +5,9 @@
 //! Memory is bounded: entries waiting for the disk may hold at most `buffer_bytes` of
 //! payload; past it an entry is dropped and counted, and a `lost` line says so in the
 //! transcript. Disk is bounded too: past `max_bytes` in all, the oldest parts are
-//! deleted (without rotation, recording stops there and what follows is counted lost).
+//! deleted, and parts are cut at a quarter of `max_bytes` at most so the bound holds
+//! whatever `rotate_bytes` says (without rotation, recording stops there and what
+//! follows is counted).
 //! Traffic is never held back for the recording: a proxy in front of live calls
 //! forwards first and records what it can.
 //!
@@ -45,10 +47,12 @@ const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 pub struct RecorderConfig {
     /// The first file; later parts add `.1`, `.2`, ...
     pub path: PathBuf,
-    /// Start a new part once a file reaches this many bytes (0: never).
+    /// Start a new part once a file reaches this many bytes (0: never); with
+    /// `max_bytes`, at most a quarter of it.
     pub rotate_bytes: u64,
-    /// Bytes on disk for all parts together (0: no bound). Past it the oldest parts are
-    /// deleted; without rotation, recording stops and the rest is counted lost.
+    /// Bytes on disk for all parts together (0: no bound), within one entry's line.
+    /// Past it the oldest parts are deleted; without rotation, recording stops and the
+    /// rest is counted ([`Written::past_max`]).
     pub max_bytes: u64,
     /// Payload bytes that may wait for the disk; past it entries are dropped (counted).
     pub buffer_bytes: usize,
@@ -65,8 +69,10 @@ pub struct RecorderConfig {
 pub struct Written {
     /// Entries written (header lines not counted).
     pub entries: u64,
-    /// Entries dropped because the buffer was full.
+    /// Entries dropped because the buffer was full (the disk fell behind).
     pub lost: u64,
+    /// Entries not written because `max_bytes` was reached without rotation.
+    pub past_max: u64,
     /// Files written.
     pub files: u32,
     /// Oldest parts deleted to stay within `max_bytes`.
@@ -157,16 +163,16 @@ impl Recorder {
         let lost = Arc::new(AtomicU64::new(0));
         let (q, l) = (Arc::clone(&queued), Arc::clone(&lost));
         let buffer_bytes = config.buffer_bytes;
+        let part_bytes = part_bytes(&config);
         let writer = std::thread::Builder::new()
             .name("transcript".into())
             .spawn(move || {
-                let mut file = first;
-                let mut bytes = 0u64;
+                let (mut file, mut bytes) = first;
                 // Parts already closed, oldest first, with their sizes; and the total on
                 // disk, the part being written included.
                 let mut closed: std::collections::VecDeque<(PathBuf, u64)> =
                     std::collections::VecDeque::new();
-                let mut total = 0u64;
+                let mut total = bytes;
                 let mut full = false;
                 let mut written = Written {
                     files: 1,
@@ -193,7 +199,7 @@ impl Recorder {
                     for (queued, cost) in taken {
                         q.fetch_sub(cost, Ordering::Relaxed);
                         if full {
-                            l.fetch_add(1, Ordering::Relaxed);
+                            written.past_max += 1;
                             continue;
                         }
                         last_t = queued.t();
@@ -212,13 +218,16 @@ impl Recorder {
                         bytes += line.len() as u64;
                         total += line.len() as u64;
                         written.entries += 1;
-                        if config.rotate_bytes > 0 && bytes >= config.rotate_bytes {
+                        if part_bytes > 0 && bytes >= part_bytes {
                             file.flush()?;
                             closed.push_back((part_path(&config.path, written.files - 1), bytes));
-                            file = open_part(&config, &started, written.files)?;
+                            let header;
+                            (file, header) = open_part(&config, &started, written.files)?;
                             written.files += 1;
-                            bytes = 0;
-                            while config.max_bytes > 0 && total > config.max_bytes {
+                            bytes = header;
+                            total += header;
+                            // Room for the new part to grow to its size.
+                            while config.max_bytes > 0 && total + part_bytes > config.max_bytes {
                                 let Some((oldest, size)) = closed.pop_front() else {
                                     break;
                                 };
@@ -226,7 +235,7 @@ impl Recorder {
                                 total -= size;
                                 written.deleted += 1;
                             }
-                        } else if config.rotate_bytes == 0
+                        } else if part_bytes == 0
                             && config.max_bytes > 0
                             && total >= config.max_bytes
                         {
@@ -238,10 +247,12 @@ impl Recorder {
                     file.flush()?;
                 }
                 written.lost = l.load(Ordering::Relaxed);
-                if written.lost > reported {
+                // What the transcript misses: dropped on the way, or past the bound.
+                let missing = written.lost - reported + written.past_max;
+                if missing > 0 {
                     let missing = Entry::Lost {
                         t: last_t,
-                        entries: written.lost - reported,
+                        entries: missing,
                     };
                     file.write_all(&transcript::line(&missing).map_err(std::io::Error::other)?)?;
                 }
@@ -324,11 +335,22 @@ impl Recorder {
     }
 }
 
+/// Where parts are cut: `rotate_bytes`, but at most a quarter of `max_bytes` (so that
+/// deleting the oldest parts keeps the total within it); 0: never.
+fn part_bytes(config: &RecorderConfig) -> u64 {
+    match (config.rotate_bytes, config.max_bytes) {
+        (0, _) => 0,
+        (rotate, 0) => rotate,
+        (rotate, max) => rotate.min((max / 4).max(1)),
+    }
+}
+
+/// Create part `part` and write its header; the file and the header's size.
 fn open_part(
     config: &RecorderConfig,
     started: &str,
     part: u32,
-) -> std::io::Result<BufWriter<File>> {
+) -> std::io::Result<(BufWriter<File>, u64)> {
     let path = part_path(&config.path, part);
     let file = File::create(&path).map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
@@ -341,8 +363,9 @@ fn open_part(
         config.framing,
         part,
     );
-    file.write_all(&transcript::line(&header).map_err(std::io::Error::other)?)?;
-    Ok(file)
+    let line = transcript::line(&header).map_err(std::io::Error::other)?;
+    file.write_all(&line)?;
+    Ok((file, line.len() as u64))
 }
 
 #[cfg(test)]
@@ -455,8 +478,8 @@ mod tests {
             .filter_map(|part| std::fs::metadata(part_path(&dir.join("t.jsonl"), part)).ok())
             .map(|m| m.len())
             .sum();
-        // The bound plus the part being written when it was checked.
-        assert!(on_disk <= 3000 + 1300, "{on_disk} bytes on disk");
+        // Within the bound (and one entry's line).
+        assert!(on_disk <= 3000 + 100, "{on_disk} bytes on disk");
         assert!(
             !dir.join("t.jsonl").exists(),
             "the oldest part is the first deleted"
@@ -479,11 +502,43 @@ mod tests {
         }
         let written = rec.finish().await.unwrap();
         assert!(
-            written.lost > 0 && written.entries + written.lost == 200,
+            written.past_max > 0 && written.lost == 0 && written.entries + written.past_max == 200,
             "{written:?}"
         );
         let size = std::fs::metadata(dir.join("t.jsonl")).unwrap().len();
         assert!(size < 2000 + 300, "{size}");
+    }
+
+    /// Found by a re-test of issue 24: with the default rotation (256 MiB) the bound held
+    /// only once a part rotated, so `--record-max-bytes 200000` left 5 MB on disk. Parts
+    /// are now cut at a quarter of the bound.
+    #[tokio::test]
+    async fn the_bound_holds_whatever_the_rotation_size() {
+        let dir = tempdir("max-rotate");
+        let rec = Recorder::start(RecorderConfig {
+            max_bytes: 20_000,
+            ..config(&dir, DEFAULT_ROTATE_BYTES, DEFAULT_BUFFER_BYTES)
+        })
+        .unwrap();
+        for i in 0..2000 {
+            rec.record(frame(i), 10);
+        }
+        let written = rec.finish().await.unwrap();
+        assert_eq!(
+            (written.entries, written.lost, written.past_max),
+            (2000, 0, 0)
+        );
+        let on_disk: u64 = (0..written.files)
+            .filter_map(|part| std::fs::metadata(part_path(&dir.join("t.jsonl"), part)).ok())
+            .map(|m| m.len())
+            .sum();
+        assert!(on_disk <= 20_000 + 100, "{on_disk} bytes on disk");
+        let last = read(&part_path(&dir.join("t.jsonl"), written.files - 1));
+        assert_eq!(
+            last.last(),
+            Some(&frame(1999)),
+            "the newest entries are kept"
+        );
     }
 
     /// Regression (issue 24): an app's `{"auth":"<token>"}` was written in clear.

@@ -138,3 +138,41 @@ fn a_kamailio_burst_recorded_through_the_proxy_replays_against_the_app() {
     evapi_tests::check_junit(&[&junit, &dir.join("same.xml")]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A recording whose oldest parts the recorder deleted to stay within
+/// `--record-max-bytes` (the first file and `.1` gone, `.2` and `.3` left) replays from
+/// the oldest part left, through the newest.
+#[test]
+fn a_recording_whose_first_parts_were_deleted_replays_from_the_oldest_left() {
+    let dir = workdir().join("parts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let transcript = dir.join("day.jsonl");
+    for (part, index) in [(2u32, 1u32), (3, 2)] {
+        let header = format!(
+            r#"{{"format":"evapi-transcript","version":1,"started":"2026-12-01T10:00:00.000000Z","source":"proxy","node":"127.0.0.1:8448","framing":"netstring","part":{part}}}"#
+        );
+        let event = format!(r#"{{\"event\":\"suspend\",\"tindex\":{index},\"tlabel\":7}}"#);
+        let answer =
+            format!(r#"{{\"tindex\":{index},\"tlabel\":7,\"code\":486,\"reason\":\"Busy Here\"}}"#);
+        let lines = [
+            header,
+            format!(
+                r#"{{"kind":"frame","t":{t},"conn":1,"from":"node","text":"{event}"}}"#,
+                t = index * 1000
+            ),
+            format!(
+                r#"{{"kind":"frame","t":{t},"conn":1,"from":"app","text":"{answer}"}}"#,
+                t = index * 1000 + 500
+            ),
+        ];
+        let path = evapi_proto::transcript::part_path(&transcript, part);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    }
+    let (out, code) = replay(&transcript, "486", &dir.join("parts.xml"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("replayed 2 events (2 suspended): 2 matched, 0 different, 0 missing"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

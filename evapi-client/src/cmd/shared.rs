@@ -174,12 +174,13 @@ impl IdArgs {
 /// How a transcript is written (proxy, record).
 #[derive(Debug, clap::Args)]
 pub struct RecordingArgs {
-    /// Start a new file (FILE.1, FILE.2, ...) once one reaches this many bytes (0: never).
+    /// Start a new file (FILE.1, FILE.2, ...) once one reaches this many bytes (0: never;
+    /// with --record-max-bytes, at most a quarter of it).
     #[arg(long, env = "EVAPI_ROTATE_BYTES", default_value_t = evapi_client::recorder::DEFAULT_ROTATE_BYTES)]
     rotate_bytes: u64,
     /// Bytes of transcript on disk, all parts together (0: no bound); past it the oldest
-    /// parts are deleted (without rotation, recording stops there, and what is not
-    /// recorded is counted in a "lost" line).
+    /// parts are deleted, so the transcript keeps the newest traffic (without rotation,
+    /// recording stops there, and what is not recorded is counted in a "lost" line).
     #[arg(long, env = "EVAPI_RECORD_MAX_BYTES", default_value_t = evapi_client::recorder::DEFAULT_MAX_BYTES)]
     record_max_bytes: u64,
     /// Payload bytes waiting for the disk at most; past it records are dropped (and
@@ -232,18 +233,22 @@ pub(crate) async fn finish_recording(
         .finish()
         .await
         .context("cannot write the transcript")?;
+    let mut note = String::new();
+    if written.lost > 0 {
+        note += &format!(
+            ", {} lost (the disk fell behind: raise --record-buffer-bytes)",
+            written.lost
+        );
+    }
+    if written.past_max > 0 {
+        note += &format!(
+            ", {} not written (--record-max-bytes reached; with --rotate-bytes the oldest parts go instead)",
+            written.past_max
+        );
+    }
     eprintln!(
-        "transcript: {} entries in {} file(s){}",
-        written.entries,
-        written.files,
-        if written.lost > 0 {
-            format!(
-                ", {} lost (the disk fell behind: raise --record-buffer-bytes)",
-                written.lost
-            )
-        } else {
-            String::new()
-        }
+        "transcript: {} entries in {} file(s){note}",
+        written.entries, written.files
     );
     Ok(())
 }
