@@ -324,6 +324,11 @@ async fn pump(
     let mut codec = FrameCodec::new(config.framing, config.max_frame);
     let mut pending = BytesMut::new();
     let mut framing = true;
+    let mut raw = crate::recorder::RawRedaction::default();
+    let mut raw_payload = |bytes: &[u8]| match side {
+        Side::App => raw.payload(bytes),
+        Side::Node => Payload::of(bytes),
+    };
     let frames = match side {
         Side::Node => &counts.node_frames,
         Side::App => &counts.app_frames,
@@ -344,7 +349,7 @@ async fn pump(
                     conn,
                     from: side,
                     error: None,
-                    payload: Payload::of(&buf[..n]),
+                    payload: raw_payload(&buf[..n]),
                 },
                 n,
             );
@@ -371,7 +376,7 @@ async fn pump(
                             conn,
                             from: side,
                             error: Some(e.to_string()),
-                            payload: Payload::of(&rest),
+                            payload: raw_payload(&rest),
                         },
                         rest.len(),
                     );

@@ -12,7 +12,9 @@
 //! forwards first and records what it can.
 //!
 //! An app's token never reaches the disk: a frame from the app that is an
-//! authentication object (`{"auth":"..."}`) is recorded as `{"auth":"<redacted>"}`.
+//! authentication object (`{"auth":"..."}`, the key escaped or not) is recorded as
+//! `{"auth":"<redacted>"}`, and unframed bytes from an app that may hold one are
+//! recorded as their length ([`RawRedaction`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -132,10 +134,16 @@ impl Queued {
     }
 }
 
+/// Whether `bytes` may name the `auth` key: the word itself, or a JSON escape (a key
+/// written `"\u0061uth"` is `auth` to the server).
+fn may_hold_a_token(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, b"auth").is_some() || memchr::memmem::find(bytes, b"\\u").is_some()
+}
+
 /// A frame from the app that is an authentication object, with its token replaced by
 /// [`REDACTED`]; `None` for every other frame (recorded as it was).
 fn redacted(from: Side, bytes: &[u8]) -> Option<Bytes> {
-    if from != Side::App || !bytes.windows(6).any(|w| w == b"\"auth\"") {
+    if from != Side::App || !may_hold_a_token(bytes) {
         return None;
     }
     let mut object: serde_json::Map<String, serde_json::Value> =
@@ -146,6 +154,36 @@ fn redacted(from: Side, bytes: &[u8]) -> Option<Bytes> {
             Some(Bytes::from(serde_json::Value::Object(object).to_string()))
         }
         _ => None,
+    }
+}
+
+/// Unframed bytes from an app (its framing broke), as they may be recorded: once a
+/// chunk may hold a token (the `auth` key, or a JSON escape that could spell it, even
+/// split across chunks), that chunk and every later one of the connection are recorded
+/// as their length only. Frames are redacted exactly; unframed bytes cannot be parsed,
+/// so they are redacted whole.
+#[derive(Debug, Default)]
+pub struct RawRedaction {
+    /// The last bytes of the previous chunk (a marker split across two reads).
+    tail: Vec<u8>,
+    tripped: bool,
+}
+
+impl RawRedaction {
+    /// What to record of `bytes`, the connection's next unframed chunk from the app.
+    #[must_use]
+    pub fn payload(&mut self, bytes: &[u8]) -> transcript::Payload {
+        if !self.tripped {
+            let mut seen = std::mem::take(&mut self.tail);
+            seen.extend_from_slice(&bytes[..bytes.len().min(8)]);
+            self.tripped = may_hold_a_token(&seen) || may_hold_a_token(bytes);
+            self.tail = bytes[bytes.len().saturating_sub(8)..].to_vec();
+        }
+        if self.tripped {
+            transcript::Payload::Text(format!("<redacted: {} unframed bytes>", bytes.len()))
+        } else {
+            transcript::Payload::of(bytes)
+        }
     }
 }
 
@@ -585,6 +623,46 @@ mod tests {
                 r#"{"tindex":1,"tlabel":2,"code":486}"#,
                 r#"{"auth":"ok","name":"router"}"#,
             ]
+        );
+    }
+
+    /// Found by a re-test of issue 24: the server takes `{"\u0061uth":TOKEN}` as a
+    /// login (JSON escapes in the key), and the recorder wrote it in clear.
+    #[test]
+    fn an_escaped_auth_key_is_redacted_too() {
+        let token = "s3cret-router-token-1";
+        for frame in [
+            format!(r#"{{"\u0061uth":"{token}"}}"#),
+            format!(r#"{{"a\u0075\u0074h" : "{token}", "x":1}}"#),
+        ] {
+            let safe = redacted(Side::App, frame.as_bytes()).expect("redacted");
+            let text = String::from_utf8(safe.to_vec()).unwrap();
+            assert!(!text.contains(token), "{frame} -> {text}");
+            assert!(text.contains(REDACTED), "{text}");
+        }
+    }
+
+    /// Unframed bytes from an app are recorded as their length once they may hold a
+    /// token, from that chunk on, a marker split across two reads included; before
+    /// that, and from the node, as they were.
+    #[test]
+    fn unframed_app_bytes_that_may_hold_a_token_are_recorded_as_their_length() {
+        let text = |p: transcript::Payload| String::from_utf8(p.bytes().unwrap()).unwrap();
+        let mut raw = RawRedaction::default();
+        assert_eq!(text(raw.payload(b"hello ")), "hello ");
+        assert_eq!(text(raw.payload(b"{\"au")), "{\"au");
+        assert_eq!(
+            text(raw.payload(b"th\":\"s3cret")),
+            "<redacted: 11 unframed bytes>"
+        );
+        assert_eq!(
+            text(raw.payload(b"more\"}")),
+            "<redacted: 6 unframed bytes>"
+        );
+        let mut escaped = RawRedaction::default();
+        assert_eq!(
+            text(escaped.payload(br#"{"\u0061uth":"x"}"#)),
+            "<redacted: 17 unframed bytes>"
         );
     }
 }
