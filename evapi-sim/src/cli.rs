@@ -125,6 +125,11 @@ pub struct ReplayArgs {
     /// at once) or answers (each event once the one before was answered).
     #[arg(long, env = "EVAPI_SPEED", default_value = "1")]
     speed: evapi_sim::replay::Speed,
+    /// Longest the replay may take at a --speed factor (the events' span divided by
+    /// it); past it the replay is refused before it starts: a transcript's times are
+    /// input, and one event at t = 2^64-1 would hold the run for a year.
+    #[arg(long, env = "EVAPI_MAX_DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+    max_duration: std::time::Duration,
     /// A dotted field path left out of the comparison (repeatable), e.g. ts, data.host.
     #[arg(
         long = "ignore",
@@ -662,6 +667,15 @@ async fn run_replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "evapi-sim replay: the transcript has {} gap(s) (unframed bytes or lost records): some events may be missing",
             plan.gaps
+        );
+    }
+    let playing = evapi_sim::replay::playing_time(&plan, args.speed);
+    if let Some(takes) = playing.filter(|t| *t > args.max_duration) {
+        anyhow::bail!(
+            "the events span {} at --speed {}: longer than --max-duration {}; replay with --speed max or answers, a higher factor, or raise --max-duration",
+            humantime::format_duration(takes),
+            args.speed,
+            humantime::format_duration(args.max_duration)
         );
     }
     let judge = evapi_sim::replay::Judge::new(&mut plan, reader, &args.ignore, args.answer_timeout);

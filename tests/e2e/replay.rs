@@ -176,3 +176,42 @@ fn a_recording_whose_first_parts_were_deleted_replays_from_the_oldest_left() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Found by a re-test of issue 24: a transcript with events at t = 0 and t = 2^64-1,
+/// replayed at `--speed 1e-7`, waited for the second one without end (its time
+/// saturates at a year). A replay longer than `--max-duration` (24 h) is refused before
+/// it starts, with what to do instead; `--speed max` plays the same file at once.
+#[test]
+fn a_replay_longer_than_max_duration_is_refused_before_it_starts() {
+    let dir = workdir().join("span");
+    std::fs::create_dir_all(&dir).unwrap();
+    let transcript = dir.join("span.jsonl");
+    let lines = [
+        r#"{"format":"evapi-transcript","version":1,"started":"2026-12-01T10:00:00.000000Z","source":"record","node":"127.0.0.1:8448","framing":"netstring","part":0}"#,
+        r#"{"kind":"frame","t":0,"conn":1,"from":"node","text":"{\"event\":\"x\"}"}"#,
+        r#"{"kind":"frame","t":18446744073709551615,"conn":1,"from":"node","text":"{\"event\":\"y\"}"}"#,
+    ];
+    std::fs::write(&transcript, lines.join("\n") + "\n").unwrap();
+    let mut cmd = Command::new(binary("evapi-sim"));
+    cmd.arg("replay")
+        .arg(&transcript)
+        .args(["--bind", "127.0.0.1:0", "--speed", "1e-7"]);
+    let (_, err, code) = Running::spawn(cmd).finish(Duration::from_secs(10));
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("longer than --max-duration 1day") && err.contains("--speed max"),
+        "{err}"
+    );
+    let mut cmd = Command::new(binary("evapi-sim"));
+    cmd.arg("replay")
+        .arg(&transcript)
+        .args(["--bind", "127.0.0.1:0", "--speed", "max"]);
+    let mut sim = Running::spawn(cmd);
+    let (line, log) = sim.stderr_line("waiting for an app on");
+    let _log = collect(log);
+    let _app = respond(&addr_after(&line, "waiting for an app on "), "486");
+    let (out, _, code) = sim.finish(Duration::from_secs(10));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("replayed 2 events"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -29,7 +29,7 @@ mod report;
 
 pub use judge::Judge;
 pub use plan::{Plan, Planned};
-pub use play::{offset, play, ReplayError, Speed, MAX_OFFSET};
+pub use play::{offset, play, playing_time, ReplayError, Speed, MAX_OFFSET};
 pub use report::{Outcome, ReplayReport, Verdict};
 
 /// Default wait for an app's answer (the replay's `fr_inv_timer`).

@@ -16,6 +16,16 @@ pub enum Speed {
     Answers,
 }
 
+impl std::fmt::Display for Speed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Speed::Factor(factor) => write!(f, "{factor}"),
+            Speed::Max => f.write_str("max"),
+            Speed::Answers => f.write_str("answers"),
+        }
+    }
+}
+
 impl std::str::FromStr for Speed {
     type Err = String;
 
@@ -54,6 +64,23 @@ pub fn offset(at_us: u64, factor: f64) -> Duration {
     Duration::try_from_secs_f64(at_us as f64 / 1e6 / factor)
         .unwrap_or(MAX_OFFSET)
         .min(MAX_OFFSET)
+}
+
+/// How long sending `plan`'s events takes at `speed`: the last one's offset for a
+/// factor (saturating at [`MAX_OFFSET`]); `None` for `max` and `answers`, which follow
+/// the app, not the recorded times.
+#[must_use]
+pub fn playing_time(plan: &Plan, speed: Speed) -> Option<Duration> {
+    match speed {
+        Speed::Factor(factor) => Some(
+            plan.events
+                .iter()
+                .map(|e| offset(e.at_us, factor))
+                .max()
+                .unwrap_or_default(),
+        ),
+        Speed::Max | Speed::Answers => None,
+    }
 }
 
 /// `plan`'s events to every connected app at `speed` and judge the answers; returns the
