@@ -113,7 +113,7 @@ impl Responder {
             }),
             Ok(None) => {
                 counts.ignored.fetch_add(1, Ordering::Relaxed);
-                debug!(msg = %String::from_utf8_lossy(msg), "not a suspend event, ignored");
+                debug!(msg = ?String::from_utf8_lossy(msg), "not a suspend event, ignored");
                 None
             }
             Err(e) => {

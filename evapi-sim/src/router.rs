@@ -464,9 +464,9 @@ impl<T: Clone> Router<T> {
         self.counters.invalid_answers += 1;
         let text = String::from_utf8_lossy(&msg[..msg.len().min(200)]);
         if self.counters.invalid_answers <= INVALID_ANSWERS_LOGGED {
-            warn!(conidx = app.conidx, reason = %why, msg = %text, "not a valid answer");
+            warn!(conidx = app.conidx, reason = %why, msg = ?text, "not a valid answer");
         } else {
-            debug!(conidx = app.conidx, reason = %why, msg = %text, "not a valid answer");
+            debug!(conidx = app.conidx, reason = %why, msg = ?text, "not a valid answer");
         }
         Message::Invalid(why)
     }

@@ -180,7 +180,7 @@ async fn route(
         (None, Some(node)) => app.send(node, frame).await,
         (None, None) => {
             warn!(
-                frame = %String::from_utf8_lossy(&frame[..frame.len().min(120)]),
+                frame = ?String::from_utf8_lossy(&frame[..frame.len().min(120)]),
                 "not sent: it answers no event taken here, and no --node says where to send it"
             );
             Ok(())
