@@ -1177,29 +1177,58 @@ fn sipp_calls_in_thread(sip: String, calls: u32) -> std::thread::JoinHandle<std:
 #[test]
 #[ignore = "needs nats-server and sipp (apt-get install nats-server sip-tester)"]
 fn a_deleted_answers_consumer_is_made_again() {
-    use std::io::{Read, Write};
     sipp::require();
     let nats = Nats::start();
     let mut node = Node::start("node-d", &nats);
     let _responder = responder(&nats, &[]);
     assert_sipp_ok(&sipp::burst_486(&node.sip, 10, 10));
-    let port: u16 = nats.url.rsplit(':').next().unwrap().parse().unwrap();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let request = "CONNECT {\"verbose\":false}\r\nSUB _INBOX.del 1\r\n\
-                   PUB $JS.API.CONSUMER.DELETE.EVAPI_ANSWERS.answers-node-d _INBOX.del 0\r\n\r\nPING\r\n";
-    s.write_all(request.as_bytes()).unwrap();
-    let mut got = String::new();
-    let mut buf = [0u8; 4096];
-    while !got.contains("\"success\"") && !got.contains("\"error\"") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "nats-server closed: {got}");
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let got = js_api(
+        &nats,
+        "CONSUMER.DELETE.EVAPI_ANSWERS.answers-node-d",
+        "\"success\"",
+    );
     assert!(got.contains("\"success\":true"), "deleted: {got}");
     node.bridge
         .wait_stderr("answers' consumer made again", Duration::from_secs(15));
     assert_sipp_ok(&sipp::burst_486(&node.sip, 10, 10));
     let (counters, _) = node.finish();
     assert_eq!(counter(&counters, "final 486"), 20, "{counters}");
+}
+
+/// A JetStream API request (`$JS.API.<api>`, empty body) over a raw connection to
+/// `nats`: the reply's text, read until it holds `done` or an error.
+fn js_api(nats: &Nats, api: &str, done: &str) -> String {
+    use std::io::{Read, Write};
+    let port: u16 = nats.url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let request = format!(
+        "CONNECT {{\"verbose\":false}}\r\nSUB _INBOX.api 1\r\nPUB $JS.API.{api} _INBOX.api 0\r\n\r\nPING\r\n"
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains(done) && !got.contains("\"error\"") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "nats-server closed: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    got
+}
+
+/// A stream that exists with another byte bound (made by an older version without
+/// one, by hand, or with another `--stream-max-bytes`) gets the bound asked for when an
+/// app or a bridge starts: it applied only to streams made new, so an old stream held
+/// without end.
+#[test]
+#[ignore = "needs nats-server (apt-get install nats-server)"]
+fn an_existing_stream_gets_the_byte_bound_asked_for() {
+    let nats = Nats::start();
+    drop(responder_waiting(&nats, "1s", &[]));
+    let info = js_api(&nats, "STREAM.INFO.EVAPI_EVENTS", "\"max_bytes\"");
+    assert!(info.contains("\"max_bytes\":268435456"), "{info}");
+    let _responder = responder_waiting(&nats, "1s", &["--stream-max-bytes", "4096"]);
+    let info = js_api(&nats, "STREAM.INFO.EVAPI_EVENTS", "\"max_bytes\"");
+    assert!(info.contains("\"max_bytes\":4096,"), "{info}");
+    assert!(info.contains("\"discard\":\"new\""), "{info}");
 }

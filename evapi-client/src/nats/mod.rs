@@ -446,7 +446,8 @@ pub async fn answers_stream(
 }
 
 /// The stream `name` on `subjects`, created when missing; an existing one must have
-/// the replicas and storage asked for (it is not changed).
+/// the replicas and storage asked for (those are not changed), and gets the byte bound
+/// asked for.
 async fn ensure_stream(
     js: &jetstream::Context,
     name: &str,
@@ -504,6 +505,30 @@ async fn ensure_stream(
                 .into(),
         });
     }
+    // The byte bound can change in place: a stream made without one (by an older
+    // version, or by hand) would otherwise hold without end.
+    if info.config.max_bytes != settings.max_bytes
+        || info.config.discard != stream::DiscardPolicy::New
+    {
+        let mut config = info.config.clone();
+        config.max_bytes = settings.max_bytes;
+        config.discard = stream::DiscardPolicy::New;
+        match js.update_stream(&config).await {
+            Ok(_) => info!(
+                stream = name,
+                was = info.config.max_bytes,
+                max_bytes = settings.max_bytes,
+                "the JetStream stream's byte bound set to --stream-max-bytes (discard new)"
+            ),
+            Err(e) => warn!(
+                stream = name,
+                existing = info.config.max_bytes,
+                asked = settings.max_bytes,
+                error = %e,
+                "the JetStream stream's byte bound differs from --stream-max-bytes and cannot be changed from here; set it with `nats stream edit --max-bytes`"
+            ),
+        }
+    }
     Ok(stream)
 }
 
@@ -524,7 +549,8 @@ pub struct StreamSettings {
     /// Most bytes each stream holds (events; answers); past it JetStream refuses new
     /// messages (discard new: nothing stored is dropped): the bridge holds its events,
     /// an app gives its event back. Bounds what an app with credentials can make
-    /// JetStream store. Applies when a stream is made.
+    /// JetStream store. Set on a stream that exists with another bound (or none) too,
+    /// when the NATS user may update it (else a warning says so).
     pub max_bytes: i64,
 }
 
