@@ -602,66 +602,19 @@ async fn scenario(
     }
 }
 
-/// The first part of the recording at `path` still on disk: 0 (`path` itself) unless
-/// it is gone and numbered parts (`path.N`) are left, then the lowest N (the recorder
-/// deletes the oldest parts first, so the rest follow it without a gap).
-fn first_part(path: &std::path::Path) -> u32 {
-    if path.exists() {
-        return 0;
-    }
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return 0;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        std::path::Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!("{}.", name.to_string_lossy());
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name();
-            name.to_str()?.strip_prefix(&prefix)?.parse::<u32>().ok()
-        })
-        .filter(|&n| n > 0)
-        .min()
-        .unwrap_or(0)
-}
-
 async fn run_replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
-    use evapi_proto::transcript::Reader;
     let reader = evapi_proto::AnswerReader::with_fields(args.id_fields.clone());
-    // Entry by entry into the plan: the transcript is never held twice.
-    let mut plan = evapi_sim::replay::Plan::default();
-    let mut framing = None;
-    let first = first_part(&args.file);
-    if first > 0 {
+    let evapi_sim::replay::Recording {
+        mut plan,
+        framing,
+        first_part,
+        ..
+    } = evapi_sim::replay::read(&args.file, &reader, args.max_frame)?;
+    if first_part > 0 {
         eprintln!(
-            "evapi-sim replay: {} is gone (the recorder deleted its oldest parts to stay within --record-max-bytes); replaying from part {first}",
+            "evapi-sim replay: {} is gone (the recorder deleted its oldest parts to stay within --record-max-bytes); replaying from part {first_part}",
             args.file.display()
         );
-    }
-    for part in first.. {
-        let path = evapi_proto::transcript::part_path(&args.file, part);
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if part > first && e.kind() == std::io::ErrorKind::NotFound => break,
-            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
-        };
-        let entries = Reader::new(
-            std::io::BufReader::new(file),
-            evapi_proto::transcript::max_line(args.max_frame),
-        )
-        .with_context(|| format!("{}", path.display()))?;
-        framing.get_or_insert(entries.header().framing);
-        for entry in entries {
-            let entry = entry.with_context(|| format!("{}", path.display()))?;
-            plan.add(entry, &reader)
-                .with_context(|| format!("{}: a payload in the transcript", path.display()))?;
-        }
     }
     if plan.gaps > 0 {
         eprintln!(

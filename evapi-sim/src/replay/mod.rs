@@ -14,6 +14,7 @@
 //!
 //! # Layout
 //!
+//! - `files`: [`read`], a recording's parts on disk into a [`Plan`].
 //! - `plan`: [`Plan`], the transcript read entry by entry.
 //! - `judge`: [`Judge`], the answers compared with the recording (`diff`: field by field).
 //! - `report`: [`ReplayReport`], its summary and HTML page.
@@ -22,11 +23,13 @@
 use std::time::Duration;
 
 mod diff;
+mod files;
 mod judge;
 mod plan;
 mod play;
 mod report;
 
+pub use files::{first_part, read, Recording, RecordingError};
 pub use judge::Judge;
 pub use plan::{Plan, Planned};
 pub use play::{offset, play, playing_time, ReplayError, Speed, MAX_OFFSET};
