@@ -147,6 +147,20 @@ impl Here {
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
     }
+
+    /// Returns once the connection has been quiet for `limit` (never without one).
+    async fn idle(&self, limit: Option<Duration>) {
+        let Some(limit) = limit else {
+            return std::future::pending().await;
+        };
+        loop {
+            let quiet = self.quiet_for();
+            if quiet >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - quiet).await;
+        }
+    }
 }
 
 impl Live {
@@ -201,23 +215,8 @@ async fn connection(
     counts: &ProxyCounts,
     here: &Here,
 ) {
-    let node = match tokio::time::timeout(
-        config.connect_timeout,
-        TcpStream::connect(config.upstream.as_str()),
-    )
-    .await
-    {
-        Ok(Ok(node)) => node,
-        Ok(Err(e)) => {
-            warn!(%peer, upstream = %config.upstream, error = %e, "cannot reach the node: app closed");
-            counts.refused.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        Err(_) => {
-            warn!(%peer, upstream = %config.upstream, "the node did not answer in time: app closed");
-            counts.refused.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+    let Some(node) = connect_node(&config, peer, counts).await else {
+        return;
     };
     let _ = app.set_nodelay(true);
     let _ = node.set_nodelay(true);
@@ -256,18 +255,6 @@ async fn connection(
         here,
     );
     tokio::pin!(up, down);
-    let idle = async {
-        let Some(limit) = config.idle_timeout else {
-            return std::future::pending().await;
-        };
-        loop {
-            let quiet = here.quiet_for();
-            if quiet >= limit {
-                return;
-            }
-            tokio::time::sleep(limit - quiet).await;
-        }
-    };
     let (first, result, by_proxy) = tokio::select! {
         r = &mut up => (Side::App, r, false),
         r = &mut down => (Side::Node, r, false),
@@ -275,7 +262,7 @@ async fn connection(
             info!(%peer, conn, "closed to make room for a new app (the quietest connection)");
             (Side::App, Err(std::io::Error::other("closed by the proxy to make room")), true)
         }
-        () = idle => {
+        () = here.idle(config.idle_timeout) => {
             counts.evicted.fetch_add(1, Ordering::Relaxed);
             info!(%peer, conn, "closed: idle past --idle-timeout");
             (Side::App, Err(std::io::Error::other("closed by the proxy: idle")), true)
@@ -305,6 +292,28 @@ async fn connection(
         Side::App => tokio::time::timeout(LINGER, &mut down).await,
         Side::Node => tokio::time::timeout(LINGER, &mut up).await,
     };
+}
+
+/// The node's connection for the app at `peer`, or `None` (counted as refused, logged)
+/// when it cannot be reached within `--connect-timeout`.
+async fn connect_node(
+    config: &ProxyConfig,
+    peer: SocketAddr,
+    counts: &ProxyCounts,
+) -> Option<TcpStream> {
+    let failure = match tokio::time::timeout(
+        config.connect_timeout,
+        TcpStream::connect(config.upstream.as_str()),
+    )
+    .await
+    {
+        Ok(Ok(node)) => return Some(node),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "the node did not answer in time".to_owned(),
+    };
+    warn!(%peer, upstream = %config.upstream, error = %failure, "cannot reach the node: app closed");
+    counts.refused.fetch_add(1, Ordering::Relaxed);
+    None
 }
 
 /// Copy `from`'s bytes to `to` until end of stream (then shut `to`'s write side), framing
@@ -546,5 +555,38 @@ mod tests {
         assert_eq!(n, 0);
         assert!(started.elapsed() >= Duration::from_millis(300));
         task.abort();
+    }
+
+    #[tokio::test]
+    async fn an_app_is_closed_and_counted_refused_when_the_node_is_unreachable() {
+        // A port nothing listens on: bound, then closed.
+        let upstream = {
+            let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            gone.local_addr().unwrap().to_string()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = ProxyConfig {
+            upstream,
+            framing: Framing::Netstring,
+            max_frame: 1024,
+            max_clients: 4,
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: None,
+        };
+        let task = tokio::spawn(run(listener, config, None, async {
+            let _ = stopped.await;
+        }));
+        let mut app = TcpStream::connect(addr).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), app.read(&mut [0u8; 8]))
+            .await
+            .expect("closed at once, not left hanging")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        let _ = stop.send(());
+        let counts = task.await.unwrap();
+        assert_eq!(counts.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.connections.load(Ordering::Relaxed), 0);
     }
 }

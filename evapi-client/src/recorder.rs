@@ -201,26 +201,27 @@ impl Recorder {
         let lost = Arc::new(AtomicU64::new(0));
         let (q, l) = (Arc::clone(&queued), Arc::clone(&lost));
         let buffer_bytes = config.buffer_bytes;
-        let part_bytes = part_bytes(&config);
+        let mut disk = Disk {
+            closed: std::collections::VecDeque::new(),
+            total: first.1,
+            bytes: first.1,
+            file: first.0,
+            part_bytes: part_bytes(&config),
+            config,
+            started,
+            full: false,
+            written: Written {
+                files: 1,
+                ..Written::default()
+            },
+            reported: 0,
+            last_t: 0,
+            line: Vec::with_capacity(4096),
+        };
         let writer = std::thread::Builder::new()
             .name("transcript".into())
             .spawn(move || {
-                let (mut file, mut bytes) = first;
-                // Parts already closed, oldest first, with their sizes; and the total on
-                // disk, the part being written included.
-                let mut closed: std::collections::VecDeque<(PathBuf, u64)> =
-                    std::collections::VecDeque::new();
-                let mut total = bytes;
-                let mut full = false;
-                let mut written = Written {
-                    files: 1,
-                    ..Written::default()
-                };
-                let mut reported = 0u64;
-                let mut last_t = 0u64;
                 let mut open = true;
-                // One entry's line (and a `lost` line before it), reused.
-                let mut line = Vec::with_capacity(4096);
                 while open {
                     std::thread::sleep(WRITE_EVERY);
                     let mut taken = Vec::new();
@@ -236,66 +237,13 @@ impl Recorder {
                     }
                     for (queued, cost) in taken {
                         q.fetch_sub(cost, Ordering::Relaxed);
-                        if full {
-                            written.past_max += 1;
-                            continue;
-                        }
-                        last_t = queued.t();
-                        line.clear();
-                        let dropped = l.load(Ordering::Relaxed);
-                        if dropped > reported {
-                            let missing = Entry::Lost {
-                                t: last_t,
-                                entries: dropped - reported,
-                            };
-                            line.extend(transcript::line(&missing).map_err(std::io::Error::other)?);
-                            reported = dropped;
-                        }
-                        queued.write(&mut line)?;
-                        file.write_all(&line)?;
-                        bytes += line.len() as u64;
-                        total += line.len() as u64;
-                        written.entries += 1;
-                        if part_bytes > 0 && bytes >= part_bytes {
-                            file.flush()?;
-                            closed.push_back((part_path(&config.path, written.files - 1), bytes));
-                            let header;
-                            (file, header) = open_part(&config, &started, written.files)?;
-                            written.files += 1;
-                            bytes = header;
-                            total += header;
-                            // Room for the new part to grow to its size.
-                            while config.max_bytes > 0 && total + part_bytes > config.max_bytes {
-                                let Some((oldest, size)) = closed.pop_front() else {
-                                    break;
-                                };
-                                std::fs::remove_file(&oldest)?;
-                                total -= size;
-                                written.deleted += 1;
-                            }
-                        } else if part_bytes == 0
-                            && config.max_bytes > 0
-                            && total >= config.max_bytes
-                        {
-                            full = true;
-                        }
+                        disk.write(queued, l.load(Ordering::Relaxed))?;
                     }
                     // What was recorded is on disk (a reader tailing the file, or a crash,
                     // sees it).
-                    file.flush()?;
+                    disk.file.flush()?;
                 }
-                written.lost = l.load(Ordering::Relaxed);
-                // What the transcript misses: dropped on the way, or past the bound.
-                let missing = written.lost - reported + written.past_max;
-                if missing > 0 {
-                    let missing = Entry::Lost {
-                        t: last_t,
-                        entries: missing,
-                    };
-                    file.write_all(&transcript::line(&missing).map_err(std::io::Error::other)?)?;
-                }
-                file.flush()?;
-                Ok(written)
+                disk.finish(l.load(Ordering::Relaxed))
             })?;
         Ok(Self {
             start: Instant::now(),
@@ -370,6 +318,105 @@ impl Recorder {
             .map_err(std::io::Error::other)?,
             None => Ok(Written::default()),
         }
+    }
+}
+
+/// The writer thread's side: the part being written, the parts closed and what was
+/// written so far.
+struct Disk {
+    config: RecorderConfig,
+    /// When the recording started (each part's header).
+    started: String,
+    /// Size at which a part is closed (0: never).
+    part_bytes: u64,
+    file: BufWriter<File>,
+    /// Bytes in the part being written.
+    bytes: u64,
+    /// Parts already closed, oldest first, with their sizes.
+    closed: std::collections::VecDeque<(PathBuf, u64)>,
+    /// Bytes on disk, the part being written included.
+    total: u64,
+    /// The bound is reached and parts do not rotate: nothing more is written.
+    full: bool,
+    written: Written,
+    /// Lost entries already said in a `lost` line.
+    reported: u64,
+    last_t: u64,
+    /// One entry's line (and a `lost` line before it), reused.
+    line: Vec<u8>,
+}
+
+impl Disk {
+    /// Write `queued` (after a `lost` line when more than `reported` entries were
+    /// dropped so far: `dropped` in all), rotating and deleting parts as the bounds say.
+    fn write(&mut self, queued: Queued, dropped: u64) -> std::io::Result<()> {
+        if self.full {
+            self.written.past_max += 1;
+            return Ok(());
+        }
+        self.last_t = queued.t();
+        self.line.clear();
+        if dropped > self.reported {
+            let missing = Entry::Lost {
+                t: self.last_t,
+                entries: dropped - self.reported,
+            };
+            self.line
+                .extend(transcript::line(&missing).map_err(std::io::Error::other)?);
+            self.reported = dropped;
+        }
+        queued.write(&mut self.line)?;
+        self.file.write_all(&self.line)?;
+        self.bytes += self.line.len() as u64;
+        self.total += self.line.len() as u64;
+        self.written.entries += 1;
+        let max = self.config.max_bytes;
+        if self.part_bytes > 0 && self.bytes >= self.part_bytes {
+            self.rotate()?;
+        } else if self.part_bytes == 0 && max > 0 && self.total >= max {
+            self.full = true;
+        }
+        Ok(())
+    }
+
+    /// Close the part being written, open the next, and delete the oldest parts until
+    /// the new one has room to grow to its size within the bound.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.flush()?;
+        let closing = part_path(&self.config.path, self.written.files - 1);
+        self.closed.push_back((closing, self.bytes));
+        let header;
+        (self.file, header) = open_part(&self.config, &self.started, self.written.files)?;
+        self.written.files += 1;
+        self.bytes = header;
+        self.total += header;
+        let max = self.config.max_bytes;
+        while max > 0 && self.total + self.part_bytes > max {
+            let Some((oldest, size)) = self.closed.pop_front() else {
+                break;
+            };
+            std::fs::remove_file(&oldest)?;
+            self.total -= size;
+            self.written.deleted += 1;
+        }
+        Ok(())
+    }
+
+    /// The last `lost` line (entries dropped on the way, `lost` in all, or past the
+    /// bound) and what was written.
+    fn finish(mut self, lost: u64) -> std::io::Result<Written> {
+        self.written.lost = lost;
+        let missing = lost - self.reported + self.written.past_max;
+        if missing > 0 {
+            let missing = Entry::Lost {
+                t: self.last_t,
+                entries: missing,
+            };
+            self.file
+                .write_all(&transcript::line(&missing).map_err(std::io::Error::other)?)?;
+        }
+        self.file.flush()?;
+        Ok(self.written)
     }
 }
 

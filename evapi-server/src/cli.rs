@@ -322,63 +322,97 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     result
 }
 
+/// What `serve` listens on.
+struct Listeners {
+    socket: Listener,
+    control: Option<TcpListener>,
+    control_unix: Option<UnixListener>,
+    metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Bind every address the flags ask for, after refusing settings that would open
+    /// the control interface to strangers.
+    async fn bind(args: &Args) -> anyhow::Result<Self> {
+        if let Some(addr) = args.control {
+            anyhow::ensure!(
+                addr.ip().is_loopback() || args.control_token.is_some(),
+                "--control {addr} is not a loopback address: anyone who reaches it could relay, \
+                 close and tag; set --control-token (or use --control-unix)"
+            );
+        }
+        if let Some(token) = &args.control_token {
+            anyhow::ensure!(
+                token.len() >= MIN_TOKEN_LEN,
+                "--control-token is shorter than {MIN_TOKEN_LEN} bytes"
+            );
+        }
+        let socket: Listener = match &args.unix {
+            Some(path) => bind_unix(path, args.unix_mode)?.into(),
+            None => TcpListener::bind(args.bind)
+                .await
+                .with_context(|| format!("cannot bind {}", args.bind))?
+                .into(),
+        };
+        let control = match args.control {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind control address {addr}"))?,
+            ),
+            None => None,
+        };
+        let metrics = match args.metrics {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind metrics address {addr}"))?,
+            ),
+            None => None,
+        };
+        let control_unix = match &args.control_unix {
+            Some(path) => Some(bind_unix(path, args.unix_mode)?),
+            None => None,
+        };
+        Ok(Self {
+            socket,
+            control,
+            control_unix,
+            metrics,
+        })
+    }
+
+    /// The first line on stdout: where we listen, so scripts can bind port 0 and read
+    /// the port back.
+    fn hello(&self, args: &Args) -> anyhow::Result<serde_json::Value> {
+        let mut hello = serde_json::json!({ "listening": self.socket.describe() });
+        if let Some(control) = &self.control {
+            hello["control"] = control.local_addr()?.to_string().into();
+        }
+        if let Some(path) = &args.control_unix {
+            hello["control_unix"] = path.display().to_string().into();
+        }
+        if let Some(metrics) = &self.metrics {
+            hello["metrics"] = metrics.local_addr()?.to_string().into();
+        }
+        Ok(hello)
+    }
+}
+
 async fn serve(args: Args) -> anyhow::Result<()> {
     let mut config = args.config();
     args.security.apply(&mut config)?;
-    if let Some(addr) = args.control {
-        anyhow::ensure!(
-            addr.ip().is_loopback() || args.control_token.is_some(),
-            "--control {addr} is not a loopback address: anyone who reaches it could relay, \
-             close and tag; set --control-token (or use --control-unix)"
-        );
-    }
-    if let Some(token) = &args.control_token {
-        anyhow::ensure!(
-            token.len() >= MIN_TOKEN_LEN,
-            "--control-token is shorter than {MIN_TOKEN_LEN} bytes"
-        );
-    }
-    let listener: Listener = match &args.unix {
-        Some(path) => bind_unix(path, args.unix_mode)?.into(),
-        None => TcpListener::bind(args.bind)
-            .await
-            .with_context(|| format!("cannot bind {}", args.bind))?
-            .into(),
-    };
-    let control = match args.control {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind control address {addr}"))?,
-        ),
-        None => None,
-    };
-    let metrics = match args.metrics {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind metrics address {addr}"))?,
-        ),
-        None => None,
-    };
-    let control_unix = match &args.control_unix {
-        Some(path) => Some(bind_unix(path, args.unix_mode)?),
-        None => None,
-    };
+    let listeners = Listeners::bind(&args).await?;
+    let hello = listeners.hello(&args)?;
+    let Listeners {
+        socket: listener,
+        control,
+        control_unix,
+        metrics,
+    } = listeners;
 
     let (out_tx, out_rx) = mpsc::channel::<String>(args.notify_queue.max(1));
     let stdout_task = tokio::spawn(write_lines(tokio::io::stdout(), out_rx));
-    // First line: where we listen, so scripts can bind port 0 and read the port back.
-    let mut hello = serde_json::json!({ "listening": listener.describe() });
-    if let Some(control) = &control {
-        hello["control"] = control.local_addr()?.to_string().into();
-    }
-    if let Some(path) = &args.control_unix {
-        hello["control_unix"] = path.display().to_string().into();
-    }
-    if let Some(metrics) = &metrics {
-        hello["metrics"] = metrics.local_addr()?.to_string().into();
-    }
     let _ = out_tx.send(hello.to_string()).await;
 
     let server = Server::new(config, JsonLines::new(out_tx.clone()));

@@ -392,65 +392,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 expect_code,
                 timeout,
             };
-            let report = runtime
-                .block_on(evapi_sim::load::run(&options))
-                .context("load generator")?;
-            println!("{}", serde_json::to_string(&report).context("report")?);
-            Ok(if report.failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                let got: Vec<String> = report
-                    .codes
-                    .iter()
-                    .filter(|(code, _)| **code != expect_code.to_string())
-                    .map(|(code, n)| format!("{code} x{n}"))
-                    .collect();
-                eprintln!(
-                    "evapi-sim load: {} of {} calls failed: expected {expect_code}, got {}",
-                    report.failed,
-                    report.calls,
-                    got.join(", ")
-                );
-                ExitCode::from(EXIT_FAILED)
-            })
+            run_load(&runtime, &options)
         }
-        Command::Sip(sip) => {
-            let Some(mut options) = sip_options(&sip) else {
-                return Ok(ExitCode::from(EXIT_BAD_SCENARIO));
-            };
-            sip.security.apply(&mut options.server)?;
-            let (listen, bind) = (&sip.listen, &sip.bind);
-            let counters = runtime.block_on(async {
-                let socket = tokio::net::UdpSocket::bind(listen)
-                    .await
-                    .with_context(|| format!("cannot bind SIP address {listen}"))?;
-                let rcvbuf = evapi_sim::udp::size_receive_buffer(&socket, sip.sip_rcvbuf);
-                let listener = tokio::net::TcpListener::bind(bind)
-                    .await
-                    .with_context(|| format!("cannot bind evapi address {bind}"))?;
-                if let Some(addr) = sip.metrics {
-                    let l = tokio::net::TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("cannot bind metrics address {addr}"))?;
-                    eprintln!("metrics on http://{}/metrics", l.local_addr()?);
-                    options.metrics = Some((l, sip.control_token.clone().map(Into::into)));
-                }
-                eprintln!(
-                    "SIP on udp:{} , evapi socket on {}",
-                    socket.local_addr()?,
-                    listener.local_addr()?
-                );
-                eprintln!("SIP receive buffer: {rcvbuf} bytes");
-                anyhow::Ok(
-                    evapi_sim::uas::run(socket, listener, options, evapi_ops::signal::terminated())
-                        .await,
-                )
-            })?;
-            print!("{}", counters.summary());
-            sip.outputs
-                .write(|| counters.page(), || evapi_sim::junit::sip(&counters))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Sip(sip) => run_sip(&runtime, &sip),
         Command::Replay(replay) => runtime.block_on(run_replay(&replay)),
         Command::Run {
             scenario: path,
@@ -483,6 +427,73 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ))
         }
     }
+}
+
+/// `evapi-sim load`: calls at a rate against a SIP target, the report on stdout.
+fn run_load(
+    runtime: &tokio::runtime::Runtime,
+    options: &evapi_sim::load::LoadOptions,
+) -> anyhow::Result<ExitCode> {
+    let expect_code = options.expect_code;
+    let report = runtime
+        .block_on(evapi_sim::load::run(options))
+        .context("load generator")?;
+    println!("{}", serde_json::to_string(&report).context("report")?);
+    if report.failed == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let got: Vec<String> = report
+        .codes
+        .iter()
+        .filter(|(code, _)| **code != expect_code.to_string())
+        .map(|(code, n)| format!("{code} x{n}"))
+        .collect();
+    eprintln!(
+        "evapi-sim load: {} of {} calls failed: expected {expect_code}, got {}",
+        report.failed,
+        report.calls,
+        got.join(", ")
+    );
+    Ok(ExitCode::from(EXIT_FAILED))
+}
+
+/// `evapi-sim sip`: the SIP front over UDP with its embedded socket, until SIGINT or
+/// SIGTERM; its counters printed and written where asked.
+fn run_sip(runtime: &tokio::runtime::Runtime, sip: &SipArgs) -> anyhow::Result<ExitCode> {
+    let Some(mut options) = sip_options(sip) else {
+        return Ok(ExitCode::from(EXIT_BAD_SCENARIO));
+    };
+    sip.security.apply(&mut options.server)?;
+    let (listen, bind) = (&sip.listen, &sip.bind);
+    let counters = runtime.block_on(async {
+        let socket = tokio::net::UdpSocket::bind(listen)
+            .await
+            .with_context(|| format!("cannot bind SIP address {listen}"))?;
+        let rcvbuf = evapi_sim::udp::size_receive_buffer(&socket, sip.sip_rcvbuf);
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot bind evapi address {bind}"))?;
+        if let Some(addr) = sip.metrics {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind metrics address {addr}"))?;
+            eprintln!("metrics on http://{}/metrics", l.local_addr()?);
+            options.metrics = Some((l, sip.control_token.clone().map(Into::into)));
+        }
+        eprintln!(
+            "SIP on udp:{} , evapi socket on {}",
+            socket.local_addr()?,
+            listener.local_addr()?
+        );
+        eprintln!("SIP receive buffer: {rcvbuf} bytes");
+        anyhow::Ok(
+            evapi_sim::uas::run(socket, listener, options, evapi_ops::signal::terminated()).await,
+        )
+    })?;
+    print!("{}", counters.summary());
+    sip.outputs
+        .write(|| counters.page(), || evapi_sim::junit::sip(&counters))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The SIP front's settings, or `None` after printing why they are unusable.

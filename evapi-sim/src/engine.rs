@@ -134,23 +134,7 @@ pub async fn run(
         .bind
         .clone()
         .unwrap_or_else(|| sc.server.bind.clone());
-    let listener = match TcpListener::bind(&bind).await {
-        Ok(l) => l,
-        Err(e) if options.fallback_to_ephemeral => {
-            warn!(addr = %bind, error = %e, "address taken, using an ephemeral port");
-            TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|source| RunError::Bind {
-                    addr: "127.0.0.1:0".to_owned(),
-                    source,
-                })?
-        }
-        Err(source) => return Err(RunError::Bind { addr: bind, source }),
-    };
-    let addr = listener.local_addr().map_err(|source| RunError::Bind {
-        addr: bind.clone(),
-        source,
-    })?;
+    let (listener, addr) = bind_socket(bind, options.fallback_to_ephemeral).await?;
     observer.listening(addr);
 
     let config = Config {
@@ -195,40 +179,16 @@ pub async fn run(
 
     let mut engine = Engine::new(loaded, handle.clone());
     engine.metrics = embedded.serves_http().then(|| metrics.clone());
-    let apps = sc.responders.len() + sc.external;
-    let tags = responders::tagged(&sc.responders);
     if sc.external > 0 {
         observer.waiting_for_apps(sc.external, addr);
     }
-    // Readiness: every app connected, every built-in tag registered.
-    let (mut connected, mut tagged) = (0usize, 0usize);
-    let give_up = tokio::time::Instant::now() + sc.external_timeout;
-    while connected < apps || tagged < tags {
-        tokio::select! {
-            () = tokio::time::sleep_until(give_up), if sc.external > 0 => {
-                stop.cancel();
-                handle.shutdown();
-                return Err(RunError::NoApp {
-                    expected: sc.external,
-                    connected: connected.saturating_sub(sc.responders.len()),
-                    addr,
-                    waited: sc.external_timeout,
-                });
-            }
-            msg = embedded.inbound.recv() => match msg {
-                Some(Inbound::Connected) => connected += 1,
-                Some(Inbound::Message(client, msg)) => {
-                    if engine.inbound(&client, &msg) { tagged += 1 }
-                }
-                None => break,
-            },
-            Some(done) = responder_tasks.join_next(), if !responder_tasks.is_empty() => {
-                if let Ok(Err(e)) = done {
-                    stop.cancel();
-                    return Err(RunError::Responder(e));
-                }
-            }
-        }
+    if let Err(e) = engine
+        .wait_for_apps(&mut embedded.inbound, &mut responder_tasks, addr)
+        .await
+    {
+        stop.cancel();
+        handle.shutdown();
+        return Err(e);
     }
 
     let interrupt = options.interrupt.clone().unwrap_or_default();
@@ -239,6 +199,28 @@ pub async fn run(
     while responder_tasks.join_next().await.is_some() {}
     embedded.stop().await;
     Ok(report)
+}
+
+/// The evapi socket's listener on `bind` (an ephemeral loopback port when it is taken
+/// and `fallback` allows), and the address it got.
+async fn bind_socket(bind: String, fallback: bool) -> Result<(TcpListener, SocketAddr), RunError> {
+    let listener = match TcpListener::bind(&bind).await {
+        Ok(l) => l,
+        Err(e) if fallback => {
+            warn!(addr = %bind, error = %e, "address taken, using an ephemeral port");
+            TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|source| RunError::Bind {
+                    addr: "127.0.0.1:0".to_owned(),
+                    source,
+                })?
+        }
+        Err(source) => return Err(RunError::Bind { addr: bind, source }),
+    };
+    let addr = listener
+        .local_addr()
+        .map_err(|source| RunError::Bind { addr: bind, source })?;
+    Ok((listener, addr))
 }
 
 /// The driver's state: the evapi handle, the core and what the report needs.
@@ -268,6 +250,48 @@ impl<'a> Engine<'a> {
             metrics: None,
             published: clock::now(),
         }
+    }
+
+    /// Until every app is connected and every built-in tag registered: an error when
+    /// the external apps do not come within the scenario's `external_timeout`, or a
+    /// built-in responder fails.
+    async fn wait_for_apps(
+        &mut self,
+        inbound: &mut mpsc::Receiver<Inbound>,
+        responders: &mut tokio::task::JoinSet<Result<(), evapi_client::ClientError>>,
+        addr: SocketAddr,
+    ) -> Result<(), RunError> {
+        let sc = &self.loaded.scenario;
+        let apps = sc.responders.len() + sc.external;
+        let tags = responders::tagged(&sc.responders);
+        let (external, built_in, waited) = (sc.external, sc.responders.len(), sc.external_timeout);
+        let (mut connected, mut tagged) = (0usize, 0usize);
+        let give_up = tokio::time::Instant::now() + waited;
+        while connected < apps || tagged < tags {
+            tokio::select! {
+                () = tokio::time::sleep_until(give_up), if external > 0 => {
+                    return Err(RunError::NoApp {
+                        expected: external,
+                        connected: connected.saturating_sub(built_in),
+                        addr,
+                        waited,
+                    });
+                }
+                msg = inbound.recv() => match msg {
+                    Some(Inbound::Connected) => connected += 1,
+                    Some(Inbound::Message(client, msg)) => {
+                        if self.inbound(&client, &msg) { tagged += 1 }
+                    }
+                    None => break,
+                },
+                Some(done) = responders.join_next(), if !responders.is_empty() => {
+                    if let Ok(Err(e)) = done {
+                        return Err(RunError::Responder(e));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn drive(
@@ -346,11 +370,20 @@ impl<'a> Engine<'a> {
         }
         self.replies();
         self.publish(true);
+        self.report(
+            if interrupted { next } else { traffic.count },
+            start,
+            interrupted,
+        )
+    }
+
+    /// The report of a run that started at `start` and made `requests` requests.
+    fn report(&mut self, requests: u64, start: std::time::Instant, interrupted: bool) -> Report {
         let counters = self.router.counters().clone();
         let (timeline, per_app) = self.stats.take();
         let mut report = Report {
             name: self.loaded.scenario.name.clone(),
-            requests: if interrupted { next } else { traffic.count },
+            requests,
             finals: counters.finals,
             timeouts: counters.timeouts,
             refused: counters.refused,

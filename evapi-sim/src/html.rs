@@ -120,62 +120,9 @@ pub fn render(page: &Page) -> String {
         summary = escape(&page.summary),
     );
     out.push_str(&tables(&page.tables));
-    let measured: Vec<&(String, Latency)> =
-        page.latency.iter().filter(|(_, l)| l.count > 0).collect();
-    if !measured.is_empty() {
-        figure(
-            &mut out,
-            "latency-histogram",
-            "Answer latency: histogram",
-            histogram(&measured),
-        );
-        figure(
-            &mut out,
-            "latency-percentiles",
-            "Answer latency: percentile curve",
-            percentiles(&measured),
-        );
-        // Milliseconds, as on the charts: one time unit on the page.
-        let ms = |us: u64| format!("{:.3} ms", us as f64 / 1000.0);
-        let mut table = Table {
-            caption: "Answer latency".into(),
-            header: ["series", "count", "p50", "p90", "p99", "p99.9", "max"]
-                .map(String::from)
-                .to_vec(),
-            rows: Vec::new(),
-        };
-        for (name, l) in &measured {
-            table.rows.push(vec![
-                name.clone(),
-                l.count.to_string(),
-                ms(l.p50_us),
-                ms(l.p90_us),
-                ms(l.p99_us),
-                ms(l.p999_us),
-                ms(l.max_us),
-            ]);
-        }
-        out.push_str(&tables(std::slice::from_ref(&table)));
-    }
+    latency(&mut out, &page.latency);
     if !page.timeline.is_empty() {
-        let what = if page.timeline_of.is_empty() {
-            "final replies"
-        } else {
-            page.timeline_of.as_str()
-        };
-        let mut caption = String::new();
-        let _ = write!(
-            caption,
-            "{} per second over time, by code ({} ms bins; the last, lighter, may cover only part of its bin)",
-            what[..1].to_uppercase() + &what[1..],
-            page.bin_ms.max(1)
-        );
-        figure(
-            &mut out,
-            "rate",
-            &caption,
-            rate(&page.timeline, page.bin_ms.max(1), what),
-        );
+        timeline(&mut out, page);
     }
     if !page.per_app.is_empty() {
         figure(
@@ -202,6 +149,78 @@ pub fn render(page: &Page) -> String {
     }
     out.push_str("</body></html>\n");
     out
+}
+
+/// The latency charts and table, for the series that measured any answer.
+fn latency(out: &mut String, latency: &[(String, Latency)]) {
+    let measured: Vec<&(String, Latency)> = latency.iter().filter(|(_, l)| l.count > 0).collect();
+    if measured.is_empty() {
+        return;
+    }
+    figure(
+        out,
+        "latency-histogram",
+        "Answer latency: histogram",
+        histogram(&measured),
+    );
+    figure(
+        out,
+        "latency-percentiles",
+        "Answer latency: percentile curve",
+        percentiles(&measured),
+    );
+    // Milliseconds, as on the charts: one time unit on the page.
+    let ms = |us: u64| format!("{:.3} ms", us as f64 / 1000.0);
+    let mut table = Table {
+        caption: "Answer latency".into(),
+        header: ["series", "count", "p50", "p90", "p99", "p99.9", "max"]
+            .map(String::from)
+            .to_vec(),
+        rows: Vec::new(),
+    };
+    for (name, l) in &measured {
+        table.rows.push(vec![
+            name.clone(),
+            l.count.to_string(),
+            ms(l.p50_us),
+            ms(l.p90_us),
+            ms(l.p99_us),
+            ms(l.p999_us),
+            ms(l.max_us),
+        ]);
+    }
+    out.push_str(&tables(std::slice::from_ref(&table)));
+}
+
+/// The rate chart of the page's timeline.
+fn timeline(out: &mut String, page: &Page) {
+    let what = if page.timeline_of.is_empty() {
+        "final replies"
+    } else {
+        page.timeline_of.as_str()
+    };
+    let mut caption = String::new();
+    let _ = write!(
+        caption,
+        "{} per second over time, by code ({} ms bins; the last, lighter, may cover only part of its bin)",
+        capitalised(what),
+        page.bin_ms.max(1)
+    );
+    figure(
+        out,
+        "rate",
+        &caption,
+        rate(&page.timeline, page.bin_ms.max(1), what),
+    );
+}
+
+/// `text` with its first character in upper case.
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 fn tables(tables: &[Table]) -> String {

@@ -87,31 +87,7 @@ impl Run<'_> {
         let mut last_report = Instant::now();
         let started = Instant::now();
         loop {
-            let next = {
-                let mut queue = self.answers_waiting();
-                let next = queue.answers.pop_front();
-                if let Some((_, _, cost)) = &next {
-                    queue.bytes -= cost;
-                    self.counts
-                        .answers_buffered_bytes
-                        .store(queue.bytes as u64, Ordering::Relaxed);
-                }
-                if last_report.elapsed() >= ANSWER_LOG_EVERY
-                    && (queue.shed_since > 0 || queue.refused_since > 0)
-                {
-                    warn!(
-                        node = %self.config.node,
-                        refused = queue.refused_since,
-                        shed = queue.shed_since,
-                        every = ?ANSWER_LOG_EVERY,
-                        "answers from NATS dropped: naming no transaction this bridge waits for (forged, second or late answers), or past --answers-buffer-bytes"
-                    );
-                    queue.shed_since = 0;
-                    queue.refused_since = 0;
-                    last_report = Instant::now();
-                }
-                next
-            };
+            let next = self.next_answer(&mut last_report);
             // Shed answers first: they end calls at once, and a flood of answers from
             // NATS must not hold them back.
             if let Ok(shed) = shed_rx.try_recv() {
@@ -128,39 +104,10 @@ impl Run<'_> {
                 continue;
             }
             let (answer, reply) = match next {
-                Some((answer, reply, _)) => {
-                    let ended = reply
-                        .as_ref()
-                        .is_some_and(|m| crate::nats::app::expired(&m.message, SystemTime::now()));
-                    if ended {
-                        // Its call has ended at the node: written, it would be refused.
-                        self.counts.answers_expired.fetch_add(1, Ordering::Relaxed);
-                        self.done(reply);
-                        continue;
-                    }
-                    if let Some(id) = transaction(&self.config.ids, &answer) {
-                        let verdict = self.expecting().answer(id, Instant::now());
-                        let predecessor = started.elapsed() < self.config.predecessor_grace;
-                        match verdict {
-                            Verdict::Expected => {}
-                            Verdict::Unknown if predecessor => {
-                                self.counts
-                                    .answers_unverified
-                                    .fetch_add(1, Ordering::Relaxed);
-                                // Remembered as answered: a second answer is refused.
-                                self.expecting().answered(id, Instant::now());
-                            }
-                            Verdict::Duplicate | Verdict::Unknown => {
-                                self.counts.answers_refused.fetch_add(1, Ordering::Relaxed);
-                                self.answers_waiting().refused_since += 1;
-                                // Decided: not to be delivered again.
-                                self.done(reply);
-                                continue;
-                            }
-                        }
-                    }
-                    (answer, reply)
-                }
+                Some((answer, reply, _)) => match self.admit(answer, reply, started) {
+                    Some(admitted) => admitted,
+                    None => continue,
+                },
                 None => tokio::select! {
                     () = self.stop.cancelled() => return Ok::<(), NatsError>(()),
                     () = self.node_gone.cancelled() => return Ok(()),
@@ -180,6 +127,77 @@ impl Run<'_> {
             // Written (or never writable): out of the stream.
             self.done(reply);
         }
+    }
+
+    /// The oldest queued answer, out of the queue; and, once per [`ANSWER_LOG_EVERY`]
+    /// since `last_report`, one line saying how many were dropped meanwhile.
+    fn next_answer(&self, last_report: &mut Instant) -> Option<Queued> {
+        let mut queue = self.answers_waiting();
+        let next = queue.answers.pop_front();
+        if let Some((_, _, cost)) = &next {
+            queue.bytes -= cost;
+            self.counts
+                .answers_buffered_bytes
+                .store(queue.bytes as u64, Ordering::Relaxed);
+        }
+        if last_report.elapsed() >= ANSWER_LOG_EVERY
+            && (queue.shed_since > 0 || queue.refused_since > 0)
+        {
+            warn!(
+                node = %self.config.node,
+                refused = queue.refused_since,
+                shed = queue.shed_since,
+                every = ?ANSWER_LOG_EVERY,
+                "answers from NATS dropped: naming no transaction this bridge waits for (forged, second or late answers), or past --answers-buffer-bytes"
+            );
+            queue.shed_since = 0;
+            queue.refused_since = 0;
+            *last_report = Instant::now();
+        }
+        next
+    }
+
+    /// The answer as it may be written to the node, or `None` (counted, and done with)
+    /// when its call has ended or it names no transaction this bridge waits for (a
+    /// forged or second answer; during the predecessor's grace from `started`, unknown
+    /// ids pass, counted as unverified).
+    fn admit(
+        &self,
+        answer: Bytes,
+        reply: Option<jetstream::Message>,
+        started: Instant,
+    ) -> Option<(Bytes, Option<jetstream::Message>)> {
+        let ended = reply
+            .as_ref()
+            .is_some_and(|m| crate::nats::app::expired(&m.message, SystemTime::now()));
+        if ended {
+            // Its call has ended at the node: written, it would be refused.
+            self.counts.answers_expired.fetch_add(1, Ordering::Relaxed);
+            self.done(reply);
+            return None;
+        }
+        if let Some(id) = transaction(&self.config.ids, &answer) {
+            let verdict = self.expecting().answer(id, Instant::now());
+            let predecessor = started.elapsed() < self.config.predecessor_grace;
+            match verdict {
+                Verdict::Expected => {}
+                Verdict::Unknown if predecessor => {
+                    self.counts
+                        .answers_unverified
+                        .fetch_add(1, Ordering::Relaxed);
+                    // Remembered as answered: a second answer is refused.
+                    self.expecting().answered(id, Instant::now());
+                }
+                Verdict::Duplicate | Verdict::Unknown => {
+                    self.counts.answers_refused.fetch_add(1, Ordering::Relaxed);
+                    self.answers_waiting().refused_since += 1;
+                    // Decided: not to be delivered again.
+                    self.done(reply);
+                    return None;
+                }
+            }
+        }
+        Some((answer, reply))
     }
 }
 
@@ -278,11 +296,15 @@ const ANSWER_LATER: Duration = Duration::from_secs(1);
 /// What an answer waiting for the node costs besides its payload and reply subject.
 const ANSWER_OVERHEAD: usize = 64;
 
+/// An answer waiting for the node: its bytes, where to confirm it (none for an answer
+/// shed by the node's own link) and what it costs in the queue.
+type Queued = (Bytes, Option<jetstream::Message>, usize);
+
 /// Answers from NATS waiting for the node (with where to confirm each), and what was
 /// dropped since the last warning.
 #[derive(Debug, Default)]
 pub(super) struct AnswerQueue {
-    answers: std::collections::VecDeque<(Bytes, Option<jetstream::Message>, usize)>,
+    answers: std::collections::VecDeque<Queued>,
     bytes: usize,
     shed_since: u64,
     refused_since: u64,
