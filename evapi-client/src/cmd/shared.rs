@@ -95,9 +95,10 @@ pub struct NatsArgs {
     /// size it for the fleet: apps x --max-in-flight.
     #[arg(long, env = "EVAPI_MAX_ACK_PENDING", global = true)]
     pub max_ack_pending: Option<i64>,
-    /// Most bytes each JetStream stream holds (events; answers) when it is made; past
-    /// it new messages are refused, nothing stored is dropped (the bridge holds and
-    /// sheds, apps give events back).
+    /// Most bytes each JetStream stream holds (events; answers); past it new messages
+    /// are refused, nothing stored is dropped (the bridge holds and sheds, apps give
+    /// events back). Also set on an existing stream, unless that would lower its bound
+    /// under twice what it holds (a warning says so).
     #[arg(long, env = "EVAPI_STREAM_MAX_BYTES", default_value_t = evapi_client::nats::DEFAULT_STREAM_MAX_BYTES, value_parser = clap::value_parser!(i64).range(1024..), global = true)]
     pub stream_max_bytes: i64,
 }

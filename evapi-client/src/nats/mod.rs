@@ -484,7 +484,8 @@ async fn ensure_stream(
             ),
             source: source.into(),
         })?;
-    // An existing stream is not changed: say so when it differs from what was asked.
+    // An existing stream keeps its replicas and storage: say so when they differ from
+    // what was asked.
     let info = stream
         .info()
         .await
@@ -507,29 +508,77 @@ async fn ensure_stream(
     }
     // The byte bound can change in place: a stream made without one (by an older
     // version, or by hand) would otherwise hold without end.
-    if info.config.max_bytes != settings.max_bytes
-        || info.config.discard != stream::DiscardPolicy::New
-    {
-        let mut config = info.config.clone();
-        config.max_bytes = settings.max_bytes;
-        config.discard = stream::DiscardPolicy::New;
-        match js.update_stream(&config).await {
-            Ok(_) => info!(
-                stream = name,
-                was = info.config.max_bytes,
-                max_bytes = settings.max_bytes,
-                "the JetStream stream's byte bound set to --stream-max-bytes (discard new)"
-            ),
-            Err(e) => warn!(
+    if let Some(change) = bound_change(
+        info.config.max_bytes,
+        info.config.discard,
+        info.state.bytes,
+        settings.max_bytes,
+    ) {
+        match change {
+            BoundChange::Set => {
+                let mut config = info.config.clone();
+                config.max_bytes = settings.max_bytes;
+                config.discard = stream::DiscardPolicy::New;
+                match js.update_stream(&config).await {
+                    Ok(_) => info!(
+                        stream = name,
+                        was = info.config.max_bytes,
+                        max_bytes = settings.max_bytes,
+                        discard_was = ?info.config.discard,
+                        "the JetStream stream's byte bound set to --stream-max-bytes (discard new)"
+                    ),
+                    Err(e) => warn!(
+                        stream = name,
+                        existing = info.config.max_bytes,
+                        asked = settings.max_bytes,
+                        error = %e,
+                        "the JetStream stream's byte bound differs from --stream-max-bytes and cannot be changed from here; set it with `nats stream edit --max-bytes`"
+                    ),
+                }
+            }
+            BoundChange::WouldDelete => warn!(
                 stream = name,
                 existing = info.config.max_bytes,
                 asked = settings.max_bytes,
-                error = %e,
-                "the JetStream stream's byte bound differs from --stream-max-bytes and cannot be changed from here; set it with `nats stream edit --max-bytes`"
+                holds = info.state.bytes,
+                "the JetStream stream holds too much to lower its byte bound in place (nats-server would delete its oldest messages): left as it is; lower it with `nats stream edit --max-bytes` once it has drained"
             ),
         }
     }
     Ok(stream)
+}
+
+/// What to do with an existing stream's byte bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BoundChange {
+    /// Set the bound asked for (and discard new).
+    Set,
+    /// Leave it: lowering it under what is stored would make nats-server delete the
+    /// oldest messages (it does so on a bound lowered in place, whatever the discard
+    /// policy).
+    WouldDelete,
+}
+
+/// How an existing stream's bound (`existing`, -1 or 0: none; with `discard`), holding
+/// `stored` bytes, meets the bound `asked`: `None` when it already is what was asked. A
+/// higher bound is always set; a lower one (or one where there was none) only while what
+/// is stored is under half of it, so messages arriving meanwhile are not deleted either.
+fn bound_change(
+    existing: i64,
+    discard: stream::DiscardPolicy,
+    stored: u64,
+    asked: i64,
+) -> Option<BoundChange> {
+    if existing == asked && discard == stream::DiscardPolicy::New {
+        return None;
+    }
+    let raising = existing > 0 && asked >= existing;
+    let room = u64::try_from(asked).unwrap_or(0) / 2;
+    Some(if raising || stored <= room {
+        BoundChange::Set
+    } else {
+        BoundChange::WouldDelete
+    })
 }
 
 /// How the events' stream is made: JetStream replicas (a cluster's servers hold that
@@ -550,7 +599,8 @@ pub struct StreamSettings {
     /// messages (discard new: nothing stored is dropped): the bridge holds its events,
     /// an app gives its event back. Bounds what an app with credentials can make
     /// JetStream store. Set on a stream that exists with another bound (or none) too,
-    /// when the NATS user may update it (else a warning says so).
+    /// when the NATS user may update it and, if it lowers the bound, while the stream
+    /// holds under half of it (else a warning says why not).
     pub max_bytes: i64,
 }
 
@@ -581,6 +631,33 @@ impl StreamSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_bound_is_never_lowered_under_what_it_holds() {
+        use stream::DiscardPolicy::{New, Old};
+        let mib = 1 << 20;
+        // As asked: nothing to do.
+        assert_eq!(bound_change(mib, New, 10, mib), None);
+        // Only the discard policy differs: set (it deletes nothing).
+        assert_eq!(bound_change(mib, Old, 10, mib), Some(BoundChange::Set));
+        // Raised: always, however full.
+        assert_eq!(
+            bound_change(mib, New, 1 << 19, 4 * mib),
+            Some(BoundChange::Set)
+        );
+        // Lowered, or set where there was none (-1), while it holds under half.
+        assert_eq!(bound_change(4 * mib, New, 100, mib), Some(BoundChange::Set));
+        assert_eq!(bound_change(-1, Old, 100, mib), Some(BoundChange::Set));
+        // Lowered under what it holds, or too near it: left as it is.
+        assert_eq!(
+            bound_change(-1, Old, 3 << 20, mib),
+            Some(BoundChange::WouldDelete)
+        );
+        assert_eq!(
+            bound_change(4 * mib, New, (1 << 19) + 1, mib),
+            Some(BoundChange::WouldDelete)
+        );
+    }
 
     #[test]
     fn several_servers_are_comma_separated_and_bad_ones_named() {
