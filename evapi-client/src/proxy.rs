@@ -301,17 +301,20 @@ async fn connect_node(
     peer: SocketAddr,
     counts: &ProxyCounts,
 ) -> Option<TcpStream> {
-    let failure = match tokio::time::timeout(
+    match tokio::time::timeout(
         config.connect_timeout,
         TcpStream::connect(config.upstream.as_str()),
     )
     .await
     {
         Ok(Ok(node)) => return Some(node),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "the node did not answer in time".to_owned(),
-    };
-    warn!(%peer, upstream = %config.upstream, error = %failure, "cannot reach the node: app closed");
+        Ok(Err(e)) => {
+            warn!(%peer, upstream = %config.upstream, error = %e, "cannot reach the node: app closed");
+        }
+        Err(_) => {
+            warn!(%peer, upstream = %config.upstream, "the node did not answer in time: app closed");
+        }
+    }
     counts.refused.fetch_add(1, Ordering::Relaxed);
     None
 }

@@ -606,11 +606,20 @@ mod tests {
         let rate = &html[html.find("<figure id=\"rate\">").unwrap()..];
         let rate = &rate[..rate.find("</figure>").unwrap()];
         assert!(rate.contains("by code"), "{rate}");
+        assert!(rate.contains("Final replies per second"), "{rate}");
         for series in ["200 answered", "408 timer"] {
             assert!(rate.contains(series), "{series} in the legend: {rate}");
         }
         assert!(!html.contains("chart unavailable"), "{html}");
         assert!(!html.contains("<script"), "self-contained, no script");
+    }
+
+    #[test]
+    fn a_caption_starting_with_any_character_is_capitalised() {
+        // Page is public: a library user may name the timeline in any language.
+        assert_eq!(capitalised("événements"), "Événements");
+        assert_eq!(capitalised("ßig"), "SSig");
+        assert_eq!(capitalised(""), "");
     }
 
     #[test]

@@ -296,8 +296,8 @@ const ANSWER_LATER: Duration = Duration::from_secs(1);
 /// What an answer waiting for the node costs besides its payload and reply subject.
 const ANSWER_OVERHEAD: usize = 64;
 
-/// An answer waiting for the node: its bytes, where to confirm it (none for an answer
-/// shed by the node's own link) and what it costs in the queue.
+/// An answer from NATS waiting for the node: its bytes, its message (where to
+/// acknowledge it) and what it costs in the queue.
 type Queued = (Bytes, Option<jetstream::Message>, usize);
 
 /// Answers from NATS waiting for the node (with where to confirm each), and what was
