@@ -2,7 +2,7 @@
 //! runs the subcommand and maps the result to an exit code: 0 every expectation held,
 //! 1 some failed (listed), 2 a bad scenario file or an I/O error.
 
-mod cli;
+mod cmd;
 mod progress;
 
 use std::process::ExitCode;
@@ -16,13 +16,13 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    if let Some(code) = evapi_cli::generate::if_asked(<cli::Args as clap::CommandFactory>::command)
+    if let Some(code) = evapi_cli::generate::if_asked(<cmd::Args as clap::CommandFactory>::command)
     {
         return code;
     }
-    let args = cli::Args::parse();
-    args.verbosity.init(cli::LOG_LEVEL);
-    match cli::run(args) {
+    let args = cmd::Args::parse();
+    args.verbosity.init(cmd::LOG_LEVEL);
+    match cmd::run(args) {
         Ok(code) => code,
         Err(err) => evapi_cli::exit::fail("evapi-sim", &err, evapi_cli::exit::CANNOT_START),
     }
