@@ -1232,3 +1232,109 @@ fn an_existing_stream_gets_the_byte_bound_asked_for() {
     assert!(info.contains("\"max_bytes\":4096,"), "{info}");
     assert!(info.contains("\"discard\":\"new\""), "{info}");
 }
+
+/// `GET /metrics` of `addr`: the body (empty when the listener is not there yet).
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    raw.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// Answers for a node that stops reading wait in the bridge within
+/// `--answers-buffer-bytes` (issue 24: 3,000 answers of 256 KB took a bridge to over
+/// 1 GB): past it they go back to the stream, counted. 120 answers of 256 KB (30 MB,
+/// more than the kernel's socket buffers take) for a node that never reads, a 1 MiB
+/// bound: the bridge never holds more than the bound and one answer, and stays small.
+/// Told to stop, it gives up on the stalled node after its drain time (5 s) instead of
+/// waiting for it for ever.
+#[test]
+#[ignore = "needs nats-server (apt-get install nats-server)"]
+fn answers_for_a_node_that_does_not_read_wait_within_the_answers_bound() {
+    const BOUND: f64 = 1_048_576.0;
+    const ANSWER: usize = 256 * 1024;
+    let nats = Nats::start();
+    // A node that accepts its bridge and never reads a byte.
+    let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let node_addr = node.local_addr().unwrap().to_string();
+    let held = std::thread::spawn(move || node.accept().map(|(s, _)| s));
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut cmd = Command::new(binary("evapi-client"));
+    cmd.args(["--addr", &node_addr, "-v", "bridge", "--nats", &nats.url])
+        .args(["--node", "flood", "--answers-buffer-bytes", "1048576"])
+        .args(["--metrics", &metrics]);
+    let mut bridge = Running::spawn(cmd);
+    bridge.wait_stderr("taking answers from JetStream", READY);
+    let _node_side = held.join().unwrap().unwrap();
+    // Answers naming no transaction: written to the node as they are, once it reads.
+    let line = format!("{{\"x\":\"{}\"}}\n", "a".repeat(ANSWER - 8));
+    let mut send = Command::new(binary("evapi-client"))
+        .args(["--nats", &nats.url, "--node", "flood", "send", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = send.stdin.take().unwrap();
+        for _ in 0..120 {
+            stdin.write_all(line.as_bytes()).unwrap();
+        }
+    }
+    assert!(send.wait().unwrap().success(), "send failed");
+    // Watch the bridge until it gives answers back: the queue is full.
+    let mut most = 0.0f64;
+    let give_up = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = scrape(&metrics);
+        let buffered = crate::metrics::sample(&text, "evapi_bridge_answers_buffered_bytes");
+        most = most.max(buffered.unwrap_or(0.0));
+        let shed = crate::metrics::sample(&text, "evapi_bridge_answers_shed_total");
+        if shed.is_some_and(|n| n > 0.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "no answer was given back past the bound; last scrape:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..10 {
+        let text = scrape(&metrics);
+        let buffered = crate::metrics::sample(&text, "evapi_bridge_answers_buffered_bytes");
+        most = most.max(buffered.unwrap_or(0.0));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        most > 0.0 && most <= BOUND + ANSWER as f64,
+        "answers held: {most} bytes, bound {BOUND}"
+    );
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", bridge.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(rss_kib < 128 * 1024, "bridge RSS {rss_kib} KiB");
+    eprintln!("answers held at most {most} bytes; bridge RSS {rss_kib} KiB");
+    // Stopped, it does not wait for the node for ever (it did: found by this test).
+    term(&bridge);
+    let (out, err, code) = bridge.finish(Duration::from_secs(15));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("the bridge stops without writing the rest"),
+        "{err}"
+    );
+    assert!(count_before(&out, "answers past the buffer") > 0, "{out}");
+}

@@ -108,6 +108,9 @@ async fn serve(
         let listener = tokio::net::TcpListener::bind(metrics)
             .await
             .with_context(|| format!("cannot listen on --metrics {metrics}"))?;
+        if let Ok(at) = listener.local_addr() {
+            eprintln!("evapi-client bridge: metrics on http://{at}/metrics");
+        }
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Metrics(Arc::clone(&counts))));
         let api = evapi_ops::http::HttpApi::new(registry, None, None);

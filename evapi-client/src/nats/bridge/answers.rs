@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::backoff::Retrying;
-use super::{transaction, Run, ANSWER_LOG_EVERY};
+use super::{transaction, Run, ANSWER_LOG_EVERY, DRAIN};
 use crate::nats::expected::Verdict;
 use crate::nats::{answers_stream, answers_subject, nats_error, setup_error, NatsError};
 
@@ -91,7 +91,10 @@ impl Run<'_> {
             // Shed answers first: they end calls at once, and a flood of answers from
             // NATS must not hold them back.
             if let Ok(shed) = shed_rx.try_recv() {
-                if let Err(e) = writer.send(&shed).await {
+                let Some(written) = self.write_to_node(&mut writer, &shed).await else {
+                    return Ok(());
+                };
+                if let Err(e) = written {
                     if e.is_disconnect() {
                         return Err(e.into());
                     }
@@ -115,7 +118,11 @@ impl Run<'_> {
                     Some(shed) = shed_rx.recv() => (Bytes::from(shed), None),
                 },
             };
-            if let Err(e) = writer.send(&answer).await {
+            let Some(written) = self.write_to_node(&mut writer, &answer).await else {
+                // Not written: left unacknowledged, the stream delivers it again.
+                return Ok(());
+            };
+            if let Err(e) = written {
                 if e.is_disconnect() {
                     return Err(e.into());
                 }
@@ -126,6 +133,27 @@ impl Run<'_> {
             }
             // Written (or never writable): out of the stream.
             self.done(reply);
+        }
+    }
+
+    /// Write `bytes` to the node: `None` when the bridge is told to stop and the node
+    /// has not taken them within [`DRAIN`] of it (a node that stopped reading must not
+    /// hold the bridge's stop for ever; what is not written stays in the stream).
+    async fn write_to_node(
+        &self,
+        writer: &mut crate::client::Writer,
+        bytes: &[u8],
+    ) -> Option<Result<(), crate::ClientError>> {
+        let given_up = async {
+            self.stop.cancelled().await;
+            tokio::time::sleep(DRAIN).await;
+        };
+        tokio::select! {
+            written = writer.send(bytes) => Some(written),
+            () = given_up => {
+                warn!(node = %self.config.node, bytes = bytes.len(), "the node has not read for {DRAIN:?} after the stop: the bridge stops without writing the rest (left in the stream)");
+                None
+            }
         }
     }
 

@@ -206,6 +206,7 @@ pub async fn bridge(
     let setup = super::setup_context(&nats);
     events_stream(&setup, EVENT_MAX_AGE, config.stream).await?;
     let answers = answers_consumer(&setup, &config.node, config.stream).await?;
+    info!(node = %config.node, "taking answers from JetStream");
     let (reader, writer) = node_conn.split();
     let (shed_tx, shed_rx) = mpsc::channel::<Vec<u8>>(1024);
     let (acks, acks_rx) = mpsc::channel::<jetstream::Message>(ACKS_QUEUED);
