@@ -142,3 +142,55 @@ fn sigint_gives_the_partial_summary_and_report_and_exit_130() {
     let _ = std::fs::remove_file(&scenario);
     let _ = std::fs::remove_file(&report);
 }
+
+/// `replay --wait-app`: with no app within it, the replay fails (exit 2) saying so,
+/// instead of waiting for ever.
+#[test]
+fn a_replay_with_no_app_within_wait_app_is_exit_2() {
+    let path =
+        std::env::temp_dir().join(format!("evapi-sim-wait-app-{}.jsonl", std::process::id()));
+    let lines = [
+        r#"{"format":"evapi-transcript","version":1,"started":"2026-12-01T10:00:00.000000Z","source":"record","node":"127.0.0.1:8448","framing":"netstring","part":0}"#,
+        r#"{"kind":"frame","t":0,"conn":1,"from":"node","text":"{\"event\":\"x\"}"}"#,
+    ];
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(assert_cmd::cargo::cargo_bin!("evapi-sim"))
+        .arg("replay")
+        .arg(&path)
+        .args(["--bind", "127.0.0.1:0", "--wait-app", "300ms"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no app connected within 300ms"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+/// `load --timeout`: a call with no final response within it fails; the run says how
+/// many and exits 1. The target is a UDP socket that reads nothing.
+#[test]
+fn load_calls_with_no_answer_within_timeout_fail() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = silent.local_addr().unwrap().to_string();
+    let out = Command::new(assert_cmd::cargo::cargo_bin!("evapi-sim"))
+        .args([
+            "load",
+            &target,
+            "--calls",
+            "2",
+            "--rate",
+            "100",
+            "--timeout",
+            "300ms",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("2 of 2 calls failed"), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed"], 2, "{report}");
+    drop(silent);
+}
