@@ -292,12 +292,18 @@ impl Client {
         let mut pause = WAIT_RETRY_FIRST;
         loop {
             match Self::connect_once(addr, config).await {
-                Err(e) if tokio::time::Instant::now() + pause < deadline => {
-                    debug!(addr, error = %e, retry_in = ?pause, "not up yet, retrying");
-                    tokio::time::sleep(pause).await;
+                Err(e) => {
+                    // The last try at the deadline itself: the whole wait is used.
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(e);
+                    }
+                    let nap = pause.min(left);
+                    debug!(addr, error = %e, retry_in = ?nap, "not up yet, retrying");
+                    tokio::time::sleep(nap).await;
                     pause = (pause * 2).min(WAIT_RETRY_MAX);
                 }
-                result => return result,
+                done => return done,
             }
         }
     }

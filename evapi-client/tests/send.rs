@@ -133,6 +133,28 @@ fn wait_retries_until_the_server_is_up() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// `--wait` is a bound too: with no server for that long the client gives up (exit 2)
+/// with the last error, instead of retrying for ever.
+#[test]
+fn wait_gives_up_when_no_server_comes_in_time() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"))
+        .args(["--addr", &addr, "--wait", "700ms", "send", "never"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("cannot connect to {addr}")), "{err}");
+    assert!(
+        took >= std::time::Duration::from_millis(600) && took < std::time::Duration::from_secs(5),
+        "gave up after {took:?}"
+    );
+}
+
 /// `--connect-timeout`: a server that never completes the handshake (its accept
 /// backlog is full, so the kernel drops the SYN) is given up on after that long.
 #[test]
