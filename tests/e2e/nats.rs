@@ -1338,3 +1338,33 @@ fn answers_for_a_node_that_does_not_read_wait_within_the_answers_bound() {
     );
     assert!(count_before(&out, "answers past the buffer") > 0, "{out}");
 }
+
+/// `--max-ack-pending` reaches the apps' shared consumer when the first app makes it;
+/// an app that asks for another later is told that the fleet's setting is kept and how
+/// to change it (it was ignored without a word).
+#[test]
+#[ignore = "needs nats-server (apt-get install nats-server)"]
+fn max_ack_pending_is_set_when_the_consumer_is_made_and_a_later_one_is_told() {
+    let nats = Nats::start();
+    let _first = responder(&nats, &["--max-ack-pending", "3"]);
+    let info = js_api(
+        &nats,
+        "CONSUMER.INFO.EVAPI_EVENTS.evapi-responders",
+        "\"max_ack_pending\"",
+    );
+    assert!(info.contains("\"max_ack_pending\":3,"), "{info}");
+    let mut second = Command::new(binary("evapi-client"));
+    second.args(["-v", "respond", "--nats", &nats.url, "--ack-wait", "1s"]);
+    second.args(["--max-ack-pending", "7"]);
+    let mut second = Running::spawn(second);
+    second.wait_stderr(
+        "exists with other settings, kept for the whole fleet",
+        READY,
+    );
+    let info = js_api(
+        &nats,
+        "CONSUMER.INFO.EVAPI_EVENTS.evapi-responders",
+        "\"max_ack_pending\"",
+    );
+    assert!(info.contains("\"max_ack_pending\":3,"), "{info}");
+}

@@ -125,7 +125,7 @@ impl App {
         let setup = super::setup_context(&nats);
         let stream = events_stream(&setup, EVENT_MAX_AGE, settings).await?;
         answers_stream(&setup, settings).await?;
-        let messages = stream
+        let consumer = stream
             .get_or_create_consumer(
                 CONSUMER,
                 pull::Config {
@@ -137,7 +137,9 @@ impl App {
                 },
             )
             .await
-            .map_err(setup_error("the JetStream consumer"))?
+            .map_err(setup_error("the JetStream consumer"))?;
+        warn_if_settled_otherwise(&consumer.cached_info().config, ack_wait, settings);
+        let messages = consumer
             .stream()
             .max_messages_per_batch(max_in_flight.max(1))
             .heartbeat(Duration::from_secs(15))
@@ -482,4 +484,27 @@ fn node_of(msg: &async_nats::Message) -> (Option<String>, Bytes) {
         .or_else(|| msg.subject.split('.').nth(1).map(str::to_owned))
         .filter(|n| valid_node(n));
     (node, msg.payload.clone())
+}
+
+/// The apps' consumer is shared by the fleet and made by the first app: an app asking
+/// for another ack wait or `max_ack_pending` does not change it (each app would undo
+/// the last one's); say so, with how to change it.
+fn warn_if_settled_otherwise(
+    existing: &jetstream::consumer::Config,
+    ack_wait: Duration,
+    settings: StreamSettings,
+) {
+    let pending_differs = settings
+        .max_ack_pending
+        .is_some_and(|asked| asked != existing.max_ack_pending);
+    if existing.ack_wait != ack_wait || pending_differs {
+        warn!(
+            consumer = CONSUMER,
+            ack_wait = ?existing.ack_wait,
+            max_ack_pending = existing.max_ack_pending,
+            asked_ack_wait = ?ack_wait,
+            asked_max_ack_pending = ?settings.max_ack_pending,
+            "the apps' JetStream consumer exists with other settings, kept for the whole fleet (--ack-wait and --max-ack-pending apply when it is made); change them with `nats consumer edit EVAPI_EVENTS {CONSUMER}`"
+        );
+    }
 }
