@@ -14,6 +14,18 @@ fn prints_count_messages_raw_then_exits_0() {
     assert_eq!((out.as_str(), code), ("{\"event\":\"one\"}\ntwo\n", 0));
 }
 
+/// `--timeout` with `--count`: what came is printed, and too few in time is exit 1
+/// (what CI scripts check).
+#[test]
+fn too_few_messages_within_the_timeout_is_exit_1() {
+    let srv = start(Framing::Netstring);
+    let run = Running::spawn(srv.client(&["listen", "--count", "2", "--timeout", "400ms"]));
+    srv.connected();
+    srv.relay("only one");
+    let (out, err, code) = run.finish();
+    assert_eq!((out.as_str(), code), ("only one\n", 1), "{err}");
+}
+
 #[test]
 fn json_lines_carry_text_or_base64_and_a_timestamp() {
     let srv = start(Framing::Netstring);
