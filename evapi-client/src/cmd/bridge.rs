@@ -43,11 +43,19 @@ pub struct BridgeArgs {
     /// reads slowly); past it answers go back to the stream for a second later, counted.
     #[arg(long, env = "EVAPI_ANSWERS_BUFFER_BYTES", default_value_t = evapi_client::nats::DEFAULT_ANSWERS_BUFFER_BYTES)]
     pub answers_buffer_bytes: usize,
-    /// For this long after it starts, the bridge writes answers naming transactions
-    /// it did not see (its predecessor may have published them before a restart);
-    /// later such answers are dropped as forged. 0s: never.
+    /// Without --seal-key-file: for this long after it starts, the bridge writes
+    /// answers naming transactions it did not see (its predecessor may have published
+    /// them before a restart); later such answers are dropped as forged. 0s: never.
+    /// With a seal key it does not apply: such answers need the predecessor's seal.
     #[arg(long, env = "EVAPI_PREDECESSOR_GRACE", default_value = "120s", value_parser = humantime::parse_duration)]
     pub predecessor_grace: Duration,
+    /// A file holding the node's seal key (at least 32 bytes; every bridge of the node
+    /// the same, e.g. `head -c 32 /dev/urandom | base64`): suspend events are sealed
+    /// (header Evapi-Seal, which apps copy onto their answers), and an answer naming a
+    /// transaction this bridge did not see is written only with a valid seal, so no
+    /// forged answer passes after a restart.
+    #[arg(long, env = "EVAPI_SEAL_KEY_FILE", value_name = "FILE")]
+    pub seal_key_file: Option<std::path::PathBuf>,
     /// How long an event is of use: the node's fr_inv_timer. Each event carries its
     /// deadline (header Evapi-Deadline); past it the bridge drops it unpublished (and
     /// sheds it before a live one) and apps skip it. 0s: no deadline.
@@ -75,6 +83,11 @@ impl BridgeArgs {
         bridge.buffer_bytes = self.buffer_bytes;
         bridge.answers_buffer_bytes = self.answers_buffer_bytes;
         bridge.predecessor_grace = self.predecessor_grace;
+        if let Some(path) = &self.seal_key_file {
+            bridge.seal = Some(Arc::new(evapi_client::nats::seal::SealKey::from_file(
+                path,
+            )?));
+        }
         bridge.event_ttl = (!self.event_ttl.is_zero()).then_some(self.event_ttl);
         bridge.stream = options.stream;
         if let (Some(i), Some(l)) = (&self.ids.index_field, &self.ids.label_field) {

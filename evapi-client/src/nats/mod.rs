@@ -37,6 +37,7 @@ pub mod expected;
 #[doc = include_str!("../../../docs/scale-out.md")]
 pub struct ScaleOutGuide;
 pub mod outbox;
+pub mod seal;
 
 pub(crate) use app::NatsRoute;
 pub use app::{

@@ -21,6 +21,8 @@ struct Held {
     deadline: Option<Instant>,
     /// When it was read from the node.
     since: Instant,
+    /// Its seal ([`super::seal`]), when the bridge seals.
+    seal: Option<String>,
 }
 
 /// Events held until JetStream confirms them.
@@ -68,10 +70,24 @@ impl Outbox {
                 event,
                 deadline,
                 since: now,
+                seal: None,
             },
         );
         self.queued.push_back(seq);
         Some(seq)
+    }
+
+    /// Give the held event `seq` its seal, published with it.
+    pub fn set_seal(&mut self, seq: u64, seal: String) {
+        if let Some(held) = self.held.get_mut(&seq) {
+            held.seal = Some(seal);
+        }
+    }
+
+    /// The seal of the held event `seq`, if it has one.
+    #[must_use]
+    pub fn seal(&self, seq: u64) -> Option<&str> {
+        self.held.get(&seq)?.seal.as_deref()
     }
 
     /// The next event to publish (retried ones first), skipping and dropping the ones
@@ -190,6 +206,17 @@ mod tests {
         fn offer_now(&mut self, event: Bytes) -> Option<u64> {
             self.offer(event, None, t0())
         }
+    }
+
+    #[test]
+    fn a_seal_goes_with_its_event_until_confirmed() {
+        let mut out = Outbox::new(1024);
+        let seq = out.offer(ev(4), None, t0()).unwrap();
+        out.set_seal(seq, "s1".into());
+        let (taken, _, _) = out.take_next(t0()).unwrap();
+        assert_eq!(out.seal(taken), Some("s1"));
+        out.confirmed(taken);
+        assert_eq!(out.seal(taken), None);
     }
 
     #[test]

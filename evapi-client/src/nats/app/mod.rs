@@ -418,6 +418,14 @@ pub async fn confirm_answer(
         if let Some(deadline) = msg.headers.as_ref().and_then(|h| h.get(DEADLINE_HEADER)) {
             headers.insert(DEADLINE_HEADER, deadline.as_str());
         }
+        // The bridge's proof that the event's transaction was suspended at the node.
+        if let Some(seal) = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(super::seal::SEAL_HEADER))
+        {
+            headers.insert(super::seal::SEAL_HEADER, seal.as_str());
+        }
     }
     let stored = async {
         js.publish_with_headers(answers_subject(&event.node), headers, answer)

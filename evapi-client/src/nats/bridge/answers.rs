@@ -13,6 +13,7 @@ use tracing::warn;
 use super::backoff::Retrying;
 use super::{transaction, Run, ANSWER_LOG_EVERY, DRAIN};
 use crate::nats::expected::Verdict;
+use crate::nats::seal::SEAL_HEADER;
 use crate::nats::{answers_stream, answers_subject, nats_error, setup_error, NatsError};
 
 impl Run<'_> {
@@ -187,8 +188,9 @@ impl Run<'_> {
 
     /// The answer as it may be written to the node, or `None` (counted, and done with)
     /// when its call has ended or it names no transaction this bridge waits for (a
-    /// forged or second answer; during the predecessor's grace from `started`, unknown
-    /// ids pass, counted as unverified).
+    /// forged or second answer). Unknown ids pass, counted as a predecessor's, when
+    /// sealed with the bridge's seal key, or, without a key, within the predecessor's
+    /// grace from `started`.
     fn admit(
         &self,
         answer: Bytes,
@@ -206,7 +208,17 @@ impl Run<'_> {
         }
         if let Some(id) = transaction(&self.config.ids, &answer) {
             let verdict = self.expecting().answer(id, Instant::now());
-            let predecessor = started.elapsed() < self.config.predecessor_grace;
+            // An event this bridge did not see: an earlier bridge of the node's, when
+            // sealed with the node's key; without a key, taken on trust for a while.
+            let predecessor = match &self.config.seal {
+                Some(key) => reply
+                    .as_ref()
+                    .and_then(|m| m.headers.as_ref()?.get(SEAL_HEADER))
+                    .is_some_and(|seal| {
+                        key.verify(&self.config.node, id, seal.as_str().as_bytes())
+                    }),
+                None => started.elapsed() < self.config.predecessor_grace,
+            };
             match verdict {
                 Verdict::Expected => {}
                 Verdict::Unknown if predecessor => {

@@ -83,6 +83,11 @@ pub struct BridgeConfig {
     pub answers_buffer_bytes: usize,
     /// Where transaction ids are in events and answers.
     pub ids: evapi_proto::answer::AnswerReader,
+    /// Seal suspend events with this key, and take answers naming transactions this
+    /// bridge did not see only when sealed with it (an earlier bridge of the node
+    /// published their events), at any time instead of within `predecessor_grace`;
+    /// see [`super::seal`]. Every bridge of a node needs the same key.
+    pub seal: Option<Arc<super::seal::SealKey>>,
     /// For this long after the bridge starts, answers naming transactions it did not
     /// see are written (a predecessor may have published their events); later they are
     /// dropped. Default: the events' age bound.
@@ -108,6 +113,7 @@ impl BridgeConfig {
             shed: None,
             answers_buffer_bytes: DEFAULT_ANSWERS_BUFFER_BYTES,
             ids: evapi_proto::answer::AnswerReader::default(),
+            seal: None,
             predecessor_grace: super::EVENT_MAX_AGE,
             event_ttl: Some(super::EVENT_MAX_AGE),
             stream: super::StreamSettings::default(),
@@ -136,8 +142,9 @@ pub struct BridgeCounts {
     /// waiting for (forged, a second answer, or older than the events' age bound).
     pub answers_refused: AtomicU64,
     /// Answers from NATS naming a transaction this bridge did not see, written because
-    /// the bridge started less than the events' age bound ago (a predecessor may have
-    /// published the event; the node's tm refuses any that name no live call).
+    /// they carry a valid seal (an earlier bridge of the node published the event), or,
+    /// without a seal key, because the bridge started less than `predecessor_grace`
+    /// ago (the node's tm refuses any that name no live call).
     pub answers_unverified: AtomicU64,
     /// Answers from NATS given back to the stream (for later) because
     /// `answers_buffer_bytes` were waiting already.
@@ -300,17 +307,24 @@ impl Run<'_> {
                 Err(e) => break Err(NatsError::Node(e)),
             };
             let len = msg.len();
+            let id = transaction(&self.config.ids, &msg);
+            let seal = id
+                .zip(self.config.seal.as_deref())
+                .map(|(id, key)| key.seal(&self.config.node, id));
             let accepted = {
                 let mut out = self.outbox();
                 let now = Instant::now();
                 let deadline = self.config.event_ttl.map(|ttl| now + ttl);
                 let seq = out.offer(msg.clone(), deadline, now);
+                if let Some((seq, seal)) = seq.zip(seal) {
+                    out.set_seal(seq, seal);
+                }
                 self.counts.held(&mut out);
                 seq
             };
             if accepted.is_some() {
                 self.counts.events.fetch_add(1, Ordering::Relaxed);
-                if let Some(id) = transaction(&self.config.ids, &msg) {
+                if let Some(id) = id {
                     self.expecting().event(id, Instant::now());
                 }
                 self.queued.notify_one();
@@ -367,12 +381,18 @@ impl Run<'_> {
                     // could not reach the node in time.
                     let next = out.take_next(Instant::now() + self.margin());
                     self.counts.held(&mut out);
-                    next
+                    next.map(|next| {
+                        let seal = out.seal(next.0).map(str::to_owned);
+                        (next, seal)
+                    })
                 };
-                let Some((seq, event, deadline)) = next else {
+                let Some(((seq, event, deadline), seal)) = next else {
                     break;
                 };
                 let mut headers = HeaderMap::new();
+                if let Some(seal) = seal {
+                    headers.insert(super::seal::SEAL_HEADER, seal.as_str());
+                }
                 headers.insert(NODE_HEADER, self.config.node.as_str());
                 if let Some(ms) = deadline.and_then(wall_ms) {
                     headers.insert(super::DEADLINE_HEADER, ms.to_string().as_str());
