@@ -49,11 +49,11 @@ pub struct BridgeArgs {
     /// With a seal key it does not apply: such answers need the predecessor's seal.
     #[arg(long, env = "EVAPI_PREDECESSOR_GRACE", default_value = "120s", value_parser = humantime::parse_duration)]
     pub predecessor_grace: Duration,
-    /// A file holding the node's seal key (at least 32 bytes; every bridge of the node
-    /// the same, e.g. `head -c 32 /dev/urandom | base64`): suspend events are sealed
-    /// (header Evapi-Seal, which apps copy onto their answers), and an answer naming a
-    /// transaction this bridge did not see is written only with a valid seal, so no
-    /// forged answer passes after a restart.
+    /// A file holding the node's seal key, a text line of at least 32 bytes, the same
+    /// for every bridge of the node (e.g. `head -c 32 /dev/urandom | base64`, chmod
+    /// 600): events are sealed (header Evapi-Seal, an HMAC of node, ids and deadline,
+    /// which apps copy onto their answers), and an answer naming a transaction is
+    /// written only with a valid seal, also after a restart.
     #[arg(long, env = "EVAPI_SEAL_KEY_FILE", value_name = "FILE")]
     pub seal_key_file: Option<std::path::PathBuf>,
     /// How long an event is of use: the node's fr_inv_timer. Each event carries its

@@ -21,8 +21,8 @@ struct Held {
     deadline: Option<Instant>,
     /// When it was read from the node.
     since: Instant,
-    /// Its seal ([`super::seal`]), when the bridge seals.
-    seal: Option<String>,
+    /// The transaction it names (sealed when published, see [`super::seal`]).
+    ids: Option<evapi_proto::TransactionId>,
 }
 
 /// Events held until JetStream confirms them.
@@ -70,24 +70,24 @@ impl Outbox {
                 event,
                 deadline,
                 since: now,
-                seal: None,
+                ids: None,
             },
         );
         self.queued.push_back(seq);
         Some(seq)
     }
 
-    /// Give the held event `seq` its seal, published with it.
-    pub fn set_seal(&mut self, seq: u64, seal: String) {
+    /// Note the transaction the held event `seq` names (its seal is made from it).
+    pub fn set_ids(&mut self, seq: u64, ids: evapi_proto::TransactionId) {
         if let Some(held) = self.held.get_mut(&seq) {
-            held.seal = Some(seal);
+            held.ids = Some(ids);
         }
     }
 
-    /// The seal of the held event `seq`, if it has one.
+    /// The transaction the held event `seq` names, when noted.
     #[must_use]
-    pub fn seal(&self, seq: u64) -> Option<&str> {
-        self.held.get(&seq)?.seal.as_deref()
+    pub fn ids(&self, seq: u64) -> Option<evapi_proto::TransactionId> {
+        self.held.get(&seq)?.ids
     }
 
     /// The next event to publish (retried ones first), skipping and dropping the ones
@@ -209,14 +209,15 @@ mod tests {
     }
 
     #[test]
-    fn a_seal_goes_with_its_event_until_confirmed() {
+    fn the_ids_go_with_their_event_until_confirmed() {
+        let ids = evapi_proto::TransactionId { index: 1, label: 2 };
         let mut out = Outbox::new(1024);
         let seq = out.offer(ev(4), None, t0()).unwrap();
-        out.set_seal(seq, "s1".into());
+        out.set_ids(seq, ids);
         let (taken, _, _) = out.take_next(t0()).unwrap();
-        assert_eq!(out.seal(taken), Some("s1"));
+        assert_eq!(out.ids(taken), Some(ids));
         out.confirmed(taken);
-        assert_eq!(out.seal(taken), None);
+        assert_eq!(out.ids(taken), None);
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Seals: proof, carried by an answer, that its transaction was suspended at the node.
 //!
-//! A bridge started with a seal key puts on every suspend event it publishes the header
-//! [`SEAL_HEADER`]: an HMAC-SHA256, under the key, of the node's name and the
-//! transaction's ids. Apps copy it onto their answer. A bridge answers a node's call only
-//! for transactions it read from the node itself, or, sealed, for transactions an
-//! earlier bridge of the node read (a restart): so the answers stored while no bridge
-//! ran are written, and an answer forged by anyone who may publish on the answers
-//! subject, without the key, is refused at once (without a key a starting bridge lets
-//! unknown transactions through for `predecessor_grace`).
+//! A bridge started with a seal key puts on every event that names a transaction the
+//! header [`SEAL_HEADER`]: an HMAC-SHA256, under the key, of the node's name, the
+//! transaction's ids and the event's deadline (header `Evapi-Deadline`, so a seal dies
+//! with its call). Apps copy both onto their answer. Such a bridge writes an answer that
+//! names a transaction only with a valid seal, whether it read that event itself or an
+//! earlier bridge of the node did (a restart): the answers stored while no bridge ran
+//! are written, and an answer forged by anyone who may publish on the answers subject,
+//! without the key, is refused (without a key a bridge takes answers to the
+//! transactions it read, and for `predecessor_grace` after it starts, to any).
 //!
 //! Plain data: no I/O but reading the key's file.
 
@@ -23,6 +24,9 @@ pub const SEAL_HEADER: &str = "Evapi-Seal";
 /// Fewest bytes in a seal key: 256 bits.
 pub const MIN_SEAL_KEY_LEN: usize = 32;
 
+/// Most bytes read from a seal key's file.
+pub const MAX_SEAL_KEY_LEN: usize = 4096;
+
 /// Why a seal key cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -34,6 +38,12 @@ pub enum SealKeyError {
         path: String,
         /// Why.
         source: std::io::Error,
+    },
+    /// More than [`MAX_SEAL_KEY_LEN`] bytes: not a key file.
+    #[error("the seal key file {path} holds more than {MAX_SEAL_KEY_LEN} bytes: is it the key?")]
+    TooLong {
+        /// The file.
+        path: String,
     },
     /// Too short to resist guessing.
     #[error("the seal key has {len} bytes, fewer than {MIN_SEAL_KEY_LEN} (make one with `head -c 32 /dev/urandom | base64 > FILE`)")]
@@ -65,42 +75,64 @@ impl SealKey {
         Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, secret)))
     }
 
-    /// The key in the file at `path`: its bytes, white space at either end left out
-    /// (so a base64 line written by `base64` works).
+    /// The key in the file at `path`: a text line (e.g. `head -c 32 /dev/urandom |
+    /// base64`), white space at either end left out. A file others may read is
+    /// warned about.
     ///
     /// # Errors
     ///
-    /// The file cannot be read, or holds too few bytes.
+    /// The file cannot be read, or holds too few or too many bytes.
     pub fn from_file(path: &Path) -> Result<Self, SealKeyError> {
-        let bytes = std::fs::read(path).map_err(|source| SealKeyError::Read {
-            path: path.display().to_string(),
+        use std::io::Read as _;
+        let shown = || path.display().to_string();
+        let read = |source| SealKeyError::Read {
+            path: shown(),
             source,
-        })?;
+        };
+        let file = std::fs::File::open(path).map_err(read)?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = file.metadata().map_err(read)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %shown(), mode = format!("{:o}", mode & 0o777), "the seal key file may be read by others: chmod 600 it");
+            }
+        }
+        let mut bytes = Vec::new();
+        let limit = u64::try_from(MAX_SEAL_KEY_LEN).unwrap_or(u64::MAX) + 1;
+        file.take(limit).read_to_end(&mut bytes).map_err(read)?;
+        if bytes.len() > MAX_SEAL_KEY_LEN {
+            return Err(SealKeyError::TooLong { path: shown() });
+        }
         Self::new(bytes.trim_ascii())
     }
 
-    /// The seal of transaction `id` suspended at `node`.
+    /// The seal of transaction `id` suspended at `node`, whose event carries the
+    /// deadline header value `deadline` (empty: none).
     #[must_use]
-    pub fn seal(&self, node: &str, id: TransactionId) -> String {
-        let tag = hmac::sign(&self.0, &sealed_text(node, id));
+    pub fn seal(&self, node: &str, id: TransactionId, deadline: &str) -> String {
+        let tag = hmac::sign(&self.0, &sealed_text(node, id, deadline));
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
     }
 
     /// Whether `seal` (a header's value, from the network) is the seal of `id` at
-    /// `node`; compared in constant time.
+    /// `node` with the deadline header value `deadline`; compared in constant time.
     #[must_use]
-    pub fn verify(&self, node: &str, id: TransactionId, seal: &[u8]) -> bool {
+    pub fn verify(&self, node: &str, id: TransactionId, deadline: &str, seal: &[u8]) -> bool {
         let Ok(tag) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(seal) else {
             return false;
         };
-        hmac::verify(&self.0, &sealed_text(node, id), &tag).is_ok()
+        hmac::verify(&self.0, &sealed_text(node, id, deadline), &tag).is_ok()
     }
 }
 
-/// What is signed: a version, the node and the ids, unambiguous (the node's name may
-/// hold any character but NUL, which a NATS subject token cannot).
-fn sealed_text(node: &str, id: TransactionId) -> Vec<u8> {
-    format!("evapi-seal-1\0{node}\0{}\0{}", id.index, id.label).into_bytes()
+/// What is signed: a version, the node, the ids and the deadline, unambiguous (the
+/// node's name and the header hold no NUL: a NATS subject token and header cannot).
+fn sealed_text(node: &str, id: TransactionId, deadline: &str) -> Vec<u8> {
+    format!(
+        "evapi-seal-2\0{node}\0{}\0{}\0{deadline}",
+        id.index, id.label
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -112,29 +144,28 @@ mod tests {
     }
 
     #[test]
-    fn a_seal_holds_for_its_node_and_ids_only() {
+    fn a_seal_holds_for_its_node_ids_and_deadline_only() {
         let key = SealKey::new(&[7u8; 32]).unwrap();
-        let seal = key.seal("sip-a", id(1, 2));
-        assert!(key.verify("sip-a", id(1, 2), seal.as_bytes()));
+        let d = "1796290000000";
+        let seal = key.seal("sip-a", id(1, 2), d);
+        let holds =
+            |key: &SealKey, node, ids, deadline| key.verify(node, ids, deadline, seal.as_bytes());
+        assert!(holds(&key, "sip-a", id(1, 2), d));
+        assert!(!holds(&key, "sip-b", id(1, 2), d), "another node");
+        assert!(!holds(&key, "sip-a", id(1, 3), d), "another label");
+        assert!(!holds(&key, "sip-a", id(2, 2), d), "another index");
+        assert!(!holds(&key, "sip-a", id(1, 2), ""), "the deadline left out");
         assert!(
-            !key.verify("sip-b", id(1, 2), seal.as_bytes()),
-            "another node"
-        );
-        assert!(
-            !key.verify("sip-a", id(1, 3), seal.as_bytes()),
-            "another label"
-        );
-        assert!(
-            !key.verify("sip-a", id(2, 2), seal.as_bytes()),
-            "another index"
+            !holds(&key, "sip-a", id(1, 2), "9999999999999"),
+            "another deadline"
         );
         let other = SealKey::new(&[8u8; 32]).unwrap();
-        assert!(
-            !other.verify("sip-a", id(1, 2), seal.as_bytes()),
-            "another key"
-        );
+        assert!(!holds(&other, "sip-a", id(1, 2), d), "another key");
         // "sip-a" with index 12 must not read as "sip-a1" with index 2.
-        assert_ne!(key.seal("sip-a1", id(2, 2)), key.seal("sip-a", id(12, 2)));
+        assert_ne!(
+            key.seal("sip-a1", id(2, 2), d),
+            key.seal("sip-a", id(12, 2), d)
+        );
     }
 
     #[test]
@@ -147,7 +178,7 @@ mod tests {
             &[0xff; 300],
             b"\r\nX-Injected: 1",
         ] {
-            assert!(!key.verify("n", id(1, 1), junk));
+            assert!(!key.verify("n", id(1, 1), "", junk));
         }
         assert!(matches!(
             SealKey::new(b"short"),
@@ -156,14 +187,19 @@ mod tests {
     }
 
     #[test]
-    fn a_key_file_is_read_without_its_line_end() {
+    fn a_key_file_is_one_bounded_text_line() {
         let path = std::env::temp_dir().join(format!("evapi-seal-{}", std::process::id()));
         std::fs::write(&path, format!("{}\n", "k".repeat(40))).unwrap();
         let key = SealKey::from_file(&path).unwrap();
         let same = SealKey::new("k".repeat(40).as_bytes()).unwrap();
-        assert_eq!(key.seal("n", id(1, 1)), same.seal("n", id(1, 1)));
+        assert_eq!(key.seal("n", id(1, 1), ""), same.seal("n", id(1, 1), ""));
         std::fs::write(&path, "too short\n").unwrap();
         assert!(SealKey::from_file(&path).is_err());
+        std::fs::write(&path, vec![b'k'; MAX_SEAL_KEY_LEN + 1]).unwrap();
+        assert!(matches!(
+            SealKey::from_file(&path),
+            Err(SealKeyError::TooLong { .. })
+        ));
         let _ = std::fs::remove_file(&path);
         let err = SealKey::from_file(&path).unwrap_err();
         assert!(

@@ -11,9 +11,10 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::backoff::Retrying;
-use super::{transaction, Run, ANSWER_LOG_EVERY, DRAIN};
+use super::{named, Named, Run, ANSWER_LOG_EVERY, DRAIN};
 use crate::nats::expected::Verdict;
 use crate::nats::seal::SEAL_HEADER;
+use crate::nats::DEADLINE_HEADER;
 use crate::nats::{answers_stream, answers_subject, nats_error, setup_error, NatsError};
 
 impl Run<'_> {
@@ -187,9 +188,10 @@ impl Run<'_> {
     }
 
     /// The answer as it may be written to the node, or `None` (counted, and done with)
-    /// when its call has ended or it names no transaction this bridge waits for (a
-    /// forged or second answer). Unknown ids pass, counted as a predecessor's, when
-    /// sealed with the bridge's seal key, or, without a key, within the predecessor's
+    /// when its call has ended, it cannot be read (ids the node might read otherwise),
+    /// it lacks a valid seal (with a seal key), or it names no transaction this bridge
+    /// waits for (a forged or second answer). Ids the bridge did not see pass, counted
+    /// as a predecessor's, when sealed, or, without a key, within the predecessor's
     /// grace from `started`.
     fn admit(
         &self,
@@ -206,35 +208,48 @@ impl Run<'_> {
             self.done(reply);
             return None;
         }
-        if let Some(id) = transaction(&self.config.ids, &answer) {
-            let verdict = self.expecting().answer(id, Instant::now());
-            // An event this bridge did not see: an earlier bridge of the node's, when
-            // sealed with the node's key; without a key, taken on trust for a while.
-            let predecessor = match &self.config.seal {
-                Some(key) => reply
-                    .as_ref()
-                    .and_then(|m| m.headers.as_ref()?.get(SEAL_HEADER))
-                    .is_some_and(|seal| {
-                        key.verify(&self.config.node, id, seal.as_str().as_bytes())
-                    }),
-                None => started.elapsed() < self.config.predecessor_grace,
-            };
-            match verdict {
-                Verdict::Expected => {}
-                Verdict::Unknown if predecessor => {
-                    self.counts
-                        .answers_unverified
-                        .fetch_add(1, Ordering::Relaxed);
-                    // Remembered as answered: a second answer is refused.
-                    self.expecting().answered(id, Instant::now());
-                }
-                Verdict::Duplicate | Verdict::Unknown => {
-                    self.counts.answers_refused.fetch_add(1, Ordering::Relaxed);
-                    self.answers_waiting().refused_since += 1;
-                    // Decided: not to be delivered again.
-                    self.done(reply);
-                    return None;
-                }
+        let id = match named(&self.config.ids, &answer) {
+            Named::Nothing => return Some((answer, reply)),
+            Named::Transaction(id) => id,
+            Named::Unreadable => {
+                self.refuse(reply);
+                return None;
+            }
+        };
+        // With a seal key every answer naming a transaction carries its event's seal,
+        // checked before the answer counts (a forged one must not use up the call).
+        if let Some(key) = &self.config.seal {
+            let headers = reply.as_ref().and_then(|m| m.headers.as_ref());
+            let deadline = headers
+                .and_then(|h| h.get(DEADLINE_HEADER))
+                .map_or("", |v| v.as_str());
+            let sealed = headers
+                .and_then(|h| h.get(SEAL_HEADER))
+                .is_some_and(|seal| {
+                    key.verify(&self.config.node, id, deadline, seal.as_str().as_bytes())
+                });
+            if !sealed {
+                self.refuse(reply);
+                return None;
+            }
+        }
+        let verdict = self.expecting().answer(id, Instant::now());
+        // An event this bridge did not see: an earlier bridge of the node's, proven by
+        // its seal; without a key, taken on trust for a while.
+        let predecessor =
+            self.config.seal.is_some() || started.elapsed() < self.config.predecessor_grace;
+        match verdict {
+            Verdict::Expected => {}
+            Verdict::Unknown if predecessor => {
+                self.counts
+                    .answers_unverified
+                    .fetch_add(1, Ordering::Relaxed);
+                // Remembered as answered: a second answer is refused.
+                self.expecting().answered(id, Instant::now());
+            }
+            Verdict::Duplicate | Verdict::Unknown => {
+                self.refuse(reply);
+                return None;
             }
         }
         Some((answer, reply))
@@ -242,6 +257,13 @@ impl Run<'_> {
 }
 
 impl Run<'_> {
+    /// Drop an answer for good: counted refused, and not to be delivered again.
+    fn refuse(&self, reply: Option<jetstream::Message>) {
+        self.counts.answers_refused.fetch_add(1, Ordering::Relaxed);
+        self.answers_waiting().refused_since += 1;
+        self.done(reply);
+    }
+
     /// The bridge is done with an answer (written, or dropped for good): acknowledged
     /// by [`Run::ack_answers`], never waited for here. Past [`ACKS_QUEUED`] waiting
     /// (NATS away) it is not acknowledged: it comes again after the ack wait, and the

@@ -308,16 +308,13 @@ impl Run<'_> {
             };
             let len = msg.len();
             let id = transaction(&self.config.ids, &msg);
-            let seal = id
-                .zip(self.config.seal.as_deref())
-                .map(|(id, key)| key.seal(&self.config.node, id));
             let accepted = {
                 let mut out = self.outbox();
                 let now = Instant::now();
                 let deadline = self.config.event_ttl.map(|ttl| now + ttl);
                 let seq = out.offer(msg.clone(), deadline, now);
-                if let Some((seq, seal)) = seq.zip(seal) {
-                    out.set_seal(seq, seal);
+                if let Some((seq, id)) = seq.zip(id) {
+                    out.set_ids(seq, id);
                 }
                 self.counts.held(&mut out);
                 seq
@@ -382,25 +379,14 @@ impl Run<'_> {
                     let next = out.take_next(Instant::now() + self.margin());
                     self.counts.held(&mut out);
                     next.map(|next| {
-                        let seal = out.seal(next.0).map(str::to_owned);
-                        (next, seal)
+                        let ids = out.ids(next.0);
+                        (next, ids)
                     })
                 };
-                let Some(((seq, event, deadline), seal)) = next else {
+                let Some(((seq, event, deadline), ids)) = next else {
                     break;
                 };
-                let mut headers = HeaderMap::new();
-                if let Some(seal) = seal {
-                    headers.insert(super::seal::SEAL_HEADER, seal.as_str());
-                }
-                headers.insert(NODE_HEADER, self.config.node.as_str());
-                if let Some(ms) = deadline.and_then(wall_ms) {
-                    headers.insert(super::DEADLINE_HEADER, ms.to_string().as_str());
-                }
-                headers.insert(
-                    async_nats::header::NATS_MESSAGE_ID,
-                    format!("{}-{boot}-{seq}", self.config.node).as_str(),
-                );
+                let headers = self.event_headers(boot, seq, deadline, ids);
                 // Bounded: with NATS away the client's queue can fill and hold us.
                 let publish = js.publish_with_headers(subject.clone(), headers, event);
                 match tokio::time::timeout(CONFIRM_TIMEOUT, publish).await {
@@ -463,17 +449,120 @@ impl Run<'_> {
     }
 }
 
-/// The transaction a message names (an event's or an answer's ids), if any.
+impl Run<'_> {
+    /// The headers of event `seq` of this run (`boot`): its node, its message id (one
+    /// stored copy per event), its deadline and, with a seal key, the seal of the
+    /// transaction `ids` it names.
+    fn event_headers(
+        &self,
+        boot: impl std::fmt::Display,
+        seq: u64,
+        deadline: Option<Instant>,
+        ids: Option<evapi_proto::TransactionId>,
+    ) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(NODE_HEADER, self.config.node.as_str());
+        let deadline = deadline.and_then(wall_ms).map(|ms| ms.to_string());
+        if let Some(ms) = &deadline {
+            headers.insert(super::DEADLINE_HEADER, ms.as_str());
+        }
+        if let (Some(key), Some(ids)) = (&self.config.seal, ids) {
+            let seal = key.seal(&self.config.node, ids, deadline.as_deref().unwrap_or(""));
+            headers.insert(super::seal::SEAL_HEADER, seal.as_str());
+        }
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{}-{boot}-{seq}", self.config.node).as_str(),
+        );
+        headers
+    }
+}
+
+/// The transaction an event names, if any.
 fn transaction(
     ids: &evapi_proto::answer::AnswerReader,
     msg: &[u8],
 ) -> Option<evapi_proto::TransactionId> {
-    let value: serde_json::Value = serde_json::from_slice(msg).ok()?;
-    ids.ids(&value).ok().flatten().map(|(id, _)| id)
+    match named(ids, msg) {
+        Named::Transaction(id) => Some(id),
+        Named::Nothing | Named::Unreadable => None,
+    }
+}
+
+/// What a message says about a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Named {
+    /// No transaction: not JSON (no evapi config resumes a call from it), or JSON
+    /// without ids.
+    Nothing,
+    /// This one.
+    Transaction(evapi_proto::TransactionId),
+    /// JSON we cannot read (too deep, malformed), or ids we cannot take (`6.0`, `"+6"`,
+    /// out of range): the node's JSON reader may still find ids in it, so an answer
+    /// like this is never written unchecked.
+    Unreadable,
+}
+
+/// What `msg` says about a transaction, its ids where `ids` looks for them.
+fn named(ids: &evapi_proto::answer::AnswerReader, msg: &[u8]) -> Named {
+    let first = msg.iter().find(|b| !b.is_ascii_whitespace());
+    if !matches!(first, Some(b'{' | b'[')) {
+        return Named::Nothing;
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(msg) else {
+        return Named::Unreadable;
+    };
+    match ids.ids(&value) {
+        Ok(Some((id, _))) => Named::Transaction(id),
+        Ok(None) => Named::Nothing,
+        Err(_) => Named::Unreadable,
+    }
 }
 
 /// `at` on the wall clock, in milliseconds since the Unix epoch (for other hosts).
 fn wall_ms(at: Instant) -> Option<u128> {
     let wall = SystemTime::now().checked_add(at.saturating_duration_since(Instant::now()))?;
     wall.duration_since(UNIX_EPOCH).ok().map(|d| d.as_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers the bridge cannot read are not let through as "naming no transaction":
+    /// the node's JSON reader may take ids from them that the bridge never checked
+    /// (found in review: `"tlabel":6.0` resumed transaction 6 at Kamailio).
+    #[test]
+    fn what_an_answer_names() {
+        let ids = evapi_proto::answer::AnswerReader::default();
+        let id = |index, label| Named::Transaction(evapi_proto::TransactionId { index, label });
+        assert_eq!(
+            named(&ids, br#"{"tindex":"5","tlabel":6,"code":200}"#),
+            id(5, 6)
+        );
+        assert_eq!(
+            named(&ids, br#" {"data":{"index":5,"label":"6"}}"#),
+            id(5, 6)
+        );
+        assert_eq!(named(&ids, b"hello node"), Named::Nothing);
+        assert_eq!(named(&ids, br#"{"event":"hi"}"#), Named::Nothing);
+        for unreadable in [
+            &br#"{"tindex":5,"tlabel":6.0,"code":200}"#[..],
+            br#"{"tindex":5,"tlabel":6e0}"#,
+            br#"{"tindex":5,"tlabel":"+6"}"#,
+            br#"{"tindex":5,"tlabel":-6}"#,
+            br#"{"tindex":5,"tlabel":99999999999}"#,
+            br#"{"tindex":5}"#,
+            br#"{"tindex":5,"tlabel":6"#,
+        ] {
+            assert_eq!(
+                named(&ids, unreadable),
+                Named::Unreadable,
+                "{}",
+                String::from_utf8_lossy(unreadable)
+            );
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(named(&ids, deep.as_bytes()), Named::Unreadable, "too deep");
+    }
 }
