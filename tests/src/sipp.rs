@@ -42,7 +42,7 @@ pub fn burst_expecting(target: &str, calls: u32, rate: u32, code: u16) -> Output
 /// When sipp cannot be started or its file cannot be read.
 #[must_use]
 pub fn burst_timed(target: &str, calls: u32, rate: u32, code: u16) -> (Output, Vec<u64>) {
-    burst_scenario(target, calls, rate, code, None)
+    burst_scenario(target, calls, rate, code, &[])
 }
 
 /// [`burst_timed`] where a call may also end with `alt` (a 503 from load shedding),
@@ -59,7 +59,26 @@ pub fn burst_either(
     code: u16,
     alt: u16,
 ) -> (Output, Vec<u64>) {
-    burst_scenario(target, calls, rate, code, Some(alt))
+    burst_scenario(target, calls, rate, code, &[alt])
+}
+
+/// [`burst_timed`] where a call may also end with any of `alts` (e.g. 503 from load
+/// shedding and 408 from the node's timer), each acknowledged and timed the same way;
+/// sipp counts them successes, so a call the node ends by its timer does not hold sipp
+/// until its own 30 s timeout.
+///
+/// # Panics
+///
+/// As [`burst_timed`].
+#[must_use]
+pub fn burst_among(
+    target: &str,
+    calls: u32,
+    rate: u32,
+    code: u16,
+    alts: &[u16],
+) -> (Output, Vec<u64>) {
+    burst_scenario(target, calls, rate, code, alts)
 }
 
 fn burst_scenario(
@@ -67,12 +86,15 @@ fn burst_scenario(
     calls: u32,
     rate: u32,
     code: u16,
-    alt: Option<u16>,
+    alts: &[u16],
 ) -> (Output, Vec<u64>) {
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/sipp/uac-486.xml");
     let scenario = std::env::temp_dir().join(format!(
         "evapi-uac-{code}-{}-{}.xml",
-        alt.unwrap_or(0),
+        alts.iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join("-"),
         std::process::id()
     ));
     let text = std::fs::read_to_string(&template).expect("the sipp scenario");
@@ -82,10 +104,16 @@ fn burst_scenario(
         "the scenario's final response step"
     );
     let mut recv = format!("<recv response=\"{code}\" rtd=\"true\"/>");
-    if let Some(alt) = alt {
-        recv = format!(
-            "<recv response=\"{alt}\" optional=\"true\" rtd=\"true\" next=\"ack\"/>\n  {recv}\n  <label id=\"ack\"/>"
-        );
+    if !alts.is_empty() {
+        let optional: String = alts
+            .iter()
+            .map(|alt| {
+                format!(
+                    "<recv response=\"{alt}\" optional=\"true\" rtd=\"true\" next=\"ack\"/>\n  "
+                )
+            })
+            .collect();
+        recv = format!("{optional}{recv}\n  <label id=\"ack\"/>");
     }
     std::fs::write(&scenario, text.replace(final_recv, &recv)).expect("write the sipp scenario");
     let local = std::net::UdpSocket::bind("127.0.0.1:0")

@@ -45,6 +45,12 @@ pub enum SealKeyError {
         /// The file.
         path: String,
     },
+    /// Control bytes inside: not one text line.
+    #[error("the seal key file {path} is not one line of text (make one with `head -c 32 /dev/urandom | base64 > FILE`)")]
+    NotText {
+        /// The file.
+        path: String,
+    },
     /// Too short to resist guessing.
     #[error("the seal key has {len} bytes, fewer than {MIN_SEAL_KEY_LEN} (make one with `head -c 32 /dev/urandom | base64 > FILE`)")]
     TooShort {
@@ -103,7 +109,11 @@ impl SealKey {
         if bytes.len() > MAX_SEAL_KEY_LEN {
             return Err(SealKeyError::TooLong { path: shown() });
         }
-        Self::new(bytes.trim_ascii())
+        let key = bytes.trim_ascii();
+        if key.iter().any(u8::is_ascii_control) {
+            return Err(SealKeyError::NotText { path: shown() });
+        }
+        Self::new(key)
     }
 
     /// The seal of transaction `id` suspended at `node`, whose event carries the
@@ -195,6 +205,11 @@ mod tests {
         assert_eq!(key.seal("n", id(1, 1), ""), same.seal("n", id(1, 1), ""));
         std::fs::write(&path, "too short\n").unwrap();
         assert!(SealKey::from_file(&path).is_err());
+        std::fs::write(&path, [&[b'k'; 20][..], b"\n", &[b'k'; 20]].concat()).unwrap();
+        assert!(matches!(
+            SealKey::from_file(&path),
+            Err(SealKeyError::NotText { .. })
+        ));
         std::fs::write(&path, vec![b'k'; MAX_SEAL_KEY_LEN + 1]).unwrap();
         assert!(matches!(
             SealKey::from_file(&path),

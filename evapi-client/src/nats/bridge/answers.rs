@@ -52,7 +52,9 @@ impl Run<'_> {
             }
             // What an entry holds: its message (payload, headers, where to acknowledge
             // it) and its own size.
-            let cost = msg.payload.len() + msg.subject.len() + ANSWER_OVERHEAD;
+            // (Headers included: an answer of empty payload and large headers costs
+            // what it holds.)
+            let cost = msg.length.max(msg.payload.len()) + msg.subject.len() + ANSWER_OVERHEAD;
             let past_bound = {
                 let mut queue = self.answers_waiting();
                 let past = queue.bytes + cost > self.config.answers_buffer_bytes;

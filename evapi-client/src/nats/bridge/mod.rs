@@ -497,25 +497,43 @@ enum Named {
     Nothing,
     /// This one.
     Transaction(evapi_proto::TransactionId),
-    /// JSON we cannot read (too deep, malformed), or ids we cannot take (`6.0`, `"+6"`,
-    /// out of range): the node's JSON reader may still find ids in it, so an answer
-    /// like this is never written unchecked.
+    /// JSON we cannot read (too deep, malformed, or text with a `{` in it), ids we
+    /// cannot take (`6.0`, `"+6"`, out of range), or two id shapes naming different
+    /// transactions: the node's JSON reader may find ids in it other than those the
+    /// bridge checked, so an answer like this is never written.
     Unreadable,
 }
 
 /// What `msg` says about a transaction, its ids where `ids` looks for them.
 fn named(ids: &evapi_proto::answer::AnswerReader, msg: &[u8]) -> Named {
-    let first = msg.iter().find(|b| !b.is_ascii_whitespace());
-    if !matches!(first, Some(b'{' | b'[')) {
-        return Named::Nothing;
-    }
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(msg) else {
-        return Named::Unreadable;
+        // Plain text passes; anything that may hold an object (after a byte order
+        // mark, say, for a lenient reader) does not.
+        return if msg.contains(&b'{') {
+            Named::Unreadable
+        } else {
+            Named::Nothing
+        };
     };
-    match ids.ids(&value) {
-        Ok(Some((id, _))) => Named::Transaction(id),
-        Ok(None) => Named::Nothing,
-        Err(_) => Named::Unreadable,
+    let id = match ids.ids(&value) {
+        Ok(Some((id, _))) => id,
+        Ok(None) => return Named::Nothing,
+        Err(_) => return Named::Unreadable,
+    };
+    // The first shape found names `id`; a node reading another shape must find the
+    // same ids there, or none.
+    let agree = ids
+        .candidates()
+        .iter()
+        .all(|shape| match shape.find(&value) {
+            Ok(None) => true,
+            Ok(Some(other)) => other == id,
+            Err(_) => false,
+        });
+    if agree {
+        Named::Transaction(id)
+    } else {
+        Named::Unreadable
     }
 }
 
@@ -562,7 +580,32 @@ mod tests {
                 String::from_utf8_lossy(unreadable)
             );
         }
-        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let deep = format!(
+            r#"{{"tindex":1,"tlabel":1,"x":{}1{}}}"#,
+            r#"{"a":"#.repeat(200),
+            "}".repeat(200)
+        );
         assert_eq!(named(&ids, deep.as_bytes()), Named::Unreadable, "too deep");
+        // Two shapes, two transactions: the node may read either (found in review).
+        assert_eq!(
+            named(
+                &ids,
+                br#"{"tindex":1,"tlabel":1,"data":{"index":2,"label":2}}"#
+            ),
+            Named::Unreadable
+        );
+        assert_eq!(
+            named(
+                &ids,
+                br#"{"tindex":1,"tlabel":1,"data":{"index":"1","label":1}}"#
+            ),
+            id(1, 1),
+            "the same ids twice"
+        );
+        assert_eq!(
+            named(&ids, "\u{feff}{\"tindex\":1,\"tlabel\":1}".as_bytes()),
+            Named::Unreadable,
+            "an object after a byte order mark"
+        );
     }
 }
