@@ -405,6 +405,19 @@ mod tests {
     use crate::recorder::RecorderConfig;
     use evapi_proto::transcript::Reader;
 
+    /// The proxy's settings in these tests: netstring, a 2 s connect timeout, no idle
+    /// timeout.
+    fn config(upstream: String, max_frame: usize, max_clients: usize) -> ProxyConfig {
+        ProxyConfig {
+            upstream,
+            framing: Framing::Netstring,
+            max_frame,
+            max_clients,
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: None,
+        }
+    }
+
     #[tokio::test]
     async fn bytes_pass_unchanged_bad_framing_is_recorded_raw_and_max_clients_holds() {
         // (At max_clients the quietest connection makes room: regression of issue 24,
@@ -439,14 +452,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let config = ProxyConfig {
-            upstream,
-            framing: Framing::Netstring,
-            max_frame: 16,
-            max_clients: 1,
-            connect_timeout: Duration::from_secs(2),
-            idle_timeout: None,
-        };
+        let config = config(upstream, 16, 1);
         let task = tokio::spawn(run(listener, config, Some(Arc::clone(&recorder)), async {
             let _ = stopped.await;
         }));
@@ -541,12 +547,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = ProxyConfig {
-            upstream,
-            framing: Framing::Netstring,
-            max_frame: 1024,
-            max_clients: 4,
-            connect_timeout: Duration::from_secs(2),
             idle_timeout: Some(Duration::from_millis(300)),
+            ..config(upstream, 1024, 4)
         };
         let task = tokio::spawn(run(listener, config, None, std::future::pending()));
         let mut idle = TcpStream::connect(addr).await.unwrap();
@@ -570,14 +572,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let config = ProxyConfig {
-            upstream,
-            framing: Framing::Netstring,
-            max_frame: 1024,
-            max_clients: 4,
-            connect_timeout: Duration::from_secs(2),
-            idle_timeout: None,
-        };
+        let config = config(upstream, 1024, 4);
         let task = tokio::spawn(run(listener, config, None, async {
             let _ = stopped.await;
         }));

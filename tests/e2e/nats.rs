@@ -85,6 +85,20 @@ fn counter(counters: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Publish `payload` on `node`'s answers subject as anyone may (`send --node`): no
+/// seal, no event behind it.
+fn send_to_node(nats: &Nats, node: &str, payload: &str) {
+    let out = Command::new(binary("evapi-client"))
+        .args(["--nats", &nats.url, "--node", node, "send", payload])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A seal key file for the bridges of a test (`--seal-key-file`).
 fn seal_key(name: &str) -> String {
     let path = std::env::temp_dir().join(format!("evapi-seal-{name}-{}", std::process::id()));
@@ -283,12 +297,11 @@ fn a_bridge_killed_and_restarted_mid_run_loses_no_answer() {
     again.args(["--seal-key-file", &key]);
     let again = Running::spawn(again);
     // Within what was the grace without a key: an answer without the seal is refused.
-    let forged = Command::new(binary("evapi-client"))
-        .args(["--nats", &nats.url, "--node", "node-k", "send"])
-        .arg(r#"{"tindex":"4242","tlabel":"4242","code":200}"#)
-        .output()
-        .unwrap();
-    assert!(forged.status.success());
+    send_to_node(
+        &nats,
+        "node-k",
+        r#"{"tindex":"4242","tlabel":"4242","code":200}"#,
+    );
     let (out, times) = burst.join().unwrap();
     let node = Node {
         sip: sim.sip.clone(),
@@ -871,17 +884,7 @@ fn forged_answers_are_dropped_at_the_bridge() {
     let node = Node::with("node-f", &nats, &[], &["--predecessor-grace", "0s"]);
     let _responder = responder(&nats, &[]);
     assert_sipp_ok(&sipp::burst_486(&node.sip, 10, 10));
-    let send = |payload: &str| {
-        let out = Command::new(binary("evapi-client"))
-            .args(["--nats", &nats.url, "--node", "node-f", "send", payload])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let send = |payload: &str| send_to_node(&nats, "node-f", payload);
     send(r#"{"tindex":"4242","tlabel":"4242","code":200}"#);
     send(r#"{"data":{"index":"7","label":"7"},"code":200}"#);
     // Ids the bridge cannot take but a node's JSON reader may (Kamailio's jansson turns
@@ -933,16 +936,7 @@ fn with_a_seal_key_forged_answers_are_refused_from_the_start() {
     assert_eq!(code, 0, "{err}");
     let line: serde_json::Value = serde_json::from_str(seen.trim()).unwrap();
     let event: serde_json::Value = serde_json::from_str(line["msg"].as_str().unwrap()).unwrap();
-    let forge = |answer: String| {
-        let out = client(&["--node", "node-s", "send", &answer])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let forge = |answer: String| send_to_node(&nats, "node-s", &answer);
     forge(format!(
         r#"{{"tindex":{},"tlabel":{},"code":200}}"#,
         event["tindex"], event["tlabel"]
