@@ -1344,16 +1344,19 @@ fn answers_for_a_node_that_does_not_read_wait_within_the_answers_bound() {
     let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let node_addr = node.local_addr().unwrap().to_string();
     let held = std::thread::spawn(move || node.accept().map(|(s, _)| s));
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
     let mut cmd = Command::new(binary("evapi-client"));
     cmd.args(["--addr", &node_addr, "-v", "bridge", "--nats", &nats.url])
         .args(["--node", "flood", "--answers-buffer-bytes", "1048576"])
-        .args(["--metrics", &metrics]);
+        .args(["--metrics", "127.0.0.1:0"]);
     let mut bridge = Running::spawn(cmd);
+    // Port 0: the bridge says which port it got.
+    let line = bridge.wait_stderr("metrics on http://", READY);
+    let metrics = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
     bridge.wait_stderr("taking answers from JetStream", READY);
     let _node_side = held.join().unwrap().unwrap();
     // Answers naming no transaction: written to the node as they are, once it reads.

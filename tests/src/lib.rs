@@ -132,12 +132,13 @@ impl Running {
     }
 
     /// Wait until a stderr line contains `needle` (a readiness line, instead of a
-    /// sleep); stderr is read on a thread from then on and kept for [`Running::finish`].
+    /// sleep), and return that line; stderr is read on a thread from then on and kept
+    /// for [`Running::finish`].
     ///
     /// # Panics
     ///
     /// When no such line comes within `patience` (with what stderr said).
-    pub fn wait_stderr(&mut self, needle: &str, patience: std::time::Duration) {
+    pub fn wait_stderr(&mut self, needle: &str, patience: std::time::Duration) -> String {
         if self.stderr_seen.is_none() {
             let stderr = self.child.stderr.take().expect("stderr is piped");
             let (tx, lines) = std::sync::mpsc::channel();
@@ -159,7 +160,7 @@ impl Running {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match seen.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return,
+                Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
                 Err(_) => panic!(
                     "no stderr line with {needle:?} within {patience:?}; stderr:\n{}",
