@@ -28,14 +28,10 @@ fn listen_receives_kamailio_relays_byte_exact_and_send_reaches_message_received(
     assert_eq!(raw.until(b"hello, world,"), b"19:echo:1:hello, world,");
 
     // evapi-client send goes through message-received; the echo comes back to it.
-    let out = client(&kam, &["send", "from the client", "--expect-reply"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = evapi_tests::succeed(&mut client(
+        &kam,
+        &["send", "from the client", "--expect-reply"],
+    ));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "echo:2:from the client\n"

@@ -88,14 +88,9 @@ fn counter(counters: &str, label: &str) -> u64 {
 /// Publish `payload` on `node`'s answers subject as anyone may (`send --node`): no
 /// seal, no event behind it.
 fn send_to_node(nats: &Nats, node: &str, payload: &str) {
-    let out = Command::new(binary("evapi-client"))
-        .args(["--nats", &nats.url, "--node", node, "send", payload])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    evapi_tests::succeed(
+        Command::new(binary("evapi-client"))
+            .args(["--nats", &nats.url, "--node", node, "send", payload]),
     );
 }
 
@@ -601,14 +596,12 @@ fn listen_run_and_send_work_over_nats() {
             .contains("\"event\":\"suspend\""),
         "{seen}"
     );
-    let send = client(&["--node", "node-l", "send", r#"{"event":"hello"}"#])
-        .output()
-        .unwrap();
-    assert!(
-        send.status.success(),
-        "{}",
-        String::from_utf8_lossy(&send.stderr)
-    );
+    evapi_tests::succeed(&mut client(&[
+        "--node",
+        "node-l",
+        "send",
+        r#"{"event":"hello"}"#,
+    ]));
     let refused = client(&["send", r#"{"event":"hello"}"#]).output().unwrap();
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("needs --node"));
@@ -744,22 +737,10 @@ fn oversized_frames_from_nats_are_dropped_not_fatal() {
     let nats = Nats::start();
     let node = Node::with("node-o", &nats, &[], &["--max-frame", "65536"]);
     let big = format!(r#"{{"event":"{}"}}"#, "x".repeat(70_000));
-    let sent = Command::new(binary("evapi-client"))
-        .args([
-            "--nats",
-            &nats.url,
-            "--node",
-            "node-o",
-            "--max-frame",
-            "200000",
-        ])
-        .args(["send", &big])
-        .output()
-        .unwrap();
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
+    evapi_tests::succeed(
+        Command::new(binary("evapi-client"))
+            .args(["--nats", &nats.url, "--node", "node-o"])
+            .args(["--max-frame", "200000", "send", &big]),
     );
     // An app whose frames are smaller than the node's events watches in vain, alive.
     let mut tiny = Command::new(binary("evapi-client"));

@@ -7,18 +7,18 @@ use std::process::Command;
 use evapi_tests::{binary, require_tool};
 
 fn chromium(dir: &Path, args: &[&str], page: &Path) -> std::process::Output {
-    Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .args(args)
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("chromium runs")
+    evapi_tests::succeed(
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+            .args(args)
+            .arg(format!("file://{}", page.display())),
+    )
 }
 
 /// Width and height from a PNG's IHDR chunk.
@@ -37,27 +37,17 @@ fn the_html_report_renders_its_charts_in_a_browser_and_the_junit_file_is_valid()
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let (html, junit) = (dir.join("demo.html"), dir.join("demo.xml"));
-    let out = Command::new(binary("evapi-sim"))
-        .args(["demo", "--bind", "127.0.0.1:0", "--html"])
-        .arg(&html)
-        .arg("--junit")
-        .arg(&junit)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    evapi_tests::succeed(
+        Command::new(binary("evapi-sim"))
+            .args(["demo", "--bind", "127.0.0.1:0", "--html"])
+            .arg(&html)
+            .arg("--junit")
+            .arg(&junit),
     );
 
     // The browser's view of the page: the verdict and four charts, each an SVG with
     // its marks (bars are rects, curves polylines).
     let dom = chromium(&dir, &["--dump-dom"], &html);
-    assert!(
-        dom.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dom.stderr)
-    );
     let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(dom.contains("PASSED: 10000 requests"), "{dom}");
     for id in [
@@ -102,18 +92,13 @@ fn the_html_report_renders_its_charts_in_a_browser_and_the_junit_file_is_valid()
 
     // And a screenshot of it, at the size asked for.
     let shot = dir.join("demo.png");
-    let out = chromium(
+    chromium(
         &dir,
         &[
             "--window-size=900,2000",
             &format!("--screenshot={}", shot.display()),
         ],
         &html,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let png = std::fs::read(&shot).unwrap();
     assert_eq!(png_size(&png), (900, 2000));

@@ -141,18 +141,13 @@ with socket.create_connection(("127.0.0.1", {port})) as raw:
     assert!(wait_for(&notes, "message-received", PATIENCE).contains(r#""msg":"python""#));
 
     // Our own client binary with the same files and the token from the environment.
-    let out = Command::new(binary("evapi-client"))
-        .args(["--addr", &addr, "--tls-ca", "ca.pem"])
-        .args(["--tls-cert", "client.pem", "--tls-key", "client.key"])
-        .args(["send", "from-evapi-client"])
-        .env("EVAPI_TOKEN", &token)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    evapi_tests::succeed(
+        Command::new(binary("evapi-client"))
+            .args(["--addr", &addr, "--tls-ca", "ca.pem"])
+            .args(["--tls-cert", "client.pem", "--tls-key", "client.key"])
+            .args(["send", "from-evapi-client"])
+            .env("EVAPI_TOKEN", &token)
+            .current_dir(dir),
     );
     assert!(wait_for(&notes, "message-received", PATIENCE).contains(r#""msg":"from-evapi-client""#));
     // A wrong token: exit 2 and a one-line reason that does not show the token.

@@ -245,6 +245,22 @@ impl Drop for Kill {
     }
 }
 
+/// Run `cmd` to its end and return its output, which must say success: a failure
+/// shows the program's stderr.
+///
+/// # Panics
+///
+/// When the program cannot start or exits with an error.
+pub fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("the program starts");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The stdout lines of `child` as they come (a thread reads them).
 ///
 /// # Panics
