@@ -564,11 +564,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_app_is_closed_and_counted_refused_when_the_node_is_unreachable() {
-        // A port nothing listens on: bound, then closed.
-        let upstream = {
-            let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            gone.local_addr().unwrap().to_string()
-        };
+        // A port bound and never listening: connections to it are refused, and no
+        // other program can take it meanwhile.
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let upstream = held.local_addr().unwrap().to_string();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

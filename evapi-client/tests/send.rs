@@ -137,9 +137,17 @@ fn wait_retries_until_the_server_is_up() {
 /// with the last error, instead of retrying for ever.
 #[test]
 fn wait_gives_up_when_no_server_comes_in_time() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = free.local_addr().unwrap().to_string();
-    drop(free);
+    // Bound and never listening: connections are refused, and no other program can
+    // take the port meanwhile.
+    let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    held.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    let addr = held.local_addr().unwrap().as_socket().unwrap().to_string();
     let started = std::time::Instant::now();
     let out = std::process::Command::new(assert_cmd::cargo::cargo_bin!("evapi-client"))
         .args(["--addr", &addr, "--wait", "700ms", "send", "never"])
