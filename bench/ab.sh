@@ -13,18 +13,20 @@ root=$(git rev-parse --show-toplevel)
 work=${TMPDIR:-/tmp}/evapi-ab
 mkdir -p "$work"
 export CARGO_INCREMENTAL=0
+# The respond bench's package: evapi-client until the crates split, evapi-tests since.
+respond_pkg() { if [ -f "$1/tests/benches/respond.rs" ]; then echo evapi-tests; else echo evapi-client; fi; }
 for name in before after; do
   rev=${!name}
   dir=$work/$name
   git -C "$root" worktree remove --force "$dir" 2>/dev/null || true
   git -C "$root" worktree add --detach "$dir" "$rev" >/dev/null
   (cd "$dir" && CARGO_TARGET_DIR=$work/target-$name cargo bench --locked -p evapi-server --bench fanout --no-run -q)
-  (cd "$dir" && CARGO_TARGET_DIR=$work/target-$name cargo bench --locked -p evapi-client --bench respond --no-run -q)
+  (cd "$dir" && CARGO_TARGET_DIR=$work/target-$name cargo bench --locked -p "$(respond_pkg "$dir")" --bench respond --no-run -q)
 done
 for round in $(seq "$rounds"); do
   for name in before after; do
     echo "=== $name (${!name}) round $round"
     (cd "$work/$name" && CARGO_TARGET_DIR=$work/target-$name cargo bench --locked -q -p evapi-server --bench fanout -- --quick)
-    (cd "$work/$name" && CARGO_TARGET_DIR=$work/target-$name cargo bench --locked -q -p evapi-client --bench respond -- --quick)
+    (cd "$work/$name" && CARGO_TARGET_DIR=$work/target-$name cargo bench --locked -q -p "$(respond_pkg "$work/$name")" --bench respond -- --quick)
   done
 done

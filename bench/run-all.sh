@@ -28,7 +28,7 @@ quick=${QUICK:+--quick}
   cargo bench -q -p evapi-server --bench fanout -- $quick 2>/dev/null
   echo
   echo "## evapi-client: auto-responder"
-  cargo bench -q -p evapi-client --bench respond -- $quick 2>/dev/null
+  cargo bench -q -p evapi-tests --bench respond -- $quick 2>/dev/null
   echo
   echo "## evapi-sim: transaction table"
   cargo bench -q -p evapi-sim --bench tm 2>/dev/null

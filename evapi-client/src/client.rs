@@ -9,6 +9,8 @@ use bytes::Bytes;
 use evapi_proto::{CodecError, DecodeError, EncodeError, FrameCodec, Framing, DEFAULT_MAX_FRAME};
 use futures_util::{SinkExt, StreamExt};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::net::{TcpStream, UnixStream};
@@ -50,36 +52,42 @@ pub struct ClientConfig {
     /// message route answers with `evapi_set_tag`, say) is declared again after every
     /// reconnect. Not sent over NATS (the bridge holds the node's connection).
     pub hello: Option<Bytes>,
-    /// Set by [`ClientConfig::over_nats`].
-    #[cfg(feature = "nats")]
-    nats: Option<crate::nats::NatsRoute>,
+    /// Open connections with this instead of a socket (the address is then only a
+    /// name in messages); `None`: TCP, TLS or Unix socket as the address says. Call
+    /// [`ClientConfig::settle`] before the program exits.
+    pub connector: Option<Arc<dyn Connector>>,
 }
 
-#[cfg(feature = "nats")]
+/// A carrier other than a socket for [`Client`]s: given the framing and frame bound, it
+/// opens a stream that behaves like an evapi socket (an in-process pipe to a task, as
+/// the `evapi-nats` crate's NATS route does). Set on [`ClientConfig::connector`].
+pub trait Connector: fmt::Debug + Send + Sync {
+    /// Open one connection.
+    ///
+    /// # Errors
+    ///
+    /// The carrier cannot be reached or refuses the connection.
+    fn connect(
+        &self,
+        framing: Framing,
+        max_frame: usize,
+    ) -> Pin<Box<dyn Future<Output = Result<Io, ClientError>> + Send + '_>>;
+
+    /// Wait, at most `patience`, for the connections that are closed to finish their
+    /// work (the NATS route gives back the events its app took and did not answer).
+    /// Nothing to wait for by default.
+    fn settle(&self, patience: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let _ = patience;
+        Box::pin(std::future::ready(()))
+    }
+}
+
 impl ClientConfig {
-    /// Connections made with this configuration take apps' events from NATS instead of
-    /// a socket (each is an in-process pipe to the NATS side, see
-    /// [`crate::nats::app_io`]); the address is then only a name in messages. Call
-    /// [`ClientConfig::settle`] before the program exits.
-    #[must_use]
-    pub fn over_nats(mut self, app: crate::nats::AppConfig) -> Self {
-        self.nats = Some(crate::nats::NatsRoute::new(app));
-        self
-    }
-
-    /// Whether connections go over NATS ([`ClientConfig::over_nats`]).
-    #[must_use]
-    pub fn is_over_nats(&self) -> bool {
-        self.nats.is_some()
-    }
-
-    /// Wait, at most `patience`, for the NATS pipes of this configuration's connections
-    /// that are closed to finish: they give back the events their app took and did not
-    /// answer (redelivered at once instead of after the ack wait). Nothing to wait for
-    /// without NATS.
+    /// Wait, at most `patience`, for what this configuration's [`Connector`] still does
+    /// for closed connections. Nothing to wait for over sockets.
     pub async fn settle(&self, patience: Duration) {
-        if let Some(route) = &self.nats {
-            route.settle(patience).await;
+        if let Some(connector) = &self.connector {
+            connector.settle(patience).await;
         }
     }
 }
@@ -95,8 +103,7 @@ impl Default for ClientConfig {
             tls_server_name: None,
             token: None,
             hello: None,
-            #[cfg(feature = "nats")]
-            nats: None,
+            connector: None,
         }
     }
 }
@@ -318,9 +325,8 @@ impl Client {
             addr: addr.to_owned(),
             source,
         };
-        #[cfg(feature = "nats")]
-        if let Some(route) = &config.nats {
-            let io = route.connect(config.framing, config.max_frame).await?;
+        if let Some(connector) = &config.connector {
+            let io = connector.connect(config.framing, config.max_frame).await?;
             return Ok(Self {
                 addr: addr.to_owned(),
                 framed: Framed::new(io, FrameCodec::new(config.framing, config.max_frame)),

@@ -14,8 +14,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 
-pub use rustls;
-
 /// Why TLS settings could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -130,7 +130,7 @@ fn every_shell_block_in_the_docs_is_run_or_says_why_not() {
     }
     let sources: String = [
         "tests/e2e",
-        "evapi-client/tests",
+        "tests/client",
         "evapi-sim/tests",
         "evapi-server/tests",
     ]

@@ -1,0 +1,325 @@
+//! `evapi-client bridge`: the I/O around [`evapi_nats::bridge`]: NATS and the
+//! node connected (the node again after it closes), metrics, the exit line.
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use std::time::Duration;
+
+use super::shared::{final_code, node_name, IdArgs};
+use super::Ctx;
+use anyhow::Context as _;
+use evapi_client::{Backoff, Client, ClientConfig};
+use evapi_nats::{BridgeConfig, BridgeCounts, NatsOptions};
+use evapi_proto::IdFields;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// Join a node's evapi socket (--addr) to NATS JetStream: every event is published
+/// on evapi.NODE.events, every answer on evapi.NODE.answers is written back.
+///
+/// The node's socket is read at full speed whatever NATS does: events JetStream has
+/// not confirmed are held (and published again when NATS is back) up to
+/// --buffer-bytes; past it new events are shed, answered with --shed-code when set.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  evapi-client --addr 127.0.0.1:8448 bridge --nats nats://127.0.0.1:4222 --node sip-a
+  evapi-client bridge --nats tls://nats.example.com:4222 --nats-tls-ca ca.pem \\
+      --nats-creds bridge.creds --shed-code 503 --metrics 127.0.0.1:9101")]
+pub struct BridgeArgs {
+    /// Events published and awaiting JetStream's confirmation at once.
+    #[arg(long, env = "EVAPI_WINDOW", default_value_t = evapi_nats::DEFAULT_WINDOW)]
+    pub window: usize,
+    /// Bytes of events held while JetStream does not confirm them (NATS away); past
+    /// it new events are shed.
+    #[arg(long, env = "EVAPI_BUFFER_BYTES", default_value_t = evapi_nats::DEFAULT_BUFFER_BYTES)]
+    pub buffer_bytes: usize,
+    /// Bytes of answers from NATS waiting to be written to the node (a node that
+    /// reads slowly); past it answers go back to the stream for a second later, counted.
+    #[arg(long, env = "EVAPI_ANSWERS_BUFFER_BYTES", default_value_t = evapi_nats::DEFAULT_ANSWERS_BUFFER_BYTES)]
+    pub answers_buffer_bytes: usize,
+    /// Without --seal-key-file: for this long after it starts, the bridge writes
+    /// answers naming transactions it did not see (its predecessor may have published
+    /// them before a restart); later such answers are dropped as forged. 0s: never.
+    /// With a seal key it does not apply: such answers need the predecessor's seal.
+    #[arg(long, env = "EVAPI_PREDECESSOR_GRACE", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub predecessor_grace: Duration,
+    /// A file holding the node's seal key, a text line of at least 32 bytes, the same
+    /// for every bridge of the node (e.g. `head -c 32 /dev/urandom | base64`, chmod
+    /// 600): events are sealed (header Evapi-Seal, an HMAC of node, ids and deadline,
+    /// which apps copy onto their answers), and an answer naming a transaction is
+    /// written only with a valid seal, also after a restart.
+    #[arg(long, env = "EVAPI_SEAL_KEY_FILE", value_name = "FILE")]
+    pub seal_key_file: Option<std::path::PathBuf>,
+    /// How long an event is of use: the node's fr_inv_timer. Each event carries its
+    /// deadline (header Evapi-Deadline); past it the bridge drops it unpublished (and
+    /// sheds it before a live one) and apps skip it. 0s: no deadline.
+    #[arg(long, env = "EVAPI_EVENT_TTL", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub event_ttl: Duration,
+    /// Answer shed suspend events with this SIP code (e.g. 503) at once; without it
+    /// they wait for the node's own timer (fr_inv_timer).
+    #[arg(long, env = "EVAPI_SHED_CODE", value_parser = final_code)]
+    pub shed_code: Option<u16>,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi_text)]
+    pub metrics: Option<String>,
+    #[command(flatten)]
+    pub ids: IdArgs,
+}
+
+impl BridgeArgs {
+    /// Bridge until SIGINT or SIGTERM.
+    pub(crate) async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        let Some(options) = &ctx.nats else {
+            anyhow::bail!("bridge needs --nats URL (the NATS server to publish to)");
+        };
+        let mut bridge = BridgeConfig::new(node_name(ctx.node.clone())?);
+        bridge.window = self.window;
+        bridge.buffer_bytes = self.buffer_bytes;
+        bridge.answers_buffer_bytes = self.answers_buffer_bytes;
+        bridge.predecessor_grace = self.predecessor_grace;
+        if let Some(path) = &self.seal_key_file {
+            bridge.seal = Some(Arc::new(evapi_nats::seal::SealKey::from_file(path)?));
+        }
+        bridge.event_ttl = (!self.event_ttl.is_zero()).then_some(self.event_ttl);
+        bridge.stream = options.stream;
+        if let (Some(i), Some(l)) = (&self.ids.index_field, &self.ids.label_field) {
+            bridge.ids = evapi_proto::answer::AnswerReader::with_fields([IdFields::new(i, l)]);
+        }
+        bridge.shed = self.shed_code.map(|code| {
+            evapi_client::respond::Responder::with(code, None, Duration::ZERO, self.ids.matcher())
+        });
+        serve(
+            &ctx.node_addr,
+            &ctx.config,
+            options,
+            bridge,
+            self.metrics.as_deref(),
+        )
+        .await
+    }
+}
+
+/// Run the bridge until SIGINT/SIGTERM.
+async fn serve(
+    addr: &str,
+    config: &ClientConfig,
+    options: &NatsOptions,
+    bridge: BridgeConfig,
+    metrics: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let counts = Arc::new(BridgeCounts::default());
+    let stop = CancellationToken::new();
+    if let Some(metrics) = metrics {
+        let listener = tokio::net::TcpListener::bind(metrics)
+            .await
+            .with_context(|| format!("cannot listen on --metrics {metrics}"))?;
+        if let Ok(at) = listener.local_addr() {
+            eprintln!("evapi-client bridge: metrics on http://{at}/metrics");
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Metrics(Arc::clone(&counts))));
+        let api = evapi_ops::http::HttpApi::new(registry, None, None);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            evapi_ops::http::serve(listener, api, stop.cancelled_owned()).await;
+        });
+    }
+    let mut options = options.clone();
+    options.name = Some(format!("evapi bridge {}", bridge.node));
+    let nats = options.connect(Some(Arc::clone(&counts.link))).await?;
+    eprintln!(
+        "bridging {addr} as node {}: events on {}, answers on {}",
+        bridge.node,
+        evapi_nats::events_subject(&bridge.node),
+        evapi_nats::answers_subject(&bridge.node)
+    );
+    let forever = Backoff {
+        attempts: None,
+        ..Backoff::default()
+    };
+    // One watcher for the whole run, so a signal is never missed between phases; the
+    // bridge, told by `stop`, publishes what it holds (for up to 5 s) and returns.
+    let watcher = stop.clone();
+    tokio::spawn(async move {
+        evapi_ops::signal::terminated().await;
+        watcher.cancel();
+    });
+    let mut first = true;
+    let result = loop {
+        let node = if first {
+            Client::connect(addr, config).await
+        } else {
+            tokio::select! {
+                c = Client::connect_with_retry(addr, config, &forever) => c,
+                () = stop.cancelled() => break Ok(()),
+            }
+        };
+        first = false;
+        let node = match node {
+            Ok(node) => node,
+            Err(e) => break Err(anyhow::Error::from(e)),
+        };
+        let ended = evapi_nats::bridge(node, nats.clone(), &bridge, &counts, stop.clone()).await;
+        if stop.is_cancelled() {
+            break ended.map_err(Into::into);
+        }
+        match ended {
+            Ok(()) => warn!(addr, "the node closed the connection; reconnecting"),
+            Err(e) => warn!(addr, error = %e, "the bridge stopped; reconnecting"),
+        }
+    };
+    stop.cancel();
+    let c = &counts;
+    println!(
+        "bridged {} events ({} confirmed, {} retried, {} shed, {} expired, {} held), {} answers, {} dropped answers, {} refused answers, {} answers past the buffer, {} answers expired, {} answers redelivered, {} answers to a predecessor's events",
+        c.events.load(Ordering::Relaxed),
+        c.published.load(Ordering::Relaxed),
+        c.retries.load(Ordering::Relaxed),
+        c.shed.load(Ordering::Relaxed),
+        c.expired.load(Ordering::Relaxed),
+        c.buffered.load(Ordering::Relaxed),
+        c.answers.load(Ordering::Relaxed),
+        c.answers_dropped.load(Ordering::Relaxed),
+        c.answers_refused.load(Ordering::Relaxed),
+        c.answers_shed.load(Ordering::Relaxed),
+        c.answers_expired.load(Ordering::Relaxed),
+        c.answers_redelivered.load(Ordering::Relaxed),
+        c.answers_unverified.load(Ordering::Relaxed),
+    );
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The bridge's counters, read at scrape time.
+#[derive(Debug)]
+struct Metrics(Arc<BridgeCounts>);
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use evapi_ops::metrics::{counter, gauge};
+        let c = &self.0;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let e = &mut encoder;
+        counter(
+            e,
+            "evapi_bridge_events",
+            "Events read from the node and held for JetStream",
+            get(&c.events),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_published",
+            "Events JetStream confirmed",
+            get(&c.published),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_retries",
+            "Publications tried again after a failed confirmation",
+            get(&c.retries),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_shed",
+            "Events shed because the buffer was full",
+            get(&c.shed),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_shed_answered",
+            "Shed events answered with --shed-code",
+            get(&c.shed_answered),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_answers",
+            "Answers from NATS for the node",
+            get(&c.answers),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_answers_dropped",
+            "Answers from NATS too large for the node's framing, not written",
+            get(&c.answers_dropped),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_answers_refused",
+            "Answers from NATS naming a transaction the bridge is not waiting for (forged, second or late), not written",
+            get(&c.answers_refused),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_answers_shed",
+            "Answers from NATS given back to the stream for later past --answers-buffer-bytes (the node reads too slowly)",
+            get(&c.answers_shed),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_answers_expired",
+            "Answers dropped because the deadline of their event had passed (the call had ended at the node)",
+            get(&c.answers_expired),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_answers_redelivered",
+            "Answers JetStream delivered again (a bridge stopped before acknowledging them, one held them past the 5 s ack wait, or gave them back past --answers-buffer-bytes)",
+            get(&c.answers_redelivered),
+        )?;
+        gauge(
+            e,
+            "evapi_bridge_answers_buffered_bytes",
+            "Bytes of answers from NATS waiting for the node",
+            i64::try_from(get(&c.answers_buffered_bytes)).unwrap_or(i64::MAX),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_nats_disconnects",
+            "Times the NATS connection was lost",
+            get(&c.link.disconnects),
+        )?;
+        gauge(
+            e,
+            "evapi_bridge_buffered_bytes",
+            "Bytes of events JetStream has not confirmed yet",
+            i64::try_from(get(&c.buffered_bytes)).unwrap_or(i64::MAX),
+        )?;
+        gauge(
+            e,
+            "evapi_bridge_buffered_events",
+            "Events JetStream has not confirmed yet",
+            i64::try_from(get(&c.buffered)).unwrap_or(i64::MAX),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_events_expired",
+            "Events dropped unpublished because their deadline (--event-ttl) passed: their calls had ended",
+            get(&c.expired),
+        )?;
+        evapi_ops::metrics::gauge_f64(
+            e,
+            "evapi_bridge_oldest_held_seconds",
+            "How long the oldest event JetStream has not confirmed has waited (0: none)",
+            get(&c.oldest_held_ms) as f64 / 1000.0,
+        )?;
+        gauge(
+            e,
+            "evapi_bridge_nats_connected",
+            "1 while connected to NATS",
+            i64::from(c.link.connected.load(Ordering::Relaxed)),
+        )?;
+        gauge(
+            e,
+            "evapi_bridge_publishing_failing",
+            "1 while JetStream refuses or does not confirm publications (NATS away, or a cluster electing a stream leader: connected but not storing)",
+            i64::from(c.failing.load(Ordering::Relaxed)),
+        )?;
+        Ok(())
+    }
+}

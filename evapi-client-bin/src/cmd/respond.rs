@@ -1,0 +1,372 @@
+//! `evapi-client respond`: answer every suspend event, on sockets or over NATS.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use evapi_client::respond::{self, Counts, Responder, Stop};
+use evapi_client::{Client, ClientConfig, ReplyTemplate};
+use evapi_nats::NatsOptions;
+use tokio_util::sync::CancellationToken;
+
+use super::shared::{final_code, reason_phrase, IdArgs};
+use super::Ctx;
+
+/// Answer every suspend event (async relay) automatically; the load-test partner.
+#[derive(Debug, clap::Args)]
+pub struct RespondArgs {
+    /// SIP code to answer with.
+    #[arg(long, env = "EVAPI_CODE", default_value_t = 200, value_parser = final_code)]
+    pub code: u16,
+    /// Reason phrase (default: the code's usual phrase); one line, at most 128 bytes.
+    #[arg(long, env = "EVAPI_REASON", value_parser = reason_phrase)]
+    pub reason: Option<String>,
+    /// Answer template: JSON where "$tindex", "$tlabel", "$code", "$reason" and
+    /// "$some.path" (into the event) are replaced, and "${...}" inside strings.
+    #[arg(long, env = "EVAPI_REPLY", value_name = "TEMPLATE")]
+    pub reply: Option<String>,
+    /// Wait this long before each answer.
+    #[arg(long, env = "EVAPI_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub delay: Duration,
+    /// Answer every event within this long of its arrival: when the answer would come
+    /// later (--delay past it), --fallback-code goes at the deadline instead and the
+    /// late answer is dropped (counted, never sent). Choose it below the node's
+    /// fr_inv_timer.
+    #[arg(long, env = "EVAPI_DEADLINE", value_parser = humantime::parse_duration, requires = "fallback_code")]
+    pub deadline: Option<Duration>,
+    /// The fallback answer's SIP code (e.g. 503).
+    #[arg(long, env = "EVAPI_FALLBACK_CODE", value_parser = final_code, requires = "deadline")]
+    pub fallback_code: Option<u16>,
+    /// The fallback's reason phrase (default: the code's usual phrase).
+    #[arg(long, env = "EVAPI_FALLBACK_REASON", value_parser = reason_phrase, requires = "deadline")]
+    pub fallback_reason: Option<String>,
+    /// Over NATS: events in hand at once (taken, not yet answered), answered
+    /// concurrently (each after --delay); a slow app takes only this many, the rest go
+    /// to the other apps.
+    #[arg(long, env = "EVAPI_MAX_IN_FLIGHT", default_value_t = evapi_nats::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+    /// Connections to open (each answers what it receives).
+    #[arg(long, env = "EVAPI_CONNECTIONS", default_value_t = 1)]
+    pub connections: usize,
+    /// Exit after this many answers in all.
+    #[arg(long, env = "EVAPI_COUNT")]
+    pub count: Option<u64>,
+    /// Serve Prometheus metrics on this address (GET /metrics): answered, ignored,
+    /// invalid, expired, given back, fallbacks, events in hand.
+    #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi_text)]
+    pub metrics: Option<String>,
+    #[command(flatten)]
+    pub ids: IdArgs,
+}
+
+impl RespondArgs {
+    /// Answer until --count, SIGINT or SIGTERM; print the summary.
+    pub(crate) async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+        let mut responder = Responder::with(self.code, self.reason, self.delay, self.ids.matcher());
+        if let (Some(after), Some(code)) = (self.deadline, self.fallback_code) {
+            responder.deadline = Some(evapi_client::respond::Deadline {
+                after,
+                code,
+                reason: self
+                    .fallback_reason
+                    .unwrap_or_else(|| evapi_client::respond::reason_phrase(code).to_owned()),
+            });
+        }
+        if let Some(reply) = &self.reply {
+            responder.template = Some(ReplyTemplate::parse(reply)?);
+        }
+        let counts = Arc::new(Counts::default());
+        if let Some(at) = &self.metrics {
+            serve_metrics(at, Arc::clone(&counts)).await?;
+        }
+        match &ctx.nats {
+            Some(options) => {
+                over_nats(
+                    options,
+                    &responder,
+                    ctx.ack_wait,
+                    self.max_in_flight,
+                    self.count,
+                    counts,
+                )
+                .await
+            }
+            None if ctx.nodes.len() > 1 => {
+                on_nodes(&ctx.nodes, &ctx.config, responder, self.count, counts).await
+            }
+            None => {
+                on_sockets(
+                    &ctx.node_addr,
+                    &ctx.config,
+                    responder,
+                    self.connections.max(1),
+                    self.count,
+                    counts,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// One connection per node, each answering its own node's events and reconnected on
+/// its own when lost, until --count, SIGINT or SIGTERM.
+async fn on_nodes(
+    nodes: &[evapi_client::nodes::Node],
+    config: &ClientConfig,
+    responder: Responder,
+    count: Option<u64>,
+    counts: Arc<Counts>,
+) -> anyhow::Result<ExitCode> {
+    let responder = Arc::new(responder);
+    let remaining = count.map(|n| Arc::new(AtomicU64::new(n)));
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for node in nodes {
+        let (node, config, responder, counts, remaining, stop) = (
+            node.clone(),
+            config.clone(),
+            Arc::clone(&responder),
+            Arc::clone(&counts),
+            remaining.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            respond::serve_node(
+                &node,
+                &config,
+                &responder,
+                &counts,
+                remaining.as_deref(),
+                &stop,
+            )
+            .await
+        });
+    }
+    let mut signals = evapi_ops::signal::Signals::new();
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => { failure.get_or_insert(anyhow::Error::from(e)); stop.cancel(); }
+                Some(Err(e)) => { failure.get_or_insert(anyhow::anyhow!("responder task failed: {e}")); stop.cancel(); }
+            },
+            _ = signals.stop(), if !stop.is_cancelled() => stop.cancel(),
+        }
+    }
+    summary(&counts, started, &format!("{} node(s)", nodes.len()));
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn on_sockets(
+    addr: &str,
+    config: &ClientConfig,
+    responder: Responder,
+    connections: usize,
+    count: Option<u64>,
+    counts: Arc<Counts>,
+) -> anyhow::Result<ExitCode> {
+    let responder = Arc::new(responder);
+    let remaining = count.map(|n| Arc::new(AtomicU64::new(n)));
+    let stop = CancellationToken::new();
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(Client::connect(addr, config).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in clients {
+        let (responder, counts, remaining, stop) = (
+            Arc::clone(&responder),
+            Arc::clone(&counts),
+            remaining.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            respond::run(client, &responder, &counts, remaining.as_deref(), &stop).await
+        });
+    }
+    let mut failure = None;
+    let mut interrupted = false;
+    // SIGINT or SIGTERM: stop answering and print the summary.
+    let mut signals = evapi_ops::signal::Signals::new();
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(Stop::Done))) => {}
+                Some(Ok(Ok(Stop::Closed))) => {
+                    if !stop.is_cancelled() {
+                        failure.get_or_insert_with(|| anyhow::anyhow!("connection to {addr} closed by the server"));
+                    }
+                }
+                Some(Ok(Err(e))) => {
+                    failure.get_or_insert(e.into());
+                }
+                Some(Err(e)) => {
+                    failure.get_or_insert(anyhow::anyhow!("responder task failed: {e}"));
+                }
+            },
+            _ = signals.stop(), if !interrupted => {
+                interrupted = true;
+                stop.cancel();
+            }
+        }
+    }
+    let answered = summary(&counts, started, &format!("{connections} connection(s)"));
+    // Reaching --count, or Ctrl-C, is success even if the server then closed.
+    let reached = count.is_some_and(|n| answered >= n);
+    match failure {
+        Some(e) if !reached && !interrupted => Err(e),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn over_nats(
+    options: &NatsOptions,
+    responder: &Responder,
+    ack_wait: Duration,
+    max_in_flight: usize,
+    count: Option<u64>,
+    counts: Arc<Counts>,
+) -> anyhow::Result<ExitCode> {
+    let nats = options.connect(None).await?;
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let taking = evapi_nats::Taking {
+        ack_wait,
+        max_in_flight,
+        stream: options.stream,
+    };
+    let respond = evapi_nats::respond(nats, responder, taking, &counts, count, stop.clone());
+    tokio::pin!(respond);
+    let result = tokio::select! {
+        r = &mut respond => r,
+        // Stop taking, and wait for the answers sent to be confirmed (at most
+        // ANSWER_CONFIRM each; unconfirmed ones are given back).
+        () = evapi_ops::signal::terminated() => {
+            stop.cancel();
+            respond.await
+        }
+    };
+    let answered = counts.answered.load(Ordering::Relaxed);
+    println!(
+        "answered {answered}, ignored {}, invalid {}, expired {} over NATS in {:.2}s",
+        counts.ignored.load(Ordering::Relaxed),
+        counts.invalid.load(Ordering::Relaxed),
+        counts.expired.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+    );
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print the summary line of a run on `over` (its connections or nodes) since
+/// `started`; the answers.
+fn summary(counts: &Counts, started: Instant, over: &str) -> u64 {
+    let secs = started.elapsed().as_secs_f64();
+    let answered = counts.answered.load(Ordering::Relaxed);
+    println!(
+        "answered {answered}, ignored {}, invalid {} on {over} in {secs:.2}s ({:.0}/s){}",
+        counts.ignored.load(Ordering::Relaxed),
+        counts.invalid.load(Ordering::Relaxed),
+        answered as f64 / secs.max(1e-9),
+        fallbacks(counts),
+    );
+    answered
+}
+
+/// ", N with the fallback (the handler late)" when any went so.
+fn fallbacks(counts: &Counts) -> String {
+    match counts.fallback.load(Ordering::Relaxed) {
+        0 => String::new(),
+        n => format!(", {n} with the fallback (the handler late)"),
+    }
+}
+
+/// Serve the responder's counters as Prometheus metrics at `at` for as long as it runs.
+async fn serve_metrics(at: &str, counts: Arc<Counts>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .with_context(|| format!("cannot listen on --metrics {at}"))?;
+    // The address bound (port 0 picks one): scripts and tests read it here.
+    if let Ok(addr) = listener.local_addr() {
+        eprintln!("evapi-client respond: metrics on http://{addr}/metrics");
+    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(Metrics(counts)));
+    let api = evapi_ops::http::HttpApi::new(registry, None, None);
+    tokio::spawn(evapi_ops::http::serve(
+        listener,
+        api,
+        std::future::pending(),
+    ));
+    Ok(())
+}
+
+/// The responder's counters, read at scrape time.
+#[derive(Debug)]
+struct Metrics(Arc<Counts>);
+
+impl prometheus_client::collector::Collector for Metrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use evapi_ops::metrics::{counter, gauge};
+        let c = &self.0;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let e = &mut encoder;
+        counter(
+            e,
+            "evapi_respond_answered",
+            "Events answered (sent, and over NATS confirmed or not).",
+            get(&c.answered),
+        )?;
+        counter(
+            e,
+            "evapi_respond_ignored",
+            "Messages that were not suspend events.",
+            get(&c.ignored),
+        )?;
+        counter(
+            e,
+            "evapi_respond_invalid",
+            "Suspend events with ids that are not numbers, not answered.",
+            get(&c.invalid),
+        )?;
+        counter(
+            e,
+            "evapi_respond_expired",
+            "Events skipped unanswered over NATS: their deadline had passed.",
+            get(&c.expired),
+        )?;
+        counter(
+            e,
+            "evapi_respond_fallback",
+            "Events answered with --fallback-code: the handler would have missed --deadline.",
+            get(&c.fallback),
+        )?;
+        counter(
+            e,
+            "evapi_respond_given_back",
+            "Events given back to the work queue over NATS (stopping, or pulled and not started).",
+            get(&c.given_back),
+        )?;
+        gauge(
+            e,
+            "evapi_respond_in_flight",
+            "Events in hand over NATS now: taken, not yet answered and confirmed.",
+            i64::try_from(get(&c.in_flight)).unwrap_or(i64::MAX),
+        )?;
+        Ok(())
+    }
+}
