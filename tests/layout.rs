@@ -147,3 +147,76 @@ fn a_forbidden_arrow_is_named() {
     assert!(wrong[0].contains("evapi-client -> evapi-server (dev dependency)"));
     assert!(wrong[1].contains("evapi-new is not placed"));
 }
+
+/// Files of the binaries (their types are nobody's API).
+const BINARY_ONLY: &[&str] = &[
+    "evapi-client-bin/",
+    "evapi-sim/src/cmd/",
+    "evapi-sim/src/main.rs",
+    "evapi-sim/src/progress.rs",
+    "evapi-server/src/cli.rs",
+    "evapi-server/src/main.rs",
+];
+
+/// Names defined twice on purpose: the two definitions of one type under `cfg`.
+const SAME_TYPE_TWICE: &[&str] = &["TlsSetup"];
+
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("a source directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn no_two_public_types_of_the_libraries_share_a_name() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root");
+    let mut files = Vec::new();
+    for krate in ALLOWED.iter().map(|(name, _)| name) {
+        let src = root.join(krate).join("src");
+        if src.is_dir() {
+            rust_files(&src, &mut files);
+        }
+    }
+    let mut homes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in files {
+        let shown = file
+            .strip_prefix(root)
+            .expect("under the root")
+            .to_string_lossy()
+            .into_owned();
+        if BINARY_ONLY.iter().any(|b| shown.starts_with(b)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("a readable source");
+        for line in text.lines() {
+            let line = line.trim_start();
+            for kind in ["pub struct ", "pub enum ", "pub trait ", "pub type "] {
+                if let Some(rest) = line.strip_prefix(kind) {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    homes.entry(name).or_default().push(shown.clone());
+                }
+            }
+        }
+    }
+    let clashes: Vec<String> = homes
+        .iter()
+        .filter(|(name, files)| files.len() > 1 && !SAME_TYPE_TWICE.contains(&name.as_str()))
+        .map(|(name, files)| format!("{name}: {}", files.join(", ")))
+        .collect();
+    assert!(
+        clashes.is_empty(),
+        "one public name per idea (docs/architecture.md): rename one of each, or re-export \
+         it (`pub use`):\n{}",
+        clashes.join("\n")
+    );
+}

@@ -26,7 +26,7 @@ use crate::repl::{self, self as cmd, Command, COMMANDS};
 use anyhow::Context as _;
 use bytes::Bytes;
 use colored_json::ColorMode;
-use evapi_client::client::Backoff;
+use evapi_client::Backoff;
 use evapi_client::{Client, ClientConfig, SuspendMatcher};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -451,7 +451,7 @@ fn batch_loop(requests: &mpsc::Sender<Request>, printer: &PrintHandle) -> anyhow
     }
     printer.wait_all_written();
     Ok(if failed {
-        ExitCode::from(crate::cmd::EXIT_FAILED)
+        ExitCode::from(evapi_cli::exit::FAILED)
     } else {
         ExitCode::SUCCESS
     })

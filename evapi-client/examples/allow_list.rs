@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use evapi_client::app::{Answer, App, Event, Handler, Notice};
+use evapi_client::app::{App, Decision, Handler, Incoming, Notice};
 use evapi_client::nodes::Node;
 use evapi_client::ClientConfig;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +37,7 @@ struct AllowList {
 }
 
 impl Handler for AllowList {
-    async fn handle(&self, event: Event) -> Option<Answer> {
+    async fn handle(&self, event: Incoming) -> Option<Decision> {
         event.id?; // not a suspend event: nothing to decide
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         if self.slow_every.is_some_and(|every| n.is_multiple_of(every)) {
@@ -51,9 +51,9 @@ impl Handler for AllowList {
             .map(|list| list.iter().any(|d| from.contains(d.as_str())))
             .unwrap_or(false);
         Some(if denied {
-            Answer::with_reason(403, "Denied")
+            Decision::with_reason(403, "Denied")
         } else {
-            Answer::new(200)
+            Decision::new(200)
         })
     }
 
@@ -120,7 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let app = App::new(nodes, ClientConfig::default())
-        .deadline(DEADLINE, Answer::with_reason(503, "Decision Late"));
+        .deadline(DEADLINE, Decision::with_reason(503, "Decision Late"));
     let counters = app.counters();
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
@@ -135,14 +135,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     eprintln!("allow_list: serving");
     app.run(handler, stop).await;
-    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let c = counters.snapshot();
     println!(
         "events {}, answered {}, fallback {}, late {}, stale {}",
-        n(&counters.events),
-        n(&counters.answered),
-        n(&counters.fallback),
-        n(&counters.late),
-        n(&counters.stale)
+        c.events, c.answered, c.fallback, c.late, c.stale
     );
     Ok(())
 }

@@ -2,7 +2,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use evapi_client::app::{Answer, App, Event};
+use evapi_client::app::{App, Decision, Incoming};
 use evapi_client::{nodes::Node, ClientConfig};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -26,8 +26,8 @@ async fn main() {
     );
 
     // Every call gets an answer within 2 s: 503 when the handler is not done by then.
-    let app =
-        App::new(nodes, ClientConfig::default()).deadline(Duration::from_secs(2), Answer::new(503));
+    let app = App::new(nodes, ClientConfig::default())
+        .deadline(Duration::from_secs(2), Decision::new(503));
 
     // Ctrl-C or SIGTERM: finish the calls in hand, then leave.
     let stop = CancellationToken::new();
@@ -41,13 +41,13 @@ async fn main() {
         on_signal.cancel();
     });
 
-    let handler = move |event: Event| {
+    let handler = move |event: Incoming| {
         let deny = Arc::clone(&deny);
         async move {
             // `fu` is the caller (the From URI) in the node's event.
             let from = event.str("/fu").unwrap_or_default();
             let denied = deny.iter().any(|d| from.contains(d.as_str()));
-            Some(Answer::new(if denied { 403 } else { 200 }))
+            Some(Decision::new(if denied { 403 } else { 200 }))
         }
     };
     app.run(handler, stop).await;

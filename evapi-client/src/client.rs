@@ -17,6 +17,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 use tracing::{debug, info};
 
+use crate::backoff::Backoff;
 use crate::transport::{self, Io, ReadIo, WriteIo};
 
 /// Default for [`ClientConfig::connect_timeout`].
@@ -129,28 +130,6 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
-    }
-}
-
-/// Reconnect policy: wait `initial`, doubling up to `max`, for at most `attempts` tries
-/// (`None`: forever).
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    /// First wait.
-    pub initial: Duration,
-    /// Longest wait.
-    pub max: Duration,
-    /// Tries in all, the first included; `None` tries forever.
-    pub attempts: Option<u32>,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-            attempts: Some(10),
-        }
     }
 }
 
@@ -276,10 +255,9 @@ impl ClientError {
     }
 }
 
-/// First pause between attempts while [`ClientConfig::wait`] lasts; it doubles.
-const WAIT_RETRY_FIRST: Duration = Duration::from_millis(50);
-/// Longest pause between attempts while waiting for a server.
-const WAIT_RETRY_MAX: Duration = Duration::from_secs(1);
+/// Pauses between attempts while [`ClientConfig::wait`] lasts: 50 ms doubling up to 1 s
+/// (no jitter: one program waiting for its server).
+const WAIT_RETRY: Backoff = Backoff::doubling(Duration::from_millis(50), Duration::from_secs(1));
 
 /// A connection to an evapi socket.
 #[derive(Debug)]
@@ -296,7 +274,7 @@ impl Client {
     /// [`ClientError::Connect`] or [`ClientError::ConnectTimeout`] of the last attempt.
     pub async fn connect(addr: &str, config: &ClientConfig) -> Result<Self, ClientError> {
         let deadline = tokio::time::Instant::now() + config.wait;
-        let mut pause = WAIT_RETRY_FIRST;
+        let mut attempt = 1u32;
         loop {
             match Self::connect_once(addr, config).await {
                 Err(e) => {
@@ -305,10 +283,10 @@ impl Client {
                     if left.is_zero() {
                         return Err(e);
                     }
-                    let nap = pause.min(left);
+                    let nap = WAIT_RETRY.pause(attempt).min(left);
                     debug!(addr, error = %e, retry_in = ?nap, "not up yet, retrying");
                     tokio::time::sleep(nap).await;
-                    pause = (pause * 2).min(WAIT_RETRY_MAX);
+                    attempt = attempt.saturating_add(1);
                 }
                 done => return done,
             }
@@ -424,9 +402,9 @@ impl Client {
         loop {
             match Self::connect_once(addr, config).await {
                 Ok(client) => return Ok(client),
-                Err(e) if backoff.attempts.is_some_and(|n| attempt >= n) => return Err(e),
+                Err(e) if backoff.exhausted(attempt) => return Err(e),
                 Err(e) => {
-                    let wait = crate::nodes::jittered(backoff, attempt);
+                    let wait = backoff.jittered(attempt);
                     info!(addr, attempt, error = %e, retry_in = ?wait, "connect failed, retrying");
                     tokio::time::sleep(wait).await;
                     attempt += 1;

@@ -20,11 +20,13 @@
 //! (package `evapi-client-bin`: REPL, scripts, `top`).
 
 pub mod app;
+pub mod backoff;
 pub mod client;
 pub mod nodes;
 pub mod respond;
 pub mod suspend;
 pub mod transport;
 
-pub use client::{Backoff, Client, ClientConfig, ClientError, Connector, Reader, Secret, Writer};
+pub use backoff::Backoff;
+pub use client::{Client, ClientConfig, ClientError, Connector, Reader, Secret, Writer};
 pub use suspend::{ReplyTemplate, SuspendMatcher, Suspended};

@@ -3,9 +3,7 @@
 //! node has its own connection, reconnected on its own (jittered exponential backoff),
 //! and answers go back on the connection their event came on, never to another node.
 
-use std::time::Duration;
-
-use crate::client::Backoff;
+use crate::backoff::Backoff;
 
 /// A node: a name and its evapi socket's address, from `NAME=ADDR` or `ADDR` (the name
 /// is then the address).
@@ -126,20 +124,6 @@ impl<'a> Link<'a> {
     }
 }
 
-/// The wait before attempt `attempt` (1 = the second try) of `backoff`: doubling from
-/// `initial` up to `max`, then a random part of it taken off (up to half), so nodes
-/// and apps that lost the same server do not all come back in the same instant.
-#[must_use]
-pub fn jittered(backoff: &Backoff, attempt: u32) -> Duration {
-    let doubled = backoff
-        .initial
-        .checked_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .unwrap_or(backoff.max)
-        .min(backoff.max);
-    let keep = 0.5 + fastrand::f64() * 0.5;
-    doubled.mul_f64(keep)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,20 +153,5 @@ mod tests {
             Node::parse("sip-a=h:1", ok).unwrap().to_string(),
             "sip-a (h:1)"
         );
-    }
-
-    #[test]
-    fn backoff_doubles_to_its_cap_with_jitter_below_it() {
-        let b = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-            attempts: None,
-        };
-        for _ in 0..100 {
-            let first = jittered(&b, 1);
-            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-            let late = jittered(&b, 40);
-            assert!(late >= Duration::from_millis(2500) && late <= Duration::from_secs(5));
-        }
     }
 }

@@ -115,18 +115,18 @@ pub struct ReplyTemplate {
 /// A template that is not JSON.
 #[derive(Debug, thiserror::Error)]
 #[error("reply template is not valid JSON")]
-pub struct TemplateError(#[source] serde_json::Error);
+pub struct ReplyTemplateError(#[source] serde_json::Error);
 
 impl ReplyTemplate {
     /// Parse a template.
     ///
     /// # Errors
     ///
-    /// [`TemplateError`] when `text` is not JSON.
-    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+    /// [`ReplyTemplateError`] when `text` is not JSON.
+    pub fn parse(text: &str) -> Result<Self, ReplyTemplateError> {
         serde_json::from_str(text)
             .map(|template| Self { template })
-            .map_err(TemplateError)
+            .map_err(ReplyTemplateError)
     }
 
     /// The answer for `suspended`, as bytes to send.

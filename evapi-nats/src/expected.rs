@@ -21,7 +21,7 @@ pub const MAX_EXPECTED: usize = 262_144;
 
 /// What to do with an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Admission {
     /// It names a transaction the node suspended and nobody answered yet: write it.
     Expected,
     /// It names a transaction already answered: drop it.
@@ -73,17 +73,17 @@ impl Expected {
     }
 
     /// An answer naming `id` arrived at `now`: whether it may go to the node. The first
-    /// answer to an expected transaction is [`Verdict::Expected`]; every later one, for
-    /// as long as the age bound, is [`Verdict::Duplicate`].
-    pub fn answer(&mut self, id: TransactionId, now: Instant) -> Verdict {
+    /// answer to an expected transaction is [`Admission::Expected`]; every later one, for
+    /// as long as the age bound, is [`Admission::Duplicate`].
+    pub fn answer(&mut self, id: TransactionId, now: Instant) -> Admission {
         self.expire(now);
         match self.ids.get_mut(&id) {
             Some((_, answered @ false)) => {
                 *answered = true;
-                Verdict::Expected
+                Admission::Expected
             }
-            Some((_, true)) => Verdict::Duplicate,
-            None => Verdict::Unknown,
+            Some((_, true)) => Admission::Duplicate,
+            None => Admission::Unknown,
         }
     }
 
@@ -137,19 +137,19 @@ mod tests {
         let mut e = Expected::new(Duration::from_secs(120), 100);
         e.event(id(1, 10), t0);
         e.event(id(2, 20), t0);
-        assert_eq!(e.answer(id(9, 9), t0), Verdict::Unknown, "forged");
+        assert_eq!(e.answer(id(9, 9), t0), Admission::Unknown, "forged");
         assert_eq!(
             e.answer(id(1, 11), t0),
-            Verdict::Unknown,
+            Admission::Unknown,
             "right index, wrong label"
         );
-        assert_eq!(e.answer(id(1, 10), t0), Verdict::Expected);
+        assert_eq!(e.answer(id(1, 10), t0), Admission::Expected);
         assert_eq!(
             e.answer(id(1, 10), t0),
-            Verdict::Duplicate,
+            Admission::Duplicate,
             "a second answer"
         );
-        assert_eq!(e.answer(id(2, 20), t0), Verdict::Expected);
+        assert_eq!(e.answer(id(2, 20), t0), Admission::Expected);
     }
 
     #[test]
@@ -161,26 +161,26 @@ mod tests {
         let late = t0 + Duration::from_secs(121);
         assert_eq!(
             e.answer(id(1, 1), late),
-            Verdict::Unknown,
+            Admission::Unknown,
             "older than the bound"
         );
-        assert_eq!(e.answer(id(2, 2), late), Verdict::Expected);
+        assert_eq!(e.answer(id(2, 2), late), Admission::Expected);
         for n in 10..14 {
             e.event(id(n, n), late);
         }
         assert_eq!(e.len(), 3);
         assert_eq!(
             e.answer(id(10, 10), late),
-            Verdict::Unknown,
+            Admission::Unknown,
             "the oldest forgotten"
         );
         // An answered one is remembered as answered until its age is up.
-        assert_eq!(e.answer(id(13, 13), late), Verdict::Expected);
-        assert_eq!(e.answer(id(13, 13), late), Verdict::Duplicate);
+        assert_eq!(e.answer(id(13, 13), late), Admission::Expected);
+        assert_eq!(e.answer(id(13, 13), late), Admission::Duplicate);
         let later = late + Duration::from_secs(121);
-        assert_eq!(e.answer(id(13, 13), later), Verdict::Unknown);
+        assert_eq!(e.answer(id(13, 13), later), Admission::Unknown);
         e.event(id(13, 13), later);
-        assert_eq!(e.answer(id(13, 13), late), Verdict::Expected);
+        assert_eq!(e.answer(id(13, 13), late), Admission::Expected);
     }
 
     /// Kamailio reuses a (index, label) pair only for a new transaction: the same ids
@@ -190,11 +190,11 @@ mod tests {
         let t0 = Instant::now();
         let mut e = Expected::new(Duration::from_secs(120), 10);
         e.event(id(1, 1), t0);
-        assert_eq!(e.answer(id(1, 1), t0), Verdict::Expected);
+        assert_eq!(e.answer(id(1, 1), t0), Admission::Expected);
         e.event(id(1, 1), t0 + Duration::from_secs(1));
         assert_eq!(
             e.answer(id(1, 1), t0 + Duration::from_secs(2)),
-            Verdict::Expected
+            Admission::Expected
         );
     }
 }

@@ -38,10 +38,11 @@ pub mod expected;
 pub struct ScaleOutGuide;
 pub mod outbox;
 pub mod seal;
+pub mod untransacted;
 
 pub use app::{
-    app_io, confirm_answer, over_nats, respond, App, AppConfig, AppMode, Event, NatsRoute, Taking,
-    ANSWER_CONFIRM, DEFAULT_MAX_IN_FLIGHT, FLUSH_PATIENCE,
+    app_io, confirm_answer, over_nats, respond, AppConfig, AppMode, NatsApp, NatsEvent, NatsRoute,
+    Taking, ANSWER_CONFIRM, DEFAULT_MAX_IN_FLIGHT, FLUSH_PATIENCE,
 };
 pub use bridge::{
     bridge, BridgeConfig, BridgeCounts, DEFAULT_ANSWERS_BUFFER_BYTES, DEFAULT_BUFFER_BYTES,
@@ -193,7 +194,7 @@ pub struct NatsOptions {
 
 /// The state of a NATS connection, kept by its event callback: for logs and metrics.
 #[derive(Debug, Default)]
-pub struct Link {
+pub struct LinkStatus {
     /// Connected now.
     pub connected: AtomicBool,
     /// Times the connection was lost.
@@ -224,7 +225,10 @@ impl NatsOptions {
     ///
     /// [`NatsError::Setup`]: a credentials file that cannot be read, a refusal, or no
     /// server within the wait.
-    pub async fn connect(&self, link: Option<Arc<Link>>) -> Result<async_nats::Client, NatsError> {
+    pub async fn connect(
+        &self,
+        link: Option<Arc<LinkStatus>>,
+    ) -> Result<async_nats::Client, NatsError> {
         let link = link.unwrap_or_default();
         let servers = self.servers()?;
         let deadline = self.wait.map(|w| tokio::time::Instant::now() + w);
@@ -289,7 +293,10 @@ impl NatsOptions {
         Ok(servers)
     }
 
-    async fn options(&self, link: &Arc<Link>) -> Result<async_nats::ConnectOptions, NatsError> {
+    async fn options(
+        &self,
+        link: &Arc<LinkStatus>,
+    ) -> Result<async_nats::ConnectOptions, NatsError> {
         let mut opts = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             // Reconnect forever once connected; the bridge buffers meanwhile.

@@ -172,6 +172,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         500 => "Server Internal Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        513 => "Message Too Large",
         600 => "Busy Everywhere",
         603 => "Decline",
         c if c < 200 => "Provisional",

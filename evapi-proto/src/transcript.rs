@@ -296,7 +296,7 @@ pub enum TranscriptError {
     },
 }
 
-/// The longest line [`Reader`] accepts for frames of at most `max_frame` bytes:
+/// The longest line [`TranscriptReader`] accepts for frames of at most `max_frame` bytes:
 /// base64 grows a payload by 4/3, JSON escaping of text by up to 6 (`\u0001`); the
 /// rest of a line is small.
 #[must_use]
@@ -307,7 +307,7 @@ pub fn max_line(max_frame: usize) -> usize {
 /// Reads a transcript line by line, each line bounded (a corrupt or hostile file
 /// cannot make it buffer without end).
 #[derive(Debug)]
-pub struct Reader<R> {
+pub struct TranscriptReader<R> {
     input: R,
     header: Header,
     line: u64,
@@ -315,7 +315,7 @@ pub struct Reader<R> {
     buf: Vec<u8>,
 }
 
-impl<R: BufRead> Reader<R> {
+impl<R: BufRead> TranscriptReader<R> {
     /// Read the header of `input`; lines longer than `max` bytes are refused.
     ///
     /// # Errors
@@ -384,7 +384,7 @@ impl<R: BufRead> Reader<R> {
     }
 }
 
-impl<R: BufRead> Iterator for Reader<R> {
+impl<R: BufRead> Iterator for TranscriptReader<R> {
     type Item = Result<Entry, TranscriptError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -448,7 +448,7 @@ mod tests {
         for e in &entries {
             bytes.extend(line(e).unwrap());
         }
-        let reader = Reader::new(&bytes[..], 1 << 20).unwrap();
+        let reader = TranscriptReader::new(&bytes[..], 1 << 20).unwrap();
         assert_eq!(reader.header().framing, Framing::Bare);
         let back: Vec<Entry> = reader.map(Result::unwrap).collect();
         assert_eq!(back, entries);
@@ -469,7 +469,7 @@ mod tests {
             r#"{"kind":"raw","t":30,"conn":1,"from":"app","error":"bad netstring","text":"zz"}"#,
             r#"{"kind":"close","t":40,"conn":1,"by":"node"}"#,
         ]);
-        let entries: Vec<Entry> = Reader::new(&text[..], 4096)
+        let entries: Vec<Entry> = TranscriptReader::new(&text[..], 4096)
             .unwrap()
             .map(Result::unwrap)
             .collect();
@@ -482,7 +482,7 @@ mod tests {
         let doc = include_str!("../../docs/transcript.md");
         let start = doc.find("```json\n").expect("an example") + "```json\n".len();
         let example = &doc[start..start + doc[start..].find("```").expect("its end")];
-        let reader = Reader::new(example.as_bytes(), 4096).unwrap();
+        let reader = TranscriptReader::new(example.as_bytes(), 4096).unwrap();
         assert_eq!(reader.header().source, "proxy");
         let kinds: Vec<Entry> = reader.map(Result::unwrap).collect();
         assert_eq!(kinds.len(), 4);
@@ -491,13 +491,13 @@ mod tests {
 
     #[test]
     fn bad_files_are_refused_with_the_line() {
-        let err = Reader::new(&b"{\"kind\":\"open\"}\n"[..], 4096).unwrap_err();
+        let err = TranscriptReader::new(&b"{\"kind\":\"open\"}\n"[..], 4096).unwrap_err();
         assert!(err.to_string().contains("not an evapi transcript"), "{err}");
         let newer = HEADER.replace("\"version\":1", "\"version\":9");
-        let err = Reader::new(&file(&[&newer])[..], 4096).unwrap_err();
+        let err = TranscriptReader::new(&file(&[&newer])[..], 4096).unwrap_err();
         assert!(matches!(err, TranscriptError::Version(9)), "{err}");
         let text = file(&[HEADER, "{\"kind\":\"frame\",\"t\":\"soon\"}"]);
-        let err = Reader::new(&text[..], 4096)
+        let err = TranscriptReader::new(&text[..], 4096)
             .unwrap()
             .next()
             .unwrap()
@@ -508,7 +508,7 @@ mod tests {
             "x".repeat(5000)
         );
         let text = file(&[HEADER, &long]);
-        let err = Reader::new(&text[..], 4096)
+        let err = TranscriptReader::new(&text[..], 4096)
             .unwrap()
             .next()
             .unwrap()

@@ -403,7 +403,7 @@ async fn pump(
 mod tests {
     use super::*;
     use crate::recorder::RecorderConfig;
-    use evapi_proto::transcript::Reader;
+    use evapi_proto::transcript::TranscriptReader;
 
     /// The proxy's settings in these tests: netstring, a 2 s connect timeout, no idle
     /// timeout.
@@ -489,7 +489,7 @@ mod tests {
         recorder.finish().await.unwrap();
 
         let file = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
-        let entries: Vec<Entry> = Reader::new(file, 1 << 16)
+        let entries: Vec<Entry> = TranscriptReader::new(file, 1 << 16)
             .unwrap()
             .map(Result::unwrap)
             .collect();

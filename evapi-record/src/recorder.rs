@@ -456,7 +456,7 @@ fn open_part(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evapi_proto::transcript::{Payload, Reader, Side};
+    use evapi_proto::transcript::{Payload, Side, TranscriptReader};
     use std::path::Path;
 
     fn config(dir: &Path, rotate_bytes: u64, buffer_bytes: usize) -> RecorderConfig {
@@ -491,7 +491,7 @@ mod tests {
 
     fn read(path: &Path) -> Vec<Entry> {
         let file = std::io::BufReader::new(File::open(path).unwrap());
-        Reader::new(file, 1 << 20)
+        TranscriptReader::new(file, 1 << 20)
             .unwrap()
             .map(Result::unwrap)
             .collect()

@@ -6,7 +6,7 @@ use evapi_server::{ClientEnv, EventRoutes, Handle, Target};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::router::Delivery;
+use crate::router::Fanout;
 
 /// Messages from apps waiting for the transaction owner; when full, the server's
 /// worker waits (and reading from apps pauses), so nothing is lost.
@@ -63,11 +63,11 @@ pub fn set_tag(handle: &Handle, client: &ClientEnv, tag: &str) -> bool {
 }
 
 /// Hand `event` to the evapi server as the route says; whether any app got it.
-pub fn deliver(handle: &Handle, to: Delivery<'_>, event: &[u8]) -> bool {
+pub fn deliver(handle: &Handle, to: Fanout<'_>, event: &[u8]) -> bool {
     let sent = match to {
-        Delivery::All => handle.relay(event),
-        Delivery::Multicast(tag) => handle.multicast(event, tag),
-        Delivery::Unicast { tag, policy, key } => {
+        Fanout::All => handle.relay(event),
+        Fanout::Multicast(tag) => handle.multicast(event, tag),
+        Fanout::Unicast { tag, policy, key } => {
             handle.unicast_by(event, tag, policy, Some(key.as_bytes()))
         }
     };

@@ -29,7 +29,7 @@ use crate::ist::{Invite, IstCounters, Transmit, TxKey, UasTransactions};
 use crate::metrics::SimMetrics;
 use crate::report::RunStats;
 use crate::request::Request;
-use crate::router::{Delivery, Message, Router, RouterConfig, RouterCounters};
+use crate::router::{Fanout, Message, Router, RouterConfig, RouterCounters};
 use crate::sip;
 
 /// Settings of the SIP transaction layer.
@@ -43,7 +43,17 @@ pub struct SipSettings {
     /// When a 100 Trying goes out if the final response is not there (see
     /// [`UasTransactions::set_trying_after`]).
     pub trying_after: std::time::Duration,
+    /// Longest request taken, in bytes: a longer one is answered 513 Message Too Large
+    /// at once, statelessly, and counted; it makes no transaction and no event. What a
+    /// transaction holds (its headers, kept until its final response, and the
+    /// response, kept through its timers) is a small multiple of its request, so this
+    /// and `--max-transactions` bound the table's bytes.
+    pub max_request_bytes: usize,
 }
+
+/// Default [`SipSettings::max_request_bytes`]: 8 KiB, several times a real INVITE with
+/// its SDP (0.5 to 2 KB), well under UDP's 64 KiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024;
 
 /// What happened, printed at the end.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -52,6 +62,8 @@ pub struct UasCounters {
     pub requests: BTreeMap<String, u64>,
     /// Datagrams that were not valid requests.
     pub malformed: u64,
+    /// Requests longer than [`SipSettings::max_request_bytes`], answered 513.
+    pub too_large: u64,
     /// The SIP transaction layer.
     #[serde(flatten)]
     pub sip: IstCounters,
@@ -79,6 +91,8 @@ pub struct Front {
     ist: UasTransactions,
     requests: BTreeMap<String, u64>,
     malformed: u64,
+    too_large: u64,
+    max_request_bytes: usize,
     stats: RunStats,
     /// Published to when metrics are served.
     metrics: Option<SimMetrics>,
@@ -96,6 +110,8 @@ impl Front {
             ist,
             requests: BTreeMap::new(),
             malformed: 0,
+            too_large: 0,
+            max_request_bytes: sip.max_request_bytes,
             stats: RunStats::new(now),
             metrics: None,
         }
@@ -113,8 +129,19 @@ impl Front {
         now: Instant,
         data: &[u8],
         peer: SocketAddr,
-        deliver: &mut dyn FnMut(Delivery<'_>, &[u8]) -> bool,
+        deliver: &mut dyn FnMut(Fanout<'_>, &[u8]) -> bool,
     ) {
+        if data.len() > self.max_request_bytes {
+            // Nothing of it is kept: one stateless 513, no transaction, no event.
+            if let Some(req) = sip::parse_for_reply(data) {
+                self.too_large += 1;
+                debug!(%peer, bytes = data.len(), max = self.max_request_bytes, "request too large, answered 513");
+                self.ist.stateless(&req, 513, peer);
+            } else {
+                self.malformed += 1;
+            }
+            return;
+        }
         let req = match sip::parse(data) {
             Ok(req) => req,
             Err(e) => {
@@ -163,7 +190,7 @@ impl Front {
             }
             "MESSAGE" => {
                 let event = self.router.render(&Request::from_sip(&req, peer));
-                if !deliver(Delivery::All, event) {
+                if !deliver(Fanout::All, event) {
                     self.router.undelivered(now, None);
                 }
                 self.ist.stateless(&req, 200, peer);
@@ -229,6 +256,7 @@ impl Front {
         UasCounters {
             requests: self.requests,
             malformed: self.malformed,
+            too_large: self.too_large,
             sip: self.ist.counters(),
             routing: self.router.counters().clone(),
             kernel_drops,
@@ -236,6 +264,53 @@ impl Front {
             timeline,
             per_app,
         }
+    }
+}
+
+/// The SIP front's health checks and its summary for people (its HTML page: `pages`).
+impl UasCounters {
+    /// The health checks of a load test, as `(what, count)`: each should be 0.
+    #[must_use]
+    pub fn checks(&self) -> [(&'static str, u64); 6] {
+        [
+            ("kernel drops", self.kernel_drops.unwrap_or(0)),
+            ("timeouts", self.routing.timeouts),
+            ("refused continues", self.routing.refused_total()),
+            ("invalid answers", self.routing.invalid_answers),
+            ("undelivered events", self.routing.undelivered),
+            ("unacknowledged finals", self.sip.unacked),
+        ]
+    }
+
+    /// A table for people.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::from("evapi-sim sip: counters\n");
+        for (m, n) in &self.requests {
+            let _ = writeln!(s, "  {m:<24} {n:>8}");
+        }
+        for (c, n) in &self.routing.finals {
+            let _ = writeln!(s, "  final {c:<18} {n:>8}");
+        }
+        let rows = [
+            ("busy (503)", self.routing.busy),
+            ("no app", self.routing.no_app),
+            ("retransmissions", self.sip.retransmissions),
+            ("final retransmits", self.sip.final_retransmits),
+            ("unacknowledged finals", self.sip.unacked),
+            ("timeouts", self.routing.timeouts),
+            ("refused continues", self.routing.refused_total()),
+            ("invalid answers", self.routing.invalid_answers),
+            ("undelivered events", self.routing.undelivered),
+            ("malformed", self.malformed),
+            ("too large (513)", self.too_large),
+            ("kernel drops", self.kernel_drops.unwrap_or(0)),
+        ];
+        for (what, n) in rows {
+            let _ = writeln!(s, "  {what:<24} {n:>8}");
+        }
+        s
     }
 }
 
@@ -274,6 +349,7 @@ mod tests {
             final_retransmits: 2,
             retry_after: Some(5),
             trying_after: Duration::from_millis(200),
+            max_request_bytes: 4096,
         };
         Front::new(router, sip, t0)
     }
@@ -328,7 +404,7 @@ mod tests {
     }
 
     impl Apps {
-        fn deliver(&mut self) -> impl FnMut(Delivery<'_>, &[u8]) -> bool + '_ {
+        fn deliver(&mut self) -> impl FnMut(Fanout<'_>, &[u8]) -> bool + '_ {
             |_, event| {
                 if self.up {
                     self.events
@@ -396,6 +472,30 @@ mod tests {
         // The app's late answer finds the transaction ended.
         let _ = f.message(t0, &app(), &answer(&apps.events[0], 200));
         assert!(sent(&mut f, t0).is_empty());
+    }
+
+    /// Issue 34: 12,000 INVITEs of 63 KB (a 21 KB Call-ID, branch and From tag) grew
+    /// the simulator to 2.26 GB; past --max-request-bytes a request keeps nothing.
+    #[test]
+    fn a_request_past_the_byte_bound_gets_513_and_keeps_nothing() {
+        let t0 = Instant::now();
+        let mut f = front(None, t0);
+        let mut apps = Apps {
+            up: true,
+            ..Apps::default()
+        };
+        let big = "x".repeat(5000);
+        let invite = request("INVITE", &big, "INVITE");
+        assert!(invite.len() > 4096);
+        f.datagram(t0, &invite, peer(), &mut apps.deliver());
+        assert_eq!(sent(&mut f, t0), ["SIP/2.0 513 Message Too Large"]);
+        assert!(apps.events.is_empty(), "no event");
+        assert!(!f.ist.knows(&crate::ist::key(&sip::parse(&invite).unwrap())));
+        // A small one is a call as any other.
+        request_to(&mut f, &mut apps, t0, "INVITE", "a", "INVITE");
+        assert_eq!(apps.events.len(), 1);
+        let done = f.finish(None);
+        assert_eq!((done.too_large, done.malformed), (1, 0));
     }
 
     #[test]

@@ -34,7 +34,7 @@ const SERIES: [RGBColor; 8] = [
 
 /// A table of the page.
 #[derive(Debug, Clone, Default)]
-pub struct Table {
+pub struct PageTable {
     /// Its caption.
     pub caption: String,
     /// Column names.
@@ -53,9 +53,9 @@ pub struct Page {
     /// One line under the title.
     pub summary: String,
     /// Outcome tables (above the charts).
-    pub tables: Vec<Table>,
+    pub tables: Vec<PageTable>,
     /// Long tables (the differences), below the charts.
-    pub details: Vec<Table>,
+    pub details: Vec<PageTable>,
     /// Latency series, named (e.g. "recorded", "replayed").
     pub latency: Vec<(String, Latency)>,
     /// Counts per bin of `bin_ms` milliseconds since the start, one series per label
@@ -134,7 +134,7 @@ pub fn render(page: &Page) -> String {
     }
     out.push_str(&tables(&page.details));
     if !page.provenance.is_empty() {
-        let made = Table {
+        let made = PageTable {
             caption: "How this report was made".to_owned(),
             header: vec!["what".to_owned(), "value".to_owned()],
             rows: page
@@ -171,7 +171,7 @@ fn latency(out: &mut String, latency: &[(String, Latency)]) {
     );
     // Milliseconds, as on the charts: one time unit on the page.
     let ms = |us: u64| format!("{:.3} ms", us as f64 / 1000.0);
-    let mut table = Table {
+    let mut table = PageTable {
         caption: "Answer latency".into(),
         header: ["series", "count", "p50", "p90", "p99", "p99.9", "max"]
             .map(String::from)
@@ -223,7 +223,7 @@ fn capitalised(text: &str) -> String {
         .unwrap_or_default()
 }
 
-fn tables(tables: &[Table]) -> String {
+fn tables(tables: &[PageTable]) -> String {
     let mut out = String::new();
     for table in tables {
         let _ = write!(
@@ -566,7 +566,7 @@ mod tests {
             passed: false,
             summary: "1 different".into(),
             details: Vec::new(),
-            tables: vec![Table {
+            tables: vec![PageTable {
                 caption: "Verdicts".into(),
                 header: vec!["verdict".into(), "count".into()],
                 rows: vec![vec!["matched".into(), "3".into()]],

@@ -37,6 +37,7 @@ pub mod ist;
 pub mod junit;
 pub mod load;
 mod metrics;
+mod pages;
 pub mod replay;
 pub mod report;
 pub mod request;

@@ -6,13 +6,13 @@
 
 use std::sync::atomic::AtomicU64;
 
-use evapi_client::respond::{self, Counts, Responder as Answerer};
+use evapi_client::respond::{self, Counts, Responder};
 use evapi_client::{Client, ClientConfig, ClientError, SuspendMatcher};
 use evapi_proto::IdFields;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::scenario::Responder;
+use crate::scenario::BuiltinApp;
 
 /// Connect one built-in responder and run it until `stop` or its own end.
 ///
@@ -20,7 +20,7 @@ use crate::scenario::Responder;
 ///
 /// The connection fails.
 pub async fn run(
-    spec: Responder,
+    spec: BuiltinApp,
     addr: String,
     config: ClientConfig,
     ids: IdFields,
@@ -30,17 +30,17 @@ pub async fn run(
     let matcher = SuspendMatcher::with_fields(ids);
     let counts = Counts::default();
     match spec {
-        Responder::Answer {
+        BuiltinApp::Answer {
             code,
             reason,
             delay,
             tag,
         } => {
             register(&mut client, tag.as_deref()).await?;
-            let answerer = Answerer::with(code, reason, delay, matcher);
+            let answerer = Responder::with(code, reason, delay, matcher);
             respond::run(client, &answerer, &counts, None, &stop).await?;
         }
-        Responder::Silent { tag } => {
+        BuiltinApp::Silent { tag } => {
             register(&mut client, tag.as_deref()).await?;
             loop {
                 tokio::select! {
@@ -49,15 +49,15 @@ pub async fn run(
                 }
             }
         }
-        Responder::Disconnect { after, code } => {
-            let answerer = Answerer::with(code, None, std::time::Duration::ZERO, matcher);
+        BuiltinApp::Disconnect { after, code } => {
+            let answerer = Responder::with(code, None, std::time::Duration::ZERO, matcher);
             let budget = AtomicU64::new(after);
             // Its own token: reaching the budget ends this responder only.
             let own = stop.child_token();
             respond::run(client, &answerer, &counts, Some(&budget), &own).await?;
             debug!(after, "disconnecting as the scenario says");
         }
-        Responder::Garbage => {
+        BuiltinApp::Garbage => {
             let garbage: [&[u8]; 3] = [
                 b"this is not JSON",
                 br#"{"tindex":"not a number","tlabel":1,"code":200}"#,
@@ -90,13 +90,13 @@ async fn register(client: &mut Client, tag: Option<&str>) -> Result<(), ClientEr
 
 /// Responders that register a tag.
 #[must_use]
-pub fn tagged(specs: &[Responder]) -> usize {
+pub fn tagged(specs: &[BuiltinApp]) -> usize {
     specs
         .iter()
         .filter(|s| {
             matches!(
                 s,
-                Responder::Answer { tag: Some(_), .. } | Responder::Silent { tag: Some(_) }
+                BuiltinApp::Answer { tag: Some(_), .. } | BuiltinApp::Silent { tag: Some(_) }
             )
         })
         .count()

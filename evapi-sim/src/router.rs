@@ -21,14 +21,52 @@ use std::time::{Duration, Instant};
 
 use evapi_proto::{check_reason, AnswerError, AnswerReader, TransactionId, Verdict};
 use evapi_server::{ClientEnv, UnicastPolicy};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use crate::request::Request;
-use crate::scenario::{Action, Outcome};
 use crate::template::{EvapiEnv, Template, Vars};
 use crate::tm::{Expired, Refusal, Table, TmConfig};
+
+/// Kamailio routing actions for the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// `evapi_relay`, then reply at once (fire and forget).
+    Relay,
+    /// `evapi_async_relay`: suspend, relay to all clients.
+    #[default]
+    AsyncRelay,
+    /// `evapi_async_multicast`: suspend, relay to clients with the tag.
+    AsyncMulticast,
+    /// `evapi_async_unicast`: suspend, relay to the first client with the tag.
+    AsyncUnicast,
+}
+
+impl Action {
+    /// The name used in scenario files.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Relay => "relay",
+            Action::AsyncRelay => "async_relay",
+            Action::AsyncMulticast => "async_multicast",
+            Action::AsyncUnicast => "async_unicast",
+        }
+    }
+}
+
+/// An outcome that an answer's `action` maps to.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Outcome {
+    /// Final code.
+    pub code: u16,
+    /// Reason phrase.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
 
 /// Invalid answers logged at warn level before the rest go to debug: enough to see the
 /// mistake, not a log line per call when an app answers everything wrongly.
@@ -69,7 +107,7 @@ pub struct RouterConfig {
 
 /// Where an event goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery<'a> {
+pub enum Fanout<'a> {
     /// Every connected app (`evapi_relay`, `evapi_async_relay`).
     All,
     /// Every app with this tag (`evapi_async_multicast`).
@@ -93,7 +131,7 @@ pub struct Relay<'a> {
     /// The transaction created for it.
     pub id: TransactionId,
     /// Recipients.
-    pub to: Delivery<'a>,
+    pub to: Fanout<'a>,
     /// The rendered event.
     pub event: &'a [u8],
 }
@@ -284,12 +322,12 @@ impl<T: Clone> Router<T> {
         }
         let tag = self.config.tag.as_deref().unwrap_or_default();
         let to = match self.config.action {
-            Action::Relay | Action::AsyncRelay => Delivery::All,
-            Action::AsyncMulticast => Delivery::Multicast(tag),
+            Action::Relay | Action::AsyncRelay => Fanout::All,
+            Action::AsyncMulticast => Fanout::Multicast(tag),
             Action::AsyncUnicast => {
                 self.key.clear();
                 self.key.push_str(&request.call_id);
-                Delivery::Unicast {
+                Fanout::Unicast {
                     tag,
                     policy: self.config.unicast_policy,
                     key: &self.key,
@@ -572,7 +610,7 @@ mod tests {
         let t0 = Instant::now();
         let mut r: Router<u32> = Router::new(config(DOC_EVENT, Action::AsyncRelay));
         let relay = r.request(t0, &invite(1), 7);
-        assert_eq!(relay.to, Delivery::All);
+        assert_eq!(relay.to, Fanout::All);
         let answer = mirror(relay.event, 486, None);
         let id = relay.id;
         let t1 = t0 + Duration::from_millis(3);
@@ -683,14 +721,14 @@ mod tests {
         );
         assert_eq!(
             r.request(t0, &invite(1), ()).to,
-            Delivery::Unicast {
+            Fanout::Unicast {
                 tag: "app",
                 policy: UnicastPolicy::First,
                 key: "call-1"
             }
         );
         let mut m: Router<()> = Router::new(config(DEFAULT_EVENT, Action::AsyncMulticast));
-        assert_eq!(m.request(t0, &invite(1), ()).to, Delivery::Multicast("app"));
+        assert_eq!(m.request(t0, &invite(1), ()).to, Fanout::Multicast("app"));
     }
 
     #[test]

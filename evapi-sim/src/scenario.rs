@@ -11,6 +11,7 @@ use evapi_server::UnicastPolicy;
 use serde::{Deserialize, Deserializer};
 
 use crate::router::RouterConfig;
+pub use crate::router::{Action, Outcome};
 use crate::template::Template;
 use crate::tm::{TmConfig, DEFAULT_FR_INV_TIMER, DEFAULT_FR_TIMER, DEFAULT_TIMEOUT_CODE};
 
@@ -38,7 +39,7 @@ pub struct Scenario {
     pub answers: Answers,
     /// Built-in apps, real evapi clients over TCP.
     #[serde(default)]
-    pub responders: Vec<Responder>,
+    pub responders: Vec<BuiltinApp>,
     /// Outside apps to wait for before the traffic starts.
     #[serde(default)]
     pub external: usize,
@@ -121,34 +122,6 @@ impl Default for Traffic {
     }
 }
 
-/// Kamailio routing actions for the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// `evapi_relay`, then reply at once (fire and forget).
-    Relay,
-    /// `evapi_async_relay`: suspend, relay to all clients.
-    #[default]
-    AsyncRelay,
-    /// `evapi_async_multicast`: suspend, relay to clients with the tag.
-    AsyncMulticast,
-    /// `evapi_async_unicast`: suspend, relay to the first client with the tag.
-    AsyncUnicast,
-}
-
-impl Action {
-    /// The name used in scenario files.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Relay => "relay",
-            Action::AsyncRelay => "async_relay",
-            Action::AsyncMulticast => "async_multicast",
-            Action::AsyncUnicast => "async_unicast",
-        }
-    }
-}
-
 /// The routing script.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -190,17 +163,6 @@ fn policy<'de, D: Deserializer<'de>>(d: D) -> Result<UnicastPolicy, D::Error> {
             "unicast_policy {name:?}: expected first, round-robin, least-queued or hash"
         ))
     })
-}
-
-/// An outcome that an answer's `action` maps to.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Outcome {
-    /// Final code.
-    pub code: u16,
-    /// Reason phrase.
-    #[serde(default)]
-    pub reason: Option<String>,
 }
 
 /// How the app's answers are read.
@@ -258,7 +220,7 @@ impl Answers {
 /// A built-in app.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
-pub enum Responder {
+pub enum BuiltinApp {
     /// Answer every suspend with `code` after `delay`.
     Answer {
         /// SIP code.
@@ -489,7 +451,7 @@ impl Scenario {
         for (i, r) in self.responders.iter().enumerate() {
             let at = format!("responders[{i}]");
             match r {
-                Responder::Answer {
+                BuiltinApp::Answer {
                     code: c,
                     reason: why,
                     tag,
@@ -499,9 +461,9 @@ impl Scenario {
                     reason(&format!("{at}.reason"), why.as_deref())?;
                     check_tag(&at, tag.as_deref())?;
                 }
-                Responder::Disconnect { code: c, .. } => code(&format!("{at}.code"), *c)?,
-                Responder::Silent { tag } => check_tag(&at, tag.as_deref())?,
-                Responder::Garbage => {}
+                BuiltinApp::Disconnect { code: c, .. } => code(&format!("{at}.code"), *c)?,
+                BuiltinApp::Silent { tag } => check_tag(&at, tag.as_deref())?,
+                BuiltinApp::Garbage => {}
             }
         }
         check_tag("route", self.route.tag.as_deref())

@@ -58,7 +58,7 @@ pub async fn run(
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let handle = embedded.handle.clone();
     let mut deliver =
-        |to: crate::router::Delivery<'_>, event: &[u8]| apps::deliver(&handle, to, event);
+        |to: crate::router::Fanout<'_>, event: &[u8]| apps::deliver(&handle, to, event);
     let mut outgoing: Vec<(std::sync::Arc<[u8]>, SocketAddr)> = Vec::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     tokio::pin!(shutdown);

@@ -71,6 +71,7 @@ async fn start_routed(
             final_retransmits: evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS,
             retry_after: None,
             trying_after: Duration::ZERO,
+            max_request_bytes: evapi_sim::front::DEFAULT_MAX_REQUEST_BYTES,
         },
         metrics: None,
     };
@@ -710,6 +711,7 @@ async fn with_no_app_an_invite_is_answered_at_once() {
             final_retransmits: evapi_sim::ist::DEFAULT_FINAL_RETRANSMITS,
             retry_after: Some(5),
             trying_after: Duration::ZERO,
+            max_request_bytes: evapi_sim::front::DEFAULT_MAX_REQUEST_BYTES,
         },
         metrics: None,
     };

@@ -11,7 +11,7 @@
 //! - a replay's plan takes every entry (a bad payload is an error, not a panic), and
 //!   every planned event's time, at any speed the last 8 bytes make, is within
 //!   `MAX_OFFSET`.
-use evapi_proto::transcript::{line, Entry, Payload, Reader, TranscriptError};
+use evapi_proto::transcript::{line, Entry, Payload, TranscriptError, TranscriptReader};
 use evapi_proto::AnswerReader;
 use evapi_sim::replay::{offset, Plan, MAX_OFFSET};
 
@@ -32,7 +32,7 @@ pub fn check(data: &[u8]) {
         .filter(|f| f.is_finite() && *f > 0.0)
         .unwrap_or(1.0);
 
-    let Ok(reader) = Reader::new(data, MAX_LINE) else {
+    let Ok(reader) = TranscriptReader::new(data, MAX_LINE) else {
         return;
     };
     let ids = AnswerReader::default();

@@ -2,11 +2,10 @@
 //! node that stops reading never harm the other node or a newer connection.
 
 use std::io::Write as _;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use evapi_client::app::{Answer, App, Event, Handler, Notice};
+use evapi_client::app::{App, Decision, Handler, Incoming, Notice};
 use evapi_client::nodes::Node;
 use evapi_client::ClientConfig;
 use evapi_proto::Framing;
@@ -18,11 +17,11 @@ use crate::common::*;
 struct Slow(std::sync::Mutex<mpsc::Sender<Notice>>);
 
 impl Handler for Slow {
-    async fn handle(&self, event: Event) -> Option<Answer> {
+    async fn handle(&self, event: Incoming) -> Option<Decision> {
         if event.json.as_ref().and_then(|j| j.get("slow")).is_some() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Some(Answer::new(200))
+        Some(Decision::new(200))
     }
 
     fn notice(&self, notice: Notice) {
@@ -101,7 +100,7 @@ fn a_node_that_drops_the_app_is_served_again_and_gets_no_stale_answer() {
     assert_eq!(answered(&a.msg()), 3);
     // The slow answer to event 1 is due by now: dropped, not sent on the new connection.
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(counters.stale.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.snapshot().stale, 1);
     a.relay(&suspend(4, false));
     assert_eq!(
         answered(&a.msg()),
@@ -163,7 +162,7 @@ fn a_node_that_stops_reading_does_not_delay_the_other() {
     let _stalled = flood.join().unwrap();
     // The stalled node's answers fill their queue.
     let deadline = std::time::Instant::now() + PATIENCE;
-    while counters.undeliverable.load(Ordering::Relaxed) == 0 {
+    while counters.snapshot().undeliverable == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the stalled node's answers were not dropped"

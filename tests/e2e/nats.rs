@@ -538,7 +538,8 @@ fn past_the_buffer_bound_the_bridge_sheds_with_503_and_keeps_what_it_held() {
 fn listen_run_and_send_work_over_nats() {
     sipp::require();
     let nats = Nats::start();
-    let node = Node::start("node-l", &nats);
+    // The hello below names no transaction: written only because a rule allows it.
+    let node = Node::with("node-l", &nats, &[], &["--allow-untransacted", "event"]);
     let client = |args: &[&str]| {
         let mut cmd = Command::new(binary("evapi-client"));
         cmd.args([
@@ -735,7 +736,12 @@ fn kamailio_through_nats_answers_every_call() {
 fn oversized_frames_from_nats_are_dropped_not_fatal() {
     sipp::require();
     let nats = Nats::start();
-    let node = Node::with("node-o", &nats, &[], &["--max-frame", "65536"]);
+    let node = Node::with(
+        "node-o",
+        &nats,
+        &[],
+        &["--max-frame", "65536", "--allow-untransacted", "event"],
+    );
     let big = format!(r#"{{"event":"{}"}}"#, "x".repeat(70_000));
     evapi_tests::succeed(
         Command::new(binary("evapi-client"))
@@ -871,12 +877,27 @@ fn forged_answers_are_dropped_at_the_bridge() {
     // Ids the bridge cannot take but a node's JSON reader may (Kamailio's jansson turns
     // 4242.0 into 4242): refused, not let through as naming no transaction.
     send(r#"{"tindex":"4242","tlabel":4242.0,"code":200}"#);
+    // A frame naming no transaction steers the node's message route (evapi_set_tag):
+    // none is written without --allow-untransacted (issue 34: every later call of the
+    // node was answered 503 once a publisher had sent this one).
+    send(r#"{"tag":"hijacked"}"#);
+    send("plain text");
     let (counters, bridged) = node.finish();
     assert!(
         counters.contains("  final 486                      10"),
         "{counters}"
     );
-    assert_eq!(count_before(&bridged, "refused answers"), 3, "{bridged}");
+    assert_eq!(count_before(&bridged, "refused answers"), 5, "{bridged}");
+    assert_eq!(
+        count_before(&bridged, "refused naming no transaction"),
+        2,
+        "{bridged}"
+    );
+    // Not even seen as an invalid answer.
+    assert!(
+        counters.contains("  invalid answers                 0"),
+        "{counters}"
+    );
     // The node never saw them.
     assert!(
         counters.contains("  refused continues               0"),
@@ -895,7 +916,13 @@ fn with_a_seal_key_forged_answers_are_refused_from_the_start() {
     sipp::require();
     let nats = Nats::start();
     let key = seal_key("start");
-    let node = Node::with("node-s", &nats, &[], &["--seal-key-file", &key]);
+    // Tags are allowed, but with a key a frame naming no transaction needs its own seal.
+    let node = Node::with(
+        "node-s",
+        &nats,
+        &[],
+        &["--seal-key-file", &key, "--allow-untransacted", "tag"],
+    );
     let client = |args: &[&str]| {
         let mut cmd = Command::new(binary("evapi-client"));
         cmd.args(["-v", "--nats", &nats.url]).args(args);
@@ -923,11 +950,17 @@ fn with_a_seal_key_forged_answers_are_refused_from_the_start() {
         event["tindex"], event["tlabel"]
     ));
     forge(r#"{"tindex":"4242","tlabel":"4242","code":200}"#.to_owned());
+    forge(r#"{"tag":"hijacked"}"#.to_owned());
     let (out, _) = call.join().unwrap();
     assert_sipp_ok(&out);
     let (counters, bridged) = node.finish();
     assert_eq!(counter(&counters, "final 486"), 1, "{counters}");
-    assert_eq!(count_before(&bridged, "refused answers"), 2, "{bridged}");
+    assert_eq!(count_before(&bridged, "refused answers"), 3, "{bridged}");
+    assert_eq!(
+        count_before(&bridged, "refused naming no transaction"),
+        1,
+        "{bridged}"
+    );
     assert_eq!(
         count_before(&bridged, "answers to a predecessor"),
         0,
@@ -1328,6 +1361,7 @@ fn answers_for_a_node_that_does_not_read_wait_within_the_answers_bound() {
     let mut cmd = Command::new(binary("evapi-client"));
     cmd.args(["--addr", &node_addr, "-v", "bridge", "--nats", &nats.url])
         .args(["--node", "flood", "--answers-buffer-bytes", "1048576"])
+        .args(["--allow-untransacted", "x"])
         .args(["--metrics", "127.0.0.1:0"]);
     let mut bridge = Running::spawn(cmd);
     // Port 0: the bridge says which port it got.

@@ -65,6 +65,18 @@ pub struct BridgeArgs {
     /// they wait for the node's own timer (fr_inv_timer).
     #[arg(long, env = "EVAPI_SHED_CODE", value_parser = final_code)]
     pub shed_code: Option<u16>,
+    /// Write to the node answers naming no transaction that match RULE, repeated for
+    /// several: `tag` allows `{"tag":"x"}`, `event,name` a JSON object with only those
+    /// top-level keys, `*` anything. None is written by default: such frames resume no
+    /// call but steer the node's message-received route (an evapi_set_tag, say). With
+    /// --seal-key-file an allowed frame also needs its own seal (docs/scale-out.md).
+    #[arg(
+        long = "allow-untransacted",
+        value_name = "RULE",
+        env = "EVAPI_ALLOW_UNTRANSACTED",
+        value_delimiter = ';'
+    )]
+    pub allow_untransacted: Vec<String>,
     /// Serve Prometheus metrics on this address (GET /metrics).
     #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi_text)]
     pub metrics: Option<String>,
@@ -85,6 +97,9 @@ impl BridgeArgs {
         bridge.predecessor_grace = self.predecessor_grace;
         if let Some(path) = &self.seal_key_file {
             bridge.seal = Some(Arc::new(evapi_nats::seal::SealKey::from_file(path)?));
+        }
+        for rule in &self.allow_untransacted {
+            bridge.untransacted.allow(rule)?;
         }
         bridge.event_ttl = (!self.event_ttl.is_zero()).then_some(self.event_ttl);
         bridge.stream = options.stream;
@@ -177,7 +192,7 @@ async fn serve(
     stop.cancel();
     let c = &counts;
     println!(
-        "bridged {} events ({} confirmed, {} retried, {} shed, {} expired, {} held), {} answers, {} dropped answers, {} refused answers, {} answers past the buffer, {} answers expired, {} answers redelivered, {} answers to a predecessor's events",
+        "bridged {} events ({} confirmed, {} retried, {} shed, {} expired, {} held), {} answers, {} dropped answers, {} refused answers, {} answers past the buffer, {} answers expired, {} answers redelivered, {} answers to a predecessor's events, {} refused naming no transaction",
         c.events.load(Ordering::Relaxed),
         c.published.load(Ordering::Relaxed),
         c.retries.load(Ordering::Relaxed),
@@ -191,6 +206,7 @@ async fn serve(
         c.answers_expired.load(Ordering::Relaxed),
         c.answers_redelivered.load(Ordering::Relaxed),
         c.answers_unverified.load(Ordering::Relaxed),
+        c.untransacted_refused.load(Ordering::Relaxed),
     );
     result?;
     Ok(ExitCode::SUCCESS)
@@ -253,6 +269,12 @@ impl Collector for Metrics {
             "evapi_bridge_answers_refused",
             "Answers from NATS naming a transaction the bridge is not waiting for (forged, second or late), not written",
             get(&c.answers_refused),
+        )?;
+        counter(
+            e,
+            "evapi_bridge_untransacted_refused",
+            "Of the refused answers, frames naming no transaction that no --allow-untransacted rule allows, or with a seal key, without their own seal",
+            get(&c.untransacted_refused),
         )?;
         counter(
             e,

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use evapi_client::Client;
 
-use super::{Ctx, EXIT_FAILED};
+use super::Ctx;
 
 /// Print messages as they come.
 #[derive(Debug, clap::Args)]
@@ -54,7 +54,7 @@ impl ListenArgs {
                 () = evapi_ops::time::sleep_until(deadline) => {
                     if let Some(n) = count {
                         eprintln!("evapi-client: {seen} of {n} messages before the timeout");
-                        return Ok(ExitCode::from(EXIT_FAILED));
+                        return Ok(ExitCode::from(evapi_cli::exit::FAILED));
                     }
                     return Ok(ExitCode::SUCCESS);
                 }
@@ -104,7 +104,7 @@ impl ListenArgs {
 enum Source {
     One(Box<Client>, Arc<str>),
     Many(tokio::sync::mpsc::Receiver<(Arc<str>, Bytes)>),
-    Nats(Box<evapi_nats::App>),
+    Nats(Box<evapi_nats::NatsApp>),
 }
 
 /// Messages read ahead from several nodes; past this the readers wait.
@@ -116,7 +116,7 @@ impl Source {
             let mut options = options.clone();
             options.wait = Some(ctx.wait);
             let nats = options.connect(None).await?;
-            let app = evapi_nats::App::observe(nats, ctx.node.as_deref()).await?;
+            let app = evapi_nats::NatsApp::observe(nats, ctx.node.as_deref()).await?;
             return Ok(Self::Nats(Box::new(app)));
         }
         if ctx.nodes.len() <= 1 {

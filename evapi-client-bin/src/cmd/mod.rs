@@ -26,9 +26,6 @@ mod send;
 mod shared;
 mod top;
 
-/// Exit code: an expectation failed (a script step, a listen timeout).
-pub const EXIT_FAILED: u8 = 1;
-
 /// Talk to an evapi event socket (evapi-server's or Kamailio's evapi module).
 #[derive(Debug, Parser)]
 #[command(

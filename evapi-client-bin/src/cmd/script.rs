@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::script::{self, RunError};
 use anyhow::Context as _;
 
-use super::{Ctx, EXIT_FAILED};
+use super::Ctx;
 
 /// Run a send/expect script (the language: client.md in the docs,
 /// /usr/share/doc/evapi-client when packaged); `-` reads it from stdin.
@@ -46,7 +46,7 @@ impl RunArgs {
             }
             Err(RunError::Failed(failure)) => {
                 eprintln!("{}: {failure}", path.display());
-                Ok(ExitCode::from(EXIT_FAILED))
+                Ok(ExitCode::from(evapi_cli::exit::FAILED))
             }
             Err(e) => Err(e.into()),
         }

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use evapi_client::Client;
 use tokio::io::AsyncBufReadExt as _;
 
-use super::{Ctx, EXIT_FAILED};
+use super::Ctx;
 
 /// Send payloads and exit.
 #[derive(Debug, clap::Args)]
@@ -65,7 +65,7 @@ impl SendArgs {
                         "evapi-client: {got} of {n} replies within {}",
                         humantime::format_duration(timeout)
                     );
-                    return Ok(ExitCode::from(EXIT_FAILED));
+                    return Ok(ExitCode::from(evapi_cli::exit::FAILED));
                 }
             }
         }

@@ -84,7 +84,7 @@ struct Pending {
 
 /// Counts shown by `stats`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
+pub struct SessionCounts {
     /// Frames sent.
     pub sent: u64,
     /// Messages received.
@@ -101,7 +101,7 @@ pub struct Session {
     connected: bool,
     auto: Option<(u16, String)>,
     last: Option<Bytes>,
-    counts: Counts,
+    counts: SessionCounts,
     /// Suspend events not answered yet, oldest first.
     pending: VecDeque<Pending>,
     /// The number the next pending suspend gets.
@@ -122,7 +122,7 @@ impl Session {
             connected: true,
             auto: None,
             last: None,
-            counts: Counts::default(),
+            counts: SessionCounts::default(),
             pending: VecDeque::new(),
             next_number: 1,
             filter: None,
@@ -144,7 +144,7 @@ impl Session {
 
     /// The counts `stats` shows.
     #[cfg(test)]
-    pub fn counts(&self) -> Counts {
+    pub fn counts(&self) -> SessionCounts {
         self.counts
     }
 

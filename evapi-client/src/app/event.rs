@@ -13,7 +13,7 @@ use crate::suspend::SuspendMatcher;
 /// One event, from one node.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct Event {
+pub struct Incoming {
     /// The node it came from (its name, see [`Node`](crate::nodes::Node)).
     pub node: Arc<str>,
     /// The event as the node wrote it.
@@ -28,7 +28,7 @@ pub struct Event {
     fields: Option<IdFields>,
 }
 
-impl Event {
+impl Incoming {
     /// `payload` from `node`, read at `arrived`, recognised with `matcher`.
     #[must_use]
     pub fn new(node: Arc<str>, payload: Bytes, arrived: Instant, matcher: &SuspendMatcher) -> Self {
@@ -69,7 +69,7 @@ impl Event {
     /// The answer that resumes this event's transaction with `answer`; `None` when it is
     /// not a suspend event.
     #[must_use]
-    pub fn reply(&self, answer: &Answer) -> Option<Vec<u8>> {
+    pub fn reply(&self, answer: &Decision) -> Option<Vec<u8>> {
         let (id, fields) = self.id.zip(self.fields.as_ref())?;
         Some(
             fields
@@ -82,14 +82,14 @@ impl Event {
 
 /// What a handler answers a suspend event with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub struct Decision {
     /// SIP code.
     pub code: u16,
     /// Reason phrase (checked with [`evapi_proto::check_reason`] before it is sent).
     pub reason: String,
 }
 
-impl Answer {
+impl Decision {
     /// `code` with its usual reason phrase.
     #[must_use]
     pub fn new(code: u16) -> Self {
@@ -137,13 +137,13 @@ pub enum Notice {
     },
 }
 
-/// What an app does with each event; a closure `Fn(Event) -> impl Future<Output =
-/// Option<Answer>>` is one.
+/// What an app does with each event; a closure `Fn(Incoming) -> impl Future<Output =
+/// Option<Decision>>` is one.
 pub trait Handler: Send + Sync + 'static {
     /// The answer to `event`: `Some` resumes a suspend event's transaction (ignored for
     /// other events); `None` answers nothing (the fallback goes at the deadline, if
     /// one is set).
-    fn handle(&self, event: Event) -> impl Future<Output = Option<Answer>> + Send;
+    fn handle(&self, event: Incoming) -> impl Future<Output = Option<Decision>> + Send;
 
     /// A connection was made, lost or made again (already logged; nothing by default).
     fn notice(&self, notice: Notice) {
@@ -153,10 +153,10 @@ pub trait Handler: Send + Sync + 'static {
 
 impl<F, Fut> Handler for F
 where
-    F: Fn(Event) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Option<Answer>> + Send,
+    F: Fn(Incoming) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<Decision>> + Send,
 {
-    fn handle(&self, event: Event) -> impl Future<Output = Option<Answer>> + Send {
+    fn handle(&self, event: Incoming) -> impl Future<Output = Option<Decision>> + Send {
         self(event)
     }
 }

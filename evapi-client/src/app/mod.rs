@@ -11,18 +11,18 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use evapi_client::app::{Answer, App, Event};
+//! use evapi_client::app::{App, Decision, Incoming};
 //! use evapi_client::{nodes::Node, ClientConfig};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! # async fn app() {
 //! let nodes = [Node::at("127.0.0.1:8448"), Node::at("127.0.0.1:8449")];
 //! let app = App::new(nodes, ClientConfig::default())
-//!     .deadline(Duration::from_secs(2), Answer::new(503));
+//!     .deadline(Duration::from_secs(2), Decision::new(503));
 //! app.run(
-//!     |event: Event| async move {
+//!     |event: Incoming| async move {
 //!         let from = event.str("/fu").unwrap_or_default();
-//!         Some(Answer::new(if from.contains("spam") { 403 } else { 200 }))
+//!         Some(Decision::new(if from.contains("spam") { 403 } else { 200 }))
 //!     },
 //!     CancellationToken::new(),
 //! )
@@ -53,7 +53,7 @@ use crate::ClientConfig;
 mod event;
 mod lanes;
 
-pub use event::{Answer, Event, Handler, Notice};
+pub use event::{Decision, Handler, Incoming, Notice};
 pub use lanes::Lanes;
 
 /// Which events must be handled one after the other.
@@ -72,7 +72,7 @@ pub enum OrderBy {
 impl OrderBy {
     /// The key of `event`'s lane: its node and the ordering text; `None` (handled at
     /// once) when it has none.
-    fn key(&self, event: &Event) -> Option<(Arc<str>, String)> {
+    fn key(&self, event: &Incoming) -> Option<(Arc<str>, String)> {
         let text = match self {
             Self::CallId => ["/callid", "/call_id", "/ci"]
                 .iter()
@@ -84,28 +84,67 @@ impl OrderBy {
     }
 }
 
-/// What an app did, counted as it goes (read them while it runs).
+/// What an app did, counted as it goes; [`AppStats`] is what callers see.
 #[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) events: AtomicU64,
+    pub(crate) answered: AtomicU64,
+    pub(crate) fallback: AtomicU64,
+    pub(crate) late: AtomicU64,
+    pub(crate) stale: AtomicU64,
+    pub(crate) undeliverable: AtomicU64,
+    pub(crate) invalid: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) most_in_flight: AtomicU64,
+}
+
+/// What an app did so far: a snapshot ([`AppCounters::snapshot`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Counters {
+pub struct AppStats {
     /// Events read.
-    pub events: AtomicU64,
+    pub events: u64,
     /// Answers the handler gave, sent.
-    pub answered: AtomicU64,
+    pub answered: u64,
     /// Fallbacks sent at the deadline.
-    pub fallback: AtomicU64,
+    pub fallback: u64,
     /// Handler answers that came after the fallback: dropped, never sent.
-    pub late: AtomicU64,
+    pub late: u64,
     /// Answers dropped because their connection had gone (never sent to a newer one).
-    pub stale: AtomicU64,
+    pub stale: u64,
     /// Answers dropped because the node was not reading (its queue full).
-    pub undeliverable: AtomicU64,
+    pub undeliverable: u64,
     /// Answers the handler gave with a reason no node would accept: not sent.
-    pub invalid: AtomicU64,
+    pub invalid: u64,
     /// Events in hand now (waiting their turn or being handled).
-    pub in_flight: AtomicU64,
+    pub in_flight: u64,
     /// The most events in hand at once so far.
-    pub most_in_flight: AtomicU64,
+    pub most_in_flight: u64,
+}
+
+/// A handle on a running app's counters ([`App::counters`]): cheap to clone, read
+/// with [`AppCounters::snapshot`] while the app runs (e.g. for metrics).
+#[derive(Debug, Clone)]
+pub struct AppCounters(Arc<Counters>);
+
+impl AppCounters {
+    /// The counts now.
+    #[must_use]
+    pub fn snapshot(&self) -> AppStats {
+        let c = &self.0;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        AppStats {
+            events: n(&c.events),
+            answered: n(&c.answered),
+            fallback: n(&c.fallback),
+            late: n(&c.late),
+            stale: n(&c.stale),
+            undeliverable: n(&c.undeliverable),
+            invalid: n(&c.invalid),
+            in_flight: n(&c.in_flight),
+            most_in_flight: n(&c.most_in_flight),
+        }
+    }
 }
 
 /// Answers queued for one connection; past this the node is not reading, and answers
@@ -123,7 +162,7 @@ pub struct App {
     matcher: SuspendMatcher,
     order: OrderBy,
     max_in_flight: usize,
-    deadline: Option<(Duration, Answer)>,
+    deadline: Option<(Duration, Decision)>,
     drain: Duration,
     counters: Arc<Counters>,
 }
@@ -164,7 +203,7 @@ impl App {
     /// within `after` of its arrival (choose `after` below the node's `fr_inv_timer`,
     /// with room for the answer's trip); the handler's answer is then dropped.
     #[must_use]
-    pub fn deadline(mut self, after: Duration, fallback: Answer) -> Self {
+    pub fn deadline(mut self, after: Duration, fallback: Decision) -> Self {
         self.deadline = Some((after, fallback));
         self
     }
@@ -186,8 +225,8 @@ impl App {
 
     /// The counters, to read while the app runs (e.g. for metrics).
     #[must_use]
-    pub fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.counters)
+    pub fn counters(&self) -> AppCounters {
+        AppCounters(Arc::clone(&self.counters))
     }
 
     /// Serve every node until `stop`: then stop reading, let the events in hand be
@@ -236,7 +275,7 @@ impl App {
 #[derive(Debug)]
 struct Shared {
     matcher: SuspendMatcher,
-    deadline: Option<(Duration, Answer)>,
+    deadline: Option<(Duration, Decision)>,
     counters: Arc<Counters>,
 }
 
@@ -255,10 +294,10 @@ type Lane = Option<(Arc<str>, String)>;
 /// deadline, whichever comes first (the other is dropped). The deadline is watched
 /// from the moment the event is read, so an event still waiting its turn behind a slow
 /// handler of the same call gets its fallback on time too.
-struct Decision {
+struct InHand {
     conn: Arc<Conn>,
-    /// The event's node, ids and arrival ([`Event::for_reply`]).
-    event: Event,
+    /// The event's node, ids and arrival ([`Incoming::for_reply`]).
+    event: Incoming,
     /// Whether a watchdog sends the fallback at the deadline (a suspend event, with a
     /// deadline set).
     watched: bool,
@@ -267,8 +306,8 @@ struct Decision {
     settled: CancellationToken,
 }
 
-impl Decision {
-    fn new(conn: Arc<Conn>, event: &Event, shared: &Shared) -> Arc<Self> {
+impl InHand {
+    fn new(conn: Arc<Conn>, event: &Incoming, shared: &Shared) -> Arc<Self> {
         let watched = shared.deadline.is_some() && event.id.is_some();
         Arc::new(Self {
             conn,
@@ -297,7 +336,7 @@ impl Decision {
 
 /// Watch `decision`'s deadline (when it has one): at the deadline, unless decided by
 /// then, the fallback is sent.
-fn watch(decision: &Arc<Decision>, shared: &Arc<Shared>) {
+fn watch(decision: &Arc<InHand>, shared: &Arc<Shared>) {
     let Some((after, fallback)) = shared.deadline.clone().filter(|_| decision.watched) else {
         return;
     };
@@ -319,7 +358,7 @@ fn watch(decision: &Arc<Decision>, shared: &Arc<Shared>) {
 /// its lane may start the next event, and an event nobody will answer leaves the count
 /// in hand.
 struct Finished {
-    decision: Arc<Decision>,
+    decision: Arc<InHand>,
     lane: Option<Lane>,
     done: mpsc::UnboundedSender<Lane>,
 }
@@ -337,7 +376,7 @@ impl Drop for Finished {
 
 /// Hand events to handlers: in order within a lane, at most `max` in hand.
 async fn dispatch<H: Handler>(
-    mut events: mpsc::Receiver<(Arc<Conn>, Event)>,
+    mut events: mpsc::Receiver<(Arc<Conn>, Incoming)>,
     order: &OrderBy,
     max: usize,
     handler: &Arc<H>,
@@ -345,9 +384,9 @@ async fn dispatch<H: Handler>(
     stop: &CancellationToken,
     drain: Duration,
 ) {
-    let mut lanes: Lanes<(Arc<str>, String), (Arc<Decision>, Event)> = Lanes::new(max);
+    let mut lanes: Lanes<(Arc<str>, String), (Arc<InHand>, Incoming)> = Lanes::new(max);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Lane>();
-    let start = |lane: Lane, (decision, event): (Arc<Decision>, Event)| {
+    let start = |lane: Lane, (decision, event): (Arc<InHand>, Incoming)| {
         let (handler, shared, done) = (Arc::clone(handler), Arc::clone(shared), done_tx.clone());
         tokio::spawn(async move {
             let _finished = Finished {
@@ -389,7 +428,7 @@ async fn dispatch<H: Handler>(
                     continue;
                 };
                 let lane = order.key(&event);
-                let decision = Decision::new(conn, &event, shared);
+                let decision = InHand::new(conn, &event, shared);
                 watch(&decision, shared);
                 if let Some(item) = lanes.push(lane.clone(), (decision, event)) {
                     start(lane, item);
@@ -402,7 +441,7 @@ async fn dispatch<H: Handler>(
 /// Handle one event: the handler's answer, written to the connection the event came
 /// on, unless the fallback went first (the answer is then dropped, counted late). An
 /// event whose fallback went while it waited its turn is not handed to the handler.
-async fn handle_one<H: Handler>(handler: &H, decision: &Decision, event: Event, shared: &Shared) {
+async fn handle_one<H: Handler>(handler: &H, decision: &InHand, event: Incoming, shared: &Shared) {
     let counters = &shared.counters;
     if decision.is_decided() {
         return;
@@ -430,7 +469,7 @@ async fn handle_one<H: Handler>(handler: &H, decision: &Decision, event: Event, 
 }
 
 /// Queue `answer` to `event` on `conn`; whether it was queued.
-fn send(conn: &Conn, event: &Event, answer: &Answer, counters: &Counters) -> bool {
+fn send(conn: &Conn, event: &Incoming, answer: &Decision, counters: &Counters) -> bool {
     let Some(frame) = event.reply(answer) else {
         return false;
     };
@@ -460,7 +499,7 @@ async fn serve_node<H: Handler>(
     config: ClientConfig,
     shared: Arc<Shared>,
     handler: Arc<H>,
-    events: mpsc::Sender<(Arc<Conn>, Event)>,
+    events: mpsc::Sender<(Arc<Conn>, Incoming)>,
     stop: CancellationToken,
 ) {
     let name: Arc<str> = node.name.clone().into();
@@ -505,7 +544,7 @@ async fn serve_node<H: Handler>(
                 Err(e) => break Some(Some(e)),
             };
             shared.counters.events.fetch_add(1, Ordering::Relaxed);
-            let event = Event::new(Arc::clone(&name), payload, Instant::now(), &shared.matcher);
+            let event = Incoming::new(Arc::clone(&name), payload, Instant::now(), &shared.matcher);
             conn.in_hand.fetch_add(1, Ordering::AcqRel);
             tokio::select! {
                 () = stop.cancelled() => break None,
@@ -573,9 +612,9 @@ mod tests {
     use bytes::Bytes;
     use evapi_proto::TransactionId;
 
-    fn suspend(node: &str, call: &str, index: u32) -> Event {
+    fn suspend(node: &str, call: &str, index: u32) -> Incoming {
         let payload = format!(r#"{{"event":"suspend","tindex":{index},"tlabel":1,"ci":"{call}"}}"#);
-        Event::new(
+        Incoming::new(
             node.into(),
             Bytes::from(payload),
             Instant::now(),
@@ -594,17 +633,17 @@ mod tests {
             Some(("sip-a".into(), "suspend".into()))
         );
         let reply: serde_json::Value =
-            serde_json::from_slice(&e.reply(&Answer::new(486)).unwrap()).unwrap();
+            serde_json::from_slice(&e.reply(&Decision::new(486)).unwrap()).unwrap();
         assert_eq!(reply["tindex"], 7);
         assert_eq!(reply["code"], 486);
         assert_eq!(reply["reason"], "Busy Here");
-        let plain = Event::new(
+        let plain = Incoming::new(
             "n".into(),
             Bytes::from_static(b"hello"),
             Instant::now(),
             &SuspendMatcher::default(),
         );
-        assert!(plain.json.is_none() && plain.reply(&Answer::new(200)).is_none());
+        assert!(plain.json.is_none() && plain.reply(&Decision::new(200)).is_none());
     }
 
     fn conn() -> (Arc<Conn>, mpsc::Receiver<Vec<u8>>) {
@@ -620,7 +659,7 @@ mod tests {
     fn shared(deadline: Option<Duration>) -> Arc<Shared> {
         Arc::new(Shared {
             matcher: SuspendMatcher::default(),
-            deadline: deadline.map(|d| (d, Answer::with_reason(503, "Try Later"))),
+            deadline: deadline.map(|d| (d, Decision::with_reason(503, "Try Later"))),
             counters: Arc::default(),
         })
     }
@@ -632,9 +671,14 @@ mod tests {
     }
 
     /// `event` read on `conn` (counted in hand), its deadline watched, then handled.
-    async fn handle<H: Handler>(handler: &H, conn: &Arc<Conn>, event: Event, shared: &Arc<Shared>) {
+    async fn handle<H: Handler>(
+        handler: &H,
+        conn: &Arc<Conn>,
+        event: Incoming,
+        shared: &Arc<Shared>,
+    ) {
         conn.in_hand.fetch_add(1, Ordering::AcqRel);
-        let decision = Decision::new(Arc::clone(conn), &event, shared);
+        let decision = InHand::new(Arc::clone(conn), &event, shared);
         watch(&decision, shared);
         handle_one(handler, &decision, event, shared).await;
     }
@@ -642,7 +686,7 @@ mod tests {
     /// Events `indices` of `call`, read on `conn` (counted in hand) and queued for the
     /// dispatcher.
     async fn read(
-        tx: &mpsc::Sender<(Arc<Conn>, Event)>,
+        tx: &mpsc::Sender<(Arc<Conn>, Incoming)>,
         conn: &Arc<Conn>,
         call: &str,
         indices: impl IntoIterator<Item = u32>,
@@ -661,9 +705,9 @@ mod tests {
     async fn past_the_deadline_the_fallback_goes_and_the_late_answer_is_dropped() {
         let (conn, mut rx) = conn();
         let shared = shared(Some(Duration::from_secs(2)));
-        let slow = |_: Event| async {
+        let slow = |_: Incoming| async {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            Some(Answer::new(200))
+            Some(Decision::new(200))
         };
         let started = Instant::now();
         let event = suspend("n", "c", 1);
@@ -694,9 +738,9 @@ mod tests {
         );
 
         // In time: the handler's answer, no fallback.
-        let quick = |_: Event| async {
+        let quick = |_: Incoming| async {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            Some(Answer::new(486))
+            Some(Decision::new(486))
         };
         handle(&quick, &conn, suspend("n", "c", 2), &shared).await;
         assert_eq!(code(&rx.recv().await.unwrap()), 486);
@@ -712,7 +756,7 @@ mod tests {
     async fn no_answer_from_the_handler_means_the_fallback() {
         let (conn, mut rx) = conn();
         let shared = shared(Some(Duration::from_secs(1)));
-        let silent = |_: Event| async { None };
+        let silent = |_: Incoming| async { None };
         handle(&silent, &conn, suspend("n", "c", 1), &shared).await;
         assert_eq!(code(&rx.recv().await.unwrap()), 503);
         assert_eq!(shared.counters.fallback.load(Ordering::Relaxed), 1);
@@ -724,7 +768,7 @@ mod tests {
         let (conn, mut rx) = conn();
         let shared = shared(None);
         conn.gone.cancel();
-        let answer = |_: Event| async { Some(Answer::new(200)) };
+        let answer = |_: Incoming| async { Some(Decision::new(200)) };
         handle(&answer, &conn, suspend("n", "c", 1), &shared).await;
         assert!(rx.try_recv().is_err());
         assert_eq!(shared.counters.stale.load(Ordering::Relaxed), 1);
@@ -735,7 +779,7 @@ mod tests {
     async fn an_invalid_reason_is_not_sent() {
         let (conn, mut rx) = conn();
         let shared = shared(Some(Duration::from_secs(1)));
-        let bad = |_: Event| async { Some(Answer::with_reason(200, "OK\r\nX: y")) };
+        let bad = |_: Incoming| async { Some(Decision::with_reason(200, "OK\r\nX: y")) };
         handle(&bad, &conn, suspend("n", "c", 1), &shared).await;
         assert_eq!(code(&rx.recv().await.unwrap()), 503);
         assert_eq!(shared.counters.invalid.load(Ordering::Relaxed), 1);
@@ -745,9 +789,9 @@ mod tests {
     /// fallback at its own deadline, counted from its arrival, not from its turn.
     #[tokio::test(start_paused = true)]
     async fn events_waiting_their_turn_get_their_fallback_on_time() {
-        let stuck = Arc::new(|_: Event| async {
+        let stuck = Arc::new(|_: Incoming| async {
             std::future::pending::<()>().await;
-            Some(Answer::new(200))
+            Some(Decision::new(200))
         });
         let shared = shared(Some(Duration::from_millis(1500)));
         let (tx, rx) = mpsc::channel(READ_AHEAD);
@@ -784,12 +828,12 @@ mod tests {
     /// event is handled, and nothing is left counted in hand.
     #[tokio::test(start_paused = true)]
     async fn a_panicking_handler_does_not_block_its_call() {
-        let handler = Arc::new(|e: Event| async move {
+        let handler = Arc::new(|e: Incoming| async move {
             assert!(
                 e.id.is_some_and(|id| id.index != 1),
                 "the handler's own bug"
             );
-            Some(Answer::new(200))
+            Some(Decision::new(200))
         });
         let shared = shared(None);
         let (tx, rx) = mpsc::channel(READ_AHEAD);
@@ -823,7 +867,7 @@ mod tests {
         let seen: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u32>>>> =
             Arc::default();
         let log = Arc::clone(&seen);
-        let handler = Arc::new(move |e: Event| {
+        let handler = Arc::new(move |e: Incoming| {
             let log = Arc::clone(&log);
             async move {
                 // Later events of a call are quicker: out of order if run at once.
@@ -831,7 +875,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(u64::from(30 - 10 * step))).await;
                 let call = e.str("/ci").unwrap_or_default().to_owned();
                 log.lock().unwrap().entry(call).or_default().push(step);
-                Some(Answer::new(200))
+                Some(Decision::new(200))
             }
         });
         let shared = shared(None);

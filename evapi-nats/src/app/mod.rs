@@ -1,7 +1,7 @@
 //! The app side: events from NATS, answers routed back to the node that sent each one.
 //!
-//! [`App`] is the library API (a stream of [`Event`]s and `answer(event, ..)`).
-//! [`app_io`] puts an `App` behind an in-process pipe that behaves like an evapi
+//! [`NatsApp`] is the library API (a stream of [`NatsEvent`]s and `answer(event, ..)`).
+//! [`app_io`] puts a `NatsApp` behind an in-process pipe that behaves like an evapi
 //! socket, so every client command (listen, run, repl, send) works over NATS unchanged:
 //! events arrive as frames, and a frame the app writes is routed by the transaction ids
 //! in it to the node whose event carried them.
@@ -57,7 +57,7 @@ pub struct AppConfig {
 
 /// One event, from one node.
 #[derive(Debug)]
-pub struct Event {
+pub struct NatsEvent {
     /// The node that sent it.
     pub node: String,
     /// The event as the node wrote it.
@@ -68,12 +68,12 @@ pub struct Event {
 enum Source {
     Take(Box<pull::Stream>),
     Observe(async_nats::Subscriber),
-    /// No longer taking or watching (see [`App::stop_taking`]).
+    /// No longer taking or watching (see [`NatsApp::stop_taking`]).
     Stopped,
 }
 
 /// Events from NATS and the way back to their nodes.
-pub struct App {
+pub struct NatsApp {
     nats: async_nats::Client,
     /// Where answers are published (and stored until their bridge writes them).
     js: jetstream::Context,
@@ -82,7 +82,7 @@ pub struct App {
     expired: u64,
 }
 
-impl std::fmt::Debug for App {
+impl std::fmt::Debug for NatsApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
             .field("takes", &matches!(self.source, Source::Take(_)))
@@ -90,7 +90,7 @@ impl std::fmt::Debug for App {
     }
 }
 
-impl App {
+impl NatsApp {
     /// Take events as one of the apps sharing the work queue (the durable consumer
     /// [`CONSUMER`], created when missing with `ack_wait`).
     ///
@@ -107,7 +107,7 @@ impl App {
         .await
     }
 
-    /// [`App::take`], with the stream made as `settings` say (see [`StreamSettings`]),
+    /// [`NatsApp::take`], with the stream made as `settings` say (see [`StreamSettings`]),
     /// holding at most about `max_in_flight` events at once: each pull
     /// from the work queue asks for that many (async-nats asks for 200 by default), so
     /// a slow app takes only what it can work on and the rest go to the other apps.
@@ -199,7 +199,7 @@ impl App {
 
     /// The next event; `None` when the subscription ends. Errors of the pull (NATS
     /// away, missed heartbeats) are logged and waited out: async-nats reconnects.
-    pub async fn next(&mut self) -> Option<Event> {
+    pub async fn next(&mut self) -> Option<NatsEvent> {
         loop {
             match &mut self.source {
                 Source::Take(stream) => match stream.next().await? {
@@ -215,7 +215,7 @@ impl App {
                         }
                         let (node, payload) = node_of(&msg.message);
                         if let Some(node) = node {
-                            return Some(Event {
+                            return Some(NatsEvent {
                                 node,
                                 payload,
                                 msg: Some(msg),
@@ -235,7 +235,7 @@ impl App {
                     let (node, payload) = node_of(&msg);
                     match node {
                         Some(node) => {
-                            return Some(Event {
+                            return Some(NatsEvent {
                                 node,
                                 payload,
                                 msg: None,
@@ -254,7 +254,11 @@ impl App {
     /// # Errors
     ///
     /// No bridge confirmed the answer (the event was given back), or NATS fails.
-    pub async fn answer(&self, event: &Event, answer: impl Into<Bytes>) -> Result<(), NatsError> {
+    pub async fn answer(
+        &self,
+        event: &NatsEvent,
+        answer: impl Into<Bytes>,
+    ) -> Result<(), NatsError> {
         confirm_answer(&self.js, event, answer.into()).await
     }
 
@@ -327,7 +331,7 @@ impl App {
     /// # Errors
     ///
     /// NATS fails.
-    pub async fn ack(&self, event: &Event) -> Result<(), NatsError> {
+    pub async fn ack(&self, event: &NatsEvent) -> Result<(), NatsError> {
         match &event.msg {
             Some(msg) => msg.ack().await.map_err(nats_error("acknowledge an event")),
             None => Ok(()),
@@ -339,7 +343,7 @@ impl App {
     /// # Errors
     ///
     /// NATS fails.
-    pub async fn give_back(&self, event: &Event) -> Result<(), NatsError> {
+    pub async fn give_back(&self, event: &NatsEvent) -> Result<(), NatsError> {
         match &event.msg {
             Some(msg) => msg
                 .ack_with(AckKind::Nak(None))
@@ -352,7 +356,7 @@ impl App {
 
 /// An event whose answer JetStream did not store comes again after this long.
 const ANSWER_RETRY: Duration = Duration::from_millis(500);
-/// The longest wait for NATS to confirm what an app sent ([`App::flush`]).
+/// The longest wait for NATS to confirm what an app sent ([`NatsApp::flush`]).
 pub const FLUSH_PATIENCE: Duration = Duration::from_secs(2);
 /// How long an app waits for JetStream to store an answer before it gives the event
 /// back (to be redelivered and answered again).
@@ -394,7 +398,7 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// JetStream did not store the answer (the event was given back).
 pub async fn confirm_answer(
     js: &jetstream::Context,
-    event: &Event,
+    event: &NatsEvent,
     answer: Bytes,
 ) -> Result<(), NatsError> {
     let mut headers = async_nats::HeaderMap::new();

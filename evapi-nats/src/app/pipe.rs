@@ -1,4 +1,4 @@
-//! An [`App`] behind an in-process pipe that behaves like an evapi socket.
+//! A [`NatsApp`] behind an in-process pipe that behaves like an evapi socket.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 use tracing::warn;
 
-use super::{App, AppConfig, AppMode, Event, DEFAULT_MAX_IN_FLIGHT};
+use super::{AppConfig, AppMode, NatsApp, NatsEvent, DEFAULT_MAX_IN_FLIGHT};
 use crate::{NatsError, DEFAULT_ACK_WAIT};
 use evapi_client::client::{ClientConfig, ClientError, Connector};
 use evapi_client::suspend::SuspendMatcher;
@@ -47,9 +47,9 @@ pub async fn app_io(
             } else {
                 config.ack_wait
             };
-            App::take_at_most(nats, wait, DEFAULT_MAX_IN_FLIGHT, config.nats.stream).await
+            NatsApp::take_at_most(nats, wait, DEFAULT_MAX_IN_FLIGHT, config.nats.stream).await
         }
-        AppMode::Observe => App::observe(nats, config.node.as_deref()).await,
+        AppMode::Observe => NatsApp::observe(nats, config.node.as_deref()).await,
     }
     .map_err(failed)?;
     let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
@@ -125,10 +125,10 @@ impl Connector for NatsRoute {
 
 /// Events taken and not yet answered, by transaction id (two nodes may use the same
 /// ids: the oldest event with those ids gets the next answer carrying them).
-type Taken = HashMap<TransactionId, VecDeque<Event>>;
+type Taken = HashMap<TransactionId, VecDeque<NatsEvent>>;
 
 async fn pipe(
-    mut app: App,
+    mut app: NatsApp,
     mut framed: Framed<tokio::io::DuplexStream, FrameCodec>,
     node: Option<String>,
     matcher: SuspendMatcher,
@@ -185,7 +185,7 @@ async fn pipe(
 
 /// Send `frame` to the node whose event it answers, or to `node`.
 async fn route(
-    app: &App,
+    app: &NatsApp,
     taken: &mut Taken,
     node: Option<&str>,
     matcher: &SuspendMatcher,

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{confirm_answer, App, Event, Taking, CONFIRMING_MAX, GIVE_BACK_PATIENCE};
+use super::{confirm_answer, NatsApp, NatsEvent, Taking, CONFIRMING_MAX, GIVE_BACK_PATIENCE};
 use crate::NatsError;
 use evapi_client::respond::{Counts, Responder};
 
@@ -28,7 +28,7 @@ pub async fn respond(
     stop: CancellationToken,
 ) -> Result<(), NatsError> {
     let mut app =
-        App::take_at_most(nats, taking.ack_wait, taking.max_in_flight, taking.stream).await?;
+        NatsApp::take_at_most(nats, taking.ack_wait, taking.max_in_flight, taking.stream).await?;
     let max_in_flight = taking.max_in_flight;
     let result = answer_events(&mut app, responder, max_in_flight, counts, count, &stop).await;
     // What was answered reaches the server before we go.
@@ -37,7 +37,7 @@ pub async fn respond(
 }
 
 async fn answer_events(
-    app: &mut App,
+    app: &mut NatsApp,
     responder: &Responder,
     max_in_flight: usize,
     counts: &Counts,
@@ -126,7 +126,7 @@ async fn answer_events(
 
 /// Give `event` back to the work queue (a negative acknowledgement): redelivered to
 /// an app at once.
-async fn give_back(event: &Event) {
+async fn give_back(event: &NatsEvent) {
     if let Some(msg) = &event.msg {
         let _ = msg.ack_with(AckKind::Nak(None)).await;
     }

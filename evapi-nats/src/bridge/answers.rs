@@ -12,7 +12,7 @@ use tracing::warn;
 
 use super::backoff::Retrying;
 use super::{named, Named, Run, ANSWER_LOG_EVERY, DRAIN};
-use crate::expected::Verdict;
+use crate::expected::Admission;
 use crate::seal::SEAL_HEADER;
 use crate::DEADLINE_HEADER;
 use crate::{answers_stream, answers_subject, nats_error, setup_error, NatsError};
@@ -178,12 +178,14 @@ impl Run<'_> {
             warn!(
                 node = %self.config.node,
                 refused = queue.refused_since,
+                naming_no_transaction = queue.untransacted_since,
                 shed = queue.shed_since,
                 every = ?ANSWER_LOG_EVERY,
-                "answers from NATS dropped: naming no transaction this bridge waits for (forged, second or late answers), or past --answers-buffer-bytes"
+                "answers from NATS dropped: naming no transaction this bridge waits for (forged, second or late answers), naming no transaction at all and not allowed (--allow-untransacted) or not sealed, or past --answers-buffer-bytes"
             );
             queue.shed_since = 0;
             queue.refused_since = 0;
+            queue.untransacted_since = 0;
             *last_report = Instant::now();
         }
         next
@@ -211,7 +213,7 @@ impl Run<'_> {
             return None;
         }
         let id = match named(&self.config.ids, &answer) {
-            Named::Nothing => return Some((answer, reply)),
+            Named::Nothing => return self.admit_untransacted(answer, reply),
             Named::Transaction(id) => id,
             Named::Unreadable => {
                 self.refuse(reply);
@@ -241,15 +243,15 @@ impl Run<'_> {
         let predecessor =
             self.config.seal.is_some() || started.elapsed() < self.config.predecessor_grace;
         match verdict {
-            Verdict::Expected => {}
-            Verdict::Unknown if predecessor => {
+            Admission::Expected => {}
+            Admission::Unknown if predecessor => {
                 self.counts
                     .answers_unverified
                     .fetch_add(1, Ordering::Relaxed);
                 // Remembered as answered: a second answer is refused.
                 self.expecting().answered(id, Instant::now());
             }
-            Verdict::Duplicate | Verdict::Unknown => {
+            Admission::Duplicate | Admission::Unknown => {
                 self.refuse(reply);
                 return None;
             }
@@ -260,6 +262,39 @@ impl Run<'_> {
 
 impl Run<'_> {
     /// Drop an answer for good: counted refused, and not to be delivered again.
+    /// A frame naming no transaction: written only when a rule allows it and, with a
+    /// seal key, with its own seal (`Evapi-Seal`: [`SealKey::seal_frame`]); refused
+    /// and counted otherwise.
+    ///
+    /// [`SealKey::seal_frame`]: crate::seal::SealKey::seal_frame
+    fn admit_untransacted(
+        &self,
+        frame: Bytes,
+        reply: Option<jetstream::Message>,
+    ) -> Option<(Bytes, Option<jetstream::Message>)> {
+        let sealed = || {
+            let Some(key) = &self.config.seal else {
+                return true;
+            };
+            reply
+                .as_ref()
+                .and_then(|m| m.headers.as_ref())
+                .and_then(|h| h.get(SEAL_HEADER))
+                .is_some_and(|seal| {
+                    key.verify_frame(&self.config.node, &frame, seal.as_str().as_bytes())
+                })
+        };
+        if self.config.untransacted.allows(&frame) && sealed() {
+            return Some((frame, reply));
+        }
+        self.counts
+            .untransacted_refused
+            .fetch_add(1, Ordering::Relaxed);
+        self.answers_waiting().untransacted_since += 1;
+        self.refuse(reply);
+        None
+    }
+
     fn refuse(&self, reply: Option<jetstream::Message>) {
         self.counts.answers_refused.fetch_add(1, Ordering::Relaxed);
         self.answers_waiting().refused_since += 1;
@@ -372,4 +407,6 @@ pub(super) struct AnswerQueue {
     bytes: usize,
     shed_since: u64,
     refused_since: u64,
+    /// Of `refused_since`, frames naming no transaction.
+    untransacted_since: u64,
 }

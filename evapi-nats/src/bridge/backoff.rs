@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use evapi_client::Backoff;
 use tracing::warn;
 
 /// Publishing while JetStream refuses (a cluster electing a stream leader answers at
@@ -10,38 +11,37 @@ use tracing::warn;
 /// confirmed, then the whole window again. A failover costs a few retries a second,
 /// not a storm of the whole window republished as fast as refusals come back.
 #[derive(Debug, Default)]
-pub(super) struct Backoff {
-    pause: Option<Duration>,
+pub(super) struct PublishPause {
+    /// Failures in a row (0: none).
+    failures: u32,
     resume_at: Option<tokio::time::Instant>,
 }
 
+/// The pauses after failed publications: 50 ms doubling to 400 ms (the longest stall a
+/// recovery may add).
+const PAUSES: Backoff = Backoff::doubling(BACKOFF_FIRST, Duration::from_millis(400));
 /// The first pause after a failed publication.
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
-/// The longest pause (the stall a recovery may add).
-const BACKOFF_MAX: Duration = Duration::from_millis(400);
 
-impl Backoff {
+impl PublishPause {
     /// A publication failed at `now`: pause (the pause doubles, unless a pause is
     /// already running: the other publications in flight fail with the same cause).
     pub(super) fn failed(&mut self, now: tokio::time::Instant) {
         if self.resume_at.is_some_and(|at| at > now) {
             return;
         }
-        let pause = self
-            .pause
-            .map_or(BACKOFF_FIRST, |p| (p * 2).min(BACKOFF_MAX));
-        self.pause = Some(pause);
-        self.resume_at = Some(now + pause);
+        self.failures = self.failures.saturating_add(1);
+        self.resume_at = Some(now + PAUSES.pause(self.failures));
     }
 
     /// A publication was confirmed: the whole window again.
     pub(super) fn succeeded(&mut self) {
-        self.pause = None;
+        self.failures = 0;
         self.resume_at = None;
     }
 
     pub(super) fn is_failing(&self) -> bool {
-        self.pause.is_some()
+        self.failures > 0
     }
 
     /// Publications in flight allowed: `window`, or one while failing.
@@ -117,7 +117,7 @@ mod tests {
     #[test]
     fn refusals_pause_then_probe_then_open_the_window() {
         let t0 = tokio::time::Instant::now();
-        let mut b = Backoff::default();
+        let mut b = PublishPause::default();
         assert_eq!(b.window(4096), 4096);
         assert!(b.may_publish(t0));
         b.failed(t0);
@@ -133,9 +133,16 @@ mod tests {
         let mut at = t0 + BACKOFF_FIRST;
         for _ in 0..10 {
             b.failed(at);
-            at = b.resume_at.unwrap();
+            let next = b.resume_at.unwrap();
+            assert!(next - at <= Duration::from_millis(400), "capped");
+            at = next;
         }
-        assert_eq!(b.pause, Some(BACKOFF_MAX), "capped");
+        b.failed(at);
+        assert_eq!(
+            b.resume_at,
+            Some(at + Duration::from_millis(400)),
+            "at the cap"
+        );
         b.succeeded();
         assert_eq!(b.window(4096), 4096);
         assert!(b.may_publish(at) && !b.is_failing());

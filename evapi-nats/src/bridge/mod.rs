@@ -40,7 +40,7 @@ use tracing::{info, warn};
 use super::expected::{Expected, MAX_EXPECTED};
 use super::outbox::Outbox;
 use super::{events_stream, events_subject};
-use super::{Link, NatsError};
+use super::{LinkStatus, NatsError};
 use super::{EVENT_MAX_AGE, NODE_HEADER};
 use evapi_client::client::Client;
 use evapi_client::respond::{Counts, Responder};
@@ -49,7 +49,7 @@ mod answers;
 mod backoff;
 
 use answers::{answers_consumer, AnswerQueue, ACKS_QUEUED};
-use backoff::{Backoff, Retrying};
+use backoff::{PublishPause, Retrying};
 
 /// Default bound of the outbox: events held while NATS does not confirm them.
 pub const DEFAULT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
@@ -100,6 +100,10 @@ pub struct BridgeConfig {
     pub event_ttl: Option<Duration>,
     /// How the events' stream is made (replicas, storage).
     pub stream: super::StreamSettings,
+    /// Which answers naming no transaction are written to the node (none by default:
+    /// they would steer its `message-received` route); with [`BridgeConfig::seal`],
+    /// an allowed one needs its own seal too ([`super::seal::SealKey::seal_frame`]).
+    pub untransacted: super::untransacted::UntransactedRules,
 }
 
 impl BridgeConfig {
@@ -117,6 +121,7 @@ impl BridgeConfig {
             predecessor_grace: super::EVENT_MAX_AGE,
             event_ttl: Some(super::EVENT_MAX_AGE),
             stream: super::StreamSettings::default(),
+            untransacted: super::untransacted::UntransactedRules::none(),
         }
     }
 }
@@ -141,6 +146,9 @@ pub struct BridgeCounts {
     /// Answers from NATS dropped because they name a transaction the bridge is not
     /// waiting for (forged, a second answer, or older than the events' age bound).
     pub answers_refused: AtomicU64,
+    /// Of those, answers naming no transaction that no rule allows, or with a key,
+    /// without their own seal.
+    pub untransacted_refused: AtomicU64,
     /// Answers from NATS naming a transaction this bridge did not see, written because
     /// they carry a valid seal (an earlier bridge of the node published the event), or,
     /// without a seal key, because the bridge started less than `predecessor_grace`
@@ -171,7 +179,7 @@ pub struct BridgeCounts {
     /// while a cluster elects one): the bridge is connected but cannot store events.
     pub failing: std::sync::atomic::AtomicBool,
     /// The NATS connection's state.
-    pub link: Arc<Link>,
+    pub link: Arc<LinkStatus>,
 }
 
 impl BridgeCounts {
@@ -365,7 +373,7 @@ impl Run<'_> {
         let mut confirming = FuturesUnordered::new();
         let mut drain_until: Option<tokio::time::Instant> = None;
         let mut retrying = Retrying::default();
-        let mut backoff = Backoff::default();
+        let mut backoff = PublishPause::default();
         loop {
             // Publish what is queued, up to the window; while publications fail (NATS
             // away, a stream electing its leader), one at a time after a pause.

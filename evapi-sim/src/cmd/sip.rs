@@ -59,6 +59,11 @@ pub struct SipArgs {
     /// Unavailable without a transaction, so a flood cannot grow memory without bound.
     #[arg(long, env = "EVAPI_MAX_TRANSACTIONS", default_value_t = DEFAULT_MAX_TRANSACTIONS)]
     pub max_transactions: usize,
+    /// Longest SIP request taken, in bytes; a longer one is answered 513 Message Too
+    /// Large at once and makes no transaction, so what the transactions hold stays a
+    /// small multiple of this times --max-transactions.
+    #[arg(long, env = "EVAPI_MAX_REQUEST_BYTES", default_value_t = evapi_sim::front::DEFAULT_MAX_REQUEST_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(512..=65535))]
+    pub max_request_bytes: usize,
     /// Reason phrase when the app's answer has none, built on the way back, e.g.
     /// 'decided by app $evapi(conidx) for $rU' (default: the code's usual phrase).
     #[arg(long, env = "EVAPI_REASON", value_name = "TEMPLATE")]
@@ -223,6 +228,7 @@ fn sip_options(sip: &SipArgs) -> Option<evapi_sim::uas::UasOptions> {
             final_retransmits: sip.final_retransmits,
             retry_after: sip.retry_after,
             trying_after: sip.trying_after,
+            max_request_bytes: sip.max_request_bytes,
         },
         metrics: None,
     })

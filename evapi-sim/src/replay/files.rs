@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use evapi_proto::transcript::{part_path, Reader, TranscriptError};
+use evapi_proto::transcript::{part_path, TranscriptError, TranscriptReader};
 use evapi_proto::{AnswerReader, Framing};
 
 use super::Plan;
@@ -103,7 +103,7 @@ pub fn read(
             Err(e) if part > first && e.kind() == std::io::ErrorKind::NotFound => break,
             Err(source) => return Err(RecordingError::Open { path, source }),
         };
-        let entries = Reader::new(
+        let entries = TranscriptReader::new(
             std::io::BufReader::new(file),
             evapi_proto::transcript::max_line(max_frame),
         )

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::diff::{diff, remove};
 use super::plan::{ids_of, Plan, Planned, Suspended};
-use super::{Outcome, ReplayReport, Verdict, MAX_LISTED};
+use super::{Comparison, ReplayReport, ReplayedCall, MAX_LISTED};
 use crate::report::Latency;
 use crate::tm::{Refusal, Table, TmConfig};
 
@@ -32,7 +32,7 @@ pub struct Judge {
     report: ReplayReport,
     recorded_h: Histogram<u64>,
     replayed_h: Histogram<u64>,
-    passed: Vec<Outcome>,
+    passed: Vec<ReplayedCall>,
     /// When the first event went out.
     started: Option<Instant>,
 }
@@ -124,21 +124,21 @@ impl Judge {
             u64::try_from(now.saturating_duration_since(sent).as_micros()).unwrap_or(u64::MAX);
         let _ = self.replayed_h.record(replayed_us.max(1));
         let outcome = match self.answers.get(&recorded).and_then(|s| s.answer.as_ref()) {
-            None => Outcome {
+            None => ReplayedCall {
                 id: recorded.to_string(),
-                verdict: Verdict::Extra,
+                verdict: Comparison::Extra,
                 diff: Vec::new(),
                 recorded_us: None,
                 replayed_us: Some(replayed_us),
             },
             Some(rec) => {
                 let diff = self.compare(&rec.payload, msg);
-                Outcome {
+                ReplayedCall {
                     id: recorded.to_string(),
                     verdict: if diff.is_empty() {
-                        Verdict::Matched
+                        Comparison::Matched
                     } else {
-                        Verdict::Different
+                        Comparison::Different
                     },
                     diff,
                     recorded_us: Some(rec.latency_us),
@@ -170,16 +170,16 @@ impl Judge {
         for e in expired {
             let recorded = e.data.recorded;
             let outcome = match self.answers.get(&recorded).and_then(|s| s.answer.as_ref()) {
-                Some(rec) => Outcome {
+                Some(rec) => ReplayedCall {
                     id: recorded.to_string(),
-                    verdict: Verdict::Missing,
+                    verdict: Comparison::Missing,
                     diff: Vec::new(),
                     recorded_us: Some(rec.latency_us),
                     replayed_us: None,
                 },
-                None => Outcome {
+                None => ReplayedCall {
                     id: recorded.to_string(),
-                    verdict: Verdict::Unanswered,
+                    verdict: Comparison::Unanswered,
                     diff: Vec::new(),
                     recorded_us: None,
                     replayed_us: None,
@@ -196,14 +196,14 @@ impl Judge {
         c.suspended - c.resumed - c.timed_out
     }
 
-    fn push(&mut self, outcome: Outcome) {
+    fn push(&mut self, outcome: ReplayedCall) {
         let r = &mut self.report;
         match outcome.verdict {
-            Verdict::Matched => r.matched += 1,
-            Verdict::Different => r.different += 1,
-            Verdict::Missing => r.missing += 1,
-            Verdict::Extra => r.extra += 1,
-            Verdict::Unanswered => r.unanswered += 1,
+            Comparison::Matched => r.matched += 1,
+            Comparison::Different => r.different += 1,
+            Comparison::Missing => r.missing += 1,
+            Comparison::Extra => r.extra += 1,
+            Comparison::Unanswered => r.unanswered += 1,
         }
         if let Some(us) = outcome.recorded_us {
             let _ = self.recorded_h.record(us.max(1));

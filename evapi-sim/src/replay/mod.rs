@@ -33,7 +33,7 @@ pub use files::{first_part, read, Recording, RecordingError};
 pub use judge::Judge;
 pub use plan::{Plan, Planned};
 pub use play::{offset, play, playing_time, ReplayError, Speed, MAX_OFFSET};
-pub use report::{Outcome, ReplayReport, Verdict};
+pub use report::{Comparison, ReplayReport, ReplayedCall};
 
 /// Default wait for an app's answer (the replay's `fr_inv_timer`).
 pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -157,7 +157,7 @@ mod tests {
         let different = r
             .outcomes
             .iter()
-            .find(|o| o.verdict == Verdict::Different)
+            .find(|o| o.verdict == Comparison::Different)
             .unwrap();
         assert_eq!(different.diff, ["code: 200 -> 503"]);
         assert_eq!(r.recorded_latency.count, 2);
@@ -205,9 +205,9 @@ mod tests {
             ..ReplayReport::default()
         };
         r.outcomes = (0..25)
-            .map(|n| Outcome {
+            .map(|n| ReplayedCall {
                 id: format!("{n}:{n}"),
-                verdict: Verdict::Different,
+                verdict: Comparison::Different,
                 diff: vec!["code: 200 -> 486".into()],
                 recorded_us: None,
                 replayed_us: None,

@@ -148,7 +148,7 @@ pub async fn play(
                 judge.handle_timeout(now);
                 if let (Some(at), Some(event)) = (due, plan.events.get(next)) {
                     if at <= now {
-                        apps::deliver(&embedded.handle, crate::router::Delivery::All, &event.payload);
+                        apps::deliver(&embedded.handle, crate::router::Fanout::All, &event.payload);
                         judge.sent(now, event);
                         next += 1;
                     }

@@ -8,7 +8,7 @@ use crate::report::Latency;
 /// How one transaction of the recording fared in the replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Verdict {
+pub enum Comparison {
     /// The app answered as recorded.
     Matched,
     /// The app answered otherwise.
@@ -23,11 +23,11 @@ pub enum Verdict {
 
 /// One judged transaction.
 #[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
+pub struct ReplayedCall {
     /// The recorded ids (`index:label`).
     pub id: String,
     /// The verdict.
-    pub verdict: Verdict,
+    pub verdict: Comparison,
     /// For `different`: each differing field, `path: recorded -> replayed`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub diff: Vec<String>,
@@ -39,27 +39,27 @@ pub struct Outcome {
     pub replayed_us: Option<u64>,
 }
 
-impl Verdict {
+impl Comparison {
     /// Its name in reports, e.g. `different`.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
-            Verdict::Matched => "matched",
-            Verdict::Different => "different",
-            Verdict::Missing => "missing",
-            Verdict::Extra => "extra",
-            Verdict::Unanswered => "unanswered",
+            Comparison::Matched => "matched",
+            Comparison::Different => "different",
+            Comparison::Missing => "missing",
+            Comparison::Extra => "extra",
+            Comparison::Unanswered => "unanswered",
         }
     }
 }
 
-impl Outcome {
+impl ReplayedCall {
     /// Whether this counts as a difference (exit code 1).
     #[must_use]
     pub fn failed(&self) -> bool {
         matches!(
             self.verdict,
-            Verdict::Different | Verdict::Missing | Verdict::Extra
+            Comparison::Different | Comparison::Missing | Comparison::Extra
         )
     }
 }
@@ -91,7 +91,7 @@ pub struct ReplayReport {
     pub replayed_latency: Latency,
     /// Every transaction that failed (up to [`MAX_LISTED`](super::MAX_LISTED)), then every other one up to
     /// the same bound.
-    pub outcomes: Vec<Outcome>,
+    pub outcomes: Vec<ReplayedCall>,
     /// Answers per [`crate::report::TIMELINE_BIN_MS`] since the first event (HTML only).
     #[serde(skip)]
     pub timeline: crate::report::Timeline,
@@ -104,8 +104,8 @@ impl ReplayReport {
     /// The HTML report's content (see [`crate::html`]), titled `title`.
     #[must_use]
     pub fn page(&self, title: &str) -> crate::html::Page {
-        use crate::html::{Page, Table};
-        let mut verdicts = Table {
+        use crate::html::{Page, PageTable};
+        let mut verdicts = PageTable {
             caption: "Answers against the recording".into(),
             header: vec!["verdict".into(), "transactions".into()],
             rows: [
@@ -124,13 +124,13 @@ impl ReplayReport {
                 .rows
                 .push(vec![format!("refused: {reason}"), n.to_string()]);
         }
-        let listed: Vec<&Outcome> = self
+        let listed: Vec<&ReplayedCall> = self
             .outcomes
             .iter()
             .filter(|o| o.failed())
             .take(100)
             .collect();
-        let failed = Table {
+        let failed = PageTable {
             caption: format!(
                 "Differences (first {} of {})",
                 listed.len(),
