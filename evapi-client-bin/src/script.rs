@@ -375,7 +375,7 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[must_use]
 pub fn show(msg: &[u8]) -> String {
     match std::str::from_utf8(msg) {
-        Ok(text) => text.to_owned(),
+        Ok(text) => evapi_proto::text::for_terminal(text).into_owned(),
         Err(_) => format!("(binary) {}", msg.escape_ascii()),
     }
 }

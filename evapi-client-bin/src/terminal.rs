@@ -516,9 +516,10 @@ impl Network {
                     }
                     Err(_) => crate::script::show(&bytes),
                 };
-                format!("{prefix}{shown}")
+                // Colours are ours; C1, DEL and bidi controls in a string are the peer's.
+                format!("{prefix}{}", evapi_proto::text::json_for_terminal(&shown))
             }
-            repl::Line::Text(text) => text,
+            repl::Line::Text(text) => evapi_proto::text::for_terminal(&text).into_owned(),
         }
     }
 

@@ -36,6 +36,7 @@ pub mod framing;
 pub mod line;
 pub mod message;
 pub mod netstring;
+pub mod text;
 pub mod transcript;
 
 pub use answer::{

@@ -117,7 +117,8 @@ impl Tokens {
         Ok(Self { entries })
     }
 
-    /// Read and [`parse`](Self::parse) a token file.
+    /// Read and [`parse`](Self::parse) a token file. A file others may read is
+    /// warned about (as the bridge's seal key file is): its tokens let anyone in.
     ///
     /// # Errors
     ///
@@ -127,6 +128,9 @@ impl Tokens {
             path: path.display().to_string(),
             source,
         })?;
+        if let Some(mode) = readable_by_others(path) {
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the token file may be read by others: chmod 600 it");
+        }
         Self::parse(&text)
     }
 
@@ -191,9 +195,29 @@ pub fn ok_frame(name: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// The file's permission bits when group or others may read or write it.
+fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 34: a token file readable by everyone got no warning (the seal key did).
+    #[test]
+    fn a_token_file_others_may_read_is_noticed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = std::env::temp_dir().join(format!("evapi-tokens-mode-{}", std::process::id()));
+        std::fs::write(&path, "app-a secret-token-0123456789\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(readable_by_others(&path), Some(0o644));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(readable_by_others(&path), None);
+        let _ = std::fs::remove_file(&path);
+    }
 
     const FILE: &str =
         "# apps\nrouter  s3cret-router-token-1\n\nbilling\tbilling-token-0123456789\n";

@@ -176,6 +176,12 @@ pub struct Args {
     #[arg(help_heading = "Control interface", long, env = "EVAPI_CONTROL_MAX_CONNECTIONS", default_value_t = DEFAULT_CONTROL_CONNECTIONS)]
     pub control_max_connections: usize,
 
+    /// A control connection (--control, --control-unix) with no complete line for this
+    /// long, idle or half-written, gets an error line and is closed, so idle
+    /// connections cannot hold the slots. 0s: never.
+    #[arg(help_heading = "Control interface", long, env = "EVAPI_CONTROL_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub control_idle_timeout: std::time::Duration,
+
     /// Listen on this Unix domain socket instead of --bind (for apps on this host; its
     /// permissions, --unix-mode, decide who may connect). A stale socket file is replaced.
     #[arg(
@@ -423,6 +429,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_connections: args.control_max_connections.max(1),
         token: args.control_token.clone().map(Arc::from),
         auth_timeout: args.security.auth_timeout,
+        idle_timeout: (!args.control_idle_timeout.is_zero()).then_some(args.control_idle_timeout),
     };
     let control_task = control.map(|l| {
         tokio::spawn(socket::serve(

@@ -11,6 +11,13 @@ use crate::common::PATIENCE;
 const TOKEN: &str = "control-token-0123456789";
 
 async fn control_socket(max_connections: usize) -> (std::net::SocketAddr, Handle) {
+    control_socket_with(max_connections, None).await
+}
+
+async fn control_socket_with(
+    max_connections: usize,
+    idle_timeout: Option<Duration>,
+) -> (std::net::SocketAddr, Handle) {
     let handle = Server::new(Config::default(), NoRoutes).handle();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -19,6 +26,7 @@ async fn control_socket(max_connections: usize) -> (std::net::SocketAddr, Handle
         max_connections,
         token: Some(Arc::from(TOKEN)),
         auth_timeout: Duration::from_secs(5),
+        idle_timeout,
     };
     tokio::spawn(serve(ControlListener::Tcp(l), handle.clone(), limits));
     (addr, handle)
@@ -113,4 +121,46 @@ async fn authenticated_controllers_are_bounded() {
         replies,
         [r#"{"ok":false,"error":"too many control connections (1); try again later"}"#]
     );
+}
+
+/// Issue 34: 8 idle or half-written control connections (no token needed) held every
+/// slot for the whole minute of the test. An idle connection now closes at
+/// --control-idle-timeout, with an error line, and a half line does not keep it open.
+#[tokio::test]
+async fn idle_and_half_written_control_connections_are_closed() {
+    let (addr, _handle) = control_socket_with(2, Some(Duration::from_millis(300))).await;
+    let auth = format!("{{\"auth\":\"{TOKEN}\"}}\n");
+    let mut held = Vec::new();
+    for half in ["", "{\"stats\""] {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (rd, mut wr) = stream.into_split();
+        wr.write_all(auth.as_bytes()).await.unwrap();
+        wr.write_all(half.as_bytes()).await.unwrap();
+        let mut rd = BufReader::new(rd);
+        let mut line = String::new();
+        rd.read_line(&mut line).await.unwrap();
+        assert!(line.contains("\"auth\":\"ok\""), "{line}");
+        held.push((rd, wr));
+    }
+    // Both slots held: a third controller is refused now...
+    let refused = converse(addr, &format!("{auth}{{\"stats\":true}}\n"), 2).await;
+    assert!(
+        refused.iter().any(|l| l.contains("too many")),
+        "{refused:?}"
+    );
+    // ...and the held ones are closed once idle, each with its reason.
+    for (mut rd, _wr) in held {
+        let mut line = String::new();
+        tokio::time::timeout(PATIENCE, rd.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(line.contains("--control-idle-timeout"), "{line}");
+        line.clear();
+        assert_eq!(rd.read_line(&mut line).await.unwrap(), 0, "closed: {line}");
+    }
+    // The operator gets in.
+    let replies = converse(addr, &format!("{auth}{{\"stats\":true}}\n"), 2).await;
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert!(replies[1].contains("\"ok\":true"), "{replies:?}");
 }

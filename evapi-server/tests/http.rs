@@ -182,6 +182,7 @@ async fn the_doors_share_one_throttle_and_one_global_ceiling() {
         max_connections: 8,
         token: Some("control-token-0123456789".into()),
         auth_timeout: Duration::from_secs(5),
+        idle_timeout: None,
     };
     tokio::spawn(control(ControlListener::Tcp(control_l), handle, limits));
 

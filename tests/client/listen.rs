@@ -14,6 +14,43 @@ fn prints_count_messages_raw_then_exits_0() {
     assert_eq!((out.as_str(), code), ("{\"event\":\"one\"}\ntwo\n", 0));
 }
 
+/// Issue 34: relayed text reached the terminal raw (OSC 52 wrote the clipboard, OSC 0
+/// the title, `\r` overwrote a line). Plain output shows controls escaped, JSON lines
+/// escape C1, DEL and bidi controls too, and `--raw` keeps the bytes for pipes.
+#[test]
+fn a_peers_control_characters_are_shown_not_executed() {
+    let attack = "\u{1b}]52;c;cm0gLXJmIH4vKg==\u{7}\u{1b}]0;pwned\u{7}ok\rX\u{85}\u{202e}";
+    let srv = start(Framing::Netstring);
+    let run = Running::spawn(srv.client(&["listen", "--count", "1"]));
+    srv.connected();
+    srv.relay(attack);
+    let (out, _, code) = run.finish();
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "\\x1b]52;c;cm0gLXJmIH4vKg==\\x07\\x1b]0;pwned\\x07ok\\rX\\x85\\u{202e}\n"
+    );
+    let srv = start(Framing::Netstring);
+    let run = Running::spawn(srv.client(&["listen", "--json", "--count", "1"]));
+    srv.connected();
+    srv.relay(attack);
+    let (out, _, _) = run.finish();
+    assert!(
+        !out.trim_end()
+            .chars()
+            .any(evapi_proto::text::is_unsafe_for_terminal),
+        "{out:?}"
+    );
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["msg"], attack, "the same JSON, escaped");
+    let srv = start(Framing::Netstring);
+    let run = Running::spawn(srv.client(&["listen", "--raw", "--count", "1"]));
+    srv.connected();
+    srv.relay(attack);
+    let (out, _, _) = run.finish();
+    assert_eq!(out, format!("{attack}\n"), "--raw is raw");
+}
+
 /// `--timeout` with `--count`: what came is printed, and too few in time is exit 1
 /// (what CI scripts check).
 #[test]

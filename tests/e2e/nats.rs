@@ -855,9 +855,14 @@ fn nats_permissions_keep_strangers_off_the_answers() {
         counters.contains("  final 486                      20"),
         "{counters}"
     );
-    // The app's stray "hi" above names no transaction: it passed to the node as a
-    // message, and nothing was refused as forged.
-    assert_eq!(count_before(&bridged, "refused answers"), 0, "{bridged}");
+    // The app's stray "hi" above names no transaction: the bridge refuses it (no
+    // --allow-untransacted), and nothing else was refused.
+    assert_eq!(count_before(&bridged, "refused answers"), 1, "{bridged}");
+    assert_eq!(
+        count_before(&bridged, "refused naming no transaction"),
+        1,
+        "{bridged}"
+    );
 }
 
 /// Answers on a node's subject that name transactions the bridge is not waiting for

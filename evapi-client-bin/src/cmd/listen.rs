@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::script;
+use std::io::IsTerminal as _;
+
 use base64::Engine as _;
 use bytes::Bytes;
 use evapi_client::Client;
@@ -27,6 +29,11 @@ pub struct ListenArgs {
     /// Only messages containing this text are printed and counted.
     #[arg(long = "match", env = "EVAPI_MATCH", value_name = "TEXT")]
     pub matching: Option<String>,
+    /// Print each message's bytes exactly as they came, for pipes. Without it, control
+    /// characters a terminal would act on (escape sequences, \r, C1, bidi controls)
+    /// are shown escaped (\x1b).
+    #[arg(long, env = "EVAPI_RAW", conflicts_with = "json")]
+    pub raw: bool,
 }
 
 impl ListenArgs {
@@ -38,7 +45,13 @@ impl ListenArgs {
             count,
             timeout,
             matching,
+            raw,
         } = self;
+        if raw && std::io::stdout().is_terminal() {
+            eprintln!(
+                "evapi-client: --raw on a terminal: peers' control characters reach it as they are"
+            );
+        }
         let mut source = Source::open(ctx).await?;
         // Lines name their node when several may speak.
         let several = ctx.nodes.len() > 1 || ctx.nats.is_some() && ctx.node.is_none();
@@ -86,12 +99,21 @@ impl ListenArgs {
                         "msg_b64": base64::engine::general_purpose::STANDARD.encode(&msg),
                     }),
                 };
-                writeln!(out, "{line}")?;
+                // serde_json escapes C0; C1, DEL and bidi controls are escaped here.
+                writeln!(
+                    out,
+                    "{}",
+                    evapi_proto::text::json_for_terminal(&line.to_string())
+                )?;
             } else {
                 if several {
                     write!(out, "[{node}] ")?;
                 }
-                out.write_all(&msg)?;
+                if raw {
+                    out.write_all(&msg)?;
+                } else {
+                    out.write_all(evapi_proto::text::bytes_for_terminal(&msg).as_bytes())?;
+                }
                 out.write_all(b"\n")?;
             }
             out.flush()?;

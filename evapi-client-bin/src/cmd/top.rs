@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
+use evapi_proto::text::for_terminal;
 use http_body_util::{BodyExt, Empty};
 use hyper::header::{AUTHORIZATION, HOST};
 use hyper::Request;
@@ -85,7 +86,8 @@ fn table(
     let queued: u64 = clients.iter().map(|c| num(c, "queue_bytes")).sum();
     let _ = writeln!(
         out,
-        "evapi admin {addr}: {} clients, {queued} bytes queued",
+        "evapi admin {}: {} clients, {queued} bytes queued",
+        for_terminal(addr),
         clients.len()
     );
     let _ = writeln!(
@@ -113,10 +115,10 @@ fn table(
             "{:>6} {:>6} {:<22} {:<12} {:<5} {:<14} {:>8} {:>8} {:>6} {:>9}{state}",
             num(c, "conidx"),
             num(c, "connid"),
-            peer,
-            c["tag"].as_str().unwrap_or("-"),
-            c["transport"].as_str().unwrap_or("tcp"),
-            identity,
+            for_terminal(&peer),
+            for_terminal(c["tag"].as_str().unwrap_or("-")),
+            for_terminal(c["transport"].as_str().unwrap_or("tcp")),
+            for_terminal(identity),
             rate(c, |s| s.frames_in, num(c, "frames_in")),
             rate(c, |s| s.frames_out, num(c, "frames_out")),
             num(c, "queue_depth"),

@@ -54,7 +54,15 @@ pub struct ControlLimits {
     pub token: Option<Arc<str>>,
     /// The token line must arrive within this long.
     pub auth_timeout: Duration,
+    /// A connection without a complete line with content for this long (idle, or
+    /// half a line) gets one error line and is closed, so idle connections cannot hold
+    /// the slots (`--control-idle-timeout`); `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
+
+/// Default `--control-idle-timeout`: room for a person typing at `nc`, short enough
+/// that idle connections free their slots within the minute.
+pub const DEFAULT_CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where control connections come from.
 #[derive(Debug)]
@@ -295,7 +303,7 @@ async fn connection(
     });
     let result = if limits.token.is_none() {
         match admission.take_slot() {
-            Ok(()) => lines(handle, rd, limits.max_line, &tx, None).await,
+            Ok(()) => lines(handle, rd, limits.max_line, &tx, None, limits.idle_timeout).await,
             Err(why) => {
                 let _ = tx.send(error_line(&why)).await;
                 Ok(())
@@ -309,7 +317,7 @@ async fn connection(
         });
         let evicted = evicted.unwrap_or_default();
         let ended = tokio::select! {
-            r = lines(handle, rd, limits.max_line, &tx, auth) => Some(r),
+            r = lines(handle, rd, limits.max_line, &tx, auth, limits.idle_timeout) => Some(r),
             () = evicted.cancelled() => None,
         };
         match ended {
@@ -353,7 +361,7 @@ pub async fn stdin_lines(
     max_line: usize,
     replies: &mpsc::Sender<String>,
 ) -> std::io::Result<()> {
-    lines(handle, input, max_line, replies, None).await
+    lines(handle, input, max_line, replies, None, None).await
 }
 
 async fn lines(
@@ -362,6 +370,7 @@ async fn lines(
     max_line: usize,
     replies: &mpsc::Sender<String>,
     mut auth: Option<Auth<'_>>,
+    idle_timeout: Option<Duration>,
 ) -> std::io::Result<()> {
     use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder as _};
     // The codec is driven by hand, not through FramedRead: FramedRead ends the stream
@@ -370,6 +379,8 @@ async fn lines(
     let mut codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max_line);
     let mut buf = bytes::BytesMut::with_capacity(CONTROL_READ.min(max_line + 1));
     let mut eof = false;
+    // Reset by each line with content only: blank lines and half lines keep nothing open.
+    let mut idle_until = idle_timeout.map(|t| tokio::time::Instant::now() + t);
     loop {
         let line = if eof {
             codec.decode_eof(&mut buf)
@@ -397,7 +408,24 @@ async fn lines(
                             }
                         }
                     }
-                    None => input.read_buf(&mut buf).await?,
+                    None => match idle_until {
+                        None => input.read_buf(&mut buf).await?,
+                        Some(at) => {
+                            match tokio::time::timeout_at(at, input.read_buf(&mut buf)).await {
+                                Ok(read) => read?,
+                                Err(_) => {
+                                    debug!("control connection idle, closing");
+                                    let _ = replies
+                                        .send(error_line(&format!(
+                                        "no control line for {:?}, closed (--control-idle-timeout)",
+                                        idle_timeout.unwrap_or_default()
+                                    )))
+                                        .await;
+                                    return Ok(());
+                                }
+                            }
+                        }
+                    },
                 };
                 if read == 0 {
                     eof = true;
@@ -430,7 +458,10 @@ async fn lines(
             }
             Ok(Some(bytes)) => match std::str::from_utf8(&bytes) {
                 Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => super::execute(handle, text.trim_end_matches('\r')),
+                Ok(text) => {
+                    idle_until = idle_timeout.map(|t| tokio::time::Instant::now() + t);
+                    super::execute(handle, text.trim_end_matches('\r'))
+                }
                 Err(e) => error_line(&format!(
                     "control line is not UTF-8 (invalid byte at {})",
                     e.valid_up_to()

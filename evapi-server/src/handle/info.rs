@@ -66,6 +66,12 @@ pub enum ControlError {
         /// [`MAX_TAG_LEN`](crate::config::MAX_TAG_LEN).
         max: usize,
     },
+    /// Tags are printed by operators' tools (`top`, logs): no control characters.
+    #[error("tag holds a control character (byte {at}): tags are printable text")]
+    TagNotPrintable {
+        /// Byte offset of the first control character.
+        at: usize,
+    },
 }
 
 /// Why a reload was refused.

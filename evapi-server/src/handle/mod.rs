@@ -617,13 +617,20 @@ thread_local! {
     static OVER_TOTAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Refuse tags over [`MAX_TAG_LEN`] bytes.
+/// Refuse tags over [`MAX_TAG_LEN`] bytes, and tags with a character a terminal would
+/// act on ([`evapi_proto::text::is_unsafe_for_terminal`]: `top` and logs print tags).
 pub(crate) fn check_tag(tag: &str) -> Result<(), ControlError> {
     if tag.len() > MAX_TAG_LEN {
         return Err(ControlError::TagTooLong {
             len: tag.len(),
             max: MAX_TAG_LEN,
         });
+    }
+    if let Some((at, _)) = tag
+        .char_indices()
+        .find(|&(_, c)| evapi_proto::text::is_unsafe_for_terminal(c) || c == '\n')
+    {
+        return Err(ControlError::TagNotPrintable { at });
     }
     Ok(())
 }
@@ -652,4 +659,32 @@ fn pick(tagged: &Tagged, policy: UnicastPolicy, key: Option<&[u8]>) -> Option<Ar
         }),
     };
     chosen.cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 34: a tag `ESC[2J` wiped `top`'s table; tags are printable text now.
+    #[test]
+    fn tags_with_control_characters_are_refused() {
+        assert_eq!(check_tag("billing-eu.1"), Ok(()));
+        assert_eq!(check_tag("日本"), Ok(()));
+        for (tag, at) in [
+            ("\u{1b}[2J", 0),
+            ("a\nb", 1),
+            ("ab\u{85}", 2),
+            ("x\u{202e}", 1),
+        ] {
+            assert_eq!(
+                check_tag(tag),
+                Err(ControlError::TagNotPrintable { at }),
+                "{tag:?}"
+            );
+        }
+        assert!(matches!(
+            check_tag(&"t".repeat(MAX_TAG_LEN + 1)),
+            Err(ControlError::TagTooLong { .. })
+        ));
+    }
 }

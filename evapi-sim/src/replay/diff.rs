@@ -37,7 +37,10 @@ pub(super) fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
                 };
                 match y.get(k) {
                     Some(vb) => diff(&p, va, vb, out),
-                    None => out.push(format!("{p}: {va} -> (absent)")),
+                    None => out.push(
+                        evapi_proto::text::for_terminal(&format!("{p}: {va} -> (absent)"))
+                            .into_owned(),
+                    ),
                 }
             }
             for (k, vb) in y {
@@ -47,11 +50,16 @@ pub(super) fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
                     } else {
                         format!("{path}.{k}")
                     };
-                    out.push(format!("{p}: (absent) -> {vb}"));
+                    out.push(
+                        evapi_proto::text::for_terminal(&format!("{p}: (absent) -> {vb}"))
+                            .into_owned(),
+                    );
                 }
             }
         }
         _ if a == b => {}
-        _ => out.push(format!("{}: {a} -> {b}", name(path))),
+        _ => out.push(
+            evapi_proto::text::for_terminal(&format!("{}: {a} -> {b}", name(path))).into_owned(),
+        ),
     }
 }
