@@ -192,6 +192,7 @@ pub fn run(
     config: &ClientConfig,
     no_color: bool,
     matcher: SuspendMatcher,
+    print_queue_bytes: usize,
 ) -> anyhow::Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
     let color = !no_color
@@ -237,7 +238,7 @@ pub fn run(
     } else {
         Box::new(|text: String| println!("{text}"))
     };
-    let (printer, print_queue) = printing_thread(printer);
+    let (printer, print_queue) = printing_thread(printer, print_queue_bytes);
     let network = Network {
         session: repl::Session::new(addr, matcher),
         config: config.clone(),
@@ -278,6 +279,10 @@ pub fn run(
 /// command's own output is never dropped, and never waited for either: the printer may
 /// be held by rustyline until the next prompt, which comes only after the reply.
 const PRINT_QUEUE: usize = 4096;
+
+/// Default `repl --print-queue-bytes`: with lines of up to a 1 MiB frame, the 4,096-line
+/// bound alone let a stalled terminal's queue reach gigabytes.
+pub const DEFAULT_PRINT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Longest wait for the printer before the next prompt (see [`PrintHandle::wait_written`]).
 const WRITTEN_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
@@ -323,13 +328,18 @@ impl PrintHandle {
 }
 
 /// The network side's end of the printer. The channel is unbounded, and bounded by
-/// use: unasked lines enter only while fewer than [`PRINT_QUEUE`] lines wait, and asked
-/// lines are the output of one command at a time (the terminal waits for each reply).
+/// use: unasked lines enter only while fewer than [`PRINT_QUEUE`] lines and fewer than
+/// `max_bytes` bytes wait, and asked lines are the output of one command at a time (the
+/// terminal waits for each reply).
 #[derive(Clone)]
 struct PrintQueue {
     tx: mpsc::UnboundedSender<Print>,
     /// Lines queued and not yet written (the printer counts them down).
     waiting: Arc<std::sync::atomic::AtomicUsize>,
+    /// Their bytes.
+    waiting_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    /// `repl --print-queue-bytes`.
+    max_bytes: usize,
     /// Unasked lines dropped since the queue was last full.
     dropped: u64,
 }
@@ -338,7 +348,10 @@ impl PrintQueue {
     /// Queue a line that arrived unasked; never waits (the queue full, it is dropped and
     /// the loss said later).
     fn unasked(&mut self, text: String) {
-        let full = |q: &Self| q.waiting.load(Ordering::Acquire) >= PRINT_QUEUE;
+        let full = |q: &Self| {
+            q.waiting.load(Ordering::Acquire) >= PRINT_QUEUE
+                || q.waiting_bytes.load(Ordering::Acquire) + text.len() > q.max_bytes
+        };
         if self.dropped > 0 && !full(self) {
             let notice = format!(
                 "!! {} lines of output dropped (terminal too slow)",
@@ -362,24 +375,34 @@ impl PrintQueue {
     }
 
     fn send(&self, line: String) {
+        let len = line.len();
         self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.waiting_bytes.fetch_add(len, Ordering::AcqRel);
         if self.tx.send(Print::Line(line)).is_err() {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.waiting_bytes.fetch_sub(len, Ordering::AcqRel);
         }
     }
 }
 
 /// Start the one thread that writes output lines with `print`.
-fn printing_thread(mut print: Box<dyn FnMut(String) + Send>) -> (PrintHandle, PrintQueue) {
+fn printing_thread(
+    mut print: Box<dyn FnMut(String) + Send>,
+    max_bytes: usize,
+) -> (PrintHandle, PrintQueue) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Print>();
     let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let waiting_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = Arc::clone(&waiting);
+    let counted_bytes = Arc::clone(&waiting_bytes);
     std::thread::spawn(move || {
         while let Some(item) = rx.blocking_recv() {
             match item {
                 Print::Line(text) => {
+                    let len = text.len();
                     print(text);
                     counted.fetch_sub(1, Ordering::AcqRel);
+                    counted_bytes.fetch_sub(len, Ordering::AcqRel);
                 }
                 Print::Written(done) => {
                     let _ = done.send(());
@@ -390,6 +413,8 @@ fn printing_thread(mut print: Box<dyn FnMut(String) + Send>) -> (PrintHandle, Pr
     let queue = PrintQueue {
         tx,
         waiting,
+        waiting_bytes,
+        max_bytes,
         dropped: 0,
     };
     (PrintHandle(queue.clone()), queue)
@@ -638,6 +663,46 @@ impl Network {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 34: a REPL whose terminal stopped reading grew from 8 MB to 1.36 GB on
+    /// 1 MiB relays: the queue was bounded in lines only. Now in bytes too, the loss
+    /// counted and said once the terminal reads again.
+    #[test]
+    fn a_stalled_terminal_holds_at_most_the_byte_bound() {
+        let (release, stalled) = std::sync::mpsc::channel::<()>();
+        let printed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&printed);
+        let print = Box::new(move |text: String| {
+            let _ = stalled.recv();
+            seen.lock().unwrap().push(text);
+        });
+        let (_handle, mut queue) = printing_thread(print, 3 << 20);
+        let big = "x".repeat(1 << 20);
+        for _ in 0..50 {
+            queue.unasked(big.clone());
+        }
+        // The printer holds one line; at most the bound waits behind it.
+        assert!(queue.waiting_bytes.load(Ordering::Acquire) <= 3 << 20);
+        assert!(queue.dropped >= 46, "dropped {}", queue.dropped);
+        let dropped = queue.dropped;
+        for _ in 0..10 {
+            let _ = release.send(());
+        }
+        while queue.waiting.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        queue.unasked("after".to_owned());
+        for _ in 0..2 {
+            let _ = release.send(());
+        }
+        while queue.waiting.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let printed = printed.lock().unwrap();
+        let notice = format!("!! {dropped} lines of output dropped (terminal too slow)");
+        assert_eq!(printed[printed.len() - 2], notice);
+        assert_eq!(printed[printed.len() - 1], "after");
+    }
 
     #[test]
     fn a_prompt_changed_mid_line_keeps_the_width_it_was_drawn_with() {

@@ -140,20 +140,42 @@ fn may_hold_a_token(bytes: &[u8]) -> bool {
     memchr::memmem::find(bytes, b"auth").is_some() || memchr::memmem::find(bytes, b"\\u").is_some()
 }
 
-/// A frame from the app that is an authentication object, with its token replaced by
-/// [`REDACTED`]; `None` for every other frame (recorded as it was).
+/// A frame from the app that may hold a token, as it may be recorded; `None` for every
+/// other frame (recorded as it was). A JSON object with an `auth` key (escaped or not)
+/// has every string value replaced by [`REDACTED`] and is written as parsed (a second
+/// `auth` key is gone with the first's value); a frame that may name the key but is no
+/// JSON (unterminated, say) is recorded as its length only. Nothing of a token reaches
+/// the disk, whatever shape the app gave it (issue 34: `{"auth":"T","auth":null}`,
+/// `{"auth":"T"` were written in clear).
 fn redacted(from: Side, bytes: &[u8]) -> Option<Bytes> {
     if from != Side::App || !may_hold_a_token(bytes) {
         return None;
     }
-    let mut object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(bytes).ok()?;
-    match object.get_mut("auth") {
-        Some(token @ serde_json::Value::String(_)) => {
-            *token = serde_json::Value::String(REDACTED.to_owned());
-            Some(Bytes::from(serde_json::Value::Object(object).to_string()))
-        }
-        _ => None,
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Some(Bytes::from(format!(
+            "<redacted: {} bytes naming auth, not JSON>",
+            bytes.len()
+        )));
+    };
+    let serde_json::Value::Object(mut object) = value else {
+        return None;
+    };
+    if !object.contains_key("auth") {
+        return None;
+    }
+    for value in object.values_mut() {
+        redact_strings(value);
+    }
+    Some(Bytes::from(serde_json::Value::Object(object).to_string()))
+}
+
+/// Every string in `value` replaced by [`REDACTED`].
+fn redact_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => REDACTED.clone_into(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_strings),
+        serde_json::Value::Object(map) => map.values_mut().for_each(redact_strings),
+        _ => {}
     }
 }
 
@@ -675,6 +697,36 @@ mod tests {
 
     /// Found by a re-test of issue 24: the server takes `{"\u0061uth":TOKEN}` as a
     /// login (JSON escapes in the key), and the recorder wrote it in clear.
+    /// Issue 34: 4 of 17 shapes of a first frame wrote the token in clear.
+    #[test]
+    fn no_shape_of_an_auth_frame_writes_the_token() {
+        let token = "s3cret-t0ken-0123456789";
+        for frame in [
+            format!(r#"{{"auth":"{token}"}}"#),
+            format!(r#"{{"auth":"{token}","auth":null}}"#),
+            format!(r#"{{"auth":"{token}","auth":1}}"#),
+            format!(r#"{{"auth":"{token}","auth":{{"x":1}}}}"#),
+            format!(r#"{{"auth":"{token}""#),
+            format!(r#"{{"auth":["{token}"]}}"#),
+            format!(r#"{{"auth":{{"token":"{token}"}}}}"#),
+            format!(r#"{{"\u0061uth":"{token}"}}"#),
+            format!(r#"{{"auth":"{token}","name":"x"}}"#),
+            format!(r#"{{"x":"{token}","auth":true}}"#),
+            format!(r#"  {{"auth" : "{token}" }}  "#),
+            format!(r#"{{"auth":"{token}"}}}}"#),
+        ] {
+            let safe = redacted(Side::App, frame.as_bytes()).expect("redacted");
+            let text = String::from_utf8_lossy(&safe);
+            assert!(
+                !text.contains(token) && !text.contains("t0ken"),
+                "{frame} -> {text}"
+            );
+        }
+        // Other frames are recorded as they are.
+        assert!(redacted(Side::App, br#"{"tindex":1,"tlabel":2,"code":486}"#).is_none());
+        assert!(redacted(Side::Node, br#"{"auth":"ok","name":"router"}"#).is_none());
+    }
+
     #[test]
     fn an_escaped_auth_key_is_redacted_too() {
         let token = "s3cret-router-token-1";
