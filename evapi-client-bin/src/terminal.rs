@@ -688,14 +688,24 @@ mod tests {
         for _ in 0..10 {
             let _ = release.send(());
         }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while queue.waiting.load(Ordering::Acquire) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the printer never caught up"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         queue.unasked("after".to_owned());
         for _ in 0..2 {
             let _ = release.send(());
         }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while queue.waiting.load(Ordering::Acquire) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the printer never caught up"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let printed = printed.lock().unwrap();
