@@ -182,7 +182,16 @@ async fn serve(
         };
         let ended = evapi_nats::bridge(node, nats.clone(), &bridge, &counts, stop.clone()).await;
         if stop.is_cancelled() {
-            break ended.map_err(Into::into);
+            // The node going away while the bridge stops (a node shut down before its
+            // bridge, or a reconnect it accepted then reset) is not the bridge failing:
+            // what it held was published. A NATS error here still is.
+            break match ended {
+                Err(evapi_nats::NatsError::Node(e)) => {
+                    warn!(addr, error = %e, "the node's connection ended while stopping");
+                    Ok(())
+                }
+                other => other.map_err(Into::into),
+            };
         }
         match ended {
             Ok(()) => warn!(addr, "the node closed the connection; reconnecting"),
