@@ -7,11 +7,13 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use evapi_ops::time::sleep_until;
 use evapi_proto::{Continue, TopLevelIds};
 use futures_util::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -36,7 +38,16 @@ pub struct Responder {
     /// come later (`delay` past it), the fallback goes at the deadline instead and the
     /// handler's answer is dropped (counted, never sent).
     pub deadline: Option<Deadline>,
+    /// Events held at once (waiting for `delay` or the deadline) by every connection
+    /// of this responder together; past it, a connection's socket is not read, so the
+    /// node holds its events. Clones share it. `None`: unbounded.
+    in_flight: Option<Arc<Semaphore>>,
 }
+
+/// Events a responder on sockets holds at once by default ([`Responder::max_in_flight`]):
+/// about 2 MB of answers waiting, far above what a load test at 1,000 calls/s with a
+/// second's delay needs.
+pub const DEFAULT_MAX_HELD: usize = 10_000;
 
 /// When an app must have answered, and with what when its handler has not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +71,26 @@ impl Responder {
             template: None,
             delay: Duration::ZERO,
             deadline: None,
+            in_flight: None,
+        }
+    }
+
+    /// Hold at most `n` events at once (at least 1), across every connection this
+    /// responder (and its clones) serves: an event whose answer waits (`delay`, or a
+    /// fallback's deadline) counts until its answer is written. Past it, the sockets are
+    /// not read until an answer goes.
+    #[must_use]
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.in_flight = Some(Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS))));
+        self
+    }
+
+    /// A permit to hold one more event, once one is free (never, when unbounded: the
+    /// caller then needs none).
+    async fn room(&self) -> Option<OwnedSemaphorePermit> {
+        match &self.in_flight {
+            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
+            None => std::future::pending().await,
         }
     }
 
@@ -189,23 +220,30 @@ pub async fn run(
 /// connection starts afresh (no answer carries an older connection's ids: answers are
 /// written on the connection their event came on). Says when the node is lost and back.
 ///
+/// `first`, when given, is a connection to the node already open (the caller's first
+/// connect, with its own patience): served before any reconnect.
+///
 /// # Errors
 ///
-/// Never while `stop` holds: losses are retried; the error type is kept for callers
-/// that pass a finite backoff later.
+/// A setting that can never work (a TLS setup refused): losses are retried.
 pub async fn serve_node(
     node: &crate::nodes::Node,
     config: &crate::ClientConfig,
+    first: Option<Client>,
     responder: &Responder,
     counts: &Counts,
     remaining: Option<&AtomicU64>,
     stop: &CancellationToken,
 ) -> Result<(), ClientError> {
     let mut link = crate::nodes::Link::new(node, config);
+    let mut first = first;
     loop {
-        let client = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            client = link.connect() => client?,
+        let client = match first.take() {
+            Some(client) => client,
+            None => tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                client = link.connect() => client?,
+            },
         };
         match run(client, responder, counts, remaining, stop).await {
             Ok(Stop::Done) => return Ok(()),
@@ -223,17 +261,49 @@ async fn answer_loop(
     remaining: Option<&AtomicU64>,
     stop: &CancellationToken,
 ) -> Result<Stop, ClientError> {
-    let mut pending: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    // Answers waiting for their time, each with its room (when bounded): dropping the
+    // entry frees it. Those still here at the end are never sent.
+    let mut pending: VecDeque<Held> = VecDeque::new();
+    let ended = answer(
+        reader,
+        writer,
+        responder,
+        counts,
+        remaining,
+        stop,
+        &mut pending,
+    )
+    .await;
+    counts
+        .in_flight
+        .fetch_sub(pending.len() as u64, Ordering::Relaxed);
+    ended
+}
+
+async fn answer(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    responder: &Responder,
+    counts: &Counts,
+    remaining: Option<&AtomicU64>,
+    stop: &CancellationToken,
+    pending: &mut VecDeque<Held>,
+) -> Result<Stop, ClientError> {
+    let bounded = responder.in_flight.is_some();
+    // Room for the next event read, when bounded.
+    let mut room: Option<OwnedSemaphorePermit> = None;
     loop {
-        let due = pending.front().map(|(at, _)| *at);
+        let due = pending.front().map(|held| held.at);
+        let may_read = !bounded || room.is_some();
         let msg = tokio::select! {
             biased;
             () = stop.cancelled() => return Ok(Stop::Done),
             () = sleep_until(due) => {
                 let now = Instant::now();
-                while pending.front().is_some_and(|(at, _)| *at <= now) {
-                    if let Some((_, answer)) = pending.pop_front() {
-                        if send_counted(writer, &answer, counts, remaining, stop).await? {
+                while pending.front().is_some_and(|held| held.at <= now) {
+                    if let Some(held) = pending.pop_front() {
+                        counts.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        if send_counted(writer, &held.answer, counts, remaining, stop).await? {
                             writer.flush().await?;
                             return Ok(Stop::Done);
                         }
@@ -242,25 +312,49 @@ async fn answer_loop(
                 writer.flush().await?;
                 continue;
             }
-            msg = reader.recv() => msg?,
+            permit = responder.room(), if !may_read => {
+                room = permit;
+                continue;
+            }
+            msg = reader.recv(), if may_read => msg?,
         };
         let Some(mut msg) = msg else {
             return Ok(Stop::Closed);
         };
-        // Answer everything already readable, then flush once.
+        // Answer everything already readable (while there is room), then flush once.
         loop {
-            if let Some((after, fallback)) = responder.fallback(&msg, counts) {
+            let held = if let Some((after, fallback)) = responder.fallback(&msg, counts) {
                 counts.fallback.fetch_add(1, Ordering::Relaxed);
                 debug!(deadline = ?after, "the handler would be late: the fallback goes at the deadline");
-                pending.push_back((Instant::now() + after, fallback));
+                Some((after, fallback))
             } else if let Some(answer) = responder.answer(&msg, counts) {
                 if responder.delay.is_zero() {
                     if send_counted(writer, &answer, counts, remaining, stop).await? {
                         writer.flush().await?;
                         return Ok(Stop::Done);
                     }
+                    None
                 } else {
-                    pending.push_back((Instant::now() + responder.delay, answer));
+                    Some((responder.delay, answer))
+                }
+            } else {
+                None
+            };
+            if let Some((after, answer)) = held {
+                counts.in_flight.fetch_add(1, Ordering::Relaxed);
+                pending.push_back(Held {
+                    at: Instant::now() + after,
+                    answer,
+                    _room: room.take(),
+                });
+            }
+            if bounded && room.is_none() {
+                room = responder
+                    .in_flight
+                    .as_ref()
+                    .and_then(|s| Arc::clone(s).try_acquire_owned().ok());
+                if room.is_none() {
+                    break;
                 }
             }
             match reader.recv().now_or_never() {
@@ -275,6 +369,14 @@ async fn answer_loop(
         }
         writer.flush().await?;
     }
+}
+
+/// An answer waiting for its time.
+struct Held {
+    at: Instant,
+    answer: Vec<u8>,
+    /// Its room among the responder's events in hand, freed with it.
+    _room: Option<OwnedSemaphorePermit>,
 }
 
 /// Feed one answer; true when the limit is now reached (and `stop` cancelled).

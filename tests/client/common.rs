@@ -97,6 +97,19 @@ impl Srv {
         }
     }
 
+    /// The next message received within `patience`, skipping connection events.
+    pub fn msg_within(&self, patience: Duration) -> Option<Bytes> {
+        let until = std::time::Instant::now() + patience;
+        loop {
+            let left = until.checked_duration_since(std::time::Instant::now())?;
+            match self.events.recv_timeout(left) {
+                Ok(Ev::Msg(m)) => return Some(m),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
     pub fn relay(&self, payload: &str) {
         let _ = self.handle.relay(payload.as_bytes()).unwrap();
     }

@@ -179,3 +179,24 @@ fn sigterm_ends_listen_cleanly() {
     let (_, _, code) = run.finish();
     assert_eq!(code, 0, "SIGTERM is a clean end, not 143");
 }
+
+/// One node, restarted on the same address: listen connects again and goes on
+/// printing; with --exit-on-close the end of the connection ends it, exit 2.
+#[test]
+fn a_single_node_restarted_is_heard_again_unless_exit_on_close() {
+    let srv = start(Framing::Netstring);
+    let addr = srv.addr.clone();
+    let run = Running::spawn(srv.client(&["listen", "--count", "1"]));
+    let once = Running::spawn(srv.client(&["listen", "--exit-on-close"]));
+    srv.connected();
+    srv.connected();
+    drop(srv);
+    let (out, err, code) = once.finish();
+    assert_eq!((out.as_str(), code), ("", 2), "{err}");
+    assert!(err.contains("closed by the server"), "{err}");
+    let srv = start_on(Framing::Netstring, &addr);
+    srv.connected();
+    srv.relay("after the restart");
+    let (out, err, code) = run.finish();
+    assert_eq!((out.as_str(), code), ("after the restart\n", 0), "{err}");
+}

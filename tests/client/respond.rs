@@ -1,3 +1,4 @@
+use bytes::Bytes;
 use evapi_proto::Framing;
 
 use crate::common::*;
@@ -244,4 +245,82 @@ fn past_the_deadline_the_fallback_answers_and_the_late_answer_is_dropped() {
     );
     let (_, err, code) = output(srv.client(&["respond", "--deadline", "1s"]));
     assert_eq!(code, 2, "--deadline needs --fallback-code: {err}");
+}
+
+/// One node, restarted on the same address: respond connects again and answers the
+/// new node's suspends (an app in production outlives its node's restart).
+#[test]
+fn a_single_node_restarted_is_served_again() {
+    let srv = start(Framing::Netstring);
+    let addr = srv.addr.clone();
+    let run = Running::spawn(srv.client(&["respond", "--code", "486"]));
+    srv.connected();
+    srv.relay(r#"{"tindex":1,"tlabel":1}"#);
+    assert_eq!(
+        srv.msg(),
+        r#"{"tindex":1,"tlabel":1,"code":486,"reason":"Busy Here"}"#
+    );
+    drop(srv);
+    let srv = start_on(Framing::Netstring, &addr);
+    srv.connected();
+    srv.relay(r#"{"tindex":2,"tlabel":2}"#);
+    assert_eq!(
+        srv.msg(),
+        r#"{"tindex":2,"tlabel":2,"code":486,"reason":"Busy Here"}"#
+    );
+    run.term();
+    let (out, err, code) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("answered 2, ignored 0, invalid 0 on 1 connection(s)"),
+        "{out}"
+    );
+    assert!(err.contains("node back"), "{err}");
+}
+
+/// --exit-on-close keeps the one-shot behaviour for scripts: the node closing ends
+/// respond, exit 2 (a lost connection), saying so.
+#[test]
+fn exit_on_close_ends_when_the_node_closes() {
+    let srv = start(Framing::Netstring);
+    let run = Running::spawn(srv.client(&["respond", "--exit-on-close"]));
+    srv.connected();
+    srv.relay(r#"{"tindex":1,"tlabel":1}"#);
+    let _ = srv.msg();
+    drop(srv);
+    let (out, err, code) = run.finish();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("closed by the server"), "{err}");
+    assert!(out.starts_with("answered 1,"), "{out}");
+}
+
+/// --max-in-flight bounds a socket too: with 2 in hand and a 1 s delay, 4 suspends
+/// relayed at once are answered two, then (a delay later) two more; unbounded, all
+/// four would come together.
+#[test]
+fn max_in_flight_bounds_the_events_held_on_a_socket() {
+    let srv = start(Framing::Netstring);
+    let run = Running::spawn(srv.client(&["respond", "--delay", "1s", "--max-in-flight", "2"]));
+    srv.connected();
+    for i in 1..=4 {
+        srv.relay(&format!(r#"{{"tindex":{i},"tlabel":{i}}}"#));
+    }
+    let first: Vec<Bytes> = (0..2).map(|_| srv.msg()).collect();
+    assert!(
+        srv.msg_within(std::time::Duration::from_millis(400))
+            .is_none(),
+        "a third answer came with the first two: the bound did not hold"
+    );
+    let then: Vec<Bytes> = (0..2).map(|_| srv.msg()).collect();
+    assert_eq!(
+        [first, then].concat(),
+        (1..=4)
+            .map(|i| Bytes::from(format!(
+                r#"{{"tindex":{i},"tlabel":{i},"code":200,"reason":"OK"}}"#
+            )))
+            .collect::<Vec<_>>()
+    );
+    run.term();
+    let (_, err, code) = run.finish();
+    assert_eq!(code, 0, "{err}");
 }

@@ -34,11 +34,17 @@ pub struct ListenArgs {
     /// are shown escaped (\x1b).
     #[arg(long, env = "EVAPI_RAW", conflicts_with = "json")]
     pub raw: bool,
+    /// Exit 2 when a node closes the connection or it is lost, as a one-shot script
+    /// expects. Without it, listen connects again (jittered backoff, for ever) and
+    /// goes on when the node is back.
+    #[arg(long, env = "EVAPI_EXIT_ON_CLOSE")]
+    pub exit_on_close: bool,
 }
 
 impl ListenArgs {
-    /// Print until --count, --timeout, SIGINT/SIGTERM or the end of the connection
-    /// (with several nodes, each is reconnected when lost, and listening goes on).
+    /// Print until --count, --timeout or SIGINT/SIGTERM; each node is connected again
+    /// when lost, and listening goes on (with --exit-on-close, the end of a connection
+    /// ends it).
     pub(crate) async fn run(self, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let Self {
             json,
@@ -46,13 +52,14 @@ impl ListenArgs {
             timeout,
             matching,
             raw,
+            exit_on_close,
         } = self;
         if raw && std::io::stdout().is_terminal() {
             eprintln!(
                 "evapi-client: --raw on a terminal: peers' control characters reach it as they are"
             );
         }
-        let mut source = Source::open(ctx).await?;
+        let mut source = Source::open(ctx, exit_on_close).await?;
         // Lines name their node when several may speak.
         let several = ctx.nodes.len() > 1 || ctx.nats.is_some() && ctx.node.is_none();
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -75,11 +82,10 @@ impl ListenArgs {
                 _ = signals.stop() => return Ok(ExitCode::SUCCESS),
                 next = source.next(ctx.max_frame) => next?,
             };
-            let Some((node, msg)) = next else {
-                if ctx.nats.is_some() {
-                    anyhow::bail!("the NATS subscription at {} ended", ctx.addr);
-                }
-                anyhow::bail!("connection to {} closed by the server", ctx.addr);
+            let (node, msg) = match next {
+                Next::Message(node, msg) => (node, msg),
+                Next::Closed(why) => anyhow::bail!("{why}"),
+                Next::Ended => anyhow::bail!("the NATS subscription at {} ended", ctx.addr),
             };
             if let Some(text) = &matching {
                 if !script::contains(&msg, text.as_bytes()) {
@@ -121,19 +127,28 @@ impl ListenArgs {
     }
 }
 
-/// Where messages come from: one connection, one per node (reconnected on its own),
-/// or the nodes' events on NATS (each names its node).
+/// Where messages come from: one connection per node (reconnected on its own, unless
+/// --exit-on-close), or the nodes' events on NATS (each names its node).
 enum Source {
-    One(Box<Client>, Arc<str>),
-    Many(tokio::sync::mpsc::Receiver<(Arc<str>, Bytes)>),
+    Nodes(tokio::sync::mpsc::Receiver<Next>),
     Nats(Box<evapi_nats::NatsApp>),
 }
 
-/// Messages read ahead from several nodes; past this the readers wait.
+/// What a source gave.
+enum Next {
+    /// A message from this node.
+    Message(Arc<str>, Bytes),
+    /// A node's connection ended (--exit-on-close), and why.
+    Closed(String),
+    /// The NATS subscription ended.
+    Ended,
+}
+
+/// Messages read ahead from the nodes; past this the readers wait.
 const MERGED: usize = 1024;
 
 impl Source {
-    async fn open(ctx: &Ctx) -> anyhow::Result<Self> {
+    async fn open(ctx: &Ctx, exit_on_close: bool) -> anyhow::Result<Self> {
         if let Some(options) = &ctx.nats {
             let mut options = options.clone();
             options.wait = Some(ctx.wait);
@@ -141,31 +156,46 @@ impl Source {
             let app = evapi_nats::NatsApp::observe(nats, ctx.node.as_deref()).await?;
             return Ok(Self::Nats(Box::new(app)));
         }
+        let (tx, rx) = tokio::sync::mpsc::channel(MERGED);
         if ctx.nodes.len() <= 1 {
-            let name = ctx
+            // One node: it must be there (within --wait) to begin with.
+            let node = ctx
                 .nodes
                 .first()
-                .map_or_else(|| ctx.addr.clone(), |n| n.name.clone());
-            return Ok(Self::One(
-                Box::new(Client::connect(&ctx.addr, &ctx.config).await?),
-                name.into(),
+                .cloned()
+                .unwrap_or_else(|| evapi_client::nodes::Node::at(ctx.addr.clone()));
+            let first = Client::connect(&ctx.addr, &ctx.config).await?;
+            tokio::spawn(read_node(
+                node,
+                ctx.config.clone(),
+                Some(first),
+                exit_on_close,
+                tx,
             ));
+        } else {
+            // Several: one that is down at the start does not hold up the others.
+            for node in &ctx.nodes {
+                let reader = read_node(
+                    node.clone(),
+                    ctx.config.clone(),
+                    None,
+                    exit_on_close,
+                    tx.clone(),
+                );
+                tokio::spawn(reader);
+            }
         }
-        let (tx, rx) = tokio::sync::mpsc::channel(MERGED);
-        for node in &ctx.nodes {
-            tokio::spawn(read_node(node.clone(), ctx.config.clone(), tx.clone()));
-        }
-        Ok(Self::Many(rx))
+        Ok(Self::Nodes(rx))
     }
 
-    /// The next message and its node; `None` when the (single) connection ended.
-    async fn next(&mut self, max_frame: usize) -> anyhow::Result<Option<(Arc<str>, Bytes)>> {
+    /// The next message and its node, or the end of a connection or subscription.
+    async fn next(&mut self, max_frame: usize) -> anyhow::Result<Next> {
         match self {
-            Self::One(client, name) => Ok(client.recv().await?.map(|m| (Arc::clone(name), m))),
-            Self::Many(rx) => Ok(rx.recv().await),
+            // The readers live as long as the receiver: the channel never ends first.
+            Self::Nodes(rx) => Ok(rx.recv().await.unwrap_or(Next::Ended)),
             Self::Nats(app) => loop {
                 let Some(event) = app.next().await else {
-                    return Ok(None);
+                    return Ok(Next::Ended);
                 };
                 // What a socket with this --max-frame would not have taken.
                 if event.payload.len() > max_frame {
@@ -177,29 +207,45 @@ impl Source {
                     );
                     continue;
                 }
-                return Ok(Some((Arc::from(event.node), event.payload)));
+                return Ok(Next::Message(Arc::from(event.node), event.payload));
             },
         }
     }
 }
 
-/// Read `node` into `tx` for as long as the receiver lives, reconnecting (jittered
-/// backoff) whenever the connection is lost.
+/// Read `node` into `tx` for as long as the receiver lives (starting with `first`, when
+/// already connected), connecting again (jittered backoff) whenever the connection is
+/// lost; with `exit_on_close`, the first loss is sent instead.
 async fn read_node(
     node: evapi_client::nodes::Node,
     config: evapi_client::ClientConfig,
-    tx: tokio::sync::mpsc::Sender<(Arc<str>, Bytes)>,
+    first: Option<Client>,
+    exit_on_close: bool,
+    tx: tokio::sync::mpsc::Sender<Next>,
 ) {
     let name: Arc<str> = node.name.clone().into();
     let mut link = evapi_client::nodes::Link::new(&node, &config);
+    let mut first = first;
     loop {
-        let Ok(mut client) = link.connect().await else {
-            return;
+        let mut client = match first.take() {
+            Some(client) => client,
+            None => match link.connect().await {
+                Ok(client) => client,
+                Err(e) => {
+                    let why = format!("cannot connect to {node}, and retrying cannot help: {e}");
+                    let _ = tx.send(Next::Closed(why)).await;
+                    return;
+                }
+            },
         };
         let ended = loop {
             match client.recv().await {
                 Ok(Some(msg)) => {
-                    if tx.send((Arc::clone(&name), msg)).await.is_err() {
+                    if tx
+                        .send(Next::Message(Arc::clone(&name), msg))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -207,6 +253,14 @@ async fn read_node(
                 Err(e) => break Some(e),
             }
         };
+        if exit_on_close {
+            let why = match &ended {
+                Some(e) => e.to_string(),
+                None => format!("connection to {} closed by the server", node.addr),
+            };
+            let _ = tx.send(Next::Closed(why)).await;
+            return;
+        }
         link.lost(ended.as_ref());
     }
 }

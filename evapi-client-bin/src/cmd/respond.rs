@@ -41,14 +41,20 @@ pub struct RespondArgs {
     /// The fallback's reason phrase (default: the code's usual phrase).
     #[arg(long, env = "EVAPI_FALLBACK_REASON", value_parser = reason_phrase, requires = "deadline")]
     pub fallback_reason: Option<String>,
-    /// Over NATS: events in hand at once (taken, not yet answered), answered
-    /// concurrently (each after --delay); a slow app takes only this many, the rest go
-    /// to the other apps.
-    #[arg(long, env = "EVAPI_MAX_IN_FLIGHT", default_value_t = evapi_nats::DEFAULT_MAX_IN_FLIGHT)]
-    pub max_in_flight: usize,
+    /// Events in hand at once (read, not yet answered: waiting for --delay or the
+    /// deadline), over every connection together [default: 64 over NATS, 10000 on
+    /// sockets]. On a socket, past it the socket is not read and the node holds its
+    /// events; over NATS a slow app takes only this many, the rest go to the other apps.
+    #[arg(long, env = "EVAPI_MAX_IN_FLIGHT", value_parser = at_least_one)]
+    pub max_in_flight: Option<usize>,
     /// Connections to open (each answers what it receives).
     #[arg(long, env = "EVAPI_CONNECTIONS", default_value_t = 1)]
     pub connections: usize,
+    /// Exit when a node closes the connection or it is lost (exit 2 unless --count was
+    /// reached), as a one-shot script expects. Without it, respond connects again
+    /// (jittered backoff, for ever) and serves the node when it is back.
+    #[arg(long, env = "EVAPI_EXIT_ON_CLOSE")]
+    pub exit_on_close: bool,
     /// Exit after this many answers in all.
     #[arg(long, env = "EVAPI_COUNT")]
     pub count: Option<u64>,
@@ -80,152 +86,147 @@ impl RespondArgs {
         if let Some(at) = &self.metrics {
             serve_metrics(at, Arc::clone(&counts)).await?;
         }
-        match &ctx.nats {
-            Some(options) => {
-                over_nats(
-                    options,
-                    &responder,
-                    ctx.ack_wait,
-                    self.max_in_flight,
-                    self.count,
-                    counts,
-                )
-                .await
-            }
-            None if ctx.nodes.len() > 1 => {
-                on_nodes(&ctx.nodes, &ctx.config, responder, self.count, counts).await
-            }
-            None => {
-                on_sockets(
-                    &ctx.node_addr,
-                    &ctx.config,
-                    responder,
-                    self.connections.max(1),
-                    self.count,
-                    counts,
-                )
-                .await
-            }
-        }
-    }
-}
-
-/// One connection per node, each answering its own node's events and reconnected on
-/// its own when lost, until --count, SIGINT or SIGTERM.
-async fn on_nodes(
-    nodes: &[evapi_client::nodes::Node],
-    config: &ClientConfig,
-    responder: Responder,
-    count: Option<u64>,
-    counts: Arc<Counts>,
-) -> anyhow::Result<ExitCode> {
-    let responder = Arc::new(responder);
-    let remaining = count.map(|n| Arc::new(AtomicU64::new(n)));
-    let stop = CancellationToken::new();
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for node in nodes {
-        let (node, config, responder, counts, remaining, stop) = (
-            node.clone(),
-            config.clone(),
-            Arc::clone(&responder),
-            Arc::clone(&counts),
-            remaining.clone(),
-            stop.clone(),
-        );
-        tasks.spawn(async move {
-            respond::serve_node(
-                &node,
-                &config,
+        if let Some(options) = &ctx.nats {
+            let max_in_flight = self
+                .max_in_flight
+                .unwrap_or(evapi_nats::DEFAULT_MAX_IN_FLIGHT);
+            return over_nats(
+                options,
                 &responder,
-                &counts,
-                remaining.as_deref(),
-                &stop,
+                ctx.ack_wait,
+                max_in_flight,
+                self.count,
+                counts,
             )
-            .await
-        });
-    }
-    let mut signals = evapi_ops::signal::Signals::new();
-    let mut failure = None;
-    loop {
-        tokio::select! {
-            joined = tasks.join_next() => match joined {
-                None => break,
-                Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(e))) => { failure.get_or_insert(anyhow::Error::from(e)); stop.cancel(); }
-                Some(Err(e)) => { failure.get_or_insert(anyhow::anyhow!("responder task failed: {e}")); stop.cancel(); }
-            },
-            _ = signals.stop(), if !stop.is_cancelled() => stop.cancel(),
+            .await;
         }
-    }
-    summary(&counts, started, &format!("{} node(s)", nodes.len()));
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(ExitCode::SUCCESS),
+        let responder =
+            responder.max_in_flight(self.max_in_flight.unwrap_or(respond::DEFAULT_MAX_HELD));
+        let several = ctx.nodes.len() > 1;
+        let mut targets = Vec::new();
+        if several {
+            // A node down at the start does not hold up the others: each is connected
+            // by its own task, when it answers.
+            targets.extend(ctx.nodes.iter().map(|node| (node.clone(), None)));
+        } else {
+            // One node: it must be there (within --wait), once per connection.
+            let node = evapi_client::nodes::Node::at(ctx.node_addr.clone());
+            for _ in 0..self.connections.max(1) {
+                let client = Client::connect(&ctx.node_addr, &ctx.config).await?;
+                targets.push((node.clone(), Some(client)));
+            }
+        }
+        let over = if several {
+            format!("{} node(s)", targets.len())
+        } else {
+            format!("{} connection(s)", targets.len())
+        };
+        let run = Serving {
+            config: ctx.config.clone(),
+            responder: Arc::new(responder),
+            counts,
+            remaining: self.count.map(|n| Arc::new(AtomicU64::new(n))),
+            stop: CancellationToken::new(),
+        };
+        run.serve(targets, self.exit_on_close, self.count, &over)
+            .await
     }
 }
 
-async fn on_sockets(
-    addr: &str,
-    config: &ClientConfig,
-    responder: Responder,
-    connections: usize,
-    count: Option<u64>,
+/// A count of at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What every connection of a responder on sockets shares.
+struct Serving {
+    config: ClientConfig,
+    responder: Arc<Responder>,
     counts: Arc<Counts>,
-) -> anyhow::Result<ExitCode> {
-    let responder = Arc::new(responder);
-    let remaining = count.map(|n| Arc::new(AtomicU64::new(n)));
-    let stop = CancellationToken::new();
-    let mut clients = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        clients.push(Client::connect(addr, config).await?);
-    }
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for client in clients {
-        let (responder, counts, remaining, stop) = (
-            Arc::clone(&responder),
-            Arc::clone(&counts),
-            remaining.clone(),
-            stop.clone(),
-        );
-        tasks.spawn(async move {
-            respond::run(client, &responder, &counts, remaining.as_deref(), &stop).await
-        });
-    }
-    let mut failure = None;
-    let mut interrupted = false;
-    // SIGINT or SIGTERM: stop answering and print the summary.
-    let mut signals = evapi_ops::signal::Signals::new();
-    loop {
-        tokio::select! {
-            joined = tasks.join_next() => match joined {
-                None => break,
-                Some(Ok(Ok(Stop::Done))) => {}
-                Some(Ok(Ok(Stop::Closed))) => {
-                    if !stop.is_cancelled() {
-                        failure.get_or_insert_with(|| anyhow::anyhow!("connection to {addr} closed by the server"));
+    remaining: Option<Arc<AtomicU64>>,
+    stop: CancellationToken,
+}
+
+impl Serving {
+    /// Serve each target (a node, and its first connection when already open), one task
+    /// each, until --count, SIGINT or SIGTERM (or, with `exit_on_close`, until a
+    /// connection ends); print the summary.
+    async fn serve(
+        self,
+        targets: Vec<(evapi_client::nodes::Node, Option<Client>)>,
+        exit_on_close: bool,
+        count: Option<u64>,
+        over: &str,
+    ) -> anyhow::Result<ExitCode> {
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (node, first) in targets {
+            let (config, responder, counts, remaining, stop) = (
+                self.config.clone(),
+                Arc::clone(&self.responder),
+                Arc::clone(&self.counts),
+                self.remaining.clone(),
+                self.stop.clone(),
+            );
+            tasks.spawn(async move {
+                let remaining = remaining.as_deref();
+                if !exit_on_close {
+                    return respond::serve_node(
+                        &node, &config, first, &responder, &counts, remaining, &stop,
+                    )
+                    .await
+                    .map_err(anyhow::Error::from);
+                }
+                let client = match first {
+                    Some(client) => client,
+                    None => Client::connect(&node.addr, &config).await?,
+                };
+                match respond::run(client, &responder, &counts, remaining, &stop).await? {
+                    Stop::Done => Ok(()),
+                    Stop::Closed if stop.is_cancelled() => Ok(()),
+                    Stop::Closed => Err(anyhow::anyhow!(
+                        "connection to {} closed by the server",
+                        node.addr
+                    )),
+                }
+            });
+        }
+        let mut failure = None;
+        let mut interrupted = false;
+        // SIGINT or SIGTERM: stop answering and print the summary.
+        let mut signals = evapi_ops::signal::Signals::new();
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    None => break,
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => {
+                        failure.get_or_insert(e);
+                        // One-shot: the first connection to end ends the run.
+                        self.stop.cancel();
                     }
+                    Some(Err(e)) => {
+                        failure.get_or_insert(anyhow::anyhow!("responder task failed: {e}"));
+                        self.stop.cancel();
+                    }
+                },
+                _ = signals.stop(), if !interrupted => {
+                    interrupted = true;
+                    self.stop.cancel();
                 }
-                Some(Ok(Err(e))) => {
-                    failure.get_or_insert(e.into());
-                }
-                Some(Err(e)) => {
-                    failure.get_or_insert(anyhow::anyhow!("responder task failed: {e}"));
-                }
-            },
-            _ = signals.stop(), if !interrupted => {
-                interrupted = true;
-                stop.cancel();
             }
         }
-    }
-    let answered = summary(&counts, started, &format!("{connections} connection(s)"));
-    // Reaching --count, or Ctrl-C, is success even if the server then closed.
-    let reached = count.is_some_and(|n| answered >= n);
-    match failure {
-        Some(e) if !reached && !interrupted => Err(e),
-        _ => Ok(ExitCode::SUCCESS),
+        let answered = summary(&self.counts, started, over);
+        // Reaching --count, or Ctrl-C, is success even if the server then closed.
+        let reached = count.is_some_and(|n| answered >= n);
+        match failure {
+            Some(e) if !reached && !interrupted => Err(e),
+            _ => Ok(ExitCode::SUCCESS),
+        }
     }
 }
 
