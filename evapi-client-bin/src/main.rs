@@ -4,6 +4,7 @@
 //! to the documented exit code: 0 success, 1 expectation failed, 2 usage or I/O error.
 
 mod cmd;
+mod metrics;
 mod repl;
 mod script;
 mod terminal;

@@ -36,7 +36,7 @@ const KEYWORDS: &str =
 
 /// One parsed line.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Step {
+pub(crate) struct Step {
     /// 1-based line number in the script.
     pub line: usize,
     /// The line as written, trimmed.
@@ -48,7 +48,7 @@ pub struct Step {
 /// What a step does.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub enum StepKind {
+pub(crate) enum StepKind {
     /// Send this text.
     Send(String),
     /// The next message equals this text.
@@ -70,7 +70,7 @@ pub enum StepKind {
 /// A script line that cannot be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {reason}")]
-pub struct SyntaxError {
+pub(crate) struct SyntaxError {
     /// 1-based line number.
     pub line: usize,
     /// What is wrong.
@@ -82,7 +82,7 @@ pub struct SyntaxError {
 /// # Errors
 ///
 /// The first [`SyntaxError`].
-pub fn parse(text: &str) -> Result<Vec<Step>, SyntaxError> {
+pub(crate) fn parse(text: &str) -> Result<Vec<Step>, SyntaxError> {
     let mut steps = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -185,7 +185,7 @@ fn strip_comment<'a>(word: &str, rest: &'a str) -> &'a str {
 
 /// Why a step failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// 1-based line number of the step.
     pub line: usize,
     /// The step as written.
@@ -213,7 +213,7 @@ impl fmt::Display for Failure {
 /// A run that did not pass.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum RunError {
+pub(crate) enum RunError {
     /// A step's expectation failed.
     #[error("{0}")]
     Failed(Failure),
@@ -224,7 +224,7 @@ pub enum RunError {
 
 /// How a passing run went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Steps run.
     pub steps: usize,
     /// Messages sent.
@@ -239,7 +239,7 @@ pub struct Summary {
 ///
 /// [`RunError::Failed`] at the first failed expectation, [`RunError::Client`] when the
 /// server cannot be reached or a send fails.
-pub async fn run(
+pub(crate) async fn run(
     steps: &[Step],
     addr: &str,
     config: &ClientConfig,
@@ -367,13 +367,13 @@ async fn connected<'c>(
 
 /// Whether `haystack` contains `needle` (an empty needle is in everything).
 #[must_use]
-pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A message as a person should see it: text when UTF-8, escaped bytes otherwise.
 #[must_use]
-pub fn show(msg: &[u8]) -> String {
+pub(crate) fn show(msg: &[u8]) -> String {
     match std::str::from_utf8(msg) {
         Ok(text) => evapi_proto::text::for_terminal(text).into_owned(),
         Err(_) => format!("(binary) {}", msg.escape_ascii()),
@@ -383,7 +383,7 @@ pub fn show(msg: &[u8]) -> String {
 /// Whether `got` contains `want`: objects by subset of keys (recursively), arrays
 /// element by element with equal length, everything else equal.
 #[must_use]
-pub fn json_contains(got: &Value, want: &Value) -> bool {
+pub(crate) fn json_contains(got: &Value, want: &Value) -> bool {
     match (got, want) {
         (Value::Object(g), Value::Object(w)) => w
             .iter()

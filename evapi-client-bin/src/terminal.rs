@@ -187,7 +187,7 @@ enum Net {
 /// # Errors
 ///
 /// The terminal cannot be set up, or the first connection fails.
-pub fn run(
+pub(crate) fn run(
     addr: &str,
     config: &ClientConfig,
     no_color: bool,
@@ -282,7 +282,7 @@ const PRINT_QUEUE: usize = 4096;
 
 /// Default `repl --print-queue-bytes`: with lines of up to a 1 MiB frame, the 4,096-line
 /// bound alone let a stalled terminal's queue reach gigabytes.
-pub const DEFAULT_PRINT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_PRINT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Longest wait for the printer before the next prompt (see [`PrintHandle::wait_written`]).
 const WRITTEN_WAIT: std::time::Duration = std::time::Duration::from_millis(250);

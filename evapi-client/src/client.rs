@@ -146,6 +146,16 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// A [`Connector`] could not open its transport (over NATS: NATS unreachable, or
+    /// refusing the subscription); `source` is the connector's own error, to downcast.
+    #[error("cannot open the transport to {addr}")]
+    Transport {
+        /// Where the connector goes (e.g. the NATS URL).
+        addr: String,
+        /// The connector's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// No answer to the connection attempt in time.
     #[error("cannot connect to {addr}: no answer within {timeout:?}")]
     ConnectTimeout {

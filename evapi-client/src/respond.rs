@@ -156,24 +156,75 @@ impl Responder {
     }
 }
 
-/// Counters shared by every responder connection.
+/// Counters shared by every responder connection, counted as they go;
+/// [`RespondStats`] is what callers read ([`Counts::snapshot`]).
 #[derive(Debug, Default)]
 pub struct Counts {
+    answered: AtomicU64,
+    ignored: AtomicU64,
+    invalid: AtomicU64,
+    fallback: AtomicU64,
+    given_back: AtomicU64,
+    in_flight: AtomicU64,
+    expired: AtomicU64,
+}
+
+/// What a responder did so far: a snapshot ([`Counts::snapshot`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RespondStats {
     /// Answers sent.
-    pub answered: AtomicU64,
+    pub answered: u64,
     /// Messages that were not suspend events.
-    pub ignored: AtomicU64,
+    pub ignored: u64,
     /// Suspend events whose ids were not valid.
-    pub invalid: AtomicU64,
+    pub invalid: u64,
     /// Events answered with the fallback because the handler would have missed the
     /// deadline (its answer dropped, never sent).
-    pub fallback: AtomicU64,
+    pub fallback: u64,
     /// Events given back unanswered (over NATS: stopping, or pulled and not started).
-    pub given_back: AtomicU64,
-    /// Events in hand now (over NATS: taken, not yet answered and confirmed).
-    pub in_flight: AtomicU64,
+    pub given_back: u64,
+    /// Events in hand now (read, not yet answered; over NATS: not yet confirmed).
+    pub in_flight: u64,
     /// Events skipped unanswered because their deadline had passed (over NATS).
-    pub expired: AtomicU64,
+    pub expired: u64,
+}
+
+impl Counts {
+    /// What was counted so far.
+    #[must_use]
+    pub fn snapshot(&self) -> RespondStats {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RespondStats {
+            answered: n(&self.answered),
+            ignored: n(&self.ignored),
+            invalid: n(&self.invalid),
+            fallback: n(&self.fallback),
+            given_back: n(&self.given_back),
+            in_flight: n(&self.in_flight),
+            expired: n(&self.expired),
+        }
+    }
+
+    /// For a responder on another transport (over NATS): `n` more events answered.
+    pub fn add_answered(&self, n: u64) {
+        self.answered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// For a responder on another transport: `n` more events given back unanswered.
+    pub fn add_given_back(&self, n: u64) {
+        self.given_back.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// For a responder on another transport: the events in hand now.
+    pub fn set_in_flight(&self, n: u64) {
+        self.in_flight.store(n, Ordering::Relaxed);
+    }
+
+    /// For a responder on another transport: the events skipped as expired so far.
+    pub fn set_expired(&self, n: u64) {
+        self.expired.store(n, Ordering::Relaxed);
+    }
 }
 
 /// How long a stopping responder waits for the server to close after its last answer.

@@ -45,7 +45,8 @@ pub use app::{
     Taking, ANSWER_CONFIRM, DEFAULT_MAX_IN_FLIGHT, FLUSH_PATIENCE,
 };
 pub use bridge::{
-    bridge, BridgeConfig, BridgeCounts, DEFAULT_ANSWERS_BUFFER_BYTES, DEFAULT_BUFFER_BYTES,
+    bridge, BridgeConfig, BridgeCounts, BridgeStats, DEFAULT_ANSWERS_BUFFER_BYTES,
+    DEFAULT_BUFFER_BYTES,
 };
 
 /// The JetStream stream that holds every node's events until a responder takes them.
@@ -92,6 +93,33 @@ pub fn valid_node(node: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// What kind of failure a [`NatsError`] is, to branch on ([`NatsError::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NatsErrorKind {
+    /// A setting that cannot work: a server URL that does not parse, none given, a
+    /// credentials file that cannot be read. Retrying does not help.
+    Settings,
+    /// Nobody answered at the server URL(s): no server listening, no route, a timeout.
+    Unreachable,
+    /// A server answered and refused: credentials, a certificate.
+    Refused,
+    /// The JetStream stream could not be made, or exists with other settings.
+    Stream,
+    /// A JetStream consumer could not be made.
+    Consumer,
+    /// Publishing, or JetStream's confirmation of it, failed.
+    Publish,
+    /// Subscribing, or pulling messages, failed.
+    Subscribe,
+    /// Acknowledging a message (or giving it back) failed.
+    Acknowledge,
+    /// A flush failed or was not answered in time.
+    Flush,
+    /// The node's evapi socket failed (not NATS).
+    Node,
+}
+
 /// What went wrong on the NATS side.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -99,6 +127,9 @@ pub enum NatsError {
     /// The stream, the consumer or the connection's settings could not be set up.
     #[error("{what}")]
     Setup {
+        /// Which: [`NatsErrorKind::Settings`], [`NatsErrorKind::Stream`] or
+        /// [`NatsErrorKind::Consumer`].
+        kind: NatsErrorKind,
         /// What was being set up.
         what: String,
         /// Why it failed.
@@ -116,9 +147,12 @@ pub enum NatsError {
         #[source]
         source: async_nats::ConnectError,
     },
-    /// Publishing, subscribing or acknowledging failed.
+    /// Publishing, subscribing, acknowledging or flushing failed.
     #[error("NATS: cannot {what}")]
     Nats {
+        /// Which: [`NatsErrorKind::Publish`], [`NatsErrorKind::Subscribe`],
+        /// [`NatsErrorKind::Acknowledge`] or [`NatsErrorKind::Flush`].
+        kind: NatsErrorKind,
         /// What failed.
         what: String,
         /// Why.
@@ -133,33 +167,49 @@ pub enum NatsError {
 /// Any error as a source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// `.map_err(nats_error("flush"))`: a NATS operation that failed, with its cause kept.
-fn nats_error<E: Into<BoxError>>(what: &str) -> impl FnOnce(E) -> NatsError + '_ {
+/// `.map_err(nats_error(NatsErrorKind::Flush, "flush"))`: a NATS operation that failed,
+/// with its cause kept.
+fn nats_error<E: Into<BoxError>>(
+    kind: NatsErrorKind,
+    what: &str,
+) -> impl FnOnce(E) -> NatsError + '_ {
     move |source| NatsError::Nats {
+        kind,
         what: what.to_owned(),
         source: source.into(),
     }
 }
 
-/// `.map_err(setup_error("the JetStream stream"))`.
-fn setup_error<E: Into<BoxError>>(what: &str) -> impl FnOnce(E) -> NatsError + '_ {
+/// `.map_err(setup_error(NatsErrorKind::Stream, "the JetStream stream"))`.
+fn setup_error<E: Into<BoxError>>(
+    kind: NatsErrorKind,
+    what: &str,
+) -> impl FnOnce(E) -> NatsError + '_ {
     move |source| NatsError::Setup {
+        kind,
         what: what.to_owned(),
         source: source.into(),
     }
 }
 
 impl NatsError {
+    /// What kind of failure this is.
+    #[must_use]
+    pub fn kind(&self) -> NatsErrorKind {
+        match self {
+            Self::Setup { kind, .. } | Self::Nats { kind, .. } => *kind,
+            Self::Connect {
+                unreachable: true, ..
+            } => NatsErrorKind::Unreachable,
+            Self::Connect { .. } => NatsErrorKind::Refused,
+            Self::Node(_) => NatsErrorKind::Node,
+        }
+    }
+
     /// Whether NATS could not be reached (nobody listening, no route, a timeout).
     #[must_use]
     pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            NatsError::Connect {
-                unreachable: true,
-                ..
-            }
-        )
+        self.kind() == NatsErrorKind::Unreachable
     }
 }
 
@@ -196,11 +246,11 @@ pub struct NatsOptions {
 #[derive(Debug, Default)]
 pub struct LinkStatus {
     /// Connected now.
-    pub connected: AtomicBool,
+    pub(crate) connected: AtomicBool,
     /// Times the connection was lost.
-    pub disconnects: AtomicU64,
+    pub(crate) disconnects: AtomicU64,
     /// Events held for NATS now (a bridge's outbox), said when NATS is lost and back.
-    pub held: AtomicU64,
+    pub(crate) held: AtomicU64,
     /// When the connection was lost, while it is.
     down_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -279,6 +329,7 @@ impl NatsOptions {
             .map(|u| {
                 u.parse::<async_nats::ServerAddr>()
                     .map_err(|source| NatsError::Setup {
+                        kind: NatsErrorKind::Settings,
                         what: format!("NATS server URL {u:?}"),
                         source: source.into(),
                     })
@@ -286,6 +337,7 @@ impl NatsOptions {
             .collect::<Result<Vec<_>, _>>()?;
         if servers.is_empty() {
             return Err(NatsError::Setup {
+                kind: NatsErrorKind::Settings,
                 what: "--nats".to_owned(),
                 source: "no server URL given".into(),
             });
@@ -306,6 +358,7 @@ impl NatsOptions {
                 .credentials_file(path)
                 .await
                 .map_err(|source| NatsError::Setup {
+                    kind: NatsErrorKind::Settings,
                     what: format!("credentials file {}", path.display()),
                     source: source.into(),
                 })?;
@@ -484,6 +537,7 @@ async fn ensure_stream(
         })
         .await
         .map_err(|source| NatsError::Setup {
+            kind: NatsErrorKind::Stream,
             what: format!(
                 "the JetStream stream {name} ({} replica(s), {} storage; more replicas than servers in the cluster is refused)",
                 settings.replicas.max(1),
@@ -493,16 +547,17 @@ async fn ensure_stream(
         })?;
     // An existing stream keeps its replicas and storage: say so when they differ from
     // what was asked.
-    let info = stream
-        .info()
-        .await
-        .map_err(setup_error("the JetStream stream's settings"))?;
+    let info = stream.info().await.map_err(setup_error(
+        NatsErrorKind::Stream,
+        "the JetStream stream's settings",
+    ))?;
     let (replicas, memory) = (
         info.config.num_replicas.max(1),
         info.config.storage == stream::StorageType::Memory,
     );
     if replicas != settings.replicas.max(1) || memory != settings.memory {
         return Err(NatsError::Setup {
+            kind: NatsErrorKind::Stream,
             what: format!(
                 "the JetStream stream {name} exists with {replicas} replica(s) and {} storage, not the {} and {} asked (--replicas, --storage)",
                 if memory { "memory" } else { "file" },
@@ -638,6 +693,32 @@ impl StreamSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A caller branches on the kind, not on the message: settings that cannot work
+    /// are not retried, a server nobody answers at is.
+    #[test]
+    fn errors_say_their_kind() {
+        let bad = NatsOptions::url("nats://[::1");
+        let e = bad.servers().expect_err("not a URL");
+        assert_eq!(e.kind(), NatsErrorKind::Settings);
+        assert!(!e.is_unreachable());
+        let none = NatsOptions::url(" , ");
+        assert_eq!(
+            none.servers().map_err(|e| e.kind()).err(),
+            Some(NatsErrorKind::Settings)
+        );
+        let node = NatsError::Node(evapi_client::ClientError::Encode(
+            evapi_proto::EncodeError::TooLarge {
+                framing: evapi_proto::Framing::Netstring,
+                len: 2,
+                max: 1,
+            },
+        ));
+        assert_eq!(node.kind(), NatsErrorKind::Node);
+        let flush = nats_error(NatsErrorKind::Flush, "flush")("no answer");
+        assert_eq!(flush.kind(), NatsErrorKind::Flush);
+        assert_eq!(flush.to_string(), "NATS: cannot flush");
+    }
 
     #[test]
     fn a_stream_bound_is_never_lowered_under_what_it_holds() {

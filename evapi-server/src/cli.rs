@@ -26,11 +26,11 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// Default `--notify-queue`: lines waiting for stdout.
-pub const DEFAULT_NOTIFY_QUEUE: usize = 4096;
+pub(crate) const DEFAULT_NOTIFY_QUEUE: usize = 4096;
 /// Default `--control-max-line`: a relay of a 1 MiB frame in base64 (about 1.4 MB) fits.
-pub const DEFAULT_CONTROL_MAX_LINE: usize = 2 * 1024 * 1024;
+pub(crate) const DEFAULT_CONTROL_MAX_LINE: usize = 2 * 1024 * 1024;
 /// Default `--control-max-connections`.
-pub const DEFAULT_CONTROL_CONNECTIONS: usize = 8;
+pub(crate) const DEFAULT_CONTROL_CONNECTIONS: usize = 8;
 /// A Kamailio-evapi-compatible event socket, driven by JSON lines.
 ///
 /// Applications connect over TCP. Control commands arrive as JSON lines on stdin (and on
@@ -55,7 +55,7 @@ Commands (JSON lines):
   P: a JSON string is sent as its text, other JSON as compact JSON;
      add \"encoding\":\"base64\" to send raw bytes. An \"id\" is echoed in the reply."
 )]
-pub struct Args {
+pub(crate) struct Args {
     /// Address to listen on (Kamailio's bind_addr).
     /// IP, IP:port, [v6]:port or host:port; the port defaults to 8448.
     #[arg(help_heading = "Listening", long, env = "EVAPI_BIND", default_value = DEFAULT_BIND, value_parser = evapi_cli::addr::evapi)]
@@ -233,7 +233,7 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 
 /// `--oversize` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Oversize {
+pub(crate) enum Oversize {
     /// Close the client.
     Close,
     /// Skip the frame, keep the client.
@@ -242,7 +242,7 @@ pub enum Oversize {
 
 /// `--slow-client` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SlowClient {
+pub(crate) enum SlowClient {
     /// Disconnect the client.
     Disconnect,
     /// Keep it; drop the frames that do not fit and count them.
@@ -310,14 +310,14 @@ fn bind_unix(path: &std::path::Path, mode: u32) -> anyhow::Result<UnixListener> 
 }
 
 /// Default log level (see `evapi_cli::Verbosity` for the ladder).
-pub const LOG_LEVEL: &str = "info";
+pub(crate) const LOG_LEVEL: &str = "info";
 
 /// Run the server until SIGINT or SIGTERM.
 ///
 /// # Errors
 ///
 /// When the runtime cannot start or an address cannot be bound.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

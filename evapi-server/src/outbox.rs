@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 /// Frames up to this size are copied into the tail buffer rather than queued by reference.
-pub const COALESCE_MAX: usize = 4096;
+pub(crate) const COALESCE_MAX: usize = 4096;
 /// Tail buffer capacity reserved at a time.
 const TAIL_CHUNK: usize = 16 * 1024;
 
@@ -62,7 +62,7 @@ pub(crate) struct Total {
 }
 
 impl Total {
-    pub fn new(limit: usize) -> Arc<Self> {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
             used: AtomicUsize::new(0),
             limit,
@@ -70,7 +70,7 @@ impl Total {
     }
 
     /// Bytes queued now, all clients.
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
 
@@ -93,7 +93,7 @@ impl Total {
     /// # Errors
     ///
     /// The frame back, when its bytes do not fit under the limit.
-    pub fn shared(self: &Arc<Self>, frame: BytesMut) -> Result<Bytes, BytesMut> {
+    pub(crate) fn shared(self: &Arc<Self>, frame: BytesMut) -> Result<Bytes, BytesMut> {
         if !self.reserve(frame.len()) {
             return Err(frame);
         }
@@ -135,7 +135,7 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// A queue that holds at most `limit` frames and `byte_limit` bytes (one frame
     /// always fits an empty queue), counted against `total` too.
-    pub fn new(limit: usize, byte_limit: usize, total: Arc<Total>) -> Self {
+    pub(crate) fn new(limit: usize, byte_limit: usize, total: Arc<Total>) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
@@ -152,7 +152,7 @@ impl Outbox {
     /// Queue one encoded frame. `shared` is the same frame as `Bytes`, given when the
     /// caller has one (large frames, already counted in the total by
     /// [`Total::shared`]), so it can be queued without copying or counting again.
-    pub fn push(&self, frame: &[u8], shared: Option<&Bytes>) -> Push {
+    pub(crate) fn push(&self, frame: &[u8], shared: Option<&Bytes>) -> Push {
         self.push_inner(frame, shared, false)
     }
 
@@ -160,7 +160,7 @@ impl Outbox {
     /// with nothing queued when the total is full (it keeps up; the bound is for those
     /// that do not). The total then exceeds its limit by at most one small frame per
     /// such client.
-    pub fn push_over_total(&self, frame: &[u8], shared: Option<&Bytes>) -> Push {
+    pub(crate) fn push_over_total(&self, frame: &[u8], shared: Option<&Bytes>) -> Push {
         self.push_inner(frame, shared, true)
     }
 
@@ -213,7 +213,7 @@ impl Outbox {
 
     /// Move every queued segment into `out` (in order) and return how many frames they
     /// hold; 0 when the queue is empty.
-    pub fn take(&self, out: &mut Vec<Bytes>) -> usize {
+    pub(crate) fn take(&self, out: &mut Vec<Bytes>) -> usize {
         let mut inner = self.lock();
         let frames = std::mem::take(&mut inner.frames);
         inner.bytes = 0;
@@ -226,19 +226,19 @@ impl Outbox {
     }
 
     /// Wait until something may have been queued (or [`close`](Self::close) was called).
-    pub async fn ready(&self) {
+    pub(crate) async fn ready(&self) {
         self.ready.notified().await;
     }
 
     /// Refuse further frames; what is queued stays for a final [`take`](Self::take).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_one();
     }
 
     /// Refuse further frames and drop what is queued (its bytes leave the total at
     /// once, shared frames once no other queue holds them): for a client cut off.
-    pub fn discard(&self) {
+    pub(crate) fn discard(&self) {
         let mut inner = self.lock();
         inner.closed = true;
         inner.segments.clear();
@@ -251,17 +251,17 @@ impl Outbox {
     }
 
     /// Frames waiting.
-    pub fn depth(&self) -> usize {
+    pub(crate) fn depth(&self) -> usize {
         self.lock().frames
     }
 
     /// The frame limit.
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 
     /// Bytes waiting.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.lock().bytes
     }
 }

@@ -42,7 +42,7 @@ pub(crate) struct Limiter {
 
 impl Limiter {
     /// A new client starts with its full burst allowance.
-    pub fn new(rate: Rate, now: Instant) -> Self {
+    pub(crate) fn new(rate: Rate, now: Instant) -> Self {
         let start = now.checked_sub(RATE_BURST).unwrap_or(now);
         Self {
             rate,
@@ -54,7 +54,7 @@ impl Limiter {
     /// Account `frames` and `bytes` received at `now`; `Some(t)`: do not read again
     /// before `t`.
     #[must_use]
-    pub fn take(&mut self, now: Instant, frames: u64, bytes: u64) -> Option<Instant> {
+    pub(crate) fn take(&mut self, now: Instant, frames: u64, bytes: u64) -> Option<Instant> {
         let floor = now.checked_sub(RATE_BURST).unwrap_or(now);
         let mut resume = None;
         if let Some(per_s) = self.rate.frames.filter(|r| *r > 0) {

@@ -63,13 +63,13 @@ pub(crate) struct Refusals {
 
 impl Refusals {
     /// Count one refusal.
-    pub fn note(&self, why: Refusal) {
+    pub(crate) fn note(&self, why: Refusal) {
         self.since[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counts since the last call (`auth 120, evicted 7`), reset to zero; `None`
     /// when there were none.
-    pub fn take_summary(&self) -> Option<String> {
+    pub(crate) fn take_summary(&self) -> Option<String> {
         let mut text = String::new();
         for why in Refusal::ALL {
             let n = self.since[why as usize].swap(0, Ordering::Relaxed);

@@ -55,7 +55,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(
+    pub(crate) fn new(
         conidx: usize,
         connid: u64,
         peer: SocketAddr,
@@ -82,16 +82,16 @@ impl Conn {
     }
 
     /// connection-new accepted it.
-    pub fn accept(&self) {
+    pub(crate) fn accept(&self) {
         self.accepted.store(true, Ordering::Release);
     }
 
     /// Whether it may receive relays.
-    pub fn is_accepted(&self) -> bool {
+    pub(crate) fn is_accepted(&self) -> bool {
         self.accepted.load(Ordering::Acquire)
     }
 
-    pub fn tag(&self) -> Option<Arc<str>> {
+    pub(crate) fn tag(&self) -> Option<Arc<str>> {
         self.tag
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -107,14 +107,14 @@ impl Conn {
     }
 
     /// Ask the connection to end for `reason` (ignored if it is already ending).
-    pub fn close(&self, reason: CloseReason) {
+    pub(crate) fn close(&self, reason: CloseReason) {
         let _ = self.reason.set(reason);
         self.closing.cancel();
     }
 
     /// End it at once for `reason`, dropping what is queued (the socket is shut down
     /// without waiting for the peer to read).
-    pub fn abort(&self, reason: CloseReason) {
+    pub(crate) fn abort(&self, reason: CloseReason) {
         let _ = self.reason.set(reason);
         self.abort.cancel();
         self.closing.cancel();
@@ -122,11 +122,11 @@ impl Conn {
 
     /// Why it ended: the reason given to [`close`](Self::close), or `fallback` (the
     /// server-wide token was cancelled, i.e. shutdown, or the reader saw EOF).
-    pub fn reason_or(&self, fallback: CloseReason) -> CloseReason {
+    pub(crate) fn reason_or(&self, fallback: CloseReason) -> CloseReason {
         *self.reason.get_or_init(|| fallback)
     }
 
-    pub fn env(&self) -> ClientEnv {
+    pub(crate) fn env(&self) -> ClientEnv {
         ClientEnv {
             conidx: self.conidx,
             connid: self.connid,
@@ -139,7 +139,7 @@ impl Conn {
         }
     }
 
-    pub fn queue_depth(&self) -> usize {
+    pub(crate) fn queue_depth(&self) -> usize {
         self.outbox.depth()
     }
 }
@@ -162,7 +162,7 @@ pub(crate) struct Registry {
 
 impl Registry {
     /// Put a new connection in the lowest free slot; `make` receives its conidx and connid.
-    pub fn insert(&self, make: impl FnOnce(usize, u64) -> Conn) -> Arc<Conn> {
+    pub(crate) fn insert(&self, make: impl FnOnce(usize, u64) -> Conn) -> Arc<Conn> {
         let connid = self.next_connid.fetch_add(1, Ordering::Relaxed);
         let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
         let conidx = slots
@@ -179,7 +179,7 @@ impl Registry {
     }
 
     /// Tag `conn` (`None` clears its tag), keeping the index in step.
-    pub fn set_tag(&self, conn: &Arc<Conn>, tag: Option<Arc<str>>) {
+    pub(crate) fn set_tag(&self, conn: &Arc<Conn>, tag: Option<Arc<str>>) {
         // Lock order: the index, then the slots (as in `remove`), so a connection that
         // is being removed is never indexed again.
         let mut index = self.by_tag.write().unwrap_or_else(PoisonError::into_inner);
@@ -211,13 +211,13 @@ impl Registry {
 
     /// Run `f` with the clients tagged `tag` (under the index's read lock: `f` must not
     /// block).
-    pub fn with_tag<T>(&self, tag: &str, f: impl FnOnce(Option<&Tagged>) -> T) -> T {
+    pub(crate) fn with_tag<T>(&self, tag: &str, f: impl FnOnce(Option<&Tagged>) -> T) -> T {
         let index = self.by_tag.read().unwrap_or_else(PoisonError::into_inner);
         f(index.get(tag))
     }
 
     /// Free the connection's slot (only if it still holds that connection).
-    pub fn remove(&self, conn: &Conn) {
+    pub(crate) fn remove(&self, conn: &Conn) {
         let mut index = self.by_tag.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(tag) = conn.tag() {
             Self::unindex(&mut index, &tag, conn.connid);
@@ -235,23 +235,23 @@ impl Registry {
 
     /// Run `f` over every connected client, in conidx order, under the read lock.
     /// `f` must not block: it runs with the table locked.
-    pub fn for_each(&self, f: impl FnMut(&Arc<Conn>)) {
+    pub(crate) fn for_each(&self, f: impl FnMut(&Arc<Conn>)) {
         let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
         slots.iter().flatten().for_each(f);
     }
 
     /// The first client (lowest conidx) for which `pred` holds.
-    pub fn find(&self, mut pred: impl FnMut(&Conn) -> bool) -> Option<Arc<Conn>> {
+    pub(crate) fn find(&self, mut pred: impl FnMut(&Conn) -> bool) -> Option<Arc<Conn>> {
         let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
         slots.iter().flatten().find(|c| pred(c)).cloned()
     }
 
-    pub fn by_conidx(&self, conidx: usize) -> Option<Arc<Conn>> {
+    pub(crate) fn by_conidx(&self, conidx: usize) -> Option<Arc<Conn>> {
         let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
         slots.get(conidx).cloned().flatten()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
         slots.iter().flatten().count()
     }

@@ -40,7 +40,11 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    pub fn spawn<R: EventRoutes>(handle: &Handle, routes: &Arc<R>, tracker: &TaskTracker) -> Self {
+    pub(crate) fn spawn<R: EventRoutes>(
+        handle: &Handle,
+        routes: &Arc<R>,
+        tracker: &TaskTracker,
+    ) -> Self {
         let config = handle.config();
         let capacity = if config.queue_limit > 0 {
             config.queue_limit
@@ -68,7 +72,7 @@ impl Workers {
 
     /// Hand a message to the connection's worker. Returns it back when there are no
     /// workers (the caller runs the route itself).
-    pub async fn message(
+    pub(crate) async fn message(
         &self,
         handle: &Handle,
         client: ClientEnv,
@@ -104,7 +108,7 @@ impl Workers {
 
     /// Hand connection-closed to the connection's worker, behind its messages. Returns
     /// false when there are no workers.
-    pub async fn closed(&self, client: ClientEnv, reason: CloseReason) -> bool {
+    pub(crate) async fn closed(&self, client: ClientEnv, reason: CloseReason) -> bool {
         let Some(queue) = self.queue(client.connid) else {
             return false;
         };

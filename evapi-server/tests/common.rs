@@ -11,18 +11,18 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 
 /// How long a test waits for something that should happen at once.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 /// An event route call, as the recorder saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ev {
+pub(crate) enum Ev {
     New(ClientEnv),
     Msg(ClientEnv, Bytes),
     Closed(ClientEnv, CloseReason),
 }
 
 /// Routes that record every call; connection-new admits with `admit`.
-pub struct Recorder {
+pub(crate) struct Recorder {
     tx: mpsc::Sender<Ev>,
     admit: fn(&ClientEnv) -> Admit,
 }
@@ -43,9 +43,9 @@ impl EventRoutes for Recorder {
     }
 }
 
-pub type Client = Framed<TcpStream, FrameCodec>;
+pub(crate) type Client = Framed<TcpStream, FrameCodec>;
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub handle: Handle,
     pub addr: SocketAddr,
     pub events: mpsc::Receiver<Ev>,
@@ -53,11 +53,11 @@ pub struct TestServer {
     framing: Framing,
 }
 
-pub async fn start(config: Config) -> TestServer {
+pub(crate) async fn start(config: Config) -> TestServer {
     start_with(config, |_| Admit::Accept).await
 }
 
-pub async fn start_with(config: Config, admit: fn(&ClientEnv) -> Admit) -> TestServer {
+pub(crate) async fn start_with(config: Config, admit: fn(&ClientEnv) -> Admit) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, events) = mpsc::channel(200_000);
@@ -75,7 +75,7 @@ pub async fn start_with(config: Config, admit: fn(&ClientEnv) -> Admit) -> TestS
 }
 
 /// A server on an in-memory listener (no sockets), and the connector to reach it.
-pub async fn start_memory(
+pub(crate) async fn start_memory(
     config: Config,
 ) -> (TestServer, evapi_server::transport::MemoryConnector) {
     let (listener, connector) = evapi_server::transport::memory();
@@ -102,7 +102,7 @@ pub async fn start_memory(
 
 impl TestServer {
     /// The next route call.
-    pub async fn next(&mut self) -> Ev {
+    pub(crate) async fn next(&mut self) -> Ev {
         tokio::time::timeout(PATIENCE, self.events.recv())
             .await
             .expect("a route call within PATIENCE")
@@ -111,7 +111,7 @@ impl TestServer {
 
     /// Connect a framed client and wait until connection-new ran for it and its
     /// decision took effect (accepted, so relays reach it; or rejected and gone).
-    pub async fn connect(&mut self) -> (Client, ClientEnv) {
+    pub(crate) async fn connect(&mut self) -> (Client, ClientEnv) {
         let stream = TcpStream::connect(self.addr).await.unwrap();
         let env = self.next_new().await;
         (
@@ -122,7 +122,7 @@ impl TestServer {
 
     /// The next connection-new, once its decision took effect (accepted, so relays
     /// reach it; or rejected and gone).
-    pub async fn next_new(&mut self) -> ClientEnv {
+    pub(crate) async fn next_new(&mut self) -> ClientEnv {
         let env = match self.next().await {
             Ev::New(env) => env,
             other => panic!("expected connection-new, got {other:?}"),
@@ -140,14 +140,14 @@ impl TestServer {
         env
     }
 
-    pub async fn expect_msg(&mut self) -> (ClientEnv, Bytes) {
+    pub(crate) async fn expect_msg(&mut self) -> (ClientEnv, Bytes) {
         match self.next().await {
             Ev::Msg(env, msg) => (env, msg),
             other => panic!("expected message-received, got {other:?}"),
         }
     }
 
-    pub async fn expect_closed(&mut self) -> (ClientEnv, CloseReason) {
+    pub(crate) async fn expect_closed(&mut self) -> (ClientEnv, CloseReason) {
         match self.next().await {
             Ev::Closed(env, reason) => (env, reason),
             other => panic!("expected connection-closed, got {other:?}"),
@@ -156,7 +156,7 @@ impl TestServer {
 }
 
 /// Next frame on a client, within PATIENCE.
-pub async fn recv(client: &mut Client) -> Bytes {
+pub(crate) async fn recv(client: &mut Client) -> Bytes {
     tokio::time::timeout(PATIENCE, client.next())
         .await
         .expect("a frame within PATIENCE")
@@ -166,7 +166,7 @@ pub async fn recv(client: &mut Client) -> Bytes {
 
 /// Wait for the server to close the client's connection: EOF, or a reset (the server
 /// closed with unread input). A decode error is not a close: it fails the test.
-pub async fn expect_eof(client: &mut Client) {
+pub(crate) async fn expect_eof(client: &mut Client) {
     match tokio::time::timeout(PATIENCE, client.next()).await {
         Ok(None) => {}
         Ok(Some(Err(evapi_proto::CodecError::Io(e))))
@@ -177,11 +177,11 @@ pub async fn expect_eof(client: &mut Client) {
     }
 }
 
-pub async fn send(client: &mut Client, payload: &'static [u8]) {
+pub(crate) async fn send(client: &mut Client, payload: &'static [u8]) {
     client.send(payload).await.unwrap();
 }
 
-pub fn config(framing: Framing) -> Config {
+pub(crate) fn config(framing: Framing) -> Config {
     Config {
         framing,
         ..Config::default()

@@ -10,11 +10,11 @@ use crate::router::Fanout;
 
 /// Messages from apps waiting for the transaction owner; when full, the server's
 /// worker waits (and reading from apps pauses), so nothing is lost.
-pub const INBOUND_QUEUE: usize = 8192;
+pub(crate) const INBOUND_QUEUE: usize = 8192;
 
 /// What the routes hand over.
 #[derive(Debug)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     /// An app connected.
     Connected,
     /// An app sent a message.
@@ -23,14 +23,14 @@ pub enum Inbound {
 
 /// `evapi:connection-new` and `evapi:message-received` of the simulator.
 #[derive(Debug)]
-pub struct SimRoutes {
+pub(crate) struct SimRoutes {
     tx: mpsc::Sender<Inbound>,
 }
 
 impl SimRoutes {
     /// Routes that send to `tx`.
     #[must_use]
-    pub fn new(tx: mpsc::Sender<Inbound>) -> Self {
+    pub(crate) fn new(tx: mpsc::Sender<Inbound>) -> Self {
         Self { tx }
     }
 }
@@ -49,7 +49,7 @@ impl EventRoutes for SimRoutes {
 
 /// Set `client`'s tag, as `evapi_set_tag` in message-received would, after the
 /// router recognised a `{"tag": T}` registration. Returns whether the tag was set.
-pub fn set_tag(handle: &Handle, client: &ClientEnv, tag: &str) -> bool {
+pub(crate) fn set_tag(handle: &Handle, client: &ClientEnv, tag: &str) -> bool {
     match handle.set_tag(Target::Connid(client.connid), tag) {
         Ok(()) => {
             info!(conidx = client.conidx, tag, "app registered its tag");
@@ -63,7 +63,7 @@ pub fn set_tag(handle: &Handle, client: &ClientEnv, tag: &str) -> bool {
 }
 
 /// Hand `event` to the evapi server as the route says; whether any app got it.
-pub fn deliver(handle: &Handle, to: Fanout<'_>, event: &[u8]) -> bool {
+pub(crate) fn deliver(handle: &Handle, to: Fanout<'_>, event: &[u8]) -> bool {
     let sent = match to {
         Fanout::All => handle.relay(event),
         Fanout::Multicast(tag) => handle.multicast(event, tag),
@@ -78,7 +78,7 @@ pub fn deliver(handle: &Handle, to: Fanout<'_>, event: &[u8]) -> bool {
 /// front, replay) starts it: the server with the simulator's routes and, when asked,
 /// its metrics (with the simulator's beside them) and admin API over HTTP.
 #[derive(Debug)]
-pub struct Embedded {
+pub(crate) struct Embedded {
     /// The running server.
     pub handle: Handle,
     /// What the routes hand over, in order.
@@ -89,7 +89,7 @@ pub struct Embedded {
 
 /// Where the embedded socket serves metrics and admin: the listener, the admin's bearer
 /// token, and the simulator's metrics to serve beside the server's.
-pub type HttpSetup<'a> = (
+pub(crate) type HttpSetup<'a> = (
     tokio::net::TcpListener,
     Option<std::sync::Arc<str>>,
     &'a crate::metrics::SimMetrics,
@@ -98,7 +98,7 @@ pub type HttpSetup<'a> = (
 impl Embedded {
     /// Serve `config` on `listener` (and HTTP as `http` says) until [`Embedded::stop`].
     #[must_use]
-    pub fn start(
+    pub(crate) fn start(
         listener: tokio::net::TcpListener,
         config: evapi_server::Config,
         http: Option<HttpSetup<'_>>,
@@ -126,12 +126,12 @@ impl Embedded {
 
     /// Whether metrics are served (then the driver publishes its counters).
     #[must_use]
-    pub fn serves_http(&self) -> bool {
+    pub(crate) fn serves_http(&self) -> bool {
         self.http.is_some()
     }
 
     /// Close every connection and stop serving.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.handle.shutdown();
         let _ = self.server.await;
         if let Some(task) = self.http {

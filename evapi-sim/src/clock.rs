@@ -9,6 +9,6 @@ use std::time::Instant;
 
 /// Now, on tokio's clock (virtual when the runtime's time is paused).
 #[must_use]
-pub fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }

@@ -20,13 +20,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use evapi_server::ClientEnv;
 use tracing::{debug, warn};
 
 use crate::ist::{Invite, IstCounters, Transmit, TxKey, UasTransactions};
-use crate::metrics::SimMetrics;
 use crate::report::RunStats;
 use crate::request::Request;
 use crate::router::{Fanout, Message, Router, RouterConfig, RouterCounters};
@@ -94,8 +93,8 @@ pub struct Front {
     too_large: u64,
     max_request_bytes: usize,
     stats: RunStats,
-    /// Published to when metrics are served.
-    metrics: Option<SimMetrics>,
+    /// Round trips of the answers sent since [`Front::take_round_trips`], when kept.
+    round_trips: Option<Vec<Duration>>,
 }
 
 impl Front {
@@ -113,13 +112,30 @@ impl Front {
             too_large: 0,
             max_request_bytes: sip.max_request_bytes,
             stats: RunStats::new(now),
-            metrics: None,
+            round_trips: None,
         }
     }
 
-    /// Count answers (round trips) into `metrics` too.
-    pub fn set_metrics(&mut self, metrics: SimMetrics) {
-        self.metrics = Some(metrics);
+    /// Keep each answer's round trip until the driver takes them
+    /// ([`Front::take_round_trips`]), e.g. for a histogram it serves.
+    pub fn keep_round_trips(&mut self) {
+        self.round_trips.get_or_insert_with(Vec::new);
+    }
+
+    /// Hand `each` the round trips of the answers sent since the last call (none
+    /// unless [`Front::keep_round_trips`]); the driver calls it after each
+    /// [`Front::poll_transmit`] loop, so they never pile up.
+    pub fn take_round_trips(&mut self, mut each: impl FnMut(Duration)) {
+        if let Some(kept) = &mut self.round_trips {
+            kept.drain(..).for_each(&mut each);
+        }
+    }
+
+    /// The routing counters so far, and the transactions suspended now: what a driver
+    /// publishes.
+    #[must_use]
+    pub fn routing(&self) -> (&crate::router::RouterCounters, usize) {
+        (self.router.counters(), self.router.open())
     }
 
     /// A datagram from `peer` at `now`. `deliver` gives an event to the apps as the
@@ -202,6 +218,7 @@ impl Front {
 
     /// A message from `app` at `now`; the tag to set on the app when it registered
     /// one (`{"tag": T}`).
+    #[must_use]
     pub fn message(&mut self, now: Instant, app: &ClientEnv, msg: &[u8]) -> Option<String> {
         match self.router.message(now, app, msg) {
             Message::Register(tag) => Some(tag),
@@ -227,26 +244,19 @@ impl Front {
 
     /// The next datagram to send. Final replies the router decided go to their SIP
     /// transactions first (at `now`).
+    #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         while let Some(reply) = self.router.poll_reply() {
-            if let (crate::router::Cause::Answered { latency }, Some(m)) =
-                (reply.cause, &self.metrics)
+            if let (crate::router::Cause::Answered { latency }, Some(kept)) =
+                (reply.cause, &mut self.round_trips)
             {
-                m.answered(latency);
+                kept.push(latency);
             }
             self.stats.reply(now, reply.code, &reply.cause);
             self.ist
                 .respond(now, &reply.data, reply.code, &reply.reason);
         }
         self.ist.poll_transmit()
-    }
-
-    /// Publish the counters to the metrics (when served).
-    pub fn publish(&self, kernel_drops: Option<u64>) {
-        if let Some(m) = &self.metrics {
-            m.publish(self.router.counters(), self.router.open());
-            m.kernel_drops(kernel_drops);
-        }
     }
 
     /// What happened, with the kernel's drop count.

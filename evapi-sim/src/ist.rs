@@ -365,6 +365,7 @@ impl UasTransactions {
     /// A CANCEL from `peer`: answered 200 when it matches an INVITE transaction, 481
     /// otherwise (section 9.2). Returns the tm transaction to end with 487 when the
     /// INVITE has no final response yet.
+    #[must_use]
     pub fn cancel(&mut self, req: &SipRequest, peer: SocketAddr) -> Option<TransactionId> {
         let found = self
             .txs
@@ -512,6 +513,7 @@ impl UasTransactions {
     }
 
     /// The next datagram to send.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }

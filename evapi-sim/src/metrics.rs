@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 use crate::router::RouterCounters;
 
 /// How often the driver publishes its counters.
-pub const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+pub(crate) const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Default, Clone)]
 struct Snapshot {
@@ -30,7 +30,7 @@ struct Snapshot {
 
 /// The simulator's metrics; cheap to clone, shared by the driver and the collector.
 #[derive(Debug, Clone)]
-pub struct SimMetrics {
+pub(crate) struct SimMetrics {
     snapshot: Arc<Mutex<Snapshot>>,
     roundtrip: Histogram,
 }
@@ -44,7 +44,7 @@ impl Default for SimMetrics {
 impl SimMetrics {
     /// Empty metrics; buckets of the round trip from 0.5 ms to about 16 s.
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             snapshot: Arc::default(),
             roundtrip: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -52,14 +52,14 @@ impl SimMetrics {
     }
 
     /// The driver's counters now, and how many transactions wait.
-    pub fn publish(&self, counters: &RouterCounters, suspended: usize) {
+    pub(crate) fn publish(&self, counters: &RouterCounters, suspended: usize) {
         let mut s = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
         s.counters.clone_from(counters);
         s.suspended = suspended;
     }
 
     /// Datagrams the kernel dropped on the SIP socket so far (see [`crate::udp`]).
-    pub fn kernel_drops(&self, drops: Option<u64>) {
+    pub(crate) fn kernel_drops(&self, drops: Option<u64>) {
         self.snapshot
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -67,12 +67,12 @@ impl SimMetrics {
     }
 
     /// One answered transaction: suspend to answer.
-    pub fn answered(&self, roundtrip: Duration) {
+    pub(crate) fn answered(&self, roundtrip: Duration) {
         self.roundtrip.observe(roundtrip.as_secs_f64());
     }
 
     /// Register these metrics (and the round-trip histogram) in `registry`.
-    pub fn register(&self, registry: &mut Registry) {
+    pub(crate) fn register(&self, registry: &mut Registry) {
         registry.register(
             "evapi_sim_async_roundtrip_seconds",
             "Suspend to the app's answer, for answered transactions.",
@@ -83,7 +83,7 @@ impl SimMetrics {
 
     /// The server's metrics (behind `handle`) with the simulator's beside them.
     #[must_use]
-    pub fn registry(&self, handle: &evapi_server::Handle) -> Registry {
+    pub(crate) fn registry(&self, handle: &evapi_server::Handle) -> Registry {
         let mut registry = evapi_server::metrics::registry(handle);
         self.register(&mut registry);
         registry

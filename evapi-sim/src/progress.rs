@@ -14,10 +14,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Runs shorter than this show no bar.
 const SHOW_AFTER: Duration = Duration::from_secs(1);
 /// Without a terminal, a progress line this often.
-pub const LINE_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const LINE_EVERY: Duration = Duration::from_secs(10);
 
 /// Progress on stderr, as a bar on a terminal or as periodic lines elsewhere.
-pub struct Bar {
+pub(crate) struct Bar {
     bar: ProgressBar,
     started: Instant,
     terminal: bool,
@@ -30,7 +30,7 @@ pub struct Bar {
 impl Bar {
     /// Progress for `total` requests; `wanted` false shows none.
     #[must_use]
-    pub fn new(total: u64, wanted: bool) -> Self {
+    pub(crate) fn new(total: u64, wanted: bool) -> Self {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
         if let Ok(style) = ProgressStyle::with_template(
             "{bar:40} {human_pos}/{human_len} final replies {msg} ETA {eta}",
@@ -50,7 +50,7 @@ impl Bar {
 
     /// The progress line without a terminal.
     #[must_use]
-    pub fn line(p: &Progress, elapsed: Duration) -> String {
+    pub(crate) fn line(p: &Progress, elapsed: Duration) -> String {
         let rate = p.done as f64 / elapsed.as_secs_f64().max(1e-3);
         format!(
             "progress: {}/{} final replies, {rate:.0}/s, {} timeouts, {} invalid answers",

@@ -19,7 +19,7 @@ use crate::scenario::BuiltinApp;
 /// # Errors
 ///
 /// The connection fails.
-pub async fn run(
+pub(crate) async fn run(
     spec: BuiltinApp,
     addr: String,
     config: ClientConfig,
@@ -90,7 +90,7 @@ async fn register(client: &mut Client, tag: Option<&str>) -> Result<(), ClientEr
 
 /// Responders that register a tag.
 #[must_use]
-pub fn tagged(specs: &[BuiltinApp]) -> usize {
+pub(crate) fn tagged(specs: &[BuiltinApp]) -> usize {
     specs
         .iter()
         .filter(|s| {

@@ -466,6 +466,7 @@ impl<T: Clone> Router<T> {
     }
 
     /// The next final reply to send.
+    #[must_use]
     pub fn poll_reply(&mut self) -> Option<Reply<T>> {
         self.replies.pop_front()
     }

@@ -8,7 +8,7 @@ use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// How often a core looks at its collections' sizes.
-pub const EVERY: Duration = Duration::from_secs(1);
+pub(crate) const EVERY: Duration = Duration::from_secs(1);
 
 /// Capacity kept beyond what is in use, below which nothing is trimmed (small tables
 /// are not worth a reallocation).
@@ -16,13 +16,13 @@ const SLACK: usize = 1024;
 
 /// When a core trims next.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Trim {
+pub(crate) struct Trim {
     next: Option<Instant>,
 }
 
 impl Trim {
     /// Whether trimming is due at `now` (then the next is [`EVERY`] later).
-    pub fn due(&mut self, now: Instant) -> bool {
+    pub(crate) fn due(&mut self, now: Instant) -> bool {
         match self.next {
             Some(at) if now < at => false,
             _ => {
@@ -39,21 +39,21 @@ fn oversized(len: usize, capacity: usize) -> bool {
 }
 
 /// Shrink `map` to twice its entries when it holds far fewer than it has room for.
-pub fn map<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+pub(crate) fn map<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
     if oversized(map.len(), map.capacity()) {
         map.shrink_to(map.len() * 2);
     }
 }
 
 /// Shrink `queue` likewise.
-pub fn queue<T>(queue: &mut VecDeque<T>) {
+pub(crate) fn queue<T>(queue: &mut VecDeque<T>) {
     if oversized(queue.len(), queue.capacity()) {
         queue.shrink_to(queue.len() * 2);
     }
 }
 
 /// Shrink `heap` likewise.
-pub fn heap<T: Ord>(heap: &mut BinaryHeap<T>) {
+pub(crate) fn heap<T: Ord>(heap: &mut BinaryHeap<T>) {
     if oversized(heap.len(), heap.capacity()) {
         heap.shrink_to(heap.len() * 2);
     }

@@ -51,8 +51,9 @@ pub async fn run(
         options.metrics.map(|(l, token)| (l, token, &metrics)),
     );
     let mut front = Front::new(options.router, options.sip, clock::now());
-    if embedded.serves_http() {
-        front.set_metrics(metrics);
+    let served = embedded.serves_http();
+    if served {
+        front.keep_round_trips();
     }
     let mut publish = tokio::time::interval(crate::metrics::PUBLISH_EVERY);
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -93,11 +94,12 @@ pub async fn run(
                 None => break,
             },
             () = evapi_ops::time::sleep_until(wake) => front.handle_timeout(clock::now()),
-            _ = publish.tick(), if embedded.serves_http() => {
-                front.publish(crate::udp::kernel_drops(&socket));
+            _ = publish.tick(), if served => {
+                publish_to(&metrics, &front, crate::udp::kernel_drops(&socket));
             }
         }
         send(&socket, &mut front, &mut outgoing).await;
+        front.take_round_trips(|rt| metrics.answered(rt));
     }
     // Datagrams that arrived before the shutdown are still handled (an ACK in the
     // socket's buffer counts), nothing after.
@@ -105,10 +107,20 @@ pub async fn run(
         front.datagram(clock::now(), &buf[..n], peer, &mut deliver);
     }
     send(&socket, &mut front, &mut outgoing).await;
+    front.take_round_trips(|rt| metrics.answered(rt));
     let kernel_drops = crate::udp::kernel_drops(&socket);
-    front.publish(kernel_drops);
+    if served {
+        publish_to(&metrics, &front, kernel_drops);
+    }
     embedded.stop().await;
     front.finish(kernel_drops)
+}
+
+/// The front's counters into the metrics served.
+fn publish_to(metrics: &SimMetrics, front: &Front, kernel_drops: Option<u64>) {
+    let (counters, suspended) = front.routing();
+    metrics.publish(counters, suspended);
+    metrics.kernel_drops(kernel_drops);
 }
 
 /// Send every datagram the front has, in batches (`outgoing`: a buffer reused).

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The summary with what varies from run to run replaced.
-pub fn redact_summary(text: &str) -> String {
+pub(crate) fn redact_summary(text: &str) -> String {
     text.lines()
         .map(|l| {
             if let Some((head, _)) = l.split_once(" requests in ") {

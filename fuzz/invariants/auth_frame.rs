@@ -20,7 +20,7 @@ fn table() -> &'static Tokens {
 }
 
 /// Check every invariant on one input; panics on a violation.
-pub fn check(data: &[u8]) {
+pub(crate) fn check(data: &[u8]) {
     let expected = serde_json::from_slice::<Value>(data)
         .ok()
         .and_then(|v| v.get("auth").and_then(Value::as_str).map(str::to_owned));

@@ -19,7 +19,7 @@ fn handle() -> &'static Handle {
 }
 
 /// Check every invariant on one input; panics on a violation.
-pub fn check(data: &[u8]) {
+pub(crate) fn check(data: &[u8]) {
     let parsed: Option<Value> = serde_json::from_slice(data).ok();
     let accepted = evapi_server::control::check_auth_line(data, TOKEN);
     let is_token = parsed

@@ -52,7 +52,7 @@ fn run(framing: Framing, data: &[u8], cuts: &[u8]) -> (Vec<Vec<u8>>, bool) {
 }
 
 /// Check every invariant on one input; panics on a violation.
-pub fn check(input: &[u8]) {
+pub(crate) fn check(input: &[u8]) {
     let Some((&ncuts, rest)) = input.split_first() else {
         return;
     };

@@ -8,7 +8,7 @@
 use evapi_sim::sip::{self, SipError};
 
 /// Check every invariant on one datagram; panics on a violation.
-pub fn check(data: &[u8]) {
+pub(crate) fn check(data: &[u8]) {
     match sip::parse(data) {
         Ok(req) => {
             let resp = sip::response(&req, 486, "Busy Here", Some("t1"));

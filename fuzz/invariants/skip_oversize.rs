@@ -78,7 +78,7 @@ fn decode(framing: Framing, data: &[u8], cut: usize) -> (Vec<Vec<u8>>, usize) {
 }
 
 /// Check every invariant on one input; panics on a violation.
-pub fn check(input: &[u8]) {
+pub(crate) fn check(input: &[u8]) {
     let Some((&cut, rest)) = input.split_first() else {
         return;
     };

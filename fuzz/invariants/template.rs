@@ -58,7 +58,7 @@ fn shape(value: &Value) -> Value {
 }
 
 /// Check every invariant on one input; panics on a violation.
-pub fn check(data: &[u8]) {
+pub(crate) fn check(data: &[u8]) {
     let mut parts = data.split(|&b| b == 0);
     let text = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
     let values: Vec<String> = parts

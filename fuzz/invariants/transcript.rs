@@ -21,7 +21,7 @@ const MAX_LINE: usize = 4096;
 const MAX_ENTRIES: usize = 10_000;
 
 /// Check every invariant on one input; panics on a violation.
-pub fn check(data: &[u8]) {
+pub(crate) fn check(data: &[u8]) {
     let payload = Payload::of(data);
     assert_eq!(payload.bytes().expect("our own payload decodes"), data);
 

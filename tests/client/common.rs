@@ -6,10 +6,10 @@ use bytes::Bytes;
 use evapi_proto::Framing;
 use evapi_server::{ClientEnv, CloseReason, Config, EventRoutes, Handle, Server};
 
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
-pub enum Ev {
+pub(crate) enum Ev {
     New(ClientEnv),
     Msg(Bytes),
     Closed(#[allow(dead_code)] CloseReason),
@@ -35,19 +35,19 @@ impl EventRoutes for Routes {
 }
 
 /// An evapi-server on 127.0.0.1:0, running on its own runtime until dropped.
-pub struct Srv {
+pub(crate) struct Srv {
     pub addr: String,
     pub handle: Handle,
     events: mpsc::Receiver<Ev>,
     _runtime: tokio::runtime::Runtime,
 }
 
-pub fn start(framing: Framing) -> Srv {
+pub(crate) fn start(framing: Framing) -> Srv {
     start_on(framing, "127.0.0.1:0")
 }
 
 /// [`start`] on a given address.
-pub fn start_on(framing: Framing, bind: &str) -> Srv {
+pub(crate) fn start_on(framing: Framing, bind: &str) -> Srv {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -75,13 +75,13 @@ pub fn start_on(framing: Framing, bind: &str) -> Srv {
 }
 
 impl Srv {
-    pub fn next(&self) -> Ev {
+    pub(crate) fn next(&self) -> Ev {
         self.events
             .recv_timeout(PATIENCE)
             .expect("a route call within PATIENCE")
     }
 
-    pub fn connected(&self) -> ClientEnv {
+    pub(crate) fn connected(&self) -> ClientEnv {
         match self.next() {
             Ev::New(c) => c,
             other => panic!("expected connection-new, got {other:?}"),
@@ -89,7 +89,7 @@ impl Srv {
     }
 
     /// The next message received, skipping connection events.
-    pub fn msg(&self) -> Bytes {
+    pub(crate) fn msg(&self) -> Bytes {
         loop {
             if let Ev::Msg(m) = self.next() {
                 return m;
@@ -98,7 +98,7 @@ impl Srv {
     }
 
     /// The next message received within `patience`, skipping connection events.
-    pub fn msg_within(&self, patience: Duration) -> Option<Bytes> {
+    pub(crate) fn msg_within(&self, patience: Duration) -> Option<Bytes> {
         let until = std::time::Instant::now() + patience;
         loop {
             let left = until.checked_duration_since(std::time::Instant::now())?;
@@ -110,11 +110,11 @@ impl Srv {
         }
     }
 
-    pub fn relay(&self, payload: &str) {
+    pub(crate) fn relay(&self, payload: &str) {
         let _ = self.handle.relay(payload.as_bytes()).unwrap();
     }
 
-    pub fn client(&self, args: &[&str]) -> Command {
+    pub(crate) fn client(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(evapi_tests::binary("evapi-client"));
         cmd.arg("--addr")
             .arg(&self.addr)
@@ -125,7 +125,7 @@ impl Srv {
 }
 
 /// Run to the end; stdout, stderr as text, and the exit code.
-pub fn output(mut cmd: Command) -> (String, String, i32) {
+pub(crate) fn output(mut cmd: Command) -> (String, String, i32) {
     let Output {
         status,
         stdout,
@@ -139,17 +139,17 @@ pub fn output(mut cmd: Command) -> (String, String, i32) {
 }
 
 /// A child process killed on drop.
-pub struct Running(pub Child);
+pub(crate) struct Running(pub Child);
 
 impl Running {
     /// SIGTERM, as a service manager or `kill` stops it.
-    pub fn term(&self) {
+    pub(crate) fn term(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status();
     }
 
-    pub fn spawn(mut cmd: Command) -> Self {
+    pub(crate) fn spawn(mut cmd: Command) -> Self {
         Running(
             cmd.stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -160,7 +160,7 @@ impl Running {
 
     /// Wait for the exit, at most [`FINISH`]: a hung client fails the test instead of
     /// holding CI until its time limit.
-    pub fn finish(mut self) -> (String, String, i32) {
+    pub(crate) fn finish(mut self) -> (String, String, i32) {
         use wait_timeout::ChildExt as _;
         if self.0.wait_timeout(FINISH).unwrap().is_none() {
             panic!("the client did not exit within {FINISH:?}");

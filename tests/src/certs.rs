@@ -21,6 +21,15 @@ pub struct Ca {
     pem: String,
 }
 
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The issuer holds the private key: not printed.
+        f.debug_struct("Ca")
+            .field("pem", &self.pem)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Ca {
     /// A new self-signed CA named `name`.
     ///

@@ -2,20 +2,15 @@
 //! node connected (the node again after it closes), metrics, the exit line.
 
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use std::time::Duration;
 
 use super::shared::{final_code, node_name, IdArgs};
 use super::Ctx;
-use anyhow::Context as _;
 use evapi_client::{Backoff, Client, ClientConfig};
 use evapi_nats::{BridgeConfig, BridgeCounts, NatsOptions};
 use evapi_proto::IdFields;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
-use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -31,7 +26,7 @@ Examples:
   evapi-client --addr 127.0.0.1:8448 bridge --nats nats://127.0.0.1:4222 --node sip-a
   evapi-client bridge --nats tls://nats.example.com:4222 --nats-tls-ca ca.pem \\
       --nats-creds bridge.creds --shed-code 503 --metrics 127.0.0.1:9101")]
-pub struct BridgeArgs {
+pub(crate) struct BridgeArgs {
     /// Events published and awaiting JetStream's confirmation at once.
     #[arg(long, env = "EVAPI_WINDOW", default_value_t = evapi_nats::DEFAULT_WINDOW)]
     pub window: usize,
@@ -130,24 +125,13 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let counts = Arc::new(BridgeCounts::default());
     let stop = CancellationToken::new();
-    if let Some(metrics) = metrics {
-        let listener = tokio::net::TcpListener::bind(metrics)
-            .await
-            .with_context(|| format!("cannot listen on --metrics {metrics}"))?;
-        if let Ok(at) = listener.local_addr() {
-            eprintln!("evapi-client bridge: metrics on http://{at}/metrics");
-        }
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(Metrics(Arc::clone(&counts))));
-        let api = evapi_ops::http::HttpApi::new(registry, None, None);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            evapi_ops::http::serve(listener, api, stop.cancelled_owned()).await;
-        });
+    if let Some(at) = metrics {
+        let collector = Box::new(crate::metrics::BridgeMetrics(Arc::clone(&counts)));
+        crate::metrics::serve(at, "bridge", collector, stop.clone().cancelled_owned()).await?;
     }
     let mut options = options.clone();
     options.name = Some(format!("evapi bridge {}", bridge.node));
-    let nats = options.connect(Some(Arc::clone(&counts.link))).await?;
+    let nats = options.connect(Some(counts.link())).await?;
     eprintln!(
         "bridging {addr} as node {}: events on {}, answers on {}",
         bridge.node,
@@ -199,158 +183,24 @@ async fn serve(
         }
     };
     stop.cancel();
-    let c = &counts;
+    let c = counts.snapshot();
     println!(
         "bridged {} events ({} confirmed, {} retried, {} shed, {} expired, {} held), {} answers, {} dropped answers, {} refused answers, {} answers past the buffer, {} answers expired, {} answers redelivered, {} answers to a predecessor's events, {} refused naming no transaction",
-        c.events.load(Ordering::Relaxed),
-        c.published.load(Ordering::Relaxed),
-        c.retries.load(Ordering::Relaxed),
-        c.shed.load(Ordering::Relaxed),
-        c.expired.load(Ordering::Relaxed),
-        c.buffered.load(Ordering::Relaxed),
-        c.answers.load(Ordering::Relaxed),
-        c.answers_dropped.load(Ordering::Relaxed),
-        c.answers_refused.load(Ordering::Relaxed),
-        c.answers_shed.load(Ordering::Relaxed),
-        c.answers_expired.load(Ordering::Relaxed),
-        c.answers_redelivered.load(Ordering::Relaxed),
-        c.answers_unverified.load(Ordering::Relaxed),
-        c.untransacted_refused.load(Ordering::Relaxed),
+        c.events,
+        c.published,
+        c.retries,
+        c.shed,
+        c.expired,
+        c.buffered,
+        c.answers,
+        c.answers_dropped,
+        c.answers_refused,
+        c.answers_shed,
+        c.answers_expired,
+        c.answers_redelivered,
+        c.answers_unverified,
+        c.untransacted_refused,
     );
     result?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The bridge's counters, read at scrape time.
-#[derive(Debug)]
-struct Metrics(Arc<BridgeCounts>);
-
-impl Collector for Metrics {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        use evapi_ops::metrics::{counter, gauge};
-        let c = &self.0;
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let e = &mut encoder;
-        counter(
-            e,
-            "evapi_bridge_events",
-            "Events read from the node and held for JetStream",
-            get(&c.events),
-        )?;
-        counter(
-            e,
-            "evapi_bridge_published",
-            "Events JetStream confirmed",
-            get(&c.published),
-        )?;
-        counter(
-            e,
-            "evapi_bridge_retries",
-            "Publications tried again after a failed confirmation",
-            get(&c.retries),
-        )?;
-        counter(
-            e,
-            "evapi_bridge_shed",
-            "Events shed because the buffer was full",
-            get(&c.shed),
-        )?;
-        counter(
-            e,
-            "evapi_bridge_shed_answered",
-            "Shed events answered with --shed-code",
-            get(&c.shed_answered),
-        )?;
-        counter(
-            e,
-            "evapi_bridge_answers",
-            "Answers from NATS for the node",
-            get(&c.answers),
-        )?;
-        counter(
-            e,
-            "evapi_bridge_answers_dropped",
-            "Answers from NATS too large for the node's framing, not written",
-            get(&c.answers_dropped),
-        )?;
-        counter(
-            e,
-            "evapi_bridge_answers_refused",
-            "Answers from NATS naming a transaction the bridge is not waiting for (forged, second or late), not written",
-            get(&c.answers_refused),
-        )?;
-        counter(
-            e,
-            "evapi_bridge_untransacted_refused",
-            "Of the refused answers, frames naming no transaction that no --allow-untransacted rule allows, or with a seal key, without their own seal",
-            get(&c.untransacted_refused),
-        )?;
-        counter(
-            e,
-            "evapi_bridge_answers_shed",
-            "Answers from NATS given back to the stream for later past --answers-buffer-bytes (the node reads too slowly)",
-            get(&c.answers_shed),
-        )?;
-        counter(
-            e,
-            "evapi_bridge_answers_expired",
-            "Answers dropped because the deadline of their event had passed (the call had ended at the node)",
-            get(&c.answers_expired),
-        )?;
-        counter(
-            e,
-            "evapi_bridge_answers_redelivered",
-            "Answers JetStream delivered again (a bridge stopped before acknowledging them, one held them past the 5 s ack wait, or gave them back past --answers-buffer-bytes)",
-            get(&c.answers_redelivered),
-        )?;
-        gauge(
-            e,
-            "evapi_bridge_answers_buffered_bytes",
-            "Bytes of answers from NATS waiting for the node",
-            i64::try_from(get(&c.answers_buffered_bytes)).unwrap_or(i64::MAX),
-        )?;
-        counter(
-            e,
-            "evapi_bridge_nats_disconnects",
-            "Times the NATS connection was lost",
-            get(&c.link.disconnects),
-        )?;
-        gauge(
-            e,
-            "evapi_bridge_buffered_bytes",
-            "Bytes of events JetStream has not confirmed yet",
-            i64::try_from(get(&c.buffered_bytes)).unwrap_or(i64::MAX),
-        )?;
-        gauge(
-            e,
-            "evapi_bridge_buffered_events",
-            "Events JetStream has not confirmed yet",
-            i64::try_from(get(&c.buffered)).unwrap_or(i64::MAX),
-        )?;
-        counter(
-            e,
-            "evapi_bridge_events_expired",
-            "Events dropped unpublished because their deadline (--event-ttl) passed: their calls had ended",
-            get(&c.expired),
-        )?;
-        evapi_ops::metrics::gauge_f64(
-            e,
-            "evapi_bridge_oldest_held_seconds",
-            "How long the oldest event JetStream has not confirmed has waited (0: none)",
-            get(&c.oldest_held_ms) as f64 / 1000.0,
-        )?;
-        gauge(
-            e,
-            "evapi_bridge_nats_connected",
-            "1 while connected to NATS",
-            i64::from(c.link.connected.load(Ordering::Relaxed)),
-        )?;
-        gauge(
-            e,
-            "evapi_bridge_publishing_failing",
-            "1 while JetStream refuses or does not confirm publications (NATS away, or a cluster electing a stream leader: connected but not storing)",
-            i64::from(c.failing.load(Ordering::Relaxed)),
-        )?;
-        Ok(())
-    }
 }

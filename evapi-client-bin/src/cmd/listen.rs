@@ -16,7 +16,7 @@ use super::Ctx;
 
 /// Print messages as they come.
 #[derive(Debug, clap::Args)]
-pub struct ListenArgs {
+pub(crate) struct ListenArgs {
     /// One JSON line per message: {"ts":..., "msg":...} (or "msg_b64" for binary).
     #[arg(long, env = "EVAPI_JSON")]
     pub json: bool,

@@ -43,7 +43,7 @@ Examples:
 
 Exit codes: 0 success, 1 an expectation failed, 2 usage or I/O error."
 )]
-pub struct Args {
+pub(crate) struct Args {
     /// Address of the evapi socket: IP, IP:port, [v6]:port or host:port (port 8448 when
     /// none is given). respond and listen serve several nodes: repeat it (or
     /// comma-separate), each optionally named: --addr sip-a=10.0.0.1 --addr
@@ -175,7 +175,7 @@ impl Args {
     /// # Errors
     ///
     /// A TLS file that cannot be loaded.
-    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+    pub(crate) fn client_config(&self) -> anyhow::Result<ClientConfig> {
         let tls = if self.tls || self.tls_ca.is_some() || self.tls_cert.is_some() {
             let pair = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
             Some(
@@ -200,7 +200,7 @@ impl Args {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     Repl(repl::ReplArgs),
     Send(send::SendArgs),
     Listen(listen::ListenArgs),
@@ -240,10 +240,10 @@ pub(crate) struct Ctx {
 }
 
 /// Default log level (see `evapi_cli::Verbosity` for the ladder).
-pub const LOG_LEVEL: &str = "warn";
+pub(crate) const LOG_LEVEL: &str = "warn";
 
 /// Whether the error is a server that could not be reached (refused, no answer).
-pub fn is_unreachable(err: &anyhow::Error) -> bool {
+pub(crate) fn is_unreachable(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         matches!(
             e.downcast_ref::<evapi_client::ClientError>(),
@@ -258,7 +258,7 @@ pub fn is_unreachable(err: &anyhow::Error) -> bool {
 }
 
 /// Whether the error is stdout going away (`| head`): exit quietly then.
-pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
@@ -270,7 +270,7 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 /// # Errors
 ///
 /// Connection and I/O errors (exit code 2).
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let ctx = context(&args)?;
     if let Command::Repl(repl) = &args.command {
         return repl.run(&ctx);

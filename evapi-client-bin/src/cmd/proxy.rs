@@ -25,7 +25,7 @@ Examples:
   evapi-client proxy --listen 127.0.0.1:8449 --upstream 10.0.0.5:8448 \\
       --record /var/log/evapi/day.jsonl --rotate-bytes 100000000   # day.jsonl, day.jsonl.1, ...
   evapi-sim replay day.jsonl                        # then: play it to an app")]
-pub struct ProxyArgs {
+pub(crate) struct ProxyArgs {
     /// Where apps connect.
     #[arg(long, env = "EVAPI_LISTEN", value_parser = evapi_cli::addr::evapi_text)]
     pub listen: String,

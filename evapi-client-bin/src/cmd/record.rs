@@ -17,7 +17,7 @@ use super::Ctx;
 Examples:
   evapi-client --addr 127.0.0.1:8448 record events.jsonl --duration 1h
   evapi-client record events.jsonl --count 1000")]
-pub struct RecordArgs {
+pub(crate) struct RecordArgs {
     /// The transcript file.
     pub file: PathBuf,
     /// Stop after this many frames.

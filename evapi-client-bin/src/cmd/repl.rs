@@ -7,7 +7,7 @@ use super::Ctx;
 
 /// Interactive prompt: incoming messages shown above it, commands to send and answer.
 #[derive(Debug, clap::Args)]
-pub struct ReplArgs {
+pub(crate) struct ReplArgs {
     /// No colours (NO_COLOR is respected too).
     #[arg(long, env = "EVAPI_NO_COLOR")]
     pub no_color: bool,

@@ -1,7 +1,7 @@
 //! `evapi-client respond`: answer every suspend event, on sockets or over NATS.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use super::Ctx;
 
 /// Answer every suspend event (async relay) automatically; the load-test partner.
 #[derive(Debug, clap::Args)]
-pub struct RespondArgs {
+pub(crate) struct RespondArgs {
     /// SIP code to answer with.
     #[arg(long, env = "EVAPI_CODE", default_value_t = 200, value_parser = final_code)]
     pub code: u16,
@@ -84,7 +84,8 @@ impl RespondArgs {
         }
         let counts = Arc::new(Counts::default());
         if let Some(at) = &self.metrics {
-            serve_metrics(at, Arc::clone(&counts)).await?;
+            let collector = Box::new(crate::metrics::RespondMetrics(Arc::clone(&counts)));
+            crate::metrics::serve(at, "respond", collector, std::future::pending()).await?;
         }
         if let Some(options) = &ctx.nats {
             let max_in_flight = self
@@ -257,12 +258,13 @@ async fn over_nats(
             respond.await
         }
     };
-    let answered = counts.answered.load(Ordering::Relaxed);
+    let c = counts.snapshot();
     println!(
-        "answered {answered}, ignored {}, invalid {}, expired {} over NATS in {:.2}s",
-        counts.ignored.load(Ordering::Relaxed),
-        counts.invalid.load(Ordering::Relaxed),
-        counts.expired.load(Ordering::Relaxed),
+        "answered {}, ignored {}, invalid {}, expired {} over NATS in {:.2}s",
+        c.answered,
+        c.ignored,
+        c.invalid,
+        c.expired,
         started.elapsed().as_secs_f64(),
     );
     result?;
@@ -273,11 +275,12 @@ async fn over_nats(
 /// `started`; the answers.
 fn summary(counts: &Counts, started: Instant, over: &str) -> u64 {
     let secs = started.elapsed().as_secs_f64();
-    let answered = counts.answered.load(Ordering::Relaxed);
+    let c = counts.snapshot();
+    let answered = c.answered;
     println!(
         "answered {answered}, ignored {}, invalid {} on {over} in {secs:.2}s ({:.0}/s){}",
-        counts.ignored.load(Ordering::Relaxed),
-        counts.invalid.load(Ordering::Relaxed),
+        c.ignored,
+        c.invalid,
         answered as f64 / secs.max(1e-9),
         fallbacks(counts),
     );
@@ -286,88 +289,8 @@ fn summary(counts: &Counts, started: Instant, over: &str) -> u64 {
 
 /// ", N with the fallback (the handler late)" when any went so.
 fn fallbacks(counts: &Counts) -> String {
-    match counts.fallback.load(Ordering::Relaxed) {
+    match counts.snapshot().fallback {
         0 => String::new(),
         n => format!(", {n} with the fallback (the handler late)"),
-    }
-}
-
-/// Serve the responder's counters as Prometheus metrics at `at` for as long as it runs.
-async fn serve_metrics(at: &str, counts: Arc<Counts>) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let listener = tokio::net::TcpListener::bind(at)
-        .await
-        .with_context(|| format!("cannot listen on --metrics {at}"))?;
-    // The address bound (port 0 picks one): scripts and tests read it here.
-    if let Ok(addr) = listener.local_addr() {
-        eprintln!("evapi-client respond: metrics on http://{addr}/metrics");
-    }
-    let mut registry = prometheus_client::registry::Registry::default();
-    registry.register_collector(Box::new(Metrics(counts)));
-    let api = evapi_ops::http::HttpApi::new(registry, None, None);
-    tokio::spawn(evapi_ops::http::serve(
-        listener,
-        api,
-        std::future::pending(),
-    ));
-    Ok(())
-}
-
-/// The responder's counters, read at scrape time.
-#[derive(Debug)]
-struct Metrics(Arc<Counts>);
-
-impl prometheus_client::collector::Collector for Metrics {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
-    ) -> Result<(), std::fmt::Error> {
-        use evapi_ops::metrics::{counter, gauge};
-        let c = &self.0;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let e = &mut encoder;
-        counter(
-            e,
-            "evapi_respond_answered",
-            "Events answered (sent, and over NATS confirmed or not).",
-            get(&c.answered),
-        )?;
-        counter(
-            e,
-            "evapi_respond_ignored",
-            "Messages that were not suspend events.",
-            get(&c.ignored),
-        )?;
-        counter(
-            e,
-            "evapi_respond_invalid",
-            "Suspend events with ids that are not numbers, not answered.",
-            get(&c.invalid),
-        )?;
-        counter(
-            e,
-            "evapi_respond_expired",
-            "Events skipped unanswered over NATS: their deadline had passed.",
-            get(&c.expired),
-        )?;
-        counter(
-            e,
-            "evapi_respond_fallback",
-            "Events answered with --fallback-code: the handler would have missed --deadline.",
-            get(&c.fallback),
-        )?;
-        counter(
-            e,
-            "evapi_respond_given_back",
-            "Events given back to the work queue over NATS (stopping, or pulled and not started).",
-            get(&c.given_back),
-        )?;
-        gauge(
-            e,
-            "evapi_respond_in_flight",
-            "Events in hand over NATS now: taken, not yet answered and confirmed.",
-            i64::try_from(get(&c.in_flight)).unwrap_or(i64::MAX),
-        )?;
-        Ok(())
     }
 }

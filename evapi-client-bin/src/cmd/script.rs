@@ -12,7 +12,7 @@ use super::Ctx;
 /// Run a send/expect script (the language: client.md in the docs,
 /// /usr/share/doc/evapi-client when packaged); `-` reads it from stdin.
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The script file.
     pub script: PathBuf,
     /// Default wait for each expect step.

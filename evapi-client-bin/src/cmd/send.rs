@@ -12,7 +12,7 @@ use super::Ctx;
 
 /// Send payloads and exit.
 #[derive(Debug, clap::Args)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     /// Payloads to send, each one message; `-` reads one payload per stdin line.
     #[arg(required = true)]
     pub payloads: Vec<String>,

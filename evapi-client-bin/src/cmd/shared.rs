@@ -11,7 +11,7 @@ use evapi_proto::{Framing, IdFields};
 /// NATS: where events come from instead of --addr (and where `bridge` sends them).
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "NATS (scale-out: scale-out.md in the docs)")]
-pub struct NatsArgs {
+pub(crate) struct NatsArgs {
     /// NATS server(s): comma-separated or the flag repeated (nats://HOST:PORT,
     /// tls://HOST:PORT; a cluster's servers); respond,
     /// run, repl and send take events from the JetStream work queue instead of
@@ -109,7 +109,7 @@ impl NatsArgs {
     /// # Errors
     ///
     /// A bad --node, or an --nats-nkey file that cannot be read.
-    pub fn options(&self) -> anyhow::Result<Option<NatsOptions>> {
+    pub(crate) fn options(&self) -> anyhow::Result<Option<NatsOptions>> {
         if self.nats.is_empty() {
             return Ok(None);
         }
@@ -154,7 +154,7 @@ impl NatsArgs {
 
 /// Where a suspend event keeps its ids, when not `tindex`/`tlabel` or `data.index`/`data.label`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct IdArgs {
+pub(crate) struct IdArgs {
     /// Dotted path of the transaction index in suspend events (e.g. tr_index, data.index).
     #[arg(long, env = "EVAPI_INDEX_FIELD", requires = "label_field")]
     pub index_field: Option<String>,
@@ -174,7 +174,7 @@ impl IdArgs {
 
 /// How a transcript is written (proxy, record).
 #[derive(Debug, clap::Args)]
-pub struct RecordingArgs {
+pub(crate) struct RecordingArgs {
     /// Start a new file (FILE.1, FILE.2, ...) once one reaches this many bytes (0: never;
     /// with --record-max-bytes, at most a quarter of it).
     #[arg(long, env = "EVAPI_ROTATE_BYTES", default_value_t = evapi_record::recorder::DEFAULT_ROTATE_BYTES)]

@@ -146,7 +146,7 @@ fn samples(clients: &[Value]) -> HashMap<u64, Sample> {
 /// The connected clients of a server's admin API (evapi-server --metrics ADDR),
 /// with frames in and out per second, refreshed in place; Ctrl-C ends it.
 #[derive(Debug, clap::Args)]
-pub struct TopArgs {
+pub(crate) struct TopArgs {
     /// The server's --metrics address.
     #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi_text)]
     pub metrics: String,

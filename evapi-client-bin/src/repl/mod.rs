@@ -5,12 +5,12 @@
 
 use serde_json::Value;
 
-pub mod session;
+pub(crate) mod session;
 
-pub use session::{Line, Output, Session};
+pub(crate) use session::{Line, Output, Session};
 
 /// Command names, for completion and help.
-pub const COMMANDS: [&str; 14] = [
+pub(crate) const COMMANDS: [&str; 14] = [
     "send",
     "json",
     "continue",
@@ -29,7 +29,7 @@ pub const COMMANDS: [&str; 14] = [
 
 /// Which suspended transaction a `continue` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
+pub(crate) enum Which {
     /// By its ids, as Kamailio gave them.
     Ids {
         /// `$T(id_index)`.
@@ -45,7 +45,7 @@ pub enum Which {
 
 /// What a line asks for.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+pub(crate) enum Command {
     /// Send this text as it is.
     Send(String),
     /// Send this JSON (validated, sent compact).
@@ -93,10 +93,10 @@ pub enum Command {
 /// A command with bad arguments.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 /// The help text.
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 commands:
   send TEXT                         send TEXT as it is (the only way raw text goes out)
   json JSON                         check that JSON is valid, then send it compact
@@ -119,7 +119,7 @@ commands:
 /// The help lines of one command (its entry in [`HELP`] and the lines continuing it),
 /// or `None` for an unknown command.
 #[must_use]
-pub fn help_on(command: &str) -> Option<String> {
+pub(crate) fn help_on(command: &str) -> Option<String> {
     let mut out = Vec::new();
     let mut taking = false;
     for line in HELP.lines().skip(1) {
@@ -140,7 +140,7 @@ pub fn help_on(command: &str) -> Option<String> {
 /// # Errors
 ///
 /// A [`UsageError`] saying what the command needs.
-pub fn parse(line: &str) -> Result<Command, UsageError> {
+pub(crate) fn parse(line: &str) -> Result<Command, UsageError> {
     let trimmed = line.trim();
     if trimmed.is_empty() {
         return Ok(Command::Nothing);

@@ -20,14 +20,14 @@ use evapi_client::SuspendMatcher;
 
 /// Most suspends kept in the pending list; past this the oldest is forgotten (said once
 /// per drop), so a flood of events cannot grow the REPL without bound.
-pub const PENDING_MAX: usize = 10_000;
+pub(crate) const PENDING_MAX: usize = 10_000;
 /// Characters of an event shown in the pending list.
 const SUMMARY_LEN: usize = 60;
 
 /// One line to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Line {
+pub(crate) enum Line {
     /// A notice, a reply or an error, as it is.
     Text(String),
     /// A message from the server, to be rendered (pretty JSON, colours) after `prefix`.
@@ -48,7 +48,7 @@ impl Line {
 /// What one input produced.
 #[derive(Debug, Default)]
 #[non_exhaustive]
-pub struct Output {
+pub(crate) struct Output {
     /// Lines to show, in order.
     pub lines: Vec<Line>,
     /// Frames to send, in order (report each one sent with [`Session::sent`]).
@@ -84,7 +84,7 @@ struct Pending {
 
 /// Counts shown by `stats`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SessionCounts {
+pub(crate) struct SessionCounts {
     /// Frames sent.
     pub sent: u64,
     /// Messages received.
@@ -95,7 +95,7 @@ pub struct SessionCounts {
 
 /// The REPL's state.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     addr: String,
     matcher: SuspendMatcher,
     connected: bool,
@@ -115,7 +115,7 @@ pub struct Session {
 impl Session {
     /// A session connected to `addr`, recognising suspends with `matcher`.
     #[must_use]
-    pub fn new(addr: impl Into<String>, matcher: SuspendMatcher) -> Self {
+    pub(crate) fn new(addr: impl Into<String>, matcher: SuspendMatcher) -> Self {
         Self {
             addr: addr.into(),
             matcher,
@@ -132,30 +132,30 @@ impl Session {
 
     /// The address connected to (or being reconnected to).
     #[must_use]
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.addr
     }
 
     /// Whether the connection is up.
     #[must_use]
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.connected
     }
 
     /// The counts `stats` shows.
     #[cfg(test)]
-    pub fn counts(&self) -> SessionCounts {
+    pub(crate) fn counts(&self) -> SessionCounts {
         self.counts
     }
 
     /// The numbers of the suspends pending now (for completion of `continue #`).
     #[must_use]
-    pub fn pending_numbers(&self) -> Vec<u64> {
+    pub(crate) fn pending_numbers(&self) -> Vec<u64> {
         self.pending.iter().map(|p| p.number).collect()
     }
 
     /// One frame of an [`Output`] went out; `automatic`: an answer given by `auto`.
-    pub fn sent(&mut self, automatic: bool) {
+    pub(crate) fn sent(&mut self, automatic: bool) {
         self.counts.sent += 1;
         if automatic {
             self.counts.answered += 1;
@@ -163,7 +163,7 @@ impl Session {
     }
 
     /// A typed line (as [`super::parse`] read it) at `now`.
-    pub fn line(&mut self, parsed: Result<Command, UsageError>, now: Instant) -> Output {
+    pub(crate) fn line(&mut self, parsed: Result<Command, UsageError>, now: Instant) -> Output {
         let mut out = Output::default();
         let command = match parsed {
             Ok(Command::Quit) => {
@@ -197,7 +197,7 @@ impl Session {
 
     /// A message from the server at `now` (`wall`: the same moment by the wall clock,
     /// for timestamps).
-    pub fn message(&mut self, msg: Bytes, now: Instant, wall: SystemTime) -> Output {
+    pub(crate) fn message(&mut self, msg: Bytes, now: Instant, wall: SystemTime) -> Output {
         let mut out = Output::default();
         self.counts.received += 1;
         let shown = self
@@ -221,7 +221,7 @@ impl Session {
     }
 
     /// The connection is gone (`why`); the terminal reconnects.
-    pub fn lost(&mut self, why: &str) -> Output {
+    pub(crate) fn lost(&mut self, why: &str) -> Output {
         let mut out = Output::default();
         self.connected = false;
         out.say(format!(
@@ -233,7 +233,7 @@ impl Session {
     }
 
     /// Connected again (after a loss, or `connect`).
-    pub fn reconnected(&mut self) -> Output {
+    pub(crate) fn reconnected(&mut self) -> Output {
         let mut out = Output::default();
         self.connected = true;
         out.say(format!("-- connected to {}", self.addr));

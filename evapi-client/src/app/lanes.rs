@@ -37,6 +37,7 @@ impl<K: Hash + Eq + Clone, T> Lanes<K, T> {
     }
 
     /// `item` enters with `key`: returned when it may start now, kept otherwise.
+    #[must_use]
     pub fn push(&mut self, key: Option<K>, item: T) -> Option<T> {
         self.in_hand += 1;
         let Some(key) = key else {
@@ -55,6 +56,7 @@ impl<K: Hash + Eq + Clone, T> Lanes<K, T> {
     }
 
     /// The item of `key` finished: the next of its lane, to start now.
+    #[must_use]
     pub fn finish(&mut self, key: Option<&K>) -> Option<T> {
         self.in_hand = self.in_hand.saturating_sub(1);
         let key = key?;

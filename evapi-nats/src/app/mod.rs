@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     answers_stream, answers_subject, events_stream, nats_error, setup_error, valid_node, NatsError,
-    NatsOptions,
+    NatsErrorKind, NatsOptions,
 };
 use super::{StreamSettings, CONSUMER, DEADLINE_HEADER, EVENT_MAX_AGE, NODE_HEADER};
 use evapi_client::suspend::SuspendMatcher;
@@ -137,7 +137,10 @@ impl NatsApp {
                 },
             )
             .await
-            .map_err(setup_error("the JetStream consumer"))?;
+            .map_err(setup_error(
+                NatsErrorKind::Consumer,
+                "the JetStream consumer",
+            ))?;
         warn_if_settled_otherwise(&consumer.cached_info().config, ack_wait, settings);
         let messages = consumer
             .stream()
@@ -145,7 +148,7 @@ impl NatsApp {
             .heartbeat(Duration::from_secs(15))
             .messages()
             .await
-            .map_err(nats_error("pull events"))?;
+            .map_err(nats_error(NatsErrorKind::Subscribe, "pull events"))?;
         // Scripts and tests wait for this line rather than sleeping (readiness).
         info!(consumer = CONSUMER, "taking events from JetStream");
         Ok(Self {
@@ -166,16 +169,17 @@ impl NatsApp {
         let sub = nats
             .subscribe(subject.clone())
             .await
-            .map_err(nats_error("subscribe"))?;
+            .map_err(nats_error(NatsErrorKind::Subscribe, "subscribe"))?;
         // The server knows the subscription once the flush returns: events published
         // from now on are seen.
         tokio::time::timeout(FLUSH_PATIENCE, nats.flush())
             .await
             .map_err(|e| NatsError::Nats {
+                kind: NatsErrorKind::Flush,
                 what: "flush: NATS did not answer".to_owned(),
                 source: e.into(),
             })?
-            .map_err(nats_error("flush"))?;
+            .map_err(nats_error(NatsErrorKind::Flush, "flush"))?;
         info!(%subject, "watching events");
         Ok(Self {
             js: answers_context(&nats),
@@ -271,8 +275,9 @@ impl NatsApp {
     /// NATS fails, or does not answer in time.
     pub async fn flush(&self) -> Result<(), NatsError> {
         match tokio::time::timeout(FLUSH_PATIENCE, self.nats.flush()).await {
-            Ok(flushed) => flushed.map_err(nats_error("flush")),
+            Ok(flushed) => flushed.map_err(nats_error(NatsErrorKind::Flush, "flush")),
             Err(elapsed) => Err(NatsError::Nats {
+                kind: NatsErrorKind::Flush,
                 what: format!("flush: NATS did not answer within {FLUSH_PATIENCE:?}"),
                 source: elapsed.into(),
             }),
@@ -289,7 +294,7 @@ impl NatsApp {
         self.nats
             .publish(answers_subject(node), payload.into())
             .await
-            .map_err(nats_error("publish"))?;
+            .map_err(nats_error(NatsErrorKind::Publish, "publish"))?;
         self.flush().await
     }
 
@@ -333,7 +338,10 @@ impl NatsApp {
     /// NATS fails.
     pub async fn ack(&self, event: &NatsEvent) -> Result<(), NatsError> {
         match &event.msg {
-            Some(msg) => msg.ack().await.map_err(nats_error("acknowledge an event")),
+            Some(msg) => msg.ack().await.map_err(nats_error(
+                NatsErrorKind::Acknowledge,
+                "acknowledge an event",
+            )),
             None => Ok(()),
         }
     }
@@ -348,7 +356,7 @@ impl NatsApp {
             Some(msg) => msg
                 .ack_with(AckKind::Nak(None))
                 .await
-                .map_err(nats_error("give an event back")),
+                .map_err(nats_error(NatsErrorKind::Acknowledge, "give an event back")),
             None => Ok(()),
         }
     }
@@ -439,7 +447,10 @@ pub async fn confirm_answer(
     };
     match stored.await {
         Ok(_) => match &event.msg {
-            Some(msg) => msg.ack().await.map_err(nats_error("acknowledge an event")),
+            Some(msg) => msg.ack().await.map_err(nats_error(
+                NatsErrorKind::Acknowledge,
+                "acknowledge an event",
+            )),
             None => Ok(()),
         },
         Err(e) => {
@@ -448,6 +459,7 @@ pub async fn confirm_answer(
                 let _ = msg.ack_with(AckKind::Nak(Some(ANSWER_RETRY))).await;
             }
             Err(NatsError::Nats {
+                kind: NatsErrorKind::Publish,
                 what: format!(
                     "store the answer for node {} (JetStream did not confirm; the event is given back)",
                     event.node
@@ -469,7 +481,7 @@ fn answers_context(nats: &async_nats::Client) -> jetstream::Context {
 /// The node an event came from (its header, else its subject) and its payload.
 /// How long before an event's deadline an app gives it up (skips it): the answer has to
 /// travel to the node's bridge and be written.
-pub const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
 /// Whether `msg` carries a deadline (header [`DEADLINE_HEADER`]) that has passed at
 /// `now`. An unreadable deadline counts as none: the event is answered.

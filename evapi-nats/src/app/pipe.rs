@@ -35,9 +35,9 @@ pub async fn app_io(
     framing: Framing,
     max_frame: usize,
 ) -> Result<(Io, tokio::task::JoinHandle<()>), ClientError> {
-    let failed = |e: NatsError| ClientError::Connect {
+    let failed = |e: NatsError| ClientError::Transport {
         addr: config.nats.url.clone(),
-        source: std::io::Error::other(e),
+        source: Box::new(e),
     };
     let nats = config.nats.connect(None).await.map_err(failed)?;
     let app = match config.mode {

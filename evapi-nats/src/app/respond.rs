@@ -1,7 +1,5 @@
 //! A responder over NATS: events taken from the work queue, answered concurrently.
 
-use std::sync::atomic::Ordering;
-
 use async_nats::jetstream::AckKind;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -53,9 +51,7 @@ async fn answer_events(
     // answer then go back (before, the server could hand them back to this app).
     let release = CancellationToken::new();
     let result = loop {
-        counts
-            .in_flight
-            .store(in_hand.len() as u64, Ordering::Relaxed);
+        counts.set_in_flight(in_hand.len() as u64);
         while let Some(done) = in_hand.try_join_next() {
             report(done, counts);
         }
@@ -70,7 +66,7 @@ async fn answer_events(
             () = stop.cancelled() => break Ok(()),
             event = app.next() => event,
         };
-        counts.expired.store(app.expired(), Ordering::Relaxed);
+        counts.set_expired(app.expired());
         let Some(event) = event else { break Ok(()) };
         match responder.answer(&event.payload, counts) {
             Some(answer) => {
@@ -108,7 +104,7 @@ async fn answer_events(
     // still waiting for their answer; the answers sent wait for their confirmations (each
     // at most ANSWER_CONFIRM).
     let given = app.give_back_pulled(GIVE_BACK_PATIENCE, limit).await;
-    counts.given_back.fetch_add(given, Ordering::Relaxed);
+    counts.add_given_back(given);
     if given > 0 {
         info!(given, "events pulled and not started given back");
     }
@@ -120,7 +116,7 @@ async fn answer_events(
     while let Some(done) = in_hand.join_next().await {
         report(done, counts);
     }
-    counts.in_flight.store(0, Ordering::Relaxed);
+    counts.set_in_flight(0);
     result
 }
 
@@ -139,14 +135,14 @@ type Handled = (String, Option<Result<(), NatsError>>);
 fn report(done: Result<Handled, tokio::task::JoinError>, counts: &Counts) {
     match done {
         Ok((_, Some(Ok(())))) => {
-            counts.answered.fetch_add(1, Ordering::Relaxed);
+            counts.add_answered(1);
         }
         Ok((node, Some(Err(e)))) => {
-            counts.answered.fetch_add(1, Ordering::Relaxed);
+            counts.add_answered(1);
             warn!(error = %e, %node, "answer not confirmed; the event will be redelivered");
         }
         Ok((_, None)) => {
-            counts.given_back.fetch_add(1, Ordering::Relaxed);
+            counts.add_given_back(1);
         }
         Err(_) => {}
     }

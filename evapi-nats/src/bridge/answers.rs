@@ -15,7 +15,7 @@ use super::{named, Named, Run, ANSWER_LOG_EVERY, DRAIN};
 use crate::expected::Admission;
 use crate::seal::SEAL_HEADER;
 use crate::DEADLINE_HEADER;
-use crate::{answers_stream, answers_subject, nats_error, setup_error, NatsError};
+use crate::{answers_stream, answers_subject, nats_error, setup_error, NatsError, NatsErrorKind};
 
 impl Run<'_> {
     /// Answers from JetStream into the queue for the node, within
@@ -373,13 +373,16 @@ pub(super) async fn answers_consumer(
             },
         )
         .await
-        .map_err(setup_error("the answers' JetStream consumer"))?
+        .map_err(setup_error(
+            NatsErrorKind::Consumer,
+            "the answers' JetStream consumer",
+        ))?
         .stream()
         .max_messages_per_batch(ANSWER_BATCH)
         .heartbeat(Duration::from_secs(5))
         .messages()
         .await
-        .map_err(nats_error("pull answers"))
+        .map_err(nats_error(NatsErrorKind::Subscribe, "pull answers"))
 }
 
 /// Longest wait to hand an acknowledgement to the NATS client when stopping.

@@ -126,63 +126,157 @@ impl BridgeConfig {
     }
 }
 
-/// Counters of a bridge, read by its metrics and its exit line.
-#[derive(Debug, Default)]
-pub struct BridgeCounts {
+/// What a bridge did so far, and holds now: a snapshot ([`BridgeCounts::snapshot`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BridgeStats {
     /// Events read from the node and accepted into the outbox.
-    pub events: AtomicU64,
+    pub events: u64,
     /// Events JetStream confirmed.
-    pub published: AtomicU64,
+    pub published: u64,
     /// Publications tried again after a failed confirmation.
-    pub retries: AtomicU64,
+    pub retries: u64,
     /// Events refused past `buffer_bytes`.
-    pub shed: AtomicU64,
+    pub shed: u64,
     /// Shed events answered with the shed code.
-    pub shed_answered: AtomicU64,
+    pub shed_answered: u64,
     /// Answers from NATS for the node.
-    pub answers: AtomicU64,
+    pub answers: u64,
     /// Answers from NATS the node's framing could not carry (over `--max-frame`).
-    pub answers_dropped: AtomicU64,
+    pub answers_dropped: u64,
     /// Answers from NATS dropped because they name a transaction the bridge is not
     /// waiting for (forged, a second answer, or older than the events' age bound).
-    pub answers_refused: AtomicU64,
+    pub answers_refused: u64,
     /// Of those, answers naming no transaction that no rule allows, or with a key,
     /// without their own seal.
-    pub untransacted_refused: AtomicU64,
+    pub untransacted_refused: u64,
     /// Answers from NATS naming a transaction this bridge did not see, written because
     /// they carry a valid seal (an earlier bridge of the node published the event), or,
     /// without a seal key, because the bridge started less than `predecessor_grace`
     /// ago (the node's tm refuses any that name no live call).
-    pub answers_unverified: AtomicU64,
+    pub answers_unverified: u64,
     /// Answers from NATS given back to the stream (for later) because
     /// `answers_buffer_bytes` were waiting already.
-    pub answers_shed: AtomicU64,
+    pub answers_shed: u64,
     /// Answers dropped because the deadline they carry (their event's) had passed: the
     /// call has ended at the node.
-    pub answers_expired: AtomicU64,
+    pub answers_expired: u64,
     /// Answers JetStream delivered more than once: a bridge stopped or failed before
     /// acknowledging them, held them past the ack wait (5 s) while the node read
     /// slowly, or gave them back past `answers_buffer_bytes`. A second answer to a
     /// call is refused (here, or by the node).
-    pub answers_redelivered: AtomicU64,
+    pub answers_redelivered: u64,
     /// Bytes of answers waiting for the node now.
-    pub answers_buffered_bytes: AtomicU64,
+    pub answers_buffered_bytes: u64,
     /// Bytes held in the outbox now.
-    pub buffered_bytes: AtomicU64,
+    pub buffered_bytes: u64,
     /// Events held in the outbox now.
-    pub buffered: AtomicU64,
+    pub buffered: u64,
     /// Events dropped because their deadline passed before JetStream took them.
-    pub expired: AtomicU64,
+    pub expired: u64,
     /// Milliseconds the oldest held event has waited (0: none held).
-    pub oldest_held_ms: AtomicU64,
+    pub oldest_held_ms: u64,
     /// Whether publications are failing now (NATS away, or a stream without a leader
     /// while a cluster elects one): the bridge is connected but cannot store events.
-    pub failing: std::sync::atomic::AtomicBool,
+    pub failing: bool,
+    /// Whether NATS is connected now.
+    pub connected: bool,
+    /// Times the NATS connection was lost.
+    pub disconnects: u64,
+}
+
+/// Counters of a bridge, counted as it runs; [`BridgeStats`] is what callers read
+/// ([`BridgeCounts::snapshot`]).
+#[derive(Debug, Default)]
+pub struct BridgeCounts {
+    /// Events read from the node and accepted into the outbox.
+    pub(crate) events: AtomicU64,
+    /// Events JetStream confirmed.
+    pub(crate) published: AtomicU64,
+    /// Publications tried again after a failed confirmation.
+    pub(crate) retries: AtomicU64,
+    /// Events refused past `buffer_bytes`.
+    pub(crate) shed: AtomicU64,
+    /// Shed events answered with the shed code.
+    pub(crate) shed_answered: AtomicU64,
+    /// Answers from NATS for the node.
+    pub(crate) answers: AtomicU64,
+    /// Answers from NATS the node's framing could not carry (over `--max-frame`).
+    pub(crate) answers_dropped: AtomicU64,
+    /// Answers from NATS dropped because they name a transaction the bridge is not
+    /// waiting for (forged, a second answer, or older than the events' age bound).
+    pub(crate) answers_refused: AtomicU64,
+    /// Of those, answers naming no transaction that no rule allows, or with a key,
+    /// without their own seal.
+    pub(crate) untransacted_refused: AtomicU64,
+    /// Answers from NATS naming a transaction this bridge did not see, written because
+    /// they carry a valid seal (an earlier bridge of the node published the event), or,
+    /// without a seal key, because the bridge started less than `predecessor_grace`
+    /// ago (the node's tm refuses any that name no live call).
+    pub(crate) answers_unverified: AtomicU64,
+    /// Answers from NATS given back to the stream (for later) because
+    /// `answers_buffer_bytes` were waiting already.
+    pub(crate) answers_shed: AtomicU64,
+    /// Answers dropped because the deadline they carry (their event's) had passed: the
+    /// call has ended at the node.
+    pub(crate) answers_expired: AtomicU64,
+    /// Answers JetStream delivered more than once: a bridge stopped or failed before
+    /// acknowledging them, held them past the ack wait (5 s) while the node read
+    /// slowly, or gave them back past `answers_buffer_bytes`. A second answer to a
+    /// call is refused (here, or by the node).
+    pub(crate) answers_redelivered: AtomicU64,
+    /// Bytes of answers waiting for the node now.
+    pub(crate) answers_buffered_bytes: AtomicU64,
+    /// Bytes held in the outbox now.
+    pub(crate) buffered_bytes: AtomicU64,
+    /// Events held in the outbox now.
+    pub(crate) buffered: AtomicU64,
+    /// Events dropped because their deadline passed before JetStream took them.
+    pub(crate) expired: AtomicU64,
+    /// Milliseconds the oldest held event has waited (0: none held).
+    pub(crate) oldest_held_ms: AtomicU64,
+    /// Whether publications are failing now (NATS away, or a stream without a leader
+    /// while a cluster elects one): the bridge is connected but cannot store events.
+    pub(crate) failing: std::sync::atomic::AtomicBool,
     /// The NATS connection's state.
-    pub link: Arc<LinkStatus>,
+    pub(crate) link: Arc<LinkStatus>,
 }
 
 impl BridgeCounts {
+    /// What the bridge did so far, and holds now.
+    #[must_use]
+    pub fn snapshot(&self) -> BridgeStats {
+        BridgeStats {
+            events: self.events.load(Ordering::Relaxed),
+            published: self.published.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            shed: self.shed.load(Ordering::Relaxed),
+            shed_answered: self.shed_answered.load(Ordering::Relaxed),
+            answers: self.answers.load(Ordering::Relaxed),
+            answers_dropped: self.answers_dropped.load(Ordering::Relaxed),
+            answers_refused: self.answers_refused.load(Ordering::Relaxed),
+            untransacted_refused: self.untransacted_refused.load(Ordering::Relaxed),
+            answers_unverified: self.answers_unverified.load(Ordering::Relaxed),
+            answers_shed: self.answers_shed.load(Ordering::Relaxed),
+            answers_expired: self.answers_expired.load(Ordering::Relaxed),
+            answers_redelivered: self.answers_redelivered.load(Ordering::Relaxed),
+            answers_buffered_bytes: self.answers_buffered_bytes.load(Ordering::Relaxed),
+            buffered_bytes: self.buffered_bytes.load(Ordering::Relaxed),
+            buffered: self.buffered.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+            oldest_held_ms: self.oldest_held_ms.load(Ordering::Relaxed),
+            failing: self.failing.load(Ordering::Relaxed),
+            connected: self.link.connected.load(Ordering::Relaxed),
+            disconnects: self.link.disconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The NATS connection's state, for [`crate::NatsOptions::connect`] to keep.
+    #[must_use]
+    pub fn link(&self) -> Arc<LinkStatus> {
+        Arc::clone(&self.link)
+    }
+
     fn held(&self, outbox: &mut Outbox) {
         self.buffered_bytes
             .store(outbox.bytes() as u64, Ordering::Relaxed);

@@ -59,7 +59,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Whether TLS is on.
-    pub fn tls_on(&self) -> bool {
+    pub(crate) fn tls_on(&self) -> bool {
         self.tls
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -68,7 +68,7 @@ impl Shared {
 
     /// The TLS acceptor for a new connection, if TLS is on.
     #[cfg(feature = "tls")]
-    pub fn tls(&self) -> Option<TlsAcceptor> {
+    pub(crate) fn tls(&self) -> Option<TlsAcceptor> {
         self.tls
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -77,18 +77,18 @@ impl Shared {
     }
 
     /// The token table for a new connection, if authentication is on.
-    pub fn tokens(&self) -> Option<Arc<Tokens>> {
+    pub(crate) fn tokens(&self) -> Option<Arc<Tokens>> {
         self.tokens
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    pub fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+    pub(crate) fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
         evapi_ops::throttle::lock(&self.throttle)
     }
 
-    pub fn pending(&self) -> std::sync::MutexGuard<'_, evapi_ops::pool::Pool> {
+    pub(crate) fn pending(&self) -> std::sync::MutexGuard<'_, evapi_ops::pool::Pool> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

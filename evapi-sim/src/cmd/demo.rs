@@ -11,7 +11,7 @@ use super::shared::{scenario, MetricsArgs, OutputArgs};
 /// 10,000 INVITEs through async_relay against a built-in responder, on 127.0.0.1:8448
 /// (an ephemeral port if that is taken).
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Listen here instead of 127.0.0.1:8448.
     #[arg(long, env = "EVAPI_BIND")]
     #[arg(value_parser = evapi_cli::addr::evapi)]
@@ -37,7 +37,7 @@ const DEMO_EXPLAINED: &str = concat!(
 
 impl DemoArgs {
     /// Run the demo scenario, then say what its numbers mean.
-    pub fn run(self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
         let options = RunOptions {
             fallback_to_ephemeral: self.bind.is_none(),
             bind: self.bind.map(|a| a.to_string()),

@@ -8,7 +8,7 @@ use evapi_cli::exit::FAILED as EXIT_FAILED;
 /// SIP load with microsecond latency: INVITEs at a fixed rate, each expecting a final
 /// code, ACKed; prints a JSON report (p50/p90/p99/max in microseconds).
 #[derive(Debug, clap::Args)]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// The SIP server (UDP; IP, IP:port or host:port, the port defaults to 5060).
     #[arg(value_parser = evapi_cli::addr::sip)]
     pub target: std::net::SocketAddr,
@@ -28,7 +28,7 @@ pub struct LoadArgs {
 
 impl LoadArgs {
     /// Calls at a rate against a SIP target, the report on stdout.
-    pub fn run(self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
         let options = evapi_sim::load::LoadOptions {
             target: self.target,
             rate: self.rate.max(1),

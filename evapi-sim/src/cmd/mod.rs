@@ -35,7 +35,7 @@ Examples:
 Exit codes: 0 every expectation held, 1 some failed, 2 bad scenario file or I/O error,
 130 interrupted (Ctrl-C; the partial summary and report are still written)."
 )]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     pub verbosity: evapi_cli::Verbosity,
 
@@ -45,7 +45,7 @@ pub struct Args {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     Demo(demo::DemoArgs),
     Run(run::RunArgs),
     Load(load::LoadArgs),
@@ -54,14 +54,14 @@ pub enum Command {
 }
 
 /// Default log level (see `evapi_cli::Verbosity` for the ladder).
-pub const LOG_LEVEL: &str = "warn";
+pub(crate) const LOG_LEVEL: &str = "warn";
 
 /// Run the subcommand.
 ///
 /// # Errors
 ///
 /// I/O errors (exit 2).
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The SIP front is one loop that owns its tables; on one thread it needs no
     // cross-thread wake-ups, which is most of what it would spend on two.
     let runtime = if matches!(args.command, Command::Sip(_) | Command::Load(_)) {

@@ -18,7 +18,7 @@ Examples:
   evapi-sim replay day.jsonl --bind 127.0.0.1:8448          # then start the app on :8448
   evapi-sim replay day.jsonl --speed 10 --ignore ts --ignore data.host
   evapi-sim replay day.jsonl --speed answers --junit replay.xml --report replay.json")]
-pub struct ReplayArgs {
+pub(crate) struct ReplayArgs {
     /// The transcript (its rotated parts FILE.1, FILE.2, ... follow on their own).
     pub file: PathBuf,
     /// The evapi socket the app connects to.
@@ -67,7 +67,7 @@ pub struct ReplayArgs {
 
 impl ReplayArgs {
     /// Read the recording, play it to the app that connects, and judge its answers.
-    pub async fn run(&self) -> anyhow::Result<ExitCode> {
+    pub(crate) async fn run(&self) -> anyhow::Result<ExitCode> {
         let reader = evapi_proto::AnswerReader::with_fields(self.id_fields.clone());
         let evapi_sim::replay::Recording {
             mut plan,

@@ -11,7 +11,7 @@ use super::shared::{scenario, MetricsArgs, OutputArgs};
 
 /// Run a scenario file.
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The scenario (JSON; simulator.md in the docs, /usr/share/doc/evapi-sim when
     /// packaged).
     pub scenario: PathBuf,
@@ -33,7 +33,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// Load the scenario (exit 2 when it is unusable) and run it.
-    pub fn run(self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
         let loaded = match Scenario::load(&self.scenario) {
             Ok(l) => l,
             Err(e) => {

@@ -12,7 +12,7 @@ use evapi_sim::scenario::Loaded;
 
 /// Reports people and CI systems read, for `demo`, `run` and `replay`.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct OutputArgs {
+pub(crate) struct OutputArgs {
     /// Write an HTML report here: one self-contained file (no script, no network) with
     /// the outcome table, latency histogram and percentile curve, rate over time and
     /// answers per app.
@@ -25,7 +25,7 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
-    pub fn write(
+    pub(crate) fn write(
         &self,
         page: impl FnOnce() -> evapi_sim::html::Page,
         junit: impl FnOnce() -> String,
@@ -46,7 +46,7 @@ impl OutputArgs {
 
 /// `--metrics` and its admin token, for `demo` and `run`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct MetricsArgs {
+pub(crate) struct MetricsArgs {
     /// Serve Prometheus metrics (the socket's and the run's) at GET /metrics, and the
     /// socket's admin API, on this address while the run lasts.
     #[arg(long, env = "EVAPI_METRICS", value_parser = evapi_cli::addr::evapi)]
@@ -56,7 +56,7 @@ pub struct MetricsArgs {
     pub control_token: Option<String>,
 }
 
-pub fn parse_id_fields(s: &str) -> Result<IdFields, String> {
+pub(super) fn parse_id_fields(s: &str) -> Result<IdFields, String> {
     match s.split_once(',') {
         Some((i, l)) if !i.trim().is_empty() && !l.trim().is_empty() => {
             Ok(IdFields::new(i.trim(), l.trim()))
@@ -69,7 +69,7 @@ pub fn parse_id_fields(s: &str) -> Result<IdFields, String> {
 
 /// Run `loaded` to the end (or SIGINT/SIGTERM), print its summary and write its
 /// reports; the exit code says whether every expectation held.
-pub async fn scenario(
+pub(super) async fn scenario(
     loaded: &Loaded,
     options: &RunOptions,
     progress: bool,

@@ -13,7 +13,7 @@ use super::shared::{parse_id_fields, OutputArgs};
 /// Real SIP over UDP (for sipp): INVITEs are suspended and resumed by the apps on the
 /// evapi socket. Counters are printed on SIGINT/SIGTERM.
 #[derive(Debug, clap::Args)]
-pub struct SipArgs {
+pub(crate) struct SipArgs {
     /// UDP address for SIP (the port defaults to 5060).
     #[arg(long, env = "EVAPI_LISTEN", default_value = "127.0.0.1:5060", value_parser = evapi_cli::addr::sip)]
     pub listen: std::net::SocketAddr,
@@ -123,7 +123,7 @@ fn parse_policy(s: &str) -> Result<evapi_server::UnicastPolicy, String> {
 impl SipArgs {
     /// The SIP front over UDP with its embedded socket, until SIGINT or SIGTERM; its
     /// counters printed and written where asked.
-    pub fn run(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(&self, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
         let Some(mut options) = sip_options(self) else {
             return Ok(ExitCode::from(EXIT_BAD_SCENARIO));
         };
