@@ -1,5 +1,5 @@
 #!/bin/bash
-# The hot-path benches (relay fan-out, auto-responder) at two commits, interleaved, so a
+# The hot-path benches (relay fan-out, auto-responder, the sim's transaction table) at two commits, interleaved, so a
 # change can be judged against the same machine in the same minutes:
 #   bench/ab.sh BEFORE AFTER [ROUNDS]     e.g. bench/ab.sh 93c20eb HEAD 2
 # Each commit is checked out in its own worktree under ${TMPDIR:-/tmp} with its own
@@ -22,11 +22,13 @@ for name in before after; do
   git -C "$root" worktree add --detach "$dir" "$rev" >/dev/null
   (cd "$dir" && CARGO_TARGET_DIR=$work/target-$name cargo bench --locked -p evapi-server --bench fanout --no-run -q)
   (cd "$dir" && CARGO_TARGET_DIR=$work/target-$name cargo bench --locked -p "$(respond_pkg "$dir")" --bench respond --no-run -q)
+  (cd "$dir" && CARGO_TARGET_DIR=$work/target-$name cargo bench --locked -p evapi-sim --bench tm --no-run -q)
 done
 for round in $(seq "$rounds"); do
   for name in before after; do
     echo "=== $name (${!name}) round $round"
     (cd "$work/$name" && CARGO_TARGET_DIR=$work/target-$name cargo bench --locked -q -p evapi-server --bench fanout -- --quick)
     (cd "$work/$name" && CARGO_TARGET_DIR=$work/target-$name cargo bench --locked -q -p "$(respond_pkg "$work/$name")" --bench respond -- --quick)
+    (cd "$work/$name" && CARGO_TARGET_DIR=$work/target-$name cargo bench --locked -q -p evapi-sim --bench tm -- --quick)
   done
 done

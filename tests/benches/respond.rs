@@ -5,7 +5,10 @@
 //! message-received. **respond** is the library responder (`evapi-client respond`):
 //! it parses each event, finds the ids and writes the JSON answer. **echo** (the
 //! baseline) writes every frame straight back without looking at it, batched the same
-//! way: the transport's limit for this exchange. The producer keeps at most 1,024 events unanswered.
+//! way: the transport's limit for this exchange. **app** is the app library
+//! (`evapi_client::app::App`, a handler answering 200 to every event, no ordering):
+//! what `respond` would cost built on it (one parse into JSON, a task and two
+//! channel hops per event). The producer keeps at most 1,024 events unanswered.
 //!
 //! Run: `cargo bench -p evapi-tests --bench respond` (`-- --quick` for a short run).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -15,6 +18,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use evapi_client::app::{App, Decision, Incoming, OrderBy};
+use evapi_client::nodes::Node;
 use evapi_client::respond::{self, Counts, Responder};
 use evapi_client::{Client, ClientConfig};
 use evapi_server::{ClientEnv, Config, EventRoutes, Handle, Server};
@@ -40,6 +45,7 @@ impl EventRoutes for CountAnswers {
 enum Mode {
     Respond,
     Echo,
+    App,
 }
 
 async fn measure(mode: Mode, events: u64) -> f64 {
@@ -59,17 +65,26 @@ async fn measure(mode: Mode, events: u64) -> f64 {
     );
     let handle = server.handle();
     let server_task = tokio::spawn(server.run(listener, std::future::pending()));
-    let client = Client::connect(&addr, &ClientConfig::default())
-        .await
-        .unwrap();
-    // Relays reach accepted connections only.
-    while !handle.clients().iter().any(|c| c.accepted) {
-        tokio::task::yield_now().await;
-    }
+    let client = match mode {
+        Mode::App => None,
+        Mode::Respond | Mode::Echo => Some(
+            Client::connect(&addr, &ClientConfig::default())
+                .await
+                .unwrap(),
+        ),
+    };
     let stop = CancellationToken::new();
     let stop2 = stop.clone();
     let responder = tokio::spawn(async move {
+        let Some(client) = client else {
+            let app =
+                App::new([Node::at(addr)], ClientConfig::default()).order_by(OrderBy::Nothing);
+            app.run(|_: Incoming| async { Some(Decision::new(200)) }, stop2)
+                .await;
+            return;
+        };
         match mode {
+            Mode::App => {}
             Mode::Respond => {
                 let counts = Counts::default();
                 let _ = respond::run(client, &Responder::new(200), &counts, None, &stop2).await;
@@ -95,6 +110,10 @@ async fn measure(mode: Mode, events: u64) -> f64 {
             }
         }
     });
+    // Relays reach accepted connections only.
+    while !handle.clients().iter().any(|c| c.accepted) {
+        tokio::task::yield_now().await;
+    }
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < events {
@@ -142,18 +161,23 @@ fn main() {
     runtime.block_on(async {
         let _ = measure(Mode::Respond, events / 10).await;
         let _ = measure(Mode::Echo, events / 10).await;
-        let (mut r, mut e) = (Vec::new(), Vec::new());
+        let _ = measure(Mode::App, events / 10).await;
+        let (mut r, mut e, mut a) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
             r.push(measure(Mode::Respond, events).await);
             e.push(measure(Mode::Echo, events).await);
+            a.push(measure(Mode::App, events).await);
         }
-        r.sort_by(f64::total_cmp);
-        e.sort_by(f64::total_cmp);
-        let (r, e) = (r[1], e[1]);
+        for v in [&mut r, &mut e, &mut a] {
+            v.sort_by(f64::total_cmp);
+        }
+        let (r, e, a) = (r[1], e[1], a[1]);
         println!("| one connection | answers/s |");
         println!("|---|---|");
         println!("| respond (parse, find ids, answer) | {r:.0} |");
+        println!("| app library (handler answering 200) | {a:.0} |");
         println!("| echo baseline (frames back unread) | {e:.0} |");
         println!("| respond / echo | {:.2} |", r / e);
+        println!("| app / respond | {:.2} |", a / r);
     });
 }
