@@ -227,7 +227,14 @@ async fn bind_socket(bind: String, fallback: bool) -> Result<(TcpListener, Socke
 struct Engine<'a> {
     loaded: &'a Loaded,
     handle: Handle,
-    router: Router<()>,
+    /// Each transaction's data: its call's number (from 0).
+    router: Router<u64>,
+    /// With cases: each call's case (by index) and its repetition (from 0).
+    calls: Vec<(usize, u64)>,
+    /// With cases: the app's answer of each resumed transaction, until its reply.
+    answers: std::collections::HashMap<evapi_proto::TransactionId, Vec<u8>>,
+    /// With cases: the verdict on each, as its calls end.
+    verdicts: Vec<crate::cases::CaseVerdict>,
     stats: crate::report::RunStats,
     open: u64,
     done: u64,
@@ -243,6 +250,18 @@ impl<'a> Engine<'a> {
             loaded,
             handle,
             router: Router::new(loaded.router_config()),
+            calls: loaded
+                .cases
+                .iter()
+                .enumerate()
+                .flat_map(|(i, c)| (0..c.case.repeat.unwrap_or(1)).map(move |r| (i, r)))
+                .collect(),
+            answers: std::collections::HashMap::new(),
+            verdicts: loaded
+                .cases
+                .iter()
+                .map(|c| crate::cases::CaseVerdict::new(&c.name))
+                .collect(),
             stats: crate::report::RunStats::new(clock::now()),
             open: 0,
             done: 0,
@@ -300,7 +319,10 @@ impl<'a> Engine<'a> {
         observer: &dyn Observer,
         interrupt: &CancellationToken,
     ) -> Report {
-        let traffic = self.loaded.scenario.traffic.clone();
+        let mut traffic = self.loaded.scenario.traffic.clone();
+        if !self.calls.is_empty() {
+            traffic.count = self.calls.len() as u64;
+        }
         let start = clock::now();
         self.stats.restart(start);
         let mut next = 0u64;
@@ -398,6 +420,7 @@ impl<'a> Engine<'a> {
             interrupted,
             timeline,
             per_app,
+            cases: std::mem::take(&mut self.verdicts),
         };
         report.check(&self.loaded.scenario.expect);
         report
@@ -405,17 +428,38 @@ impl<'a> Engine<'a> {
 
     fn issue(&mut self, n: u64, traffic: &crate::scenario::Traffic, now: std::time::Instant) {
         let num = n.to_string();
-        let request = Request {
-            method: traffic.method.clone(),
-            ruri: traffic.ruri.replace("{n}", &num),
-            from_uri: traffic.from.replace("{n}", &num),
-            to_uri: traffic.to.replace("{n}", &num),
-            call_id: format!("sim-{num}@evapi-sim"),
-            cseq: 1,
-            source: self.source,
+        let fill = |given: Option<&String>, default: &str| {
+            given.map_or(default, String::as_str).replace("{n}", &num)
+        };
+        let request = match usize::try_from(n).ok().and_then(|i| self.calls.get(i)) {
+            Some(&(case, rep)) => {
+                let c = &self.loaded.cases[case].case;
+                Request {
+                    method: fill(c.method.as_ref(), &traffic.method),
+                    ruri: fill(c.ruri.as_ref(), &traffic.ruri),
+                    from_uri: fill(c.from.as_ref(), &traffic.from),
+                    to_uri: fill(c.to.as_ref(), &traffic.to),
+                    call_id: match &c.call_id {
+                        Some(id) if rep == 0 => id.replace("{n}", &num),
+                        Some(id) => format!("{}-{rep}", id.replace("{n}", &num)),
+                        None => format!("case-{}-{rep}@evapi-sim", case + 1),
+                    },
+                    cseq: 1,
+                    source: self.source,
+                }
+            }
+            None => Request {
+                method: traffic.method.clone(),
+                ruri: fill(None, &traffic.ruri),
+                from_uri: fill(None, &traffic.from),
+                to_uri: fill(None, &traffic.to),
+                call_id: format!("sim-{num}@evapi-sim"),
+                cseq: 1,
+                source: self.source,
+            },
         };
         self.open += 1;
-        let relay = self.router.request(now, &request, ());
+        let relay = self.router.request(now, &request, n);
         let id = relay.id;
         if !apps::deliver(&self.handle, relay.to, relay.event) {
             self.router.undelivered(clock::now(), Some(id));
@@ -426,8 +470,11 @@ impl<'a> Engine<'a> {
     fn inbound(&mut self, client: &evapi_server::ClientEnv, msg: &[u8]) -> bool {
         match self.router.message(clock::now(), client, msg) {
             Message::Register(tag) => apps::set_tag(&self.handle, client, &tag),
-            Message::Resumed(_) => {
+            Message::Resumed(id) => {
                 self.stats.answered_by(client);
+                if !self.calls.is_empty() {
+                    self.answers.insert(id, msg.to_vec());
+                }
                 false
             }
             Message::Refused(_) | Message::Invalid(_) => false,
@@ -444,6 +491,31 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// With cases: judge the call that `reply` ended against its case.
+    fn judge(&mut self, reply: &crate::router::Reply<u64>) {
+        let answer = self.answers.remove(&reply.id);
+        let Some(&(case, _)) = usize::try_from(reply.data)
+            .ok()
+            .and_then(|i| self.calls.get(i))
+        else {
+            return;
+        };
+        let (ending, latency) = match reply.cause {
+            Cause::Answered { latency } => (crate::cases::Ending::Answered, Some(latency)),
+            Cause::TimedOut | Cause::Cancelled => (crate::cases::Ending::TimedOut, None),
+            Cause::Relayed | Cause::NoApp => (crate::cases::Ending::NoApp, None),
+        };
+        let ended = crate::cases::Ended {
+            code: reply.code,
+            reason: &reply.reason,
+            ending,
+            latency,
+            answer: answer.as_deref(),
+        };
+        let mismatches = self.loaded.cases[case].judge(&ended);
+        self.verdicts[case].count(mismatches, latency);
+    }
+
     /// Count the final replies the core decided.
     fn replies(&mut self) {
         while let Some(reply) = self.router.poll_reply() {
@@ -451,6 +523,7 @@ impl<'a> Engine<'a> {
                 m.answered(latency);
             }
             self.stats.reply(clock::now(), reply.code, &reply.cause);
+            self.judge(&reply);
             self.open -= 1;
             self.done += 1;
         }

@@ -124,10 +124,28 @@ pub fn run(report: &Report) -> String {
     } else {
         came.join(", ")
     };
-    let cases: Vec<Case> = report
-        .checks
-        .iter()
-        .map(|c| Case {
+    // Each case is a test case of its own, the failed ones first.
+    let mut verdicts: Vec<&crate::cases::CaseVerdict> = report.cases.iter().collect();
+    verdicts.sort_by_key(|v| v.ok());
+    let by_case = verdicts.into_iter().map(|v| Case {
+        name: v.name.clone(),
+        seconds: v.slowest_us as f64 / 1e6,
+        failure: (!v.ok()).then(|| {
+            let detail: Vec<String> = v
+                .mismatches
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}\n  expected: {}\n  actual:   {}",
+                        m.what, m.expected, m.actual
+                    )
+                })
+                .collect();
+            (v.why(), detail.join("\n"))
+        }),
+    });
+    let cases: Vec<Case> = by_case
+        .chain(report.checks.iter().map(|c| Case {
             name: format!("{} = {}", c.what, c.expected),
             seconds: 0.0,
             failure: (!c.ok).then(|| {
@@ -139,7 +157,7 @@ pub fn run(report: &Report) -> String {
                     ),
                 )
             }),
-        })
+        }))
         .collect();
     document_timed(
         &format!("evapi-sim run {}", report.name),
@@ -216,6 +234,7 @@ mod tests {
             interrupted: false,
             timeline: crate::report::Timeline::default(),
             per_app: std::collections::BTreeMap::new(),
+            cases: Vec::new(),
         };
         let xml = run(&report);
         assert!(xml.contains("time=\"3.750\""), "{xml}");

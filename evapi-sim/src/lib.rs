@@ -29,6 +29,7 @@
 //! `tracing`.
 
 mod apps;
+pub mod cases;
 mod clock;
 pub mod engine;
 pub mod front;

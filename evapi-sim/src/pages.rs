@@ -52,6 +52,48 @@ impl Report {
                 })
                 .collect(),
         };
+        let mut tables = Vec::new();
+        if !self.cases.is_empty() {
+            // The failed cases first, each with what it wanted and what it got.
+            let mut verdicts: Vec<&crate::cases::CaseVerdict> = self.cases.iter().collect();
+            verdicts.sort_by_key(|v| v.ok());
+            let failed = verdicts.iter().filter(|v| !v.ok()).count();
+            tables.push(PageTable {
+                caption: format!(
+                    "Cases: {} passed, {failed} failed",
+                    self.cases.len() - failed
+                ),
+                header: vec![
+                    "case".into(),
+                    "calls".into(),
+                    "passed".into(),
+                    "expected".into(),
+                    "actual".into(),
+                    "result".into(),
+                ],
+                rows: verdicts
+                    .iter()
+                    .map(|v| {
+                        let side = |f: fn(&crate::cases::Mismatch) -> &str| {
+                            v.mismatches
+                                .iter()
+                                .map(|m| format!("{}: {}", m.what, f(m)))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        };
+                        vec![
+                            v.name.clone(),
+                            v.calls.to_string(),
+                            v.passed.to_string(),
+                            side(|m| &m.expected),
+                            side(|m| &m.actual),
+                            if v.ok() { "ok" } else { "FAILED" }.to_owned(),
+                        ]
+                    })
+                    .collect(),
+            });
+        }
+        tables.extend([outcomes, checks]);
         Page {
             title: format!("{} (evapi-sim)", self.name),
             passed: self.passed,
@@ -59,7 +101,7 @@ impl Report {
                 "{} requests in {} ms, {} answered",
                 self.requests, self.duration_ms, self.latency.count
             ),
-            tables: vec![outcomes, checks],
+            tables,
             details: Vec::new(),
             latency: vec![("suspend to final reply".into(), self.latency.clone())],
             timeline: self.timeline.clone(),

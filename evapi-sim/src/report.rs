@@ -174,6 +174,9 @@ pub struct Report {
     /// Answers per app, by `conidx` (HTML report only).
     #[serde(skip)]
     pub per_app: BTreeMap<String, u64>,
+    /// The verdict on each case, in the scenario's order (none without cases).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cases: Vec<crate::cases::CaseVerdict>,
 }
 
 /// Width of a timeline bin, milliseconds.
@@ -340,7 +343,9 @@ impl Report {
                 self.invalid_answers,
             ));
         }
-        self.passed = !self.interrupted && checks.iter().all(|c| c.ok);
+        self.passed = !self.interrupted
+            && checks.iter().all(|c| c.ok)
+            && self.cases.iter().all(crate::cases::CaseVerdict::ok);
         self.checks = checks;
     }
 
@@ -393,6 +398,43 @@ impl Report {
                 );
             }
         }
+        if !self.cases.is_empty() {
+            let failed: Vec<&crate::cases::CaseVerdict> =
+                self.cases.iter().filter(|c| !c.ok()).collect();
+            let _ = writeln!(
+                s,
+                "\n  cases: {} passed, {} failed",
+                self.cases.len() - failed.len(),
+                failed.len()
+            );
+            // The failed ones first and by name, field by field; at most 20 listed.
+            for c in failed.iter().take(CASES_LISTED) {
+                let _ = writeln!(
+                    s,
+                    "  FAIL {}: {} of {} call(s) failed",
+                    c.name,
+                    c.calls - c.passed,
+                    c.calls
+                );
+                if c.calls == 0 {
+                    let _ = writeln!(s, "       no call of this case ended");
+                }
+                for m in &c.mismatches {
+                    let _ = writeln!(
+                        s,
+                        "       {:<12} expected {}, got {}",
+                        m.what, m.expected, m.actual
+                    );
+                }
+            }
+            if failed.len() > CASES_LISTED {
+                let _ = writeln!(
+                    s,
+                    "  ... and {} more failed case(s) (--report FILE has them all)",
+                    failed.len() - CASES_LISTED
+                );
+            }
+        }
         let verdict = match (self.interrupted, self.passed) {
             (true, _) => "INTERRUPTED (partial counts)",
             (false, true) => "PASSED",
@@ -402,6 +444,9 @@ impl Report {
         s
     }
 }
+
+/// Failed cases the summary lists by name.
+const CASES_LISTED: usize = 20;
 
 fn check(what: String, expected: u64, actual: u64) -> Check {
     Check {

@@ -57,6 +57,14 @@ pub struct Scenario {
     /// What the run must end with.
     #[serde(default)]
     pub expect: Expect,
+    /// Calls with what each must get ([`crate::cases`]): when given (here or in
+    /// `cases_file`), they are the traffic, one call per case (or `repeat`), and each
+    /// is judged and reported by name.
+    #[serde(default)]
+    pub cases: Vec<crate::cases::Case>,
+    /// A file of cases: CSV (`.csv`) or JSON Lines; relative to the scenario file.
+    #[serde(default)]
+    pub cases_file: Option<String>,
 }
 
 fn default_name() -> String {
@@ -326,6 +334,13 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     })
 }
 
+/// An optional duration (`"200ms"`), for fields that may be left out.
+pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
 fn check_tag(at: &str, tag: Option<&str>) -> Result<(), String> {
     match tag {
         Some(t) if t.is_empty() || t.len() > evapi_server::config::MAX_TAG_LEN => Err(format!(
@@ -354,6 +369,8 @@ pub struct Loaded {
     pub scenario: Scenario,
     /// The parsed event template.
     pub event: Template,
+    /// The cases, checked (empty: the run generates `traffic.count` calls).
+    pub cases: Vec<crate::cases::Checks>,
 }
 
 impl Loaded {
@@ -388,7 +405,8 @@ impl Scenario {
             path: path.display().to_string(),
             reason: format!("cannot read: {e}"),
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let base = path.parent().unwrap_or_else(|| Path::new(""));
+        Self::parse_in(&text, &path.display().to_string(), base)
     }
 
     /// Parse and check scenario text; `origin` names it in errors.
@@ -397,6 +415,15 @@ impl Scenario {
     ///
     /// A [`ScenarioError`].
     pub fn parse(text: &str, origin: &str) -> Result<Loaded, ScenarioError> {
+        Self::parse_in(text, origin, Path::new(""))
+    }
+
+    /// [`Scenario::parse`], with `cases_file` relative to `base`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ScenarioError`].
+    pub fn parse_in(text: &str, origin: &str, base: &Path) -> Result<Loaded, ScenarioError> {
         let err = |reason: String| ScenarioError {
             path: origin.to_owned(),
             reason,
@@ -423,7 +450,18 @@ impl Scenario {
             }
         }
         scenario.check_replies().map_err(err)?;
-        Ok(Loaded { scenario, event })
+        let mut cases = scenario.cases.clone();
+        if let Some(file) = &scenario.cases_file {
+            let from = crate::cases::read_file(&base.join(file))
+                .map_err(|e| err(format!("cases_file: {e}")))?;
+            cases.extend(from);
+        }
+        let cases = crate::cases::prepare(&cases).map_err(|e| err(format!("cases: {e}")))?;
+        Ok(Loaded {
+            scenario,
+            event,
+            cases,
+        })
     }
 
     /// Every code and reason the scenario can put in a final reply follows the same

@@ -194,3 +194,38 @@ fn load_calls_with_no_answer_within_timeout_fail() {
     assert_eq!(report["failed"], 2, "{report}");
     drop(silent);
 }
+
+/// A cases file that is missing, or a case that can never pass, stops the run before it
+/// starts (exit 2), naming the file, the row or the case and why.
+#[test]
+fn bad_cases_exit_2_naming_the_case() {
+    for (name, text, says) in [
+        (
+            "no-cases-file",
+            r#"{"cases_file": "no-such-cases.csv"}"#,
+            "cases_file: ",
+        ),
+        (
+            "bad-pattern",
+            r#"{"cases": [{"name": "odd", "expect": {"fields": {"/acct": {"matches": "(["}}}}]}"#,
+            "cases: case \"odd\" field /acct: ",
+        ),
+        (
+            "two-checks",
+            r#"{"cases": [{"expect": {"fields": {"/a": {"equals": 1, "present": true}}}}]}"#,
+            "give exactly one of equals, matches, present",
+        ),
+        (
+            "case-typo",
+            r#"{"cases": [{"expect": {"cod": 486}}]}"#,
+            "unknown field `cod`",
+        ),
+    ] {
+        let (out, err, code) = run_text(name, text);
+        assert_eq!((out.as_str(), code), ("", 2), "{name}: {err}");
+        assert!(
+            err.contains("[scenario]") && err.contains(says),
+            "{name}: {err}"
+        );
+    }
+}

@@ -29,3 +29,5 @@ mod replay;
 mod apps;
 // HTML and JUnit reports: rendered by headless Chromium, checked by xmllint (issue 16).
 mod reports;
+// A Python app (examples/python) judged call by call by a cases file (issue 35).
+mod cases;

@@ -1,0 +1,132 @@
+//! The simulator as a test harness for an app's decisions: examples/python/busy_odd.py
+//! (asyncio, the standard library) against examples/python/scenario.json and its
+//! cases.csv, as docs/simulator.md tells an app developer to run it in CI.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use evapi_tests::{binary, Running};
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/python")
+        .join(name)
+}
+
+/// `evapi-sim run` of the example scenario on a free port, the app (with `app_flags`)
+/// on it; the simulator's stdout, exit code and JUnit XML.
+fn judge(app_flags: &[&str]) -> (String, i32, String) {
+    evapi_tests::require_tool("python3", "python3");
+    let junit = std::env::temp_dir().join(format!(
+        "evapi-cases-{}-{}.xml",
+        std::process::id(),
+        app_flags.len()
+    ));
+    let mut sim = Command::new(binary("evapi-sim"));
+    sim.args(["run", "--no-progress", "--bind", "127.0.0.1:0", "--junit"])
+        .arg(&junit)
+        .arg(example("scenario.json"));
+    let mut sim = Running::spawn(sim);
+    let (line, mut rest) = sim.stderr_line("evapi socket on ");
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = rest.read_to_string(&mut sink);
+    });
+    let addr = line
+        .split("evapi socket on ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let mut app = Command::new("python3");
+    app.arg(example("busy_odd.py"))
+        .args(["--addr", &addr])
+        .args(app_flags);
+    let _app = Running::spawn(app);
+    let (out, err, code) = sim.finish(std::time::Duration::from_secs(60));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let _ = std::fs::remove_file(&junit);
+    (format!("{out}{err}"), code, xml)
+}
+
+#[test]
+#[ignore = "needs python3"]
+fn the_python_example_decides_every_call_as_its_cases_say() {
+    let (out, code, xml) = judge(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("cases: 5 passed, 0 failed"), "{out}");
+    assert!(out.contains("  28 requests"), "{out}");
+    assert!(
+        xml.contains(r#"<testcase name="odd callee is busy""#),
+        "{xml}"
+    );
+    assert!(!xml.contains("<failure"), "{xml}");
+}
+
+/// The rule swapped: the run fails (exit 1), and each failed case is named with what it
+/// wanted and what it got, field by field, in the summary and in JUnit.
+#[test]
+#[ignore = "needs python3"]
+fn a_wrong_app_fails_naming_each_call_it_got_wrong() {
+    let (out, code, xml) = judge(&["--wrong"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cases: 1 passed, 4 failed"), "{out}");
+    for line in [
+        "FAIL odd callee is busy: 1 of 1 call(s) failed",
+        "code         expected 486, got 200",
+        "/route       expected absent, got \"gw1\"",
+        "FAIL even callees are billed by number: 20 of 20 call(s) failed",
+        "/acct        expected matching /^4[0-9]+0$/, got absent",
+    ] {
+        assert!(out.contains(line), "{line:?} in\n{out}");
+    }
+    assert!(!out.contains("FAIL no number is refused"), "{out}");
+    assert_eq!(xml.matches("<failure").count(), 4, "{xml}");
+    assert!(
+        xml.contains("1 of 1 call(s) failed; code: expected 486, got 200"),
+        "{xml}"
+    );
+}
+
+/// The Python recipe of docs/simulator.md, run as written (port changed to a free one,
+/// the JUnit file into a temporary directory).
+#[test]
+#[ignore = "needs python3"]
+fn the_python_recipe_in_the_simulator_guide_runs_as_written() {
+    evapi_tests::require_tool("python3", "python3");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let guide = std::fs::read_to_string(root.join("docs/simulator.md")).unwrap();
+    let recipe = guide
+        .split("```sh\n")
+        .find(|block| block.contains("python3 examples/python/busy_odd.py"))
+        .and_then(|block| block.split("```").next())
+        .expect("the Python recipe in docs/simulator.md");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("evapi-py-recipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junit = dir.join("cases.xml");
+    let script = recipe
+        .replace("8448", &port.to_string())
+        .replace("--junit cases.xml", &format!("--junit {}", junit.display()));
+    let bin_dir = binary("evapi-sim").parent().unwrap().to_owned();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script])
+        .current_dir(&root)
+        .env("PATH", path);
+    let (out, err, code) = Running::spawn(cmd).finish(std::time::Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("cases: 5 passed, 0 failed"), "{out}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("even callee goes to the gateway"), "{xml}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
