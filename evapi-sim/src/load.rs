@@ -34,10 +34,45 @@ pub struct LoadOptions {
     pub rate: u64,
     /// Calls in all.
     pub calls: u64,
-    /// Final code every call must get to count as successful.
-    pub expect_code: u16,
+    /// Final codes a call may get to count as successful.
+    pub expect: Expected,
+    /// The request URI (and To) of call `n`: `{n}` is its number from 0; `None`:
+    /// `sip:callee{n}@TARGET`.
+    pub ruri: Option<String>,
     /// A call without a final response after this long fails.
     pub timeout: Duration,
+}
+
+/// Which final codes count as a successful call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// Any of these.
+    Codes(Vec<u16>),
+    /// Any final response (an app with a rule answers several codes).
+    AnyFinal,
+}
+
+impl Expected {
+    /// Whether `code` counts as a success.
+    #[must_use]
+    pub fn accepts(&self, code: u16) -> bool {
+        match self {
+            Self::Codes(codes) => codes.contains(&code),
+            Self::AnyFinal => (200..700).contains(&code),
+        }
+    }
+}
+
+impl std::fmt::Display for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Codes(codes) => {
+                let codes: Vec<String> = codes.iter().map(u16::to_string).collect();
+                f.write_str(&codes.join(" or "))
+            }
+            Self::AnyFinal => f.write_str("any final"),
+        }
+    }
 }
 
 /// What happened.
@@ -99,7 +134,7 @@ pub async fn run(options: &LoadOptions) -> std::io::Result<LoadReport> {
                 let due = ((now - start).as_secs_f64() * options.rate as f64) as u64;
                 while (calls.len() as u64) < due.min(options.calls) {
                     let n = calls.len() as u64;
-                    socket.send_to(&invite(n, tag, local, options.target), options.target).await?;
+                    socket.send_to(&invite(n, tag, local, options), options.target).await?;
                     calls.push(Call { first_sent: now, interval: TIMER_A, state: State::Waiting });
                     retrans.push(Reverse((now + TIMER_A, n)));
                     last_sent = now;
@@ -121,7 +156,7 @@ pub async fn run(options: &LoadOptions) -> std::io::Result<LoadReport> {
                         continue;
                     }
                     if call.state == State::Waiting {
-                        socket.send_to(&invite(n, tag, local, options.target), options.target).await?;
+                        socket.send_to(&invite(n, tag, local, options), options.target).await?;
                         retransmissions += 1;
                         call.interval = (call.interval * 2).min(Duration::from_secs(4));
                     }
@@ -144,14 +179,14 @@ pub async fn run(options: &LoadOptions) -> std::io::Result<LoadReport> {
                     continue;
                 }
                 // Acknowledge every final, also retransmitted ones.
-                socket.send_to(&ack(n, tag, local, options.target, &resp), options.target).await?;
+                socket.send_to(&ack(n, tag, local, options, &resp), options.target).await?;
                 if call.state == State::Done {
                     continue;
                 }
                 call.state = State::Done;
                 done += 1;
                 *codes.entry(resp.code.to_string()).or_default() += 1;
-                if resp.code == options.expect_code {
+                if options.expect.accepts(resp.code) {
                     ok += 1;
                     let us = u64::try_from((now - call.first_sent).as_micros()).unwrap_or(u64::MAX);
                     let _ = latency.record(us.max(1));
@@ -193,9 +228,18 @@ fn headers(n: u64, tag: u32, local: SocketAddr, branch: &str) -> String {
     )
 }
 
-fn invite(n: u64, tag: u32, local: SocketAddr, target: SocketAddr) -> Vec<u8> {
+/// Call `n`'s request URI.
+fn ruri(n: u64, options: &LoadOptions) -> String {
+    match &options.ruri {
+        Some(template) => template.replace("{n}", &n.to_string()),
+        None => format!("sip:callee{n}@{}", options.target),
+    }
+}
+
+fn invite(n: u64, tag: u32, local: SocketAddr, options: &LoadOptions) -> Vec<u8> {
+    let ruri = ruri(n, options);
     format!(
-        "INVITE sip:callee{n}@{target} SIP/2.0\r\n{}To: <sip:callee{n}@{target}>\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        "INVITE {ruri} SIP/2.0\r\n{}To: <{ruri}>\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
         headers(n, tag, local, &format!("z9hG4bK-load-{tag}-{n}"))
     )
     .into_bytes()
@@ -205,16 +249,17 @@ fn ack(
     n: u64,
     tag: u32,
     local: SocketAddr,
-    target: SocketAddr,
+    options: &LoadOptions,
     resp: &sip::SipResponse,
 ) -> Vec<u8> {
+    let ruri = ruri(n, options);
     let branch = if resp.code < 300 {
         format!("z9hG4bK-load-{tag}-{n}-ack")
     } else {
         format!("z9hG4bK-load-{tag}-{n}")
     };
     format!(
-        "ACK sip:callee{n}@{target} SIP/2.0\r\n{}To: {}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        "ACK {ruri} SIP/2.0\r\n{}To: {}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
         headers(n, tag, local, &branch),
         resp.to
     )

@@ -130,3 +130,44 @@ fn the_python_recipe_in_the_simulator_guide_runs_as_written() {
     assert!(xml.contains("even callee goes to the gateway"), "{xml}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `evapi-sim load` for an app with a rule: request URIs by number (`--ruri`), several
+/// expected codes. With 200 and 486 expected every call passes; with 486 alone the
+/// even half fails, and the message says what came.
+#[test]
+#[ignore = "needs python3"]
+fn load_takes_request_uris_and_several_expected_codes() {
+    evapi_tests::require_tool("python3", "python3");
+    let mut node = evapi_tests::sipp::SimNode::start(&[]);
+    let mut app = Command::new("python3");
+    app.arg(example("busy_odd.py"))
+        .args(["--addr", &node.evapi]);
+    let _app = Running::spawn(app);
+    node.wait_for_app();
+    let load = |expect: &str| {
+        let out = Command::new(binary("evapi-sim"))
+            .args(["load", &node.sip, "--rate", "500", "--calls", "100"])
+            .args(["--ruri", "sip:{n}@example.com", "--expect-code", expect])
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.code(),
+        )
+    };
+    let (out, err, code) = load("200,486");
+    assert_eq!(code, Some(0), "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["codes"]["200"], 50, "{out}");
+    assert_eq!(report["codes"]["486"], 50, "{out}");
+    let (_, err, code) = load("486");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("50 of 100 calls failed: expected 486, got 200 x50"),
+        "{err}"
+    );
+    let (_, _, code) = load("any");
+    assert_eq!(code, Some(0));
+    let _ = node.finish();
+}

@@ -18,9 +18,15 @@ pub(crate) struct LoadArgs {
     /// Calls in all.
     #[arg(long, env = "EVAPI_CALLS", default_value_t = 10_000)]
     pub calls: u64,
-    /// The final code a successful call gets.
-    #[arg(long, env = "EVAPI_EXPECT_CODE", default_value_t = 486)]
-    pub expect_code: u16,
+    /// The final codes a successful call may get: one (486), several (200,486), or
+    /// "any" for any final response (an app with a rule).
+    #[arg(long, env = "EVAPI_EXPECT_CODE", default_value = "486", value_parser = expected)]
+    pub expect_code: evapi_sim::load::Expected,
+    /// The request URI of each call; {n} is the call's number from 0 (e.g.
+    /// "sip:{n}@example.com" for an app deciding by number). Default:
+    /// sip:callee{n}@TARGET.
+    #[arg(long, env = "EVAPI_RURI", value_parser = ruri)]
+    pub ruri: Option<String>,
     /// A call without a final response after this long fails.
     #[arg(long, env = "EVAPI_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
@@ -33,10 +39,11 @@ impl LoadArgs {
             target: self.target,
             rate: self.rate.max(1),
             calls: self.calls.max(1),
-            expect_code: self.expect_code,
+            expect: self.expect_code.clone(),
+            ruri: self.ruri,
             timeout: self.timeout,
         };
-        let expect_code = self.expect_code;
+        let expected = self.expect_code;
         let report = runtime
             .block_on(evapi_sim::load::run(&options))
             .context("load generator")?;
@@ -47,15 +54,44 @@ impl LoadArgs {
         let got: Vec<String> = report
             .codes
             .iter()
-            .filter(|(code, _)| **code != expect_code.to_string())
+            .filter(|(code, _)| !code.parse().is_ok_and(|c| expected.accepts(c)))
             .map(|(code, n)| format!("{code} x{n}"))
             .collect();
         eprintln!(
-            "evapi-sim load: {} of {} calls failed: expected {expect_code}, got {}",
+            "evapi-sim load: {} of {} calls failed: expected {expected}, got {}",
             report.failed,
             report.calls,
             got.join(", ")
         );
         Ok(ExitCode::from(EXIT_FAILED))
+    }
+}
+
+/// `486`, `200,486` or `any`.
+fn expected(text: &str) -> Result<evapi_sim::load::Expected, String> {
+    if text.trim().eq_ignore_ascii_case("any") {
+        return Ok(evapi_sim::load::Expected::AnyFinal);
+    }
+    let codes = text
+        .split(',')
+        .map(|c| match c.trim().parse::<u16>() {
+            Ok(code) if (200..700).contains(&code) => Ok(code),
+            _ => Err(format!("{c:?} is not a final SIP code (200-699)")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(evapi_sim::load::Expected::Codes(codes))
+}
+
+/// A request URI template: a sip: or sips: URI on one line (no spaces or controls).
+fn ruri(text: &str) -> Result<String, String> {
+    let ok = (text.starts_with("sip:") || text.starts_with("sips:"))
+        && text.len() <= 256
+        && !text
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'<' || b == b'>');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("a sip: or sips: URI, at most 256 bytes, no spaces, controls or <>".to_owned())
     }
 }
