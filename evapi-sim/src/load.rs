@@ -35,7 +35,7 @@ pub struct LoadOptions {
     /// Calls in all.
     pub calls: u64,
     /// Final codes a call may get to count as successful.
-    pub expect: Expected,
+    pub expect: ExpectedCodes,
     /// The request URI (and To) of call `n`: `{n}` is its number from 0; `None`:
     /// `sip:callee{n}@TARGET`.
     pub ruri: Option<String>,
@@ -45,14 +45,14 @@ pub struct LoadOptions {
 
 /// Which final codes count as a successful call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expected {
+pub enum ExpectedCodes {
     /// Any of these.
     Codes(Vec<u16>),
     /// Any final response (an app with a rule answers several codes).
     AnyFinal,
 }
 
-impl Expected {
+impl ExpectedCodes {
     /// Whether `code` counts as a success.
     #[must_use]
     pub fn accepts(&self, code: u16) -> bool {
@@ -63,7 +63,7 @@ impl Expected {
     }
 }
 
-impl std::fmt::Display for Expected {
+impl std::fmt::Display for ExpectedCodes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Codes(codes) => {

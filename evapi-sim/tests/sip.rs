@@ -395,7 +395,7 @@ async fn the_load_generator_completes_every_call_against_the_uas() {
         target: sip,
         rate: 1000,
         calls: 300,
-        expect: evapi_sim::load::Expected::Codes(vec![486]),
+        expect: evapi_sim::load::ExpectedCodes::Codes(vec![486]),
         ruri: None,
         timeout: Duration::from_secs(10),
     })

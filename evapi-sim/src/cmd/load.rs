@@ -21,7 +21,7 @@ pub(crate) struct LoadArgs {
     /// The final codes a successful call may get: one (486), several (200,486), or
     /// "any" for any final response (an app with a rule).
     #[arg(long, env = "EVAPI_EXPECT_CODE", default_value = "486", value_parser = expected)]
-    pub expect_code: evapi_sim::load::Expected,
+    pub expect_code: evapi_sim::load::ExpectedCodes,
     /// The request URI of each call; {n} is the call's number from 0 (e.g.
     /// "sip:{n}@example.com" for an app deciding by number). Default:
     /// sip:callee{n}@TARGET.
@@ -68,9 +68,9 @@ impl LoadArgs {
 }
 
 /// `486`, `200,486` or `any`.
-fn expected(text: &str) -> Result<evapi_sim::load::Expected, String> {
+fn expected(text: &str) -> Result<evapi_sim::load::ExpectedCodes, String> {
     if text.trim().eq_ignore_ascii_case("any") {
-        return Ok(evapi_sim::load::Expected::AnyFinal);
+        return Ok(evapi_sim::load::ExpectedCodes::AnyFinal);
     }
     let codes = text
         .split(',')
@@ -79,7 +79,7 @@ fn expected(text: &str) -> Result<evapi_sim::load::Expected, String> {
             _ => Err(format!("{c:?} is not a final SIP code (200-699)")),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(evapi_sim::load::Expected::Codes(codes))
+    Ok(evapi_sim::load::ExpectedCodes::Codes(codes))
 }
 
 /// A request URI template: a sip: or sips: URI on one line (no spaces or controls).
