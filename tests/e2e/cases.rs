@@ -2,7 +2,6 @@
 //! (asyncio, the standard library) against examples/python/scenario.json and its
 //! cases.csv, as docs/simulator.md tells an app developer to run it in CI.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,22 +22,9 @@ fn judge(app_flags: &[&str]) -> (String, i32, String) {
         std::process::id(),
         app_flags.len()
     ));
-    let mut sim = Command::new(binary("evapi-sim"));
-    sim.args(["run", "--no-progress", "--bind", "127.0.0.1:0", "--junit"])
-        .arg(&junit)
-        .arg(example("scenario.json"));
-    let mut sim = Running::spawn(sim);
-    let (line, mut rest) = sim.stderr_line("evapi socket on ");
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = rest.read_to_string(&mut sink);
-    });
-    let addr = line
-        .split("evapi socket on ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+    let junit_arg = junit.display().to_string();
+    let scenario = example("scenario.json").display().to_string();
+    let (sim, addr) = crate::sim_with_client::sim(&scenario, &["--junit", &junit_arg]);
     let mut app = Command::new("python3");
     app.arg(example("busy_odd.py"))
         .args(["--addr", &addr])
@@ -95,35 +81,14 @@ fn a_wrong_app_fails_naming_each_call_it_got_wrong() {
 #[ignore = "needs python3"]
 fn the_python_recipe_in_the_simulator_guide_runs_as_written() {
     evapi_tests::require_tool("python3", "python3");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let guide = std::fs::read_to_string(root.join("docs/simulator.md")).unwrap();
-    let recipe = guide
-        .split("```sh\n")
-        .find(|block| block.contains("python3 examples/python/busy_odd.py"))
-        .and_then(|block| block.split("```").next())
-        .expect("the Python recipe in docs/simulator.md");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let dir = std::env::temp_dir().join(format!("evapi-py-recipe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let junit = dir.join("cases.xml");
-    let script = recipe
-        .replace("8448", &port.to_string())
-        .replace("--junit cases.xml", &format!("--junit {}", junit.display()));
-    let bin_dir = binary("evapi-sim").parent().unwrap().to_owned();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
+    let junit_arg = format!("--junit {}", junit.display());
+    let (out, err, code) = crate::sim_with_client::run_guide_recipe(
+        "python3 examples/python/busy_odd.py",
+        &[("--junit cases.xml", &junit_arg)],
     );
-    let mut cmd = Command::new("bash");
-    cmd.args(["-c", &script])
-        .current_dir(&root)
-        .env("PATH", path);
-    let (out, err, code) = Running::spawn(cmd).finish(std::time::Duration::from_secs(60));
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("cases: 5 passed, 0 failed"), "{out}");
     let xml = std::fs::read_to_string(&junit).unwrap();

@@ -13,7 +13,7 @@ fn scenario(name: &str) -> String {
 }
 
 /// Start `evapi-sim run` on an ephemeral port and return it with its socket address.
-fn sim(scenario_file: &str, extra: &[&str]) -> (Running, String) {
+pub(crate) fn sim(scenario_file: &str, extra: &[&str]) -> (Running, String) {
     let mut cmd = Command::new(binary("evapi-sim"));
     cmd.args(["run", "--no-progress", "--bind", "127.0.0.1:0"])
         .args(extra)
@@ -70,23 +70,27 @@ fn an_action_answer_from_a_reply_template_maps_to_the_configured_outcome() {
     assert!(out.contains("  final 200                 500"), "{out}");
 }
 
-/// The CI recipe in docs/simulator.md, run as written (port changed to a free one):
-/// the app starts while the simulator may not listen yet, and `--wait` covers that.
-#[test]
-fn the_ci_recipe_in_the_simulator_guide_runs_as_written() {
+/// The ```sh block of docs/simulator.md that contains `marker`, run with bash from the
+/// workspace root as written, but with port 8448 changed to a free one, each of
+/// `replace` applied, and the workspace's binaries first on PATH: its stdout, stderr
+/// and exit code.
+pub(crate) fn run_guide_recipe(marker: &str, replace: &[(&str, &str)]) -> (String, String, i32) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let guide = std::fs::read_to_string(root.join("docs/simulator.md")).unwrap();
     let recipe = guide
         .split("```sh\n")
-        .find(|block| block.contains("evapi-sim run evapi-sim/scenarios/external-app.json"))
+        .find(|block| block.contains(marker))
         .and_then(|block| block.split("```").next())
-        .expect("the evapi-client recipe in docs/simulator.md");
+        .unwrap_or_else(|| panic!("a recipe with {marker:?} in docs/simulator.md"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let script = recipe.replace("8448", &port.to_string());
+    let mut script = recipe.replace("8448", &port.to_string());
+    for (from, to) in replace {
+        script = script.replace(from, to);
+    }
     let bin_dir = binary("evapi-sim").parent().unwrap().to_owned();
     let _ = binary("evapi-client");
     let path = format!(
@@ -98,7 +102,15 @@ fn the_ci_recipe_in_the_simulator_guide_runs_as_written() {
     cmd.args(["-c", &script])
         .current_dir(&root)
         .env("PATH", path);
-    let (out, code) = finish(Running::spawn(cmd));
+    Running::spawn(cmd).finish(std::time::Duration::from_secs(60))
+}
+
+/// The CI recipe in docs/simulator.md, run as written (port changed to a free one):
+/// the app starts while the simulator may not listen yet, and `--wait` covers that.
+#[test]
+fn the_ci_recipe_in_the_simulator_guide_runs_as_written() {
+    let (out, _, code) =
+        run_guide_recipe("evapi-sim run evapi-sim/scenarios/external-app.json", &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("PASSED"), "{out}");
 }
